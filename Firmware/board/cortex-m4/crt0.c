@@ -1,0 +1,49 @@
+/*
+ * crt0.c — start-up code for the rsim board, Cortex-M4 core.
+ *
+ * The core boots from the vector table at device address 0: SP = word 0,
+ * PC = word 1 (Thumb). reset_handler copies .data from its load image in
+ * CODE, zeroes .bss, calls main() and then idles on the mailbox WAIT
+ * register if main returns.
+ *
+ * Exceptions are not vectored into firmware by the simulator (version 1);
+ * the other system vectors point to a handler that reports a panic, so the
+ * table is also sane on a real core.
+ */
+#include "crt0_common.h"
+
+#define RSIM_PANIC_EXCEPTION 0xE0000000u /* | exception number */
+
+__attribute__((noreturn, used, section(".text.reset_handler"))) void reset_handler(void);
+
+__attribute__((noreturn)) static void default_handler(void)
+{
+    uint32_t ipsr;
+    __asm__ volatile("mrs %0, ipsr" : "=r"(ipsr));
+    rsim_panic(RSIM_PANIC_EXCEPTION | (ipsr & 0x1FFu));
+}
+
+typedef void (*vector_t)(void);
+
+/* Initial SP, reset, and the other Cortex-M system exception vectors.
+ * Addresses of Thumb functions have bit 0 set. */
+__attribute__((used, section(".vectors"))) const vector_t rsim_vectors[16] = {
+    (vector_t)(uintptr_t)_stack_top, /*  0: initial SP = top of sram */
+    reset_handler,                   /*  1: reset */
+    default_handler,                 /*  2: NMI */
+    default_handler,                 /*  3: HardFault */
+    default_handler,                 /*  4: MemManage */
+    default_handler,                 /*  5: BusFault */
+    default_handler,                 /*  6: UsageFault */
+    0, 0, 0, 0,                      /*  7-10: reserved */
+    default_handler,                 /* 11: SVCall */
+    default_handler,                 /* 12: DebugMonitor */
+    0,                               /* 13: reserved */
+    default_handler,                 /* 14: PendSV */
+    default_handler,                 /* 15: SysTick */
+};
+
+void reset_handler(void)
+{
+    rsim_c_runtime_start();
+}

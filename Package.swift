@@ -1,0 +1,45 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let package = Package(
+    name: "swift-remoteproc",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "MetalIO", targets: ["MetalIO"]),
+        .library(name: "Remoteproc", targets: ["Remoteproc"]),
+        .library(name: "FirmwareKit", targets: ["FirmwareKit"]),
+        .executable(name: "rproc-sim", targets: ["rproc-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Debian's libelf-dev. Only Sources/Remoteproc/ELFFile.swift imports it.
+        .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
+
+        // libmetal's I/O region: typed, bounds-checked access to (shared) memory.
+        .target(name: "MetalIO"),
+
+        // The remoteproc design document: life cycle, ops protocol, memory, resource table, ELF loading.
+        .target(name: "Remoteproc", dependencies: ["MetalIO", "CLibElf"]),
+
+        // Builds the bare-metal programs in Firmware/ with the toolchain's clang and ld.lld.
+        .target(name: "FirmwareKit"),
+
+        .executableTarget(
+            name: "rproc-sim",
+            dependencies: [
+                "Remoteproc", "MetalIO", "FirmwareKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
+        .testTarget(
+            name: "RemoteprocTests",
+            dependencies: ["Remoteproc", "MetalIO", "FirmwareKit"],
+            exclude: ["Fixtures"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

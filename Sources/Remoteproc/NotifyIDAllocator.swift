@@ -1,0 +1,60 @@
+import MetalIO
+/// Notify-id bookkeeping (`remoteproc_allocate_id`), with a fixed capacity and errors where
+/// OpenAMP wraps around: an id in use or none left is an error, never a duplicate.
+struct NotifyIDAllocator: Sendable {
+    let capacity: Int
+    private(set) var used: Set<UInt32> = []
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Takes `id`, or the lowest free id when `id` is ANY.
+    mutating func allocate(_ id: NotifyID, call: RemoteprocCall) throws(RemoteprocError) -> NotifyID {
+        if id.isAny {
+            for candidate in 0..<UInt32(capacity) where !used.contains(candidate) {
+                used.insert(candidate)
+                return NotifyID(candidate)
+            }
+            throw RemoteprocError(.notifyIDsExhausted(capacity: capacity), call: call)
+        }
+        guard id.rawValue < UInt32(capacity) else { throw RemoteprocError(.notifyIDOutOfRange(id, capacity: capacity), call: call) }
+        guard used.insert(id.rawValue).inserted else { throw RemoteprocError(.notifyIDInUse(id), call: call) }
+        return id
+    }
+
+    mutating func release(_ id: NotifyID) { used.remove(id.rawValue) }
+    mutating func reset() { used.removeAll() }
+}
+
+/// First-fit allocation of device address ranges inside the memories marked as allocation
+/// pools, avoiding every range already claimed (fixed carveouts and vrings, loaded segments).
+struct DeviceRangeAllocator: Sendable {
+    struct Range: Sendable, Hashable { var start: UInt64; var end: UInt64 }
+    private(set) var claimed: [Range] = []
+
+    mutating func claim(_ start: DeviceAddress, size: Int) {
+        guard size > 0 else { return }
+        let (end, overflow) = start.rawValue.addingReportingOverflow(UInt64(size))
+        claimed.append(Range(start: start.rawValue, end: overflow ? .max : end))
+    }
+
+    mutating func allocate(size: Int, alignment: Int, in pools: [RemoteprocMemory]) -> DeviceAddress? {
+        guard size > 0, alignment > 0 else { return nil }
+        let align = UInt64(alignment)
+        for pool in pools {
+            let poolEnd = pool.deviceAddress.rawValue + UInt64(pool.size)
+            var candidate = (pool.deviceAddress.rawValue + align - 1) / align * align
+            while candidate + UInt64(size) <= poolEnd {
+                let end = candidate + UInt64(size)
+                if let blocker = claimed.filter({ $0.start < end && candidate < $0.end }).max(by: { $0.end < $1.end }) {
+                    candidate = (blocker.end + align - 1) / align * align
+                    continue
+                }
+                claimed.append(Range(start: candidate, end: end))
+                return DeviceAddress(candidate)
+            }
+        }
+        return nil
+    }
+
+    mutating func reset() { claimed.removeAll() }
+}

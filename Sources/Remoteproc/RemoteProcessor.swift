@@ -1,0 +1,582 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import Synchronization
+
+/// A trace buffer of the installed resource table, mapped into host memory.
+public struct TraceBuffer: Sendable {
+    public var name: String
+    public var deviceAddress: DeviceAddress
+    public var length: Int
+    public var mapping: MemoryMapping
+}
+
+/// The resource table a processor works with: where it lies in target memory, what it said
+/// once the host filled in its ANY fields, and what the host mapped for it.
+public struct InstalledResourceTable: Sendable {
+    /// The table with allocated notify ids and addresses, as written back.
+    public var table: ResourceTable
+    /// Where it lies in the remote's memory.
+    public var location: MemoryMapping
+    public var traceBuffers: [TraceBuffer]
+    /// Carveouts by name, with their mappings.
+    public var carveouts: [(name: String, mapping: MemoryMapping)]
+}
+
+/// An opaque token identifying an observer, for ``RemoteProcessor/removeObserver(_:)``.
+public struct ObserverToken: Hashable, Sendable { let id: UInt64 }
+
+/// A remote processor (`struct remoteproc`): its life cycle, memories, resource table, loaded
+/// image and virtio devices. It reaches the hardware (or a simulator) only through its
+/// ``RemoteprocOps``.
+///
+/// Safe to call from several threads. Life-cycle calls serialise on one lock per processor (as
+/// OpenAMP's `rproc->lock`); lookups, mapping and notification dispatch do not take it, so ops
+/// and interrupt threads may use them. Every call that fails leaves the state unchanged.
+public final class RemoteProcessor: Sendable {
+    /// How many notify ids the processor hands out when none is given (ids 0–31).
+    public static let defaultNotifyIDCapacity = 32
+    /// Alignment of ANY vrings and carveouts allocated by the host.
+    public static let allocationAlignment = 4096
+
+    public let ops: any RemoteprocOps
+    public let notifyIDCapacity: Int
+
+    private struct Lifecycle {
+        var state: RemoteprocState = .offline
+        var removed = false
+        var notifyIDs: NotifyIDAllocator
+        var ranges = DeviceRangeAllocator()
+        var installed: InstalledResourceTable?
+        var image: ELFImage?
+        var bootAddress: DeviceAddress?
+        var crash: CrashReport?
+        var events: [RemoteprocEvent] = []
+    }
+
+    private let lifecycle: Mutex<Lifecycle>
+    /// The thread holding the life-cycle lock (0: none), to refuse re-entrant calls from ops.
+    private let lockOwner = Atomic<UInt>(0)
+    private let memories = Mutex<[RemoteprocMemory]>([])
+    private let virtioDevices = Mutex<[VirtioDevice]>([])
+    private let observers = Mutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
+    private let sequence = Atomic<UInt64>(0)
+
+    /// Creates a processor in Offline and runs the `initialize` op (`remoteproc_init`).
+    /// - Parameters:
+    ///   - ops: the platform.
+    ///   - notifyIDCapacity: notify ids are allocated from `0..<notifyIDCapacity`.
+    /// - Throws: ``RemoteprocError`` when the op fails.
+    public init(ops: any RemoteprocOps, notifyIDCapacity: Int = RemoteProcessor.defaultNotifyIDCapacity) throws(RemoteprocError) {
+        precondition(notifyIDCapacity > 0, "notifyIDCapacity must be positive")
+        self.ops = ops
+        self.notifyIDCapacity = notifyIDCapacity
+        self.lifecycle = Mutex(Lifecycle(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
+        do { try ops.initialize() } catch { throw RemoteprocError(.operationFailed(op: "init"), call: .initialize, underlying: error) }
+    }
+
+    // MARK: State and observers
+
+    /// The current state.
+    public var state: RemoteprocState { lifecycle.withLock { $0.state } }
+
+    /// The last crash reported, until the processor is shut down.
+    public var crashReport: CrashReport? { lifecycle.withLock { $0.crash } }
+
+    /// The installed resource table, if any.
+    public var installedResourceTable: InstalledResourceTable? { lifecycle.withLock { $0.installed } }
+
+    /// The headers of the image loaded last, if any.
+    public var loadedImage: ELFImage? { lifecycle.withLock { $0.image } }
+
+    /// Where the remote starts (the image's entry point).
+    public var bootAddress: DeviceAddress? { lifecycle.withLock { $0.bootAddress } }
+
+    /// Calls `handler` for every later event (state changes, warnings), on the thread that
+    /// caused it, after the processor's lock is released — a handler may call the processor.
+    @discardableResult
+    public func addObserver(_ handler: @escaping @Sendable (RemoteprocEvent) -> Void) -> ObserverToken {
+        observers.withLock { list in
+            list.next += 1
+            list.handlers.append((list.next, handler))
+            return ObserverToken(id: list.next)
+        }
+    }
+
+    /// Stops calling the observer `token` names.
+    public func removeObserver(_ token: ObserverToken) {
+        observers.withLock { list in list.handlers.removeAll { $0.0 == token.id } }
+    }
+
+    private func deliver(_ events: [RemoteprocEvent]) {
+        guard !events.isEmpty else { return }
+        let handlers = observers.withLock { $0.handlers.map(\.1) }
+        for event in events { for handler in handlers { handler(event) } }
+    }
+
+    private func transition(_ life: inout Lifecycle, to state: RemoteprocState, call: RemoteprocCall, reason: String? = nil) {
+        guard life.state != state else { return }
+        let change = StateChange(from: life.state, to: state, call: call, reason: reason,
+                                 sequence: sequence.add(1, ordering: .relaxed).newValue)
+        life.state = state
+        life.events.append(.stateChanged(change))
+    }
+
+    /// Runs `body` under the life-cycle lock, refusing re-entrant calls and calls in states
+    /// outside `allowed`, then delivers the events it queued.
+    private func locked<R>(_ call: RemoteprocCall, allowed: Set<RemoteprocState>? = nil,
+                           _ body: (inout Lifecycle) throws(RemoteprocError) -> R) throws(RemoteprocError) -> R {
+        let me = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        guard lockOwner.load(ordering: .relaxed) != me else { throw RemoteprocError(.reentrantCall, call: call) }
+        let (result, events): (Result<R, RemoteprocError>, [RemoteprocEvent]) = lifecycle.withLock { life in
+            lockOwner.store(me, ordering: .relaxed)
+            defer { lockOwner.store(0, ordering: .relaxed) }
+            let outcome: Result<R, RemoteprocError>
+            if life.removed {
+                outcome = .failure(RemoteprocError(.removed, call: call))
+            } else if let allowed, !allowed.contains(life.state) {
+                outcome = .failure(RemoteprocError(.wrongState(life.state), call: call))
+            } else {
+                do throws(RemoteprocError) { outcome = .success(try body(&life)) } catch { outcome = .failure(error) }
+            }
+            let events = life.events
+            life.events = []
+            return (outcome, events)
+        }
+        deliver(events)
+        return try result.get()
+    }
+
+    private func op(_ name: String, _ call: RemoteprocCall, _ body: () throws -> Void) throws(RemoteprocError) {
+        do { try body() } catch { throw RemoteprocError(.operationFailed(op: name), call: call, underlying: error) }
+    }
+
+    // MARK: Life cycle
+
+    /// Releases the processor (`remoteproc_remove`): runs the `remove` op; afterwards every call
+    /// fails with ``RemoteprocError/Kind/removed``. Only in Offline.
+    public func remove() throws(RemoteprocError) {
+        try locked(.remove, allowed: [.offline]) { (life) throws(RemoteprocError) in
+            try op("remove", .remove) { try ops.remove() }
+            life.removed = true
+        }
+        virtioDevices.withLock { $0.removeAll() }
+    }
+
+    /// Powers and prepares the remote (`remoteproc_config`): Offline → Configured.
+    public func configure(data: (any Sendable)? = nil) throws(RemoteprocError) {
+        try locked(.configure, allowed: [.offline]) { (life) throws(RemoteprocError) in
+            try op("configure", .configure) { try ops.configure(data: data) }
+            transition(&life, to: .configured, call: .configure)
+        }
+    }
+
+    /// Loads an ELF image from `store` (`remoteproc_load`): Configured (or Ready, to reload) → Ready.
+    ///
+    /// The `.resource_table` section is parsed first: notify ids and ANY addresses are allocated
+    /// and carveouts mapped. Then every `PT_LOAD` segment is copied to its load address
+    /// (p_paddr, a device address) and `memsz − filesz` zero-filled, and the completed table is
+    /// written over the loaded one. The entry point becomes the boot address.
+    /// - Throws: ``RemoteprocError`` wrapping an ``ImageError``, a ``ResourceTableError``, a
+    ///   mapping or allocation failure. Nothing is written outside the registered memories.
+    public func load(_ path: String, from store: ImageStore) throws(RemoteprocError) {
+        try locked(.load, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
+            func image<R>(_ body: () throws(ImageError) -> R) throws(RemoteprocError) -> R {
+                do throws(ImageError) { return try body() } catch { throw RemoteprocError(.image(error), call: .load) }
+            }
+            let size = try image { () throws(ImageError) in try store.open(path) }
+            defer { store.close() }
+            let elf = try image { () throws(ImageError) in try ELFImage(store: store, fileSize: size, path: path) }
+
+            // Where every segment goes, checked before anything is written.
+            var placements: [(ELFProgramHeader, MemoryMapping)] = []
+            for segment in elf.loadableSegments where segment.memorySize > 0 {
+                guard let mapping = try? mapping(physical: nil, device: DeviceAddress(segment.physicalAddress),
+                                                 size: Int(segment.memorySize), attributes: 0, call: .load) else {
+                    throw RemoteprocError(.image(ImageError(.segmentUnmapped(index: segment.index, address: segment.physicalAddress,
+                                                                             size: segment.memorySize), path: path)), call: .load)
+                }
+                placements.append((segment, mapping))
+            }
+
+            var notifyIDs = NotifyIDAllocator(capacity: notifyIDCapacity)
+            var ranges = DeviceRangeAllocator()
+            for (segment, _) in placements { ranges.claim(DeviceAddress(segment.physicalAddress), size: Int(segment.memorySize)) }
+
+            var installed: InstalledResourceTable?
+            var table: ResourceTable?
+            var events: [RemoteprocEvent] = []
+            if let bytes = try image({ () throws(ImageError) in try elf.resourceTableBytes(from: store) }), let section = elf.resourceTableSection {
+                do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: .load) }
+                let location = try mapping(physical: nil, device: DeviceAddress(section.address), size: bytes.count, attributes: 0,
+                                           call: .load, what: "the resource table")
+                installed = try handle(&table!, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: .load)
+            }
+
+            for (segment, target) in placements {
+                try image { () throws(ImageError) in
+                    try store.copy(from: Int(segment.offset), count: Int(segment.fileSize), into: target.region, at: target.offset)
+                }
+                let padding = Int(segment.memorySize - segment.fileSize)
+                do throws(MetalIOError) { try target.region.fill(0, at: target.offset + Int(segment.fileSize), count: padding) } catch {
+                    throw RemoteprocError(.io(error), call: .load)
+                }
+            }
+            if let installed {
+                do throws(MetalIOError) { try installed.location.region.write(installed.table.bytes, at: installed.location.offset) } catch {
+                    throw RemoteprocError(.io(error), call: .load)
+                }
+            } else {
+                events.append(.warning("\(path): no \(ELFImage.resourceTableSection) section; the image has no resources"))
+            }
+
+            virtioDevices.withLock { $0.removeAll() }
+            life.notifyIDs = notifyIDs
+            life.ranges = ranges
+            life.installed = installed
+            life.image = elf
+            life.bootAddress = DeviceAddress(elf.entry)
+            life.events += events
+            transition(&life, to: .ready, call: .load)
+        }
+    }
+
+    /// Installs the resource table of an image already in the remote's memory
+    /// (`remoteproc_set_rsc_table`, the "attach" flow): reads `size` bytes at `device`, parses
+    /// and handles them like ``load(_:from:)`` and writes the completed table back.
+    /// Configured (or Ready) → Ready.
+    public func setResourceTable(at device: DeviceAddress, size: Int, bootAddress: DeviceAddress = DeviceAddress(0)) throws(RemoteprocError) {
+        try locked(.setResourceTable, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
+            guard size > 0, size <= 1 << 20 else {
+                throw RemoteprocError(.invalidArgument("resource table size \(size) is not between 1 and 1 MiB"), call: .setResourceTable)
+            }
+            let location = try mapping(physical: nil, device: device, size: size, attributes: 0, call: .setResourceTable, what: "the resource table")
+            let bytes: [UInt8]
+            do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
+                throw RemoteprocError(.io(error), call: .setResourceTable)
+            }
+            var table: ResourceTable
+            do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: .setResourceTable) }
+            var notifyIDs = NotifyIDAllocator(capacity: notifyIDCapacity)
+            var ranges = DeviceRangeAllocator()
+            ranges.claim(device, size: size)
+            var events: [RemoteprocEvent] = []
+            let installed = try handle(&table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: .setResourceTable)
+            do throws(MetalIOError) { try location.region.write(installed.table.bytes, at: location.offset) } catch {
+                throw RemoteprocError(.io(error), call: .setResourceTable)
+            }
+            virtioDevices.withLock { $0.removeAll() }
+            life.notifyIDs = notifyIDs
+            life.ranges = ranges
+            life.installed = installed
+            life.bootAddress = bootAddress
+            life.events += events
+            transition(&life, to: .ready, call: .setResourceTable)
+        }
+    }
+
+    /// Starts the remote at the boot address (`remoteproc_start`): Ready → Running.
+    public func start() throws(RemoteprocError) {
+        try locked(.start, allowed: [.ready]) { (life) throws(RemoteprocError) in
+            let boot = life.bootAddress ?? DeviceAddress(0)
+            try op("start", .start) { try ops.start(bootAddress: boot) }
+            life.crash = nil
+            transition(&life, to: .running, call: .start)
+        }
+    }
+
+    /// Halts the remote, which stays powered (`remoteproc_stop`): Ready, Running, Crashed or
+    /// Suspended → Stopped. Notify ids are released, so a reload gets the same ones.
+    public func stop() throws(RemoteprocError) {
+        try locked(.stop, allowed: [.ready, .running, .crashed, .suspended]) { (life) throws(RemoteprocError) in
+            try op("stop", .stop) { try ops.stop() }
+            life.notifyIDs.reset()
+            transition(&life, to: .stopped, call: .stop)
+        }
+    }
+
+    /// Powers the remote off (`remoteproc_shutdown`): from any state but Offline → Offline,
+    /// passing through Stopped (the `stop` op runs first unless the remote is Stopped or only
+    /// Configured). If the `stop` op succeeds and the `shutdown` op fails, the processor is left
+    /// Stopped. Virtio devices, the table and the image are released.
+    public func shutdown() throws(RemoteprocError) {
+        try locked(.shutdown, allowed: [.configured, .ready, .running, .crashed, .suspended, .stopped]) { (life) throws(RemoteprocError) in
+            if life.state != .stopped && life.state != .configured {
+                try op("stop", .shutdown) { try ops.stop() }
+                life.notifyIDs.reset()
+                transition(&life, to: .stopped, call: .shutdown)
+            }
+            try op("shutdown", .shutdown) { try ops.shutdown() }
+            life.notifyIDs.reset()
+            life.ranges.reset()
+            life.installed = nil
+            life.image = nil
+            life.bootAddress = nil
+            life.crash = nil
+            virtioDevices.withLock { $0.removeAll() }
+            transition(&life, to: .offline, call: .shutdown)
+        }
+    }
+
+    /// Reports that the running remote crashed (called by the platform): Running or Suspended → Crashed.
+    public func reportCrash(_ report: CrashReport) throws(RemoteprocError) {
+        try locked(.reportCrash, allowed: [.running, .suspended]) { life in
+            life.crash = report
+            transition(&life, to: .crashed, call: .reportCrash, reason: report.description)
+        }
+    }
+
+    // MARK: Memory
+
+    /// Registers a memory the remote can reach (`remoteproc_add_mem`). Lookups search memories in
+    /// the order they were added.
+    public func addMemory(_ memory: RemoteprocMemory) {
+        memories.withLock { $0.append(memory) }
+    }
+
+    /// Every registered memory, in lookup order.
+    public var registeredMemories: [RemoteprocMemory] { memories.withLock { $0 } }
+
+    /// The memory called `name` (`remoteproc_get_io_with_name`). Names compare over 32 bytes.
+    public func memory(named name: String) -> RemoteprocMemory? {
+        let key = Array(name.utf8)
+        guard key.count <= 32 else { return nil }
+        return memories.withLock { $0.first { Array($0.name.utf8.prefix(32)) == key } }
+    }
+
+    /// The memory holding physical address `address` (`remoteproc_get_io_with_pa`), and the
+    /// address's offset in its region. Asks the `memory` op when no record matches.
+    public func memory(containingPhysical address: PhysicalAddress, size: Int = 1) -> (memory: RemoteprocMemory, offset: Int)? {
+        if let hit = memories.withLock({ list in list.lazy.compactMap { m in m.offset(ofPhysical: address, size: size).map { (m, $0) } }.first }) {
+            return hit
+        }
+        guard let extra = ops.memory(physical: address, device: nil, size: size), let offset = extra.offset(ofPhysical: address, size: size) else { return nil }
+        return (extra, offset)
+    }
+
+    /// The memory holding device address `address` (`remoteproc_get_io_with_da`), and the
+    /// address's offset in its region. Asks the `memory` op when no record matches.
+    public func memory(containingDevice address: DeviceAddress, size: Int = 1) -> (memory: RemoteprocMemory, offset: Int)? {
+        if let hit = memories.withLock({ list in list.lazy.compactMap { m in m.offset(ofDevice: address, size: size).map { (m, $0) } }.first }) {
+            return hit
+        }
+        guard let extra = ops.memory(physical: nil, device: address, size: size), let offset = extra.offset(ofDevice: address, size: size) else { return nil }
+        return (extra, offset)
+    }
+
+    /// The memory whose region holds host virtual address `address` (`remoteproc_get_io_with_va`).
+    public func memory(containingVirtual address: VirtualAddress) -> (memory: RemoteprocMemory, offset: Int)? {
+        memories.withLock { list in list.lazy.compactMap { m in m.region.offset(ofVirtual: address).map { (m, $0) } }.first }
+    }
+
+    /// Resolves a range for both sides (`remoteproc_mmap`): looks it up by physical address if
+    /// given, else by device address; when no memory covers it, asks the `map` op, registers the
+    /// memory the op returns, and resolves again.
+    /// - Throws: ``RemoteprocError/Kind/noMapping(what:device:physical:size:)`` when nothing covers it.
+    public func map(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32 = 0) throws(RemoteprocError) -> MemoryMapping {
+        try mapping(physical: physical, device: device, size: size, attributes: attributes, call: .mmap)
+    }
+
+    private func resolve(_ memory: RemoteprocMemory, physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> MemoryMapping? {
+        let offset: Int?
+        if let physical { offset = memory.offset(ofPhysical: physical, size: max(size, 1)) } else if let device {
+            offset = memory.offset(ofDevice: device, size: max(size, 1))
+        } else { offset = nil }
+        guard let offset else { return nil }
+        return MemoryMapping(device: DeviceAddress(memory.deviceAddress.rawValue + UInt64(offset)),
+                             physical: PhysicalAddress(memory.physicalAddress.rawValue + UInt64(offset)),
+                             region: memory.region, offset: offset, size: size, memoryName: memory.name)
+    }
+
+    private func mapping(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32,
+                         call: RemoteprocCall, what: String = "the range") throws(RemoteprocError) -> MemoryMapping {
+        guard size > 0, physical != nil || device != nil else {
+            throw RemoteprocError(.invalidArgument("a mapping needs a positive size and an address"), call: call)
+        }
+        let lookup: RemoteprocMemory?
+        if let physical { lookup = memory(containingPhysical: physical, size: size)?.memory } else { lookup = memory(containingDevice: device!, size: size)?.memory }
+        if let lookup, let result = resolve(lookup, physical: physical, device: device, size: size) { return result }
+        let provided: RemoteprocMemory?
+        do { provided = try ops.map(physical: physical, device: device, size: size, attributes: attributes) } catch {
+            throw RemoteprocError(.operationFailed(op: "mmap"), call: call, underlying: error)
+        }
+        if let provided, let result = resolve(provided, physical: physical ?? (device == nil ? nil : provided.physicalAddress.advanced(by: device!.rawValue &- provided.deviceAddress.rawValue)),
+                                              device: device, size: size) {
+            addMemory(provided)
+            return result
+        }
+        throw RemoteprocError(.noMapping(what: what, device: device, physical: physical, size: size), call: call)
+    }
+
+    /// Allocates `size` bytes of device memory in the memories marked as allocation pools,
+    /// avoiding everything the loaded image and its table use (for RPMsg buffer pools and the like).
+    public func allocateDeviceMemory(size: Int, alignment: Int = RemoteProcessor.allocationAlignment, purpose: String) throws(RemoteprocError) -> MemoryMapping {
+        let pools = memories.withLock { $0.filter(\.isAllocationPool) }
+        let address = lifecycle.withLock { $0.ranges.allocate(size: size, alignment: alignment, in: pools) }
+        guard let address else { throw RemoteprocError(.allocationFailed(what: purpose, size: size), call: .mmap) }
+        return try mapping(physical: nil, device: address, size: size, attributes: 0, call: .mmap, what: purpose)
+    }
+
+    // MARK: Notify ids
+
+    /// Takes a notify id (`remoteproc_allocate_id`): exactly `id`, or the lowest free id for ANY.
+    /// - Throws: when `id` is taken or out of range, or no id is left (never a duplicate).
+    public func allocateNotifyID(_ id: NotifyID = .any) throws(RemoteprocError) -> NotifyID {
+        try lifecycle.withLock { (life) throws(RemoteprocError) in try life.notifyIDs.allocate(id, call: .allocateNotifyID) }
+    }
+
+    /// Gives back a notify id taken with ``allocateNotifyID(_:)``.
+    public func releaseNotifyID(_ id: NotifyID) {
+        lifecycle.withLock { $0.notifyIDs.release(id) }
+    }
+
+    // MARK: Resource table handling
+
+    private func handle(_ table: inout ResourceTable, location: MemoryMapping, notifyIDs: inout NotifyIDAllocator,
+                        ranges: inout DeviceRangeAllocator, events: inout [RemoteprocEvent],
+                        call: RemoteprocCall) throws(RemoteprocError) -> InstalledResourceTable {
+        // Fixed ranges first, so ANY allocations avoid them.
+        for entry in table.entries {
+            switch entry {
+            case let .carveout(m): if let da = m.deviceAddress.device { ranges.claim(da, size: Int(m.length)) }
+            case let .trace(t): if let da = t.deviceAddress.device { ranges.claim(da, size: Int(t.length)) }
+            case let .vdev(v):
+                for vring in v.vrings { if let da = vring.deviceAddress.device { ranges.claim(da, size: vring.byteSize ?? 0) } }
+            default: break
+            }
+        }
+        let pools = memories.withLock { $0.filter(\.isAllocationPool) }
+        func allocate(_ size: Int, _ what: String) throws(RemoteprocError) -> DeviceAddress {
+            guard let da = ranges.allocate(size: size, alignment: Self.allocationAlignment, in: pools) else {
+                throw RemoteprocError(.allocationFailed(what: what, size: size), call: call)
+            }
+            return da
+        }
+        func fits32(_ value: UInt64, _ what: String) throws(RemoteprocError) -> ResourceAddress {
+            guard value < 0xFFFF_FFFF else {
+                throw RemoteprocError(.invalidArgument("\(what) at \(hex(value)) does not fit the table's 32-bit field"), call: call)
+            }
+            return ResourceAddress(UInt32(value))
+        }
+        func update(_ index: Int, _ entry: ResourceEntry) throws(RemoteprocError) {
+            do throws(ResourceTableError) { try table.update(entry: index, to: entry) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
+        }
+
+        var traces: [TraceBuffer] = []
+        var carveouts: [(name: String, mapping: MemoryMapping)] = []
+        for (index, entry) in table.entries.enumerated() {
+            switch entry {
+            case var .carveout(m):
+                let what = "carveout '\(m.name)'"
+                let mapping: MemoryMapping
+                if let da = m.deviceAddress.device {
+                    mapping = try self.mapping(physical: m.physicalAddress.physical, device: da, size: Int(m.length),
+                                               attributes: m.flags, call: call, what: what)
+                } else if let pa = m.physicalAddress.physical {
+                    mapping = try self.mapping(physical: pa, device: nil, size: Int(m.length), attributes: m.flags, call: call, what: what)
+                } else {
+                    let da = try allocate(Int(m.length), what)
+                    mapping = try self.mapping(physical: nil, device: da, size: Int(m.length), attributes: m.flags, call: call, what: what)
+                }
+                m.deviceAddress = try fits32(mapping.device.rawValue, "\(what) device address")
+                m.physicalAddress = try fits32(mapping.physical.rawValue, "\(what) physical address")
+                try update(index, .carveout(m))
+                carveouts.append((m.name, mapping))
+            case let .devmem(m):
+                events.append(.warning("resource table entry \(index): devmem '\(m.name)' skipped (the host maps no device memory for the remote)"))
+            case let .trace(t):
+                guard let da = t.deviceAddress.device, t.length > 0 else {
+                    events.append(.warning("resource table entry \(index): trace '\(t.name)' with \(t.length == 0 ? "length 0" : "an ANY address") ignored"))
+                    continue
+                }
+                let mapping = try self.mapping(physical: nil, device: da, size: Int(t.length), attributes: 0, call: call,
+                                               what: "trace buffer '\(t.name)'")
+                traces.append(TraceBuffer(name: t.name, deviceAddress: da, length: Int(t.length), mapping: mapping))
+            case var .vdev(v):
+                v.notifyID = try notifyIDs.allocate(v.notifyID, call: call)
+                for k in v.vrings.indices {
+                    v.vrings[k].notifyID = try notifyIDs.allocate(v.vrings[k].notifyID, call: call)
+                    let size = v.vrings[k].byteSize ?? 0
+                    let what = "vdev \(index) vring \(k)"
+                    let da: DeviceAddress
+                    if let fixed = v.vrings[k].deviceAddress.device { da = fixed } else { da = try allocate(size, what) }
+                    let mapping = try self.mapping(physical: nil, device: da, size: size, attributes: 0, call: call, what: what)
+                    v.vrings[k].deviceAddress = try fits32(mapping.device.rawValue, "\(what) address")
+                }
+                try update(index, .vdev(v))
+            case let .vendor(vendor):
+                let disposition: VendorResourceDisposition
+                do { disposition = try ops.handleVendorResource(vendor, entryIndex: index) } catch {
+                    throw RemoteprocError(.operationFailed(op: "handle vendor resource"), call: call, underlying: error)
+                }
+                if disposition == .skipped {
+                    events.append(.warning("resource table entry \(index): vendor type \(vendor.type) skipped by the platform"))
+                }
+            case let .unknown(type):
+                events.append(.warning("resource table entry \(index): unknown type \(type) skipped"))
+            }
+        }
+        return InstalledResourceTable(table: table, location: location, traceBuffers: traces, carveouts: carveouts)
+    }
+
+    // MARK: Virtio
+
+    /// Builds the virtio device of vdev entry `index` (an index among the table's vdev entries,
+    /// not a virtio id) from the installed table (`remoteproc_create_virtio`). Creating the same
+    /// index twice returns the same device. In the device role it first waits, without holding
+    /// the life-cycle lock, up to `driverTimeout` for the host to set DRIVER_OK.
+    /// Allowed in Ready and Running.
+    public func createVirtio(index: Int, role: VirtioRole, driverTimeout: Duration = .seconds(5)) throws(RemoteprocError) -> VirtioDevice {
+        let device: VirtioDevice = try locked(.createVirtio, allowed: [.ready, .running]) { (life) throws(RemoteprocError) in
+            guard let installed = life.installed else { throw RemoteprocError(.noResourceTable, call: .createVirtio) }
+            let vdevs = installed.table.virtioDevices
+            guard vdevs.indices.contains(index) else {
+                throw RemoteprocError(.noSuchVirtioDevice(index: index, count: vdevs.count), call: .createVirtio)
+            }
+            if let existing = virtioDevices.withLock({ $0.first { $0.index == index } }) { return existing }
+            let (entryIndex, resource) = vdevs[index]
+            var vrings: [VringPlacement] = []
+            for (k, vring) in resource.vrings.enumerated() {
+                guard let da = vring.deviceAddress.device, let size = vring.byteSize else {
+                    throw RemoteprocError(.invalidArgument("vring \(k) of vdev \(index) has no address"), call: .createVirtio)
+                }
+                let mapping = try mapping(physical: nil, device: da, size: size, attributes: 0, call: .createVirtio, what: "vdev \(index) vring \(k)")
+                vrings.append(VringPlacement(index: k, notifyID: vring.notifyID, deviceAddress: da, alignment: Int(vring.alignment),
+                                             count: Int(vring.count), mapping: mapping))
+            }
+            var entry = installed.location
+            entry.offset += installed.table.entryOffsets[entryIndex]
+            entry.device = DeviceAddress(entry.device.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
+            entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
+            entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
+            let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry, ops: ops)
+            virtioDevices.withLock { $0.append(device) }
+            return device
+        }
+        if role == .device {
+            do throws(RemoteprocError) { try device.waitForStatus(.driverOK, timeout: driverTimeout) } catch {
+                removeVirtio(device)
+                throw error
+            }
+        }
+        return device
+    }
+
+    /// Unlinks a virtio device (`remoteproc_remove_virtio`); its notifications stop.
+    public func removeVirtio(_ device: VirtioDevice) {
+        virtioDevices.withLock { $0.removeAll { $0 === device } }
+    }
+
+    /// The virtio devices created and not removed.
+    public var virtioDeviceList: [VirtioDevice] { virtioDevices.withLock { $0 } }
+
+    /// Routes an incoming notification to the virtqueues it names (`remoteproc_get_notification`):
+    /// every vring whose notify id is `id`, or every vring for ANY. Safe from an interrupt thread.
+    /// Returns how many vring handlers ran.
+    @discardableResult
+    public func handleNotification(_ id: NotifyID) -> Int {
+        let devices = virtioDevices.withLock { $0 }
+        return devices.reduce(0) { $0 + $1.dispatch(id) }
+    }
+}

@@ -1,0 +1,53 @@
+import MetalIO
+
+/// What the platform answers for a vendor-specific resource-table entry.
+public enum VendorResourceDisposition: Sendable, Hashable {
+    /// The platform handled the entry (OpenAMP's 0).
+    case handled
+    /// The platform does not know the entry; it is skipped (OpenAMP's `RSC_TAB_NS`, −11).
+    case skipped
+}
+
+/// The platform side of a remote processor: what a hardware driver provides
+/// (`struct remoteproc_ops`). The core reaches the platform only through this protocol.
+///
+/// Ops are called with the processor's life-cycle lock held (except ``notify(_:)``, which is
+/// called by whoever kicks). An op must not call a locking API of the same processor (configure,
+/// load, start, stop, shutdown, remove, create virtio, set resource table): the core detects it
+/// and fails the inner call with ``RemoteprocError/Kind/reentrantCall`` rather than deadlocking.
+/// Memory lookups (``RemoteProcessor/memory(named:)`` and friends) are safe from an op.
+public protocol RemoteprocOps: AnyObject, Sendable {
+    /// Called once by ``RemoteProcessor/init(ops:notifyIDCapacity:)`` (OpenAMP's `init` op).
+    func initialize() throws
+    /// Called by ``RemoteProcessor/remove()`` in Offline (`remove`).
+    func remove() throws
+    /// Maps memory no registered region covers (`mmap`). Either address may be absent (the
+    /// platform chooses it). Return a memory record covering the request — the core registers
+    /// it — or `nil` when the platform cannot map it.
+    func map(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32) throws -> RemoteprocMemory?
+    /// Handles a vendor entry (types 128–512) of the resource table (`handle_rsc`). Throwing
+    /// aborts the table's handling.
+    func handleVendorResource(_ resource: VendorResource, entryIndex: Int) throws -> VendorResourceDisposition
+    /// Powers and prepares the remote (`config`). `data` is what the caller passed to configure.
+    func configure(data: (any Sendable)?) throws
+    /// Starts the remote at `bootAddress` (`start`).
+    func start(bootAddress: DeviceAddress) throws
+    /// Halts the remote; it stays powered (`stop`).
+    func stop() throws
+    /// Powers the remote off and releases what configure and start took (`shutdown`).
+    func shutdown() throws
+    /// Interrupts the remote with notify id `id` (`notify`): a vring kick or a vdev status change.
+    func notify(_ id: NotifyID) throws
+    /// Looks up memory the processor has no record of (`get_mem`).
+    func memory(physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> RemoteprocMemory?
+}
+
+extension RemoteprocOps {
+    public func initialize() throws {}
+    public func remove() throws {}
+    public func map(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32) throws -> RemoteprocMemory? { nil }
+    public func handleVendorResource(_ resource: VendorResource, entryIndex: Int) throws -> VendorResourceDisposition { .skipped }
+    public func configure(data: (any Sendable)?) throws {}
+    public func shutdown() throws {}
+    public func memory(physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> RemoteprocMemory? { nil }
+}

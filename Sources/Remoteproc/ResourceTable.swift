@@ -1,0 +1,249 @@
+/// A resource table (`struct resource_table` and its entries), parsed from or built into the
+/// exact bytes OpenAMP and Linux use.
+///
+/// ``bytes`` is the table as it lies in the image; ``entries`` and ``entryOffsets`` are decoded
+/// from it. ``update(entry:to:)`` rewrites one entry in place (how the host writes back the
+/// notify ids and addresses it allocated), so a parsed table serialises back to the same bytes.
+public struct ResourceTable: Hashable, Sendable {
+    /// The only format version (`RSC_TAB_SUPPORTED_VERSION`).
+    public static let supportedVersion: UInt32 = 1
+    /// Size of the fixed header before the offset array.
+    public static let headerSize = 16
+    /// Upper bound on `num`, far above any real table, so a corrupt count cannot make us allocate.
+    public static let maximumEntryCount = 4096
+
+    public private(set) var bytes: [UInt8]
+    public private(set) var entries: [ResourceEntry]
+    /// `offset[i]`: where entry `i` starts, from the start of the table.
+    public private(set) var entryOffsets: [Int]
+
+    public var version: UInt32 { ByteReader(bytes: bytes).integer(at: 0) ?? 0 }
+
+    /// Parses and validates a table. Mirrors `handle_rsc_table`'s checks, plus every bound
+    /// OpenAMP leaves unchecked (each entry, its vrings and its config space must lie inside
+    /// `bytes`).
+    /// - Throws: ``ResourceTableError`` naming the entry, the byte offset and what is wrong.
+    public init(bytes: [UInt8]) throws(ResourceTableError) {
+        let reader = ByteReader(bytes: bytes)
+        guard bytes.count >= Self.headerSize, let version = reader.integer(at: 0, as: UInt32.self),
+              let count = reader.integer(at: 4, as: UInt32.self) else {
+            throw ResourceTableError(.truncatedHeader(size: bytes.count, needed: Self.headerSize))
+        }
+        guard version == Self.supportedVersion else { throw ResourceTableError(.unsupportedVersion(version), offset: 0) }
+        for i in 0..<2 {
+            let value = reader.integer(at: 8 + 4 * i, as: UInt32.self) ?? 0
+            guard value == 0 else {
+                throw ResourceTableError(.reservedNotZero(field: "reserved[\(i)]", value: UInt64(value)), offset: 8 + 4 * i)
+            }
+        }
+        let needed = UInt64(Self.headerSize) + 4 * UInt64(count)
+        guard count <= Self.maximumEntryCount, needed <= UInt64(bytes.count) else {
+            throw ResourceTableError(.truncatedHeader(size: bytes.count, needed: Int(clamping: needed)))
+        }
+        let headerEnd = Int(needed)
+        var entries: [ResourceEntry] = []
+        var offsets: [Int] = []
+        for index in 0..<Int(count) {
+            let raw = reader.integer(at: Self.headerSize + 4 * index, as: UInt32.self)!
+            guard raw >= UInt32(headerEnd), UInt64(raw) + 4 <= UInt64(bytes.count) else {
+                throw ResourceTableError(.entryOutsideTable(offset: raw, tableSize: bytes.count),
+                                         entry: index, offset: Self.headerSize + 4 * index)
+            }
+            let offset = Int(raw)
+            entries.append(try Self.decodeEntry(reader, at: offset, index: index))
+            offsets.append(offset)
+        }
+        self.bytes = bytes
+        self.entries = entries
+        self.entryOffsets = offsets
+        try checkNotifyIDs()
+    }
+
+    /// Builds a table holding `entries` in order: the header, the offset array, then each entry,
+    /// each starting on a 4-byte boundary.
+    /// - Throws: ``ResourceTableError`` when an entry cannot be represented (a value too large for
+    ///   its field) or the result would not parse.
+    public init(entries: [ResourceEntry]) throws(ResourceTableError) {
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndian(Self.supportedVersion)
+        bytes.appendLittleEndian(UInt32(entries.count))
+        bytes.appendLittleEndian(UInt32(0))
+        bytes.appendLittleEndian(UInt32(0))
+        let offsetArray = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: 4 * entries.count))
+        for (index, entry) in entries.enumerated() {
+            while bytes.count % 4 != 0 { bytes.append(0) }
+            bytes.storeLittleEndian(UInt32(bytes.count), at: offsetArray + 4 * index)
+            bytes.append(contentsOf: try Self.encode(entry, index: index))
+        }
+        try self.init(bytes: bytes)
+    }
+
+    /// Replaces entry `index` with `entry`, rewriting its bytes in place. The new entry must have
+    /// the same type and encoded size (same vring count and config length).
+    /// - Throws: ``ResourceTableError`` when the shapes differ or `index` is out of range.
+    public mutating func update(entry index: Int, to entry: ResourceEntry) throws(ResourceTableError) {
+        guard entries.indices.contains(index) else {
+            throw ResourceTableError(.unrepresentable("no entry \(index) (the table has \(entries.count))"))
+        }
+        let encoded = try Self.encode(entry, index: index)
+        let old = try Self.encode(entries[index], index: index)
+        guard entry.type == entries[index].type, encoded.count == old.count else {
+            throw ResourceTableError(.unrepresentable("entry \(index) cannot change its type or size in place"), entry: index)
+        }
+        let offset = entryOffsets[index]
+        var updated = bytes
+        updated.replaceSubrange(offset..<(offset + encoded.count), with: encoded)
+        let decoded = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index)
+        bytes = updated
+        entries[index] = decoded
+        try checkNotifyIDs()
+    }
+
+    /// The entries of one kind with their indices, e.g. every vdev.
+    public var virtioDevices: [(index: Int, device: VirtioDeviceResource)] {
+        entries.enumerated().compactMap { i, e in if case let .vdev(v) = e { (i, v) } else { nil } }
+    }
+
+    // MARK: Decoding
+
+    private static func decodeEntry(_ r: ByteReader, at offset: Int, index: Int) throws(ResourceTableError) -> ResourceEntry {
+        let available = r.bytes.count - offset
+        func need(_ n: Int) throws(ResourceTableError) {
+            guard n <= available else { throw ResourceTableError(.entryTruncated(needed: n, available: available), entry: index, offset: offset) }
+        }
+        func u32(_ field: Int) -> UInt32 { r.integer(at: offset + field, as: UInt32.self)! }
+        func reservedZero(_ name: String, _ value: UInt64, _ field: Int) throws(ResourceTableError) {
+            guard value == 0 else { throw ResourceTableError(.reservedNotZero(field: name, value: value), entry: index, offset: offset + field) }
+        }
+        func invalid(_ field: String, _ value: UInt64, _ why: String, _ at: Int) -> ResourceTableError {
+            ResourceTableError(.invalidField(field: field, value: value, reason: why), entry: index, offset: offset + at)
+        }
+        let type = u32(0)
+        switch type {
+        case 0, 1:
+            try need(56)
+            let memory = MemoryResource(
+                deviceAddress: ResourceAddress(u32(4)), physicalAddress: ResourceAddress(u32(8)), length: u32(12),
+                flags: u32(16), reserved: u32(20), name: r.string(at: offset + 24, length: 32)!)
+            let what = type == 0 ? "carveout" : "devmem"
+            try reservedZero("\(what).reserved", UInt64(memory.reserved), 20)
+            guard memory.length > 0 else { throw invalid("\(what).len", 0, "a memory resource cannot be empty", 12) }
+            if let da = memory.deviceAddress.device, da.rawValue + UInt64(memory.length) > 1 << 32 {
+                throw invalid("\(what).da + len", da.rawValue + UInt64(memory.length), "runs past the 32-bit device address space", 4)
+            }
+            return type == 0 ? .carveout(memory) : .devmem(memory)
+        case 2:
+            try need(48)
+            let trace = TraceResource(deviceAddress: ResourceAddress(u32(4)), length: u32(8), reserved: u32(12),
+                                      name: r.string(at: offset + 16, length: 32)!)
+            try reservedZero("trace.reserved", UInt64(trace.reserved), 12)
+            if let da = trace.deviceAddress.device, da.rawValue + UInt64(trace.length) > 1 << 32 {
+                throw invalid("trace.da + len", da.rawValue + UInt64(trace.length), "runs past the 32-bit device address space", 4)
+            }
+            return .trace(trace)
+        case 3:
+            try need(28)
+            let configLength = u32(20)
+            let vringCount = Int(r.bytes[offset + 25])
+            let reserved = r.integer(at: offset + 26, as: UInt16.self)!
+            try reservedZero("vdev.reserved", UInt64(reserved), 26)
+            let total = UInt64(28) + 20 * UInt64(vringCount) + UInt64(configLength)
+            guard total <= UInt64(available) else {
+                throw ResourceTableError(.entryTruncated(needed: Int(clamping: total), available: available), entry: index, offset: offset)
+            }
+            var vrings: [VringResource] = []
+            for k in 0..<vringCount {
+                let base = VirtioDeviceResource.vringOffset(k)
+                let vring = VringResource(deviceAddress: ResourceAddress(u32(base)), alignment: u32(base + 4),
+                                          count: u32(base + 8), notifyID: NotifyID(u32(base + 12)), reserved: u32(base + 16))
+                try reservedZero("vring[\(k)].reserved", UInt64(vring.reserved), base + 16)
+                guard vring.count > 0, vring.count <= 32768, vring.count & (vring.count - 1) == 0 else {
+                    throw invalid("vring[\(k)].num", UInt64(vring.count), "must be a power of two from 1 to 32768", base + 8)
+                }
+                guard vring.alignment >= 4, vring.alignment <= 1 << 16, vring.alignment & (vring.alignment - 1) == 0 else {
+                    throw invalid("vring[\(k)].align", UInt64(vring.alignment), "must be a power of two from 4 to 65536", base + 4)
+                }
+                if let da = vring.deviceAddress.device, da.rawValue + UInt64(vring.byteSize!) > 1 << 32 {
+                    throw invalid("vring[\(k)].da", da.rawValue, "the vring runs past the 32-bit device address space", base)
+                }
+                vrings.append(vring)
+            }
+            let configStart = offset + VirtioDeviceResource.configOffset(vringCount: vringCount)
+            return .vdev(VirtioDeviceResource(
+                deviceID: u32(4), notifyID: NotifyID(u32(8)), deviceFeatures: VirtioFeatures(rawValue: u32(12)),
+                driverFeatures: VirtioFeatures(rawValue: u32(16)), status: VirtioStatus(rawValue: r.bytes[offset + 24]),
+                reserved: reserved, vrings: vrings, config: Array(r.bytes[configStart..<(configStart + Int(configLength))])))
+        case 128...512:
+            try need(8)
+            let length = u32(4)
+            guard length >= 8 else { throw invalid("vendor.len", UInt64(length), "counts the whole entry, so it is at least 8", 4) }
+            try need(Int(length))
+            return .vendor(VendorResource(type: type, payload: Array(r.bytes[(offset + 8)..<(offset + Int(length))])))
+        default:
+            return .unknown(type: type)
+        }
+    }
+
+    // MARK: Encoding
+
+    private static func encode(_ entry: ResourceEntry, index: Int) throws(ResourceTableError) -> [UInt8] {
+        var out: [UInt8] = []
+        out.appendLittleEndian(entry.type)
+        switch entry {
+        case let .carveout(m), let .devmem(m):
+            out.appendLittleEndian(m.deviceAddress.rawValue)
+            out.appendLittleEndian(m.physicalAddress.rawValue)
+            out.appendLittleEndian(m.length)
+            out.appendLittleEndian(m.flags)
+            out.appendLittleEndian(m.reserved)
+            out.appendPadded(m.name, length: 32)
+        case let .trace(t):
+            out.appendLittleEndian(t.deviceAddress.rawValue)
+            out.appendLittleEndian(t.length)
+            out.appendLittleEndian(t.reserved)
+            out.appendPadded(t.name, length: 32)
+        case let .vdev(v):
+            guard v.vrings.count <= 255 else {
+                throw ResourceTableError(.unrepresentable("a vdev holds at most 255 vrings, not \(v.vrings.count)"), entry: index)
+            }
+            out.appendLittleEndian(v.deviceID)
+            out.appendLittleEndian(v.notifyID.rawValue)
+            out.appendLittleEndian(v.deviceFeatures.rawValue)
+            out.appendLittleEndian(v.driverFeatures.rawValue)
+            out.appendLittleEndian(UInt32(v.config.count))
+            out.append(v.status.rawValue)
+            out.append(UInt8(v.vrings.count))
+            out.appendLittleEndian(v.reserved)
+            for vring in v.vrings {
+                out.appendLittleEndian(vring.deviceAddress.rawValue)
+                out.appendLittleEndian(vring.alignment)
+                out.appendLittleEndian(vring.count)
+                out.appendLittleEndian(vring.notifyID.rawValue)
+                out.appendLittleEndian(vring.reserved)
+            }
+            out.append(contentsOf: v.config)
+        case let .vendor(v):
+            guard v.payload.count <= Int(UInt32.max) - 8 else {
+                throw ResourceTableError(.unrepresentable("vendor payload too large"), entry: index)
+            }
+            out.appendLittleEndian(UInt32(8 + v.payload.count))
+            out.append(contentsOf: v.payload)
+        case .unknown:
+            break
+        }
+        return out
+    }
+
+    private func checkNotifyIDs() throws(ResourceTableError) {
+        var seen = Set<UInt32>()
+        for (index, entry) in entries.enumerated() {
+            guard case let .vdev(v) = entry else { continue }
+            for id in [v.notifyID] + v.vrings.map(\.notifyID) where !id.isAny {
+                guard seen.insert(id.rawValue).inserted else {
+                    throw ResourceTableError(.duplicateNotifyID(id.rawValue), entry: index, offset: entryOffsets[index])
+                }
+            }
+        }
+    }
+}

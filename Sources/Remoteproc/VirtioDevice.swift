@@ -1,0 +1,193 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import Synchronization
+
+/// Which side of a virtio device this is.
+public enum VirtioRole: String, Sendable, Hashable {
+    /// The host: owns the buffers, writes status, features and config (`VIRTIO_DEV_DRIVER`).
+    case driver
+    /// The remote: reads status, uses the buffers the host offers (`VIRTIO_DEV_DEVICE`).
+    case device
+}
+
+/// One vring of a virtio device, as placed by the resource table.
+public struct VringPlacement: Sendable {
+    public var index: Int
+    public var notifyID: NotifyID
+    public var deviceAddress: DeviceAddress
+    public var alignment: Int
+    /// Number of descriptors.
+    public var count: Int
+    /// Where the vring's bytes are: region and offset of its first byte.
+    public var mapping: MemoryMapping
+}
+
+/// A virtio device built from a vdev entry of the installed resource table
+/// (`remoteproc_create_virtio`): status, features and config space are read and written in the
+/// entry itself, in target memory, as OpenAMP's `remoteproc_virtio` dispatch does; kicks go to
+/// the platform's `notify` op; incoming notifications reach the handlers set per vring.
+public final class VirtioDevice: Sendable {
+    /// The vdev's position among the table's vdev entries.
+    public let index: Int
+    /// The entry's index in the table.
+    public let entryIndex: Int
+    public let role: VirtioRole
+    /// The virtio device id (7 = RPMsg).
+    public let deviceID: UInt32
+    /// The vdev's own notify id (status changes are signalled with it).
+    public let notifyID: NotifyID
+    public let vrings: [VringPlacement]
+    /// `config_len`.
+    public let configLength: Int
+    /// Where the vdev entry lies in target memory.
+    public let entry: MemoryMapping
+    private let ops: any RemoteprocOps
+    private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
+
+    init(index: Int, entryIndex: Int, role: VirtioRole, resource: VirtioDeviceResource, vrings: [VringPlacement],
+         entry: MemoryMapping, ops: any RemoteprocOps) {
+        self.index = index
+        self.entryIndex = entryIndex
+        self.role = role
+        self.deviceID = resource.deviceID
+        self.notifyID = resource.notifyID
+        self.vrings = vrings
+        self.configLength = resource.config.count
+        self.entry = entry
+        self.ops = ops
+    }
+
+    private func field(_ offset: Int) -> Int { entry.offset + offset }
+
+    private func checkDriver(_ what: String) throws(RemoteprocError) {
+        guard role == .driver else {
+            throw RemoteprocError(.invalidArgument("only the driver (host) role may \(what)"), call: .createVirtio)
+        }
+    }
+
+    private func io<R>(_ body: () throws(MetalIOError) -> R) throws(RemoteprocError) -> R {
+        do throws(MetalIOError) { return try body() } catch { throw RemoteprocError(.io(error), call: .createVirtio) }
+    }
+
+    private func notifyVdev() throws(RemoteprocError) {
+        do { try ops.notify(notifyID) } catch { throw RemoteprocError(.operationFailed(op: "notify"), call: .notification, underlying: error) }
+    }
+
+    /// The status byte (`get_status`).
+    public func status() throws(RemoteprocError) -> VirtioStatus {
+        try io { () throws(MetalIOError) in VirtioStatus(rawValue: try entry.region.read(UInt8.self, at: field(VirtioDeviceResource.statusOffset))) }
+    }
+
+    /// Writes the status byte and notifies the vdev's id (`set_status`, driver role).
+    public func setStatus(_ status: VirtioStatus) throws(RemoteprocError) {
+        try checkDriver("set the status")
+        try io { () throws(MetalIOError) in try entry.region.write(status.rawValue, at: field(VirtioDeviceResource.statusOffset)) }
+        try notifyVdev()
+    }
+
+    /// Acknowledges a reset request from the driver by writing 0 (device role).
+    public func acknowledgeReset() throws(RemoteprocError) {
+        try io { () throws(MetalIOError) in try entry.region.write(UInt8(0), at: field(VirtioDeviceResource.statusOffset)) }
+    }
+
+    /// Asks the remote to reset: status = NEEDS_RESET, then notify (`reset_device`, driver role).
+    public func reset() throws(RemoteprocError) { try setStatus(.needsReset) }
+
+    /// What the firmware offers (`dfeatures`).
+    public func deviceFeatures() throws(RemoteprocError) -> VirtioFeatures {
+        try io { () throws(MetalIOError) in VirtioFeatures(rawValue: try entry.region.read(UInt32.self, at: field(VirtioDeviceResource.deviceFeaturesOffset))) }
+    }
+
+    /// What the host accepted (`gfeatures`).
+    public func driverFeatures() throws(RemoteprocError) -> VirtioFeatures {
+        try io { () throws(MetalIOError) in VirtioFeatures(rawValue: try entry.region.read(UInt32.self, at: field(VirtioDeviceResource.driverFeaturesOffset))) }
+    }
+
+    /// The features both sides use: dfeatures ∩ gfeatures (`get_features`).
+    public func negotiatedFeatures() throws(RemoteprocError) -> VirtioFeatures {
+        try deviceFeatures().intersection(try driverFeatures())
+    }
+
+    /// Accepts the offered features the host supports: gfeatures = dfeatures ∩ `supported`,
+    /// then notifies (`negotiate_features`, driver role). Returns the accepted set.
+    @discardableResult
+    public func negotiateFeatures(supported: VirtioFeatures) throws(RemoteprocError) -> VirtioFeatures {
+        try checkDriver("negotiate features")
+        let accepted = try deviceFeatures().intersection(supported)
+        try io { () throws(MetalIOError) in try entry.region.write(accepted.rawValue, at: field(VirtioDeviceResource.driverFeaturesOffset)) }
+        try notifyVdev()
+        return accepted
+    }
+
+    private func configRange(_ offset: Int, _ count: Int) throws(RemoteprocError) -> Int {
+        guard offset >= 0, count >= 0, offset <= configLength, count <= configLength - offset else {
+            throw RemoteprocError(.invalidArgument("config access [\(offset), +\(count)) is outside the \(configLength)-byte config space"), call: .createVirtio)
+        }
+        return field(VirtioDeviceResource.configOffset(vringCount: vrings.count) + offset)
+    }
+
+    /// Reads `count` bytes of the config space from `offset` (`read_config`), bounded by `config_len`.
+    public func readConfig(at offset: Int, count: Int) throws(RemoteprocError) -> [UInt8] {
+        let start = try configRange(offset, count)
+        return try io { () throws(MetalIOError) in try entry.region.readBytes(at: start, count: count) }
+    }
+
+    /// Writes the config space at `offset` and notifies (`write_config`, driver role).
+    public func writeConfig(_ bytes: [UInt8], at offset: Int) throws(RemoteprocError) {
+        try checkDriver("write the config space")
+        let start = try configRange(offset, bytes.count)
+        try io { () throws(MetalIOError) in try entry.region.write(bytes, at: start) }
+        try notifyVdev()
+    }
+
+    /// Waits until the status has all of `wanted` (the device role's wait for DRIVER_OK), up to
+    /// `timeout` seconds, polling every `interval`. Returns the status seen.
+    @discardableResult
+    public func waitForStatus(_ wanted: VirtioStatus, timeout: Duration, interval: Duration = .microseconds(100)) throws(RemoteprocError) -> VirtioStatus {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            let current = try status()
+            if current.isSuperset(of: wanted) { return current }
+            guard clock.now < deadline else {
+                let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+                throw RemoteprocError(.timedOut(what: "vdev status \(hex(UInt64(wanted.rawValue))) (it is \(hex(UInt64(current.rawValue))))", seconds: seconds), call: .createVirtio)
+            }
+            try? Task.checkCancellation()
+            sleepBriefly(interval)
+        }
+    }
+
+    /// Kicks vring `index`: calls the `notify` op with that vring's notify id.
+    public func kick(vring index: Int) throws(RemoteprocError) {
+        guard vrings.indices.contains(index) else {
+            throw RemoteprocError(.invalidArgument("no vring \(index) (the vdev has \(vrings.count))"), call: .notification)
+        }
+        do { try ops.notify(vrings[index].notifyID) } catch { throw RemoteprocError(.operationFailed(op: "notify"), call: .notification, underlying: error) }
+    }
+
+    /// Sets what runs when vring `index`'s notify id arrives (`nil` removes it).
+    public func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?) {
+        handlers.withLock { $0[index] = handler }
+    }
+
+    /// Runs the handlers of the vrings `id` addresses (every vring for ANY; none for the vdev's
+    /// own id). Returns how many ran.
+    func dispatch(_ id: NotifyID) -> Int {
+        guard id != notifyID || id.isAny else { return 0 }
+        let targets = handlers.withLock { table in
+            vrings.filter { id.isAny || $0.notifyID == id }.compactMap { table[$0.index] }
+        }
+        for handler in targets { handler() }
+        return targets.count
+    }
+}
+
+func sleepBriefly(_ duration: Duration) {
+    let nanos = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+    var request = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) != 0 { request = remaining }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import FirmwareKit
+import Foundation
+import MetalIO
+import Remoteproc
+import Synchronization
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load a firmware ELF through the remoteproc core and show what landed where.",
+        discussion: """
+            FIRMWARE is an ELF file, or the name of a program in Firmware/programs (built first \
+            with the toolchain's clang for --arch). The image is loaded into the board's memory \
+            map (code, sram, shared) by the real core: configure, load, then shutdown.
+            """
+    )
+
+    @Argument(help: "An ELF file, or a Firmware/ program name such as 'minimal'.")
+    var firmware: String
+
+    @Option(help: "Architecture when FIRMWARE is a program name: \(FirmwareArchitecture.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var arch: String = FirmwareArchitecture.cortexM4.rawValue
+
+    func run() throws {
+        let path = try resolve()
+        let platform = try LoadOnlyPlatform()
+        let processor = try RemoteProcessor(ops: platform)
+        for memory in platform.memories { processor.addMemory(memory) }
+        let log = Mutex<[String]>([])
+        processor.addObserver { event in
+            switch event {
+            case let .stateChanged(change): log.withLock { $0.append("\(change.from) → \(change.to)") }
+            case let .warning(text): print("warning: \(text)")
+            }
+        }
+        try processor.configure()
+        let clock = ContinuousClock()
+        let started = clock.now
+        try processor.load(path, from: FileImageStore())
+        let elapsed = clock.now - started
+        guard let image = processor.loadedImage else { throw ValidationError("the core kept no image") }
+
+        print(Report.header(image))
+        print(Report.segments(image, processor: processor))
+        if let installed = processor.installedResourceTable {
+            print(Report.resourceTable(installed))
+        } else {
+            print("no resource table")
+        }
+        print("loaded in \(Report.duration(elapsed)) · state \(log.withLock { $0.joined(separator: " · ") })")
+        try processor.shutdown()
+    }
+
+    private func resolve() throws -> String {
+        if FileManager.default.fileExists(atPath: firmware) { return firmware }
+        guard let architecture = FirmwareArchitecture(rawValue: arch) else {
+            throw ValidationError("unknown architecture '\(arch)'; use one of \(FirmwareArchitecture.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let builder = try FirmwareBuilder.forThisPackage()
+        let elf = try builder.build(program: firmware, architecture: architecture)
+        print("built Firmware/programs/\(firmware) for \(architecture) → \(elf.path)")
+        return elf.path
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct RprocSim: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rproc-sim",
+        abstract: "Drive the Swift remoteproc core against a simulated remote processor.",
+        subcommands: [Load.self]
+    )
+}
