@@ -1,0 +1,248 @@
+import FirmwareKit
+import Foundation
+import MetalIO
+@testable import Remoteproc
+import Testing
+
+/// What a file says must be at each device address after a load: every PT_LOAD's file bytes,
+/// then zeros up to memsz.
+func expectImageLanded(_ path: URL, platform: TestPlatform, processor: RemoteProcessor, sentinel: UInt8,
+                       sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let file = try Fixtures.bytes(path)
+    let image = try ELFImage.read(path.path, from: FileImageStore())
+    let installed = processor.installedResourceTable
+    var written: [(UInt64, Int)] = []
+    for segment in image.loadableSegments where segment.memorySize > 0 {
+        let landed = try platform.bytes(atDevice: segment.physicalAddress, count: Int(segment.memorySize))
+        var expected = Array(file[Int(segment.offset)..<Int(segment.offset + segment.fileSize)])
+        expected += [UInt8](repeating: 0, count: Int(segment.memorySize - segment.fileSize))
+        // The resource table's bytes are the completed table, written back after the segments.
+        if let installed, let section = image.resourceTableSection,
+           section.address >= segment.physicalAddress, section.address < segment.physicalAddress + segment.memorySize {
+            let at = Int(section.address - segment.physicalAddress)
+            expected.replaceSubrange(at..<(at + installed.table.bytes.count), with: installed.table.bytes)
+        }
+        #expect(landed == expected, "segment \(segment.index) at \(hex(segment.physicalAddress))", sourceLocation: sourceLocation)
+        written.append((segment.physicalAddress, Int(segment.memorySize)))
+    }
+    // Nothing else changed: every other byte still holds the sentinel.
+    for memory in platform.memories {
+        let bytes = try memory.region.readBytes(at: 0, count: memory.size)
+        var mask = [Bool](repeating: false, count: memory.size)
+        for (address, size) in written {
+            guard let offset = memory.offset(ofDevice: DeviceAddress(address), size: size) else { continue }
+            for i in offset..<(offset + size) { mask[i] = true }
+        }
+        let stray = bytes.indices.first { !mask[$0] && bytes[$0] != sentinel }
+        #expect(stray == nil, "byte \(stray.map { String($0) } ?? "") of \(memory.name) was written outside every segment",
+                sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("ELF loading")
+struct ELFLoadingTests {
+    @Test("board firmware built by clang + ld.lld loads byte for byte", arguments: FirmwareArchitecture.allCases)
+    func boardFirmware(architecture: FirmwareArchitecture) throws {
+        let elf = try Fixtures.program("minimal", architecture)
+        let platform = try TestPlatform()
+        try platform.fillAll(0xA5)
+        let processor = try platform.processor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        #expect(processor.state == .ready)
+        let image = try #require(processor.loadedImage)
+        #expect(image.header.fileClass == .elf32)
+        #expect(image.header.machine == (architecture == .cortexM4 ? .arm : .riscv))
+        #expect(processor.bootAddress == DeviceAddress(image.entry))
+        // .data is loaded at its load address in code, not its run address in sram.
+        #expect(image.loadableSegments.contains { $0.physicalAddress < 0x2000_0000 && $0.virtualAddress >= 0x2000_0000 })
+        try expectImageLanded(elf, platform: platform, processor: processor, sentinel: 0xA5)
+
+        // The table in target memory has the host's choices filled in.
+        let installed = try #require(processor.installedResourceTable)
+        #expect(installed.location.device == DeviceAddress(0x2000_0000))
+        let inMemory = try ResourceTable(bytes: try platform.bytes(atDevice: 0x2000_0000, count: installed.table.bytes.count))
+        #expect(inMemory == installed.table)
+        guard case let .carveout(carveout) = inMemory.entries[0], case let .vdev(vdev) = inMemory.entries[1],
+              case let .trace(trace) = inMemory.entries[2] else { Issue.record("unexpected table \(inMemory.entries)"); return }
+        #expect(carveout.deviceAddress.device.map { $0.rawValue >= 0x3000_0000 && $0.rawValue < 0x3010_0000 } == true)
+        #expect(carveout.physicalAddress == ResourceAddress(UInt32(carveout.deviceAddress.rawValue - 0x3000_0000 + 0x9000_0000)))
+        #expect(vdev.notifyID == NotifyID(0))
+        #expect(vdev.vrings.map(\.notifyID) == [NotifyID(1), NotifyID(2)])
+        #expect(vdev.vrings.allSatisfy { !$0.deviceAddress.isAny })
+        #expect(installed.traceBuffers.map(\.name) == ["rsim-trace"])
+        #expect(installed.traceBuffers.first?.deviceAddress == trace.deviceAddress.device)
+    }
+
+    @Test("a 64-bit ELF (AArch64) loads byte for byte")
+    func elf64() throws {
+        let elf = try Fixtures.elf64()
+        let platform = try TestPlatform()
+        try platform.fillAll(0x5A)
+        let processor = try platform.processor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        let image = try #require(processor.loadedImage)
+        #expect(image.header.fileClass == .elf64)
+        #expect(image.header.machine == .aarch64)
+        try expectImageLanded(elf, platform: platform, processor: processor, sentinel: 0x5A)
+        #expect(processor.installedResourceTable?.table.virtioDevices.count == 1)
+    }
+
+    @Test("the in-memory store and the file store load the same bytes")
+    func memoryStore() throws {
+        let elf = try Fixtures.program("minimal", .rv32)
+        let platform = try TestPlatform()
+        try platform.fillAll(0xA5)
+        let processor = try platform.processor()
+        try processor.configure()
+        try processor.load("fw", from: MemoryImageStore(["fw": try Fixtures.bytes(elf)]))
+        try expectImageLanded(elf, platform: platform, processor: processor, sentinel: 0xA5)
+    }
+
+    @Test("memsz beyond filesz is zero-filled; p_vaddr is ignored for placement")
+    func zeroFill() throws {
+        let bytes = try ELFBuilder.image(segments: [
+            .init(address: 0x1000, virtualAddress: 0x2000_1000, bytes: [1, 2, 3], memorySize: 64),
+        ], entry: 0x1000)
+        let platform = try TestPlatform()
+        try platform.fillAll(0xEE)
+        let processor = try platform.processor()
+        try processor.configure()
+        try processor.load("z", from: MemoryImageStore(["z": bytes]))
+        #expect(try platform.bytes(atDevice: 0x1000, count: 66) == [1, 2, 3] + [UInt8](repeating: 0, count: 61) + [0xEE, 0xEE])
+        #expect(try platform.bytes(atDevice: 0x2000_1000, count: 4) == [0xEE, 0xEE, 0xEE, 0xEE])
+        let log = processor.installedResourceTable
+        #expect(log == nil)
+    }
+
+    @Test("a segment that exactly fills a memory loads; one byte more is refused")
+    func regionEdge() throws {
+        let platform = try TestPlatform(codeSize: 4096)
+        let processor = try platform.processor()
+        try processor.configure()
+        let fits = try ELFBuilder.image(segments: [.init(address: 0xF00, bytes: [7], memorySize: 256)], entry: 0)
+        try processor.load("fits", from: MemoryImageStore(["fits": fits]))
+        let over = try ELFBuilder.image(segments: [.init(address: 0xF00, bytes: [7], memorySize: 257)], entry: 0)
+        let error = try #require(remoteprocError { try processor.load("over", from: MemoryImageStore(["over": over])) })
+        guard case let .image(image) = error.kind, case .segmentUnmapped = image.kind else { Issue.record("\(error)"); return }
+    }
+
+    // MARK: Bad images
+
+    /// A valid two-segment ELF32 with a resource table, and where its fields are.
+    static func valid() throws -> (bytes: [UInt8], layout: ELFBuilder.Layout) {
+        let table = try ResourceTable(entries: [.trace(TraceResource(deviceAddress: ResourceAddress(0x2000_0100), length: 64, name: "t"))])
+        return try ELFBuilder.build(segments: [.init(address: 0x0, bytes: Array(repeating: 0x11, count: 32)),
+                                               .init(address: 0x2000_0200, bytes: [0x22], memorySize: 16)],
+                                    entry: 1, resourceTable: (0x2000_0000, table.bytes))
+    }
+
+    static func store(_ mutate: (inout [UInt8], ELFBuilder.Layout) -> Void) throws -> MemoryImageStore {
+        var (bytes, layout) = try valid()
+        mutate(&bytes, layout)
+        return MemoryImageStore(["bad": bytes])
+    }
+
+    static func put32(_ bytes: inout [UInt8], _ value: UInt32, at offset: Int) {
+        for i in 0..<4 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
+    }
+
+    static var badImages: [(String, (inout [UInt8], ELFBuilder.Layout) -> Void, (ImageError.Kind) -> Bool)] { [
+        ("empty file", { b, _ in b = [] }, { $0 == .notELF }),
+        ("three bytes", { b, _ in b = [0x7F, 0x45, 0x4C] }, { $0 == .notELF }),
+        ("bad magic", { b, _ in b[1] = 0x46 }, { $0 == .notELF }),
+        ("a text file", { b, _ in b = Array("hello, this is not firmware at all, just text\n".utf8) }, { $0 == .notELF }),
+        ("class 0", { b, _ in b[4] = 0 }, { $0 == .unsupportedClass(0) }),
+        ("class 3", { b, _ in b[4] = 3 }, { $0 == .unsupportedClass(3) }),
+        ("big-endian", { b, _ in b[5] = 2 }, { $0 == .unsupportedByteOrder(2) }),
+        ("relocatable object", { b, _ in b[16] = 1 }, { $0 == .unsupportedType(1) }),
+        ("header cut short", { b, _ in b = Array(b.prefix(40)) }, { if case .truncated = $0 { true } else { false } }),
+        ("program headers cut short", { b, l in b = Array(b.prefix(l.programHeaders + 40)) }, { if case .truncated = $0 { true } else { false } }),
+        ("section headers cut short", { b, l in b = Array(b.prefix(l.sectionHeaders + 10)) }, { if case .truncated = $0 { true } else { false } }),
+        ("wrong e_phentsize", { b, _ in b[42] = 31 }, { if case .invalidField(field: "e_phentsize", _, _) = $0 { true } else { false } }),
+        ("absurd e_phnum", { b, _ in b[44] = 0xFF; b[45] = 0xFF }, { if case .truncated = $0 { true } else { false } }),
+        ("e_shstrndx out of range", { b, _ in b[50] = 9 }, { if case .invalidField = $0 { true } else if case .libelf = $0 { true } else { false } }),
+        ("segment data beyond the file", { b, l in put32(&b, 0x7FFF_0000, at: l.programHeader(0) + 16); put32(&b, 0x7FFF_0000, at: l.programHeader(0) + 20) },
+         { if case .segmentBeyondFile(index: 0, _, _, _) = $0 { true } else { false } }),
+        ("segment offset beyond the file", { b, l in put32(&b, 0xFFFF_FF00, at: l.programHeader(1) + 4) },
+         { if case .segmentBeyondFile(index: 1, _, _, _) = $0 { true } else { false } }),
+        ("memsz below filesz", { b, l in put32(&b, 4, at: l.programHeader(0) + 20) },
+         { if case .memorySizeBelowFileSize(index: 0, _, _) = $0 { true } else { false } }),
+        ("absurd memsz", { b, l in put32(&b, 0xFFFF_F000, at: l.programHeader(1) + 20) }, { if case .invalidField = $0 { true } else { false } }),
+        ("segment outside every memory", { b, l in put32(&b, 0x5000_0000, at: l.programHeader(1) + 12) },
+         { if case .segmentUnmapped(index: 1, address: 0x5000_0000, _) = $0 { true } else { false } }),
+        ("segment straddling the end of sram", { b, l in put32(&b, 0x2003_FFF8, at: l.programHeader(1) + 12) },
+         { if case .segmentUnmapped(index: 1, _, _) = $0 { true } else { false } }),
+        ("overlapping segments", { b, l in put32(&b, 0x10, at: l.programHeader(1) + 12) },
+         { if case .overlappingSegments = $0 { true } else { false } }),
+        ("address wrapping around", { b, l in put32(&b, 0xFFFF_FFF8, at: l.programHeader(1) + 12) },
+         { if case .segmentUnmapped = $0 { true } else if case .overlappingSegments = $0 { true } else { false } }),
+        ("resource table section beyond the file", { b, l in put32(&b, 0x00FF_0000, at: l.sectionHeaders + 40 + 16) },
+         { if case .truncated = $0 { true } else { false } }),
+        ("section name outside the name table", { b, l in put32(&b, 0x1000, at: l.sectionHeaders + 40) },
+         { if case .invalidField = $0 { true } else { false } }),
+    ] }
+
+    @Test("bad images are refused with a clear error; state and memory are untouched",
+          arguments: 0..<24)
+    func badImage(index: Int) throws {
+        let (name, mutate, matches) = Self.badImages[index]
+        let platform = try TestPlatform()
+        try platform.fillAll(0xC3)
+        let processor = try platform.processor()
+        try processor.configure()
+        let error = try #require(remoteprocError { try processor.load("bad", from: try Self.store(mutate)) }, "\(name) was accepted")
+        guard case let .image(image) = error.kind else { Issue.record("\(name): \(error)"); return }
+        #expect(matches(image.kind), "\(name): \(image)")
+        #expect(image.path == "bad")
+        #expect(!"\(error)".isEmpty)
+        #expect(processor.state == .configured)
+        #expect(processor.loadedImage == nil)
+        for memory in platform.memories {
+            #expect(try memory.region.readBytes(at: 0, count: memory.size).allSatisfy { $0 == 0xC3 }, "\(name) wrote into \(memory.name)")
+        }
+    }
+
+    @Test("a malformed resource table in an image fails the load before any segment is written")
+    func badTableInImage() throws {
+        var table = try ResourceTable(entries: [.trace(TraceResource(deviceAddress: ResourceAddress(0x2000_0100), length: 64, name: "t"))]).bytes
+        table[0] = 2   // version 2
+        let image = try ELFBuilder.image(segments: [.init(address: 0, bytes: [1, 2, 3])], entry: 0, resourceTable: (0x2000_0000, table))
+        let platform = try TestPlatform()
+        try platform.fillAll(0xC3)
+        let processor = try platform.processor()
+        try processor.configure()
+        let error = try #require(remoteprocError { try processor.load("t", from: MemoryImageStore(["t": image])) })
+        guard case let .resourceTable(tableError) = error.kind else { Issue.record("\(error)"); return }
+        #expect(tableError.kind == .unsupportedVersion(2))
+        #expect(processor.state == .configured)
+        #expect(try platform.bytes(atDevice: 0, count: 3) == [0xC3, 0xC3, 0xC3])
+    }
+
+    @Test("a missing file and a directory get the store's error")
+    func storeErrors() throws {
+        let platform = try TestPlatform()
+        let processor = try platform.processor()
+        try processor.configure()
+        for path in ["/nonexistent/firmware.elf", "/tmp"] {
+            let error = try #require(remoteprocError { try processor.load(path, from: FileImageStore()) })
+            guard case let .image(image) = error.kind, case .store = image.kind else { Issue.record("\(error)"); continue }
+            #expect(image.path == path)
+        }
+        #expect(processor.state == .configured)
+    }
+
+    @Test("the file store refuses ranges outside the file and works without an open image only by error")
+    func fileStoreRanges() throws {
+        let store = FileImageStore()
+        #expect(throws: ImageError.self) { _ = try store.bytes(at: 0, count: 1) }
+        let elf = try Fixtures.program("minimal", .cortexM4)
+        let size = try store.open(elf.path)
+        #expect(try store.bytes(at: 0, count: 4) == [0x7F, 0x45, 0x4C, 0x46])
+        #expect(try store.bytes(at: size, count: 0) == [])
+        #expect(throws: ImageError.self) { _ = try store.bytes(at: size - 1, count: 2) }
+        #expect(throws: ImageError.self) { _ = try store.bytes(at: -1, count: 2) }
+        store.close()
+    }
+}
