@@ -436,13 +436,14 @@ public final class RemoteProcessor: Sendable {
     private func handle(_ table: inout ResourceTable, location: MemoryMapping, notifyIDs: inout NotifyIDAllocator,
                         ranges: inout DeviceRangeAllocator, events: inout [RemoteprocEvent],
                         call: RemoteprocCall) throws(RemoteprocError) -> InstalledResourceTable {
-        // Fixed ranges first, so ANY allocations avoid them.
+        // Fixed ranges and notify ids first, so ANY allocations avoid them wherever they appear.
         for entry in table.entries {
             switch entry {
             case let .carveout(m): if let da = m.deviceAddress.device { ranges.claim(da, size: Int(m.length)) }
             case let .trace(t): if let da = t.deviceAddress.device { ranges.claim(da, size: Int(t.length)) }
             case let .vdev(v):
                 for vring in v.vrings { if let da = vring.deviceAddress.device { ranges.claim(da, size: vring.byteSize ?? 0) } }
+                for id in [v.notifyID] + v.vrings.map(\.notifyID) where !id.isAny { _ = try notifyIDs.allocate(id, call: call) }
             default: break
             }
         }
@@ -494,9 +495,9 @@ public final class RemoteProcessor: Sendable {
                                                what: "trace buffer '\(t.name)'")
                 traces.append(TraceBuffer(name: t.name, deviceAddress: da, length: Int(t.length), mapping: mapping))
             case var .vdev(v):
-                v.notifyID = try notifyIDs.allocate(v.notifyID, call: call)
+                if v.notifyID.isAny { v.notifyID = try notifyIDs.allocate(.any, call: call) }
                 for k in v.vrings.indices {
-                    v.vrings[k].notifyID = try notifyIDs.allocate(v.vrings[k].notifyID, call: call)
+                    if v.vrings[k].notifyID.isAny { v.vrings[k].notifyID = try notifyIDs.allocate(.any, call: call) }
                     let size = v.vrings[k].byteSize ?? 0
                     let what = "vdev \(index) vring \(k)"
                     let da: DeviceAddress
