@@ -1,4 +1,7 @@
 import CLibElf
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// ELF class (EI_CLASS).
 public enum ELFClass: UInt8, Sendable, Hashable, CustomStringConvertible {
@@ -87,21 +90,29 @@ struct ELFFile: ~Copyable {
     private let elf: OpaquePointer
     let path: String
 
-    /// Parses the header bytes `bytes` (the start of an image of `fileSize` bytes).
-    init(headerBytes bytes: [UInt8], path: String) throws(ImageError) {
+    /// Parses an image's headers. libelf sees a buffer of `size` bytes (the image up to the end
+    /// of its last header table) that holds `pieces` — (file offset, bytes) — at their offsets and
+    /// zeros elsewhere; the zeros cost nothing until touched, so segment data is never read here.
+    init(size: Int, pieces: [(offset: Int, bytes: [UInt8])], path: String) throws(ImageError) {
         self.path = path
         guard elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE) else {
             throw ImageError(.libelf(operation: "elf_version", message: Self.lastMessage()), path: path)
         }
-        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 16)
-        bytes.withUnsafeBytes { storage.copyMemory(from: $0) }
-        guard let elf = elf_memory(storage.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count) else {
-            storage.deallocate()
+        guard let base = calloc(max(1, size), 1) else {
+            throw ImageError(.libelf(operation: "calloc", message: "cannot allocate \(size) bytes for the headers"), path: path)
+        }
+        let storage = UnsafeMutableRawBufferPointer(start: base, count: max(1, size))
+        for piece in pieces {
+            precondition(piece.offset >= 0 && piece.offset + piece.bytes.count <= size, "header piece outside the header buffer")
+            piece.bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: storage[piece.offset...]).copyMemory(from: $0) }
+        }
+        guard let elf = elf_memory(base.assumingMemoryBound(to: CChar.self), size) else {
+            free(base)
             throw ImageError(.libelf(operation: "elf_memory", message: Self.lastMessage()), path: path)
         }
         guard elf_kind(elf) == ELF_K_ELF else {
             elf_end(elf)
-            storage.deallocate()
+            free(base)
             throw ImageError(.notELF, path: path)
         }
         self.storage = storage
@@ -110,7 +121,7 @@ struct ELFFile: ~Copyable {
 
     deinit {
         elf_end(elf)
-        storage.deallocate()
+        free(storage.baseAddress)
     }
 
     private static func lastMessage() -> String {

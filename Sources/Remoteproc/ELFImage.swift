@@ -68,7 +68,9 @@ public struct ELFImage: Hashable, Sendable {
         }
         let span = Int(max(UInt64(headerSize), phEnd, shoff == 0 ? 0 : shEnd))
 
-        let file = try ELFFile(headerBytes: try store.bytes(at: 0, count: span), path: path)
+        var pieces = [(offset: 0, bytes: try store.bytes(at: 0, count: Int(max(UInt64(headerSize), phnum == 0 ? 0 : phEnd))))]
+        if shoff != 0 { pieces.append((Int(shoff), try store.bytes(at: Int(shoff), count: Int(shEnd - shoff)))) }
+        let file = try ELFFile(size: span, pieces: pieces, path: path)
         header = try file.header()
         let phdrs = try file.programHeaders()
         guard phdrs.count <= Self.maximumHeaderCount else {

@@ -23,8 +23,11 @@ final class LoadOnlyPlatform: RemoteprocOps {
 
     let memories: [RemoteprocMemory]
 
-    init() throws {
-        memories = try Self.boardLayout.map { layout in
+    /// The board's map; `codeSize` replaces the code memory's size (benchmarks load big images).
+    init(codeSize: Int? = nil) throws {
+        var layouts = Self.boardLayout
+        if let codeSize { layouts[0].size = codeSize }
+        memories = try layouts.map { layout in
             let memory = try SharedMemory(size: layout.size)
             let region = try IORegion(name: layout.name, memory: memory, physicalBase: PhysicalAddress(layout.regionBase))
             return RemoteprocMemory(name: layout.name, physicalAddress: PhysicalAddress(layout.physical),

@@ -102,7 +102,7 @@ struct ELFLoadingTests {
 
     @Test("memsz beyond filesz is zero-filled; p_vaddr is ignored for placement")
     func zeroFill() throws {
-        let bytes = try ELFBuilder.image(segments: [
+        let bytes = ELFWriter.image(segments: [
             .init(address: 0x1000, virtualAddress: 0x2000_1000, bytes: [1, 2, 3], memorySize: 64),
         ], entry: 0x1000)
         let platform = try TestPlatform()
@@ -121,9 +121,9 @@ struct ELFLoadingTests {
         let platform = try TestPlatform(codeSize: 4096)
         let processor = try platform.processor()
         try processor.configure()
-        let fits = try ELFBuilder.image(segments: [.init(address: 0xF00, bytes: [7], memorySize: 256)], entry: 0)
+        let fits = ELFWriter.image(segments: [.init(address: 0xF00, bytes: [7], memorySize: 256)], entry: 0)
         try processor.load("fits", from: MemoryImageStore(["fits": fits]))
-        let over = try ELFBuilder.image(segments: [.init(address: 0xF00, bytes: [7], memorySize: 257)], entry: 0)
+        let over = ELFWriter.image(segments: [.init(address: 0xF00, bytes: [7], memorySize: 257)], entry: 0)
         let error = try #require(remoteprocError { try processor.load("over", from: MemoryImageStore(["over": over])) })
         guard case let .image(image) = error.kind, case .segmentUnmapped = image.kind else { Issue.record("\(error)"); return }
     }
@@ -131,14 +131,14 @@ struct ELFLoadingTests {
     // MARK: Bad images
 
     /// A valid two-segment ELF32 with a resource table, and where its fields are.
-    static func valid() throws -> (bytes: [UInt8], layout: ELFBuilder.Layout) {
+    static func valid() throws -> (bytes: [UInt8], layout: ELFWriter.Layout) {
         let table = try ResourceTable(entries: [.trace(TraceResource(deviceAddress: ResourceAddress(0x2000_0100), length: 64, name: "t"))])
-        return try ELFBuilder.build(segments: [.init(address: 0x0, bytes: Array(repeating: 0x11, count: 32)),
+        return ELFWriter.build(segments: [.init(address: 0x0, bytes: Array(repeating: 0x11, count: 32)),
                                                .init(address: 0x2000_0200, bytes: [0x22], memorySize: 16)],
                                     entry: 1, resourceTable: (0x2000_0000, table.bytes))
     }
 
-    static func store(_ mutate: (inout [UInt8], ELFBuilder.Layout) -> Void) throws -> MemoryImageStore {
+    static func store(_ mutate: (inout [UInt8], ELFWriter.Layout) -> Void) throws -> MemoryImageStore {
         var (bytes, layout) = try valid()
         mutate(&bytes, layout)
         return MemoryImageStore(["bad": bytes])
@@ -148,7 +148,7 @@ struct ELFLoadingTests {
         for i in 0..<4 { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) }
     }
 
-    static var badImages: [(String, (inout [UInt8], ELFBuilder.Layout) -> Void, (ImageError.Kind) -> Bool)] { [
+    static var badImages: [(String, (inout [UInt8], ELFWriter.Layout) -> Void, (ImageError.Kind) -> Bool)] { [
         ("empty file", { b, _ in b = [] }, { $0 == .notELF }),
         ("three bytes", { b, _ in b = [0x7F, 0x45, 0x4C] }, { $0 == .notELF }),
         ("bad magic", { b, _ in b[1] = 0x46 }, { $0 == .notELF }),
@@ -208,7 +208,7 @@ struct ELFLoadingTests {
     func badTableInImage() throws {
         var table = try ResourceTable(entries: [.trace(TraceResource(deviceAddress: ResourceAddress(0x2000_0100), length: 64, name: "t"))]).bytes
         table[0] = 2   // version 2
-        let image = try ELFBuilder.image(segments: [.init(address: 0, bytes: [1, 2, 3])], entry: 0, resourceTable: (0x2000_0000, table))
+        let image = ELFWriter.image(segments: [.init(address: 0, bytes: [1, 2, 3])], entry: 0, resourceTable: (0x2000_0000, table))
         let platform = try TestPlatform()
         try platform.fillAll(0xC3)
         let processor = try platform.processor()

@@ -6,7 +6,7 @@ import Testing
 
 /// A small image in memory: one code segment, one sram segment holding a resource table.
 func tinyImage(table: ResourceTable? = nil) throws -> [UInt8] {
-    try ELFBuilder.image(segments: [.init(address: 0x100, bytes: [0xAA, 0xBB, 0xCC, 0xDD], memorySize: 8)],
+    ELFWriter.image(segments: [.init(address: 0x100, bytes: [0xAA, 0xBB, 0xCC, 0xDD], memorySize: 8)],
                          entry: 0x101, resourceTable: table.map { (0x2000_0000, $0.bytes) })
 }
 

@@ -1,13 +1,20 @@
-/// Writes small ELF32/ELF64 little-endian executables byte by byte, so tests can build images
-/// with exactly the shape a case needs (and then break one field).
-enum ELFBuilder {
-    struct Segment {
-        var address: UInt64
-        var virtualAddress: UInt64?
-        var bytes: [UInt8]
-        var memorySize: Int
-        var flags: UInt32 = 7
-        init(address: UInt64, virtualAddress: UInt64? = nil, bytes: [UInt8], memorySize: Int? = nil, flags: UInt32 = 7) {
+/// Writes minimal ELF32/ELF64 little-endian executables (`ET_EXEC`): program headers, the
+/// segments' bytes, and a `.resource_table` section when one is given. Tests use it to build
+/// images of exactly the shape a case needs; benchmarks to make images of any size.
+public enum ELFWriter {
+    /// One `PT_LOAD` segment.
+    public struct Segment: Sendable {
+        /// p_paddr: where the loader places it.
+        public var address: UInt64
+        /// p_vaddr, when it differs from the load address.
+        public var virtualAddress: UInt64?
+        /// The file bytes (p_filesz = their count).
+        public var bytes: [UInt8]
+        /// p_memsz (at least `bytes.count`).
+        public var memorySize: Int
+        /// p_flags (R = 4, W = 2, X = 1).
+        public var flags: UInt32 = 7
+        public init(address: UInt64, virtualAddress: UInt64? = nil, bytes: [UInt8], memorySize: Int? = nil, flags: UInt32 = 7) {
             self.address = address
             self.virtualAddress = virtualAddress
             self.bytes = bytes
@@ -16,24 +23,27 @@ enum ELFBuilder {
         }
     }
 
-    /// Offsets of interesting fields in the last image built (for tests that corrupt them).
-    struct Layout {
-        var programHeaders: Int
-        var sectionHeaders: Int
-        var segmentData: [Int]
-        var is64: Bool
-        var programHeaderSize: Int { is64 ? 56 : 32 }
-        /// Offset of program header `i`'s field at `fieldOffset`.
-        func programHeader(_ i: Int) -> Int { programHeaders + i * programHeaderSize }
+    /// Where the parts of a written image are (for tests that corrupt one field).
+    public struct Layout: Sendable {
+        public var programHeaders: Int
+        public var sectionHeaders: Int
+        public var segmentData: [Int]
+        public var is64: Bool
+        public var programHeaderSize: Int { is64 ? 56 : 32 }
+        /// File offset of program header `i`.
+        public func programHeader(_ i: Int) -> Int { programHeaders + i * programHeaderSize }
     }
 
-    static func image(segments: [Segment], entry: UInt64, resourceTable: (address: UInt64, bytes: [UInt8])? = nil,
-                      is64: Bool = false, machine: UInt16 = 40) throws -> [UInt8] {
-        try build(segments: segments, entry: entry, resourceTable: resourceTable, is64: is64, machine: machine).bytes
+    /// The bytes of an image with `segments` (and the resource table as a last segment and a
+    /// `.resource_table` section), entry point `entry`, for `machine` (40 = ARM).
+    public static func image(segments: [Segment], entry: UInt64, resourceTable: (address: UInt64, bytes: [UInt8])? = nil,
+                      is64: Bool = false, machine: UInt16 = 40) -> [UInt8] {
+        build(segments: segments, entry: entry, resourceTable: resourceTable, is64: is64, machine: machine).bytes
     }
 
-    static func build(segments: [Segment], entry: UInt64, resourceTable: (address: UInt64, bytes: [UInt8])? = nil,
-                      is64: Bool = false, machine: UInt16 = 40) throws -> (bytes: [UInt8], layout: Layout) {
+    /// Like ``image(segments:entry:resourceTable:is64:machine:)``, also returning the layout.
+    public static func build(segments: [Segment], entry: UInt64, resourceTable: (address: UInt64, bytes: [UInt8])? = nil,
+                      is64: Bool = false, machine: UInt16 = 40) -> (bytes: [UInt8], layout: Layout) {
         var all = segments
         if let table = resourceTable { all.append(Segment(address: table.address, bytes: table.bytes, flags: 6)) }
         let ehsize = is64 ? 64 : 52, phsize = is64 ? 56 : 32, shsize = is64 ? 64 : 40
