@@ -56,14 +56,15 @@ public struct ELFImage: Hashable, Sendable {
         if shnum > 0 && shentsize != expectedSh {
             throw fail(.invalidField(field: "e_shentsize", value: shentsize, reason: "must be \(expectedSh) for \(fileClass)"))
         }
-        let phEnd = phoff + phnum * phentsize
-        guard phnum == 0 || (phoff <= UInt64(fileSize) && phEnd <= UInt64(fileSize)) else {
+        // Offsets come from the file: add with overflow checks (an ELF64 offset can be anything).
+        let (phEnd, phOverflow) = phoff.addingReportingOverflow(phnum * phentsize)
+        guard phnum == 0 || (!phOverflow && phoff <= UInt64(fileSize) && phEnd <= UInt64(fileSize)) else {
             throw fail(.truncated(what: "program header table", needed: Int(clamping: phEnd), fileSize: fileSize))
         }
         // e_shnum = 0 with e_shoff set is extended numbering: the count is in section 0.
         let shCount = shoff != 0 && shnum == 0 ? 1 : shnum
-        let shEnd = shoff + shCount * expectedSh
-        guard shoff == 0 || (shoff <= UInt64(fileSize) && shEnd <= UInt64(fileSize)) else {
+        let (shEnd, shOverflow) = shoff.addingReportingOverflow(shCount * expectedSh)
+        guard shoff == 0 || (!shOverflow && shoff <= UInt64(fileSize) && shEnd <= UInt64(fileSize)) else {
             throw fail(.truncated(what: "section header table", needed: Int(clamping: shEnd), fileSize: fileSize))
         }
         let span = Int(max(UInt64(headerSize), phEnd, shoff == 0 ? 0 : shEnd))

@@ -204,6 +204,49 @@ struct ELFLoadingTests {
         }
     }
 
+    @Test("ELF64 header offsets near 2^64 are refused, not overflowed", arguments: [32, 40])
+    func elf64HugeOffsets(field: Int) throws {
+        var (bytes, _) = ELFWriter.build(segments: [.init(address: 0, bytes: [1, 2, 3, 4])], entry: 0, is64: true, machine: 183)
+        for i in 0..<8 { bytes[field + i] = 0xFF }
+        bytes[field] = 0xF0
+        let platform = try TestPlatform()
+        let processor = try platform.processor()
+        try processor.configure()
+        let error = try #require(remoteprocError { try processor.load("e", from: MemoryImageStore(["e": bytes])) })
+        guard case let .image(image) = error.kind, case .truncated = image.kind else { Issue.record("\(error)"); return }
+        #expect(processor.state == .configured)
+    }
+
+    @Test("thousands of corrupted real images: each loads or is refused with an error, never a crash",
+          arguments: FirmwareArchitecture.allCases)
+    func corruptedImages(architecture: FirmwareArchitecture) throws {
+        let original = try Fixtures.bytes(try Fixtures.program("minimal", architecture))
+        let headers = try ELFImage.read("x", from: MemoryImageStore(["x": original]))
+        // The bytes that steer the loader: the ELF header, the program and section header tables,
+        // the section names and the resource table.
+        var hot = Array(0..<64)
+        let phoff = Int(original[28]) | Int(original[29]) << 8 | Int(original[30]) << 16
+        let shoff = Int(original[32]) | Int(original[33]) << 8 | Int(original[34]) << 16
+        hot += Array(phoff..<(phoff + 32 * headers.programHeaders.count))
+        hot += Array(shoff..<min(original.count, shoff + 40 * headers.sections.count))
+        if let rsc = headers.resourceTableSection { hot += Array(Int(rsc.offset)..<Int(rsc.offset + rsc.size)) }
+        var random = SplitMix64(seed: architecture == .cortexM4 ? 1 : 2)
+        let platform = try TestPlatform()
+        var loaded = 0, refused = 0
+        for _ in 0..<3000 {
+            var bytes = original
+            for _ in 0..<Int(random.next() % 4 + 1) {
+                let at = hot[Int(random.next() % UInt64(hot.count))]
+                bytes[at] = [0, 0xFF, 0x80, 0x7F, UInt8(truncatingIfNeeded: random.next())][Int(random.next() % 5)]
+            }
+            let processor = try platform.processor()
+            try processor.configure()
+            if remoteprocError({ try processor.load("fuzz", from: MemoryImageStore(["fuzz": bytes])) }) == nil { loaded += 1 } else { refused += 1 }
+        }
+        #expect(loaded + refused == 3000)
+        #expect(refused > 0 && loaded > 0)
+    }
+
     @Test("a malformed resource table in an image fails the load before any segment is written")
     func badTableInImage() throws {
         var table = try ResourceTable(entries: [.trace(TraceResource(deviceAddress: ResourceAddress(0x2000_0100), length: 64, name: "t"))]).bytes
@@ -244,5 +287,19 @@ struct ELFLoadingTests {
         #expect(throws: ImageError.self) { _ = try store.bytes(at: size - 1, count: 2) }
         #expect(throws: ImageError.self) { _ = try store.bytes(at: -1, count: 2) }
         store.close()
+    }
+}
+
+
+/// A small deterministic generator, so a failing corruption can be replayed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
