@@ -30,13 +30,18 @@ public struct IORegion: Sendable, CustomStringConvertible {
         name: String = "", memory: SharedMemory, memoryOffset: Int = 0, size: Int? = nil,
         physicalMap: [PhysicalAddress], pageShift: Int
     ) throws(MetalIOError) {
+        guard memoryOffset >= 0, memoryOffset <= memory.size else {
+            throw MetalIOError(.invalidRegion("window offset \(memoryOffset) is not inside the \(memory.size)-byte memory"),
+                               operation: "IORegion.init", region: name)
+        }
         let size = size ?? (memory.size - memoryOffset)
-        guard memoryOffset >= 0, size > 0, memoryOffset <= memory.size, size <= memory.size - memoryOffset else {
+        guard size > 0, size <= memory.size - memoryOffset else {
             throw MetalIOError(
                 .invalidRegion("window [\(memoryOffset), +\(size)) is not inside the \(memory.size)-byte memory"),
                 operation: "IORegion.init", region: name)
         }
-        guard pageShift >= 0, pageShift <= 64, !physicalMap.isEmpty else {
+        // A page shift of 63 or more means one physically contiguous page.
+        guard pageShift >= 0, pageShift <= 64, !physicalMap.isEmpty, pageShift >= 63 || physicalMap.count <= Int.max >> pageShift else {
             throw MetalIOError(.invalidRegion("empty physical map or page shift \(pageShift)"), operation: "IORegion.init", region: name)
         }
         if pageShift < 63 {
@@ -49,8 +54,8 @@ public struct IORegion: Sendable, CustomStringConvertible {
         }
         for (page, base) in physicalMap.enumerated() {
             let pageBytes: UInt64 = pageShift >= 63 ? UInt64(size) : UInt64(1) << UInt64(pageShift)
-            let start = pageShift >= 63 ? 0 : page << pageShift
-            let span = min(pageBytes, UInt64(max(0, size - start)))
+            let start = pageShift >= 63 ? 0 : page << pageShift   // no overflow: count ≤ Int.max >> pageShift
+            let span = start >= size ? 0 : min(pageBytes, UInt64(size - start))
             guard span == 0 || base.advanced(by: span - 1) != nil else {
                 throw MetalIOError(.invalidRegion("page \(page) at \(base) overflows the physical address space"),
                                    operation: "IORegion.init", region: name)
@@ -105,7 +110,9 @@ public struct IORegion: Sendable, CustomStringConvertible {
         for (page, base) in physicalMap.enumerated() where address >= base {
             let delta = address.rawValue - base.rawValue
             guard delta < pageBytes else { continue }
-            let offset = page << pageShift + Int(delta)
+            let start = page << pageShift   // no overflow: checked by init
+            guard start < size else { break }
+            let offset = start + Int(delta)
             if offset < size { return offset }
         }
         return nil

@@ -36,8 +36,11 @@ public struct ResourceTable: Hashable, Sendable {
                 throw ResourceTableError(.reservedNotZero(field: "reserved[\(i)]", value: UInt64(value)), offset: 8 + 4 * i)
             }
         }
+        guard count <= Self.maximumEntryCount else {
+            throw ResourceTableError(.invalidField(field: "num", value: UInt64(count), reason: "more than \(Self.maximumEntryCount) entries"), offset: 4)
+        }
         let needed = UInt64(Self.headerSize) + 4 * UInt64(count)
-        guard count <= Self.maximumEntryCount, needed <= UInt64(bytes.count) else {
+        guard needed <= UInt64(bytes.count) else {
             throw ResourceTableError(.truncatedHeader(size: bytes.count, needed: Int(clamping: needed)))
         }
         let headerEnd = Int(needed)
@@ -94,10 +97,11 @@ public struct ResourceTable: Hashable, Sendable {
         let offset = entryOffsets[index]
         var updated = bytes
         updated.replaceSubrange(offset..<(offset + encoded.count), with: encoded)
-        let decoded = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index)
-        bytes = updated
-        entries[index] = decoded
-        try checkNotifyIDs()
+        var candidate = self
+        candidate.bytes = updated
+        candidate.entries[index] = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index)
+        try candidate.checkNotifyIDs()
+        self = candidate
     }
 
     /// The entries of one kind with their indices, e.g. every vdev.
@@ -188,6 +192,13 @@ public struct ResourceTable: Hashable, Sendable {
     // MARK: Encoding
 
     private static func encode(_ entry: ResourceEntry, index: Int) throws(ResourceTableError) -> [UInt8] {
+        switch entry {
+        case let .vendor(v) where !(128...512).contains(v.type):
+            throw ResourceTableError(.unrepresentable("vendor type \(v.type) is outside 128…512"), entry: index)
+        case let .unknown(type) where type <= 3 || (128...512).contains(type):
+            throw ResourceTableError(.unrepresentable("type \(type) has a layout; build it as that entry, not .unknown"), entry: index)
+        default: break
+        }
         var out: [UInt8] = []
         out.appendLittleEndian(entry.type)
         switch entry {
