@@ -43,11 +43,10 @@ public final class RemoteProcessor: Sendable {
     public let ops: any RemoteprocOps
     public let notifyIDCapacity: Int
 
-    private struct Lifecycle {
+    /// What the life-cycle calls change; guarded by the life-cycle lock, which ops run under.
+    private struct Lifecycle: Sendable {
         var state: RemoteprocState = .offline
         var removed = false
-        var notifyIDs: NotifyIDAllocator
-        var ranges = DeviceRangeAllocator()
         var installed: InstalledResourceTable?
         var image: ELFImage?
         var bootAddress: DeviceAddress?
@@ -55,7 +54,17 @@ public final class RemoteProcessor: Sendable {
         var events: [RemoteprocEvent] = []
     }
 
-    private let lifecycle: Mutex<Lifecycle>
+    /// Notify ids and device ranges in use; its lock is held only briefly and never across an op.
+    private struct Allocations: Sendable {
+        var notifyIDs: NotifyIDAllocator
+        var ranges = DeviceRangeAllocator()
+    }
+
+    private let lifecycle = Mutex(Lifecycle())
+    /// A copy of ``Lifecycle`` taken as each life-cycle call ends, for the read-only accessors:
+    /// they never wait for (or deadlock on) the life-cycle lock, even from inside an op.
+    private let published = Mutex(Lifecycle())
+    private let allocations: Mutex<Allocations>
     /// The thread holding the life-cycle lock (0: none), to refuse re-entrant calls from ops.
     private let lockOwner = Atomic<UInt>(0)
     private let memories = Mutex<[RemoteprocMemory]>([])
@@ -72,26 +81,26 @@ public final class RemoteProcessor: Sendable {
         precondition(notifyIDCapacity > 0, "notifyIDCapacity must be positive")
         self.ops = ops
         self.notifyIDCapacity = notifyIDCapacity
-        self.lifecycle = Mutex(Lifecycle(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
+        self.allocations = Mutex(Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
         do { try ops.initialize() } catch { throw RemoteprocError(.operationFailed(op: "init"), call: .initialize, underlying: error) }
     }
 
     // MARK: State and observers
 
     /// The current state.
-    public var state: RemoteprocState { lifecycle.withLock { $0.state } }
+    public var state: RemoteprocState { published.withLock { $0.state } }
 
     /// The last crash reported, until the processor is shut down.
-    public var crashReport: CrashReport? { lifecycle.withLock { $0.crash } }
+    public var crashReport: CrashReport? { published.withLock { $0.crash } }
 
     /// The installed resource table, if any.
-    public var installedResourceTable: InstalledResourceTable? { lifecycle.withLock { $0.installed } }
+    public var installedResourceTable: InstalledResourceTable? { published.withLock { $0.installed } }
 
     /// The headers of the image loaded last, if any.
-    public var loadedImage: ELFImage? { lifecycle.withLock { $0.image } }
+    public var loadedImage: ELFImage? { published.withLock { $0.image } }
 
     /// Where the remote starts (the image's entry point).
-    public var bootAddress: DeviceAddress? { lifecycle.withLock { $0.bootAddress } }
+    public var bootAddress: DeviceAddress? { published.withLock { $0.bootAddress } }
 
     /// Calls `handler` for every later event (state changes, warnings), on the thread that
     /// caused it, after the processor's lock is released — a handler may call the processor.
@@ -142,6 +151,8 @@ public final class RemoteProcessor: Sendable {
             }
             let events = life.events
             life.events = []
+            let snapshot = life
+            published.withLock { $0 = snapshot }
             return (outcome, events)
         }
         deliver(events)
@@ -232,8 +243,7 @@ public final class RemoteProcessor: Sendable {
             }
 
             virtioDevices.withLock { $0.removeAll() }
-            life.notifyIDs = notifyIDs
-            life.ranges = ranges
+            allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
             life.installed = installed
             life.image = elf
             life.bootAddress = DeviceAddress(elf.entry)
@@ -267,8 +277,7 @@ public final class RemoteProcessor: Sendable {
                 throw RemoteprocError(.io(error), call: .setResourceTable)
             }
             virtioDevices.withLock { $0.removeAll() }
-            life.notifyIDs = notifyIDs
-            life.ranges = ranges
+            allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
             life.installed = installed
             life.bootAddress = bootAddress
             life.events += events
@@ -291,7 +300,7 @@ public final class RemoteProcessor: Sendable {
     public func stop() throws(RemoteprocError) {
         try locked(.stop, allowed: [.ready, .running, .crashed, .suspended]) { (life) throws(RemoteprocError) in
             try op("stop", .stop) { try ops.stop() }
-            life.notifyIDs.reset()
+            allocations.withLock { $0.notifyIDs.reset() }
             transition(&life, to: .stopped, call: .stop)
         }
     }
@@ -304,12 +313,11 @@ public final class RemoteProcessor: Sendable {
         try locked(.shutdown, allowed: [.configured, .ready, .running, .crashed, .suspended, .stopped]) { (life) throws(RemoteprocError) in
             if life.state != .stopped && life.state != .configured {
                 try op("stop", .shutdown) { try ops.stop() }
-                life.notifyIDs.reset()
+                allocations.withLock { $0.notifyIDs.reset() }
                 transition(&life, to: .stopped, call: .shutdown)
             }
             try op("shutdown", .shutdown) { try ops.shutdown() }
-            life.notifyIDs.reset()
-            life.ranges.reset()
+            allocations.withLock { $0 = Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)) }
             life.installed = nil
             life.image = nil
             life.bootAddress = nil
@@ -413,7 +421,7 @@ public final class RemoteProcessor: Sendable {
     /// avoiding everything the loaded image and its table use (for RPMsg buffer pools and the like).
     public func allocateDeviceMemory(size: Int, alignment: Int = RemoteProcessor.allocationAlignment, purpose: String) throws(RemoteprocError) -> MemoryMapping {
         let pools = memories.withLock { $0.filter(\.isAllocationPool) }
-        let address = lifecycle.withLock { $0.ranges.allocate(size: size, alignment: alignment, in: pools) }
+        let address = allocations.withLock { $0.ranges.allocate(size: size, alignment: alignment, in: pools) }
         guard let address else { throw RemoteprocError(.allocationFailed(what: purpose, size: size), call: .mmap) }
         return try mapping(physical: nil, device: address, size: size, attributes: 0, call: .mmap, what: purpose)
     }
@@ -423,12 +431,12 @@ public final class RemoteProcessor: Sendable {
     /// Takes a notify id (`remoteproc_allocate_id`): exactly `id`, or the lowest free id for ANY.
     /// - Throws: when `id` is taken or out of range, or no id is left (never a duplicate).
     public func allocateNotifyID(_ id: NotifyID = .any) throws(RemoteprocError) -> NotifyID {
-        try lifecycle.withLock { (life) throws(RemoteprocError) in try life.notifyIDs.allocate(id, call: .allocateNotifyID) }
+        try allocations.withLock { (a) throws(RemoteprocError) in try a.notifyIDs.allocate(id, call: .allocateNotifyID) }
     }
 
     /// Gives back a notify id taken with ``allocateNotifyID(_:)``.
     public func releaseNotifyID(_ id: NotifyID) {
-        lifecycle.withLock { $0.notifyIDs.release(id) }
+        allocations.withLock { $0.notifyIDs.release(id) }
     }
 
     // MARK: Resource table handling

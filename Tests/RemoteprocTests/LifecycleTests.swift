@@ -243,8 +243,12 @@ struct LifecycleTests {
         platform.onOp("configure") { [processor] in
             let error = remoteprocError { try processor.shutdown() }
             inner.withLock { $0 = error }
-            // Lookups do not take the life-cycle lock and stay usable from an op.
+            // Lookups, accessors and notify-id allocation do not wait for the life-cycle lock.
             #expect(processor.memory(named: "code") != nil)
+            #expect(processor.state == .offline, "the state changes after the op succeeds")
+            #expect(processor.installedResourceTable == nil)
+            #expect((try? processor.allocateNotifyID()) == NotifyID(0))
+            processor.releaseNotifyID(NotifyID(0))
         }
         try processor.configure()
         #expect(processor.state == .configured)
