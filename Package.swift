@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "MetalIO", targets: ["MetalIO"]),
+        .library(name: "Virtio", targets: ["Virtio"]),
         .library(name: "Remoteproc", targets: ["Remoteproc"]),
         .library(name: "FirmwareKit", targets: ["FirmwareKit"]),
         .executable(name: "rproc-sim", targets: ["rproc-sim"]),
@@ -20,8 +21,11 @@ let package = Package(
         // libmetal's I/O region: typed, bounds-checked access to (shared) memory.
         .target(name: "MetalIO"),
 
+        // Split virtqueues in both roles, and the transport protocol virtio devices are used through.
+        .target(name: "Virtio", dependencies: ["MetalIO"]),
+
         // The remoteproc design document: life cycle, ops protocol, memory, resource table, ELF loading.
-        .target(name: "Remoteproc", dependencies: ["MetalIO", "CLibElf"]),
+        .target(name: "Remoteproc", dependencies: ["MetalIO", "Virtio", "CLibElf"]),
 
         // Builds the bare-metal programs in Firmware/ with the toolchain's clang and ld.lld.
         .target(name: "FirmwareKit"),
@@ -29,15 +33,16 @@ let package = Package(
         .executableTarget(
             name: "rproc-sim",
             dependencies: [
-                "Remoteproc", "MetalIO", "FirmwareKit",
+                "Remoteproc", "MetalIO", "Virtio", "FirmwareKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",
-            dependencies: ["Remoteproc", "MetalIO", "FirmwareKit"],
+            dependencies: ["Remoteproc", "MetalIO", "Virtio", "FirmwareKit"],
             exclude: ["Fixtures"]
         ),
     ],

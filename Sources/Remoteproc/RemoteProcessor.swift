@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import MetalIO
+import Virtio
 import Synchronization
 
 /// A trace buffer of the installed resource table, mapped into host memory.

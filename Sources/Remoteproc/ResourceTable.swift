@@ -1,3 +1,5 @@
+import Virtio
+
 /// A resource table (`struct resource_table` and its entries), parsed from or built into the
 /// exact bytes OpenAMP and Linux use.
 ///

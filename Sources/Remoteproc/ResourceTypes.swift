@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 
 /// A notify id: the number a kick carries between host and remote (OpenAMP's `notifyid`).
 public struct NotifyID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -10,29 +11,6 @@ public struct NotifyID: RawRepresentable, Hashable, Comparable, Sendable, Custom
     public var isAny: Bool { self == .any }
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
     public var description: String { isAny ? "ANY" : String(rawValue) }
-}
-
-/// Virtio feature bits, as offered in a vdev's `dfeatures` and accepted in its `gfeatures`.
-public struct VirtioFeatures: OptionSet, Hashable, Sendable {
-    public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    /// `VIRTIO_RPMSG_F_NS` (bit 0): the remote supports the RPMsg name service.
-    public static let rpmsgNameService = VirtioFeatures(rawValue: 1 << 0)
-    /// `VIRTIO_RING_F_EVENT_IDX` (bit 29): `used_event`/`avail_event` interrupt suppression.
-    public static let ringEventIndex = VirtioFeatures(rawValue: 1 << 29)
-}
-
-/// The virtio device status byte (virtio 1.x §2.1), the vdev entry's `status` field.
-public struct VirtioStatus: OptionSet, Hashable, Sendable {
-    public var rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-    public static let acknowledge = VirtioStatus(rawValue: 0x01)
-    public static let driver = VirtioStatus(rawValue: 0x02)
-    public static let driverOK = VirtioStatus(rawValue: 0x04)
-    public static let featuresOK = VirtioStatus(rawValue: 0x08)
-    /// OpenAMP uses it host → remote to ask for a reset; the remote acknowledges by writing 0.
-    public static let needsReset = VirtioStatus(rawValue: 0x40)
-    public static let failed = VirtioStatus(rawValue: 0x80)
 }
 
 /// A 32-bit address field of the resource table, where all ones means "the host chooses"

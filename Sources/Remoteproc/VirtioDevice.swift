@@ -2,15 +2,8 @@
 import Glibc
 #endif
 import MetalIO
+import Virtio
 import Synchronization
-
-/// Which side of a virtio device this is.
-public enum VirtioRole: String, Sendable, Hashable {
-    /// The host: owns the buffers, writes status, features and config (`VIRTIO_DEV_DRIVER`).
-    case driver
-    /// The remote: reads status, uses the buffers the host offers (`VIRTIO_DEV_DEVICE`).
-    case device
-}
 
 /// One vring of a virtio device, as placed by the resource table.
 public struct VringPlacement: Sendable {
@@ -28,7 +21,7 @@ public struct VringPlacement: Sendable {
 /// (`remoteproc_create_virtio`): status, features and config space are read and written in the
 /// entry itself, in target memory, as OpenAMP's `remoteproc_virtio` dispatch does; kicks go to
 /// the platform's `notify` op; incoming notifications reach the handlers set per vring.
-public final class VirtioDevice: Sendable {
+public final class VirtioDevice: VirtioTransport {
     /// The vdev's position among the table's vdev entries.
     public let index: Int
     /// The entry's index in the table.
@@ -60,6 +53,12 @@ public final class VirtioDevice: Sendable {
     }
 
     private func field(_ offset: Int) -> Int { entry.offset + offset }
+
+    /// The vrings as the `Virtio` module's queues need them.
+    public var vringLocations: [VringLocation] {
+        vrings.map { VringLocation(index: $0.index, notifyID: $0.notifyID.rawValue, deviceAddress: $0.deviceAddress.rawValue,
+                                   region: $0.mapping.region, offset: $0.mapping.offset, count: $0.count, alignment: $0.alignment) }
+    }
 
     private func checkDriver(_ what: String) throws(RemoteprocError) {
         guard role == .driver else {

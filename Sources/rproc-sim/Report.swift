@@ -1,5 +1,6 @@
 import Foundation
 import MetalIO
+import Virtio
 import Remoteproc
 
 /// Human-readable renderings of images and resource tables.

@@ -1,6 +1,7 @@
 import FirmwareKit
 import Foundation
 import MetalIO
+import Virtio
 @testable import Remoteproc
 import Testing
 

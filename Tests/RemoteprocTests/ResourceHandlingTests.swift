@@ -1,5 +1,6 @@
 import Foundation
 import MetalIO
+import Virtio
 @testable import Remoteproc
 import Synchronization
 import Testing

@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 import Remoteproc
 import Testing
 

@@ -1,3 +1,4 @@
+import Virtio
 import FirmwareKit
 import Foundation
 import Remoteproc

@@ -1,5 +1,6 @@
 import Foundation
 import MetalIO
+import Virtio
 import Remoteproc
 import Synchronization
 import Testing

@@ -1,0 +1,161 @@
+import MetalIO
+import Synchronization
+
+/// Virtio feature bits, as offered in a vdev's `dfeatures` and accepted in its `gfeatures`.
+public struct VirtioFeatures: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// `VIRTIO_RPMSG_F_NS` (bit 0): the remote supports the RPMsg name service.
+    public static let rpmsgNameService = VirtioFeatures(rawValue: 1 << 0)
+    /// `VIRTIO_RING_F_EVENT_IDX` (bit 29): `used_event`/`avail_event` interrupt suppression.
+    public static let ringEventIndex = VirtioFeatures(rawValue: 1 << 29)
+}
+
+/// The virtio device status byte (virtio 1.x §2.1), the vdev entry's `status` field.
+public struct VirtioStatus: OptionSet, Hashable, Sendable {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let acknowledge = VirtioStatus(rawValue: 0x01)
+    public static let driver = VirtioStatus(rawValue: 0x02)
+    public static let driverOK = VirtioStatus(rawValue: 0x04)
+    public static let featuresOK = VirtioStatus(rawValue: 0x08)
+    /// OpenAMP uses it host → remote to ask for a reset; the remote acknowledges by writing 0.
+    public static let needsReset = VirtioStatus(rawValue: 0x40)
+    public static let failed = VirtioStatus(rawValue: 0x80)
+}
+
+/// Which side of a virtio device this is.
+public enum VirtioRole: String, Sendable, Hashable {
+    /// The host: owns the buffers, writes status, features and config (`VIRTIO_DEV_DRIVER`).
+    case driver
+    /// The remote: reads status, uses the buffers the host offers (`VIRTIO_DEV_DEVICE`).
+    case device
+}
+
+/// Where one vring lies: its bytes in an I/O region, its geometry and its notify id.
+public struct VringLocation: Sendable {
+    public var index: Int
+    /// The id a kick of this vring carries.
+    public var notifyID: UInt32
+    /// The vring's device address (what the resource table says).
+    public var deviceAddress: UInt64
+    public var region: IORegion
+    /// Offset of the descriptor table in ``region``.
+    public var offset: Int
+    /// Number of descriptors (a power of two).
+    public var count: Int
+    /// Alignment of the used ring.
+    public var alignment: Int
+
+    public init(index: Int, notifyID: UInt32, deviceAddress: UInt64, region: IORegion, offset: Int, count: Int, alignment: Int) {
+        self.index = index
+        self.notifyID = notifyID
+        self.deviceAddress = deviceAddress
+        self.region = region
+        self.offset = offset
+        self.count = count
+        self.alignment = alignment
+    }
+}
+
+/// A virtio device as its users (RPMsg) see it, whatever carries it: status, features and
+/// config space, its vrings, kicks out and notifications in. `Remoteproc`'s `VirtioDevice`
+/// (the resource table's vdev entry, OpenAMP's `remoteproc_virtio`) is one implementation.
+public protocol VirtioTransport: AnyObject, Sendable {
+    var role: VirtioRole { get }
+    /// The virtio device id (7 = RPMsg).
+    var deviceID: UInt32 { get }
+    /// The vrings, in order.
+    var vringLocations: [VringLocation] { get }
+    func status() throws -> VirtioStatus
+    func setStatus(_ status: VirtioStatus) throws
+    /// Acknowledges a NEEDS_RESET request (device role): status = 0.
+    func acknowledgeReset() throws
+    func deviceFeatures() throws -> VirtioFeatures
+    func driverFeatures() throws -> VirtioFeatures
+    /// Driver role: gfeatures = dfeatures ∩ `supported`; returns it.
+    func negotiateFeatures(supported: VirtioFeatures) throws -> VirtioFeatures
+    func readConfig(at offset: Int, count: Int) throws -> [UInt8]
+    func writeConfig(_ bytes: [UInt8], at offset: Int) throws
+    /// Kicks vring `index` (its notify id goes to the other side).
+    func kick(vring index: Int) throws
+    /// What runs when vring `index` is notified.
+    func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?)
+}
+
+/// The memory buffers live in (the shared window), addressed on the wire by device address.
+/// Every address and length read from a descriptor is checked against it.
+public struct BufferWindow: Sendable {
+    public var region: IORegion
+    /// The device address of the region's offset 0.
+    public var deviceBase: UInt64
+
+    public init(region: IORegion, deviceBase: UInt64) {
+        self.region = region
+        self.deviceBase = deviceBase
+    }
+
+    /// The region offset of `[address, address + length)`, or `nil` when any byte is outside.
+    public func offset(of address: UInt64, length: Int) -> Int? {
+        guard address >= deviceBase, length >= 0 else { return nil }
+        let delta = address - deviceBase
+        guard delta <= UInt64(region.size), UInt64(length) <= UInt64(region.size) - delta else { return nil }
+        return Int(delta)
+    }
+
+    /// The device address of region offset `offset`.
+    public func address(of offset: Int) -> UInt64 { deviceBase + UInt64(offset) }
+}
+
+/// Why a virtqueue operation failed.
+public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Hashable, Sendable {
+        /// Not enough free descriptors (`ERROR_VRING_FULL`).
+        case ringFull(needed: Int, free: Int)
+        /// A buffer does not lie in the buffer window.
+        case bufferOutsideWindow(address: UInt64, length: Int)
+        /// A head returned to the ring is not one the device took (`ERROR_VRING_NO_BUFF`).
+        case unknownHead(Int)
+        /// The vring geometry is invalid (count not a power of two, memory too small, …).
+        case invalidRing(String)
+        case io(MetalIOError)
+        case invalidArgument(String)
+    }
+    public var kind: Kind
+    public init(_ kind: Kind) { self.kind = kind }
+    public var description: String {
+        switch kind {
+        case let .ringFull(needed, free): "vring full: \(needed) descriptor(s) needed, \(free) free"
+        case let .bufferOutsideWindow(address, length): "buffer at \(hex(address)) (\(length) bytes) is outside the shared buffer window"
+        case let .unknownHead(head): "descriptor \(head) was not taken from this ring"
+        case let .invalidRing(why): "invalid vring: \(why)"
+        case let .io(error): error.description
+        case let .invalidArgument(why): why
+        }
+    }
+}
+
+/// Counts of malformed data read from shared memory, per virtqueue. Each bad item was dropped.
+public struct VirtqueueErrorCounts: Hashable, Sendable {
+    /// A head or `next` index at or beyond the ring size.
+    public var descriptorIndexOutOfRange = 0
+    /// A chain that loops or is longer than the ring.
+    public var chainTooLong = 0
+    /// A buffer address or length outside the buffer window.
+    public var bufferOutsideWindow = 0
+    /// A used length larger than the buffer's writable part.
+    public var lengthBeyondBuffer = 0
+    /// An avail or used index that moved by more than the ring size.
+    public var indexJump = 0
+    /// A used element naming a descriptor the driver did not hand out.
+    public var unknownUsedID = 0
+    /// A chain whose readable/writable parts are not where the protocol needs them.
+    public var wrongDirection = 0
+    /// A descriptor with a flag this implementation does not support (INDIRECT).
+    public var unsupportedFlags = 0
+
+    public init() {}
+    public var total: Int {
+        descriptorIndexOutOfRange + chainTooLong + bufferOutsideWindow + lengthBeyondBuffer + indexJump + unknownUsedID + wrongDirection + unsupportedFlags
+    }
+}

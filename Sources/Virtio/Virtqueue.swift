@@ -1,0 +1,331 @@
+import MetalIO
+import Synchronization
+
+/// A buffer handed to the driver side of a virtqueue: a device address and a length inside the
+/// buffer window.
+public struct VirtqueueBuffer: Hashable, Sendable {
+    public var address: UInt64
+    public var length: Int
+    public init(address: UInt64, length: Int) {
+        self.address = address
+        self.length = length
+    }
+}
+
+/// What the driver gets back from the used ring.
+public struct UsedBuffer: Hashable, Sendable {
+    /// The token given to ``DriverQueue/add(readable:writable:token:)``.
+    public var token: Int
+    /// Bytes the device wrote, or `nil` when the device claimed more than the writable part
+    /// holds (counted as ``VirtqueueErrorCounts/lengthBeyondBuffer``; the data must be dropped).
+    public var length: Int?
+}
+
+/// One part of a chain the device took from the avail ring.
+public struct ChainSegment: Hashable, Sendable {
+    /// Offset in the buffer window's region.
+    public var offset: Int
+    public var length: Int
+    /// Whether the device may write it (`VRING_DESC_F_WRITE`).
+    public var isWritable: Bool
+}
+
+/// A descriptor chain the device took from the avail ring; give it back with
+/// ``DeviceQueue/returnUsed(_:length:)``.
+public struct AvailableChain: Hashable, Sendable {
+    public var head: Int
+    public var segments: [ChainSegment]
+}
+
+/// What both roles of a split virtqueue share: the ring's memory and layout, the buffer
+/// window, the kick, the event-index choice and the error counts.
+public class Virtqueue: @unchecked Sendable {
+    // Subclasses keep all mutable state in Mutexes; these properties never change after init.
+    public let location: VringLocation
+    public let layout: VringLayout
+    public let window: BufferWindow
+    /// Whether `VIRTIO_RING_F_EVENT_IDX` was negotiated.
+    public let usesEventIndex: Bool
+    let kick: @Sendable () throws -> Void
+    let errors = Mutex(VirtqueueErrorCounts())
+    let kicks = Atomic<Int>(0)
+
+    init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
+        let layout = try VringLayout(count: location.count, alignment: location.alignment)
+        guard location.region.contains(offset: location.offset, count: layout.byteSize) else {
+            throw VirtioError(.invalidRing("the \(layout.byteSize)-byte vring at offset \(location.offset) does not fit its \(location.region.size)-byte region"))
+        }
+        self.location = location
+        self.layout = layout
+        self.window = window
+        self.usesEventIndex = usesEventIndex
+        self.kick = kick
+    }
+
+    /// Malformed data seen in this queue's shared memory so far.
+    public var errorCounts: VirtqueueErrorCounts { errors.withLock { $0 } }
+    /// Notifications this side has sent to the other.
+    public var kickCount: Int { kicks.load(ordering: .relaxed) }
+
+    func count(_ field: WritableKeyPath<VirtqueueErrorCounts, Int>) { errors.withLock { $0[keyPath: field] += 1 } }
+
+    // Ring accesses: every offset is inside the ring (checked at init), so these cannot fail;
+    // a failure would be a bug in the layout, not bad data.
+    func read16(_ offset: Int) -> UInt16 { (try? location.region.read(UInt16.self, at: location.offset + offset)) ?? 0 }
+    func read32(_ offset: Int) -> UInt32 { (try? location.region.read(UInt32.self, at: location.offset + offset)) ?? 0 }
+    func read64(_ offset: Int) -> UInt64 { (try? location.region.read(UInt64.self, at: location.offset + offset)) ?? 0 }
+    func write16(_ value: UInt16, _ offset: Int) { try? location.region.write(value, at: location.offset + offset) }
+    func write32(_ value: UInt32, _ offset: Int) { try? location.region.write(value, at: location.offset + offset) }
+    func write64(_ value: UInt64, _ offset: Int) { try? location.region.write(value, at: location.offset + offset) }
+    func readIndex(_ offset: Int) -> UInt16 { (try? location.region.readAcquiring(UInt16.self, at: location.offset + offset)) ?? 0 }
+    func publishIndex(_ value: UInt16, _ offset: Int) { try? location.region.writeReleasing(value, at: location.offset + offset) }
+
+    func sendKick() throws {
+        kicks.add(1, ordering: .relaxed)
+        try kick()
+    }
+}
+
+/// The driver (host) side of a split virtqueue: adds buffers to the avail ring, collects them
+/// from the used ring, and kicks the device unless it asked not to be (`NO_NOTIFY`, or
+/// `avail_event` with EVENT_IDX). Safe to use from several threads.
+public final class DriverQueue: Virtqueue, @unchecked Sendable {
+    // All mutable state is in `state` (a Mutex); the superclass's properties are immutable.
+    private struct InFlight { var token: Int; var chain: [Int]; var writable: Int }
+    private struct State {
+        var free: [Int]
+        var inFlight: [Int: InFlight] = [:]
+        var availIndex: UInt16 = 0
+        var lastUsed: UInt16 = 0
+        var queued: UInt16 = 0
+    }
+    private let state: Mutex<State>
+
+    /// Lays out an empty ring (the driver zeroes the vring memory, as OpenAMP's driver role does).
+    public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
+        state = Mutex(State(free: Array(0..<location.count)))
+        try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
+        do { try location.region.fill(0, at: location.offset, count: layout.byteSize) } catch { throw VirtioError(.io(error)) }
+    }
+
+    /// Free descriptors.
+    public var freeCount: Int { state.withLock { $0.free.count } }
+
+    /// Adds a chain: `readable` buffers (the device reads them), then `writable` ones (it writes
+    /// them), and publishes its head in the avail ring (`virtqueue_add_buffer`).
+    /// - Throws: ``VirtioError`` when the ring has too few free descriptors or a buffer lies
+    ///   outside the buffer window.
+    public func add(readable: [VirtqueueBuffer], writable: [VirtqueueBuffer], token: Int) throws(VirtioError) {
+        let all = readable.map { ($0, false) } + writable.map { ($0, true) }
+        guard !all.isEmpty else { throw VirtioError(.invalidArgument("a chain needs at least one buffer")) }
+        for (buffer, _) in all where window.offset(of: buffer.address, length: buffer.length) == nil || buffer.length > Int(UInt32.max) {
+            throw VirtioError(.bufferOutsideWindow(address: buffer.address, length: buffer.length))
+        }
+        try state.withLock { (s) throws(VirtioError) in
+            guard s.free.count >= all.count else { throw VirtioError(.ringFull(needed: all.count, free: s.free.count)) }
+            let chain = Array(s.free.suffix(all.count))
+            s.free.removeLast(all.count)
+            for (i, (buffer, writable)) in all.enumerated() {
+                let d = layout.descriptor(chain[i])
+                write64(buffer.address, d)
+                write32(UInt32(buffer.length), d + 8)
+                let more = i + 1 < chain.count
+                write16((more ? VringLayout.next : 0) | (writable ? VringLayout.write : 0), d + 12)
+                write16(more ? UInt16(chain[i + 1]) : 0, d + 14)
+            }
+            s.inFlight[chain[0]] = InFlight(token: token, chain: chain, writable: writable.reduce(0) { $0 + $1.length })
+            write16(UInt16(chain[0]), layout.availRing(Int(s.availIndex) & (layout.count - 1)))
+            s.availIndex &+= 1
+            s.queued &+= 1
+            publishIndex(s.availIndex, layout.availIndex)
+        }
+    }
+
+    /// Kicks the device if it wants to know about the buffers added since the last kick
+    /// (`virtqueue_kick`). Returns whether it kicked.
+    @discardableResult
+    public func kickIfNeeded() throws -> Bool {
+        let needed: Bool = state.withLock { s in
+            guard s.queued > 0 else { return false }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            let result: Bool
+            if usesEventIndex {
+                result = VringLayout.needsEvent(event: readIndex(layout.availEvent), new: s.availIndex, old: s.availIndex &- s.queued)
+            } else {
+                result = readIndex(layout.usedFlags) & VringLayout.noNotify == 0
+            }
+            s.queued = 0
+            return result
+        }
+        if needed { try sendKick() }
+        return needed
+    }
+
+    /// Takes the next used buffer (`virtqueue_get_buffer`), or `nil` when there is none. Used
+    /// elements naming unknown descriptors, and index jumps, are counted and skipped.
+    public func takeUsed() -> UsedBuffer? {
+        state.withLock { s in
+            while true {
+                let published = readIndex(layout.usedIndex)
+                guard published != s.lastUsed else { return nil }
+                guard Int(published &- s.lastUsed) <= layout.count else {
+                    count(\.indexJump)
+                    return nil
+                }
+                let slot = layout.usedRing(Int(s.lastUsed) & (layout.count - 1))
+                let id = read32(slot), length = read32(slot + 4)
+                s.lastUsed &+= 1
+                guard id < UInt32(layout.count) else { count(\.descriptorIndexOutOfRange); continue }
+                guard let flight = s.inFlight.removeValue(forKey: Int(id)) else { count(\.unknownUsedID); continue }
+                s.free.append(contentsOf: flight.chain)
+                guard Int(length) <= flight.writable else {
+                    count(\.lengthBeyondBuffer)
+                    return UsedBuffer(token: flight.token, length: nil)
+                }
+                return UsedBuffer(token: flight.token, length: Int(length))
+            }
+        }
+    }
+
+    /// Asks the device not to interrupt for used buffers (`virtqueue_disable_cb`).
+    public func disableInterrupts() {
+        state.withLock { s in
+            if usesEventIndex { write16(s.lastUsed &- UInt16(layout.count) &- 1, layout.usedEvent) } else {
+                write16(VringLayout.noInterrupt, layout.availFlags)
+            }
+        }
+    }
+
+    /// Asks for an interrupt at the next used buffer (`virtqueue_enable_cb`). Returns whether
+    /// used buffers are already waiting (check again before sleeping).
+    @discardableResult
+    public func enableInterrupts() -> Bool {
+        state.withLock { s in
+            if usesEventIndex { write16(s.lastUsed, layout.usedEvent) } else { write16(0, layout.availFlags) }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            return readIndex(layout.usedIndex) != s.lastUsed
+        }
+    }
+}
+
+/// The device (remote) side of a split virtqueue: takes chains from the avail ring (validating
+/// every index, address and length the driver wrote), returns them used, and notifies the driver
+/// unless it asked not to be (`NO_INTERRUPT`, or `used_event` with EVENT_IDX).
+public final class DeviceQueue: Virtqueue, @unchecked Sendable {
+    // All mutable state is in `state` (a Mutex); the superclass's properties are immutable.
+    private struct State {
+        var lastAvail: UInt16 = 0
+        var usedIndex: UInt16 = 0
+        var queued: UInt16 = 0
+        var taken: Set<Int> = []
+    }
+    private let state = Mutex(State())
+
+    /// Uses the ring the driver laid out (the device does not zero it).
+    public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
+        try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
+        state.withLock { s in
+            s.lastAvail = read16(layout.availIndex)
+            s.usedIndex = read16(layout.usedIndex)
+        }
+    }
+
+    /// Takes the next valid chain from the avail ring (`virtqueue_get_available_buffer`), or
+    /// `nil` when there is none. A malformed chain is counted, returned used with length 0 when
+    /// its head is valid, and skipped.
+    public func takeAvailable() -> AvailableChain? {
+        state.withLock { s in
+            while true {
+                let published = readIndex(layout.availIndex)
+                guard published != s.lastAvail else { return nil }
+                guard Int(published &- s.lastAvail) <= layout.count else {
+                    count(\.indexJump)
+                    return nil
+                }
+                let head = Int(read16(layout.availRing(Int(s.lastAvail) & (layout.count - 1))))
+                s.lastAvail &+= 1
+                guard head < layout.count, !s.taken.contains(head) else { count(\.descriptorIndexOutOfRange); continue }
+                if let segments = walk(head) {
+                    s.taken.insert(head)
+                    return AvailableChain(head: head, segments: segments)
+                }
+                publishUsed(&s, head: head, length: 0)
+            }
+        }
+    }
+
+    /// Reads and checks the chain starting at `head`; counts and returns `nil` when it is bad.
+    private func walk(_ head: Int) -> [ChainSegment]? {
+        var segments: [ChainSegment] = []
+        var index = head
+        while true {
+            guard segments.count < layout.count else { count(\.chainTooLong); return nil }
+            let d = layout.descriptor(index)
+            let address = read64(d), length = Int(read32(d + 8)), flags = read16(d + 12)
+            guard flags & VringLayout.indirect == 0 else { count(\.unsupportedFlags); return nil }
+            guard let offset = window.offset(of: address, length: length) else { count(\.bufferOutsideWindow); return nil }
+            segments.append(ChainSegment(offset: offset, length: length, isWritable: flags & VringLayout.write != 0))
+            guard flags & VringLayout.next != 0 else { return segments }
+            let next = Int(read16(d + 14))
+            guard next < layout.count else { count(\.descriptorIndexOutOfRange); return nil }
+            index = next
+        }
+    }
+
+    private func publishUsed(_ s: inout State, head: Int, length: Int) {
+        let slot = layout.usedRing(Int(s.usedIndex) & (layout.count - 1))
+        write32(UInt32(head), slot)
+        write32(UInt32(clamping: length), slot + 4)
+        s.usedIndex &+= 1
+        s.queued &+= 1
+        publishIndex(s.usedIndex, layout.usedIndex)
+    }
+
+    /// Returns a chain to the driver with `length` bytes written (`virtqueue_add_consumed_buffer`).
+    /// - Throws: when `head` was not taken from this ring.
+    public func returnUsed(_ head: Int, length: Int) throws(VirtioError) {
+        try state.withLock { (s) throws(VirtioError) in
+            guard s.taken.remove(head) != nil else { throw VirtioError(.unknownHead(head)) }
+            publishUsed(&s, head: head, length: length)
+        }
+    }
+
+    /// Notifies the driver if it wants to know about the buffers used since the last
+    /// notification. Returns whether it kicked.
+    @discardableResult
+    public func notifyIfNeeded() throws -> Bool {
+        let needed: Bool = state.withLock { s in
+            guard s.queued > 0 else { return false }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            let result: Bool
+            if usesEventIndex {
+                result = VringLayout.needsEvent(event: readIndex(layout.usedEvent), new: s.usedIndex, old: s.usedIndex &- s.queued)
+            } else {
+                result = readIndex(layout.availFlags) & VringLayout.noInterrupt == 0
+            }
+            s.queued = 0
+            return result
+        }
+        if needed { try sendKick() }
+        return needed
+    }
+
+    /// Asks the driver not to kick for new buffers.
+    public func disableNotifications() {
+        state.withLock { s in
+            if usesEventIndex { write16(s.lastAvail &- UInt16(layout.count) &- 1, layout.availEvent) } else {
+                write16(VringLayout.noNotify, layout.usedFlags)
+            }
+        }
+    }
+
+    /// Asks for a kick at the next new buffer. Returns whether buffers are already waiting.
+    @discardableResult
+    public func enableNotifications() -> Bool {
+        state.withLock { s in
+            if usesEventIndex { write16(s.lastAvail, layout.availEvent) } else { write16(0, layout.usedFlags) }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            return readIndex(layout.availIndex) != s.lastAvail
+        }
+    }
+}
