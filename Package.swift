@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "MetalIO", targets: ["MetalIO"]),
         .library(name: "Virtio", targets: ["Virtio"]),
+        .library(name: "RPMsg", targets: ["RPMsg"]),
         .library(name: "Remoteproc", targets: ["Remoteproc"]),
         .library(name: "FirmwareKit", targets: ["FirmwareKit"]),
         .executable(name: "rproc-sim", targets: ["rproc-sim"]),
@@ -24,6 +25,9 @@ let package = Package(
         // Split virtqueues in both roles, and the transport protocol virtio devices are used through.
         .target(name: "Virtio", dependencies: ["MetalIO"]),
 
+        // RPMsg over virtio, both roles: endpoints, name service, send / try-send / zero-copy, hold / release.
+        .target(name: "RPMsg", dependencies: ["Virtio", "MetalIO"]),
+
         // The remoteproc design document: life cycle, ops protocol, memory, resource table, ELF loading.
         .target(name: "Remoteproc", dependencies: ["MetalIO", "Virtio", "CLibElf"]),
 
@@ -40,6 +44,7 @@ let package = Package(
 
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
+        .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",
             dependencies: ["Remoteproc", "MetalIO", "Virtio", "FirmwareKit"],

@@ -28,6 +28,11 @@ public struct ChainSegment: Hashable, Sendable {
     public var length: Int
     /// Whether the device may write it (`VRING_DESC_F_WRITE`).
     public var isWritable: Bool
+    public init(offset: Int, length: Int, isWritable: Bool) {
+        self.offset = offset
+        self.length = length
+        self.isWritable = isWritable
+    }
 }
 
 /// A descriptor chain the device took from the avail ring; give it back with
@@ -35,6 +40,10 @@ public struct ChainSegment: Hashable, Sendable {
 public struct AvailableChain: Hashable, Sendable {
     public var head: Int
     public var segments: [ChainSegment]
+    public init(head: Int, segments: [ChainSegment]) {
+        self.head = head
+        self.segments = segments
+    }
 }
 
 /// What both roles of a split virtqueue share: the ring's memory and layout, the buffer
@@ -221,13 +230,11 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
     }
     private let state = Mutex(State())
 
-    /// Uses the ring the driver laid out (the device does not zero it).
+    /// Uses the ring the driver laid out (the device does not zero it) from its start: buffers
+    /// the driver posted before the device came up (as the host's receive buffers before
+    /// DRIVER_OK) are taken first.
     public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
-        state.withLock { s in
-            s.lastAvail = read16(layout.availIndex)
-            s.usedIndex = read16(layout.usedIndex)
-        }
     }
 
     /// Takes the next valid chain from the avail ring (`virtqueue_get_available_buffer`), or

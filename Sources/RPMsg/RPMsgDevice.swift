@@ -1,0 +1,563 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import Synchronization
+import Virtio
+
+/// Buffer sizes and limits of an RPMsg device.
+public struct RPMsgConfiguration: Sendable {
+    /// Bytes per host → remote buffer (OpenAMP's `h2r_buf_size`); payload = size − 16.
+    public var hostToRemoteBufferSize = 512
+    /// Bytes per remote → host buffer (`r2h_buf_size`).
+    public var remoteToHostBufferSize = 512
+    /// Dynamic addresses handed out from 1024 (OpenAMP: 128).
+    public var dynamicAddressCount = 128
+    /// Features this side supports; the driver accepts dfeatures ∩ these.
+    public var supportedFeatures: VirtioFeatures = [.rpmsgNameService, .ringEventIndex]
+    /// How long the device role waits for DRIVER_OK.
+    public var handshakeTimeout: Duration = .seconds(5)
+
+    public init() {}
+}
+
+/// Counters of an RPMsg device, including malformed data from the peer that was dropped.
+public struct RPMsgStatistics: Hashable, Sendable {
+    public var messagesSent = 0
+    public var messagesReceived = 0
+    public var payloadBytesSent = 0
+    public var payloadBytesReceived = 0
+    /// Messages for an address no endpoint has.
+    public var droppedNoEndpoint = 0
+    /// Headers whose length exceeds their buffer, or buffers too short for a header.
+    public var droppedMalformedHeader = 0
+    /// Messages to 53 that are not a valid 40-byte name-service message.
+    public var droppedMalformedNameService = 0
+    /// Malformed vring data in the receive and transmit queues.
+    public var receiveQueueErrors = VirtqueueErrorCounts()
+    public var transmitQueueErrors = VirtqueueErrorCounts()
+    /// Kicks this side sent on its receive and transmit queues.
+    public var receiveQueueKicks = 0
+    public var transmitQueueKicks = 0
+
+    /// Every malformed item seen, of every kind.
+    public var malformedTotal: Int {
+        droppedMalformedHeader + droppedMalformedNameService + receiveQueueErrors.total + transmitQueueErrors.total
+    }
+}
+
+/// An RPMsg device over a virtio transport (`struct rpmsg_virtio_device`), in either role.
+///
+/// Host (driver): vring 0 receives, vring 1 transmits; the host owns a buffer pool in the shared
+/// window, posts every receive buffer at start, carves transmit buffers lazily, negotiates
+/// features, then sets DRIVER_OK. Remote (device): vring 0 transmits into the host's receive
+/// buffers, vring 1 receives; it waits for DRIVER_OK. Every header and name-service message from
+/// the peer is bounds-checked; bad ones are dropped and counted in ``statistics``.
+///
+/// Safe to use from several threads: sends from any thread; receive callbacks run on the thread
+/// that delivers the transport's notification, one at a time, and may send.
+public final class RPMsgDevice: Sendable {
+    /// The default blocking-send timeout (OpenAMP waits 15 s).
+    public static let defaultSendTimeout: Duration = .seconds(15)
+
+    public let role: VirtioRole
+    public let configuration: RPMsgConfiguration
+    /// dfeatures ∩ gfeatures.
+    public let features: VirtioFeatures
+    let transport: any VirtioTransport
+    let window: BufferWindow
+    private let receiveQueue: Virtqueue
+    private let transmitQueue: Virtqueue
+    /// Payload capacity of outgoing buffers (device role: known once the host offered one).
+    private let transmitCapacity: Atomic<Int>
+    /// Host role: the buffers carved from the pool (offsets in the window's region).
+    private let receiveBuffers: [Int]
+
+    private struct State {
+        var closed = false
+        var endpoints: [UInt32: RPMsgEndpoint] = [:]
+        var dynamicInUse = Set<UInt32>()
+        /// Host: transmit buffers carved so far, free ones, and where the pool continues.
+        var transmitBuffers: [Int] = []
+        var freeTransmit: [Int] = []
+        var poolNext = 0
+        var poolEnd = 0
+        /// Device: host receive buffers taken but not used yet (released zero-copy buffers).
+        var spareChains: [AvailableChain] = []
+        var reservedTransmit: Set<Int> = []
+        var heldReceive: Set<Int> = []
+        var statistics = RPMsgStatistics()
+        var onNameService: (@Sendable (String, RPMsgAddress) -> Void)?
+    }
+    private let state = Mutex(State())
+    private let receiveRequests = Atomic<Int>(0)
+
+    /// Sets up the host (driver) side over `transport`: negotiates features, lays out both
+    /// vrings, carves the receive buffers from `pool` (a range of `window`'s region) and posts
+    /// them, then sets DRIVER_OK (ACKNOWLEDGE → DRIVER → FEATURES_OK → DRIVER_OK).
+    /// - Parameters:
+    ///   - pool: offsets `[lowerBound, upperBound)` of the window's region the buffers come from.
+    public init(host transport: any VirtioTransport, window: BufferWindow, pool: Range<Int>,
+                configuration: RPMsgConfiguration = RPMsgConfiguration()) throws(RPMsgError) {
+        guard transport.role == .driver else { throw RPMsgError(.invalidArgument("the host side needs a driver-role transport")) }
+        try Self.checkSizes(configuration)
+        let locations = transport.vringLocations
+        guard locations.count >= 2 else { throw RPMsgError(.invalidArgument("RPMsg needs 2 vrings, the device has \(locations.count)")) }
+        guard pool.lowerBound >= 0, pool.upperBound <= window.region.size else {
+            throw RPMsgError(.invalidArgument("the buffer pool \(pool) is not inside the \(window.region.size)-byte window"))
+        }
+        self.role = .driver
+        self.configuration = configuration
+        self.transport = transport
+        self.window = window
+        do {
+            try transport.setStatus([])
+            try transport.setStatus(.acknowledge)
+            try transport.setStatus([.acknowledge, .driver])
+            features = try transport.negotiateFeatures(supported: configuration.supportedFeatures)
+        } catch { throw RPMsgError(.transport("\(error)")) }
+        let eventIndex = features.contains(.ringEventIndex)
+        do {
+            receiveQueue = try DriverQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
+                                           kick: { [transport] in try transport.kick(vring: 0) })
+            transmitQueue = try DriverQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
+                                            kick: { [transport] in try transport.kick(vring: 1) })
+        } catch { throw RPMsgError(.virtio(error)) }
+        let size = configuration.remoteToHostBufferSize
+        let count = locations[0].count
+        guard pool.count >= count * size else {
+            throw RPMsgError(.invalidArgument("the \(pool.count)-byte pool cannot hold \(count) receive buffers of \(size) bytes"))
+        }
+        receiveBuffers = (0..<count).map { pool.lowerBound + $0 * size }
+        transmitCapacity = Atomic(configuration.hostToRemoteBufferSize - RPMsgHeader.size)
+        state.withLock { s in
+            s.poolNext = pool.lowerBound + count * size
+            s.poolEnd = pool.upperBound
+        }
+        let rx = receiveQueue as! DriverQueue
+        for (token, offset) in receiveBuffers.enumerated() {
+            do {
+                try window.region.fill(0, at: offset, count: size)
+                try rx.add(readable: [], writable: [VirtqueueBuffer(address: window.address(of: offset), length: size)], token: token)
+            } catch let error as VirtioError { throw RPMsgError(.virtio(error)) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
+        }
+        (transmitQueue as! DriverQueue).disableInterrupts()
+        rx.enableInterrupts()
+        installHandlers()
+        do {
+            try transport.setStatus([.acknowledge, .driver, .featuresOK])
+            try transport.setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
+        } catch { throw RPMsgError(.transport("\(error)")) }
+    }
+
+    /// Sets up the remote (device) side over `transport`: waits for DRIVER_OK (acknowledging
+    /// NEEDS_RESET requests meanwhile), then uses the vrings the host laid out.
+    /// - Parameter window: the shared memory the host's buffers lie in.
+    public init(remote transport: any VirtioTransport, window: BufferWindow,
+                configuration: RPMsgConfiguration = RPMsgConfiguration()) throws(RPMsgError) {
+        guard transport.role == .device else { throw RPMsgError(.invalidArgument("the remote side needs a device-role transport")) }
+        try Self.checkSizes(configuration)
+        let locations = transport.vringLocations
+        guard locations.count >= 2 else { throw RPMsgError(.invalidArgument("RPMsg needs 2 vrings, the device has \(locations.count)")) }
+        self.role = .device
+        self.configuration = configuration
+        self.transport = transport
+        self.window = window
+        let clock = ContinuousClock()
+        let deadline = clock.now + configuration.handshakeTimeout
+        do {
+            while true {
+                let status = try transport.status()
+                if status.contains(.needsReset) { try transport.acknowledgeReset() }
+                else if status.contains(.driverOK) { break }
+                guard clock.now < deadline else { throw RPMsgError(.handshakeTimedOut(configuration.handshakeTimeout)) }
+                usleep(100)
+            }
+            features = try transport.deviceFeatures().intersection(try transport.driverFeatures())
+        } catch let error as RPMsgError { throw error } catch { throw RPMsgError(.transport("\(error)")) }
+        let eventIndex = features.contains(.ringEventIndex)
+        do {
+            transmitQueue = try DeviceQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
+                                            kick: { [transport] in try transport.kick(vring: 0) })
+            receiveQueue = try DeviceQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
+                                           kick: { [transport] in try transport.kick(vring: 1) })
+        } catch { throw RPMsgError(.virtio(error)) }
+        receiveBuffers = []
+        transmitCapacity = Atomic(0)
+        (transmitQueue as! DeviceQueue).disableNotifications()
+        (receiveQueue as! DeviceQueue).enableNotifications()
+        installHandlers()
+        // Messages the host queued before we were ready.
+        handleNotification()
+    }
+
+    private static func checkSizes(_ c: RPMsgConfiguration) throws(RPMsgError) {
+        for size in [c.hostToRemoteBufferSize, c.remoteToHostBufferSize] where size <= RPMsgHeader.size || size > 65536 {
+            throw RPMsgError(.invalidArgument("buffer size \(size) must be between 17 and 65536 bytes"))
+        }
+        guard c.dynamicAddressCount > 0, c.dynamicAddressCount <= 1 << 20 else {
+            throw RPMsgError(.invalidArgument("dynamic address count \(c.dynamicAddressCount) is out of range"))
+        }
+    }
+
+    private func installHandlers() {
+        let receiveVring = role == .driver ? 0 : 1
+        transport.setNotificationHandler(forVring: receiveVring) { [weak self] in self?.handleNotification() }
+    }
+
+    /// Whether the name service was negotiated (`VIRTIO_RPMSG_F_NS` in both feature words).
+    public var usesNameService: Bool { features.contains(.rpmsgNameService) }
+
+    /// Payload bytes an outgoing message may hold (`rpmsg_get_tx_payload_buffer` capacity). In the
+    /// device role it is known once the host has offered a buffer; 0 before.
+    public var transmitPayloadSize: Int {
+        if role == .device, transmitCapacity.load(ordering: .relaxed) == 0, let chain = (transmitQueue as! DeviceQueue).takeAvailable() {
+            spare(chain)
+        }
+        return transmitCapacity.load(ordering: .relaxed)
+    }
+
+    /// Payload bytes an incoming message may hold.
+    public var receivePayloadSize: Int {
+        (role == .driver ? configuration.remoteToHostBufferSize : configuration.hostToRemoteBufferSize) - RPMsgHeader.size
+    }
+
+    /// Counters, including every malformed item the peer produced.
+    public var statistics: RPMsgStatistics {
+        var result = state.withLock { $0.statistics }
+        let (rx, tx) = (receiveQueue.errorCounts, transmitQueue.errorCounts)
+        result.receiveQueueErrors = rx
+        result.transmitQueueErrors = tx
+        result.receiveQueueKicks = receiveQueue.kickCount
+        result.transmitQueueKicks = transmitQueue.kickCount
+        return result
+    }
+
+    /// What runs when the peer announces a name no local endpoint is bound to (`ns_bind_cb`).
+    public func onNameServiceAnnouncement(_ handler: (@Sendable (String, RPMsgAddress) -> Void)?) {
+        state.withLock { $0.onNameService = handler }
+    }
+
+    /// Stops the device: later sends fail with ``RPMsgError/Kind/deviceClosed``, blocked senders
+    /// wake with it, and notifications are ignored.
+    public func close() {
+        state.withLock { s in
+            s.closed = true
+            s.endpoints.removeAll()
+        }
+        transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
+    }
+
+    public var isClosed: Bool { state.withLock { $0.closed } }
+
+    // MARK: Endpoints
+
+    /// Creates an endpoint (`rpmsg_create_ept`). With a name, the name service on and no
+    /// destination, the endpoint is announced to the peer.
+    /// - Parameters:
+    ///   - address: a fixed local address, or ANY for the lowest free dynamic one (from 1024).
+    ///   - destination: the peer address, or ANY to learn it from the peer.
+    /// - Throws: ``RPMsgError`` — address in use, no dynamic address left, closed, or the
+    ///   announcement could not be sent.
+    public func createEndpoint(name: String = "", address: RPMsgAddress = .any, destination: RPMsgAddress = .any,
+                               onUnbind: (@Sendable (RPMsgEndpoint) -> Void)? = nil,
+                               onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws(RPMsgError) -> RPMsgEndpoint {
+        guard name.utf8.count <= NameServiceMessage.nameSize else {
+            throw RPMsgError(.invalidArgument("service name '\(name)' is longer than \(NameServiceMessage.nameSize) bytes"))
+        }
+        let endpoint = try state.withLock { (s) throws(RPMsgError) -> RPMsgEndpoint in
+            guard !s.closed else { throw RPMsgError(.deviceClosed) }
+            let chosen: RPMsgAddress
+            if address.isAny {
+                let first = RPMsgAddress.firstDynamic.rawValue
+                guard let free = (first..<(first + UInt32(configuration.dynamicAddressCount))).first(where: { s.endpoints[$0] == nil }) else {
+                    throw RPMsgError(.addressesExhausted(capacity: configuration.dynamicAddressCount))
+                }
+                chosen = RPMsgAddress(free)
+            } else {
+                guard s.endpoints[address.rawValue] == nil, !(address == .nameService && usesNameService) else {
+                    throw RPMsgError(.addressInUse(address))
+                }
+                chosen = address
+            }
+            let endpoint = RPMsgEndpoint(name: name, address: chosen, destination: destination, device: self,
+                                         onReceive: onReceive, onUnbind: onUnbind)
+            s.endpoints[chosen.rawValue] = endpoint
+            return endpoint
+        }
+        if !name.isEmpty && usesNameService && destination.isAny {
+            do {
+                try send(NameServiceMessage(name: name, address: endpoint.address, action: .create).bytes,
+                         from: endpoint.address, to: .nameService, timeout: Self.defaultSendTimeout)
+                endpoint.state.withLock { $0.announced = true }
+            } catch {
+                _ = state.withLock { $0.endpoints.removeValue(forKey: endpoint.address.rawValue) }
+                endpoint.state.withLock { $0.destroyed = true }
+                throw error
+            }
+        }
+        return endpoint
+    }
+
+    /// The endpoint at `address`, if any.
+    public func endpoint(at address: RPMsgAddress) -> RPMsgEndpoint? { state.withLock { $0.endpoints[address.rawValue] } }
+
+    func destroy(_ endpoint: RPMsgEndpoint) {
+        let announced: Bool = endpoint.state.withLock { e in
+            guard !e.destroyed else { return false }
+            e.destroyed = true
+            return e.announced
+        }
+        if announced {
+            try? send(NameServiceMessage(name: endpoint.name, address: endpoint.address, action: .destroy).bytes,
+                      from: endpoint.address, to: .nameService, timeout: .seconds(1))
+        }
+        state.withLock { s in
+            if s.endpoints[endpoint.address.rawValue] === endpoint { s.endpoints.removeValue(forKey: endpoint.address.rawValue) }
+        }
+    }
+
+    // MARK: Sending
+
+    /// Sends `bytes` from `source` to `destination` (`rpmsg_send_offchannel_raw`), waiting up to
+    /// `timeout` for a buffer (zero: fail at once).
+    public func send(_ bytes: [UInt8], from source: RPMsgAddress, to destination: RPMsgAddress,
+                     timeout: Duration = RPMsgDevice.defaultSendTimeout) throws(RPMsgError) {
+        guard !destination.isAny, !source.isAny else { throw RPMsgError(.invalidArgument("source and destination must be addresses, not ANY")) }
+        if role == .driver, bytes.count > transmitCapacity.load(ordering: .relaxed) {
+            throw RPMsgError(.payloadTooLarge(size: bytes.count, capacity: transmitCapacity.load(ordering: .relaxed)))
+        }
+        let buffer = try reserveBuffer(timeout: timeout)
+        guard bytes.count <= buffer.capacity else {
+            try? release(buffer)
+            throw RPMsgError(.payloadTooLarge(size: bytes.count, capacity: buffer.capacity))
+        }
+        do { try window.region.write(bytes, at: buffer.bufferOffset + RPMsgHeader.size) } catch {
+            try? release(buffer)
+            throw RPMsgError(.invalidArgument("\(error)"))
+        }
+        try send(buffer, length: bytes.count, from: source, to: destination)
+    }
+
+    /// Reserves a transmit buffer for zero-copy send (`rpmsg_get_tx_payload_buffer`), waiting up
+    /// to `timeout` for one to be free.
+    public func reserveBuffer(timeout: Duration = RPMsgDevice.defaultSendTimeout) throws(RPMsgError) -> RPMsgTxBuffer {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var pause: UInt32 = 20
+        while true {
+            if let buffer = try takeTransmitBuffer() { return buffer }
+            guard timeout > .zero, clock.now < deadline else { throw RPMsgError(.noBuffer(waited: timeout)) }
+            usleep(pause)
+            pause = min(pause * 2, 1000)
+        }
+    }
+
+    private func takeTransmitBuffer() throws(RPMsgError) -> RPMsgTxBuffer? {
+        if role == .driver {
+            let queue = transmitQueue as! DriverQueue
+            return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
+                guard !s.closed else { throw RPMsgError(.deviceClosed) }
+                while let used = queue.takeUsed() { s.freeTransmit.append(used.token) }
+                let size = configuration.hostToRemoteBufferSize
+                if s.freeTransmit.isEmpty, s.transmitBuffers.count < queue.location.count, s.poolNext + size <= s.poolEnd {
+                    s.transmitBuffers.append(s.poolNext)
+                    s.freeTransmit.append(s.transmitBuffers.count - 1)
+                    s.poolNext += size
+                }
+                guard let token = s.freeTransmit.popLast() else { return nil }
+                s.reservedTransmit.insert(token)
+                return RPMsgTxBuffer(token: token, window: window, bufferOffset: s.transmitBuffers[token], capacity: size - RPMsgHeader.size)
+            }
+        }
+        let queue = transmitQueue as! DeviceQueue
+        return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
+            guard !s.closed else { throw RPMsgError(.deviceClosed) }
+            while true {
+                guard let chain = s.spareChains.popLast() ?? queue.takeAvailable() else { return nil }
+                // The host's receive buffer: one writable segment that holds at least a header.
+                guard chain.segments.count == 1, let segment = chain.segments.first, segment.isWritable,
+                      segment.length > RPMsgHeader.size else {
+                    s.statistics.droppedMalformedHeader += 1
+                    try? queue.returnUsed(chain.head, length: 0)
+                    continue
+                }
+                transmitCapacity.store(segment.length - RPMsgHeader.size, ordering: .relaxed)
+                s.reservedTransmit.insert(chain.head)
+                return RPMsgTxBuffer(token: chain.head, window: window, bufferOffset: segment.offset, capacity: segment.length - RPMsgHeader.size)
+            }
+        }
+    }
+
+    private func spare(_ chain: AvailableChain) {
+        state.withLock { $0.spareChains.append(chain) }
+        if let segment = chain.segments.first, chain.segments.count == 1, segment.isWritable, segment.length > RPMsgHeader.size {
+            transmitCapacity.store(segment.length - RPMsgHeader.size, ordering: .relaxed)
+        }
+    }
+
+    /// Sends a filled zero-copy buffer of `length` payload bytes (`rpmsg_send_offchannel_nocopy`).
+    public func send(_ buffer: RPMsgTxBuffer, length: Int, from source: RPMsgAddress, to destination: RPMsgAddress) throws(RPMsgError) {
+        guard length >= 0, length <= buffer.capacity else { throw RPMsgError(.payloadTooLarge(size: length, capacity: buffer.capacity)) }
+        guard buffer.owned.exchange(false, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
+        let header = RPMsgHeader(source: source, destination: destination, length: UInt16(length))
+        do { try header.write(to: window.region, at: buffer.bufferOffset) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
+        let total = RPMsgHeader.size + length
+        do {
+            let closed = state.withLock { s in
+                s.reservedTransmit.remove(buffer.token)
+                s.statistics.messagesSent += 1
+                s.statistics.payloadBytesSent += length
+                return s.closed
+            }
+            guard !closed else { throw RPMsgError(.deviceClosed) }
+            if role == .driver {
+                let queue = transmitQueue as! DriverQueue
+                try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
+                try queue.kickIfNeeded()
+            } else {
+                let queue = transmitQueue as! DeviceQueue
+                try queue.returnUsed(buffer.token, length: total)
+                try queue.notifyIfNeeded()
+            }
+        } catch let error as RPMsgError { throw error } catch let error as VirtioError { throw RPMsgError(.virtio(error)) } catch {
+            throw RPMsgError(.transport("\(error)"))
+        }
+    }
+
+    /// Gives back a reserved transmit buffer unsent (`rpmsg_release_tx_buffer`).
+    /// - Throws: ``RPMsgError/Kind/bufferNotOwned`` when it was already sent or released.
+    public func release(_ buffer: RPMsgTxBuffer) throws(RPMsgError) {
+        guard buffer.owned.exchange(false, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
+        state.withLock { s in
+            s.reservedTransmit.remove(buffer.token)
+            if role == .driver { s.freeTransmit.append(buffer.token) } else {
+                let segment = ChainSegment(offset: buffer.bufferOffset, length: buffer.capacity + RPMsgHeader.size, isWritable: true)
+                s.spareChains.append(AvailableChain(head: buffer.token, segments: [segment]))
+            }
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Gives back a received buffer kept with ``RPMsgMessage/hold()`` (`rpmsg_release_rx_buffer`).
+    /// - Throws: ``RPMsgError/Kind/bufferNotOwned`` when it was already released.
+    public func release(_ buffer: RPMsgHeldBuffer) throws(RPMsgError) {
+        guard !buffer.released.exchange(true, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
+        state.withLock { _ = $0.heldReceive.remove(buffer.token) }
+        recycle(token: buffer.token, chainLength: buffer.chainLength)
+        flushReceiveKicks()
+    }
+
+    /// Processes everything the peer queued for us (the transport's notification for our receive
+    /// vring runs this). Concurrent and re-entrant calls fold into the running one.
+    public func handleNotification() {
+        guard receiveRequests.add(1, ordering: .acquiringAndReleasing).oldValue == 0 else { return }
+        var seen = 1
+        while true {
+            drainReceiveQueue()
+            let (exchanged, current) = receiveRequests.compareExchange(expected: seen, desired: 0, ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            seen = current
+        }
+    }
+
+    private func drainReceiveQueue() {
+        guard !state.withLock({ $0.closed }) else { return }
+        while true {
+            while let (token, offset, capacity, chainLength) = nextReceived() {
+                deliver(token: token, offset: offset, capacity: capacity, chainLength: chainLength)
+            }
+            flushReceiveKicks()
+            let pending = role == .driver ? (receiveQueue as! DriverQueue).enableInterrupts() : (receiveQueue as! DeviceQueue).enableNotifications()
+            if !pending { return }
+        }
+    }
+
+    /// The next received buffer: token, offset, usable bytes and the length to return it with.
+    private func nextReceived() -> (Int, Int, Int, Int)? {
+        if role == .driver {
+            let queue = receiveQueue as! DriverQueue
+            while let used = queue.takeUsed() {
+                let offset = receiveBuffers[used.token]
+                guard let length = used.length else {
+                    recycle(token: used.token, chainLength: 0)
+                    continue
+                }
+                return (used.token, offset, length, 0)
+            }
+            return nil
+        }
+        let queue = receiveQueue as! DeviceQueue
+        while let chain = queue.takeAvailable() {
+            guard chain.segments.count == 1, let segment = chain.segments.first, !segment.isWritable else {
+                state.withLock { $0.statistics.droppedMalformedHeader += 1 }
+                try? queue.returnUsed(chain.head, length: 0)
+                continue
+            }
+            return (chain.head, segment.offset, segment.length, segment.length)
+        }
+        return nil
+    }
+
+    private func deliver(token: Int, offset: Int, capacity: Int, chainLength: Int) {
+        guard capacity >= RPMsgHeader.size, let header = try? RPMsgHeader(from: window.region, at: offset),
+              Int(header.length) <= capacity - RPMsgHeader.size else {
+            state.withLock { $0.statistics.droppedMalformedHeader += 1 }
+            recycle(token: token, chainLength: chainLength)
+            return
+        }
+        let buffer = RPMsgHeldBuffer(token: token, window: window, payloadOffset: offset + RPMsgHeader.size, chainLength: chainLength)
+        let message = RPMsgMessage(source: header.source, destination: header.destination, length: Int(header.length), buffer: buffer)
+        if header.destination == .nameService && usesNameService {
+            handleNameService(message)
+        } else if let endpoint = state.withLock({ $0.endpoints[header.destination.rawValue] }) {
+            endpoint.state.withLock { if $0.destination.isAny { $0.destination = header.source } }
+            state.withLock { s in
+                s.statistics.messagesReceived += 1
+                s.statistics.payloadBytesReceived += Int(header.length)
+            }
+            endpoint.onReceive(message)
+        } else {
+            state.withLock { $0.statistics.droppedNoEndpoint += 1 }
+        }
+        if buffer.held.load(ordering: .relaxed) {
+            state.withLock { _ = $0.heldReceive.insert(token) }
+        } else {
+            buffer.released.store(true, ordering: .relaxed)
+            recycle(token: token, chainLength: chainLength)
+        }
+    }
+
+    private func handleNameService(_ message: RPMsgMessage) {
+        guard let ns = NameServiceMessage(bytes: message.payload) else {
+            state.withLock { $0.statistics.droppedMalformedNameService += 1 }
+            return
+        }
+        let (endpoint, bind) = state.withLock { s in
+            (s.endpoints.values.first { e in e.name == ns.name && (e.destination == ns.address || e.destination.isAny) }, s.onNameService)
+        }
+        switch ns.action {
+        case .create:
+            if let endpoint { endpoint.state.withLock { $0.destination = ns.address } } else { bind?(ns.name, ns.address) }
+        case .destroy:
+            guard let endpoint, endpoint.destination == ns.address else { return }
+            endpoint.state.withLock { $0.destination = .any }
+            endpoint.onUnbind?(endpoint)
+        }
+    }
+
+    /// Returns a receive buffer to the peer: the host reposts it, the remote returns it used.
+    private func recycle(token: Int, chainLength: Int) {
+        if role == .driver {
+            let size = configuration.remoteToHostBufferSize
+            try? (receiveQueue as! DriverQueue).add(readable: [], writable: [VirtqueueBuffer(address: window.address(of: receiveBuffers[token]), length: size)], token: token)
+        } else {
+            try? (receiveQueue as! DeviceQueue).returnUsed(token, length: chainLength)
+        }
+    }
+
+    private func flushReceiveKicks() {
+        if role == .driver { _ = try? (receiveQueue as! DriverQueue).kickIfNeeded() } else { _ = try? (receiveQueue as! DeviceQueue).notifyIfNeeded() }
+    }
+}
