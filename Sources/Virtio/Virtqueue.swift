@@ -16,8 +16,9 @@ public struct VirtqueueBuffer: Hashable, Sendable {
 public struct UsedBuffer: Hashable, Sendable {
     /// The token given to ``DriverQueue/add(readable:writable:token:)``.
     public var token: Int
-    /// Bytes the device wrote, or `nil` when the device claimed more than the writable part
-    /// holds (counted as ``VirtqueueErrorCounts/lengthBeyondBuffer``; the data must be dropped).
+    /// Bytes the device wrote (0 for a chain with no writable part), or `nil` when the device
+    /// claimed more than the writable part holds (counted as
+    /// ``VirtqueueErrorCounts/lengthBeyondBuffer``; the data must be dropped).
     public var length: Int?
 }
 
@@ -187,6 +188,9 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
                 guard id < UInt32(layout.count) else { count(\.descriptorIndexOutOfRange); continue }
                 guard let flight = s.inFlight.removeValue(forKey: Int(id)) else { count(\.unknownUsedID); continue }
                 s.free.append(contentsOf: flight.chain)
+                // A chain with nothing writable: the length means nothing (OpenAMP remotes report
+                // the buffer's size), so it is not checked.
+                guard flight.writable > 0 else { return UsedBuffer(token: flight.token, length: 0) }
                 guard Int(length) <= flight.writable else {
                     count(\.lengthBeyondBuffer)
                     return UsedBuffer(token: flight.token, length: nil)
