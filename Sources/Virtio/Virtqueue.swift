@@ -65,6 +65,11 @@ public class Virtqueue: @unchecked Sendable {
         guard location.region.contains(offset: location.offset, count: layout.byteSize) else {
             throw VirtioError(.invalidRing("the \(layout.byteSize)-byte vring at offset \(location.offset) does not fit its \(location.region.size)-byte region"))
         }
+        // Ring indices are read and written atomically: the ring must be (at least) 4-byte aligned in memory.
+        guard (try? location.region.readAcquiring(UInt32.self, at: location.offset)) != nil,
+              (try? location.region.readAcquiring(UInt16.self, at: location.offset + layout.usedIndex)) != nil else {
+            throw VirtioError(.invalidRing("the vring at offset \(location.offset) is not 4-byte aligned"))
+        }
         self.location = location
         self.layout = layout
         self.window = window
@@ -107,7 +112,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
         var inFlight: [Int: InFlight] = [:]
         var availIndex: UInt16 = 0
         var lastUsed: UInt16 = 0
-        var queued: UInt16 = 0
+        var queued = 0
     }
     private let state: Mutex<State>
 
@@ -146,7 +151,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
             s.inFlight[chain[0]] = InFlight(token: token, chain: chain, writable: writable.reduce(0) { $0 + $1.length })
             write16(UInt16(chain[0]), layout.availRing(Int(s.availIndex) & (layout.count - 1)))
             s.availIndex &+= 1
-            s.queued &+= 1
+            s.queued += 1
             publishIndex(s.availIndex, layout.availIndex)
         }
     }
@@ -159,8 +164,10 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
             guard s.queued > 0 else { return false }
             atomicMemoryFence(ordering: .sequentiallyConsistent)
             let result: Bool
-            if usesEventIndex {
-                result = VringLayout.needsEvent(event: readIndex(layout.availEvent), new: s.availIndex, old: s.availIndex &- s.queued)
+            if s.queued >= 0xFFFF {
+                result = true   // the event window cannot tell a wrapped count apart: always kick
+            } else if usesEventIndex {
+                result = VringLayout.needsEvent(event: readIndex(layout.availEvent), new: s.availIndex, old: s.availIndex &- UInt16(s.queued))
             } else {
                 result = readIndex(layout.usedFlags) & VringLayout.noNotify == 0
             }
@@ -229,16 +236,21 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
     private struct State {
         var lastAvail: UInt16 = 0
         var usedIndex: UInt16 = 0
-        var queued: UInt16 = 0
+        var queued = 0
         var taken: Set<Int> = []
     }
     private let state = Mutex(State())
 
-    /// Uses the ring the driver laid out (the device does not zero it) from its start: buffers
-    /// the driver posted before the device came up (as the host's receive buffers before
+    /// Uses the ring the driver laid out (the device does not zero it), from its used index:
+    /// buffers the driver posted before the device came up (as the host's receive buffers before
     /// DRIVER_OK) are taken first.
     public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
+        // Everything before the used index was handled by an earlier device (none on a fresh ring).
+        state.withLock { s in
+            s.usedIndex = readIndex(layout.usedIndex)
+            s.lastAvail = s.usedIndex
+        }
     }
 
     /// Takes the next valid chain from the avail ring (`virtqueue_get_available_buffer`), or
@@ -275,7 +287,10 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
             let address = read64(d), length = Int(read32(d + 8)), flags = read16(d + 12)
             guard flags & VringLayout.indirect == 0 else { count(\.unsupportedFlags); return nil }
             guard let offset = window.offset(of: address, length: length) else { count(\.bufferOutsideWindow); return nil }
-            segments.append(ChainSegment(offset: offset, length: length, isWritable: flags & VringLayout.write != 0))
+            let writable = flags & VringLayout.write != 0
+            // Readable parts come first, then writable ones (virtio 1.x §2.7.4.2).
+            guard writable || !(segments.last?.isWritable ?? false) else { count(\.wrongDirection); return nil }
+            segments.append(ChainSegment(offset: offset, length: length, isWritable: writable))
             guard flags & VringLayout.next != 0 else { return segments }
             let next = Int(read16(d + 14))
             guard next < layout.count else { count(\.descriptorIndexOutOfRange); return nil }
@@ -288,13 +303,14 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
         write32(UInt32(head), slot)
         write32(UInt32(clamping: length), slot + 4)
         s.usedIndex &+= 1
-        s.queued &+= 1
+        s.queued += 1
         publishIndex(s.usedIndex, layout.usedIndex)
     }
 
     /// Returns a chain to the driver with `length` bytes written (`virtqueue_add_consumed_buffer`).
     /// - Throws: when `head` was not taken from this ring.
     public func returnUsed(_ head: Int, length: Int) throws(VirtioError) {
+        guard length >= 0 else { throw VirtioError(.invalidArgument("used length \(length) is negative")) }
         try state.withLock { (s) throws(VirtioError) in
             guard s.taken.remove(head) != nil else { throw VirtioError(.unknownHead(head)) }
             publishUsed(&s, head: head, length: length)
@@ -309,8 +325,10 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
             guard s.queued > 0 else { return false }
             atomicMemoryFence(ordering: .sequentiallyConsistent)
             let result: Bool
-            if usesEventIndex {
-                result = VringLayout.needsEvent(event: readIndex(layout.usedEvent), new: s.usedIndex, old: s.usedIndex &- s.queued)
+            if s.queued >= 0xFFFF {
+                result = true   // the event window cannot tell a wrapped count apart: always notify
+            } else if usesEventIndex {
+                result = VringLayout.needsEvent(event: readIndex(layout.usedEvent), new: s.usedIndex, old: s.usedIndex &- UInt16(s.queued))
             } else {
                 result = readIndex(layout.availFlags) & VringLayout.noInterrupt == 0
             }

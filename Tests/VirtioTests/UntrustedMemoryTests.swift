@@ -25,8 +25,8 @@ enum ChainCorruption: String, CaseIterable, Sendable {
         case .nextOutOfRange: first.next = 16
         case .nextFarOutOfRange: first.next = 0xFFFF
         case .twoDescriptorLoop:
-            // head → second → head → …, every descriptor with NEXT.
-            last.flags = VringLayout.next | VringLayout.write
+            // head → second → head → …, every descriptor readable with NEXT (so only the loop is wrong).
+            last.flags = VringLayout.next
             last.next = UInt16(head)
         case .selfLoop: first.next = UInt16(head)
         case .addressBelowWindow: first.address = 0x1000
@@ -259,5 +259,42 @@ struct DriverSideValidationTests {
         #expect(used.length == 4)
         try f.expectTrafficFlows(token: 2)
         #expect(f.driver.errorCounts.total == 1)
+    }
+}
+
+@Suite("Chain direction and ring placement")
+struct ChainDirectionTests {
+    @Test("a readable part after a writable one is counted as wrong direction and given back")
+    func readableAfterWritable() throws {
+        let f = try VirtioFixture()
+        let head = try f.addRequest(token: 7)
+        var first = try f.descriptor(head)
+        var second = try f.descriptor(Int(first.next))
+        first.flags = VringLayout.next | VringLayout.write
+        second.flags = 0
+        try f.setDescriptor(head, first)
+        try f.setDescriptor(Int(first.next), second)
+        #expect(f.device.takeAvailable() == nil)
+        #expect(f.device.errorCounts.wrongDirection == 1)
+        let used = try #require(f.driver.takeUsed())
+        #expect(used.token == 7 && used.length == 0)
+        try f.expectTrafficFlows(token: 8)
+    }
+
+    @Test("a vring that is not 4-byte aligned in its region is refused")
+    func misalignedRing() throws {
+        let f = try VirtioFixture()
+        var location = f.location
+        location.offset += 2
+        #expect(thrownKind { _ = try DriverQueue(location: location, window: f.window, usesEventIndex: false, kick: {}) }?.isInvalidRing == true)
+    }
+
+    @Test("a negative used length is refused")
+    func negativeLength() throws {
+        let f = try VirtioFixture()
+        try f.addRequest(token: 1)
+        let chain = try #require(f.device.takeAvailable())
+        #expect(thrownKind { try f.device.returnUsed(chain.head, length: -1) } == .invalidArgument("used length -1 is negative"))
+        try f.device.returnUsed(chain.head, length: 0)
     }
 }
