@@ -29,14 +29,13 @@ struct RPMsgTests {
         let window = BufferWindow(region: region, deviceBase: 0x3000_0000)
         let vrings = (0..<2).map { VringLocation(index: $0, notifyID: UInt32($0), deviceAddress: 0x3000_0000 + UInt64($0 * 0x1000), region: region,
                                                  offset: $0 * 0x1000, count: 16, alignment: 16) }
-        let vdev = SharedVdev(deviceFeatures: [.rpmsgNameService])
-        vdev.status.store(VirtioStatus.needsReset.rawValue, ordering: .relaxed)
-        let transport = LoopbackTransport(role: .device, vrings: vrings, vdev: vdev, interruptThread: false)
+        let (driver, transport) = LoopbackTransport.makePair(vrings: vrings, features: [.rpmsgNameService], interruptThreads: false)
+        try driver.setStatus(.needsReset)
         var configuration = RPMsgConfiguration()
         configuration.handshakeTimeout = .milliseconds(50)
         let error = try #require(rpmsgError { _ = try RPMsgDevice(remote: transport, window: window, configuration: configuration) })
         #expect(error.kind == .handshakeTimedOut(.milliseconds(50)))
-        #expect(vdev.status.load(ordering: .relaxed) == 0, "NEEDS_RESET was acknowledged with 0")
+        #expect(try driver.status() == [], "NEEDS_RESET was acknowledged with 0")
     }
 
     @Test("name service both ways: announce on create, bind, unbind on destroy")

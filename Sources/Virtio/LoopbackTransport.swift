@@ -1,0 +1,177 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import Synchronization
+
+/// A counting semaphore (POSIX `sem_t`, futex-based on Linux) for waking a dedicated thread.
+public final class WakeSignal: @unchecked Sendable {
+    // The sem_t is allocated once, never moves, and sem_* calls are thread-safe.
+    private let semaphore: UnsafeMutablePointer<sem_t>
+
+    public init() {
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+    }
+
+    deinit {
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+    }
+
+    public func signal() { sem_post(semaphore) }
+
+    /// Waits for a signal; returns `false` when `timeout` passed first.
+    @discardableResult
+    public func wait(timeout: Duration? = nil) -> Bool {
+        guard let timeout else {
+            while sem_wait(semaphore) != 0 && errno == EINTR {}
+            return true
+        }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let (seconds, attoseconds) = timeout.components
+        var nanos = now.tv_nsec + Int(attoseconds / 1_000_000_000)
+        var deadline = timespec(tv_sec: now.tv_sec + Int(seconds) + nanos / 1_000_000_000, tv_nsec: 0)
+        nanos %= 1_000_000_000
+        deadline.tv_nsec = nanos
+        while sem_timedwait(semaphore, &deadline) != 0 {
+            if errno == EINTR { continue }
+            return false
+        }
+        return true
+    }
+}
+
+/// The vdev fields both ends of a ``LoopbackTransport`` pair share (what a resource table's vdev
+/// entry holds): status, offered and accepted features.
+public final class LoopbackVirtioDevice: Sendable {
+    let status = Atomic<UInt8>(0)
+    let deviceFeatureBits: UInt32
+    let driverFeatureBits = Atomic<UInt32>(0)
+    public init(deviceFeatures: VirtioFeatures) { deviceFeatureBits = deviceFeatures.rawValue }
+}
+
+/// One end of an in-process virtio transport pair over shared memory — a driver and a device
+/// that need no board: a kick raises the peer's "interrupt". With an interrupt thread (the
+/// default) a dedicated thread of the peer runs its notification handlers, as a mailbox
+/// interrupt would; without one, kicks are only recorded and ``poll()`` delivers them, which
+/// makes tests deterministic. Make both ends with ``makePair(vrings:features:interruptThreads:)``.
+public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
+    // Mutable state is in Mutexes and atomics; the rest never changes after init.
+    public let role: VirtioRole
+    public let deviceID: UInt32
+    public let vringLocations: [VringLocation]
+    let shared: LoopbackVirtioDevice
+    private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
+    private let peer = Mutex<LoopbackTransport?>(nil)
+    private let pending = Mutex<(vrings: Set<Int>, stop: Bool)>(([], false))
+    private let wake = WakeSignal()
+    private let stopped = WakeSignal()
+    private let kicks = Atomic<Int>(0)
+    public let usesInterruptThread: Bool
+
+    init(role: VirtioRole, deviceID: UInt32, vrings: [VringLocation], shared: LoopbackVirtioDevice, interruptThread: Bool) {
+        self.role = role
+        self.deviceID = deviceID
+        self.vringLocations = vrings
+        self.shared = shared
+        self.usesInterruptThread = interruptThread
+        if interruptThread { startInterruptThread() }
+    }
+
+    /// A connected driver (host) and device (remote) over the same vrings.
+    public static func makePair(vrings: [VringLocation], features: VirtioFeatures, deviceID: UInt32 = 7,
+                                interruptThreads: Bool = true) -> (driver: LoopbackTransport, device: LoopbackTransport) {
+        let shared = LoopbackVirtioDevice(deviceFeatures: features)
+        let driver = LoopbackTransport(role: .driver, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads)
+        let device = LoopbackTransport(role: .device, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads)
+        driver.peer.withLock { $0 = device }
+        device.peer.withLock { $0 = driver }
+        return (driver, device)
+    }
+
+    private func startInterruptThread() {
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { context in
+            let transport = Unmanaged<LoopbackTransport>.fromOpaque(context!).takeRetainedValue()
+            transport.interruptLoop()
+            return nil
+        }, box.toOpaque())
+        if started == 0 { pthread_detach(thread) } else { box.release() }
+    }
+
+    private func interruptLoop() {
+        while true {
+            wake.wait()
+            let (vrings, stop) = pending.withLock { p in
+                defer { p.vrings = [] }
+                return (p.vrings, p.stop)
+            }
+            if stop { break }
+            deliver(vrings)
+        }
+        stopped.signal()
+    }
+
+    private func deliver(_ vrings: Set<Int>) {
+        for vring in vrings.sorted() { handlers.withLock { $0[vring] }?() }
+    }
+
+    /// Stops the interrupt thread (waits up to 5 s for it) and disconnects from the peer.
+    public func shutdown() {
+        peer.withLock { $0 = nil }
+        guard usesInterruptThread else { return }
+        let already = pending.withLock { p in
+            defer { p.stop = true }
+            return p.stop
+        }
+        guard !already else { return }
+        wake.signal()
+        stopped.wait(timeout: .seconds(5))
+    }
+
+    /// Delivers the notifications raised so far, on the calling thread (for pairs made without
+    /// interrupt threads).
+    public func poll() {
+        deliver(pending.withLock { p in
+            defer { p.vrings = [] }
+            return p.vrings
+        })
+    }
+
+    /// Kicks this end received.
+    public var kicksReceived: Int { kicks.load(ordering: .relaxed) }
+
+    fileprivate func raise(_ vring: Int) {
+        kicks.add(1, ordering: .relaxed)
+        let stop = pending.withLock { p in
+            p.vrings.insert(vring)
+            return p.stop
+        }
+        if usesInterruptThread && !stop { wake.signal() }
+    }
+
+    public func status() throws -> VirtioStatus { VirtioStatus(rawValue: shared.status.load(ordering: .acquiring)) }
+    public func setStatus(_ status: VirtioStatus) throws { shared.status.store(status.rawValue, ordering: .releasing) }
+    public func acknowledgeReset() throws { shared.status.store(0, ordering: .releasing) }
+    public func deviceFeatures() throws -> VirtioFeatures { VirtioFeatures(rawValue: shared.deviceFeatureBits) }
+    public func driverFeatures() throws -> VirtioFeatures { VirtioFeatures(rawValue: shared.driverFeatureBits.load(ordering: .acquiring)) }
+    public func negotiateFeatures(supported: VirtioFeatures) throws -> VirtioFeatures {
+        let accepted = VirtioFeatures(rawValue: shared.deviceFeatureBits).intersection(supported)
+        shared.driverFeatureBits.store(accepted.rawValue, ordering: .releasing)
+        return accepted
+    }
+    public func readConfig(at offset: Int, count: Int) throws -> [UInt8] {
+        guard offset == 0, count == 0 else { throw VirtioError(.invalidArgument("a loopback device has no config space")) }
+        return []
+    }
+    public func writeConfig(_ bytes: [UInt8], at offset: Int) throws {
+        guard bytes.isEmpty else { throw VirtioError(.invalidArgument("a loopback device has no config space")) }
+    }
+    public func kick(vring index: Int) throws { peer.withLock { $0 }?.raise(index) }
+    public func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?) {
+        handlers.withLock { $0[index] = handler }
+    }
+}
