@@ -37,7 +37,7 @@ let package = Package(
         .executableTarget(
             name: "rproc-sim",
             dependencies: [
-                "Remoteproc", "MetalIO", "Virtio", "FirmwareKit",
+                "Remoteproc", "MetalIO", "Virtio", "RPMsg", "FirmwareKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

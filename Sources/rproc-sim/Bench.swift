@@ -5,8 +5,20 @@ import Remoteproc
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure the core's speed: ELF loading through both image stores, against memcpy of the same bytes."
+        abstract: "Measure speeds: ELF loading (against memcpy), RPMsg streaming and echo between two threads (against a futex ping-pong).",
+        discussion: "Build with -c release for meaningful figures: swift run -c release rproc-sim bench"
     )
+
+    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg }
+
+    @Option(name: .customLong("suite"), help: "Which benchmarks to run: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default: all).")
+    var suites: [Suite] = []
+
+    @Option(help: "Messages per RPMsg stream run.")
+    var messages: Int = 200_000
+
+    @Option(help: "Round trips per RPMsg echo run.")
+    var roundTrips: Int = 20_000
 
     @Option(name: .customLong("size-mib"), help: "Image size in MiB.")
     var sizeMiB: Int = 1
@@ -16,6 +28,13 @@ struct Bench: ParsableCommand {
 
     @Flag(help: "Print JSON instead of a table.")
     var json = false
+
+    struct Report: Codable {
+        var load: [Result]?
+        var rpmsgStream: [RPMsgBench.StreamResult]?
+        var rpmsgEcho: [RPMsgBench.EchoResult]?
+        var futexPingPongRoundTripsPerSecond: Double?
+    }
 
     struct Result: Codable {
         var name: String
@@ -31,6 +50,44 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        let chosen = suites.isEmpty ? Suite.allCases : suites
+        var report = Report()
+        if chosen.contains(.load) { report.load = try loadBenchmarks() }
+        if chosen.contains(.rpmsg) {
+            report.rpmsgStream = try [16, 496].map { try RPMsgBench.stream(payload: $0, count: messages) }
+            report.rpmsgEcho = try [16, 496].map { try RPMsgBench.echo(payload: $0, count: roundTrips) }
+            report.futexPingPongRoundTripsPerSecond = try RPMsgBench.futexPingPong(count: roundTrips)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        if let load = report.load {
+            print("ELF load: \(iterations) runs each, \(sizeMiB) MiB image (one segment + resource table)")
+            for r in load {
+                print("  " + RprocSimReport.pad(r.name, 28) + String(format: "median %9.1f µs   p99 %9.1f µs   %8.0f MB/s", r.medianMicroseconds, r.p99Microseconds, r.megabytesPerSecond))
+            }
+        }
+        if let stream = report.rpmsgStream {
+            print("RPMsg stream host → remote, two threads, one process (\(messages) messages)")
+            for r in stream {
+                print(String(format: "  %3d-byte payload   %10.0f msg/s   %8.1f MB/s   %.3f kicks/msg", r.payload, r.messagesPerSecond, r.megabytesPerSecond, r.kicksPerMessage))
+            }
+        }
+        if let echo = report.rpmsgEcho {
+            print("RPMsg echo round trips (\(roundTrips) each)")
+            for r in echo {
+                print(String(format: "  %3d-byte payload   %10.0f rt/s    p50 %6.1f µs   p99 %6.1f µs   %.2f kicks/rt", r.payload, r.roundTripsPerSecond, r.p50Microseconds, r.p99Microseconds, r.kicksPerRoundTrip))
+            }
+        }
+        if let futex = report.futexPingPongRoundTripsPerSecond {
+            print(String(format: "Reference: futex ping-pong between two threads   %10.0f rt/s", futex))
+        }
+    }
+
+    private func loadBenchmarks() throws -> [Result] {
         let size = sizeMiB << 20
         var generator = SystemRandomNumberGenerator()
         let payload = (0..<size).map { _ in UInt8.random(in: 0...255, using: &generator) }
@@ -58,17 +115,7 @@ struct Bench: ParsableCommand {
             try payload.withUnsafeBytes { try target.write(bytes: $0, at: 0) }
         })
         try processor.shutdown()
-
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(results), as: UTF8.self))
-        } else {
-            print("\(iterations) runs each, \(sizeMiB) MiB image (one segment + resource table)")
-            for r in results {
-                print(Report.pad(r.name, 28) + String(format: "median %9.1f µs   p99 %9.1f µs   %8.0f MB/s", r.medianMicroseconds, r.p99Microseconds, r.megabytesPerSecond))
-            }
-        }
+        return results
     }
 
     private func measure(_ name: String, bytes: Int, _ body: () throws -> Void) throws -> Result {

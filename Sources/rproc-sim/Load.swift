@@ -40,14 +40,14 @@ struct Load: ParsableCommand {
         let elapsed = clock.now - started
         guard let image = processor.loadedImage else { throw ValidationError("the core kept no image") }
 
-        print(Report.header(image))
-        print(Report.segments(image, processor: processor))
+        print(RprocSimReport.header(image))
+        print(RprocSimReport.segments(image, processor: processor))
         if let installed = processor.installedResourceTable {
-            print(Report.resourceTable(installed))
+            print(RprocSimReport.resourceTable(installed))
         } else {
             print("no resource table")
         }
-        print("loaded in \(Report.duration(elapsed)) · state \(log.withLock { $0.joined(separator: " · ") })")
+        print("loaded in \(RprocSimReport.duration(elapsed)) · state \(log.withLock { $0.joined(separator: " · ") })")
         try processor.shutdown()
     }
 

@@ -4,7 +4,7 @@ import Virtio
 import Remoteproc
 
 /// Human-readable renderings of images and resource tables.
-enum Report {
+enum RprocSimReport {
     static func size(_ bytes: UInt64) -> String {
         bytes < 1024 ? "\(bytes) B" : String(format: "%.1f KiB", Double(bytes) / 1024)
     }

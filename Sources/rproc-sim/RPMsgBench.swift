@@ -1,0 +1,147 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import RPMsg
+import Synchronization
+import Virtio
+
+/// RPMsg between a host and a remote device in one process, over shared memory, each side's
+/// notifications handled on its own interrupt thread: the messaging stack's own speed, with no
+/// board or emulator in the way.
+struct InProcessRPMsg {
+    let host: RPMsgDevice
+    let remote: RPMsgDevice
+    let transports: (LoopbackTransport, LoopbackTransport)
+
+    init(vringCount: Int = 256) throws {
+        let base: UInt64 = 0x3000_0000
+        let memory = try SharedMemory(size: 1 << 20)
+        let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(base))
+        let window = BufferWindow(region: region, deviceBase: base)
+        let layout = try VringLayout(count: vringCount, alignment: 4096)
+        let stride = (layout.byteSize + 4095) / 4096 * 4096
+        let vrings = (0..<2).map { VringLocation(index: $0, notifyID: UInt32($0 + 1), deviceAddress: base + UInt64($0 * stride),
+                                                 region: region, offset: $0 * stride, count: vringCount, alignment: 4096) }
+        transports = LoopbackTransport.makePair(vrings: vrings, features: [.rpmsgNameService, .ringEventIndex])
+        host = try RPMsgDevice(host: transports.0, window: window, pool: (2 * stride)..<region.size)
+        remote = try RPMsgDevice(remote: transports.1, window: window)
+    }
+
+    func close() {
+        host.close()
+        remote.close()
+        transports.0.shutdown()
+        transports.1.shutdown()
+    }
+}
+
+enum RPMsgBench {
+    struct StreamResult: Codable {
+        var payload: Int
+        var messages: Int
+        var messagesPerSecond: Double
+        var megabytesPerSecond: Double
+        var kicksPerMessage: Double
+    }
+
+    struct EchoResult: Codable {
+        var payload: Int
+        var roundTrips: Int
+        var roundTripsPerSecond: Double
+        var p50Microseconds: Double
+        var p99Microseconds: Double
+        var kicksPerRoundTrip: Double
+    }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+    /// Host → remote, `count` messages of `payload` bytes, as fast as the sender can go.
+    static func stream(payload: Int, count: Int) throws -> StreamResult {
+        let pair = try InProcessRPMsg()
+        defer { pair.close() }
+        let received = Atomic<Int>(0)
+        let done = WakeSignal()
+        _ = try pair.remote.createEndpoint(address: RPMsgAddress(100)) { _ in
+            if received.add(1, ordering: .relaxed).newValue == count { done.signal() }
+        }
+        let sender = try pair.host.createEndpoint(address: RPMsgAddress(200), destination: RPMsgAddress(100)) { _ in }
+        let bytes = [UInt8](repeating: 0x5A, count: payload)
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<count { try sender.send(bytes, timeout: .seconds(10)) }
+        guard done.wait(timeout: .seconds(60)) else { throw BenchError("stream: only \(received.load(ordering: .relaxed)) of \(count) arrived") }
+        let elapsed = seconds(clock.now - start)
+        let kicks = pair.host.statistics.transmitQueueKicks + pair.remote.statistics.receiveQueueKicks
+        return StreamResult(payload: payload, messages: count, messagesPerSecond: Double(count) / elapsed,
+                            megabytesPerSecond: Double(count * payload) / elapsed / 1e6, kicksPerMessage: Double(kicks) / Double(count))
+    }
+
+    /// One message to a remote echo endpoint, wait for the reply, repeat.
+    static func echo(payload: Int, count: Int) throws -> EchoResult {
+        let pair = try InProcessRPMsg()
+        defer { pair.close() }
+        let remote = pair.remote
+        _ = try remote.createEndpoint(address: RPMsgAddress(100)) { message in
+            try? remote.send(message.payload, from: RPMsgAddress(100), to: message.source, timeout: .seconds(10))
+        }
+        let reply = WakeSignal()
+        let client = try pair.host.createEndpoint(address: RPMsgAddress(200), destination: RPMsgAddress(100)) { _ in reply.signal() }
+        let bytes = [UInt8](repeating: 0xA5, count: payload)
+        let clock = ContinuousClock()
+        var samples: [Double] = []
+        samples.reserveCapacity(count)
+        let start = clock.now
+        for _ in 0..<count {
+            let sent = clock.now
+            try client.send(bytes, timeout: .seconds(10))
+            guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
+            samples.append(seconds(clock.now - sent) * 1e6)
+        }
+        let elapsed = seconds(clock.now - start)
+        samples.sort()
+        let kicks = pair.host.statistics.transmitQueueKicks + pair.host.statistics.receiveQueueKicks
+            + pair.remote.statistics.transmitQueueKicks + pair.remote.statistics.receiveQueueKicks
+        return EchoResult(payload: payload, roundTrips: count, roundTripsPerSecond: Double(count) / elapsed,
+                          p50Microseconds: samples[count / 2], p99Microseconds: samples[min(count - 1, count * 99 / 100)],
+                          kicksPerRoundTrip: Double(kicks) / Double(count))
+    }
+
+    /// Two threads waking each other through two futex-based semaphores: the floor for any
+    /// cross-thread round trip on this machine.
+    static func futexPingPong(count: Int) throws -> Double {
+        let ping = WakeSignal(), pong = WakeSignal()
+        var thread = pthread_t()
+        final class Context: @unchecked Sendable {
+            // Immutable after init; the signals are thread-safe.
+            let ping: WakeSignal, pong: WakeSignal, count: Int
+            init(_ ping: WakeSignal, _ pong: WakeSignal, _ count: Int) { self.ping = ping; self.pong = pong; self.count = count }
+        }
+        let context = Unmanaged.passRetained(Context(ping, pong, count))
+        guard pthread_create(&thread, nil, { raw in
+            let c = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
+            for _ in 0..<c.count {
+                c.ping.wait()
+                c.pong.signal()
+            }
+            return nil
+        }, context.toOpaque()) == 0 else {
+            context.release()
+            throw BenchError("cannot start a thread")
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<count {
+            ping.signal()
+            guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
+        }
+        let elapsed = seconds(clock.now - start)
+        pthread_join(thread, nil)
+        return Double(count) / elapsed
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
