@@ -534,13 +534,14 @@ func payload(round: UInt16, word: Int) -> UInt32 {
 @Suite struct IORegionOrderingTests {
     /// A writer thread fills a data block, then publishes a round number with `writeReleasing`;
     /// this thread waits for it with `readAcquiring`, checks the whole block and acknowledges.
-    /// Each side gives up after five seconds, so a bug fails the test instead of hanging it.
+    /// Each side gives up after 60 seconds (other suites load both cores meanwhile), so a bug
+    /// fails the test instead of hanging it.
     @Test func releasedIndexPublishesTheDataWrittenBeforeIt() throws {
         let memory = try SharedMemory(size: 4096)
         let region = try IORegion(name: "ring", memory: memory, physicalBase: PhysicalAddress(0))
         let indexOffset = 0, ackOffset = 4, dataOffset = 64, words = 64
-        let rounds: UInt16 = 1000
-        let deadline = ContinuousClock.now + .seconds(5)
+        let rounds: UInt16 = 300
+        let deadline = ContinuousClock.now + .seconds(60)
         let writer = WriterOutcome()
 
         Thread.detachNewThread {
