@@ -45,6 +45,7 @@ let package = Package(
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",
             dependencies: ["Remoteproc", "MetalIO", "Virtio", "FirmwareKit"],
