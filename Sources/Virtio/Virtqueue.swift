@@ -95,6 +95,18 @@ public class Virtqueue: @unchecked Sendable {
     func readIndex(_ offset: Int) -> UInt16 { (try? location.region.readAcquiring(UInt16.self, at: location.offset + offset)) ?? 0 }
     func publishIndex(_ value: UInt16, _ offset: Int) { try? location.region.writeReleasing(value, at: location.offset + offset) }
 
+    /// Whether the other side wants to hear about `queued` new entries up to index `published`:
+    /// its event index (EVENT_IDX) or its suppression flag decides. Callers hold their state lock.
+    func peerWantsNotification(queued: Int, published: UInt16, eventOffset: Int, flagsOffset: Int, suppressFlag: UInt16) -> Bool {
+        guard queued > 0 else { return false }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)   // our index store before the peer's event read
+        if queued >= 0xFFFF { return true }   // the event window cannot tell a wrapped count apart
+        if usesEventIndex {
+            return VringLayout.needsEvent(event: readIndex(eventOffset), new: published, old: published &- UInt16(queued))
+        }
+        return readIndex(flagsOffset) & suppressFlag == 0
+    }
+
     func sendKick() throws {
         kicks.add(1, ordering: .relaxed)
         try kick()
@@ -160,19 +172,10 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// (`virtqueue_kick`). Returns whether it kicked.
     @discardableResult
     public func kickIfNeeded() throws -> Bool {
-        let needed: Bool = state.withLock { s in
-            guard s.queued > 0 else { return false }
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            let result: Bool
-            if s.queued >= 0xFFFF {
-                result = true   // the event window cannot tell a wrapped count apart: always kick
-            } else if usesEventIndex {
-                result = VringLayout.needsEvent(event: readIndex(layout.availEvent), new: s.availIndex, old: s.availIndex &- UInt16(s.queued))
-            } else {
-                result = readIndex(layout.usedFlags) & VringLayout.noNotify == 0
-            }
-            s.queued = 0
-            return result
+        let needed = state.withLock { s in
+            defer { s.queued = 0 }
+            return peerWantsNotification(queued: s.queued, published: s.availIndex, eventOffset: layout.availEvent,
+                                         flagsOffset: layout.usedFlags, suppressFlag: VringLayout.noNotify)
         }
         if needed { try sendKick() }
         return needed
@@ -321,19 +324,10 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
     /// notification. Returns whether it kicked.
     @discardableResult
     public func notifyIfNeeded() throws -> Bool {
-        let needed: Bool = state.withLock { s in
-            guard s.queued > 0 else { return false }
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            let result: Bool
-            if s.queued >= 0xFFFF {
-                result = true   // the event window cannot tell a wrapped count apart: always notify
-            } else if usesEventIndex {
-                result = VringLayout.needsEvent(event: readIndex(layout.usedEvent), new: s.usedIndex, old: s.usedIndex &- UInt16(s.queued))
-            } else {
-                result = readIndex(layout.availFlags) & VringLayout.noInterrupt == 0
-            }
-            s.queued = 0
-            return result
+        let needed = state.withLock { s in
+            defer { s.queued = 0 }
+            return peerWantsNotification(queued: s.queued, published: s.usedIndex, eventOffset: layout.usedEvent,
+                                         flagsOffset: layout.availFlags, suppressFlag: VringLayout.noInterrupt)
         }
         if needed { try sendKick() }
         return needed

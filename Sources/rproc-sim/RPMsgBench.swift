@@ -6,36 +6,6 @@ import RPMsg
 import Synchronization
 import Virtio
 
-/// RPMsg between a host and a remote device in one process, over shared memory, each side's
-/// notifications handled on its own interrupt thread: the messaging stack's own speed, with no
-/// board or emulator in the way.
-struct InProcessRPMsg {
-    let host: RPMsgDevice
-    let remote: RPMsgDevice
-    let transports: (LoopbackTransport, LoopbackTransport)
-
-    init(vringCount: Int = 256) throws {
-        let base: UInt64 = 0x3000_0000
-        let memory = try SharedMemory(size: 1 << 20)
-        let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(base))
-        let window = BufferWindow(region: region, deviceBase: base)
-        let layout = try VringLayout(count: vringCount, alignment: 4096)
-        let stride = (layout.byteSize + 4095) / 4096 * 4096
-        let vrings = (0..<2).map { VringLocation(index: $0, notifyID: UInt32($0 + 1), deviceAddress: base + UInt64($0 * stride),
-                                                 region: region, offset: $0 * stride, count: vringCount, alignment: 4096) }
-        transports = LoopbackTransport.makePair(vrings: vrings, features: [.rpmsgNameService, .ringEventIndex])
-        host = try RPMsgDevice(host: transports.0, window: window, pool: (2 * stride)..<region.size)
-        remote = try RPMsgDevice(remote: transports.1, window: window)
-    }
-
-    func close() {
-        host.close()
-        remote.close()
-        transports.0.shutdown()
-        transports.1.shutdown()
-    }
-}
-
 enum RPMsgBench {
     struct StreamResult: Codable {
         var payload: Int
@@ -58,8 +28,8 @@ enum RPMsgBench {
 
     /// Host → remote, `count` messages of `payload` bytes, as fast as the sender can go.
     static func stream(payload: Int, count: Int) throws -> StreamResult {
-        let pair = try InProcessRPMsg()
-        defer { pair.close() }
+        let pair = try RPMsgLoopback()
+        defer { pair.shutdown() }
         let received = Atomic<Int>(0)
         let done = WakeSignal()
         _ = try pair.remote.createEndpoint(address: RPMsgAddress(100)) { _ in
@@ -79,8 +49,8 @@ enum RPMsgBench {
 
     /// One message to a remote echo endpoint, wait for the reply, repeat.
     static func echo(payload: Int, count: Int) throws -> EchoResult {
-        let pair = try InProcessRPMsg()
-        defer { pair.close() }
+        let pair = try RPMsgLoopback()
+        defer { pair.shutdown() }
         let remote = pair.remote
         _ = try remote.createEndpoint(address: RPMsgAddress(100)) { message in
             try? remote.send(message.payload, from: RPMsgAddress(100), to: message.source, timeout: .seconds(10))
