@@ -65,10 +65,7 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     let shared: LoopbackVirtioDevice
     private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
     private let peer = Mutex<LoopbackTransport?>(nil)
-    private let pending = Mutex<(vrings: Set<Int>, stop: Bool)>(([], false))
-    private let wake = WakeSignal()
-    private let stopped = WakeSignal()
-    private let kicks = Atomic<Int>(0)
+    private let interrupts: InterruptLine
     public let usesInterruptThread: Bool
 
     init(role: VirtioRole, deviceID: UInt32, vrings: [VringLocation], shared: LoopbackVirtioDevice, interruptThread: Bool) {
@@ -77,7 +74,8 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
         self.vringLocations = vrings
         self.shared = shared
         self.usesInterruptThread = interruptThread
-        if interruptThread { startInterruptThread() }
+        self.interrupts = InterruptLine(thread: interruptThread)
+        interrupts.setHandler { [weak self] vring in self?.handlers.withLock { $0[vring] }?() }
     }
 
     /// A connected driver (host) and device (remote) over the same vrings.
@@ -91,67 +89,21 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
         return (driver, device)
     }
 
-    private func startInterruptThread() {
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let started = pthread_create(&thread, nil, { context in
-            let transport = Unmanaged<LoopbackTransport>.fromOpaque(context!).takeRetainedValue()
-            transport.interruptLoop()
-            return nil
-        }, box.toOpaque())
-        if started == 0 { pthread_detach(thread) } else { box.release() }
-    }
-
-    private func interruptLoop() {
-        while true {
-            wake.wait()
-            let (vrings, stop) = pending.withLock { p in
-                defer { p.vrings = [] }
-                return (p.vrings, p.stop)
-            }
-            if stop { break }
-            deliver(vrings)
-        }
-        stopped.signal()
-    }
-
-    private func deliver(_ vrings: Set<Int>) {
-        for vring in vrings.sorted() { handlers.withLock { $0[vring] }?() }
-    }
-
     /// Stops the interrupt thread (waits up to 5 s for it) and disconnects from the peer.
     public func shutdown() {
         peer.withLock { $0 = nil }
-        guard usesInterruptThread else { return }
-        let already = pending.withLock { p in
-            defer { p.stop = true }
-            return p.stop
-        }
-        guard !already else { return }
-        wake.signal()
-        stopped.wait(timeout: .seconds(5))
+        interrupts.setHandler(nil)
+        interrupts.shutdown()
     }
 
     /// Delivers the notifications raised so far, on the calling thread (for pairs made without
     /// interrupt threads).
-    public func poll() {
-        deliver(pending.withLock { p in
-            defer { p.vrings = [] }
-            return p.vrings
-        })
-    }
+    public func poll() { interrupts.poll() }
 
     /// Kicks this end received.
-    public var kicksReceived: Int { kicks.load(ordering: .relaxed) }
+    public var kicksReceived: Int { interrupts.raiseCount }
 
-    fileprivate func raise(_ vring: Int) {
-        kicks.add(1, ordering: .relaxed)
-        let stop = pending.withLock { p in
-            p.vrings.insert(vring)
-            return p.stop
-        }
-        if usesInterruptThread && !stop { wake.signal() }
-    }
+    fileprivate func raise(_ vring: Int) { interrupts.raise(vring) }
 
     public func status() throws -> VirtioStatus { VirtioStatus(rawValue: shared.status.load(ordering: .acquiring)) }
     public func setStatus(_ status: VirtioStatus) throws { shared.status.store(status.rawValue, ordering: .releasing) }

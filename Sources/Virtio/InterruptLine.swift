@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Numbered interrupts raised by one side and handled by the other: with a dedicated thread (the
+/// default) the handler runs there, as an interrupt handler would; in poll mode nothing runs until
+/// ``poll()``, which makes tests deterministic. Raises of one number that arrive before it is
+/// handled coalesce into one, as a real interrupt controller's pending bit does; none is lost.
+public final class InterruptLine: @unchecked Sendable {
+    // Mutable state is in Mutexes and atomics; the signals are thread-safe.
+    private let pending = Mutex<(numbers: Set<Int>, stop: Bool)>(([], false))
+    private let handler = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    private let wake = WakeSignal()
+    private let stopped = WakeSignal()
+    private let raised = Atomic<Int>(0)
+    /// Whether a dedicated thread handles the interrupts.
+    public let usesThread: Bool
+
+    /// - Parameters:
+    /// - Parameter thread: `false` for poll mode.
+    public init(thread: Bool = true) {
+        usesThread = thread
+        guard thread else { return }
+        let box = Unmanaged.passRetained(self)
+        var handle = pthread_t()
+        if pthread_create(&handle, nil, { context in
+            let line = Unmanaged<InterruptLine>.fromOpaque(context!).takeRetainedValue()
+            line.run()
+            return nil
+        }, box.toOpaque()) == 0 {
+            pthread_detach(handle)
+        } else {
+            box.release()
+        }
+    }
+
+    /// Sets what handles an interrupt (it receives the interrupt's number).
+    public func setHandler(_ handler: (@Sendable (Int) -> Void)?) { self.handler.withLock { $0 = handler } }
+
+    /// Raises interrupt `number`.
+    public func raise(_ number: Int) {
+        raised.add(1, ordering: .relaxed)
+        let stop = pending.withLock { p in
+            p.numbers.insert(number)
+            return p.stop
+        }
+        if usesThread && !stop { wake.signal() }
+    }
+
+    /// How many times ``raise(_:)`` was called.
+    public var raiseCount: Int { raised.load(ordering: .relaxed) }
+
+    /// Handles the interrupts raised so far on the calling thread (poll mode). Returns how many.
+    @discardableResult
+    public func poll() -> Int {
+        let numbers = take()
+        deliver(numbers)
+        return numbers.count
+    }
+
+    /// Stops the handler thread, waiting up to 5 s for it; later raises are only recorded.
+    public func shutdown() {
+        guard usesThread else { return }
+        let already = pending.withLock { p in
+            defer { p.stop = true }
+            return p.stop
+        }
+        guard !already else { return }
+        wake.signal()
+        stopped.wait(timeout: .seconds(5))
+    }
+
+    private func take() -> Set<Int> {
+        pending.withLock { p in
+            defer { p.numbers = [] }
+            return p.numbers
+        }
+    }
+
+    private func deliver(_ numbers: Set<Int>) {
+        guard !numbers.isEmpty, let handler = handler.withLock({ $0 }) else { return }
+        for number in numbers.sorted() { handler(number) }
+    }
+
+    private func run() {
+        while true {
+            wake.wait()
+            if pending.withLock({ $0.stop }) { break }
+            deliver(take())
+        }
+        stopped.signal()
+    }
+}

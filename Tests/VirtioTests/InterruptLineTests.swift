@@ -1,0 +1,66 @@
+import Synchronization
+import Testing
+import Virtio
+
+@Suite("Interrupt lines")
+struct InterruptLineTests {
+    @Test("poll mode: nothing runs until poll; a burst for one number coalesces; none is lost")
+    func pollMode() {
+        let line = InterruptLine(thread: false)
+        let handled = Mutex<[Int]>([])
+        line.setHandler { n in handled.withLock { $0.append(n) } }
+        for _ in 0..<5 { line.raise(3) }
+        line.raise(1)
+        #expect(handled.withLock { $0 }.isEmpty)
+        #expect(line.poll() == 2)
+        #expect(handled.withLock { $0 } == [1, 3])
+        #expect(line.raiseCount == 6)
+        #expect(line.poll() == 0)
+        line.raise(3)
+        line.poll()
+        #expect(handled.withLock { $0 } == [1, 3, 3])
+    }
+
+    @Test("thread mode: the handler runs on the line's thread for every raise, and stops at shutdown")
+    func threadMode() {
+        let line = InterruptLine()
+        let count = Atomic<Int>(0)
+        let done = WakeSignal()
+        line.setHandler { _ in
+            if count.add(1, ordering: .relaxed).newValue == 1 { done.signal() }
+        }
+        line.raise(0)
+        #expect(done.wait(timeout: .seconds(5)))
+        line.shutdown()
+        let before = count.load(ordering: .relaxed)
+        line.raise(0)
+        #expect(!done.wait(timeout: .milliseconds(50)))
+        #expect(count.load(ordering: .relaxed) == before)
+    }
+
+    @Test("a raise that arrives while the handler runs is handled afterwards, never lost")
+    func raiseDuringHandler() {
+        let line = InterruptLine()
+        let count = Atomic<Int>(0)
+        let second = WakeSignal()
+        line.setHandler { _ in
+            let n = count.add(1, ordering: .relaxed).newValue
+            if n == 1 { line.raise(7) }          // re-raised from inside the handler
+            if n == 2 { second.signal() }
+        }
+        line.raise(7)
+        #expect(second.wait(timeout: .seconds(5)))
+        line.shutdown()
+    }
+
+    @Test("a wake signal times out when nobody signals")
+    func wakeSignalTimeout() {
+        let signal = WakeSignal()
+        let clock = ContinuousClock()
+        let start = clock.now
+        #expect(!signal.wait(timeout: .milliseconds(30)))
+        #expect(clock.now - start >= .milliseconds(25))
+        signal.signal()
+        #expect(signal.wait(timeout: .seconds(1)))
+    }
+}
