@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Virtio", targets: ["Virtio"]),
         .library(name: "RPMsg", targets: ["RPMsg"]),
         .library(name: "Remoteproc", targets: ["Remoteproc"]),
+        .library(name: "RemoteSim", targets: ["RemoteSim"]),
         .library(name: "FirmwareKit", targets: ["FirmwareKit"]),
         .executable(name: "rproc-sim", targets: ["rproc-sim"]),
     ],
@@ -31,6 +32,9 @@ let package = Package(
         // The remoteproc design document: life cycle, ops protocol, memory, resource table, ELF loading.
         .target(name: "Remoteproc", dependencies: ["MetalIO", "Virtio", "CLibElf"]),
 
+        // The simulated board: mailbox, memory map, the remote core's thread, native firmware.
+        .target(name: "RemoteSim", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
+
         // Builds the bare-metal programs in Firmware/ with the toolchain's clang and ld.lld.
         .target(name: "FirmwareKit"),
 
@@ -45,6 +49,7 @@ let package = Package(
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
+        .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Virtio"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",

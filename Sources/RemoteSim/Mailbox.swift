@@ -1,0 +1,253 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import Virtio
+
+/// Something the mailbox saw, for the board's trace.
+public enum MailboxEvent: Hashable, Sendable {
+    /// The remote kicked the host with this notify id.
+    case kick(UInt32)
+    /// The remote wrote a KICK value above 31 (ignored; a firmware error).
+    case invalidKick(UInt32)
+    /// The host notified the remote with this id.
+    case notify(UInt32)
+    /// A complete console line.
+    case consoleLine(String)
+    /// The remote wrote PANIC.
+    case panic(UInt32)
+    /// The remote armed (ms > 0) or disarmed (0) its watchdog.
+    case watchdog(milliseconds: UInt32)
+}
+
+/// The board's mailbox (design.md, "Mailbox registers", version 1): 32-bit little-endian
+/// registers at offsets 0x00–0x2C, interrupts both ways.
+///
+/// Host → remote: ``notify(_:)`` sets a PENDING bit and wakes the core (WAIT, SLEEP, `wfi`).
+/// Remote → host: KICK raises the host's ``InterruptLine``, handled on a host interrupt thread
+/// or, in poll mode, by ``poll()``; kicks of one id coalesce until handled and are never lost.
+/// Firmware reaches the registers through ``read(_:)`` / ``write(_:_:)`` (MMIO) or the typed
+/// methods below (native firmware); both are the same code.
+public final class Mailbox: Sendable {
+    /// Register offsets.
+    public enum Register: Int, CaseIterable, Sendable {
+        case magic = 0x00, version = 0x04, kick = 0x08, pending = 0x0C, ack = 0x10, wait = 0x14
+        case console = 0x18, panic = 0x1C, ticksLow = 0x20, ticksHigh = 0x24, watchdog = 0x28, sleep = 0x2C
+    }
+    /// "RSIM".
+    public static let magic: UInt32 = 0x5253_494D
+    public static let version: UInt32 = 1
+    /// Notify ids 0–31 fit the PENDING word.
+    public static let notifyIDCount = 32
+    /// Console lines wrap at this many bytes.
+    public static let consoleLineLimit = 256
+
+    private struct State {
+        var pending: UInt32 = 0
+        var stop = false
+        var ticksHighLatch: UInt32 = 0
+        var consoleLine: [UInt8] = []
+        var panicCode: UInt32?
+        /// Time the core spent blocked (WAIT, SLEEP, wfi), which the watchdog does not count.
+        var blocked: Duration = .zero
+        var blockedSince: ContinuousClock.Instant?
+        var watchdogTimeout: Duration?
+        var watchdogKickedAtActive: Duration = .zero
+        var started = ContinuousClock.now
+    }
+    private let state = Mutex(State())
+    private let wake = WakeSignal()
+    private let events = Mutex<(@Sendable (MailboxEvent) -> Void)?>(nil)
+    /// Remote → host interrupts (numbered by notify id).
+    public let hostInterrupts: InterruptLine
+
+    /// - Parameter interruptThread: `false` for poll mode: kicks reach the host only in ``poll()``.
+    public init(interruptThread: Bool = true) {
+        hostInterrupts = InterruptLine(thread: interruptThread)
+    }
+
+    /// Sets what receives the mailbox's events (console lines, kicks, panics, …).
+    public func setEventHandler(_ handler: (@Sendable (MailboxEvent) -> Void)?) { events.withLock { $0 = handler } }
+
+    /// Sets what handles a remote → host kick (the board forwards it to the core's notification entry).
+    public func setKickHandler(_ handler: (@Sendable (UInt32) -> Void)?) {
+        guard let handler else {
+            hostInterrupts.setHandler(nil)
+            return
+        }
+        hostInterrupts.setHandler { id in handler(UInt32(id)) }
+    }
+
+    private func emit(_ event: MailboxEvent) { events.withLock { $0 }?(event) }
+
+    // MARK: Host side
+
+    /// Interrupts the remote with notify id `id` (0–31): sets its PENDING bit and wakes the core.
+    public func notify(_ id: UInt32) {
+        guard id < UInt32(Self.notifyIDCount) else { return }
+        state.withLock { $0.pending |= 1 << id }
+        emit(.notify(id))
+        wake.signal()
+    }
+
+    /// Handles the kicks raised so far on the calling thread (poll mode). Returns how many ids.
+    @discardableResult
+    public func poll() -> Int { hostInterrupts.poll() }
+
+    /// Asks the core to stop: WAIT and SLEEP return at once (and keep returning) until ``reset()``.
+    public func requestStop() {
+        state.withLock { $0.stop = true }
+        wake.signal()
+    }
+
+    /// Whether a stop was requested since the last reset.
+    public var isStopRequested: Bool { state.withLock { $0.stop } }
+
+    /// Clears everything for a fresh start of the core: PENDING, stop, console, panic, watchdog, time.
+    public func reset() {
+        state.withLock { $0 = State() }
+    }
+
+    /// The PANIC code the firmware wrote since the last reset.
+    public var panicCode: UInt32? { state.withLock { $0.panicCode } }
+
+    /// Whether the armed watchdog has gone unkicked for longer than its timeout of active
+    /// (not blocked) core time.
+    public var watchdogExpired: Bool {
+        state.withLock { s in
+            guard let timeout = s.watchdogTimeout else { return false }
+            return activeTime(s) - s.watchdogKickedAtActive > timeout
+        }
+    }
+
+    private func activeTime(_ s: State) -> Duration {
+        let now = ContinuousClock.now
+        let blockedNow = s.blockedSince.map { now - $0 } ?? .zero
+        return (now - s.started) - s.blocked - blockedNow
+    }
+
+    // MARK: Remote side (registers)
+
+    /// A 32-bit register read. WAIT blocks (see ``waitForInterrupt(timeout:)``). Unknown offsets read 0.
+    public func read(_ offset: Int) -> UInt32 {
+        switch Register(rawValue: offset) {
+        case .magic: Self.magic
+        case .version: Self.version
+        case .pending: pendingBits
+        case .wait: waitForInterrupt()
+        case .ticksLow:
+            latchTicks()
+        case .ticksHigh: state.withLock { $0.ticksHighLatch }
+        default: 0
+        }
+    }
+
+    /// A 32-bit register write. Unknown offsets and read-only registers ignore it.
+    public func write(_ offset: Int, _ value: UInt32) {
+        switch Register(rawValue: offset) {
+        case .kick: kick(value)
+        case .ack: acknowledge(value)
+        case .console: console(UInt8(truncatingIfNeeded: value))
+        case .panic: panic(value)
+        case .watchdog: armWatchdog(milliseconds: value)
+        case .sleep: sleep(microseconds: value)
+        default: break
+        }
+    }
+
+    /// KICK: notifies the host with id `id`; above 31 it is ignored and reported.
+    public func kick(_ id: UInt32) {
+        guard id < UInt32(Self.notifyIDCount) else {
+            emit(.invalidKick(id))
+            return
+        }
+        emit(.kick(id))
+        hostInterrupts.raise(Int(id))
+    }
+
+    /// PENDING: the ids the host kicked and the firmware has not acknowledged.
+    public var pendingBits: UInt32 { state.withLock { $0.pending } }
+
+    /// ACK (write 1 to clear).
+    public func acknowledge(_ bits: UInt32) { state.withLock { $0.pending &= ~bits } }
+
+    /// WAIT: blocks until PENDING ≠ 0, a stop, or `timeout`; returns PENDING without clearing it
+    /// (0 when released by a stop or the timeout). The time blocked does not count for the watchdog.
+    public func waitForInterrupt(timeout: Duration? = nil) -> UInt32 {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        state.withLock { $0.blockedSince = ContinuousClock.now }
+        defer {
+            state.withLock { s in
+                if let since = s.blockedSince { s.blocked += ContinuousClock.now - since }
+                s.blockedSince = nil
+            }
+        }
+        while true {
+            let (pending, stop) = state.withLock { ($0.pending, $0.stop) }
+            if stop { return 0 }
+            if pending != 0 { return pending }
+            if let deadline {
+                let left = deadline - ContinuousClock.now
+                if left <= .zero { return 0 }
+                wake.wait(timeout: left)
+            } else {
+                wake.wait()
+            }
+        }
+    }
+
+    /// SLEEP: the core sleeps `microseconds`, or until PENDING ≠ 0 or a stop.
+    public func sleep(microseconds: UInt32) {
+        _ = waitForInterrupt(timeout: .microseconds(Int64(microseconds)))
+    }
+
+    /// CONSOLE: appends a byte; `\n` ends the line, `\r` is dropped, lines wrap at 256 bytes.
+    public func console(_ byte: UInt8) {
+        let line: [UInt8]? = state.withLock { s in
+            switch byte {
+            case UInt8(ascii: "\r"): return nil
+            case UInt8(ascii: "\n"):
+                defer { s.consoleLine = [] }
+                return s.consoleLine
+            default:
+                s.consoleLine.append(byte)
+                guard s.consoleLine.count >= Self.consoleLineLimit else { return nil }
+                defer { s.consoleLine = [] }
+                return s.consoleLine
+            }
+        }
+        if let line { emit(.consoleLine(String(decoding: line, as: UTF8.self))) }
+    }
+
+    /// PANIC: records the code and asks the core to stop; the board reports a crash.
+    public func panic(_ code: UInt32) {
+        state.withLock { s in
+            if s.panicCode == nil { s.panicCode = code }
+            s.stop = true
+        }
+        emit(.panic(code))
+        wake.signal()
+    }
+
+    /// WATCHDOG: arms (or kicks) with a timeout in ms of active core time; 0 disarms.
+    public func armWatchdog(milliseconds: UInt32) {
+        state.withLock { s in
+            s.watchdogTimeout = milliseconds == 0 ? nil : .milliseconds(Int64(milliseconds))
+            s.watchdogKickedAtActive = activeTime(s)
+        }
+        emit(.watchdog(milliseconds: milliseconds))
+    }
+
+    /// TICKS_LO: the low word of the microsecond count; latches the high word for TICKS_HI.
+    private func latchTicks() -> UInt32 {
+        let now = ticks
+        state.withLock { $0.ticksHighLatch = UInt32(truncatingIfNeeded: now >> 32) }
+        return UInt32(truncatingIfNeeded: now)
+    }
+
+    /// Microseconds since the last reset (what TICKS_LO/HI read).
+    public var ticks: UInt64 {
+        let elapsed = state.withLock { ContinuousClock.now - $0.started }
+        return UInt64(elapsed.components.seconds) * 1_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000)
+    }
+}
