@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import Remoteproc
+import Synchronization
+import Virtio
+
+/// The simulated board: memories, a mailbox and a remote core that runs firmware on its own
+/// thread. It is a `RemoteprocOps` platform — the remoteproc core drives it exactly as it would
+/// drive a hardware driver — and forwards the remote's kicks to the core's notification entry.
+public final class Board: RemoteprocOps, @unchecked Sendable {
+    // Mutable state is in `core` (a Mutex); the other properties never change after init.
+    public let layout: BoardLayout
+    public let mailbox: Mailbox
+    /// The memories, as registered with the processor (host physical + device addresses).
+    public let memories: [RemoteprocMemory]
+    private let firmware: any NativeFirmware
+
+    private struct Core {
+        var powered = false
+        var thread: pthread_t?
+        var finished: WakeSignal?
+        var processor: RemoteProcessor?
+        var lastHalt: FirmwareHalt?
+    }
+    private let core = Mutex(Core())
+
+    /// A board running `firmware`.
+    /// - Parameters:
+    ///   - pollMode: kicks reach the processor only when ``poll()`` is called (deterministic tests).
+    public init(firmware: any NativeFirmware, layout: BoardLayout = BoardLayout(), pollMode: Bool = false) throws {
+        self.layout = layout
+        self.firmware = firmware
+        self.mailbox = Mailbox(interruptThread: !pollMode)
+        memories = try layout.windows.map { window in
+            let memory = try SharedMemory(size: window.size)
+            // The shared window's region is indexed by device address: what appears on the wire.
+            let regionBase = window.name == layout.shared.name ? window.deviceAddress : window.physicalAddress
+            let region = try IORegion(name: window.name, memory: memory, physicalBase: PhysicalAddress(regionBase))
+            return RemoteprocMemory(name: window.name, physicalAddress: PhysicalAddress(window.physicalAddress),
+                                    deviceAddress: DeviceAddress(window.deviceAddress), region: region,
+                                    isAllocationPool: window.name == layout.shared.name)
+        }
+    }
+
+    deinit { mailbox.hostInterrupts.shutdown() }
+
+    /// A remote processor driving this board, with the board's memories registered and the
+    /// remote's kicks routed to its notification entry.
+    public func makeProcessor() throws -> RemoteProcessor {
+        let processor = try RemoteProcessor(ops: self, notifyIDCapacity: Mailbox.notifyIDCount)
+        for memory in memories { processor.addMemory(memory) }
+        core.withLock { $0.processor = processor }
+        mailbox.setKickHandler { [weak processor] id in processor?.handleNotification(NotifyID(id)) }
+        return processor
+    }
+
+    /// Delivers the remote's kicks so far (poll mode).
+    @discardableResult
+    public func poll() -> Int { mailbox.poll() }
+
+    /// Whether the core's thread is running firmware.
+    public var isRunning: Bool { core.withLock { $0.thread != nil } }
+
+    /// Why the firmware last stopped.
+    public var lastHalt: FirmwareHalt? { core.withLock { $0.lastHalt } }
+
+    // MARK: RemoteprocOps
+
+    public func configure(data: (any Sendable)?) throws {
+        mailbox.reset()
+        core.withLock { $0.powered = true }
+    }
+
+    public func start(bootAddress: DeviceAddress) throws {
+        try core.withLock { (c) throws in
+            guard c.powered else { throw BoardError("the core is not powered (configure first)") }
+            guard c.thread == nil else { throw BoardError("the core is already running") }
+            mailbox.reset()
+            let processor = c.processor
+            let table = processor?.installedResourceTable.map { (address: $0.location.device, size: $0.table.bytes.count) }
+            let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories, resourceTable: table))
+            let finished = WakeSignal()
+            context.finished = finished
+            var thread = pthread_t()
+            let box = Unmanaged.passRetained(context)
+            guard pthread_create(&thread, nil, { raw in
+                Unmanaged<CoreThreadContext>.fromOpaque(raw!).takeRetainedValue().run()
+                return nil
+            }, box.toOpaque()) == 0 else {
+                box.release()
+                throw BoardError("cannot start the core's thread")
+            }
+            c.thread = thread
+            c.finished = finished
+        }
+    }
+
+    /// Runs on the core's thread when the firmware halted, after the thread signalled that it
+    /// finished (so a host waiting in `stop` under the processor's lock is never blocked by it).
+    fileprivate func firmwareEnded(_ halt: FirmwareHalt) {
+        let processor = core.withLock { c in
+            c.lastHalt = halt
+            return c.processor
+        }
+        let report: CrashReport?
+        switch halt.reason {
+        case .stopped: report = nil
+        case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic")
+        case let .fault(address, message): report = CrashReport(kind: .fault, address: DeviceAddress(address), message: message)
+        }
+        if let report { try? processor?.reportCrash(report) }
+    }
+
+    public func stop() throws {
+        let (thread, finished) = core.withLock { ($0.thread, $0.finished) }
+        guard let thread, let finished else { return }
+        mailbox.requestStop()
+        guard finished.wait(timeout: .seconds(5)) else { throw BoardError("the core did not stop within 5 s") }
+        pthread_join(thread, nil)
+        core.withLock { c in
+            c.thread = nil
+            c.finished = nil
+        }
+    }
+
+    public func shutdown() throws {
+        try stop()
+        core.withLock { $0.powered = false }
+        mailbox.reset()
+    }
+
+    public func notify(_ id: NotifyID) throws { mailbox.notify(id.rawValue) }
+}
+
+/// What the core's thread runs.
+final class CoreThreadContext: @unchecked Sendable {
+    // Set before the thread starts and only read by it.
+    let board: Board
+    let core: RemoteCore
+    var finished: WakeSignal?
+    init(board: Board, core: RemoteCore) {
+        self.board = board
+        self.core = core
+    }
+    func run() {
+        var halt: FirmwareHalt?
+        do {
+            try board.firmwareProgram.run(on: core)
+            // Firmware that returns idles until the host stops the core.
+            while !core.mailbox.isStopRequested { _ = core.mailbox.waitForInterrupt() }
+            if let code = core.mailbox.panicCode { halt = FirmwareHalt(.panic(code)) } else { halt = FirmwareHalt(.stopped) }
+        } catch let error as FirmwareHalt {
+            halt = error
+        } catch {
+            if core.mailbox.isStopRequested { halt = FirmwareHalt(.stopped) } else {
+                halt = FirmwareHalt(.fault(address: 0, message: "firmware error: \(error)"))
+            }
+        }
+        finished?.signal()
+        if let halt { board.firmwareEnded(halt) }
+    }
+}
+
+extension Board {
+    var firmwareProgram: any NativeFirmware { firmware }
+}
+
+/// A board operation that could not be done.
+public struct BoardError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

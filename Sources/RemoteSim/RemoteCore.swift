@@ -1,0 +1,143 @@
+import MetalIO
+import Remoteproc
+import RPMsg
+import Synchronization
+import Virtio
+
+/// Why native firmware stopped running.
+public struct FirmwareHalt: Error, Sendable, CustomStringConvertible {
+    public enum Reason: Sendable, Hashable {
+        /// The host stopped the core.
+        case stopped
+        /// The firmware panicked with this code.
+        case panic(UInt32)
+        /// An access outside every memory of the board.
+        case fault(address: UInt64, message: String)
+    }
+    public var reason: Reason
+    public init(_ reason: Reason) { self.reason = reason }
+    public var description: String {
+        switch reason {
+        case .stopped: "stopped by the host"
+        case let .panic(code): "panic \(hex(UInt64(code)))"
+        case let .fault(address, message): "fault at \(hex(address)): \(message)"
+        }
+    }
+}
+
+/// What a firmware program written in Swift sees of the board, as C firmware would: memory at
+/// device addresses, the mailbox (wait, kick, console, panic, watchdog, time), and — for the
+/// virtio device role — the remote side's own remoteproc instance over the loaded resource table.
+public final class RemoteCore: Sendable {
+    public let layout: BoardLayout
+    public let mailbox: Mailbox
+    /// The board's memories as the remote sees them (device addresses).
+    public let memories: [RemoteprocMemory]
+    /// Where the loaded image's resource table is, and its size.
+    public let resourceTable: (address: DeviceAddress, size: Int)?
+
+    init(layout: BoardLayout, mailbox: Mailbox, memories: [RemoteprocMemory], resourceTable: (address: DeviceAddress, size: Int)?) {
+        self.layout = layout
+        self.mailbox = mailbox
+        self.memories = memories
+        self.resourceTable = resourceTable
+    }
+
+    /// Throws ``FirmwareHalt`` when the host asked the core to stop (or it panicked): native
+    /// firmware calls it (``waitForInterrupt()`` does) so a stop halts it promptly.
+    public func checkStop() throws(FirmwareHalt) {
+        guard mailbox.isStopRequested else { return }
+        if let code = mailbox.panicCode { throw FirmwareHalt(.panic(code)) }
+        throw FirmwareHalt(.stopped)
+    }
+
+    /// WAIT then ACK: blocks until the host kicks, acknowledges what it returned (before
+    /// processing, so no kick is lost) and returns those bits. Throws on a stop.
+    @discardableResult
+    public func waitForInterrupt() throws(FirmwareHalt) -> UInt32 {
+        let pending = mailbox.read(Mailbox.Register.wait.rawValue)
+        try checkStop()
+        mailbox.acknowledge(pending)
+        return pending
+    }
+
+    public func kick(_ id: UInt32) { mailbox.kick(id) }
+
+    /// Writes `text` to the CONSOLE register.
+    public func print(_ text: String) {
+        for byte in text.utf8 { mailbox.console(byte) }
+        mailbox.console(UInt8(ascii: "\n"))
+    }
+
+    /// PANIC: never returns.
+    public func panic(_ code: UInt32) throws(FirmwareHalt) -> Never {
+        mailbox.panic(code)
+        throw FirmwareHalt(.panic(code))
+    }
+
+    /// A 32-bit load at a device address, as the core would do it; outside every memory it is a fault.
+    public func load32(_ address: UInt64) throws(FirmwareHalt) -> UInt32 {
+        for memory in memories {
+            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: 4), let value = try? memory.region.read(UInt32.self, at: offset) {
+                return value
+            }
+        }
+        throw FirmwareHalt(.fault(address: address, message: "load from unmapped memory"))
+    }
+
+    /// A 32-bit store at a device address; outside every memory it is a fault.
+    public func store32(_ value: UInt32, at address: UInt64) throws(FirmwareHalt) {
+        for memory in memories {
+            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: 4), (try? memory.region.write(value, at: offset)) != nil {
+                return
+            }
+        }
+        throw FirmwareHalt(.fault(address: address, message: "store to unmapped memory"))
+    }
+
+    /// Sets up the RPMsg remote (device role) over the loaded resource table's vdev `index`, as an
+    /// OpenAMP remote does: its own remoteproc instance attaches to the table, waits for DRIVER_OK
+    /// and creates the virtio device; then RPMsg uses the host's buffers in the shared window.
+    public func rpmsg(vdev index: Int = 0, configuration: RPMsgConfiguration = RPMsgConfiguration()) throws -> RemoteRPMsg {
+        guard let table = resourceTable else { throw FirmwareHalt(.fault(address: 0, message: "the image has no resource table")) }
+        let ops = RemoteSideOps(mailbox: mailbox)
+        let processor = try RemoteProcessor(ops: ops, notifyIDCapacity: Mailbox.notifyIDCount)
+        for memory in memories { processor.addMemory(memory) }
+        try processor.configure()
+        try processor.setResourceTable(at: table.address, size: table.size)
+        let device = try processor.createVirtio(index: index, role: .device, driverTimeout: configuration.handshakeTimeout)
+        let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
+        let rpmsg = try RPMsgDevice(remote: device, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                    configuration: configuration)
+        return RemoteRPMsg(processor: processor, device: rpmsg, core: self)
+    }
+}
+
+/// The remote side's RPMsg and the remoteproc instance it runs over.
+public struct RemoteRPMsg: Sendable {
+    public let processor: RemoteProcessor
+    public let device: RPMsgDevice
+    let core: RemoteCore
+
+    /// The firmware main loop's step: waits for a kick, then processes every vring
+    /// (`remoteproc_get_notification(…, ANY)`). Throws when the core is stopped.
+    public func waitAndProcess() throws {
+        try core.waitForInterrupt()
+        processor.handleNotification(.any)
+    }
+}
+
+/// The remote side's platform: its notify op kicks the host through the mailbox.
+final class RemoteSideOps: RemoteprocOps {
+    let mailbox: Mailbox
+    init(mailbox: Mailbox) { self.mailbox = mailbox }
+    func start(bootAddress: DeviceAddress) throws {}
+    func stop() throws {}
+    func notify(_ id: NotifyID) throws { mailbox.kick(id.rawValue) }
+}
+
+/// A firmware program written in Swift. The board runs it on the core's thread after the image
+/// (which carries its resource table) is loaded; it returns or throws ``FirmwareHalt`` when stopped.
+public protocol NativeFirmware: Sendable {
+    func run(on core: RemoteCore) throws
+}
