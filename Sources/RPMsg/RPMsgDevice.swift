@@ -88,6 +88,8 @@ public final class RPMsgDevice: Sendable {
         var heldReceive: Set<Int> = []
         var statistics = RPMsgStatistics()
         var onNameService: (@Sendable (String, RPMsgAddress) -> Void)?
+        /// Services the peer announced that no local endpoint is bound to, in announcement order.
+        var unboundServices: [(name: String, address: RPMsgAddress)] = []
     }
     private let state = Mutex(State())
     private let receiveRequests = Atomic<Int>(0)
@@ -234,9 +236,18 @@ public final class RPMsgDevice: Sendable {
     }
 
     /// What runs when the peer announces a name no local endpoint is bound to (`ns_bind_cb`).
+    /// Services announced before the handler was set (the remote announces as soon as the host
+    /// sets DRIVER_OK) are passed to it at once, in order.
     public func onNameServiceAnnouncement(_ handler: (@Sendable (String, RPMsgAddress) -> Void)?) {
-        state.withLock { $0.onNameService = handler }
+        let earlier = state.withLock { s in
+            s.onNameService = handler
+            return s.unboundServices
+        }
+        if let handler { for service in earlier { handler(service.name, service.address) } }
     }
+
+    /// Services the peer announced that no local endpoint is bound to (nor destroyed since).
+    public var announcedServices: [(name: String, address: RPMsgAddress)] { state.withLock { $0.unboundServices } }
 
     /// Stops the device: later sends fail with ``RPMsgError/Kind/deviceClosed``, blocked senders
     /// wake with it, and notifications are ignored.
@@ -283,6 +294,7 @@ public final class RPMsgDevice: Sendable {
             let endpoint = RPMsgEndpoint(name: name, address: chosen, destination: destination, device: self,
                                          onReceive: onReceive, onUnbind: onUnbind)
             s.endpoints[chosen.rawValue] = endpoint
+            if !destination.isAny { s.unboundServices.removeAll { $0.address == destination } }
             return endpoint
         }
         if !name.isEmpty && usesNameService && destination.isAny {
@@ -545,8 +557,12 @@ public final class RPMsgDevice: Sendable {
         }
         switch ns.action {
         case .create:
-            if let endpoint { endpoint.state.withLock { $0.destination = ns.address } } else { bind?(ns.name, ns.address) }
+            if let endpoint { endpoint.state.withLock { $0.destination = ns.address } } else {
+                state.withLock { $0.unboundServices.append((ns.name, ns.address)) }
+                bind?(ns.name, ns.address)
+            }
         case .destroy:
+            state.withLock { $0.unboundServices.removeAll { $0.name == ns.name && $0.address == ns.address } }
             guard let endpoint, endpoint.destination == ns.address else { return }
             endpoint.state.withLock { $0.destination = .any }
             endpoint.onUnbind?(endpoint)

@@ -76,6 +76,21 @@ struct RPMsgTests {
         #expect(eventually { listener.destination == service.address })
     }
 
+    @Test("announcements that arrive before the handler is set are replayed to it; binding an endpoint removes them")
+    func announcementReplay() throws {
+        let pair = try RPMsgPair(interruptThreads: false)
+        defer { pair.shutdown() }
+        _ = try pair.remote.createEndpoint(name: "early-a") { _ in }
+        _ = try pair.remote.createEndpoint(name: "early-b") { _ in }
+        pair.pump()
+        #expect(pair.host.announcedServices.map(\.name) == ["early-a", "early-b"])
+        let seen = Mutex<[String]>([])
+        pair.host.onNameServiceAnnouncement { name, _ in seen.withLock { $0.append(name) } }
+        #expect(seen.withLock { $0 } == ["early-a", "early-b"])
+        _ = try pair.host.createEndpoint(destination: pair.host.announcedServices[0].address) { _ in }
+        #expect(pair.host.announcedServices.map(\.name) == ["early-b"])
+    }
+
     @Test("100,000 messages each way between two threads, content checked", .timeLimit(.minutes(2)))
     func stream() throws {
         let pair = try RPMsgPair()

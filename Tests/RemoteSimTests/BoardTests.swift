@@ -70,3 +70,63 @@ struct BoardTests {
         #expect(processor.state == .offline)
     }
 }
+
+@Suite("Board crashes and several boards")
+struct BoardCrashTests {
+    @Test("a PANIC write moves the core to Crashed with its code; stop and shutdown follow", .timeLimit(.minutes(1)))
+    func panic() throws {
+        let board = try Board(firmware: PanicFirmware(code: 0xBAD, afterMicroseconds: 2000))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
+        try processor.start()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(processor.state == .crashed)
+        let report = try #require(processor.crashReport)
+        #expect(report.kind == .panic && report.code == 0xBAD)
+        try processor.stop()
+        try processor.shutdown()
+        #expect(processor.state == .offline)
+        // And again after shutdown: configure, load, start work on the same board.
+        try processor.configure()
+        try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
+        try processor.start()
+        try processor.shutdown()
+    }
+
+    @Test("two boards run at once, each echoing its own traffic", .timeLimit(.minutes(1)))
+    func twoBoards() throws {
+        var sessions: [(Board, RemoteProcessor, RPMsgEndpoint, Replies)] = []
+        for index in 0..<2 {
+            let board = try Board(firmware: EchoFirmware(serviceName: "echo-\(index)"))
+            let processor = try board.makeProcessor()
+            try processor.configure()
+            try processor.load("e", from: MemoryImageStore(["e": try nativeImage(vringCount: 64)]))
+            try processor.start()
+            let rpmsg = try hostRPMsg(processor)
+            let ready = WakeSignal()
+            let service = Mutex<RPMsgAddress?>(nil)
+            rpmsg.onNameServiceAnnouncement { name, address in service.withLock { $0 = address }; ready.signal() }
+            #expect(ready.wait(timeout: .seconds(10)), "board \(index): \(String(describing: board.lastHalt)) state \(processor.state)")
+            let replies = Replies()
+            let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { m in replies.items.withLock { $0.append(m.payload) } }
+            sessions.append((board, processor, client, replies))
+        }
+        for i in 0..<500 {
+            for (index, session) in sessions.enumerated() { try session.2.send([UInt8(index), UInt8(i & 0xFF)], timeout: .seconds(5)) }
+        }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while sessions.contains(where: { $0.3.items.withLock { $0.count } < 500 }) && ContinuousClock.now < deadline { usleep(1000) }
+        for (index, session) in sessions.enumerated() {
+            let replies = session.3.items.withLock { $0 }
+            #expect(replies.count == 500)
+            #expect(replies.allSatisfy { $0.first == UInt8(index) }, "board \(index) got another board's traffic")
+            try session.1.shutdown()
+        }
+    }
+}
+
+final class Replies: Sendable {
+    let items = Mutex<[[UInt8]]>([])
+}
