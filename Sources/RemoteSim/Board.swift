@@ -23,6 +23,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var finished: WakeSignal?
         var processor: RemoteProcessor?
         var lastHalt: FirmwareHalt?
+        /// Set by the watchdog monitor when it halted the core.
+        var watchdogFired = false
     }
     private let core = Mutex(Core())
 
@@ -94,19 +96,54 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             }
             c.thread = thread
             c.finished = finished
+            c.watchdogFired = false
+            startWatchdogMonitor(finished: finished)
+        }
+    }
+
+    /// Checks the firmware's watchdog every millisecond while the core runs; on expiry it halts
+    /// the core, which is then reported as a watchdog crash.
+    private func startWatchdogMonitor(finished: WakeSignal) {
+        final class Monitor: @unchecked Sendable {
+            // Set before the thread starts; only read by it.
+            let board: Board
+            init(board: Board) { self.board = board }
+        }
+        let box = Unmanaged.passRetained(Monitor(board: self))
+        var thread = pthread_t()
+        if pthread_create(&thread, nil, { raw in
+            let board = Unmanaged<Monitor>.fromOpaque(raw!).takeRetainedValue().board
+            board.watchWatchdog()
+            return nil
+        }, box.toOpaque()) == 0 {
+            pthread_detach(thread)
+        } else {
+            box.release()
+        }
+    }
+
+    private func watchWatchdog() {
+        while core.withLock({ $0.thread != nil }) && !mailbox.isStopRequested {
+            if mailbox.watchdogExpired {
+                core.withLock { $0.watchdogFired = true }
+                mailbox.requestStop()
+                return
+            }
+            usleep(1000)
         }
     }
 
     /// Runs on the core's thread when the firmware halted, after the thread signalled that it
     /// finished (so a host waiting in `stop` under the processor's lock is never blocked by it).
     fileprivate func firmwareEnded(_ halt: FirmwareHalt) {
-        let processor = core.withLock { c in
+        let (processor, watchdog) = core.withLock { c in
             c.lastHalt = halt
-            return c.processor
+            return (c.processor, c.watchdogFired)
         }
         let report: CrashReport?
         switch halt.reason {
-        case .stopped: report = nil
+        case .stopped:
+            report = watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog") : nil
         case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic")
         case let .fault(address, message): report = CrashReport(kind: .fault, address: DeviceAddress(address), message: message)
         }

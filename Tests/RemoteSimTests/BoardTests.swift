@@ -130,3 +130,44 @@ struct BoardCrashTests {
 final class Replies: Sendable {
     let items = Mutex<[[UInt8]]>([])
 }
+
+@Suite("Board crash kinds")
+struct BoardCrashKindTests {
+    func waitForCrash(_ processor: RemoteProcessor) -> CrashReport? {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
+        return processor.crashReport
+    }
+
+    @Test("a firmware that stops kicking its watchdog is crashed with kind watchdog", .timeLimit(.minutes(1)))
+    func watchdog() throws {
+        let board = try Board(firmware: HangFirmware())
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("h", from: MemoryImageStore(["h": try nativeImage()]))
+        try processor.start()
+        let report = try #require(waitForCrash(processor))
+        #expect(report.kind == .watchdog)
+        try processor.shutdown()
+    }
+
+    @Test("an access outside every memory after N messages is a fault at that address", .timeLimit(.minutes(1)))
+    func fault() throws {
+        let board = try Board(firmware: CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("c", from: MemoryImageStore(["c": try nativeImage()]))
+        try processor.start()
+        let rpmsg = try hostRPMsg(processor)
+        let ready = WakeSignal()
+        let service = Mutex<RPMsgAddress?>(nil)
+        rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
+        #expect(ready.wait(timeout: .seconds(10)))
+        let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { _ in }
+        for i in 0..<3 { try client.send([UInt8(i)], timeout: .seconds(5)) }
+        let report = try #require(waitForCrash(processor))
+        #expect(report.kind == .fault)
+        #expect(report.address == DeviceAddress(0x5000_0000))
+        try processor.shutdown()
+    }
+}
