@@ -105,11 +105,35 @@ public final class RemoteCore: Sendable {
         for memory in memories { processor.addMemory(memory) }
         try processor.configure()
         try processor.setResourceTable(at: table.address, size: table.size)
-        let device = try processor.createVirtio(index: index, role: .device, driverTimeout: configuration.handshakeTimeout)
+        try waitForDriver(processor, vdev: index, timeout: configuration.handshakeTimeout)
+        let device = try processor.createVirtio(index: index, role: .device, driverTimeout: .milliseconds(100))
         let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
         let rpmsg = try RPMsgDevice(remote: device, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
                                     configuration: configuration)
         return RemoteRPMsg(processor: processor, device: rpmsg, core: self)
+    }
+}
+
+extension RemoteCore {
+    /// Waits for the host to set DRIVER_OK in vdev `index`'s status byte, idling in WAIT (the
+    /// host kicks the vdev's notify id after each status write) so a stop ends the wait at once.
+    fileprivate func waitForDriver(_ processor: RemoteProcessor, vdev index: Int, timeout: Duration) throws {
+        guard let installed = processor.installedResourceTable, installed.table.virtioDevices.indices.contains(index) else {
+            throw FirmwareHalt(.fault(address: 0, message: "the resource table has no vdev \(index)"))
+        }
+        let entry = installed.table.virtioDevices[index].index
+        let statusOffset = installed.location.offset + installed.table.entryOffsets[entry] + VirtioDeviceResource.statusOffset
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let status = VirtioStatus(rawValue: (try? installed.location.region.read(UInt8.self, at: statusOffset)) ?? 0)
+            if status.contains(.needsReset) { try? installed.location.region.write(UInt8(0), at: statusOffset) }
+            else if status.contains(.driverOK) { return }
+            try checkStop()
+            guard ContinuousClock.now < deadline else {
+                throw FirmwareHalt(.fault(address: 0, message: "the host did not set DRIVER_OK within \(timeout)"))
+            }
+            mailbox.acknowledge(mailbox.waitForInterrupt(timeout: .milliseconds(1)))
+        }
     }
 }
 

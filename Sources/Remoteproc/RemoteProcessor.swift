@@ -274,8 +274,12 @@ public final class RemoteProcessor: Sendable {
             ranges.claim(device, size: size)
             var events: [RemoteprocEvent] = []
             let installed = try handle(&table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: .setResourceTable)
-            do throws(MetalIOError) { try location.region.write(installed.table.bytes, at: location.offset) } catch {
-                throw RemoteprocError(.io(error), call: .setResourceTable)
+            // Write back only the bytes the host filled in: the table is live memory the other
+            // side may be writing (status, features), and a complete table needs no write at all.
+            for (index, (old, new)) in zip(bytes, installed.table.bytes).enumerated() where old != new {
+                do throws(MetalIOError) { try location.region.write(new, at: location.offset + index) } catch {
+                    throw RemoteprocError(.io(error), call: .setResourceTable)
+                }
             }
             virtioDevices.withLock { $0.removeAll() }
             allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }

@@ -162,12 +162,35 @@ struct BoardCrashKindTests {
         let ready = WakeSignal()
         let service = Mutex<RPMsgAddress?>(nil)
         rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
-        #expect(ready.wait(timeout: .seconds(10)))
+        #expect(ready.wait(timeout: .seconds(10)), "halt \(String(describing: board.lastHalt)), state \(processor.state), \(rpmsg.statistics)")
         let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { _ in }
         for i in 0..<3 { try client.send([UInt8(i)], timeout: .seconds(5)) }
         let report = try #require(waitForCrash(processor))
         #expect(report.kind == .fault)
         #expect(report.address == DeviceAddress(0x5000_0000))
         try processor.shutdown()
+    }
+}
+
+@Suite("Board life cycle")
+struct BoardLifecycleTests {
+    @Test("stop right after start, while the firmware waits for DRIVER_OK, is prompt; the cycle repeats", .timeLimit(.minutes(1)))
+    func stopWhileWaitingForDriver() throws {
+        let board = try Board(firmware: EchoFirmware())
+        let processor = try board.makeProcessor()
+        let image = MemoryImageStore(["e": try nativeImage()])
+        let clock = ContinuousClock()
+        for _ in 0..<5 {
+            try processor.configure()
+            try processor.load("e", from: image)
+            try processor.start()
+            let start = clock.now
+            try processor.stop()
+            #expect(clock.now - start < .seconds(1))
+            #expect(board.lastHalt?.reason == .stopped)
+            try processor.shutdown()
+        }
+        #expect(processor.state == .offline)
+        try processor.remove()
     }
 }
