@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(
             name: "rproc-sim",
             dependencies: [
-                "Remoteproc", "MetalIO", "Virtio", "RPMsg", "FirmwareKit",
+                "Remoteproc", "MetalIO", "Virtio", "RPMsg", "RemoteSim", "FirmwareKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
         discussion: "Build with -c release for meaningful figures: swift run -c release rproc-sim bench"
     )
 
-    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg }
+    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board }
 
     @Option(name: .customLong("suite"), help: "Which benchmarks to run: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default: all).")
     var suites: [Suite] = []
@@ -34,6 +34,7 @@ struct Bench: ParsableCommand {
         var rpmsgStream: [RPMsgBench.StreamResult]?
         var rpmsgEcho: [RPMsgBench.EchoResult]?
         var futexPingPongRoundTripsPerSecond: Double?
+        var board: [BoardBench.Result]?
     }
 
     struct Result: Codable {
@@ -56,7 +57,12 @@ struct Bench: ParsableCommand {
         if chosen.contains(.rpmsg) {
             report.rpmsgStream = try [16, 496].map { try RPMsgBench.stream(payload: $0, count: messages) }
             report.rpmsgEcho = try [16, 496].map { try RPMsgBench.echo(payload: $0, count: roundTrips) }
+        }
+        if chosen.contains(.rpmsg) || chosen.contains(.board) {
             report.futexPingPongRoundTripsPerSecond = try RPMsgBench.futexPingPong(count: roundTrips)
+        }
+        if chosen.contains(.board) {
+            report.board = try [16, 496].map { try BoardBench.run(payload: $0, roundTrips: roundTrips, messages: messages, cycles: 50) }
         }
         if json {
             let encoder = JSONEncoder()
@@ -80,6 +86,16 @@ struct Bench: ParsableCommand {
             print("RPMsg echo round trips (\(roundTrips) each)")
             for r in echo {
                 print(String(format: "  %3d-byte payload   %10.0f rt/s    p50 %6.1f µs   p99 %6.1f µs   %.2f kicks/rt", r.payload, r.roundTripsPerSecond, r.p50Microseconds, r.p99Microseconds, r.kicksPerRoundTrip))
+            }
+        }
+        if let board = report.board {
+            print("Through the real core and the simulated board, native firmware (echo, sink)")
+            for r in board {
+                print(String(format: "  %3d-byte payload   echo %8.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)   stream %9.0f msg/s", r.echoPayload,
+                             r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.streamMessagesPerSecond))
+            }
+            if let first = board.first {
+                print(String(format: "  configure → load → start → stop → shutdown: median %.0f µs", first.lifecycleCycleMedianMicroseconds))
             }
         }
         if let futex = report.futexPingPongRoundTripsPerSecond {

@@ -1,0 +1,106 @@
+import MetalIO
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Synchronization
+import Virtio
+
+/// Speeds through the real remoteproc core and the simulated board with native firmware.
+enum BoardBench {
+    struct Result: Codable {
+        var echoPayload: Int
+        var echoRoundTripsPerSecond: Double
+        var echoP50Microseconds: Double
+        var echoP99Microseconds: Double
+        var streamPayload: Int
+        var streamMessagesPerSecond: Double
+        var lifecycleCycleMedianMicroseconds: Double
+    }
+
+    static func image() throws -> [UInt8] {
+        let table = try ResourceTable(entries: [
+            .vdev(VirtioDeviceResource(deviceFeatures: [.rpmsgNameService, .ringEventIndex],
+                                       vrings: [VringResource(count: 256), VringResource(count: 256)])),
+        ])
+        return ELFWriter.image(segments: [.init(address: 0, bytes: [0, 0x20, 0x04, 0x20, 0x41, 0, 0, 0])], entry: 0x41,
+                               resourceTable: (0x2000_0000, table.bytes))
+    }
+
+    /// Boots `firmware` on a fresh board and returns the host's RPMsg endpoint bound to the announced service.
+    static func boot(_ firmware: any NativeFirmware, onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws
+        -> (Board, RemoteProcessor, RPMsgEndpoint) {
+        let board = try Board(firmware: firmware)
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("fw", from: MemoryImageStore(["fw": try image()]))
+        try processor.start()
+        let vdev = try processor.createVirtio(index: 0, role: .driver)
+        guard let shared = processor.memory(named: "shared") else { throw BenchError("the board has no shared memory") }
+        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
+        let rpmsg = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                    pool: pool.offset..<(pool.offset + pool.size))
+        let announced = WakeSignal()
+        let service = Mutex<RPMsgAddress?>(nil)
+        rpmsg.onNameServiceAnnouncement { _, address in
+            service.withLock { $0 = address }
+            announced.signal()
+        }
+        guard announced.wait(timeout: .seconds(10)), let address = service.withLock({ $0 }) else { throw BenchError("no announcement from the firmware") }
+        return (board, processor, try rpmsg.createEndpoint(destination: address, onReceive: onReceive))
+    }
+
+    static func run(payload: Int, roundTrips: Int, messages: Int, cycles: Int) throws -> Result {
+        // Echo round trips.
+        let reply = WakeSignal()
+        let (_, echoProcessor, echo) = try boot(EchoFirmware()) { _ in reply.signal() }
+        let bytes = [UInt8](repeating: 0x3C, count: payload)
+        let clock = ContinuousClock()
+        var samples: [Double] = []
+        let echoStart = clock.now
+        for _ in 0..<roundTrips {
+            let sent = clock.now
+            try echo.send(bytes, timeout: .seconds(10))
+            guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
+            samples.append(RPMsgBench.seconds(clock.now - sent) * 1e6)
+        }
+        let echoRate = Double(roundTrips) / RPMsgBench.seconds(clock.now - echoStart)
+        samples.sort()
+        try echoProcessor.shutdown()
+
+        // A one-way stream into the sink, then one query that waits for all of it.
+        let counted = Mutex<UInt32?>(nil)
+        let answered = WakeSignal()
+        let (_, sinkProcessor, sink) = try boot(SinkFirmware()) { message in
+            let b = message.payload
+            if b.count == 4 { counted.withLock { $0 = b.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } } }
+            answered.signal()
+        }
+        let streamStart = clock.now
+        for _ in 0..<messages { try sink.send(bytes, timeout: .seconds(10)) }
+        try sink.send(Array("count?".utf8), timeout: .seconds(10))
+        guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
+            throw BenchError("stream: the sink counted \(String(describing: counted.withLock { $0 })) of \(messages)")
+        }
+        let streamRate = Double(messages) / RPMsgBench.seconds(clock.now - streamStart)
+        try sinkProcessor.shutdown()
+
+        // configure → load → start → stop → shutdown.
+        let board = try Board(firmware: EchoFirmware())
+        let processor = try board.makeProcessor()
+        let store = MemoryImageStore(["fw": try image()])
+        var cycleSamples: [Double] = []
+        for _ in 0..<cycles {
+            let start = clock.now
+            try processor.configure()
+            try processor.load("fw", from: store)
+            try processor.start()
+            try processor.stop()
+            try processor.shutdown()
+            cycleSamples.append(RPMsgBench.seconds(clock.now - start) * 1e6)
+        }
+        cycleSamples.sort()
+        return Result(echoPayload: payload, echoRoundTripsPerSecond: echoRate, echoP50Microseconds: samples[samples.count / 2],
+                      echoP99Microseconds: samples[min(samples.count - 1, samples.count * 99 / 100)], streamPayload: payload,
+                      streamMessagesPerSecond: streamRate, lifecycleCycleMedianMicroseconds: cycleSamples[cycleSamples.count / 2])
+    }
+}
