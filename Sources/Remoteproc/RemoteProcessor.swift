@@ -52,7 +52,16 @@ public final class RemoteProcessor: Sendable {
         var image: ELFImage?
         var bootAddress: DeviceAddress?
         var crash: CrashReport?
+        /// Where the loaded image came from, for recovery.
+        var imageSource: ImageSource?
         var events: [RemoteprocEvent] = []
+    }
+
+    /// An image store and path, kept for reloading on recovery.
+    private struct ImageSource: @unchecked Sendable {
+        // The store is only used under the life-cycle lock.
+        var path: String
+        var store: ImageStore
     }
 
     /// Notify ids and device ranges in use; its lock is held only briefly and never across an op.
@@ -194,8 +203,15 @@ public final class RemoteProcessor: Sendable {
     ///   mapping or allocation failure. Nothing is written outside the registered memories.
     public func load(_ path: String, from store: ImageStore) throws(RemoteprocError) {
         try locked(.load, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
+            try loadLocked(path, from: store, life: &life, call: .load)
+            transition(&life, to: .ready, call: .load)
+        }
+    }
+
+    /// The body of ``load(_:from:)``, under the life-cycle lock; recovery reuses it.
+    private func loadLocked(_ path: String, from store: ImageStore, life: inout Lifecycle, call: RemoteprocCall) throws(RemoteprocError) {
             func image<R>(_ body: () throws(ImageError) -> R) throws(RemoteprocError) -> R {
-                do throws(ImageError) { return try body() } catch { throw RemoteprocError(.image(error), call: .load) }
+                do throws(ImageError) { return try body() } catch { throw RemoteprocError(.image(error), call: call) }
             }
             let size = try image { () throws(ImageError) in try store.open(path) }
             defer { store.close() }
@@ -205,9 +221,9 @@ public final class RemoteProcessor: Sendable {
             var placements: [(ELFProgramHeader, MemoryMapping)] = []
             for segment in elf.loadableSegments where segment.memorySize > 0 {
                 guard let mapping = try? mapping(physical: nil, device: DeviceAddress(segment.physicalAddress),
-                                                 size: Int(segment.memorySize), attributes: 0, call: .load) else {
+                                                 size: Int(segment.memorySize), attributes: 0, call: call) else {
                     throw RemoteprocError(.image(ImageError(.segmentUnmapped(index: segment.index, address: segment.physicalAddress,
-                                                                             size: segment.memorySize), path: path)), call: .load)
+                                                                             size: segment.memorySize), path: path)), call: call)
                 }
                 placements.append((segment, mapping))
             }
@@ -220,10 +236,10 @@ public final class RemoteProcessor: Sendable {
             var table: ResourceTable?
             var events: [RemoteprocEvent] = []
             if let bytes = try image({ () throws(ImageError) in try elf.resourceTableBytes(from: store) }), let section = elf.resourceTableSection {
-                do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: .load) }
+                do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
                 let location = try mapping(physical: nil, device: DeviceAddress(section.address), size: bytes.count, attributes: 0,
-                                           call: .load, what: "the resource table")
-                installed = try handle(&table!, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: .load)
+                                           call: call, what: "the resource table")
+                installed = try handle(&table!, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: call)
             }
 
             for (segment, target) in placements {
@@ -232,12 +248,12 @@ public final class RemoteProcessor: Sendable {
                 }
                 let padding = Int(segment.memorySize - segment.fileSize)
                 do throws(MetalIOError) { try target.region.fill(0, at: target.offset + Int(segment.fileSize), count: padding) } catch {
-                    throw RemoteprocError(.io(error), call: .load)
+                    throw RemoteprocError(.io(error), call: call)
                 }
             }
             if let installed {
                 do throws(MetalIOError) { try installed.location.region.write(installed.table.bytes, at: installed.location.offset) } catch {
-                    throw RemoteprocError(.io(error), call: .load)
+                    throw RemoteprocError(.io(error), call: call)
                 }
             } else {
                 events.append(.warning("\(path): no \(ELFImage.resourceTableSection) section; the image has no resources"))
@@ -247,10 +263,9 @@ public final class RemoteProcessor: Sendable {
             allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
             life.installed = installed
             life.image = elf
+            life.imageSource = ImageSource(path: path, store: store)
             life.bootAddress = DeviceAddress(elf.entry)
             life.events += events
-            transition(&life, to: .ready, call: .load)
-        }
     }
 
     /// Installs the resource table of an image already in the remote's memory
@@ -325,10 +340,31 @@ public final class RemoteProcessor: Sendable {
             allocations.withLock { $0 = Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)) }
             life.installed = nil
             life.image = nil
+            life.imageSource = nil
             life.bootAddress = nil
             life.crash = nil
             virtioDevices.withLock { $0.removeAll() }
             transition(&life, to: .offline, call: .shutdown)
+        }
+    }
+
+    /// Recovers a crashed remote as Linux remoteproc does: stop it, reload the same image from the
+    /// same store (resource table handled again, so vrings and notify ids are fresh), start it:
+    /// Crashed → Stopped → Running. Virtio devices are dropped; create them again (the remote
+    /// re-announces its services). The crash report stays readable until the next crash.
+    public func recover() throws(RemoteprocError) {
+        try locked(.recover, allowed: [.crashed]) { (life) throws(RemoteprocError) in
+            guard let source = life.imageSource else {
+                throw RemoteprocError(.invalidArgument("no image to reload: the processor was not loaded from an image store"), call: .recover)
+            }
+            try op("stop", .recover) { try ops.stop() }
+            allocations.withLock { $0 = Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)) }
+            virtioDevices.withLock { $0.removeAll() }
+            transition(&life, to: .stopped, call: .recover)
+            try loadLocked(source.path, from: source.store, life: &life, call: .recover)
+            let boot = life.bootAddress ?? DeviceAddress(0)
+            try op("start", .recover) { try ops.start(bootAddress: boot) }
+            transition(&life, to: .running, call: .recover)
         }
     }
 

@@ -35,6 +35,7 @@ public enum RemoteprocCall: String, Hashable, Sendable, CustomStringConvertible 
     case allocateNotifyID = "allocate notify id"
     case notification
     case reportCrash = "report crash"
+    case recover
     public var description: String { rawValue }
 }
 

@@ -194,3 +194,34 @@ struct BoardLifecycleTests {
         try processor.remove()
     }
 }
+
+@Suite("Board recovery")
+struct BoardRecoveryTests {
+    @Test("after a fault, recovery reloads and restarts the firmware; it re-announces and traffic flows again", .timeLimit(.minutes(1)))
+    func recoverAfterFault() throws {
+        let board = try Board(firmware: CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("c", from: MemoryImageStore(["c": try nativeImage()]))
+        try processor.start()
+        for round in 0..<2 {
+            let rpmsg = try hostRPMsg(processor)
+            let ready = WakeSignal()
+            let service = Mutex<RPMsgAddress?>(nil)
+            rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
+            #expect(ready.wait(timeout: .seconds(10)), "round \(round): no announcement")
+            let replies = Replies()
+            let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { m in replies.items.withLock { $0.append(m.payload) } }
+            for i in 0..<3 { try client.send([UInt8(round), UInt8(i)], timeout: .seconds(5)) }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
+            #expect(processor.state == .crashed)
+            #expect(replies.items.withLock { $0 }.allSatisfy { $0.first == UInt8(round) })
+            rpmsg.close()
+            try processor.recover()
+            #expect(processor.state == .running)
+            #expect(processor.virtioDeviceList.isEmpty, "the old virtio devices are gone")
+        }
+        try processor.shutdown()
+    }
+}

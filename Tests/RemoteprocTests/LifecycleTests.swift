@@ -126,6 +126,26 @@ struct LifecycleTests {
         #expect(again.state == .offline)
     }
 
+    @Test("recover: Crashed → Stopped → Running with the same image reloaded; a failing start leaves it Stopped")
+    func recover() throws {
+        let platform = try TestPlatform()
+        let processor = try Self.processor(in: .crashed, platform)
+        let log = EventLog(processor)
+        platform.clearCalls()
+        try platform.fillAll(0)
+        try processor.recover()
+        #expect(processor.state == .running)
+        #expect(log.path == [.stopped, .running])
+        #expect(log.changes.allSatisfy { $0.call == .recover })
+        #expect(platform.calls == ["stop", "start"])
+        #expect(try platform.bytes(atDevice: 0x100, count: 4) == [0xAA, 0xBB, 0xCC, 0xDD], "the image was loaded again")
+
+        try processor.reportCrash(CrashReport(kind: .watchdog, message: "again"))
+        platform.fail("start")
+        #expect(remoteprocError { try processor.recover() } != nil)
+        #expect(processor.state == .stopped)
+    }
+
     @Test("remove works only in Offline; afterwards every call fails")
     func remove() throws {
         let platform = try TestPlatform()
@@ -170,6 +190,7 @@ struct LifecycleTests {
         (.remove, [.offline], { p in try p.remove() }),
         (.reportCrash, [.running], { p in try p.reportCrash(CrashReport(kind: .other, message: "x")) }),
         (.createVirtio, [.ready, .running], { p in _ = try p.createVirtio(index: 0, role: .driver) }),
+        (.recover, [.crashed], { p in try p.recover() }),
     ] }
 
     @Test("every call in a wrong state fails, names the state and the call, and changes nothing",
