@@ -15,7 +15,11 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public let mailbox: Mailbox
     /// The memories, as registered with the processor (host physical + device addresses).
     public let memories: [RemoteprocMemory]
+    /// What happened on the board: state changes, kicks, console lines, crashes.
+    public let trace: Trace
     private let firmware: any NativeFirmware
+    /// How many bytes of the resource table's trace buffer were turned into lines already.
+    private let traceBufferRead = Mutex<(consumed: Int, partial: [UInt8])>((0, []))
 
     private struct Core {
         var powered = false
@@ -35,6 +39,18 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         self.layout = layout
         self.firmware = firmware
         self.mailbox = Mailbox(interruptThread: !pollMode)
+        let trace = Trace()
+        self.trace = trace
+        mailbox.setEventHandler { event in
+            switch event {
+            case let .kick(id): trace.record(.kickToHost(id))
+            case let .notify(id): trace.record(.kickToRemote(id))
+            case let .invalidKick(value): trace.record(.invalidKick(value))
+            case let .consoleLine(line): trace.record(.console(line, fromTraceBuffer: false))
+            case .panic: break
+            case let .watchdog(ms): trace.record(.watchdog(ms))
+            }
+        }
         memories = try layout.windows.map { window in
             let memory = try SharedMemory(size: window.size)
             // The shared window's region is indexed by device address: what appears on the wire.
@@ -55,6 +71,14 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         for memory in memories { processor.addMemory(memory) }
         core.withLock { $0.processor = processor }
         mailbox.setKickHandler { [weak processor] id in processor?.handleNotification(NotifyID(id)) }
+        let trace = self.trace
+        processor.addObserver { event in
+            switch event {
+            case let .stateChanged(change):
+                trace.record(.stateChanged(from: change.from, to: change.to, call: change.call))
+            case let .warning(text): trace.record(.warning(text))
+            }
+        }
         return processor
     }
 
@@ -80,6 +104,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             guard c.powered else { throw BoardError("the core is not powered (configure first)") }
             guard c.thread == nil else { throw BoardError("the core is already running") }
             mailbox.reset()
+            traceBufferRead.withLock { $0 = (0, []) }
             let processor = c.processor
             let table = processor?.installedResourceTable.map { (address: $0.location.device, size: $0.table.bytes.count) }
             let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories, resourceTable: table))
@@ -140,14 +165,43 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             c.lastHalt = halt
             return (c.processor, c.watchdogFired)
         }
-        let report: CrashReport?
+        collectTraceBuffer()
+        var report: CrashReport?
         switch halt.reason {
         case .stopped:
             report = watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog") : nil
         case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic")
         case let .fault(address, message): report = CrashReport(kind: .fault, address: DeviceAddress(address), message: message)
         }
-        if let report { try? processor?.reportCrash(report) }
+        if report != nil {
+            report!.console = Array(trace.consoleLines.suffix(10))
+            trace.record(.crash(report!))
+            try? processor?.reportCrash(report!)
+        }
+    }
+
+    /// Turns new text in the resource table's trace buffer (RSC_TRACE) into console lines in the
+    /// trace. Runs when the core halts; call it to see trace-buffer output while the core runs.
+    public func collectTraceBuffer() {
+        guard let buffer = core.withLock({ $0.processor })?.installedResourceTable?.traceBuffers.first,
+              let bytes = try? buffer.mapping.region.readBytes(at: buffer.mapping.offset, count: buffer.length) else { return }
+        let text = bytes.prefix { $0 != 0 }
+        let lines: [String] = traceBufferRead.withLock { state in
+            // The firmware restarted its ring (or wrapped): start over.
+            if text.count < state.consumed { state = (0, []) }
+            var lines: [String] = []
+            for byte in text.dropFirst(state.consumed) {
+                if byte == UInt8(ascii: "\n") {
+                    lines.append(String(decoding: state.partial, as: UTF8.self))
+                    state.partial = []
+                } else if byte != UInt8(ascii: "\r") {
+                    state.partial.append(byte)
+                }
+            }
+            state.consumed = text.count
+            return lines
+        }
+        for line in lines { trace.record(.console(line, fromTraceBuffer: true)) }
     }
 
     public func stop() throws {
@@ -155,6 +209,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         guard let thread, let finished else { return }
         mailbox.requestStop()
         guard finished.wait(timeout: .seconds(5)) else { throw BoardError("the core did not stop within 5 s") }
+        collectTraceBuffer()
         pthread_join(thread, nil)
         core.withLock { c in
             c.thread = nil

@@ -35,6 +35,8 @@ public final class RemoteCore: Sendable {
     public let memories: [RemoteprocMemory]
     /// Where the loaded image's resource table is, and its size.
     public let resourceTable: (address: DeviceAddress, size: Int)?
+    /// How much of the trace buffer the firmware has written.
+    private let traceWritten = Mutex(0)
 
     init(layout: BoardLayout, mailbox: Mailbox, memories: [RemoteprocMemory], resourceTable: (address: DeviceAddress, size: Int)?) {
         self.layout = layout
@@ -67,6 +69,40 @@ public final class RemoteCore: Sendable {
     public func print(_ text: String) {
         for byte in text.utf8 { mailbox.console(byte) }
         mailbox.console(UInt8(ascii: "\n"))
+    }
+
+    /// Appends `text` and a newline to the resource table's trace buffer (RSC_TRACE), keeping it
+    /// NUL-terminated, as C firmware's logging does; the host reads it as console output. When the
+    /// buffer is full the text is dropped (a ring that wraps would need the host to follow it).
+    public func trace(_ text: String) {
+        guard let table = resourceTable, let bytes = try? readBytes(at: table.address.rawValue, count: table.size),
+              let parsed = try? ResourceTable(bytes: bytes) else { return }
+        for case let .trace(entry) in parsed.entries {
+            guard let da = entry.deviceAddress.device else { continue }
+            let line = Array(text.utf8) + [UInt8(ascii: "\n")]
+            traceWritten.withLock { written in
+                guard written + line.count < Int(entry.length) else { return }
+                for (i, byte) in (line + [0]).enumerated() { try? store8(byte, at: da.rawValue + UInt64(written + i)) }
+                written += line.count
+            }
+            return
+        }
+    }
+
+    private func readBytes(at address: UInt64, count: Int) throws(FirmwareHalt) -> [UInt8] {
+        for memory in memories {
+            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: count), let bytes = try? memory.region.readBytes(at: offset, count: count) {
+                return bytes
+            }
+        }
+        throw FirmwareHalt(.fault(address: address, message: "read from unmapped memory"))
+    }
+
+    private func store8(_ value: UInt8, at address: UInt64) throws(FirmwareHalt) {
+        for memory in memories {
+            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: 1), (try? memory.region.write(value, at: offset)) != nil { return }
+        }
+        throw FirmwareHalt(.fault(address: address, message: "store to unmapped memory"))
     }
 
     /// PANIC: never returns.

@@ -22,13 +22,17 @@ public struct CrashReport: Hashable, Sendable, CustomStringConvertible {
     public var programCounter: DeviceAddress?
     /// A one-line explanation.
     public var message: String
+    /// The last console lines before it, oldest first.
+    public var console: [String]
 
-    public init(kind: Kind, code: UInt64? = nil, address: DeviceAddress? = nil, programCounter: DeviceAddress? = nil, message: String) {
+    public init(kind: Kind, code: UInt64? = nil, address: DeviceAddress? = nil, programCounter: DeviceAddress? = nil, message: String,
+                console: [String] = []) {
         self.kind = kind
         self.code = code
         self.address = address
         self.programCounter = programCounter
         self.message = message
+        self.console = console
     }
 
     public var description: String {

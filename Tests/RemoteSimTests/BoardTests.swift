@@ -225,3 +225,45 @@ struct BoardRecoveryTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Board trace")
+struct BoardTraceTests {
+    @Test("the trace records state changes, kicks both ways, console lines from both sources", .timeLimit(.minutes(1)))
+    func trace() throws {
+        let board = try Board(firmware: EchoFirmware())
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("e", from: MemoryImageStore(["e": try nativeImage()]))
+        try processor.start()
+        let rpmsg = try hostRPMsg(processor)
+        let ready = WakeSignal()
+        rpmsg.onNameServiceAnnouncement { _, _ in ready.signal() }
+        #expect(ready.wait(timeout: .seconds(10)))
+        try processor.stop()
+        let events = board.trace.events.map(\.kind)
+        #expect(events.contains(.stateChanged(from: .offline, to: .configured, call: .configure)))
+        #expect(events.contains(.stateChanged(from: .running, to: .stopped, call: .stop)))
+        #expect(events.contains { if case .kickToHost = $0 { true } else { false } })
+        #expect(events.contains { if case .kickToRemote = $0 { true } else { false } })
+        #expect(events.contains(.console("echo: ready", fromTraceBuffer: false)))
+        #expect(events.contains(.console("echo: serving rpmsg-echo", fromTraceBuffer: true)))
+        let times = board.trace.events.map(\.time)
+        #expect(times == times.sorted())
+        try processor.shutdown()
+    }
+
+    @Test("a crash report carries the last console lines")
+    func crashConsole() throws {
+        let board = try Board(firmware: PanicFirmware(code: 7, afterMicroseconds: 100))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
+        try processor.start()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
+        let report = try #require(processor.crashReport)
+        #expect(report.console.last == "panic: last words")
+        #expect(board.trace.events.contains { if case .crash = $0.kind { true } else { false } })
+        try processor.shutdown()
+    }
+}

@@ -14,6 +14,7 @@ public struct EchoFirmware: NativeFirmware {
             }
         }
         core.print("echo: ready")
+        core.trace("echo: serving \(serviceName)")
         while true { try rpmsg.waitAndProcess() }
     }
 }

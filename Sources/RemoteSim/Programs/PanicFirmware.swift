@@ -9,6 +9,7 @@ public struct PanicFirmware: NativeFirmware {
 
     public func run(on core: RemoteCore) throws {
         core.print("panic: giving up in \(afterMicroseconds) µs")
+        core.print("panic: last words")
         core.mailbox.sleep(microseconds: afterMicroseconds)
         try core.checkStop()
         try core.panic(code)

@@ -1,0 +1,73 @@
+import Remoteproc
+import Synchronization
+
+/// One event of a board's trace.
+public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        case stateChanged(from: RemoteprocState, to: RemoteprocState, call: RemoteprocCall)
+        /// The host kicked the remote (notify id).
+        case kickToRemote(UInt32)
+        /// The remote kicked the host (notify id).
+        case kickToHost(UInt32)
+        /// The firmware wrote an invalid KICK value.
+        case invalidKick(UInt32)
+        /// A console line, from the CONSOLE register or the resource table's trace buffer.
+        case console(String, fromTraceBuffer: Bool)
+        case crash(CrashReport)
+        case warning(String)
+        /// The firmware armed (ms) or disarmed (0) its watchdog.
+        case watchdog(UInt32)
+    }
+    /// Time since the board was created.
+    public var time: Duration
+    public var kind: Kind
+
+    public var description: String {
+        let micros = Double(time.components.seconds) * 1e6 + Double(time.components.attoseconds) / 1e12
+        let stamp = micros < 1e6 ? "\(Int(micros)) µs" : "\(Double(Int(micros / 1000)) / 1000) s"
+        let what: String
+        switch kind {
+        case let .stateChanged(from, to, call): what = "state \(from) → \(to) (\(call))"
+        case let .kickToRemote(id): what = "kick host → remote id \(id)"
+        case let .kickToHost(id): what = "kick remote → host id \(id)"
+        case let .invalidKick(value): what = "invalid KICK value \(value) (firmware error)"
+        case let .console(line, fromTraceBuffer): what = (fromTraceBuffer ? "trace: " : "console: ") + line
+        case let .crash(report): what = "crash: \(report)"
+        case let .warning(text): what = "warning: \(text)"
+        case let .watchdog(ms): what = ms == 0 ? "watchdog disarmed" : "watchdog \(ms) ms"
+        }
+        return "[\(stamp)] \(what)"
+    }
+}
+
+/// A board's event trace: a bounded, thread-safe record of what happened, with timestamps.
+public final class Trace: Sendable {
+    /// Events kept; older ones are dropped first.
+    public let capacity: Int
+    private let started = ContinuousClock.now
+    private let storage = Mutex<(events: [TraceEvent], dropped: Int)>(([], 0))
+
+    public init(capacity: Int = 100_000) { self.capacity = max(1, capacity) }
+
+    public func record(_ kind: TraceEvent.Kind) {
+        let event = TraceEvent(time: ContinuousClock.now - started, kind: kind)
+        storage.withLock { s in
+            if s.events.count >= capacity {
+                s.events.removeFirst(capacity / 10 + 1)
+                s.dropped += capacity / 10 + 1
+            }
+            s.events.append(event)
+        }
+    }
+
+    /// Every event kept, oldest first.
+    public var events: [TraceEvent] { storage.withLock { $0.events } }
+    /// Events dropped because the trace was full.
+    public var droppedCount: Int { storage.withLock { $0.dropped } }
+    /// The last `count` events.
+    public func last(_ count: Int) -> [TraceEvent] { storage.withLock { Array($0.events.suffix(count)) } }
+    /// Console lines (both sources), oldest first.
+    public var consoleLines: [String] {
+        events.compactMap { if case let .console(line, _) = $0.kind { line } else { nil } }
+    }
+}
