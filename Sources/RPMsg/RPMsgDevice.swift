@@ -259,7 +259,8 @@ public final class RPMsgDevice: Sendable {
         transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
     }
 
-    public var isClosed: Bool { state.withLock { $0.closed } }
+    /// Closed, or its transport is gone (the remote crashed or stopped).
+    public var isClosed: Bool { state.withLock { $0.closed } || !transport.isAvailable }
 
     // MARK: Endpoints
 
@@ -366,6 +367,7 @@ public final class RPMsgDevice: Sendable {
     }
 
     private func takeTransmitBuffer() throws(RPMsgError) -> RPMsgTxBuffer? {
+        guard transport.isAvailable else { throw RPMsgError(.deviceClosed) }
         if role == .driver {
             let queue = transmitQueue as! DriverQueue
             return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in

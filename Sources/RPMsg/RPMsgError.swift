@@ -15,7 +15,7 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
         case endpointDestroyed(RPMsgAddress)
         /// The endpoint has no destination yet (nobody announced or sent to it).
         case notBound(RPMsgAddress)
-        /// The device was shut down or its peer reset it.
+        /// The device was closed, or its remote crashed or stopped.
         case deviceClosed
         /// The peer did not finish the virtio handshake in time.
         case handshakeTimedOut(Duration)
@@ -49,7 +49,7 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .addressesExhausted(capacity): "all \(capacity) dynamic addresses are in use"
         case let .endpointDestroyed(a): "endpoint \(a) was destroyed"
         case let .notBound(a): "endpoint \(a) has no destination yet"
-        case .deviceClosed: "the RPMsg device is closed"
+        case .deviceClosed: "the RPMsg device is closed (or its remote crashed or stopped)"
         case let .handshakeTimedOut(d): "the virtio handshake did not complete within \(d)"
         case .bufferNotOwned: "the buffer is not owned by the caller (released or sent already?)"
         case let .invalidArgument(why): why

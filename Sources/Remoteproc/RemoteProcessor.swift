@@ -182,7 +182,7 @@ public final class RemoteProcessor: Sendable {
             try op("remove", .remove) { try ops.remove() }
             life.removed = true
         }
-        virtioDevices.withLock { $0.removeAll() }
+        dropVirtioDevices()
     }
 
     /// Powers and prepares the remote (`remoteproc_config`): Offline → Configured.
@@ -259,7 +259,7 @@ public final class RemoteProcessor: Sendable {
                 events.append(.warning("\(path): no \(ELFImage.resourceTableSection) section; the image has no resources"))
             }
 
-            virtioDevices.withLock { $0.removeAll() }
+            dropVirtioDevices()
             allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
             life.installed = installed
             life.image = elf
@@ -296,7 +296,7 @@ public final class RemoteProcessor: Sendable {
                     throw RemoteprocError(.io(error), call: .setResourceTable)
                 }
             }
-            virtioDevices.withLock { $0.removeAll() }
+            dropVirtioDevices()
             allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
             life.installed = installed
             life.bootAddress = bootAddress
@@ -321,6 +321,7 @@ public final class RemoteProcessor: Sendable {
         try locked(.stop, allowed: [.ready, .running, .crashed, .suspended]) { (life) throws(RemoteprocError) in
             try op("stop", .stop) { try ops.stop() }
             allocations.withLock { $0.notifyIDs.reset() }
+            for device in virtioDevices.withLock({ $0 }) { device.invalidate() }
             transition(&life, to: .stopped, call: .stop)
         }
     }
@@ -343,7 +344,7 @@ public final class RemoteProcessor: Sendable {
             life.imageSource = nil
             life.bootAddress = nil
             life.crash = nil
-            virtioDevices.withLock { $0.removeAll() }
+            dropVirtioDevices()
             transition(&life, to: .offline, call: .shutdown)
         }
     }
@@ -359,7 +360,7 @@ public final class RemoteProcessor: Sendable {
             }
             try op("stop", .recover) { try ops.stop() }
             allocations.withLock { $0 = Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)) }
-            virtioDevices.withLock { $0.removeAll() }
+            dropVirtioDevices()
             transition(&life, to: .stopped, call: .recover)
             try loadLocked(source.path, from: source.store, life: &life, call: .recover)
             let boot = life.bootAddress ?? DeviceAddress(0)
@@ -372,6 +373,9 @@ public final class RemoteProcessor: Sendable {
     public func reportCrash(_ report: CrashReport) throws(RemoteprocError) {
         try locked(.reportCrash, allowed: [.running, .suspended]) { life in
             life.crash = report
+            // Users of the vdevs (a sender waiting for a buffer) fail now instead of waiting for
+            // a remote that is gone; recovery builds new devices.
+            for device in virtioDevices.withLock({ $0 }) { device.invalidate() }
             transition(&life, to: .crashed, call: .reportCrash, reason: report.description)
         }
     }
@@ -616,6 +620,16 @@ public final class RemoteProcessor: Sendable {
     /// Unlinks a virtio device (`remoteproc_remove_virtio`); its notifications stop.
     public func removeVirtio(_ device: VirtioDevice) {
         virtioDevices.withLock { $0.removeAll { $0 === device } }
+        device.invalidate()
+    }
+
+    /// Unlinks every virtio device and marks it unavailable, so blocked users fail at once.
+    private func dropVirtioDevices() {
+        let devices = virtioDevices.withLock { list in
+            defer { list.removeAll() }
+            return list
+        }
+        for device in devices { device.invalidate() }
     }
 
     /// The virtio devices created and not removed.

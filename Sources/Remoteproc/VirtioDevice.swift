@@ -38,6 +38,11 @@ public final class VirtioDevice: VirtioTransport {
     public let entry: MemoryMapping
     private let ops: any RemoteprocOps
     private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
+    private let available = Atomic<Bool>(true)
+
+    /// `false` once the remote crashed, stopped, shut down, or the device was removed.
+    public var isAvailable: Bool { available.load(ordering: .acquiring) }
+    func invalidate() { available.store(false, ordering: .releasing) }
 
     init(index: Int, entryIndex: Int, role: VirtioRole, resource: VirtioDeviceResource, vrings: [VringPlacement],
          entry: MemoryMapping, ops: any RemoteprocOps) {

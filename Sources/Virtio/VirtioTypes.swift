@@ -81,6 +81,13 @@ public protocol VirtioTransport: AnyObject, Sendable {
     func kick(vring index: Int) throws
     /// What runs when vring `index` is notified.
     func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?)
+    /// `false` once the device is gone (the remote crashed, stopped or was removed): users stop
+    /// waiting on it and fail their calls.
+    var isAvailable: Bool { get }
+}
+
+extension VirtioTransport {
+    public var isAvailable: Bool { true }
 }
 
 /// The memory buffers live in (the shared window), addressed on the wire by device address.

@@ -1,3 +1,4 @@
+import Foundation
 import MetalIO
 import Remoteproc
 import RPMsg
@@ -103,5 +104,40 @@ struct RemoteprocRPMsgTests {
         #expect(mailbox.delivered.withLock { $0 }.allSatisfy { ids.contains($0) || $0 == hostVdev.notifyID })
         #expect(hostRPMsg.statistics.malformedTotal == 0 && remoteRPMsg.statistics.malformedTotal == 0)
         try host.shutdown()
+    }
+
+    @Test("a crash wakes a sender blocked for a buffer with an error, at once", .timeLimit(.minutes(1)))
+    func crashWakesSender() throws {
+        let memories = try Self.memories()
+        let mailbox = Mailbox()
+        let table = try ResourceTable(entries: [
+            .vdev(VirtioDeviceResource(deviceFeatures: [.rpmsgNameService], vrings: [VringResource(count: 16), VringResource(count: 16)])),
+        ])
+        let image = ELFWriter.image(segments: [.init(address: 0, bytes: [0])], entry: 0, resourceTable: (0x2000_0000, table.bytes))
+        let host = try RemoteProcessor(ops: MailboxPlatform(mailbox: mailbox, isHost: true))
+        for memory in memories { host.addMemory(memory) }
+        try host.configure()
+        try host.load("fw", from: MemoryImageStore(["fw": image]))
+        try host.start()
+        let shared = try #require(host.memory(named: "shared"))
+        let pool = try host.allocateDeviceMemory(size: 32 * 512, purpose: "rpmsg buffers")
+        let rpmsg = try RPMsgDevice(host: try host.createVirtio(index: 0, role: .driver),
+                                    window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                    pool: pool.offset..<(pool.offset + pool.size))
+        let endpoint = try rpmsg.createEndpoint(destination: RPMsgAddress(1024)) { _ in }
+        for i in 0..<16 { try endpoint.trySend([UInt8(i)]) }   // nobody consumes: every buffer is out
+        let crasher = Thread {
+            usleep(50_000)
+            try? host.reportCrash(CrashReport(kind: .fault, message: "test"))
+        }
+        crasher.start()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = try #require({ () -> RPMsgError? in
+            do { try endpoint.send([99], timeout: .seconds(30)); return nil } catch { return error as? RPMsgError }
+        }())
+        #expect(error.kind == .deviceClosed)
+        #expect(clock.now - start < .seconds(5))
+        #expect(rpmsg.isClosed)
     }
 }
