@@ -267,3 +267,56 @@ struct BoardTraceTests {
         try processor.shutdown()
     }
 }
+
+/// Boots `firmware` on a fresh board with a host RPMsg device.
+func bootBoard(_ firmware: any NativeFirmware) throws -> (Board, RemoteProcessor, RPMsgDevice) {
+    let board = try Board(firmware: firmware)
+    let processor = try board.makeProcessor()
+    try processor.configure()
+    try processor.load("fw", from: MemoryImageStore(["fw": try nativeImage()]))
+    try processor.start()
+    return (board, processor, try hostRPMsg(processor))
+}
+
+@Suite("Board programs")
+struct BoardProgramTests {
+    @Test("ping: the firmware finds the host's service, sends N messages and checks the replies", .timeLimit(.minutes(1)))
+    func ping() throws {
+        let (board, processor, rpmsg) = try bootBoard(PingFirmware(count: 50))
+        _ = try rpmsg.createEndpoint(name: "rpmsg-ping") { message in
+            try? rpmsg.send(message.payload, from: message.destination, to: message.source, timeout: .seconds(5))
+        }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !board.trace.consoleLines.contains("ping: 50/50 replies ok") && ContinuousClock.now < deadline && processor.state == .running {
+            usleep(1000)
+        }
+        #expect(board.trace.consoleLines.contains("ping: 50/50 replies ok"), "\(board.trace.consoleLines) \(String(describing: processor.crashReport))")
+        try processor.shutdown()
+    }
+
+    @Test("multi-service: every service is announced and behaves as described; destroy is announced too", .timeLimit(.minutes(1)))
+    func multiService() throws {
+        let (_, processor, rpmsg) = try bootBoard(MultiServiceFirmware())
+        let deadline = ContinuousClock.now + .seconds(10)
+        while rpmsg.announcedServices.count < 4 && ContinuousClock.now < deadline { usleep(1000) }
+        let services = Dictionary(rpmsg.announcedServices.map { ($0.name, $0.address) }, uniquingKeysWith: { a, _ in a })
+        #expect(Set(services.keys) == Set(MultiServiceFirmware.services))
+        let replies = Replies()
+        let got = WakeSignal()
+        func ask(_ service: String, _ text: String) throws -> [UInt8]? {
+            let endpoint = try rpmsg.createEndpoint(destination: try #require(services[service])) { m in
+                replies.items.withLock { $0.append(m.payload) }
+                got.signal()
+            }
+            defer { endpoint.destroy() }
+            try endpoint.send(Array(text.utf8), timeout: .seconds(5))
+            return got.wait(timeout: .milliseconds(service == "rpmsg-sink" ? 100 : 5000)) ? replies.items.withLock { $0.last } : nil
+        }
+        #expect(try ask("rpmsg-echo", "Hello") == Array("Hello".utf8))
+        #expect(try ask("rpmsg-upper", "Hello, board") == Array("HELLO, BOARD".utf8))
+        #expect(try ask("rpmsg-count", "x") == [1, 0, 0, 0])
+        #expect(try ask("rpmsg-count", "y") == [2, 0, 0, 0])
+        #expect(try ask("rpmsg-sink", "into the void") == nil)
+        try processor.shutdown()
+    }
+}
