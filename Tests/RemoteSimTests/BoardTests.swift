@@ -320,3 +320,75 @@ struct BoardProgramTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Board transitions")
+struct BoardTransitionTests {
+    /// A processor on a fresh echo board, brought to `state` through legal calls.
+    func processor(in state: RemoteprocState) throws -> (Board, RemoteProcessor) {
+        let board = try Board(firmware: state == .crashed ? PanicFirmware(code: 1, afterMicroseconds: 10) : EchoFirmware())
+        let processor = try board.makeProcessor()
+        let image = MemoryImageStore(["fw": try nativeImage()])
+        if state != .offline { try processor.configure() }
+        if [.ready, .running, .stopped, .crashed].contains(state) { try processor.load("fw", from: image) }
+        if [.running, .stopped, .crashed].contains(state) { try processor.start() }
+        if state == .stopped { try processor.stop() }
+        if state == .crashed {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while processor.state != .crashed && ContinuousClock.now < deadline { usleep(500) }
+        }
+        #expect(processor.state == state)
+        return (board, processor)
+    }
+
+    @Test("stop from Ready and from Running; shutdown from every state; the core's thread is gone afterwards",
+          .timeLimit(.minutes(1)), arguments: [RemoteprocState.configured, .ready, .running, .stopped, .crashed])
+    func shutdownFrom(state: RemoteprocState) throws {
+        let (board, processor) = try processor(in: state)
+        if state == .ready || state == .running {
+            try processor.stop()
+            #expect(processor.state == .stopped)
+            #expect(!board.isRunning)
+        }
+        try processor.shutdown()
+        #expect(processor.state == .offline)
+        #expect(!board.isRunning)
+        // And the whole cycle again on the same board, then remove.
+        try processor.configure()
+        try processor.load("fw", from: MemoryImageStore(["fw": try nativeImage()]))
+        try processor.start()
+        #expect(board.isRunning)
+        try processor.shutdown()
+        try processor.remove()
+    }
+
+    @Test("illegal transitions are still refused on the board", .timeLimit(.minutes(1)))
+    func illegal() throws {
+        let (_, running) = try processor(in: .running)
+        #expect(throws: RemoteprocError.self) { try running.configure() }
+        #expect(throws: RemoteprocError.self) { try running.start() }
+        #expect(throws: RemoteprocError.self) { try running.remove() }
+        #expect(running.state == .running)
+        try running.shutdown()
+        let (_, stopped) = try processor(in: .stopped)
+        #expect(throws: RemoteprocError.self) { try stopped.start() }
+        #expect(throws: RemoteprocError.self) { try stopped.load("fw", from: MemoryImageStore(["fw": try nativeImage()])) }
+        #expect(stopped.state == .stopped)
+        try stopped.shutdown()
+    }
+
+    @Test("name service destroy reaches the host when the firmware's service goes away", .timeLimit(.minutes(1)))
+    func nameServiceDestroy() throws {
+        let (_, processor, rpmsg) = try bootBoard(MultiServiceFirmware())
+        let deadline = ContinuousClock.now + .seconds(10)
+        while rpmsg.announcedServices.count < 4 && ContinuousClock.now < deadline { usleep(500) }
+        let sink = try #require(rpmsg.announcedServices.first { $0.name == "rpmsg-sink" }?.address)
+        let unbound = WakeSignal()
+        let endpoint = try rpmsg.createEndpoint(name: "rpmsg-sink", destination: sink, onUnbind: { _ in unbound.signal() }) { _ in }
+        try endpoint.send(Array("destroy".utf8), timeout: .seconds(5))
+        #expect(unbound.wait(timeout: .seconds(5)))
+        #expect(endpoint.destination == .any)
+        #expect(!rpmsg.announcedServices.contains { $0.name == "rpmsg-sink" })
+        #expect(rpmsg.announcedServices.count == 3)
+        try processor.shutdown()
+    }
+}

@@ -2,7 +2,8 @@ import RPMsg
 
 /// Native firmware that announces several services, each behaving differently:
 /// `rpmsg-echo` echoes, `rpmsg-upper` replies in upper case, `rpmsg-count` replies with how many
-/// messages it has received (4 bytes, little-endian), `rpmsg-sink` replies nothing.
+/// messages it has received (4 bytes, little-endian), `rpmsg-sink` replies nothing — and on the
+/// text `destroy` it destroys itself, which announces the destroy to the host.
 public struct MultiServiceFirmware: NativeFirmware {
     public static let services = ["rpmsg-echo", "rpmsg-upper", "rpmsg-count", "rpmsg-sink"]
     public init() {}
@@ -23,7 +24,9 @@ public struct MultiServiceFirmware: NativeFirmware {
             let n = UInt32(truncatingIfNeeded: counter.value)
             reply(message, (0..<4).map { UInt8(truncatingIfNeeded: n >> (8 * UInt32($0))) })
         }
-        _ = try device.createEndpoint(name: "rpmsg-sink") { _ in }
+        _ = try device.createEndpoint(name: "rpmsg-sink") { message in
+            if message.payload == Array("destroy".utf8) { device.endpoint(at: message.destination)?.destroy() }
+        }
         core.print("multi-service: \(Self.services.joined(separator: ", "))")
         while true { try rpmsg.waitAndProcess() }
     }
