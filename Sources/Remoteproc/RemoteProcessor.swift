@@ -81,6 +81,14 @@ public final class RemoteProcessor: Sendable {
     private let virtioDevices = Mutex<[VirtioDevice]>([])
     private let observers = Mutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
     private let sequence = Atomic<UInt64>(0)
+    private let recoversAutomatically = Atomic<Bool>(false)
+
+    /// When set, a reported crash is followed by ``recover()`` on a thread of its own, as Linux
+    /// remoteproc does unless recovery is disabled. Off by default.
+    public var automaticRecovery: Bool {
+        get { recoversAutomatically.load(ordering: .relaxed) }
+        set { recoversAutomatically.store(newValue, ordering: .relaxed) }
+    }
 
     /// Creates a processor in Offline and runs the `initialize` op (`remoteproc_init`).
     /// - Parameters:
@@ -369,8 +377,32 @@ public final class RemoteProcessor: Sendable {
         }
     }
 
+    /// Runs ``recover()`` on a new thread (the reporter may be the platform's core thread, which
+    /// the stop op waits for). A failure is reported to observers as a warning.
+    private func recoverInBackground() {
+        final class Box: @unchecked Sendable {
+            // Set before the thread starts; only read by it.
+            let processor: RemoteProcessor
+            init(_ processor: RemoteProcessor) { self.processor = processor }
+        }
+        let box = Unmanaged.passRetained(Box(self))
+        var thread = pthread_t()
+        guard pthread_create(&thread, nil, { raw in
+            let processor = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().processor
+            do throws(RemoteprocError) { try processor.recover() } catch {
+                processor.deliver([.warning("automatic recovery failed: \(error)")])
+            }
+            return nil
+        }, box.toOpaque()) == 0 else {
+            box.release()
+            return
+        }
+        pthread_detach(thread)
+    }
+
     /// Reports that the running remote crashed (called by the platform): Running or Suspended → Crashed.
     public func reportCrash(_ report: CrashReport) throws(RemoteprocError) {
+        defer { if automaticRecovery { recoverInBackground() } }
         try locked(.reportCrash, allowed: [.running, .suspended]) { life in
             life.crash = report
             // Users of the vdevs (a sender waiting for a buffer) fail now instead of waiting for

@@ -392,3 +392,29 @@ struct BoardTransitionTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Board automatic recovery")
+struct BoardAutomaticRecoveryTests {
+    @Test("with automatic recovery a watchdog crash is followed by reload and restart", .timeLimit(.minutes(1)))
+    func automatic() throws {
+        let board = try Board(firmware: HangFirmware(watchdogMilliseconds: 20))
+        let processor = try board.makeProcessor()
+        processor.automaticRecovery = true
+        let path = Mutex<[RemoteprocState]>([])
+        processor.addObserver { event in if case let .stateChanged(change) = event { path.withLock { $0.append(change.to) } } }
+        try processor.configure()
+        try processor.load("h", from: MemoryImageStore(["h": try nativeImage()]))
+        try processor.start()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while path.withLock({ $0.filter { $0 == .crashed }.count }) < 2 && ContinuousClock.now < deadline { usleep(1000) }
+        let seen = path.withLock { $0 }
+        // running → crashed → stopped → running → crashed … : it keeps being recovered.
+        #expect(seen.filter { $0 == .crashed }.count >= 2, "\(seen)")
+        #expect(seen.contains(.stopped))
+        processor.automaticRecovery = false
+        let settle = ContinuousClock.now + .seconds(5)
+        while ![.crashed, .running].contains(processor.state) && ContinuousClock.now < settle { usleep(1000) }
+        try processor.shutdown()
+        #expect(processor.state == .offline)
+    }
+}
