@@ -49,7 +49,7 @@ let package = Package(
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
-        .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
+        .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",

@@ -46,6 +46,17 @@ public struct RPMsgStatistics: Hashable, Sendable {
     }
 }
 
+/// One message through an RPMsg device, for traces.
+public struct RPMsgTraffic: Sendable, Hashable {
+    public enum Direction: String, Sendable, Hashable { case sent, received }
+    public var direction: Direction
+    public var source: RPMsgAddress
+    public var destination: RPMsgAddress
+    public var length: Int
+    /// Up to the first 16 payload bytes.
+    public var prefix: [UInt8]
+}
+
 /// An RPMsg device over a virtio transport (`struct rpmsg_virtio_device`), in either role.
 ///
 /// Host (driver): vring 0 receives, vring 1 transmits; the host owns a buffer pool in the shared
@@ -88,6 +99,7 @@ public final class RPMsgDevice: Sendable {
         var heldReceive: Set<Int> = []
         var statistics = RPMsgStatistics()
         var onNameService: (@Sendable (String, RPMsgAddress) -> Void)?
+        var onTraffic: (@Sendable (RPMsgTraffic) -> Void)?
         /// Services the peer announced that no local endpoint is bound to, in announcement order.
         var unboundServices: [(name: String, address: RPMsgAddress)] = []
     }
@@ -248,6 +260,18 @@ public final class RPMsgDevice: Sendable {
 
     /// Services the peer announced that no local endpoint is bound to (nor destroyed since).
     public var announcedServices: [(name: String, address: RPMsgAddress)] { state.withLock { $0.unboundServices } }
+
+    /// Sets what is told about every message sent or received (for traces). It runs on the
+    /// sending or receiving thread; keep it short.
+    public func setTrafficObserver(_ observer: (@Sendable (RPMsgTraffic) -> Void)?) {
+        state.withLock { $0.onTraffic = observer }
+    }
+
+    private func observe(_ direction: RPMsgTraffic.Direction, _ header: RPMsgHeader, payloadOffset: Int) {
+        guard let observer = state.withLock({ $0.onTraffic }) else { return }
+        let prefix = (try? window.region.readBytes(at: payloadOffset, count: min(16, Int(header.length)))) ?? []
+        observer(RPMsgTraffic(direction: direction, source: header.source, destination: header.destination, length: Int(header.length), prefix: prefix))
+    }
 
     /// Stops the device: later sends fail with ``RPMsgError/Kind/deviceClosed``, blocked senders
     /// wake with it, and notifications are ignored.
@@ -416,6 +440,7 @@ public final class RPMsgDevice: Sendable {
         guard buffer.owned.exchange(false, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
         let header = RPMsgHeader(source: source, destination: destination, length: UInt16(length))
         do { try header.write(to: window.region, at: buffer.bufferOffset) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
+        observe(.sent, header, payloadOffset: buffer.bufferOffset + RPMsgHeader.size)
         let total = RPMsgHeader.size + length
         do {
             let closed = state.withLock { s in
@@ -527,6 +552,7 @@ public final class RPMsgDevice: Sendable {
             recycle(token: token, chainLength: chainLength)
             return
         }
+        observe(.received, header, payloadOffset: offset + RPMsgHeader.size)
         let buffer = RPMsgHeldBuffer(token: token, window: window, payloadOffset: offset + RPMsgHeader.size, chainLength: chainLength)
         let message = RPMsgMessage(source: header.source, destination: header.destination, length: Int(header.length), buffer: buffer)
         if header.destination == .nameService && usesNameService {

@@ -1,4 +1,5 @@
 import Remoteproc
+import RPMsg
 import Synchronization
 
 /// One event of a board's trace.
@@ -17,6 +18,8 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case warning(String)
         /// The firmware armed (ms) or disarmed (0) its watchdog.
         case watchdog(UInt32)
+        /// An RPMsg message through a traced device (``Trace/traceTraffic(of:)``).
+        case message(RPMsgTraffic)
     }
     /// Time since the board was created.
     public var time: Duration
@@ -35,6 +38,9 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case let .crash(report): what = "crash: \(report)"
         case let .warning(text): what = "warning: \(text)"
         case let .watchdog(ms): what = ms == 0 ? "watchdog disarmed" : "watchdog \(ms) ms"
+        case let .message(m):
+            let bytes = m.prefix.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ")
+            what = "message \(m.direction.rawValue) \(m.source) → \(m.destination), \(m.length) B: \(bytes)"
         }
         return "[\(stamp)] \(what)"
     }
@@ -58,6 +64,11 @@ public final class Trace: Sendable {
             }
             s.events.append(event)
         }
+    }
+
+    /// Records every message `device` sends or receives.
+    public func traceTraffic(of device: RPMsgDevice) {
+        device.setTrafficObserver { [weak self] traffic in self?.record(.message(traffic)) }
     }
 
     /// Every event kept, oldest first.

@@ -1,3 +1,4 @@
+import FirmwareKit
 import Foundation
 import MetalIO
 import Remoteproc
@@ -416,5 +417,69 @@ struct BoardAutomaticRecoveryTests {
         while ![.crashed, .running].contains(processor.state) && ContinuousClock.now < settle { usleep(1000) }
         try processor.shutdown()
         #expect(processor.state == .offline)
+    }
+}
+
+@Suite("Board delivery and images")
+struct BoardDeliveryTests {
+    @Test("poll mode: the remote's kicks reach the processor only when the test polls", .timeLimit(.minutes(1)))
+    func pollMode() throws {
+        let board = try Board(firmware: EchoFirmware(), pollMode: true)
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("e", from: MemoryImageStore(["e": try nativeImage()]))
+        try processor.start()
+        let rpmsg = try hostRPMsg(processor)
+        // The firmware announces; nothing reaches the host until it polls.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !board.trace.events.contains(where: { if case .kickToHost = $0.kind { true } else { false } }) && ContinuousClock.now < deadline {
+            usleep(500)
+        }
+        #expect(rpmsg.announcedServices.isEmpty)
+        #expect(board.poll() > 0)
+        #expect(rpmsg.announcedServices.map(\.name) == ["rpmsg-echo"])
+        try processor.shutdown()
+    }
+
+    @Test("RPMsg messages appear in the trace with endpoints, length and first bytes", .timeLimit(.minutes(1)))
+    func messagesInTrace() throws {
+        let (board, processor, rpmsg) = try bootBoard(EchoFirmware())
+        board.trace.traceTraffic(of: rpmsg)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while rpmsg.announcedServices.isEmpty && ContinuousClock.now < deadline { usleep(500) }
+        let got = WakeSignal()
+        let service = try #require(rpmsg.announcedServices.first?.address, "no announcement: \(board.trace.events.suffix(8))")
+        let client = try rpmsg.createEndpoint(destination: service) { _ in got.signal() }
+        try client.send(Array("traced!".utf8), timeout: .seconds(5))
+        #expect(got.wait(timeout: .seconds(5)))
+        let messages = board.trace.events.compactMap { if case let .message(m) = $0.kind { m } else { nil } }
+        #expect(messages.contains { $0.direction == .sent && $0.destination == service && $0.length == 7 && $0.prefix == Array("traced!".utf8) })
+        #expect(messages.contains { $0.direction == .received && $0.source == service && $0.length == 7 })
+        #expect(board.trace.events.contains { "\($0)".contains("74 72 61 63 65 64 21") })
+        try processor.shutdown()
+    }
+
+    @Test("native firmware runs from a real board image built from Firmware/ by clang", .timeLimit(.minutes(2)),
+          arguments: FirmwareArchitecture.allCases)
+    func firmwareImage(architecture: FirmwareArchitecture) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "minimal", architecture: architecture)
+        let board = try Board(firmware: EchoFirmware())
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        let rpmsg = try hostRPMsg(processor)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while rpmsg.announcedServices.isEmpty && ContinuousClock.now < deadline { usleep(500) }
+        let got = WakeSignal()
+        let reply = Mutex<[UInt8]>([])
+        let client = try rpmsg.createEndpoint(destination: try #require(rpmsg.announcedServices.first?.address)) { m in
+            reply.withLock { $0 = m.payload }
+            got.signal()
+        }
+        try client.send([1, 2, 3], timeout: .seconds(5))
+        #expect(got.wait(timeout: .seconds(5)))
+        #expect(reply.withLock { $0 } == [1, 2, 3])
+        try processor.shutdown()
     }
 }
