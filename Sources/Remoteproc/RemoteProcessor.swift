@@ -359,8 +359,9 @@ public final class RemoteProcessor: Sendable {
 
     /// Recovers a crashed remote as Linux remoteproc does: stop it, reload the same image from the
     /// same store (resource table handled again, so vrings and notify ids are fresh), start it:
-    /// Crashed → Stopped → Running. Virtio devices are dropped; create them again (the remote
-    /// re-announces its services). The crash report stays readable until the next crash.
+    /// Crashed → Stopped → Running. The old virtio devices become unavailable; the host-role ones
+    /// are rebuilt over the reloaded table (``virtioDeviceList``) for the host to put RPMsg on
+    /// again — the remote re-announces its services. The crash report stays readable.
     public func recover() throws(RemoteprocError) {
         try locked(.recover, allowed: [.crashed]) { (life) throws(RemoteprocError) in
             guard let source = life.imageSource else {
@@ -368,11 +369,14 @@ public final class RemoteProcessor: Sendable {
             }
             try op("stop", .recover) { try ops.stop() }
             allocations.withLock { $0 = Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)) }
+            let rebuild = virtioDevices.withLock { $0.filter { $0.role == .driver }.map(\.index) }
             dropVirtioDevices()
             transition(&life, to: .stopped, call: .recover)
             try loadLocked(source.path, from: source.store, life: &life, call: .recover)
             let boot = life.bootAddress ?? DeviceAddress(0)
             try op("start", .recover) { try ops.start(bootAddress: boot) }
+            // The host's virtio devices come back over the reloaded table, as Linux re-probes them.
+            for index in rebuild { _ = try? createVirtioLocked(index: index, role: .driver, life: life) }
             transition(&life, to: .running, call: .recover)
         }
     }
@@ -615,6 +619,19 @@ public final class RemoteProcessor: Sendable {
     /// Allowed in Ready and Running.
     public func createVirtio(index: Int, role: VirtioRole, driverTimeout: Duration = .seconds(5)) throws(RemoteprocError) -> VirtioDevice {
         let device: VirtioDevice = try locked(.createVirtio, allowed: [.ready, .running]) { (life) throws(RemoteprocError) in
+            try createVirtioLocked(index: index, role: role, life: life)
+        }
+        if role == .device {
+            do throws(RemoteprocError) { try device.waitForStatus(.driverOK, timeout: driverTimeout) } catch {
+                removeVirtio(device)
+                throw error
+            }
+        }
+        return device
+    }
+
+    /// The body of ``createVirtio(index:role:driverTimeout:)`` under the life-cycle lock.
+    private func createVirtioLocked(index: Int, role: VirtioRole, life: Lifecycle) throws(RemoteprocError) -> VirtioDevice {
             guard let installed = life.installed else { throw RemoteprocError(.noResourceTable, call: .createVirtio) }
             let vdevs = installed.table.virtioDevices
             guard vdevs.indices.contains(index) else {
@@ -639,14 +656,6 @@ public final class RemoteProcessor: Sendable {
             let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry, ops: ops)
             virtioDevices.withLock { $0.append(device) }
             return device
-        }
-        if role == .device {
-            do throws(RemoteprocError) { try device.waitForStatus(.driverOK, timeout: driverTimeout) } catch {
-                removeVirtio(device)
-                throw error
-            }
-        }
-        return device
     }
 
     /// Unlinks a virtio device (`remoteproc_remove_virtio`); its notifications stop.

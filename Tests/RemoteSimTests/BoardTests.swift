@@ -219,9 +219,11 @@ struct BoardRecoveryTests {
             #expect(processor.state == .crashed)
             #expect(replies.items.withLock { $0 }.allSatisfy { $0.first == UInt8(round) })
             rpmsg.close()
+            let old = try #require(processor.virtioDeviceList.first)
             try processor.recover()
             #expect(processor.state == .running)
-            #expect(processor.virtioDeviceList.isEmpty, "the old virtio devices are gone")
+            #expect(!old.isAvailable, "the old virtio device is gone")
+            #expect(processor.virtioDeviceList.count == 1 && processor.virtioDeviceList.first !== old, "rebuilt over the reloaded table")
         }
         try processor.shutdown()
     }
