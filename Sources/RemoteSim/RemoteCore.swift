@@ -131,10 +131,18 @@ public final class RemoteCore: Sendable {
         throw FirmwareHalt(.fault(address: address, message: "store to unmapped memory"))
     }
 
+    /// The RPMsg settings native firmware uses by default: like an OpenAMP remote it waits a long
+    /// time for the host's DRIVER_OK (a stop still ends the wait at once).
+    public static var firmwareRPMsgConfiguration: RPMsgConfiguration {
+        var configuration = RPMsgConfiguration()
+        configuration.handshakeTimeout = .seconds(120)
+        return configuration
+    }
+
     /// Sets up the RPMsg remote (device role) over the loaded resource table's vdev `index`, as an
     /// OpenAMP remote does: its own remoteproc instance attaches to the table, waits for DRIVER_OK
     /// and creates the virtio device; then RPMsg uses the host's buffers in the shared window.
-    public func rpmsg(vdev index: Int = 0, configuration: RPMsgConfiguration = RPMsgConfiguration()) throws -> RemoteRPMsg {
+    public func rpmsg(vdev index: Int = 0, configuration: RPMsgConfiguration = RemoteCore.firmwareRPMsgConfiguration) throws -> RemoteRPMsg {
         guard let table = resourceTable else { throw FirmwareHalt(.fault(address: 0, message: "the image has no resource table")) }
         let ops = RemoteSideOps(mailbox: mailbox)
         let processor = try RemoteProcessor(ops: ops, notifyIDCapacity: Mailbox.notifyIDCount)

@@ -45,7 +45,7 @@ struct BoardTests {
         rpmsg.onNameServiceAnnouncement { name, address in
             if name == "rpmsg-echo" { announced.withLock { $0 = address }; ready.signal() }
         }
-        #expect(ready.wait(timeout: .seconds(10)), "no announcement")
+        #expect(ready.wait(timeout: .seconds(30)), "no announcement")
         let service = try #require(announced.withLock { $0 })
         let replies = Mutex<[[UInt8]]>([])
         let got = WakeSignal()
@@ -81,7 +81,7 @@ struct BoardCrashTests {
         try processor.configure()
         try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
         try processor.start()
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
         #expect(processor.state == .crashed)
         let report = try #require(processor.crashReport)
@@ -109,7 +109,7 @@ struct BoardCrashTests {
             let ready = WakeSignal()
             let service = Mutex<RPMsgAddress?>(nil)
             rpmsg.onNameServiceAnnouncement { name, address in service.withLock { $0 = address }; ready.signal() }
-            #expect(ready.wait(timeout: .seconds(10)), "board \(index): \(String(describing: board.lastHalt)) state \(processor.state)")
+            #expect(ready.wait(timeout: .seconds(30)), "board \(index): \(String(describing: board.lastHalt)) state \(processor.state)")
             let replies = Replies()
             let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { m in replies.items.withLock { $0.append(m.payload) } }
             sessions.append((board, processor, client, replies))
@@ -135,7 +135,7 @@ final class Replies: Sendable {
 @Suite("Board crash kinds")
 struct BoardCrashKindTests {
     func waitForCrash(_ processor: RemoteProcessor) -> CrashReport? {
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
         return processor.crashReport
     }
@@ -163,7 +163,7 @@ struct BoardCrashKindTests {
         let ready = WakeSignal()
         let service = Mutex<RPMsgAddress?>(nil)
         rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
-        #expect(ready.wait(timeout: .seconds(10)), "halt \(String(describing: board.lastHalt)), state \(processor.state), \(rpmsg.statistics)")
+        #expect(ready.wait(timeout: .seconds(30)), "halt \(String(describing: board.lastHalt)), state \(processor.state), \(rpmsg.statistics)")
         let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { _ in }
         for i in 0..<3 { try client.send([UInt8(i)], timeout: .seconds(5)) }
         let report = try #require(waitForCrash(processor))
@@ -210,11 +210,11 @@ struct BoardRecoveryTests {
             let ready = WakeSignal()
             let service = Mutex<RPMsgAddress?>(nil)
             rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
-            #expect(ready.wait(timeout: .seconds(10)), "round \(round): no announcement")
+            #expect(ready.wait(timeout: .seconds(30)), "round \(round): no announcement")
             let replies = Replies()
             let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { m in replies.items.withLock { $0.append(m.payload) } }
             for i in 0..<3 { try client.send([UInt8(round), UInt8(i)], timeout: .seconds(5)) }
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(30)
             while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
             #expect(processor.state == .crashed)
             #expect(replies.items.withLock { $0 }.allSatisfy { $0.first == UInt8(round) })
@@ -241,7 +241,7 @@ struct BoardTraceTests {
         let rpmsg = try hostRPMsg(processor)
         let ready = WakeSignal()
         rpmsg.onNameServiceAnnouncement { _, _ in ready.signal() }
-        #expect(ready.wait(timeout: .seconds(10)))
+        #expect(ready.wait(timeout: .seconds(30)))
         try processor.stop()
         let events = board.trace.events.map(\.kind)
         #expect(events.contains(.stateChanged(from: .offline, to: .configured, call: .configure)))
@@ -262,7 +262,7 @@ struct BoardTraceTests {
         try processor.configure()
         try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
         try processor.start()
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
         let report = try #require(processor.crashReport)
         #expect(report.console.last == "panic: last words")
@@ -300,7 +300,7 @@ struct BoardProgramTests {
     @Test("multi-service: every service is announced and behaves as described; destroy is announced too", .timeLimit(.minutes(1)))
     func multiService() throws {
         let (_, processor, rpmsg) = try bootBoard(MultiServiceFirmware())
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while rpmsg.announcedServices.count < 4 && ContinuousClock.now < deadline { usleep(1000) }
         let services = Dictionary(rpmsg.announcedServices.map { ($0.name, $0.address) }, uniquingKeysWith: { a, _ in a })
         #expect(Set(services.keys) == Set(MultiServiceFirmware.services))
@@ -336,7 +336,7 @@ struct BoardTransitionTests {
         if [.running, .stopped, .crashed].contains(state) { try processor.start() }
         if state == .stopped { try processor.stop() }
         if state == .crashed {
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(30)
             while processor.state != .crashed && ContinuousClock.now < deadline { usleep(500) }
         }
         #expect(processor.state == state)
@@ -382,7 +382,7 @@ struct BoardTransitionTests {
     @Test("name service destroy reaches the host when the firmware's service goes away", .timeLimit(.minutes(1)))
     func nameServiceDestroy() throws {
         let (_, processor, rpmsg) = try bootBoard(MultiServiceFirmware())
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while rpmsg.announcedServices.count < 4 && ContinuousClock.now < deadline { usleep(500) }
         let sink = try #require(rpmsg.announcedServices.first { $0.name == "rpmsg-sink" }?.address)
         let unbound = WakeSignal()
@@ -408,7 +408,7 @@ struct BoardAutomaticRecoveryTests {
         try processor.configure()
         try processor.load("h", from: MemoryImageStore(["h": try nativeImage()]))
         try processor.start()
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while path.withLock({ $0.filter { $0 == .crashed }.count }) < 2 && ContinuousClock.now < deadline { usleep(1000) }
         let seen = path.withLock { $0 }
         // running → crashed → stopped → running → crashed … : it keeps being recovered.
@@ -433,7 +433,7 @@ struct BoardDeliveryTests {
         try processor.start()
         let rpmsg = try hostRPMsg(processor)
         // The firmware announces; nothing reaches the host until it polls.
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while !board.trace.events.contains(where: { if case .kickToHost = $0.kind { true } else { false } }) && ContinuousClock.now < deadline {
             usleep(500)
         }
@@ -447,7 +447,7 @@ struct BoardDeliveryTests {
     func messagesInTrace() throws {
         let (board, processor, rpmsg) = try bootBoard(EchoFirmware())
         board.trace.traceTraffic(of: rpmsg)
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while rpmsg.announcedServices.isEmpty && ContinuousClock.now < deadline { usleep(500) }
         let got = WakeSignal()
         let service = try #require(rpmsg.announcedServices.first?.address, "no announcement: \(board.trace.events.suffix(8))")
@@ -471,7 +471,7 @@ struct BoardDeliveryTests {
         try processor.load(elf.path, from: FileImageStore())
         try processor.start()
         let rpmsg = try hostRPMsg(processor)
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while rpmsg.announcedServices.isEmpty && ContinuousClock.now < deadline { usleep(500) }
         let got = WakeSignal()
         let reply = Mutex<[UInt8]>([])
