@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
+        // Debian's libunicorn-dev. Only Sources/RemoteSim/UnicornEngine.swift imports it.
+        .systemLibrary(name: "CUnicorn", pkgConfig: "unicorn", providers: [.apt(["libunicorn-dev"])]),
+
         // Debian's libelf-dev. Only Sources/Remoteproc/ELFFile.swift imports it.
         .systemLibrary(name: "CLibElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
 
@@ -33,7 +36,7 @@ let package = Package(
         .target(name: "Remoteproc", dependencies: ["MetalIO", "Virtio", "CLibElf"]),
 
         // The simulated board: mailbox, memory map, the remote core's thread, native firmware.
-        .target(name: "RemoteSim", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
+        .target(name: "RemoteSim", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO", "CUnicorn"]),
 
         // Builds the bare-metal programs in Firmware/ with the toolchain's clang and ld.lld.
         .target(name: "FirmwareKit"),

@@ -107,7 +107,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             traceBufferRead.withLock { $0 = (0, []) }
             let processor = c.processor
             let table = processor?.installedResourceTable.map { (address: $0.location.device, size: $0.table.bytes.count) }
-            let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories, resourceTable: table))
+            let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories,
+                                                                          resourceTable: table, bootAddress: bootAddress))
             let finished = WakeSignal()
             context.finished = finished
             var thread = pthread_t()
@@ -171,7 +172,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         case .stopped:
             report = watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog") : nil
         case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic")
-        case let .fault(address, message): report = CrashReport(kind: .fault, address: DeviceAddress(address), message: message)
+        case let .fault(address, message):
+            report = CrashReport(kind: .fault, address: DeviceAddress(address), programCounter: halt.programCounter.map { DeviceAddress($0) },
+                                 message: message, registers: halt.registers)
         }
         if report != nil {
             report!.console = Array(trace.consoleLines.suffix(10))

@@ -58,6 +58,11 @@ public final class Mailbox: Sendable {
     private let state = Mutex(State())
     private let wake = WakeSignal()
     private let events = Mutex<(@Sendable (MailboxEvent) -> Void)?>(nil)
+    private let stopListener = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Sets what runs (on the requesting thread) when a stop is requested or the firmware
+    /// panics — an emulated core uses it to end its run.
+    public func setStopListener(_ listener: (@Sendable () -> Void)?) { stopListener.withLock { $0 = listener } }
     /// Remote → host interrupts (numbered by notify id).
     public let hostInterrupts: InterruptLine
 
@@ -98,6 +103,7 @@ public final class Mailbox: Sendable {
     public func requestStop() {
         state.withLock { $0.stop = true }
         wake.signal()
+        stopListener.withLock { $0 }?()
     }
 
     /// Whether a stop was requested since the last reset.
@@ -227,6 +233,7 @@ public final class Mailbox: Sendable {
         }
         emit(.panic(code))
         wake.signal()
+        stopListener.withLock { $0 }?()
     }
 
     /// WATCHDOG: arms (or kicks) with a timeout in ms of active core time; 0 disarms.

@@ -15,7 +15,15 @@ public struct FirmwareHalt: Error, Sendable, CustomStringConvertible {
         case fault(address: UInt64, message: String)
     }
     public var reason: Reason
-    public init(_ reason: Reason) { self.reason = reason }
+    /// Where the CPU was, for faults of an emulated core.
+    public var programCounter: UInt64?
+    /// The registers at the fault, for an emulated core.
+    public var registers: [String: UInt64]
+    public init(_ reason: Reason, programCounter: UInt64? = nil, registers: [String: UInt64] = [:]) {
+        self.reason = reason
+        self.programCounter = programCounter
+        self.registers = registers
+    }
     public var description: String {
         switch reason {
         case .stopped: "stopped by the host"
@@ -35,10 +43,14 @@ public final class RemoteCore: Sendable {
     public let memories: [RemoteprocMemory]
     /// Where the loaded image's resource table is, and its size.
     public let resourceTable: (address: DeviceAddress, size: Int)?
+    /// Where the image starts (its entry point).
+    public let bootAddress: DeviceAddress
     /// How much of the trace buffer the firmware has written.
     private let traceWritten = Mutex(0)
 
-    init(layout: BoardLayout, mailbox: Mailbox, memories: [RemoteprocMemory], resourceTable: (address: DeviceAddress, size: Int)?) {
+    init(layout: BoardLayout, mailbox: Mailbox, memories: [RemoteprocMemory], resourceTable: (address: DeviceAddress, size: Int)?,
+         bootAddress: DeviceAddress) {
+        self.bootAddress = bootAddress
         self.layout = layout
         self.mailbox = mailbox
         self.memories = memories

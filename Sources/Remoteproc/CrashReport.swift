@@ -24,15 +24,18 @@ public struct CrashReport: Hashable, Sendable, CustomStringConvertible {
     public var message: String
     /// The last console lines before it, oldest first.
     public var console: [String]
+    /// The CPU registers at the fault (name → value), for an emulated core.
+    public var registers: [String: UInt64]
 
     public init(kind: Kind, code: UInt64? = nil, address: DeviceAddress? = nil, programCounter: DeviceAddress? = nil, message: String,
-                console: [String] = []) {
+                console: [String] = [], registers: [String: UInt64] = [:]) {
         self.kind = kind
         self.code = code
         self.address = address
         self.programCounter = programCounter
         self.message = message
         self.console = console
+        self.registers = registers
     }
 
     public var description: String {

@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MetalIO
+import Remoteproc
+import Synchronization
+
+/// Firmware that is the loaded ELF itself, executed on an emulated CPU (Unicorn) in the core's
+/// thread: the board's memories are mapped at their device addresses over the same host memory
+/// the host side reads, and the mailbox is MMIO. `wfi` and WAIT idle the thread until a host
+/// kick or a stop. A fault, an illegal instruction or a CPU exception halts the core and is
+/// reported with the PC and the registers.
+public struct EmulatedCPU: NativeFirmware {
+    public let architecture: CPUArchitecture
+    public init(_ architecture: CPUArchitecture) { self.architecture = architecture }
+
+    public func run(on core: RemoteCore) throws {
+        let engine: UnicornEngine
+        do {
+            engine = try UnicornEngine(architecture: architecture)
+            for memory in core.memories {
+                try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
+            }
+        } catch {
+            throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
+        }
+        let mailbox = core.mailbox
+        let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
+            guard let mailbox else { return 0 }
+            let value = UInt64(mailbox.read(Int(offset)))
+            return value
+        }, write: { [weak mailbox] offset, _, value in
+            mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
+        })
+        do { try engine.mapMMIO(at: core.layout.mailboxAddress, size: 4096, mmio) } catch {
+            throw FirmwareHalt(.fault(address: core.layout.mailboxAddress, message: "cannot map the mailbox: \(error)"))
+        }
+
+        // Boot: Cortex-M from the vector table at 0; RV32 at the entry point, sp at the top of sram.
+        var pc: UInt64
+        do {
+            switch architecture {
+            case .cortexM4:
+                let vectorBase = core.layout.code.deviceAddress
+                try engine.setStackPointer(UInt64(try core.load32(vectorBase)))
+                pc = UInt64(try core.load32(vectorBase + 4)) & ~1
+            case .rv32:
+                try engine.setStackPointer(core.layout.sram.deviceAddress + UInt64(core.layout.sram.size))
+                pc = core.bootAddress.rawValue
+            }
+        } catch let halt as FirmwareHalt { throw halt } catch {
+            throw FirmwareHalt(.fault(address: 0, message: "cannot set the boot registers: \(error)"))
+        }
+
+        // A stop (or PANIC) ends the run: from an MMIO callback on this thread, or from the
+        // requesting thread, repeated until this thread has returned from the run.
+        let running = RunFlag()
+        let stopper = engine.stopper
+        mailbox.setStopListener { [running] in
+            if running.isEmulationThread {
+                stopper.stopOnce()          // from an MMIO callback (PANIC): reliable, and must not wait for itself
+            } else {
+                stopper.stop(while: running.value)
+            }
+        }
+        defer {
+            mailbox.setStopListener(nil)
+        }
+        while true {
+            try core.checkStop()
+            running.value.store(true, ordering: .releasing)
+            let outcome = engine.run(from: pc)
+            running.value.store(false, ordering: .releasing)
+            switch outcome {
+            case let .fault(fault):
+                try core.checkStop()   // a PANIC or a stop that interrupted the run wins
+                throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                                   registers: fault.registers)
+            case let .returned(next):
+                try core.checkStop()
+                pc = next
+                // wfi: idle until the host kicks (PENDING ≠ 0) or a stop; the firmware acknowledges.
+                _ = mailbox.waitForInterrupt()
+            }
+        }
+    }
+}
+
+/// Whether the emulation thread is inside a run (for the cross-thread stopper).
+final class RunFlag: Sendable {
+    let value = Atomic<Bool>(false)
+    private let thread = Atomic<UInt>(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))))
+    /// Whether the caller is the thread that made this flag (the emulation thread).
+    var isEmulationThread: Bool { thread.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }
+}

@@ -1,0 +1,268 @@
+import CUnicorn
+import MetalIO
+import Synchronization
+
+/// The CPU architectures the board can emulate.
+public enum CPUArchitecture: String, Sendable, Hashable, CaseIterable {
+    /// Arm Cortex-M4 (Thumb-2), started from the vector table at 0.
+    case cortexM4 = "cortex-m4"
+    /// RISC-V RV32IMAC, started at the ELF entry point.
+    case rv32
+}
+
+/// A Unicorn call that failed. The corresponding C type is `uc_err`.
+public struct UnicornError: Error, Sendable, CustomStringConvertible {
+    public var code: UInt32
+    public var operation: String
+    public var description: String { "\(operation): \(String(cString: uc_strerror(uc_err(rawValue: code)))) (uc_err \(code))" }
+}
+
+/// Why an emulated CPU stopped on its own.
+public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        case unmappedRead, unmappedWrite, unmappedFetch
+        case protectedRead, protectedWrite, protectedFetch
+        case illegalInstruction
+        /// A CPU exception Unicorn does not deliver into the firmware (ARM: 1 UDEF, 2 SVC,
+        /// 3 prefetch abort, 4 data abort, 7 BKPT, …; RISC-V: the trap cause).
+        case exception(UInt32)
+        /// Anything else Unicorn reported.
+        case other(String)
+    }
+    public var kind: Kind
+    /// The address accessed, for memory faults.
+    public var address: UInt64?
+    public var programCounter: UInt64
+    /// Register name → value at the fault.
+    public var registers: [String: UInt64]
+
+    public var description: String {
+        let what: String
+        switch kind {
+        case .unmappedRead: what = "read from unmapped memory"
+        case .unmappedWrite: what = "write to unmapped memory"
+        case .unmappedFetch: what = "instruction fetch from unmapped memory"
+        case .protectedRead: what = "read from protected memory"
+        case .protectedWrite: what = "write to protected memory"
+        case .protectedFetch: what = "instruction fetch from protected memory"
+        case .illegalInstruction: what = "illegal instruction"
+        case let .exception(n): what = "CPU exception \(n)"
+        case let .other(text): what = text
+        }
+        return what + (address.map { " at \(hex($0))" } ?? "") + ", pc \(hex(programCounter))"
+    }
+}
+
+/// One Unicorn engine (`uc_engine`), owned by the thread that emulates with it. The only code in
+/// the project that calls Unicorn. Memory is mapped over the board's own host memory
+/// (`uc_mem_map_ptr`), so the emulated core and the host side share the same bytes.
+final class UnicornEngine {
+    private let handle: OpaquePointer
+    let architecture: CPUArchitecture
+    /// Objects whose memory or callbacks Unicorn uses; kept alive as long as the engine.
+    private var retained: [AnyObject] = []
+    private var hooks: [uc_hook] = []
+    private let context = HookContext()
+
+    /// What the hooks record, passed to them as `user_data`.
+    final class HookContext {
+        var memoryFault: (type: UInt32, address: UInt64, pc: UInt64)?
+        var interrupt: (number: UInt32, pc: UInt64)?
+        var invalidInstructionPC: UInt64?
+        var pcRegister: Int32 = 0
+    }
+
+    /// Callbacks of an MMIO window.
+    final class MMIO {
+        let read: (UInt64, Int) -> UInt64
+        let write: (UInt64, Int, UInt64) -> Void
+        weak var engine: UnicornEngine?
+        init(read: @escaping (UInt64, Int) -> UInt64, write: @escaping (UInt64, Int, UInt64) -> Void) {
+            self.read = read
+            self.write = write
+        }
+    }
+
+    init(architecture: CPUArchitecture) throws(UnicornError) {
+        var engine: OpaquePointer?
+        switch architecture {
+        case .cortexM4:
+            // Unicorn 2.0.1: UC_MODE_MCLASS would force a Cortex-M33; Thumb plus the model is a real M4.
+            try Self.check(uc_open(UC_ARCH_ARM, UC_MODE_THUMB, &engine), "uc_open")
+            try Self.check(swuc_ctl_set_cpu_model(engine, Int32(UC_CPU_ARM_CORTEX_M4.rawValue)), "uc_ctl(set cpu model)")
+            context.pcRegister = Int32(UC_ARM_REG_PC.rawValue)
+        case .rv32:
+            try Self.check(uc_open(UC_ARCH_RISCV, UC_MODE_RISCV32, &engine), "uc_open")
+            context.pcRegister = Int32(UC_RISCV_REG_PC.rawValue)
+        }
+        handle = engine!
+        self.architecture = architecture
+        try installFaultHooks()
+    }
+
+    deinit {
+        for hook in hooks { uc_hook_del(handle, hook) }
+        uc_close(handle)
+    }
+
+    private static func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
+        guard error == UC_ERR_OK else { throw UnicornError(code: error.rawValue, operation: operation) }
+    }
+
+    /// Maps `size` bytes of `memory` from `offset` at guest address `address` (4 KiB aligned).
+    /// The engine keeps `memory` alive: Unicorn keeps using its bytes.
+    func map(_ memory: SharedMemory, offset: Int, size: Int, at address: UInt64) throws(UnicornError) {
+        let base = memory.withUnsafeMutableBytes { $0.baseAddress! + offset }
+        try Self.check(uc_mem_map_ptr(handle, address, size, UC_PROT_ALL.rawValue, base), "uc_mem_map_ptr(\(hex(address)), \(size))")
+        retained.append(memory)
+    }
+
+    /// Maps an MMIO window: guest accesses call `read` / `write` with the offset in the window.
+    func mapMMIO(at address: UInt64, size: Int, _ device: MMIO) throws(UnicornError) {
+        device.engine = self
+        let user = Unmanaged.passUnretained(device).toOpaque()
+        let read: uc_cb_mmio_read_t = { _, offset, size, user in
+            Unmanaged<MMIO>.fromOpaque(user!).takeUnretainedValue().read(offset, Int(size))
+        }
+        let write: uc_cb_mmio_write_t = { _, offset, size, value, user in
+            Unmanaged<MMIO>.fromOpaque(user!).takeUnretainedValue().write(offset, Int(size), value)
+        }
+        try Self.check(uc_mmio_map(handle, address, size, read, user, write, user), "uc_mmio_map(\(hex(address)))")
+        retained.append(device)
+    }
+
+    private func installFaultHooks() throws(UnicornError) {
+        let user = Unmanaged.passUnretained(context).toOpaque()
+        var hook: uc_hook = 0
+        let memory: @convention(c) (OpaquePointer?, uc_mem_type, UInt64, Int32, Int64, UnsafeMutableRawPointer?) -> Bool = { uc, type, address, _, _, user in
+            let context = Unmanaged<HookContext>.fromOpaque(user!).takeUnretainedValue()
+            var pc: UInt64 = 0
+            uc_reg_read(uc, context.pcRegister, &pc)
+            context.memoryFault = (type.rawValue, address, pc)
+            return false
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_MEM_READ_UNMAPPED.rawValue | UC_HOOK_MEM_WRITE_UNMAPPED.rawValue | UC_HOOK_MEM_FETCH_UNMAPPED.rawValue | UC_HOOK_MEM_READ_PROT.rawValue | UC_HOOK_MEM_WRITE_PROT.rawValue | UC_HOOK_MEM_FETCH_PROT.rawValue),
+                                     unsafeBitCast(memory, to: UnsafeMutableRawPointer.self), user, 1, 0), "uc_hook_add(mem invalid)")
+        hooks.append(hook)
+        let interrupt: @convention(c) (OpaquePointer?, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, number, user in
+            let context = Unmanaged<HookContext>.fromOpaque(user!).takeUnretainedValue()
+            var pc: UInt64 = 0
+            uc_reg_read(uc, context.pcRegister, &pc)
+            context.interrupt = (number, pc)
+            uc_emu_stop(uc)
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_INTR.rawValue), unsafeBitCast(interrupt, to: UnsafeMutableRawPointer.self),
+                                     user, 1, 0), "uc_hook_add(intr)")
+        hooks.append(hook)
+        let invalid: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Bool = { uc, user in
+            let context = Unmanaged<HookContext>.fromOpaque(user!).takeUnretainedValue()
+            var pc: UInt64 = 0
+            uc_reg_read(uc, context.pcRegister, &pc)
+            context.invalidInstructionPC = pc
+            return false
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_INSN_INVALID.rawValue), unsafeBitCast(invalid, to: UnsafeMutableRawPointer.self),
+                                     user, 1, 0), "uc_hook_add(insn invalid)")
+        hooks.append(hook)
+    }
+
+    func readRegister(_ id: Int32) -> UInt64 {
+        var value: UInt64 = 0
+        uc_reg_read(handle, id, &value)
+        return value
+    }
+
+    func writeRegister(_ id: Int32, _ value: UInt64) throws(UnicornError) {
+        var v = value
+        try Self.check(uc_reg_write(handle, id, &v), "uc_reg_write")
+    }
+
+    var programCounter: UInt64 { readRegister(context.pcRegister) }
+
+    func setStackPointer(_ value: UInt64) throws(UnicornError) {
+        try writeRegister(architecture == .cortexM4 ? Int32(UC_ARM_REG_SP.rawValue) : Int32(UC_RISCV_REG_SP.rawValue), value)
+    }
+
+    /// Every general register by name.
+    var registers: [String: UInt64] {
+        var result: [String: UInt64] = [:]
+        switch architecture {
+        case .cortexM4:
+            for i in 0...12 { result["r\(i)"] = readRegister(Int32(UC_ARM_REG_R0.rawValue) + Int32(i)) }
+            result["sp"] = readRegister(Int32(UC_ARM_REG_SP.rawValue))
+            result["lr"] = readRegister(Int32(UC_ARM_REG_LR.rawValue))
+            result["pc"] = readRegister(Int32(UC_ARM_REG_PC.rawValue))
+            result["xpsr"] = readRegister(Int32(UC_ARM_REG_XPSR.rawValue))
+        case .rv32:
+            for i in 1...31 { result["x\(i)"] = readRegister(Int32(UC_RISCV_REG_X0.rawValue) + Int32(i)) }
+            result["pc"] = readRegister(Int32(UC_RISCV_REG_PC.rawValue))
+        }
+        return result
+    }
+
+    /// How a run ended.
+    enum Outcome {
+        /// The CPU returned on its own without a fault (`wfi`) or a stop: resume at `pc`.
+        case returned(pc: UInt64)
+        case fault(CPUFault)
+    }
+
+    /// Runs from `pc` until `wfi`, a fault, or ``stop()``.
+    func run(from pc: UInt64) -> Outcome {
+        context.memoryFault = nil
+        context.interrupt = nil
+        context.invalidInstructionPC = nil
+        let begin = architecture == .cortexM4 ? pc | 1 : pc
+        let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
+        if let interrupt = context.interrupt {
+            return .fault(CPUFault(kind: .exception(interrupt.number), address: nil, programCounter: interrupt.pc, registers: registers))
+        }
+        if let fault = context.memoryFault {
+            let kind: CPUFault.Kind
+            switch uc_mem_type(rawValue: fault.type) {
+            case UC_MEM_READ_UNMAPPED: kind = .unmappedRead
+            case UC_MEM_WRITE_UNMAPPED: kind = .unmappedWrite
+            case UC_MEM_FETCH_UNMAPPED: kind = .unmappedFetch
+            case UC_MEM_READ_PROT: kind = .protectedRead
+            case UC_MEM_WRITE_PROT: kind = .protectedWrite
+            default: kind = .protectedFetch
+            }
+            var registers = self.registers
+            registers["pc"] = fault.pc
+            return .fault(CPUFault(kind: kind, address: fault.address, programCounter: fault.pc, registers: registers))
+        }
+        if error == UC_ERR_INSN_INVALID || context.invalidInstructionPC != nil {
+            let at = context.invalidInstructionPC ?? programCounter
+            return .fault(CPUFault(kind: .illegalInstruction, address: nil, programCounter: at, registers: registers))
+        }
+        guard error == UC_ERR_OK else {
+            return .fault(CPUFault(kind: .other(String(cString: uc_strerror(error))), address: nil, programCounter: programCounter, registers: registers))
+        }
+        return .returned(pc: programCounter)
+    }
+
+    /// Stops the run from inside a callback (reliable there).
+    func stopFromCallback() { uc_emu_stop(handle) }
+
+    /// A handle another thread may use to stop the run.
+    var stopper: EmulationStopper { EmulationStopper(handle: handle) }
+}
+
+/// Stops an engine's run from another thread. `uc_emu_stop` can be lost if it lands just before
+/// the run starts, so ``stop(while:)`` repeats it until the emulation thread says it has returned.
+struct EmulationStopper: @unchecked Sendable {
+    // uc_emu_stop is the one engine call meant for other threads; the engine outlives every use
+    // (the emulation thread waits for the stopper before closing it).
+    let handle: OpaquePointer
+
+    /// One `uc_emu_stop`, for use inside the engine's own callbacks.
+    func stopOnce() { uc_emu_stop(handle) }
+
+    func stop(while running: borrowing Atomic<Bool>, limit: Duration = .seconds(5)) {
+        let deadline = ContinuousClock.now + limit
+        while running.load(ordering: .acquiring) && ContinuousClock.now < deadline {
+            uc_emu_stop(handle)
+            usleep(200)
+        }
+    }
+}
