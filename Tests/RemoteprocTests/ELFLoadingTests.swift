@@ -75,6 +75,20 @@ struct ELFLoadingTests {
         #expect(installed.traceBuffers.first?.deviceAddress == trace.deviceAddress.device)
     }
 
+    @Test("symbols: the entry point lies in the start-up function", arguments: FirmwareArchitecture.allCases)
+    func symbols(architecture: FirmwareArchitecture) throws {
+        let elf = try Fixtures.program("minimal", architecture)
+        let store = FileImageStore()
+        let size = try store.open(elf.path)
+        defer { store.close() }
+        let image = try ELFImage(store: store, fileSize: size, path: elf.path)
+        let symbols = try image.symbols(from: store)
+        let start = try #require(symbols.first { $0.name == (architecture == .cortexM4 ? "reset_handler" : "_start") })
+        #expect(start.isFunction)
+        #expect(start.contains(image.entry & ~1))
+        #expect(symbols.contains { $0.name == "main" && $0.isFunction })
+    }
+
     @Test("a 64-bit ELF (AArch64) loads byte for byte")
     func elf64() throws {
         let elf = try Fixtures.elf64()
