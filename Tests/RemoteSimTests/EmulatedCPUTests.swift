@@ -59,3 +59,40 @@ struct EmulatedCPUTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Emulated firmware programs")
+struct EmulatedProgramTests {
+    /// Boots `program`, puts the host's RPMsg on its vdev and waits for `service` to be announced.
+    func boot(_ program: String, _ architecture: FirmwareArchitecture, service: String = "rpmsg-echo") throws
+        -> (Board, RemoteProcessor, RPMsgDevice, RPMsgAddress) {
+        let (board, processor) = try emulatedBoard(program, architecture)
+        let rpmsg = try hostRPMsg(processor)
+        let found = waitUntil { rpmsg.announcedServices.contains { $0.name == service } }
+        let address = try #require(found ? rpmsg.announcedServices.first { $0.name == service }?.address : nil,
+                                   "no announcement of \(service); console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt)), state \(processor.state)")
+        return (board, processor, rpmsg, address)
+    }
+
+    @Test("echo: 10,000 messages with content checked through the real core and the emulated CPU", .timeLimit(.minutes(3)),
+          arguments: FirmwareArchitecture.allCases)
+    func echo(architecture: FirmwareArchitecture) throws {
+        let (_, processor, rpmsg, service) = try boot("echo", architecture)
+        let reply = Mutex<[UInt8]?>(nil)
+        let got = WakeSignal()
+        let client = try rpmsg.createEndpoint(destination: service) { m in
+            reply.withLock { $0 = m.payload }
+            got.signal()
+        }
+        var ok = 0
+        for i in 0..<10_000 {
+            let payload = Array("emulated \(i) ".utf8) + [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: i % 300)
+            try client.send(payload, timeout: .seconds(5))
+            guard got.wait(timeout: .seconds(5)) else { Issue.record("no reply to \(i)"); break }
+            guard reply.withLock({ $0 }) == payload else { Issue.record("reply \(i) differs"); break }
+            ok += 1
+        }
+        #expect(ok == 10_000)
+        try processor.stop()
+        try processor.shutdown()
+    }
+}
