@@ -96,3 +96,98 @@ struct EmulatedProgramTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Emulated firmware: faults, services, console")
+struct EmulatedFaultTests {
+    func crashReport(_ processor: RemoteProcessor) -> CrashReport? {
+        _ = waitUntil { processor.state == .crashed }
+        return processor.crashReport
+    }
+
+    @Test("crash: a load from 0xDEADBEEF after 10 messages is a fault with the address, a PC inside main and the registers; recovery brings the echo back",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func crash(architecture: FirmwareArchitecture) throws {
+        let (board, processor, rpmsg, service) = try EmulatedProgramTests().boot("crash", architecture)
+        let client = try rpmsg.createEndpoint(destination: service) { _ in }
+        for i in 0..<10 { try client.send([UInt8(i)], timeout: .seconds(5)) }
+        let report = try #require(crashReport(processor), "console \(board.trace.consoleLines)")
+        #expect(report.kind == .fault)
+        #expect(report.address == DeviceAddress(0xDEAD_BEEF))
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "crash", architecture: architecture)
+        let store = FileImageStore()
+        let image = try ELFImage(store: store, fileSize: try store.open(elf.path), path: elf.path)
+        let main = try #require(try image.symbols(from: store).first { $0.name == "main" })
+        store.close()
+        let pc = try #require(report.programCounter)
+        #expect(main.contains(pc.rawValue), "pc \(pc) is not in main [\(hex(main.value)), +\(main.size))")
+        #expect(report.registers["pc"] == pc.rawValue)
+        #expect(report.registers.count >= (architecture == .cortexM4 ? 17 : 32))
+        #expect(report.console.contains { $0.hasPrefix("crash: loading from 0xdeadbeef") })
+
+        try processor.recover()
+        #expect(processor.state == .running)
+        let again = try hostRPMsg(processor)
+        #expect(waitUntil { !again.announcedServices.isEmpty })
+        let got = WakeSignal()
+        let echo = try again.createEndpoint(destination: try #require(again.announcedServices.first?.address)) { _ in got.signal() }
+        try echo.send([42], timeout: .seconds(5))
+        #expect(got.wait(timeout: .seconds(10)))
+        try processor.shutdown()
+    }
+
+    @Test("panic and hang reach the host as Crashed with their kind", .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func panicAndHang(architecture: FirmwareArchitecture) throws {
+        let (panicBoard, panicking) = try emulatedBoard("panic", architecture)
+        let panic = try #require(crashReport(panicking), "console \(panicBoard.trace.consoleLines)")
+        #expect(panic.kind == .panic && panic.code == 0xBAD0)
+        #expect(panic.console.contains("panic: last words"))
+        try panicking.shutdown()
+
+        let (hangBoard, hanging) = try emulatedBoard("hang", architecture)
+        let hang = try #require(crashReport(hanging), "console \(hangBoard.trace.consoleLines)")
+        #expect(hang.kind == .watchdog)
+        try hanging.shutdown()
+    }
+
+    @Test("ping: the firmware finds the host's service and checks 100 replies", .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func ping(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("ping", architecture)
+        let rpmsg = try hostRPMsg(processor)
+        _ = try rpmsg.createEndpoint(name: "rpmsg-ping") { m in
+            try? rpmsg.send(m.payload, from: m.destination, to: m.source, timeout: .seconds(5))
+        }
+        #expect(waitUntil { board.trace.consoleLines.contains("ping: 100/100 replies ok") },
+                "console \(board.trace.consoleLines), crash \(String(describing: processor.crashReport))")
+        try processor.shutdown()
+    }
+
+    @Test("multi-service: four services, each behaving as described", .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func multiService(architecture: FirmwareArchitecture) throws {
+        let (_, processor, rpmsg, _) = try EmulatedProgramTests().boot("multi-service", architecture, service: "rpmsg-sink")
+        #expect(waitUntil { rpmsg.announcedServices.count == 4 })
+        let services = Dictionary(rpmsg.announcedServices.map { ($0.name, $0.address) }, uniquingKeysWith: { a, _ in a })
+        let reply = Mutex<[UInt8]?>(nil)
+        let got = WakeSignal()
+        let upper = try rpmsg.createEndpoint(destination: try #require(services["rpmsg-upper"])) { m in reply.withLock { $0 = m.payload }; got.signal() }
+        try upper.send(Array("Hello, Board".utf8), timeout: .seconds(5))
+        #expect(got.wait(timeout: .seconds(10)))
+        #expect(reply.withLock { $0 } == Array("HELLO, BOARD".utf8))
+        let count = try rpmsg.createEndpoint(destination: try #require(services["rpmsg-count"])) { m in reply.withLock { $0 = m.payload }; got.signal() }
+        try count.send([0], timeout: .seconds(5))
+        #expect(got.wait(timeout: .seconds(10)))
+        #expect(reply.withLock { $0 } == [1, 0, 0, 0])
+        try processor.shutdown()
+    }
+
+    @Test("printf: formatted lines reach the console and the trace buffer", .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func printf(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("printf", architecture)
+        #expect(waitUntil { board.trace.consoleLines.contains { $0.hasPrefix("printf: done") } }, "\(board.trace.consoleLines)")
+        #expect(board.trace.consoleLines.contains { $0.hasPrefix("printf: -42 42 beef str c ") && $0.hasSuffix(" %") })
+        #expect(board.trace.consoleLines.contains("printf: [   42] [42   ] [00042] [-0042] [0000beef] [BEEF]")
+                || board.trace.consoleLines.contains { $0.hasPrefix("printf: [   42] [42   ] [00042]") })
+        try processor.stop()
+        #expect(board.trace.events.contains { if case let .console(line, true) = $0.kind { line.hasPrefix("printf: done") } else { false } })
+        try processor.shutdown()
+    }
+}
