@@ -12,7 +12,12 @@ import Synchronization
 /// reported with the PC and the registers.
 public struct EmulatedCPU: NativeFirmware {
     public let architecture: CPUArchitecture
-    public init(_ architecture: CPUArchitecture) { self.architecture = architecture }
+    /// When set, every executed instruction is counted into it (slow; for measurements).
+    public let instructionCounter: InstructionCounter?
+    public init(_ architecture: CPUArchitecture, countingInto counter: InstructionCounter? = nil) {
+        self.architecture = architecture
+        self.instructionCounter = counter
+    }
 
     public func run(on core: RemoteCore) throws {
         let engine: UnicornEngine
@@ -21,6 +26,7 @@ public struct EmulatedCPU: NativeFirmware {
             for memory in core.memories {
                 try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
             }
+            if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
         }
@@ -84,6 +90,13 @@ public struct EmulatedCPU: NativeFirmware {
             }
         }
     }
+}
+
+/// Executed instructions of an emulated core (see ``EmulatedCPU/init(_:countingInto:)``).
+public final class InstructionCounter: Sendable {
+    let count = Atomic<UInt64>(0)
+    public init() {}
+    public var value: UInt64 { count.load(ordering: .relaxed) }
 }
 
 /// Whether the emulation thread is inside a run (for the cross-thread stopper).

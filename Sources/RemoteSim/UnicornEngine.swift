@@ -241,6 +241,19 @@ final class UnicornEngine {
         return .returned(pc: programCounter)
     }
 
+    /// Counts every executed instruction into `counter` (a `UC_HOOK_CODE` hook: it slows
+    /// emulation several times; for measurements only).
+    func countInstructions(into counter: InstructionCounter) throws(UnicornError) {
+        var hook: uc_hook = 0
+        let callback: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { _, _, _, user in
+            Unmanaged<InstructionCounter>.fromOpaque(user!).takeUnretainedValue().count.add(1, ordering: .relaxed)
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), unsafeBitCast(callback, to: UnsafeMutableRawPointer.self),
+                                     Unmanaged.passUnretained(counter).toOpaque(), 1, 0), "uc_hook_add(code)")
+        hooks.append(hook)
+        retained.append(counter)
+    }
+
     /// Stops the run from inside a callback (reliable there).
     func stopFromCallback() { uc_emu_stop(handle) }
 

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
         discussion: "Build with -c release for meaningful figures: swift run -c release rproc-sim bench"
     )
 
-    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board }
+    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated }
 
     @Option(name: .customLong("suite"), help: "Which benchmarks to run: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default: all).")
     var suites: [Suite] = []
@@ -35,6 +35,7 @@ struct Bench: ParsableCommand {
         var rpmsgEcho: [RPMsgBench.EchoResult]?
         var futexPingPongRoundTripsPerSecond: Double?
         var board: [BoardBench.Result]?
+        var emulated: EmulatedBench.Report?
     }
 
     struct Result: Codable {
@@ -63,6 +64,9 @@ struct Bench: ParsableCommand {
         }
         if chosen.contains(.board) {
             report.board = try [16, 496].map { try BoardBench.run(payload: $0, roundTrips: roundTrips, messages: messages, cycles: 50) }
+        }
+        if chosen.contains(.emulated) {
+            report.emulated = try EmulatedBench.run(roundTrips: min(roundTrips, 5_000))
         }
         if json {
             let encoder = JSONEncoder()
@@ -97,6 +101,15 @@ struct Bench: ParsableCommand {
             if let first = board.first {
                 print(String(format: "  configure → load → start → stop → shutdown: median %.0f µs", first.lifecycleCycleMedianMicroseconds))
             }
+        }
+        if let emulated = report.emulated {
+            print(String(format: "Emulated firmware (Unicorn): %d ELFs built in %.2f s", emulated.programs, emulated.firmwareBuildSeconds))
+            for r in emulated.emulated {
+                print(String(format: "  %-9@  echo %7.0f rt/s (p50 %6.1f µs)   compute loop %6.0f M insn/s   echo workload %5.1f M insn/s (%.0f insn/rt)",
+                             r.architecture, r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.computeInstructionsPerSecond / 1e6,
+                             r.echoWorkloadInstructionsPerSecond / 1e6, r.echoInstructionsPerRoundTrip))
+            }
+            print(String(format: "  native echo firmware, same host side: %7.0f rt/s", emulated.nativeEchoRoundTripsPerSecond))
         }
         if let futex = report.futexPingPongRoundTripsPerSecond {
             print(String(format: "Reference: futex ping-pong between two threads   %10.0f rt/s", futex))

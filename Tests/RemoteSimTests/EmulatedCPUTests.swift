@@ -191,3 +191,24 @@ struct EmulatedFaultTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Emulated firmware: illegal instructions")
+struct EmulatedIllegalInstructionTests {
+    @Test("an undefined instruction halts the core with a fault whose PC is in the function that executed it",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func illegal(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("illegal", architecture)
+        _ = waitUntil { processor.state == .crashed }
+        let report = try #require(processor.crashReport, "console \(board.trace.consoleLines)")
+        #expect(report.kind == .fault)
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "illegal", architecture: architecture)
+        let store = FileImageStore()
+        let image = try ELFImage(store: store, fileSize: try store.open(elf.path), path: elf.path)
+        let function = try #require(try image.symbols(from: store).first { $0.name == "execute_illegal" })
+        store.close()
+        let pc = try #require(report.programCounter)
+        #expect(function.contains(pc.rawValue), "pc \(pc) not in execute_illegal at \(hex(function.value)) (\(report))")
+        #expect(report.message.contains("illegal instruction") || report.message.contains("exception"), "\(report.message)")
+        try processor.shutdown()
+    }
+}

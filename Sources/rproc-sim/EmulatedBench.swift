@@ -1,0 +1,132 @@
+import FirmwareKit
+import Foundation
+import MetalIO
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Synchronization
+import Virtio
+
+/// Speeds of firmware on the emulated CPU: echo through the real core (against native echo
+/// firmware), instructions per second on a compute loop and on the echo workload, and the time
+/// to build every Firmware/ program.
+enum EmulatedBench {
+    struct Result: Codable {
+        var architecture: String
+        var echoRoundTripsPerSecond: Double
+        var echoP50Microseconds: Double
+        var computeInstructionsPerSecond: Double
+        var echoWorkloadInstructionsPerSecond: Double
+        var echoInstructionsPerRoundTrip: Double
+    }
+
+    struct Report: Codable {
+        var firmwareBuildSeconds: Double
+        var programs: Int
+        var emulated: [Result]
+        var nativeEchoRoundTripsPerSecond: Double
+    }
+
+    /// Boots `firmware` with `image` and returns the endpoint bound to the announced service.
+    static func boot(_ firmware: any NativeFirmware, elf: URL, service: String = "rpmsg-echo",
+                     onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws -> (Board, RemoteProcessor, RPMsgEndpoint) {
+        let board = try Board(firmware: firmware)
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        let vdev = try processor.createVirtio(index: 0, role: .driver)
+        guard let shared = processor.memory(named: "shared") else { throw BenchError("no shared memory") }
+        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
+        let rpmsg = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                    pool: pool.offset..<(pool.offset + pool.size))
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !rpmsg.announcedServices.contains(where: { $0.name == service }) {
+            guard ContinuousClock.now < deadline else { throw BenchError("no announcement of \(service)") }
+            usleep(200)
+        }
+        let address = rpmsg.announcedServices.first { $0.name == service }!.address
+        return (board, processor, try rpmsg.createEndpoint(destination: address, onReceive: onReceive))
+    }
+
+    /// Round trips per second and the p50 latency of `count` 16-byte echoes.
+    static func echo(_ endpoint: RPMsgEndpoint, reply: WakeSignal, count: Int) throws -> (Double, Double) {
+        let clock = ContinuousClock()
+        var samples: [Double] = []
+        let bytes = [UInt8](repeating: 0x42, count: 16)
+        let start = clock.now
+        for _ in 0..<count {
+            let sent = clock.now
+            try endpoint.send(bytes, timeout: .seconds(10))
+            guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
+            samples.append(RPMsgBench.seconds(clock.now - sent) * 1e6)
+        }
+        samples.sort()
+        return (Double(count) / RPMsgBench.seconds(clock.now - start), samples[count / 2])
+    }
+
+    static func run(roundTrips: Int) throws -> Report {
+        // Build every program for both architectures from scratch.
+        let source = try FirmwareBuilder.locateSourceRoot()
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-fw-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let builder = try FirmwareBuilder(sourceRoot: source, outputDirectory: scratch)
+        let clock = ContinuousClock()
+        let buildStart = clock.now
+        var elves: [String: URL] = [:]
+        for program in builder.programs() {
+            for architecture in FirmwareArchitecture.allCases {
+                elves["\(program)-\(architecture.rawValue)"] = try builder.build(program: program, architecture: architecture)
+            }
+        }
+        let buildSeconds = RPMsgBench.seconds(clock.now - buildStart)
+
+        var results: [Result] = []
+        for architecture in FirmwareArchitecture.allCases {
+            let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
+            guard let echoELF = elves["echo-\(architecture.rawValue)"], let computeELF = elves["compute-\(architecture.rawValue)"] else {
+                throw BenchError("the echo and compute programs are missing")
+            }
+            // Echo, no hooks.
+            let reply = WakeSignal()
+            let (_, processor, endpoint) = try boot(EmulatedCPU(cpu), elf: echoELF) { _ in reply.signal() }
+            let (rate, p50) = try echo(endpoint, reply: reply, count: roundTrips)
+            try processor.shutdown()
+
+            // The same echo with every instruction counted, for instructions per round trip.
+            let counter = InstructionCounter()
+            let countedReply = WakeSignal()
+            let (_, countedProcessor, counted) = try boot(EmulatedCPU(cpu, countingInto: counter), elf: echoELF) { _ in countedReply.signal() }
+            let before = counter.value
+            let countedTrips = max(100, roundTrips / 10)
+            _ = try echo(counted, reply: countedReply, count: countedTrips)
+            let perTrip = Double(counter.value - before) / Double(countedTrips)
+            try countedProcessor.shutdown()
+
+            // Compute loop: 4 instructions × 50 M iterations between start and its console line.
+            let board = try Board(firmware: EmulatedCPU(cpu))
+            let compute = try board.makeProcessor()
+            try compute.configure()
+            try compute.load(computeELF.path, from: FileImageStore())
+            let start = clock.now
+            try compute.start()
+            let deadline = ContinuousClock.now + .seconds(120)
+            while !board.trace.consoleLines.contains(where: { $0.hasPrefix("compute: done") }) {
+                guard ContinuousClock.now < deadline else { throw BenchError("compute did not finish") }
+                usleep(100)
+            }
+            let computeRate = 4 * 50_000_000 / RPMsgBench.seconds(clock.now - start)
+            try compute.shutdown()
+
+            results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: rate, echoP50Microseconds: p50,
+                                  computeInstructionsPerSecond: computeRate, echoWorkloadInstructionsPerSecond: perTrip * rate,
+                                  echoInstructionsPerRoundTrip: perTrip))
+        }
+
+        let nativeReply = WakeSignal()
+        let (_, nativeProcessor, native) = try BoardBench.boot(EchoFirmware()) { _ in nativeReply.signal() }
+        let (nativeRate, _) = try echo(native, reply: nativeReply, count: roundTrips)
+        try nativeProcessor.shutdown()
+        return Report(firmwareBuildSeconds: buildSeconds, programs: elves.count, emulated: results, nativeEchoRoundTripsPerSecond: nativeRate)
+    }
+}
