@@ -215,7 +215,13 @@ final class UnicornEngine {
         let begin = architecture == .cortexM4 ? pc | 1 : pc
         let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
         if let interrupt = context.interrupt {
-            return .fault(CPUFault(kind: .exception(interrupt.number), address: nil, programCounter: interrupt.pc, registers: registers))
+            // Unicorn 2.0.1 advances a RISC-V PC by 4 before the interrupt hook runs, whatever the
+            // instruction's length: the trapping instruction is 4 bytes back.
+            let pc = architecture == .rv32 ? interrupt.pc &- 4 : interrupt.pc
+            var registers = self.registers
+            registers["pc"] = pc
+            let kind: CPUFault.Kind = architecture == .rv32 && interrupt.number == 2 ? .illegalInstruction : .exception(interrupt.number)
+            return .fault(CPUFault(kind: kind, address: nil, programCounter: pc, registers: registers))
         }
         if let fault = context.memoryFault {
             let kind: CPUFault.Kind

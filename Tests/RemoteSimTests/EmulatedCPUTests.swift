@@ -207,7 +207,7 @@ struct EmulatedIllegalInstructionTests {
         let function = try #require(try image.symbols(from: store).first { $0.name == "execute_illegal" })
         store.close()
         let pc = try #require(report.programCounter)
-        #expect(function.contains(pc.rawValue), "pc \(pc) not in execute_illegal at \(hex(function.value)) (\(report))")
+        #expect(function.contains(pc.rawValue), "pc \(pc) not in execute_illegal at \(hex(function.value)) (\(report.message))")
         #expect(report.message.contains("illegal instruction") || report.message.contains("exception"), "\(report.message)")
         try processor.shutdown()
     }
