@@ -33,8 +33,11 @@ enum RprocSimReport {
     }
 
     static func resourceTable(_ installed: InstalledResourceTable) -> String {
-        let table = installed.table
-        var lines = ["resource table @ \(installed.location.device) (\(table.bytes.count) B, version \(table.version), \(table.entries.count) entries) in \(installed.location.memoryName)"]
+        resourceTable(installed.table, address: installed.location.device, memory: installed.location.memoryName)
+    }
+
+    static func resourceTable(_ table: ResourceTable, address: DeviceAddress, memory: String?) -> String {
+        var lines = ["resource table @ \(address) (\(table.bytes.count) B, version \(table.version), \(table.entries.count) entries)" + (memory.map { " in \($0)" } ?? "")]
         for (index, entry) in table.entries.enumerated() {
             let tag = "  [\(index)] " + pad(entry.kindName, 9)
             switch entry {
