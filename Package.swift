@@ -10,11 +10,13 @@ let package = Package(
         .library(name: "RPMsg", targets: ["RPMsg"]),
         .library(name: "Remoteproc", targets: ["Remoteproc"]),
         .library(name: "RemoteSim", targets: ["RemoteSim"]),
+        .library(name: "Scenario", targets: ["Scenario"]),
         .library(name: "FirmwareKit", targets: ["FirmwareKit"]),
         .executable(name: "rproc-sim", targets: ["rproc-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Debian's libunicorn-dev. Only Sources/RemoteSim/UnicornEngine.swift imports it.
@@ -38,13 +40,16 @@ let package = Package(
         // The simulated board: mailbox, memory map, the remote core's thread, native firmware.
         .target(name: "RemoteSim", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO", "CUnicorn"]),
 
+        // Scenario files: model, strict parser, runner, reports.
+        .target(name: "Scenario", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit", "Yams"]),
+
         // Builds the bare-metal programs in Firmware/ with the toolchain's clang and ld.lld.
         .target(name: "FirmwareKit"),
 
         .executableTarget(
             name: "rproc-sim",
             dependencies: [
-                "Remoteproc", "MetalIO", "Virtio", "RPMsg", "RemoteSim", "FirmwareKit",
+                "Remoteproc", "MetalIO", "Virtio", "RPMsg", "RemoteSim", "Scenario", "FirmwareKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -53,6 +58,7 @@ let package = Package(
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
         .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",

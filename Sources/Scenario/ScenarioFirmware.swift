@@ -1,0 +1,37 @@
+import FirmwareKit
+import Foundation
+import RemoteSim
+
+/// Turns a scenario's firmware choice into what the board runs and the image the core loads.
+enum ScenarioFirmware {
+    static func programs() -> [String] { (try? FirmwareBuilder.forThisPackage().programs()) ?? [] }
+    static func programExists(_ name: String) -> Bool { programs().contains(name) }
+
+    static func native(_ name: String) -> (any NativeFirmware)? {
+        switch name {
+        case "echo": EchoFirmware()
+        case "ping": PingFirmware()
+        case "sink": SinkFirmware()
+        case "multi-service": MultiServiceFirmware()
+        case "crash": CrashFirmware()
+        case "panic": PanicFirmware()
+        case "hang": HangFirmware()
+        default: nil
+        }
+    }
+
+    /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
+    static func resolve(_ choice: FirmwareChoice) throws -> (firmware: any NativeFirmware, path: String, bytes: [UInt8]?) {
+        switch choice {
+        case let .program(name, arch):
+            let architecture: FirmwareArchitecture = arch == "rv32" ? .rv32 : .cortexM4
+            let elf = try FirmwareBuilder.forThisPackage().build(program: name, architecture: architecture)
+            return (EmulatedCPU(architecture == .rv32 ? .rv32 : .cortexM4), elf.path, nil)
+        case let .elf(path, arch):
+            return (EmulatedCPU(arch == "rv32" ? .rv32 : .cortexM4), path, nil)
+        case let .native(name):
+            guard let firmware = native(name) else { throw ScenarioError(location: SourceLocation(file: name, line: 0, column: 0), message: "no native firmware \(name)") }
+            return (firmware, "native-\(name).elf", try NativeImage.make())
+        }
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import Yams
+
+/// Reads scenario files strictly: every key is known, every value has the right type, every
+/// wait has a timeout; the first problem is reported with file, line and column.
+public enum ScenarioParser {
+    public static let architectures = ["cortex-m4", "rv32", "native"]
+    public static let nativeModels = ["echo", "ping", "sink", "multi-service", "crash", "panic", "hang"]
+    public static let states = ["offline", "configured", "ready", "running", "stopped", "crashed", "suspended"]
+    public static let crashKinds = ["fault", "panic", "watchdog", "other"]
+    static let defaultWithin: Duration = .seconds(5)
+
+    public static func parse(file path: String) throws(ScenarioError) -> ScenarioFile {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ScenarioError(location: SourceLocation(file: path, line: 0, column: 0), message: "cannot read the file: \(error.localizedDescription)")
+        }
+        return try parse(text, path: path)
+    }
+
+    public static func parse(_ text: String, path: String) throws(ScenarioError) -> ScenarioFile {
+        let root: Node?
+        do { root = try Yams.compose(yaml: text) } catch let error as YamlError {
+            throw yamlError(error, path: path)
+        } catch {
+            throw ScenarioError(location: SourceLocation(file: path, line: 1, column: 1), message: "invalid YAML: \(error)")
+        }
+        let p = Reader(path: path)
+        guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "steps"], context: "scenario")
+        let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        let arch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") } ?? "native"
+        guard architectures.contains(arch) else { throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(arch)'") }
+        let firmware: FirmwareChoice
+        if let elf = top["elf"] {
+            let file = try p.string(elf, "elf")
+            guard arch != "native" else { throw p.error(elf, "an ELF runs on an emulated CPU: set arch to cortex-m4 or rv32") }
+            let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file).path
+            guard FileManager.default.fileExists(atPath: resolved) else { throw p.error(elf, "firmware file '\(file)' not found") }
+            firmware = .elf(path: resolved, architecture: arch)
+        } else {
+            guard let node = top["firmware"] else { throw p.error(root, "missing 'firmware' (a Firmware/ program or native model name) or 'elf'") }
+            let program = try p.string(node, "firmware")
+            if arch == "native" {
+                guard nativeModels.contains(program) else {
+                    throw p.error(node, "no native firmware '\(program)' (available: \(nativeModels.joined(separator: ", ")))")
+                }
+                firmware = .native(name: program)
+            } else {
+                guard ScenarioFirmware.programExists(program) else {
+                    throw p.error(node, "no Firmware/ program '\(program)' (available: \(ScenarioFirmware.programs().joined(separator: ", ")))")
+                }
+                firmware = .program(name: program, architecture: arch)
+            }
+        }
+        var pollMode = false
+        if let board = top["board"] {
+            guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
+            try p.allowOnly(map, ["poll"], context: "board")
+            if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
+        }
+        guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
+        var parsed: [(ScenarioStep, SourceLocation)] = []
+        for node in steps { parsed.append((try p.step(node), p.location(node))) }
+        return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, steps: parsed)
+    }
+
+    static func yamlError(_ error: YamlError, path: String) -> ScenarioError {
+        switch error {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _):
+            return ScenarioError(location: SourceLocation(file: path, line: mark.line, column: mark.column),
+                                 message: "invalid YAML: \(problem)" + (context.map { " (\($0.text))" } ?? ""))
+        case let .composer(context, problem, mark, _):
+            return ScenarioError(location: SourceLocation(file: path, line: mark.line, column: mark.column),
+                                 message: "invalid YAML: \(problem)" + (context.map { " (\($0.text))" } ?? ""))
+        default:
+            return ScenarioError(location: SourceLocation(file: path, line: 1, column: 1), message: "invalid YAML: \(error)")
+        }
+    }
+
+    struct Reader {
+        let path: String
+
+        func location(_ node: Node?) -> SourceLocation {
+            SourceLocation(file: path, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1)
+        }
+        func error(_ node: Node?, _ message: String) -> ScenarioError { ScenarioError(location: location(node), message: message) }
+
+        func allowOnly(_ map: Node.Mapping, _ keys: [String], context: String) throws(ScenarioError) {
+            for (key, _) in map {
+                guard let name = key.scalar?.string, keys.contains(name) else {
+                    throw error(key, "unknown field '\(key.scalar?.string ?? "?")' in \(context) (expected one of: \(keys.joined(separator: ", ")))")
+                }
+            }
+        }
+
+        func string(_ node: Node, _ field: String) throws(ScenarioError) -> String {
+            guard let s = node.scalar?.string else { throw error(node, "\(field) must be a text value") }
+            return s
+        }
+
+        func bool(_ node: Node, _ field: String) throws(ScenarioError) -> Bool {
+            guard let s = node.scalar?.string, let b = ["true": true, "false": false, "yes": true, "no": false][s.lowercased()] else {
+                throw error(node, "\(field) must be true or false")
+            }
+            return b
+        }
+
+        func int(_ node: Node, _ field: String, range: ClosedRange<Int> = 0...10_000_000) throws(ScenarioError) -> Int {
+            guard let s = node.scalar?.string, let v = Int(s), range.contains(v) else {
+                throw error(node, "\(field) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return v
+        }
+
+        func duration(_ node: Node, _ field: String) throws(ScenarioError) -> Duration {
+            guard let text = node.scalar?.string, let d = ScenarioParser.duration(text) else {
+                throw error(node, "\(field) must be a duration such as 200ms, 2s or 500us")
+            }
+            return d
+        }
+
+        func step(_ node: Node) throws(ScenarioError) -> ScenarioStep {
+            if let word = node.scalar?.string {
+                switch word {
+                case "configure": return .configure
+                case "load": return .load
+                case "start": return .start
+                case "boot": return .boot
+                case "stop": return .stop
+                case "shutdown": return .shutdown
+                case "recover": return .recover
+                default: throw error(node, "unknown step '\(word)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect)")
+                }
+            }
+            guard let map = node.mapping, map.count == 1, let (keyNode, value) = map.first, let key = keyNode.scalar?.string else {
+                throw error(node, "a step is a word (boot, stop, …) or a mapping with one key (send, expect, wait)")
+            }
+            switch key {
+            case "wait": return .wait(try duration(value, "wait"))
+            case "send":
+                guard let args = value.mapping else { throw error(value, "send needs a mapping: { to: SERVICE, text: … }") }
+                try allowOnly(args, ["to", "text", "hex", "count"], context: "send")
+                guard let to = args["to"] else { throw error(value, "send needs 'to' (an announced service name)") }
+                let payload: [UInt8]
+                if let text = args["text"] { payload = Array(try string(text, "text").utf8) } else if let hexNode = args["hex"] {
+                    guard let bytes = ScenarioParser.hexBytes(try string(hexNode, "hex")) else { throw error(hexNode, "hex must be pairs of hex digits") }
+                    payload = bytes
+                } else { throw error(value, "send needs 'text' or 'hex'") }
+                guard payload.count <= 496 else { throw error(value, "the payload is \(payload.count) bytes; at most 496 fit a buffer") }
+                let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...10_000_000) } ?? 1
+                return .send(to: try string(to, "to"), payload: payload, count: count)
+            case "expect":
+                guard let args = value.mapping else { throw error(value, "expect needs a mapping: { state: running } or { announce: NAME } …") }
+                let within = try args["within"].map { (n) throws(ScenarioError) in try duration(n, "within") } ?? ScenarioParser.defaultWithin
+                if let state = args["state"] {
+                    try allowOnly(args, ["state", "within"], context: "expect state")
+                    let s = try string(state, "state")
+                    guard ScenarioParser.states.contains(s) else { throw error(state, "state must be one of \(ScenarioParser.states.joined(separator: ", "))") }
+                    return .expectState(s, within: within)
+                }
+                if let name = args["announce"] {
+                    try allowOnly(args, ["announce", "within"], context: "expect announce")
+                    return .expectAnnounce(try string(name, "announce"), within: within)
+                }
+                if args["received"] != nil || args["prefix"] != nil || args["regex"] != nil || args["count"] != nil {
+                    try allowOnly(args, ["received", "prefix", "regex", "hex", "count", "from", "within"], context: "expect received")
+                    let match: PayloadMatch
+                    if let exact = args["received"] { match = .exact(Array(try string(exact, "received").utf8)) }
+                    else if let prefix = args["prefix"] { match = .prefix(Array(try string(prefix, "prefix").utf8)) }
+                    else if let regex = args["regex"] {
+                        let pattern = try string(regex, "regex")
+                        guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(regex, "invalid regular expression") }
+                        match = .regex(pattern)
+                    } else { match = .any }
+                    let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...10_000_000) } ?? 1
+                    return .expectReceived(from: try args["from"].map { (n) throws(ScenarioError) in try string(n, "from") }, match: match, count: count, within: within)
+                }
+                if let console = args["console"] {
+                    try allowOnly(args, ["console", "within"], context: "expect console")
+                    let pattern = try string(console, "console")
+                    guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(console, "invalid regular expression") }
+                    return .expectConsole(regex: pattern, within: within)
+                }
+                if let crash = args["crash"] {
+                    try allowOnly(args, ["crash", "within"], context: "expect crash")
+                    let kind = try string(crash, "crash")
+                    guard kind == "any" || ScenarioParser.crashKinds.contains(kind) else {
+                        throw error(crash, "crash must be any or one of \(ScenarioParser.crashKinds.joined(separator: ", "))")
+                    }
+                    return .expectCrash(kind: kind == "any" ? nil : kind, within: within)
+                }
+                throw error(value, "expect needs one of: state, announce, received/prefix/regex/count, console, crash")
+            default:
+                throw error(keyNode, "unknown step '\(key)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect)")
+            }
+        }
+    }
+
+    /// "200ms", "2s", "500us", "1.5s".
+    public static func duration(_ text: String) -> Duration? {
+        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let value = Double(text.dropLast(suffix.count)), value >= 0, value * scale <= 3600 else { return nil }
+            return .nanoseconds(Int64(value * scale * 1e9))
+        }
+        return nil
+    }
+
+    static func hexBytes(_ text: String) -> [UInt8]? {
+        let digits = text.filter { !$0.isWhitespace }
+        guard digits.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var index = digits.startIndex
+        while index < digits.endIndex {
+            let next = digits.index(index, offsetBy: 2)
+            guard let byte = UInt8(digits[index..<next], radix: 16) else { return nil }
+            out.append(byte)
+            index = next
+        }
+        return out
+    }
+}

@@ -1,0 +1,235 @@
+import Foundation
+import MetalIO
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Synchronization
+import Virtio
+
+/// The outcome of one step.
+public struct StepResult: Sendable {
+    public var title: String
+    public var location: SourceLocation
+    public var passed: Bool
+    public var duration: Duration
+    /// What happened (state change, rates, …).
+    public var detail: String
+    /// Why it failed: expected, what came instead.
+    public var failure: String?
+}
+
+/// The outcome of a scenario.
+public struct ScenarioResult: Sendable {
+    public var name: String
+    public var path: String
+    public var firmware: String
+    public var steps: [StepResult]
+    public var duration: Duration
+    /// The board's trace (for `--trace` and failure reports).
+    public var trace: [TraceEvent]
+    public var passed: Bool { steps.allSatisfy(\.passed) && !steps.isEmpty }
+    /// The first failing step, if any.
+    public var failure: StepResult? { steps.first { !$0.passed } }
+}
+
+/// Runs a scenario against a fresh board through the real remoteproc core. Steps run in order;
+/// the first failure ends the run (later steps are not attempted). Everything is torn down at the end.
+public final class ScenarioRunner {
+    let file: ScenarioFile
+    let board: Board
+    let processor: RemoteProcessor
+    let imagePath: String
+    let store: ImageStore
+    private var rpmsg: RPMsgDevice?
+    private var endpoints: [String: RPMsgEndpoint] = [:]
+    private let inbox = Inbox()
+    private var consumed = 0
+
+    public init(_ file: ScenarioFile) throws {
+        self.file = file
+        let (firmware, path, bytes) = try ScenarioFirmware.resolve(file.firmware)
+        board = try Board(firmware: firmware, pollMode: file.pollMode)
+        processor = try board.makeProcessor()
+        imagePath = path
+        if let bytes { store = MemoryImageStore([path: bytes]) } else { store = FileImageStore() }
+    }
+
+    /// Runs every step, reporting each as it ends.
+    public func run(progress: (StepResult) -> Void = { _ in }) -> ScenarioResult {
+        let clock = ContinuousClock()
+        let started = clock.now
+        var results: [StepResult] = []
+        for (step, location) in file.steps {
+            let before = processor.state
+            let stepStart = clock.now
+            var result: StepResult
+            do {
+                let detail = try perform(step)
+                let after = processor.state
+                let transition = before == after ? "" : "\(before) → \(after)"
+                result = StepResult(title: step.title, location: location, passed: true, duration: clock.now - stepStart,
+                                    detail: [transition, detail].filter { !$0.isEmpty }.joined(separator: " · "), failure: nil)
+            } catch {
+                result = StepResult(title: step.title, location: location, passed: false, duration: clock.now - stepStart, detail: "",
+                                    failure: "\(error)")
+            }
+            results.append(result)
+            progress(result)
+            if !result.passed { break }
+        }
+        teardown()
+        return ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
+                              duration: clock.now - started, trace: board.trace.events)
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    private func teardown() {
+        rpmsg?.close()
+        if processor.state != .offline { try? processor.shutdown() }
+    }
+
+    private func pump() { if file.pollMode { board.poll() } }
+
+    /// Polls `condition` until it holds or `within` passes.
+    private func waitFor(_ within: Duration, _ condition: () -> Bool) -> Bool {
+        let deadline = ContinuousClock.now + within
+        while true {
+            pump()
+            if condition() { return true }
+            if ContinuousClock.now >= deadline { return false }
+            usleep(200)
+        }
+    }
+
+    private func attachRPMsg() throws {
+        rpmsg?.close()
+        rpmsg = nil
+        endpoints = [:]
+        guard let table = processor.installedResourceTable, !table.table.virtioDevices.isEmpty else { return }
+        let vdev = try processor.createVirtio(index: 0, role: .driver)
+        guard let shared = processor.memory(named: "shared") else { throw Failure("the board has no shared memory") }
+        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
+        let device = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                     pool: pool.offset..<(pool.offset + pool.size))
+        board.trace.traceTraffic(of: device)
+        rpmsg = device
+    }
+
+    private func perform(_ step: ScenarioStep) throws -> String {
+        switch step {
+        case .configure: try processor.configure(); return ""
+        case .load:
+            try processor.load(imagePath, from: store)
+            let image = processor.loadedImage
+            return "\(image?.loadableSegments.count ?? 0) segments"
+        case .start: try processor.start(); try attachRPMsg(); return "pc \(processor.bootAddress.map { "\($0)" } ?? "?")"
+        case .boot:
+            if processor.state == .offline { try processor.configure() }
+            try processor.load(imagePath, from: store)
+            try processor.start()
+            try attachRPMsg()
+            return "\(file.firmware.summary)"
+        case .stop: rpmsg?.close(); try processor.stop(); return ""
+        case .shutdown: rpmsg?.close(); try processor.shutdown(); return ""
+        case .recover: try processor.recover(); try attachRPMsg(); return ""
+        case let .wait(duration):
+            let end = ContinuousClock.now + duration
+            while ContinuousClock.now < end { pump(); usleep(200) }
+            return ""
+        case let .send(to, payload, count):
+            guard let rpmsg else { throw Failure("no RPMsg device: the firmware's table has no vdev, or the remote is not started") }
+            var service: RPMsgAddress?
+            _ = waitFor(.seconds(5)) {
+                service = rpmsg.announcedServices.first { $0.name == to }?.address
+                return service != nil
+            }
+            guard let service else {
+                throw Failure("expected: a service '\(to)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map(\.name).joined(separator: ", "))")")
+            }
+            let endpoint = try endpoints[to] ?? {
+                let created = try rpmsg.createEndpoint(destination: service) { [inbox] message in
+                    let bytes = message.payload
+                    inbox.messages.withLock { $0.append((message.source, bytes)) }
+                }
+                endpoints[to] = created
+                return created
+            }()
+            let clock = ContinuousClock()
+            let start = clock.now
+            for _ in 0..<count {
+                try endpoint.send(payload, timeout: .seconds(5))
+                pump()
+            }
+            let seconds = Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds)
+            return count > 1 ? String(format: "%.0f msg/s", Double(count) / max(seconds, 1e-9)) : ""
+        case let .expectState(name, within):
+            guard waitFor(within, { processor.state.rawValue == name }) else {
+                throw Failure("expected: state \(name) within \(within)\n      saw:      state \(processor.state)" + crashNote())
+            }
+            return ""
+        case let .expectAnnounce(name, within):
+            guard let rpmsg else { throw Failure("no RPMsg device (is the remote started?)") }
+            guard waitFor(within, { rpmsg.announcedServices.contains { $0.name == name } }) else {
+                throw Failure("expected: name-service announcement \"\(name)\" within \(within)\n      saw:      "
+                              + (rpmsg.announcedServices.isEmpty ? "no announcement (state \(processor.state))" : rpmsg.announcedServices.map(\.name).joined(separator: ", ")))
+            }
+            return "addr \(rpmsg.announcedServices.first { $0.name == name }!.address)"
+        case let .expectReceived(from, match, count, within):
+            let fromAddress = from.flatMap { name in rpmsg?.announcedServices.first { $0.name == name }?.address }
+            func matching() -> Int {
+                inbox.messages.withLock { messages in
+                    messages.dropFirst(consumed).filter { m in
+                        (fromAddress == nil || m.source == fromAddress) && Self.matches(m.payload, match)
+                    }.count
+                }
+            }
+            guard waitFor(within, { matching() >= count }) else {
+                let all = inbox.messages.withLock { Array($0.dropFirst(consumed)) }
+                let last = all.last.map { String(decoding: $0.payload.prefix(48), as: UTF8.self) } ?? "nothing"
+                throw Failure("expected: \(count) message(s) matching \(match) within \(within)\n      saw:      \(matching()) matching of \(all.count) received; last: \"\(last)\"")
+            }
+            consumed = inbox.messages.withLock { $0.count }
+            return "\(count) matched"
+        case let .expectConsole(regex, within):
+            let expression = try NSRegularExpression(pattern: regex)
+            func found() -> String? {
+                board.trace.consoleLines.first { expression.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
+            }
+            guard waitFor(within, { board.collectTraceBuffer(); return found() != nil }) else {
+                throw Failure("expected: a console line matching /\(regex)/ within \(within)\n      saw:      \(board.trace.consoleLines.suffix(3).joined(separator: " | "))")
+            }
+            return "\"\(found()!)\""
+        case let .expectCrash(kind, within):
+            guard waitFor(within, { processor.state == .crashed && (kind == nil || processor.crashReport?.kind.rawValue == kind) }) else {
+                throw Failure("expected: a crash\(kind.map { " (\($0))" } ?? "") within \(within)\n      saw:      state \(processor.state)" + crashNote())
+            }
+            return processor.crashReport.map { "\($0)" } ?? ""
+        }
+    }
+
+    private func crashNote() -> String {
+        guard let report = processor.crashReport else { return "" }
+        return "\n      crash:    \(report)"
+    }
+
+    static func matches(_ payload: [UInt8], _ match: PayloadMatch) -> Bool {
+        switch match {
+        case .any: return true
+        case let .exact(bytes): return payload == bytes
+        case let .prefix(bytes): return payload.starts(with: bytes)
+        case let .regex(pattern):
+            guard let expression = try? NSRegularExpression(pattern: pattern) else { return false }
+            let text = String(decoding: payload, as: UTF8.self)
+            return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+        }
+    }
+}
+
+/// Messages the host received, in order.
+final class Inbox: Sendable {
+    let messages = Mutex<[(source: RPMsgAddress, payload: [UInt8])]>([])
+}
