@@ -1,0 +1,159 @@
+import Foundation
+import RemoteSim
+@testable import Scenario
+import Testing
+
+func parseError(_ yaml: String) -> ScenarioError? {
+    do {
+        _ = try ScenarioParser.parse(yaml, path: "test.yaml")
+        return nil
+    } catch {
+        return error
+    }
+}
+
+@Suite("Scenario parser")
+struct ScenarioParserTests {
+    @Test("a full scenario parses into its steps with their locations")
+    func parses() throws {
+        let file = try ScenarioParser.parse("""
+            name: demo
+            firmware: echo
+            arch: native
+            board: { poll: true }
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo, within: 200ms }
+              - send: { to: rpmsg-echo, text: hi, count: 3 }
+              - send: { to: rpmsg-echo, hex: "00 ff" }
+              - expect: { prefix: h, count: 3, within: 2s }
+              - expect: { console: "ready" }
+              - wait: 500us
+              - expect: { crash: any }
+              - recover
+              - shutdown
+            """, path: "demo.yaml")
+        #expect(file.name == "demo")
+        #expect(file.firmware == .native(name: "echo"))
+        #expect(file.pollMode)
+        #expect(file.steps.count == 10)
+        #expect(file.steps[1].step == .expectAnnounce("rpmsg-echo", within: .milliseconds(200)))
+        #expect(file.steps[2].step == .send(to: "rpmsg-echo", payload: Array("hi".utf8), count: 3))
+        #expect(file.steps[3].step == .send(to: "rpmsg-echo", payload: [0, 0xFF], count: 1))
+        #expect(file.steps[4].step == .expectReceived(from: nil, match: .prefix(Array("h".utf8)), count: 3, within: .seconds(2)))
+        #expect(file.steps[6].step == .wait(.microseconds(500)))
+        #expect(file.steps[7].step == .expectCrash(kind: nil, within: .seconds(5)))
+        #expect(file.steps[1].location.line == 7)
+    }
+
+    @Test("errors name the file, line and column and what was expected", arguments: [
+        ("name: x\nfirmware: echo\narch: native\nsteps:\n  - boot\n  - explode\n", 6, 5, "unknown step 'explode'"),
+        ("name: x\nfirmware: echo\narch: native\nsteps:\n  - send: { to: a, text: b, colour: red }\n", 5, 29, "unknown field 'colour'"),
+        ("name: x\nfirmware: echo\narch: native\nsteps:\n  - send: { to: a, text: b, count: many }\n", 5, 36, "count must be a whole number"),
+        ("name: x\nfirmware: echo\narch: native\nsteps:\n  - expect: { state: flying }\n", 5, 22, "state must be one of"),
+        ("name: x\nfirmware: echo\narch: native\nsteps:\n  - wait: soon\n", 5, 11, "must be a duration"),
+        ("name: x\nfirmware: nosuch\narch: native\nsteps: [boot]\n", 2, 11, "no native firmware 'nosuch'"),
+        ("name: x\nfirmware: nosuch\narch: cortex-m4\nsteps: [boot]\n", 2, 11, "no Firmware/ program 'nosuch'"),
+        ("name: x\nfirmware: echo\narch: z80\nsteps: [boot]\n", 3, 7, "arch must be one of"),
+        ("name: x\nelf: missing.elf\narch: rv32\nsteps: [boot]\n", 2, 6, "not found"),
+        ("name: x\nfirmware: echo\narch: native\nsteps: [boot, stop\n", 5, 1, "invalid YAML"),
+        ("name: x\nfirmware: echo\narch: native\ncolor: blue\nsteps: [boot]\n", 4, 1, "unknown field 'color'"),
+        ("name: x\nfirmware: echo\narch: native\n", 1, 1, "missing 'steps'"),
+    ])
+    func errors(yaml: String, line: Int, column: Int, message: String) throws {
+        let error = try #require(parseError(yaml), "accepted:\n\(yaml)")
+        #expect(error.location.file == "test.yaml")
+        #expect(error.location.line == line, "\(error)")
+        #expect(error.location.column == column, "\(error)")
+        #expect(error.message.contains(message), "\(error)")
+    }
+
+    @Test("durations")
+    func durations() {
+        #expect(ScenarioParser.duration("200ms") == .milliseconds(200))
+        #expect(ScenarioParser.duration("2s") == .seconds(2))
+        #expect(ScenarioParser.duration("1.5s") == .milliseconds(1500))
+        #expect(ScenarioParser.duration("500us") == .microseconds(500))
+        #expect(ScenarioParser.duration("soon") == nil)
+        #expect(ScenarioParser.duration("-1s") == nil)
+        #expect(ScenarioParser.duration("2h") == nil)
+    }
+}
+
+@Suite("Scenario runner")
+struct ScenarioRunnerTests {
+    @Test("a passing scenario passes every step and reports state changes", .timeLimit(.minutes(1)))
+    func passes() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: native
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - send: { to: rpmsg-echo, text: hello, count: 50 }
+              - expect: { received: hello, count: 50 }
+              - expect: { state: running }
+              - shutdown
+              - expect: { state: offline }
+            """, path: "pass.yaml")
+        let result = try ScenarioRunner(file).run()
+        #expect(result.passed, "\(result.steps.map { $0.failure ?? "ok" })")
+        #expect(result.steps.count == 7)
+        #expect(result.steps[0].detail.contains("Offline → Running"))
+        #expect(!result.trace.isEmpty)
+    }
+
+    @Test("a failing expectation stops the run with what was expected and what came instead", .timeLimit(.minutes(1)))
+    func fails() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: native
+            steps:
+              - boot
+              - expect: { announce: no-such-service, within: 100ms }
+              - shutdown
+            """, path: "fail.yaml")
+        let result = try ScenarioRunner(file).run()
+        #expect(!result.passed)
+        #expect(result.steps.count == 2, "the run stops at the first failure")
+        let failure = try #require(result.failure)
+        #expect(failure.location.line == 5)
+        #expect(failure.failure?.contains("expected: name-service announcement \"no-such-service\"") == true)
+        #expect(failure.failure?.contains("rpmsg-echo") == true, "what was announced instead")
+    }
+
+    @Test("crash expectations see the crash kind; the JUnit report has a failure per failed step", .timeLimit(.minutes(1)))
+    func crashAndJUnit() throws {
+        let file = try ScenarioParser.parse("""
+            name: panicking
+            firmware: panic
+            arch: native
+            steps:
+              - boot
+              - expect: { crash: panic }
+              - expect: { crash: watchdog, within: 50ms }
+            """, path: "crash.yaml")
+        let result = try ScenarioRunner(file).run()
+        #expect(result.steps[1].passed)
+        #expect(!result.steps[2].passed)
+        let xml = ScenarioReports.junit([result])
+        #expect(xml.contains("<testsuite name=\"panicking\" tests=\"3\" failures=\"1\""))
+        #expect(xml.contains("<failure message=\"expected: a crash (watchdog) within"))
+        let trace = try JSONSerialization.jsonObject(with: try ScenarioReports.chromeTrace([result])) as? [String: Any]
+        let events = try #require(trace?["traceEvents"] as? [[String: Any]])
+        #expect(events.contains { ($0["ph"] as? String) == "X" && ($0["name"] as? String) == "boot" })
+        #expect(events.contains { ($0["ph"] as? String) == "i" && (($0["name"] as? String) ?? "").contains("crash") })
+    }
+
+    @Test("every scenario in Scenarios/ passes", .timeLimit(.minutes(3)))
+    func shippedScenarios() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Scenarios")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(files.count >= 4)
+        for name in files {
+            let result = try ScenarioRunner(try ScenarioParser.parse(file: folder.appendingPathComponent(name).path)).run()
+            #expect(result.passed, "\(name): \(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
+        }
+    }
+}
