@@ -59,6 +59,7 @@ let package = Package(
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
         .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc"]),
+        .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",
