@@ -418,6 +418,7 @@ public final class RPMsgDevice: Sendable {
                       segment.length > RPMsgHeader.size else {
                     s.statistics.droppedMalformedHeader += 1
                     try? queue.returnUsed(chain.head, length: 0)
+                    _ = try? queue.notifyIfNeeded()   // the host gets it back and posts a good one
                     continue
                 }
                 transmitCapacity.store(segment.length - RPMsgHeader.size, ordering: .relaxed)

@@ -29,6 +29,65 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var lastHalt: FirmwareHalt?
         /// Set by the watchdog monitor when it halted the core.
         var watchdogFired = false
+        /// A crash injected by the host (fault injection), reported when the core has halted.
+        var injected: CrashReport?
+    }
+
+    /// Kicks to lose or hold back (fault injection).
+    private struct KickFaults {
+        var dropToRemote = 0
+        var dropToHost = 0
+        var delayToRemote: Duration = .zero
+        var delayToHost: Duration = .zero
+    }
+    private let kickFaults = Mutex(KickFaults())
+
+    /// Loses the next `toRemote` host → remote and `toHost` remote → host kicks (each dropped
+    /// kick is traced as a warning).
+    public func dropKicks(toRemote: Int = 0, toHost: Int = 0) {
+        kickFaults.withLock { f in
+            f.dropToRemote += max(0, toRemote)
+            f.dropToHost += max(0, toHost)
+        }
+    }
+
+    /// Holds every later kick back by the given time (zero: deliver at once again).
+    public func delayKicks(toRemote: Duration? = nil, toHost: Duration? = nil) {
+        kickFaults.withLock { f in
+            if let toRemote { f.delayToRemote = toRemote }
+            if let toHost { f.delayToHost = toHost }
+        }
+    }
+
+    /// Whether a kick may pass, after its delay; counts down a drop.
+    private func passKick(toRemote: Bool, id: UInt32) -> Bool {
+        let (drop, delay): (Bool, Duration) = kickFaults.withLock { f in
+            if toRemote {
+                if f.dropToRemote > 0 { f.dropToRemote -= 1; return (true, .zero) }
+                return (false, f.delayToRemote)
+            }
+            if f.dropToHost > 0 { f.dropToHost -= 1; return (true, .zero) }
+            return (false, f.delayToHost)
+        }
+        if drop {
+            trace.record(.warning("fault injection: dropped kick \(toRemote ? "host → remote" : "remote → host") id \(id)"))
+            return false
+        }
+        if delay > .zero {
+            let nanos = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+            usleep(UInt32(clamping: nanos / 1000))
+        }
+        return true
+    }
+
+    /// Halts the running core and reports `report` as its crash (fault injection).
+    public func injectCrash(_ report: CrashReport) {
+        guard core.withLock({ c in
+            guard c.thread != nil else { return false }
+            c.injected = report
+            return true
+        }) else { return }
+        mailbox.requestStop()
     }
     private let core = Mutex(Core())
 
@@ -70,7 +129,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         let processor = try RemoteProcessor(ops: self, notifyIDCapacity: Mailbox.notifyIDCount)
         for memory in memories { processor.addMemory(memory) }
         core.withLock { $0.processor = processor }
-        mailbox.setKickHandler { [weak processor] id in processor?.handleNotification(NotifyID(id)) }
+        mailbox.setKickHandler { [weak processor, weak self] id in
+            guard self?.passKick(toRemote: false, id: id) ?? true else { return }
+            processor?.handleNotification(NotifyID(id))
+        }
         let trace = self.trace
         processor.addObserver { event in
             switch event {
@@ -162,15 +224,16 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     /// Runs on the core's thread when the firmware halted, after the thread signalled that it
     /// finished (so a host waiting in `stop` under the processor's lock is never blocked by it).
     fileprivate func firmwareEnded(_ halt: FirmwareHalt) {
-        let (processor, watchdog) = core.withLock { c in
+        let (processor, watchdog, injected) = core.withLock { c in
             c.lastHalt = halt
-            return (c.processor, c.watchdogFired)
+            defer { c.injected = nil }
+            return (c.processor, c.watchdogFired, c.injected)
         }
         collectTraceBuffer()
         var report: CrashReport?
         switch halt.reason {
         case .stopped:
-            report = watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog") : nil
+            report = injected ?? (watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog") : nil)
         case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic")
         case let .fault(address, message):
             report = CrashReport(kind: .fault, address: DeviceAddress(address), programCounter: halt.programCounter.map { DeviceAddress($0) },
@@ -226,7 +289,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         mailbox.reset()
     }
 
-    public func notify(_ id: NotifyID) throws { mailbox.notify(id.rawValue) }
+    public func notify(_ id: NotifyID) throws {
+        guard passKick(toRemote: true, id: id.rawValue) else { return }
+        mailbox.notify(id.rawValue)
+    }
 }
 
 /// What the core's thread runs.

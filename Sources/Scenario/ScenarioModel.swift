@@ -1,4 +1,5 @@
 import Foundation
+import MetalIO
 import Yams
 
 /// Where something is in a scenario file.
@@ -53,6 +54,17 @@ public enum ScenarioStep: Hashable, Sendable {
     case expectReceived(from: String?, match: PayloadMatch, count: Int, within: Duration)
     case expectConsole(regex: String, within: Duration)
     case expectCrash(kind: String?, within: Duration)
+    case expectMalformed(atLeast: Int, within: Duration)
+    case expectTrace(regex: String, within: Duration)
+    /// Fault injection: halt the core as a fault, or make it panic with a code.
+    case inject(kind: String, code: UInt32)
+    case dropKicks(toRemote: Bool, count: Int)
+    case delayKicks(toRemote: Bool, by: Duration)
+    /// Write a 16-bit value over a vring field: avail-idx, used-idx, avail-flags, used-flags,
+    /// or a 32-bit value over desc-len (descriptor 0).
+    case corruptVring(index: Int, field: String, value: UInt32)
+    /// Write a 32-bit value at a byte offset of the installed resource table in target memory.
+    case corruptTable(offset: Int, value: UInt32)
 
     public var title: String {
         switch self {
@@ -70,6 +82,13 @@ public enum ScenarioStep: Hashable, Sendable {
         case let .expectReceived(from, _, count, _): "expect \(count) message(s)" + (from.map { " from \($0)" } ?? "")
         case let .expectConsole(regex, _): "expect console /\(regex)/"
         case let .expectCrash(kind, _): "expect crash" + (kind.map { " (\($0))" } ?? "")
+        case let .expectMalformed(n, _): "expect ≥ \(n) malformed item(s) counted"
+        case let .expectTrace(regex, _): "expect trace /\(regex)/"
+        case let .inject(kind, code): "inject \(kind)" + (kind == "panic" ? " \(hex(UInt64(code)))" : "")
+        case let .dropKicks(toRemote, count): "drop \(count) kick(s) to the \(toRemote ? "remote" : "host")"
+        case let .delayKicks(toRemote, by): "delay kicks to the \(toRemote ? "remote" : "host") by \(by)"
+        case let .corruptVring(index, field, value): "corrupt vring \(index) \(field) = \(value)"
+        case let .corruptTable(offset, value): "corrupt table +\(offset) = \(hex(UInt64(value)))"
         }
     }
 }

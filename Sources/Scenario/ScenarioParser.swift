@@ -113,6 +113,13 @@ public enum ScenarioParser {
             return v
         }
 
+        func uint32(_ node: Node, _ field: String) throws(ScenarioError) -> UInt32 {
+            guard let text = node.scalar?.string else { throw error(node, "\(field) must be a number") }
+            let value = text.lowercased().hasPrefix("0x") ? UInt32(text.dropFirst(2), radix: 16) : UInt32(text)
+            guard let value else { throw error(node, "\(field) must be a number from 0 to 0xFFFFFFFF (decimal or 0x…)") }
+            return value
+        }
+
         func duration(_ node: Node, _ field: String) throws(ScenarioError) -> Duration {
             guard let text = node.scalar?.string, let d = ScenarioParser.duration(text) else {
                 throw error(node, "\(field) must be a duration such as 200ms, 2s or 500us")
@@ -190,9 +197,56 @@ public enum ScenarioParser {
                     }
                     return .expectCrash(kind: kind == "any" ? nil : kind, within: within)
                 }
-                throw error(value, "expect needs one of: state, announce, received/prefix/regex/count, console, crash")
+                if let malformed = args["malformed"] {
+                    try allowOnly(args, ["malformed", "within"], context: "expect malformed")
+                    return .expectMalformed(atLeast: try int(malformed, "malformed", range: 0...1_000_000), within: within)
+                }
+                if let trace = args["trace"] {
+                    try allowOnly(args, ["trace", "within"], context: "expect trace")
+                    let pattern = try string(trace, "trace")
+                    guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(trace, "invalid regular expression") }
+                    return .expectTrace(regex: pattern, within: within)
+                }
+                throw error(value, "expect needs one of: state, announce, received/prefix/regex/count, console, crash, malformed, trace")
+            case "inject":
+                guard let args = value.mapping else { throw error(value, "inject needs a mapping: { crash: fault } or { crash: panic, code: 0xBAD }") }
+                try allowOnly(args, ["crash", "code"], context: "inject")
+                guard let crash = args["crash"] else { throw error(value, "inject needs 'crash' (fault or panic)") }
+                let kind = try string(crash, "crash")
+                guard ["fault", "panic"].contains(kind) else { throw error(crash, "inject crash must be fault or panic") }
+                let code = try args["code"].map { (n) throws(ScenarioError) in try uint32(n, "code") } ?? 0xDEAD
+                return .inject(kind: kind, code: code)
+            case "drop-kicks", "delay-kicks":
+                guard let args = value.mapping else { throw error(value, "\(key) needs a mapping: { to: remote, … }") }
+                try allowOnly(args, key == "drop-kicks" ? ["to", "count"] : ["to", "by"], context: key)
+                guard let toNode = args["to"] else { throw error(value, "\(key) needs 'to' (remote or host)") }
+                let to = try string(toNode, "to")
+                guard to == "remote" || to == "host" else { throw error(toNode, "to must be remote or host") }
+                if key == "drop-kicks" {
+                    let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...1_000_000) } ?? 1
+                    return .dropKicks(toRemote: to == "remote", count: count)
+                }
+                guard let by = args["by"] else { throw error(value, "delay-kicks needs 'by' (a duration; 0ms clears it)") }
+                return .delayKicks(toRemote: to == "remote", by: try duration(by, "by"))
+            case "corrupt":
+                guard let args = value.mapping else { throw error(value, "corrupt needs a mapping: { vring: 1, field: avail-idx, value: 999 } or { table: 24, value: 0 }") }
+                guard let valueNode = args["value"] else { throw error(value, "corrupt needs 'value'") }
+                let number = try uint32(valueNode, "value")
+                if let vring = args["vring"] {
+                    try allowOnly(args, ["vring", "field", "value"], context: "corrupt vring")
+                    guard let fieldNode = args["field"] else { throw error(value, "corrupt vring needs 'field'") }
+                    let field = try string(fieldNode, "field")
+                    let fields = ["avail-idx", "used-idx", "avail-flags", "used-flags", "desc-len"]
+                    guard fields.contains(field) else { throw error(fieldNode, "field must be one of \(fields.joined(separator: ", "))") }
+                    return .corruptVring(index: try int(vring, "vring", range: 0...255), field: field, value: number)
+                }
+                if let table = args["table"] {
+                    try allowOnly(args, ["table", "value"], context: "corrupt table")
+                    return .corruptTable(offset: try int(table, "table", range: 0...1_000_000), value: number)
+                }
+                throw error(value, "corrupt needs 'vring' or 'table'")
             default:
-                throw error(keyNode, "unknown step '\(key)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect)")
+                throw error(keyNode, "unknown step '\(key)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect, inject, drop-kicks, delay-kicks, corrupt)")
             }
         }
     }

@@ -142,10 +142,13 @@ public final class ScenarioRunner {
             return ""
         case let .send(to, payload, count):
             guard let rpmsg else { throw Failure("no RPMsg device: the firmware's table has no vdev, or the remote is not started") }
-            var service: RPMsgAddress?
-            _ = waitFor(.seconds(5)) {
-                service = rpmsg.announcedServices.first { $0.name == to }?.address
-                return service != nil
+            var service: RPMsgAddress? = endpoints[to]?.destination
+            if service?.isAny == true { service = nil }
+            if service == nil {
+                _ = waitFor(.seconds(5)) {
+                    service = rpmsg.announcedServices.first { $0.name == to }?.address
+                    return service != nil
+                }
             }
             guard let service else {
                 throw Failure("expected: a service '\(to)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map(\.name).joined(separator: ", "))")")
@@ -208,7 +211,60 @@ public final class ScenarioRunner {
                 throw Failure("expected: a crash\(kind.map { " (\($0))" } ?? "") within \(within)\n      saw:      state \(processor.state)" + crashNote())
             }
             return processor.crashReport.map { "\($0)" } ?? ""
+        case let .expectMalformed(atLeast, within):
+            guard waitFor(within, { malformedCount() >= atLeast }) else {
+                throw Failure("expected: at least \(atLeast) malformed item(s) counted within \(within)\n      saw:      \(malformedCount()) (\(rpmsg.map { "\($0.statistics)" } ?? "no RPMsg device"))")
+            }
+            return "\(malformedCount()) counted"
+        case let .expectTrace(regex, within):
+            let expression = try NSRegularExpression(pattern: regex)
+            func found() -> TraceEvent? {
+                board.trace.events.first { let text = "\($0)"; return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil }
+            }
+            guard waitFor(within, { found() != nil }) else {
+                throw Failure("expected: a trace event matching /\(regex)/ within \(within)\n      saw:      \(board.trace.last(3).map(\.description).joined(separator: " · "))")
+            }
+            return "\(found()!)"
+        case let .inject(kind, code):
+            guard processor.state == .running else { throw Failure("expected: a running remote to inject into\n      saw:      state \(processor.state)") }
+            if kind == "panic" { board.mailbox.panic(code) } else {
+                board.injectCrash(CrashReport(kind: .fault, code: UInt64(code), message: "injected fault"))
+            }
+            return ""
+        case let .dropKicks(toRemote, count):
+            board.dropKicks(toRemote: toRemote ? count : 0, toHost: toRemote ? 0 : count)
+            return ""
+        case let .delayKicks(toRemote, by):
+            board.delayKicks(toRemote: toRemote ? by : nil, toHost: toRemote ? nil : by)
+            return ""
+        case let .corruptVring(index, field, value):
+            guard let vdev = processor.virtioDeviceList.first, vdev.vrings.indices.contains(index) else {
+                throw Failure("expected: a vring \(index) to corrupt\n      saw:      \(processor.virtioDeviceList.first?.vrings.count ?? 0) vring(s)")
+            }
+            let vring = vdev.vrings[index]
+            let layout = try VringLayout(count: vring.count, alignment: vring.alignment)
+            let region = vring.mapping.region, base = vring.mapping.offset
+            switch field {
+            case "avail-idx": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.availIndex)
+            case "used-idx": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.usedIndex)
+            case "avail-flags": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.availFlags)
+            case "used-flags": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.usedFlags)
+            default: for d in 0..<layout.count { try region.write(value, at: base + layout.descriptor(d) + 8) }
+            }
+            return ""
+        case let .corruptTable(offset, value):
+            guard let installed = processor.installedResourceTable else { throw Failure("expected: an installed resource table\n      saw:      none (load first)") }
+            guard offset >= 0, offset + 4 <= installed.table.bytes.count else {
+                throw Failure("expected: an offset inside the \(installed.table.bytes.count)-byte table\n      saw:      \(offset)")
+            }
+            try installed.location.region.write(value, at: installed.location.offset + offset)
+            return ""
         }
+    }
+
+    private func malformedCount() -> Int {
+        guard let rpmsg else { return 0 }
+        return rpmsg.statistics.malformedTotal
     }
 
     private func crashNote() -> String {

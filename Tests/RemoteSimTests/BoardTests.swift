@@ -485,3 +485,32 @@ struct BoardDeliveryTests {
         try processor.shutdown()
     }
 }
+
+@Suite("Board fault injection")
+struct BoardFaultInjectionTests {
+    @Test("a dropped host → remote kick leaves the message waiting until the next kick", .timeLimit(.minutes(1)))
+    func droppedKick() throws {
+        let (board, processor, rpmsg) = try bootBoard(EchoFirmware())
+        #expect(waitUntil { !rpmsg.announcedServices.isEmpty })
+        let replies = Replies()
+        let client = try rpmsg.createEndpoint(destination: try #require(rpmsg.announcedServices.first?.address)) { m in replies.items.withLock { $0.append(m.payload) } }
+        board.dropKicks(toRemote: 1)
+        try client.send([1], timeout: .seconds(5))
+        #expect(board.trace.events.contains { if case let .warning(text) = $0.kind { text.contains("dropped kick host → remote") } else { false } })
+        usleep(100_000)
+        #expect(replies.items.withLock { $0 }.isEmpty, "the remote never heard of the message")
+        let vring = try #require(processor.virtioDeviceList.first?.vrings[1].notifyID)
+        try board.notify(vring)
+        #expect(waitUntil(.seconds(5)) { replies.items.withLock { $0 } == [[1]] })
+        try processor.shutdown()
+    }
+
+    @Test("an injected crash halts the core and is reported as given", .timeLimit(.minutes(1)))
+    func injectedCrash() throws {
+        let (board, processor, _) = try bootBoard(EchoFirmware())
+        board.injectCrash(CrashReport(kind: .fault, code: 7, message: "injected"))
+        #expect(waitUntil { processor.state == .crashed })
+        #expect(processor.crashReport?.message == "injected" && processor.crashReport?.code == 7)
+        try processor.shutdown()
+    }
+}

@@ -68,6 +68,27 @@ struct ScenarioParserTests {
         #expect(error.message.contains(message), "\(error)")
     }
 
+    @Test("fault-injection steps parse")
+    func faultSteps() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            steps:
+              - inject: { crash: panic, code: 0xBAD }
+              - drop-kicks: { to: remote, count: 2 }
+              - delay-kicks: { to: host, by: 5ms }
+              - corrupt: { vring: 1, field: avail-idx, value: 999 }
+              - corrupt: { table: 24, value: 0 }
+              - expect: { malformed: 1 }
+              - expect: { trace: "kick" }
+            """, path: "faults.yaml")
+        #expect(file.steps.map(\.step) == [.inject(kind: "panic", code: 0xBAD), .dropKicks(toRemote: true, count: 2),
+                                            .delayKicks(toRemote: false, by: .milliseconds(5)), .corruptVring(index: 1, field: "avail-idx", value: 999),
+                                            .corruptTable(offset: 24, value: 0), .expectMalformed(atLeast: 1, within: .seconds(5)),
+                                            .expectTrace(regex: "kick", within: .seconds(5))])
+        #expect(parseError("firmware: echo\nsteps:\n  - corrupt: { vring: 1, field: colour, value: 1 }\n")?.message.contains("field must be one of") == true)
+        #expect(parseError("firmware: echo\nsteps:\n  - inject: { crash: meteor }\n")?.message.contains("fault or panic") == true)
+    }
+
     @Test("durations")
     func durations() {
         #expect(ScenarioParser.duration("200ms") == .milliseconds(200))
