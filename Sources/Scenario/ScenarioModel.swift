@@ -44,11 +44,23 @@ public enum PayloadMatch: Hashable, Sendable {
     case any
 }
 
+/// A duration as a scenario would write it: 500us, 200ms, 2s, 1.5s.
+public func scenarioText(_ d: Duration) -> String {
+    let micros = Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+    if micros < 1000 { return "\(Int(micros))us" }
+    if micros < 1e6 { return micros.truncatingRemainder(dividingBy: 1000) == 0 ? "\(Int(micros / 1000))ms" : String(format: "%.1fms", micros / 1000) }
+    return (micros / 1e6).truncatingRemainder(dividingBy: 1) == 0 ? "\(Int(micros / 1e6))s" : String(format: "%.1fs", micros / 1e6)
+}
+
 /// One step of a scenario.
 public enum ScenarioStep: Hashable, Sendable {
     case configure, load, start, boot, stop, shutdown, recover
     case wait(Duration)
     case send(to: String, payload: [UInt8], count: Int)
+    /// Sends `payload` (in chunks of at most 496 bytes) again and again for `duration`.
+    case sendFor(to: String, payload: [UInt8], duration: Duration)
+    /// Sends a file's bytes in chunks of at most 496 bytes.
+    case sendFile(to: String, chunks: [[UInt8]], path: String)
     case expectState(String, within: Duration)
     case expectAnnounce(String, within: Duration)
     case expectReceived(from: String?, match: PayloadMatch, count: Int, within: Duration)
@@ -75,8 +87,10 @@ public enum ScenarioStep: Hashable, Sendable {
         case .stop: "stop"
         case .shutdown: "shutdown"
         case .recover: "recover"
-        case let .wait(d): "wait \(d)"
+        case let .wait(d): "wait \(scenarioText(d))"
         case let .send(to, payload, count): "send \(count) × \(payload.count) B to \(to)"
+        case let .sendFor(to, payload, duration): "send \(payload.count) B to \(to) for \(scenarioText(duration))"
+        case let .sendFile(to, chunks, path): "send \((path as NSString).lastPathComponent) (\(chunks.reduce(0) { $0 + $1.count }) B) to \(to)"
         case let .expectState(s, _): "expect state \(s)"
         case let .expectAnnounce(n, _): "expect announce \(n)"
         case let .expectReceived(from, _, count, _): "expect \(count) message(s)" + (from.map { " from \($0)" } ?? "")
@@ -86,7 +100,7 @@ public enum ScenarioStep: Hashable, Sendable {
         case let .expectTrace(regex, _): "expect trace /\(regex)/"
         case let .inject(kind, code): "inject \(kind)" + (kind == "panic" ? " \(hex(UInt64(code)))" : "")
         case let .dropKicks(toRemote, count): "drop \(count) kick(s) to the \(toRemote ? "remote" : "host")"
-        case let .delayKicks(toRemote, by): "delay kicks to the \(toRemote ? "remote" : "host") by \(by)"
+        case let .delayKicks(toRemote, by): "delay kicks to the \(toRemote ? "remote" : "host") by \(scenarioText(by))"
         case let .corruptVring(index, field, value): "corrupt vring \(index) \(field) = \(value)"
         case let .corruptTable(offset, value): "corrupt table +\(offset) = \(hex(UInt64(value)))"
         }

@@ -147,14 +147,27 @@ public enum ScenarioParser {
             case "wait": return .wait(try duration(value, "wait"))
             case "send":
                 guard let args = value.mapping else { throw error(value, "send needs a mapping: { to: SERVICE, text: … }") }
-                try allowOnly(args, ["to", "text", "hex", "count"], context: "send")
+                try allowOnly(args, ["to", "text", "hex", "file", "count", "for"], context: "send")
                 guard let to = args["to"] else { throw error(value, "send needs 'to' (an announced service name)") }
+                if let fileNode = args["file"] {
+                    let name = try string(fileNode, "file")
+                    let resolved = name.hasPrefix("/") ? name : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path
+                    guard let data = FileManager.default.contents(atPath: resolved) else { throw error(fileNode, "file '\(name)' not found") }
+                    let bytes = Array(data)
+                    guard !bytes.isEmpty, bytes.count <= 64 << 20 else { throw error(fileNode, "file '\(name)' is empty or larger than 64 MiB") }
+                    let chunks = stride(from: 0, to: bytes.count, by: 496).map { Array(bytes[$0..<min($0 + 496, bytes.count)]) }
+                    return .sendFile(to: try string(to, "to"), chunks: chunks, path: resolved)
+                }
                 let payload: [UInt8]
                 if let text = args["text"] { payload = Array(try string(text, "text").utf8) } else if let hexNode = args["hex"] {
                     guard let bytes = ScenarioParser.hexBytes(try string(hexNode, "hex")) else { throw error(hexNode, "hex must be pairs of hex digits") }
                     payload = bytes
                 } else { throw error(value, "send needs 'text' or 'hex'") }
                 guard payload.count <= 496 else { throw error(value, "the payload is \(payload.count) bytes; at most 496 fit a buffer") }
+                if let forNode = args["for"] {
+                    guard args["count"] == nil else { throw error(forNode, "give either count or for, not both") }
+                    return .sendFor(to: try string(to, "to"), payload: payload, duration: try duration(forNode, "for"))
+                }
                 let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...10_000_000) } ?? 1
                 return .send(to: try string(to, "to"), payload: payload, count: count)
             case "expect":

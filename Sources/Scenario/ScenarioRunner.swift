@@ -44,6 +44,8 @@ public final class ScenarioRunner {
     private var endpoints: [String: RPMsgEndpoint] = [:]
     private let inbox = Inbox()
     private var consumed = 0
+    /// Told how far a long step is (0…1), for progress bars.
+    public var onProgress: (@Sendable (String, Double) -> Void)?
 
     public init(_ file: ScenarioFile) throws {
         self.file = file
@@ -140,44 +142,46 @@ public final class ScenarioRunner {
             let end = ContinuousClock.now + duration
             while ContinuousClock.now < end { pump(); usleep(200) }
             return ""
-        case let .send(to, payload, count):
-            guard let rpmsg else { throw Failure("no RPMsg device: the firmware's table has no vdev, or the remote is not started") }
-            var service: RPMsgAddress? = endpoints[to]?.destination
-            if service?.isAny == true { service = nil }
-            if service == nil {
-                _ = waitFor(.seconds(5)) {
-                    service = rpmsg.announcedServices.first { $0.name == to }?.address
-                    return service != nil
-                }
-            }
-            guard let service else {
-                throw Failure("expected: a service '\(to)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map(\.name).joined(separator: ", "))")")
-            }
-            let endpoint = try endpoints[to] ?? {
-                let created = try rpmsg.createEndpoint(destination: service) { [inbox] message in
-                    let bytes = message.payload
-                    inbox.messages.withLock { $0.append((message.source, bytes)) }
-                }
-                endpoints[to] = created
-                return created
-            }()
+        case let .sendFor(to, payload, duration):
+            let endpoint = try endpoint(for: to)
             let clock = ContinuousClock()
             let start = clock.now
-            for _ in 0..<count {
+            var sent = 0
+            while clock.now - start < duration {
+                try endpoint.send(payload, timeout: .seconds(5))
+                sent += 1
+                pump()
+                if sent % 256 == 0 { onProgress?(step.title, min(1, ScenarioReports.seconds(clock.now - start) / ScenarioReports.seconds(duration))) }
+            }
+            return String(format: "%d messages, %.0f msg/s", sent, Double(sent) / max(ScenarioReports.seconds(clock.now - start), 1e-9))
+        case let .sendFile(to, chunks, _):
+            let endpoint = try endpoint(for: to)
+            for (i, chunk) in chunks.enumerated() {
+                try endpoint.send(chunk, timeout: .seconds(5))
+                pump()
+                if i % 256 == 0 { onProgress?(step.title, Double(i) / Double(chunks.count)) }
+            }
+            return "\(chunks.count) message(s)"
+        case let .send(to, payload, count):
+            let endpoint = try endpoint(for: to)
+            let clock = ContinuousClock()
+            let start = clock.now
+            for i in 0..<count {
                 try endpoint.send(payload, timeout: .seconds(5))
                 pump()
+                if count >= 1000 && i % 256 == 0 { onProgress?(step.title, Double(i) / Double(count)) }
             }
             let seconds = Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds)
             return count > 1 ? String(format: "%.0f msg/s", Double(count) / max(seconds, 1e-9)) : ""
         case let .expectState(name, within):
             guard waitFor(within, { processor.state.rawValue == name }) else {
-                throw Failure("expected: state \(name) within \(within)\n      saw:      state \(processor.state)" + crashNote())
+                throw Failure("expected: state \(name) within \(scenarioText(within))\n      saw:      state \(processor.state)" + crashNote())
             }
             return ""
         case let .expectAnnounce(name, within):
             guard let rpmsg else { throw Failure("no RPMsg device (is the remote started?)") }
             guard waitFor(within, { rpmsg.announcedServices.contains { $0.name == name } }) else {
-                throw Failure("expected: name-service announcement \"\(name)\" within \(within)\n      saw:      "
+                throw Failure("expected: name-service announcement \"\(name)\" within \(scenarioText(within))\n      saw:      "
                               + (rpmsg.announcedServices.isEmpty ? "no announcement (state \(processor.state))" : rpmsg.announcedServices.map(\.name).joined(separator: ", ")))
             }
             return "addr \(rpmsg.announcedServices.first { $0.name == name }!.address)"
@@ -193,7 +197,7 @@ public final class ScenarioRunner {
             guard waitFor(within, { matching() >= count }) else {
                 let all = inbox.messages.withLock { Array($0.dropFirst(consumed)) }
                 let last = all.last.map { String(decoding: $0.payload.prefix(48), as: UTF8.self) } ?? "nothing"
-                throw Failure("expected: \(count) message(s) matching \(match) within \(within)\n      saw:      \(matching()) matching of \(all.count) received; last: \"\(last)\"")
+                throw Failure("expected: \(count) message(s) matching \(match) within \(scenarioText(within))\n      saw:      \(matching()) matching of \(all.count) received; last: \"\(last)\"")
             }
             consumed = inbox.messages.withLock { $0.count }
             return "\(count) matched"
@@ -203,17 +207,17 @@ public final class ScenarioRunner {
                 board.trace.consoleLines.first { expression.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
             }
             guard waitFor(within, { board.collectTraceBuffer(); return found() != nil }) else {
-                throw Failure("expected: a console line matching /\(regex)/ within \(within)\n      saw:      \(board.trace.consoleLines.suffix(3).joined(separator: " | "))")
+                throw Failure("expected: a console line matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.consoleLines.suffix(3).joined(separator: " | "))")
             }
             return "\"\(found()!)\""
         case let .expectCrash(kind, within):
             guard waitFor(within, { processor.state == .crashed && (kind == nil || processor.crashReport?.kind.rawValue == kind) }) else {
-                throw Failure("expected: a crash\(kind.map { " (\($0))" } ?? "") within \(within)\n      saw:      state \(processor.state)" + crashNote())
+                throw Failure("expected: a crash\(kind.map { " (\($0))" } ?? "") within \(scenarioText(within))\n      saw:      state \(processor.state)" + crashNote())
             }
             return processor.crashReport.map { "\($0)" } ?? ""
         case let .expectMalformed(atLeast, within):
             guard waitFor(within, { malformedCount() >= atLeast }) else {
-                throw Failure("expected: at least \(atLeast) malformed item(s) counted within \(within)\n      saw:      \(malformedCount()) (\(rpmsg.map { "\($0.statistics)" } ?? "no RPMsg device"))")
+                throw Failure("expected: at least \(atLeast) malformed item(s) counted within \(scenarioText(within))\n      saw:      \(malformedCount()) (\(rpmsg.map { "\($0.statistics)" } ?? "no RPMsg device"))")
             }
             return "\(malformedCount()) counted"
         case let .expectTrace(regex, within):
@@ -222,7 +226,7 @@ public final class ScenarioRunner {
                 board.trace.events.first { let text = "\($0)"; return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil }
             }
             guard waitFor(within, { found() != nil }) else {
-                throw Failure("expected: a trace event matching /\(regex)/ within \(within)\n      saw:      \(board.trace.last(3).map(\.description).joined(separator: " · "))")
+                throw Failure("expected: a trace event matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.last(3).map(\.description).joined(separator: " · "))")
             }
             return "\(found()!)"
         case let .inject(kind, code):
@@ -260,6 +264,26 @@ public final class ScenarioRunner {
             try installed.location.region.write(value, at: installed.location.offset + offset)
             return ""
         }
+    }
+
+    /// The endpoint bound to service `name`, made on first use (waits up to 5 s for the announcement).
+    private func endpoint(for name: String) throws -> RPMsgEndpoint {
+        if let existing = endpoints[name], !existing.isDestroyed { return existing }
+        guard let rpmsg else { throw Failure("no RPMsg device: the firmware's table has no vdev, or the remote is not started") }
+        var service: RPMsgAddress?
+        _ = waitFor(.seconds(5)) {
+            service = rpmsg.announcedServices.first { $0.name == name }?.address
+            return service != nil
+        }
+        guard let service else {
+            throw Failure("expected: a service '\(name)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map(\.name).joined(separator: ", "))")")
+        }
+        let created = try rpmsg.createEndpoint(destination: service) { [inbox] message in
+            let bytes = message.payload
+            inbox.messages.withLock { $0.append((message.source, bytes)) }
+        }
+        endpoints[name] = created
+        return created
     }
 
     private func malformedCount() -> Int {

@@ -58,7 +58,15 @@ struct Run: ParsableCommand {
                 FileHandle.standardError.write(Data("error: \(scenario.path): \(error)\n".utf8))
                 throw ExitCode(2)
             }
+            if color {
+                runner.onProgress = { title, fraction in
+                    let width = 24, filled = Int(fraction * Double(width))
+                    print("\r    \(title)  [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] \(Int(fraction * 100))%", terminator: "")
+                    fflush(nil)
+                }
+            }
             let result = runner.run { step in
+                if color { print("\r\u{1B}[2K", terminator: "") }
                 let mark = step.passed ? paint("✓", "32") : paint("✗", "31")
                 let line = "  \(mark) " + pad(step.title, 36) + pad(format(step.duration), 10) + step.detail
                 print(line)

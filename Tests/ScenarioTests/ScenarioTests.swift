@@ -89,6 +89,25 @@ struct ScenarioParserTests {
         #expect(parseError("firmware: echo\nsteps:\n  - inject: { crash: meteor }\n")?.message.contains("fault or panic") == true)
     }
 
+    @Test("send for a duration or a file's bytes in 496-byte chunks")
+    func sendVariants() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try Data((0..<1000).map { UInt8($0 & 0xFF) }).write(to: directory.appendingPathComponent("blob.bin"))
+        let file = try ScenarioParser.parse("""
+            firmware: sink
+            steps:
+              - send: { to: s, text: x, for: 2s }
+              - send: { to: s, file: blob.bin }
+            """, path: directory.appendingPathComponent("s.yaml").path)
+        #expect(file.steps[0].step == .sendFor(to: "s", payload: [0x78], duration: .seconds(2)))
+        guard case let .sendFile(_, chunks, _) = file.steps[1].step else { Issue.record("\(file.steps[1].step)"); return }
+        #expect(chunks.map(\.count) == [496, 496, 8])
+        #expect(chunks.flatMap { $0 } == (0..<1000).map { UInt8($0 & 0xFF) })
+        #expect(parseError("firmware: sink\nsteps:\n  - send: { to: s, text: x, count: 2, for: 1s }\n")?.message.contains("either count or for") == true)
+        #expect(parseError("firmware: sink\nsteps:\n  - send: { to: s, file: nope.bin }\n")?.message.contains("not found") == true)
+    }
+
     @Test("durations")
     func durations() {
         #expect(ScenarioParser.duration("200ms") == .milliseconds(200))
