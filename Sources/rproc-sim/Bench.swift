@@ -95,8 +95,8 @@ struct Bench: ParsableCommand {
         if let board = report.board {
             print("Through the real core and the simulated board, native firmware (echo, sink)")
             for r in board {
-                print(String(format: "  %3d-byte payload   echo %8.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)   stream %9.0f msg/s", r.echoPayload,
-                             r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.streamMessagesPerSecond))
+                print(String(format: "  %3d-byte payload   echo %8.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)   stream %9.0f msg/s %7.1f MB/s", r.echoPayload,
+                             r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.streamMessagesPerSecond, r.streamMegabytesPerSecond))
             }
             if let first = board.first {
                 print(String(format: "  configure → load → start → stop → shutdown: median %.0f µs", first.lifecycleCycleMedianMicroseconds))
@@ -105,9 +105,12 @@ struct Bench: ParsableCommand {
         if let emulated = report.emulated {
             print(String(format: "Emulated firmware (Unicorn): %d ELFs built in %.2f s", emulated.programs, emulated.firmwareBuildSeconds))
             for r in emulated.emulated {
-                print(String(format: "  %-9@  echo %7.0f rt/s (p50 %6.1f µs)   compute loop %6.0f M insn/s   echo workload %5.1f M insn/s (%.0f insn/rt)",
-                             r.architecture, r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.computeInstructionsPerSecond / 1e6,
+                print(String(format: "  %-9@  echo %7.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)   compute loop %6.0f M insn/s   echo workload %5.1f M insn/s (%.0f insn/rt)",
+                             r.architecture, r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.computeInstructionsPerSecond / 1e6,
                              r.echoWorkloadInstructionsPerSecond / 1e6, r.echoInstructionsPerRoundTrip))
+                for s in r.stream {
+                    print(String(format: "             stream %3d B into rpmsg-sink: %8.0f msg/s  %6.2f MB/s", s.payload, s.messagesPerSecond, s.megabytesPerSecond))
+                }
             }
             print(String(format: "  native echo firmware, same host side: %7.0f rt/s", emulated.nativeEchoRoundTripsPerSecond))
         }

@@ -14,6 +14,7 @@ enum BoardBench {
         var echoP99Microseconds: Double
         var streamPayload: Int
         var streamMessagesPerSecond: Double
+        var streamMegabytesPerSecond: Double
         var lifecycleCycleMedianMicroseconds: Double
     }
 
@@ -101,6 +102,6 @@ enum BoardBench {
         cycleSamples.sort()
         return Result(echoPayload: payload, echoRoundTripsPerSecond: echoRate, echoP50Microseconds: samples[samples.count / 2],
                       echoP99Microseconds: samples[min(samples.count - 1, samples.count * 99 / 100)], streamPayload: payload,
-                      streamMessagesPerSecond: streamRate, lifecycleCycleMedianMicroseconds: cycleSamples[cycleSamples.count / 2])
+                      streamMessagesPerSecond: streamRate, streamMegabytesPerSecond: streamRate * Double(payload) / 1e6, lifecycleCycleMedianMicroseconds: cycleSamples[cycleSamples.count / 2])
     }
 }

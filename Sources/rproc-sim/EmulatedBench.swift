@@ -15,9 +15,18 @@ enum EmulatedBench {
         var architecture: String
         var echoRoundTripsPerSecond: Double
         var echoP50Microseconds: Double
+        var echoP99Microseconds: Double
+        /// Host → remote stream into multi-service's rpmsg-sink, per payload size.
+        var stream: [Stream]
         var computeInstructionsPerSecond: Double
         var echoWorkloadInstructionsPerSecond: Double
         var echoInstructionsPerRoundTrip: Double
+    }
+
+    struct Stream: Codable {
+        var payload: Int
+        var messagesPerSecond: Double
+        var megabytesPerSecond: Double
     }
 
     struct Report: Codable {
@@ -49,8 +58,8 @@ enum EmulatedBench {
         return (board, processor, try rpmsg.createEndpoint(destination: address, onReceive: onReceive))
     }
 
-    /// Round trips per second and the p50 latency of `count` 16-byte echoes.
-    static func echo(_ endpoint: RPMsgEndpoint, reply: WakeSignal, count: Int) throws -> (Double, Double) {
+    /// Round trips per second and the p50 and p99 latencies of `count` 16-byte echoes.
+    static func echo(_ endpoint: RPMsgEndpoint, reply: WakeSignal, count: Int) throws -> (Double, Double, Double) {
         let clock = ContinuousClock()
         var samples: [Double] = []
         let bytes = [UInt8](repeating: 0x42, count: 16)
@@ -62,7 +71,30 @@ enum EmulatedBench {
             samples.append(RPMsgBench.seconds(clock.now - sent) * 1e6)
         }
         samples.sort()
-        return (Double(count) / RPMsgBench.seconds(clock.now - start), samples[count / 2])
+        return (Double(count) / RPMsgBench.seconds(clock.now - start), samples[count / 2], samples[min(count - 1, count * 99 / 100)])
+    }
+
+    /// `count` messages of `payload` bytes into rpmsg-sink, then one echo through rpmsg-echo of the
+    /// same firmware: the remote handles its receive ring in order, so the echo marks the end.
+    static func stream(elf: URL, cpu: CPUArchitecture, payload: Int, count: Int) throws -> Stream {
+        let marker = WakeSignal()
+        let (_, processor, echo) = try boot(EmulatedCPU(cpu), elf: elf) { _ in marker.signal() }
+        defer { try? processor.shutdown() }
+        let rpmsg = echo.device
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !rpmsg.announcedServices.contains(where: { $0.name == "rpmsg-sink" }) {
+            guard ContinuousClock.now < deadline else { throw BenchError("no rpmsg-sink") }
+            usleep(200)
+        }
+        let sink = try rpmsg.createEndpoint(destination: rpmsg.announcedServices.first { $0.name == "rpmsg-sink" }!.address) { _ in }
+        let bytes = [UInt8](repeating: 0x5A, count: payload)
+        let clock = ContinuousClock()
+        let start = clock.now
+        for _ in 0..<count { try sink.send(bytes, timeout: .seconds(10)) }
+        try echo.send([1], timeout: .seconds(10))
+        guard marker.wait(timeout: .seconds(60)) else { throw BenchError("stream: the end marker did not come back") }
+        let seconds = RPMsgBench.seconds(clock.now - start)
+        return Stream(payload: payload, messagesPerSecond: Double(count) / seconds, megabytesPerSecond: Double(count * payload) / seconds / 1e6)
     }
 
     static func run(roundTrips: Int) throws -> Report {
@@ -84,13 +116,14 @@ enum EmulatedBench {
         var results: [Result] = []
         for architecture in FirmwareArchitecture.allCases {
             let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
-            guard let echoELF = elves["echo-\(architecture.rawValue)"], let computeELF = elves["compute-\(architecture.rawValue)"] else {
+            guard let echoELF = elves["echo-\(architecture.rawValue)"], let computeELF = elves["compute-\(architecture.rawValue)"],
+                  let multiELF = elves["multi-service-\(architecture.rawValue)"] else {
                 throw BenchError("the echo and compute programs are missing")
             }
             // Echo, no hooks.
             let reply = WakeSignal()
             let (_, processor, endpoint) = try boot(EmulatedCPU(cpu), elf: echoELF) { _ in reply.signal() }
-            let (rate, p50) = try echo(endpoint, reply: reply, count: roundTrips)
+            let (rate, p50, p99) = try echo(endpoint, reply: reply, count: roundTrips)
             try processor.shutdown()
 
             // The same echo with every instruction counted, for instructions per round trip.
@@ -118,14 +151,16 @@ enum EmulatedBench {
             let computeRate = 4 * 50_000_000 / RPMsgBench.seconds(clock.now - start)
             try compute.shutdown()
 
+            let streams = try [16, 496].map { try stream(elf: multiELF, cpu: cpu, payload: $0, count: roundTrips * 4) }
             results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: rate, echoP50Microseconds: p50,
+                                  echoP99Microseconds: p99, stream: streams,
                                   computeInstructionsPerSecond: computeRate, echoWorkloadInstructionsPerSecond: perTrip * rate,
                                   echoInstructionsPerRoundTrip: perTrip))
         }
 
         let nativeReply = WakeSignal()
         let (_, nativeProcessor, native) = try BoardBench.boot(EchoFirmware()) { _ in nativeReply.signal() }
-        let (nativeRate, _) = try echo(native, reply: nativeReply, count: roundTrips)
+        let (nativeRate, _, _) = try echo(native, reply: nativeReply, count: roundTrips)
         try nativeProcessor.shutdown()
         return Report(firmwareBuildSeconds: buildSeconds, programs: elves.count, emulated: results, nativeEchoRoundTripsPerSecond: nativeRate)
     }
