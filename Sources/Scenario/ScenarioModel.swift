@@ -113,5 +113,9 @@ public struct ScenarioFile: Sendable {
     public var name: String
     public var firmware: FirmwareChoice
     public var pollMode: Bool
+    /// Memory sizes in bytes (nil: the design's default).
+    public var codeSize: Int?
+    public var sramSize: Int?
+    public var sharedSize: Int?
     public var steps: [(step: ScenarioStep, location: SourceLocation)]
 }

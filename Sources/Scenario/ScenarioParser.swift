@@ -54,15 +54,24 @@ public enum ScenarioParser {
             }
         }
         var pollMode = false
+        var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared"], context: "board")
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
+            for name in ["code", "sram", "shared"] {
+                guard let node = map[name] else { continue }
+                guard let text = node.scalar?.string, let bytes = ScenarioParser.size(text), bytes >= 4096, bytes <= 256 << 20, bytes % 4096 == 0 else {
+                    throw p.error(node, "board.\(name) must be a size such as 256K or 1M: a multiple of 4K up to 256M")
+                }
+                sizes[name] = bytes
+            }
         }
         guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
         var parsed: [(ScenarioStep, SourceLocation)] = []
         for node in steps { parsed.append((try p.step(node), p.location(node))) }
-        return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, steps: parsed)
+        return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
+                            sharedSize: sizes["shared"], steps: parsed)
     }
 
     static func yamlError(_ error: YamlError, path: String) -> ScenarioError {
@@ -262,6 +271,15 @@ public enum ScenarioParser {
                 throw error(keyNode, "unknown step '\(key)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect, inject, drop-kicks, delay-kicks, corrupt)")
             }
         }
+    }
+
+    /// "4096", "256K", "1M".
+    public static func size(_ text: String) -> Int? {
+        let scales: [(String, Int)] = [("K", 1 << 10), ("M", 1 << 20)]
+        for (suffix, scale) in scales where text.uppercased().hasSuffix(suffix) {
+            return Int(text.dropLast()).map { $0 * scale }
+        }
+        return Int(text)
     }
 
     /// "200ms", "2s", "500us", "1.5s".

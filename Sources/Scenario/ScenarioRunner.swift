@@ -50,7 +50,11 @@ public final class ScenarioRunner {
     public init(_ file: ScenarioFile) throws {
         self.file = file
         let (firmware, path, bytes) = try ScenarioFirmware.resolve(file.firmware)
-        board = try Board(firmware: firmware, pollMode: file.pollMode)
+        var layout = BoardLayout()
+        if let size = file.codeSize { layout.code.size = size }
+        if let size = file.sramSize { layout.sram.size = size }
+        if let size = file.sharedSize { layout.shared.size = size }
+        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode)
         processor = try board.makeProcessor()
         imagePath = path
         if let bytes { store = MemoryImageStore([path: bytes]) } else { store = FileImageStore() }

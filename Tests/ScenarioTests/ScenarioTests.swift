@@ -20,7 +20,7 @@ struct ScenarioParserTests {
             name: demo
             firmware: echo
             arch: native
-            board: { poll: true }
+            board: { poll: true, shared: 2M, sram: 128K }
             steps:
               - boot
               - expect: { announce: rpmsg-echo, within: 200ms }
@@ -36,6 +36,8 @@ struct ScenarioParserTests {
         #expect(file.name == "demo")
         #expect(file.firmware == .native(name: "echo"))
         #expect(file.pollMode)
+        #expect(file.sharedSize == 2 << 20 && file.sramSize == 128 << 10 && file.codeSize == nil)
+        #expect(parseError("firmware: echo\nboard: { code: 3K }\nsteps: [boot]\n")?.message.contains("multiple of 4K") == true)
         #expect(file.steps.count == 10)
         #expect(file.steps[1].step == .expectAnnounce("rpmsg-echo", within: .milliseconds(200)))
         #expect(file.steps[2].step == .send(to: "rpmsg-echo", payload: Array("hi".utf8), count: 3))
