@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Remoteproc", targets: ["Remoteproc"]),
         .library(name: "RemoteSim", targets: ["RemoteSim"]),
         .library(name: "Scenario", targets: ["Scenario"]),
+        .library(name: "RemoteprocTesting", targets: ["RemoteprocTesting"]),
         .library(name: "FirmwareKit", targets: ["FirmwareKit"]),
         .executable(name: "rproc-sim", targets: ["rproc-sim"]),
     ],
@@ -43,6 +44,9 @@ let package = Package(
         // Scenario files: model, strict parser, runner, reports.
         .target(name: "Scenario", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit", "Yams"]),
 
+        // Test support for users' own XCTest and Swift Testing suites.
+        .target(name: "RemoteprocTesting", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
+
         // Builds the bare-metal programs in Firmware/ with the toolchain's clang and ld.lld.
         .target(name: "FirmwareKit"),
 
@@ -60,6 +64,8 @@ let package = Package(
         .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
         .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc"]),
         .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "RemoteprocTestingTests", dependencies: ["RemoteprocTesting", "RemoteSim", "Remoteproc", "RPMsg"]),
+        .testTarget(name: "ExampleTests", dependencies: ["RemoteprocTesting", "RPMsg"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",

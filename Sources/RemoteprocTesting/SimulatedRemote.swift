@@ -1,0 +1,293 @@
+import FirmwareKit
+import Foundation
+import MetalIO
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Synchronization
+import Testing
+import Virtio
+import XCTest
+
+/// What a ``SimulatedRemote`` runs.
+public enum TestFirmware: Sendable {
+    /// A `Firmware/programs` program, built with the toolchain's clang, on an emulated CPU.
+    case program(String, architecture: CPUArchitecture)
+    /// An ELF file on an emulated CPU.
+    case elf(path: String, architecture: CPUArchitecture)
+    /// A native (Swift) firmware model, e.g. `EchoFirmware()`, or a ``ScriptedRemote``.
+    case native(any NativeFirmware)
+
+    /// A scripted remote (see ``ScriptedRemote``).
+    public static func scripted(_ remote: ScriptedRemote) -> TestFirmware { .native(remote) }
+}
+
+/// A failed wait or check: what was expected, what arrived, and the board's recent history.
+public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
+    public var expected: String
+    public var actual: String
+    public var console: [String]
+    public var trace: [String]
+    public var description: String {
+        var text = "expected: \(expected)\n  got:      \(actual)"
+        if !console.isEmpty { text += "\n  console:  " + console.joined(separator: "\n            ") }
+        if !trace.isEmpty { text += "\n  trace:    " + trace.joined(separator: "\n            ") }
+        return text
+    }
+}
+
+/// A simulated board with a chosen firmware, booted through the real remoteproc core, with the
+/// host's RPMsg on its first vdev — the fixture of an integration test. Tear it down with
+/// ``close()`` (or use ``withSimulatedRemote(_:pollMode:_:)``); `deinit` closes it too, so no
+/// thread, mapping or endpoint outlives the test.
+///
+/// Every wait is bounded. A wait that times out records an issue at the caller's file and line —
+/// in Swift Testing (`Issue.record`) or XCTest (`XCTFail`), whichever runs the test — and throws
+/// ``SimulationFailure`` with what was expected, what arrived, the last console lines and trace events.
+public final class SimulatedRemote: @unchecked Sendable {
+    // The mutable fields are only touched by the test's own thread; shared state is in Mutexes.
+    public let board: Board
+    public let processor: RemoteProcessor
+    public private(set) var rpmsg: RPMsgDevice?
+    private var closed = false
+    /// The default for every wait.
+    public var timeout: Duration
+
+    /// Boots `firmware`: configure, load, start, and RPMsg on the first vdev.
+    public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false) throws {
+        self.timeout = timeout
+        let image: (path: String, store: ImageStore)
+        let runner: any NativeFirmware
+        switch firmware {
+        case let .program(name, architecture):
+            let elf = try FirmwareBuilder.forThisPackage().build(program: name, architecture: architecture == .rv32 ? .rv32 : .cortexM4)
+            image = (elf.path, FileImageStore())
+            runner = EmulatedCPU(architecture)
+        case let .elf(path, architecture):
+            image = (path, FileImageStore())
+            runner = EmulatedCPU(architecture)
+        case let .native(native):
+            image = ("native.elf", MemoryImageStore(["native.elf": try NativeImage.make()]))
+            runner = native
+        }
+        board = try Board(firmware: runner, pollMode: pollMode)
+        processor = try board.makeProcessor()
+        do {
+            try processor.configure()
+            try processor.load(image.path, from: image.store)
+            try processor.start()
+            try attachRPMsg()
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Shuts the remote down and releases the board's threads. Safe to call twice.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        rpmsg?.close()
+        if processor.state != .offline { try? processor.shutdown() }
+        try? processor.remove()
+        board.mailbox.hostInterrupts.shutdown()
+    }
+
+    /// Puts the host's RPMsg on the first vdev again (after ``recover()``).
+    public func attachRPMsg() throws {
+        rpmsg?.close()
+        rpmsg = nil
+        guard let table = processor.installedResourceTable, !table.table.virtioDevices.isEmpty else { return }
+        let vdev = try processor.createVirtio(index: 0, role: .driver)
+        guard let shared = processor.memory(named: "shared") else { return }
+        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
+        let device = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                     pool: pool.offset..<(pool.offset + pool.size))
+        board.trace.traceTraffic(of: device)
+        rpmsg = device
+    }
+
+    /// Recovers a crashed remote and puts RPMsg back on it.
+    public func recover() throws {
+        try processor.recover()
+        try attachRPMsg()
+    }
+
+    /// The console lines so far (CONSOLE register and trace buffer).
+    public var consoleLines: [String] {
+        board.collectTraceBuffer()
+        return board.trace.consoleLines
+    }
+
+    // MARK: Waits
+
+    func fail(_ expected: String, _ actual: String, _ location: Testing.SourceLocation, _ file: StaticString, _ line: UInt) -> SimulationFailure {
+        let failure = SimulationFailure(expected: expected, actual: actual, console: Array(consoleLines.suffix(5)),
+                                        trace: board.trace.last(5).map(\.description))
+        if Test.current != nil {
+            Issue.record(Comment(rawValue: failure.description), sourceLocation: location)
+        } else {
+            XCTFail(failure.description, file: file, line: line)
+        }
+        return failure
+    }
+
+    /// Polls `condition` until it holds or `timeout` passes.
+    func poll(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            board.poll()
+            if condition() { return true }
+            if ContinuousClock.now >= deadline { return false }
+            usleep(100)
+        }
+    }
+
+    /// Waits for the remote to announce `name`; returns its address.
+    @discardableResult
+    public func waitForService(_ name: String, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                               file: StaticString = #filePath, line: UInt = #line) throws -> RPMsgAddress {
+        let limit = timeout ?? self.timeout
+        var address: RPMsgAddress?
+        guard poll(limit, {
+            address = rpmsg?.announcedServices.first { $0.name == name }?.address
+            return address != nil
+        }), let address else {
+            let seen = rpmsg?.announcedServices.map(\.name) ?? []
+            throw fail("the remote to announce \"\(name)\" within \(limit)",
+                       seen.isEmpty ? "no announcement (state \(processor.state))" : "announcements of \(seen.joined(separator: ", "))",
+                       sourceLocation, file, line)
+        }
+        return address
+    }
+
+    /// Opens an endpoint to service `name` (waiting for its announcement).
+    public func connect(to name: String, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                        file: StaticString = #filePath, line: UInt = #line) throws -> TestEndpoint {
+        let address = try waitForService(name, timeout: timeout, sourceLocation: sourceLocation, file: file, line: line)
+        guard let rpmsg else { throw fail("an RPMsg device", "none", sourceLocation, file, line) }
+        let inbox = TestEndpoint.Inbox()
+        let endpoint = try rpmsg.createEndpoint(destination: address) { message in inbox.append(message.payload) }
+        return TestEndpoint(remote: self, endpoint: endpoint, inbox: inbox, service: name)
+    }
+
+    /// Waits for the processor to reach `state`.
+    public func waitForState(_ state: RemoteprocState, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                             file: StaticString = #filePath, line: UInt = #line) throws {
+        let limit = timeout ?? self.timeout
+        guard poll(limit, { processor.state == state }) else {
+            throw fail("state \(state) within \(limit)", "state \(processor.state)" + (processor.crashReport.map { " (\($0))" } ?? ""),
+                       sourceLocation, file, line)
+        }
+    }
+
+    /// Waits for the remote to crash; returns the report.
+    @discardableResult
+    public func waitForCrash(timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                             file: StaticString = #filePath, line: UInt = #line) throws -> CrashReport {
+        try waitForState(.crashed, timeout: timeout, sourceLocation: sourceLocation, file: file, line: line)
+        return processor.crashReport!
+    }
+
+    /// Waits for a console line containing `text`; returns it.
+    @discardableResult
+    public func waitForConsole(containing text: String, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                               file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let limit = timeout ?? self.timeout
+        var found: String?
+        guard poll(limit, {
+            found = consoleLines.first { $0.contains(text) }
+            return found != nil
+        }), let found else {
+            throw fail("a console line containing \"\(text)\" within \(limit)", consoleLines.isEmpty ? "no console output" : "other lines",
+                       sourceLocation, file, line)
+        }
+        return found
+    }
+}
+
+/// An endpoint a test talks to a remote service through, collecting what comes back.
+public final class TestEndpoint: Sendable {
+    final class Inbox: Sendable {
+        let messages = Mutex<[[UInt8]]>([])
+        let arrived = WakeSignal()
+        func append(_ bytes: [UInt8]) {
+            messages.withLock { $0.append(bytes) }
+            arrived.signal()
+        }
+    }
+
+    public let remote: SimulatedRemote
+    public let endpoint: RPMsgEndpoint
+    let inbox: Inbox
+    public let service: String
+    private let taken = Mutex(0)
+
+    init(remote: SimulatedRemote, endpoint: RPMsgEndpoint, inbox: Inbox, service: String) {
+        self.remote = remote
+        self.endpoint = endpoint
+        self.inbox = inbox
+        self.service = service
+    }
+
+    /// Every message received so far.
+    public var received: [[UInt8]] { inbox.messages.withLock { $0 } }
+
+    /// Sends `bytes` (waiting up to the remote's timeout for a buffer).
+    public func send(_ bytes: [UInt8]) throws { try endpoint.send(bytes, timeout: remote.timeout) }
+
+    /// Sends `text` as UTF-8.
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Waits for the next message not yet returned by `next`/`request`.
+    public func next(timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                     file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
+        let limit = timeout ?? remote.timeout
+        let index = taken.withLock { $0 }
+        guard remote.poll(limit, { inbox.messages.withLock { $0.count } > index }) else {
+            throw remote.fail("a message from \"\(service)\" within \(limit)", "\(index) message(s) and nothing new", sourceLocation, file, line)
+        }
+        taken.withLock { $0 += 1 }
+        return inbox.messages.withLock { $0[index] }
+    }
+
+    /// Sends `bytes` and waits for the reply.
+    public func request(_ bytes: [UInt8], timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                        file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
+        try send(bytes)
+        return try next(timeout: timeout, sourceLocation: sourceLocation, file: file, line: line)
+    }
+
+    /// Sends `text` and waits for the reply, as text.
+    public func request(_ text: String, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                        file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        String(decoding: try request(Array(text.utf8), timeout: timeout, sourceLocation: sourceLocation, file: file, line: line), as: UTF8.self)
+    }
+
+    /// Waits until `count` messages arrived in total; returns them.
+    @discardableResult
+    public func waitForMessages(_ count: Int, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
+                                file: StaticString = #filePath, line: UInt = #line) throws -> [[UInt8]] {
+        let limit = timeout ?? remote.timeout
+        guard remote.poll(limit, { inbox.messages.withLock { $0.count } >= count }) else {
+            throw remote.fail("\(count) message(s) from \"\(service)\" within \(limit)", "\(received.count)", sourceLocation, file, line)
+        }
+        return received
+    }
+}
+
+/// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
+public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, _ body: (SimulatedRemote) throws -> R) throws -> R {
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode)
+    defer { remote.close() }
+    return try body(remote)
+}
+
+/// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
+public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, _ body: (SimulatedRemote) async throws -> R) async throws -> R {
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode)
+    defer { remote.close() }
+    return try await body(remote)
+}
