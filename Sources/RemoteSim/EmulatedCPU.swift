@@ -14,9 +14,12 @@ public struct EmulatedCPU: NativeFirmware {
     public let architecture: CPUArchitecture
     /// When set, every executed instruction is counted into it (slow; for measurements).
     public let instructionCounter: InstructionCounter?
-    public init(_ architecture: CPUArchitecture, countingInto counter: InstructionCounter? = nil) {
+    /// A GDB server that debugs this core while it runs.
+    public let debugger: GDBServer?
+    public init(_ architecture: CPUArchitecture, countingInto counter: InstructionCounter? = nil, debugger: GDBServer? = nil) {
         self.architecture = architecture
         self.instructionCounter = counter
+        self.debugger = debugger
     }
 
     public func run(on core: RemoteCore) throws {
@@ -27,13 +30,18 @@ public struct EmulatedCPU: NativeFirmware {
                 try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
             }
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
+            if let debugger { try engine.installDebugHooks(debugger.session.hooks) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
         }
         let mailbox = core.mailbox
+        let session = debugger?.session
+        let callbackStopper = engine.stopper
         let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
             guard let mailbox else { return 0 }
             let value = UInt64(mailbox.read(Int(offset)))
+            // A debugger asked to halt the core while it waited in WAIT: end the run here.
+            if let session, session.haltRequested.load(ordering: .acquiring) { callbackStopper.stopOnce() }
             return value
         }, write: { [weak mailbox] offset, _, value in
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
@@ -72,11 +80,55 @@ public struct EmulatedCPU: NativeFirmware {
         defer {
             mailbox.setStopListener(nil)
         }
+        if let session {
+            if session.startHalted { session.reportStop(5) }
+            // The server breaks an idle core out of its wait when it wants it halted.
+            debugger?.onHaltRequest = { [weak mailbox] in mailbox?.breakWait() }
+            debugger?.monitor.withLock { $0 = { command in core.monitor(command) } }
+        }
+        var pendingFault: CPUFault?
         while true {
             try core.checkStop()
+            if let session, session.attached.load(ordering: .acquiring) || session.halted.load(ordering: .acquiring) {
+                if session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) { session.reportStop(2) }
+                if session.halted.load(ordering: .acquiring) {
+                    guard let step = session.serve(engine: engine, mailbox: mailbox, pc: &pc) else { continue }
+                    if let fault = pendingFault {
+                        throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                                           registers: fault.registers)
+                    }
+                    session.hooks.stepping = step
+                    session.hooks.skip = pc
+                }
+            }
             running.value.store(true, ordering: .releasing)
             let outcome = engine.run(from: pc)
             running.value.store(false, ordering: .releasing)
+            if let session, session.attached.load(ordering: .acquiring) {
+                switch outcome {
+                case let .returned(next):
+                    pc = next
+                    if session.hooks.stoppedAt != nil {
+                        session.hooks.stoppedAt = nil
+                        session.hooks.stepping = false
+                        session.reportStop(5)
+                        continue
+                    }
+                    if session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) {
+                        session.reportStop(2)
+                        continue
+                    }
+                    try core.checkStop()
+                    _ = mailbox.waitForInterrupt()
+                    continue
+                case let .fault(fault):
+                    if mailbox.isStopRequested { try core.checkStop() }
+                    pendingFault = fault
+                    pc = fault.programCounter
+                    session.reportStop(fault.kind == .illegalInstruction ? 4 : 11)
+                    continue
+                }
+            }
             switch outcome {
             case let .fault(fault):
                 try core.checkStop()   // a PANIC or a stop that interrupted the run wins

@@ -45,6 +45,8 @@ public final class Mailbox: Sendable {
     private struct State {
         var pending: UInt32 = 0
         var stop = false
+        /// One WAIT/SLEEP release requested by a debugger (not a stop).
+        var breakWait = false
         var ticksHighLatch: UInt32 = 0
         var consoleLine: [UInt8] = []
         var panicCode: UInt32?
@@ -104,6 +106,13 @@ public final class Mailbox: Sendable {
         state.withLock { $0.stop = true }
         wake.signal()
         stopListener.withLock { $0 }?()
+    }
+
+    /// Releases a core blocked in WAIT or SLEEP once (returning 0), without stopping it — a
+    /// debugger uses it to halt an idle core.
+    public func breakWait() {
+        state.withLock { $0.breakWait = true }
+        wake.signal()
     }
 
     /// Whether a stop was requested since the last reset.
@@ -189,8 +198,11 @@ public final class Mailbox: Sendable {
             }
         }
         while true {
-            let (pending, stop) = state.withLock { ($0.pending, $0.stop) }
-            if stop { return 0 }
+            let (pending, stop, breakWait) = state.withLock { s in
+                defer { s.breakWait = false }
+                return (s.pending, s.stop, s.breakWait)
+            }
+            if stop || breakWait { return 0 }
             if pending != 0 { return pending }
             if let deadline {
                 let left = deadline - ContinuousClock.now

@@ -178,6 +178,7 @@ final class UnicornEngine {
     }
 
     var programCounter: UInt64 { readRegister(context.pcRegister) }
+    var pcRegisterID: Int32 { context.pcRegister }
 
     func setStackPointer(_ value: UInt64) throws(UnicornError) {
         try writeRegister(architecture == .cortexM4 ? Int32(UC_ARM_REG_SP.rawValue) : Int32(UC_RISCV_REG_SP.rawValue), value)
@@ -258,6 +259,60 @@ final class UnicornEngine {
                                      Unmanaged.passUnretained(counter).toOpaque(), 1, 0), "uc_hook_add(code)")
         hooks.append(hook)
         retained.append(counter)
+    }
+
+    /// Breakpoint and single-step state, touched only on the emulation thread (hooks run there).
+    final class DebugHooks {
+        var breakpoints: Set<UInt64> = []
+        var stepping = false
+        /// The instruction a resumed run starts at: not stopped at again.
+        var skip: UInt64?
+        /// Where a breakpoint or step stopped the last run.
+        var stoppedAt: UInt64?
+    }
+
+    /// Installs the debugger's code hook (before the first run, so every block is translated with it).
+    func installDebugHooks(_ hooks: DebugHooks) throws(UnicornError) {
+        var hook: uc_hook = 0
+        let callback: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, address, _, user in
+            let state = Unmanaged<DebugHooks>.fromOpaque(user!).takeUnretainedValue()
+            if state.skip == address {
+                state.skip = nil
+                return
+            }
+            state.skip = nil
+            if state.stepping || state.breakpoints.contains(address) {
+                state.stoppedAt = address
+                uc_emu_stop(uc)
+            }
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), unsafeBitCast(callback, to: UnsafeMutableRawPointer.self),
+                                     Unmanaged.passUnretained(hooks).toOpaque(), 1, 0), "uc_hook_add(debug)")
+        self.hooks.append(hook)
+        retained.append(hooks)
+    }
+
+    /// Reads `count` bytes of guest memory, or `nil` when any is unmapped.
+    func readMemory(_ address: UInt64, count: Int) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let error = bytes.withUnsafeMutableBytes { uc_mem_read(handle, address, $0.baseAddress, count) }
+        return error == UC_ERR_OK ? bytes : nil
+    }
+
+    /// Writes guest memory; `false` when any byte is unmapped.
+    func writeMemory(_ address: UInt64, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { uc_mem_write(handle, address, $0.baseAddress, bytes.count) } == UC_ERR_OK
+    }
+
+    /// The debugger's register list: ARM r0–r12, sp, lr, pc, xpsr; RISC-V x0–x31, pc.
+    var debugRegisterIDs: [Int32] {
+        switch architecture {
+        case .cortexM4:
+            return (0...12).map { Int32(UC_ARM_REG_R0.rawValue) + Int32($0) }
+                + [Int32(UC_ARM_REG_SP.rawValue), Int32(UC_ARM_REG_LR.rawValue), Int32(UC_ARM_REG_PC.rawValue), Int32(UC_ARM_REG_XPSR.rawValue)]
+        case .rv32:
+            return (0...31).map { Int32(UC_RISCV_REG_X0.rawValue) + Int32($0) } + [Int32(UC_RISCV_REG_PC.rawValue)]
+        }
     }
 
     /// Stops the run from inside a callback (reliable there).

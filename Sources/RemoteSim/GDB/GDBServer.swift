@@ -1,0 +1,260 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// A GDB remote-serial-protocol server for the emulated core, on a loopback TCP port. One
+/// debugger at a time; a second connection is told so and closed. Pass it to
+/// ``EmulatedCPU/init(_:countingInto:debugger:)``; it serves while that core runs.
+public final class GDBServer: @unchecked Sendable {
+    // The listening socket and thread are set up once; shared state is in the session (Mutexes/atomics).
+    public let port: UInt16
+    let session: DebugSession
+    private let listener: Int32
+    let architecture: CPUArchitecture
+    /// Answers `monitor` commands (set by the board).
+    let monitor = Mutex<(@Sendable (String) -> String)?>(nil)
+    private let closed = Atomic<Bool>(false)
+    /// Wakes an idle core so it notices a halt request (set by the core).
+    var onHaltRequest: (@Sendable () -> Void)? {
+        get { haltHook.withLock { $0 } }
+        set { haltHook.withLock { $0 = newValue } }
+    }
+    private let haltHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    func requestHalt() {
+        session.haltRequested.store(true, ordering: .releasing)
+        onHaltRequest?()
+    }
+
+    /// Listens on 127.0.0.1:`port` (0 picks a free port; see ``port``).
+    /// - Parameter startHalted: halt the core before its first instruction until a debugger continues it.
+    public init(architecture: CPUArchitecture, port: UInt16 = 0, startHalted: Bool = false) throws {
+        self.architecture = architecture
+        session = DebugSession(startHalted: startHalted)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw BoardError("gdb server: socket failed (errno \(errno))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 2) == 0 else {
+            close(fd)
+            throw BoardError("gdb server: cannot listen on 127.0.0.1:\(port) (errno \(errno))")
+        }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        self.port = UInt16(bigEndian: actual.sin_port)
+        listener = fd
+        let box = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        if pthread_create(&thread, nil, { raw in
+            Unmanaged<GDBServer>.fromOpaque(raw!).takeRetainedValue().acceptLoop()
+            return nil
+        }, box.toOpaque()) == 0 { pthread_detach(thread) } else { box.release() }
+    }
+
+    /// Stops listening.
+    public func shutdown() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Glibc.shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    deinit { shutdown() }
+
+    private func acceptLoop() {
+        while !closed.load(ordering: .acquiring) {
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { if errno == EINTR { continue } else { return } }
+            if session.attached.exchange(true, ordering: .acquiringAndReleasing) {
+                send(client, GDBPacketReader.frame("E01"))
+                let text = Array("rproc-sim: a debugger is already attached to this core\n".utf8)
+                _ = text.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+                close(client)
+                continue
+            }
+            serve(client)
+            close(client)
+            session.attached.store(false, ordering: .releasing)
+        }
+    }
+
+    private func send(_ fd: Int32, _ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if n <= 0 { if errno == EINTR { continue } else { return } }
+            offset += n
+        }
+    }
+
+    /// Reads what is available, waiting up to `milliseconds`; `nil` when the client is gone.
+    private func receive(_ fd: Int32, milliseconds: Int32) -> [UInt8]? {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, milliseconds)
+        if ready == 0 { return [] }
+        guard ready > 0 else { return errno == EINTR ? [] : nil }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
+        guard n > 0 else { return nil }
+        return Array(buffer.prefix(n))
+    }
+
+    private func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef")
+        return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xF)]] })
+    }
+    private func fromHex(_ text: Substring) -> [UInt8]? {
+        guard text.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var index = text.startIndex
+        while index < text.endIndex {
+            let next = text.index(index, offsetBy: 2)
+            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
+            out.append(byte)
+            index = next
+        }
+        return out
+    }
+    private func le32(_ value: UInt64) -> String { hex((0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }) }
+
+    var targetXML: String {
+        switch architecture {
+        case .cortexM4:
+            let regs = (0...12).map { "<reg name=\"r\($0)\" bitsize=\"32\" type=\"uint32\"/>" }.joined()
+            return "<?xml version=\"1.0\"?><!DOCTYPE target SYSTEM \"gdb-target.dtd\"><target><architecture>arm</architecture>"
+                + "<feature name=\"org.gnu.gdb.arm.m-profile\">\(regs)<reg name=\"sp\" bitsize=\"32\" type=\"data_ptr\"/>"
+                + "<reg name=\"lr\" bitsize=\"32\"/><reg name=\"pc\" bitsize=\"32\" type=\"code_ptr\"/>"
+                + "<reg name=\"xpsr\" bitsize=\"32\" regnum=\"25\"/></feature></target>"
+        case .rv32:
+            let names = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "fp", "s1"] + (0...7).map { "a\($0)" } + (2...11).map { "s\($0)" } + (3...6).map { "t\($0)" }
+            let regs = names.map { "<reg name=\"\($0)\" bitsize=\"32\" type=\"\($0 == "sp" ? "data_ptr" : "int")\"/>" }.joined()
+            return "<?xml version=\"1.0\"?><!DOCTYPE target SYSTEM \"gdb-target.dtd\"><target><architecture>riscv:rv32</architecture>"
+                + "<feature name=\"org.gnu.gdb.riscv.cpu\">\(regs)<reg name=\"pc\" bitsize=\"32\" type=\"code_ptr\"/></feature></target>"
+        }
+    }
+
+    /// Maps a GDB register number to our list index (ARM xpsr is regnum 25).
+    private func registerIndex(_ number: Int) -> Int? {
+        switch architecture {
+        case .cortexM4: return number <= 15 ? number : (number == 25 ? 16 : nil)
+        case .rv32: return number <= 32 ? number : nil
+        }
+    }
+
+    private func serve(_ fd: Int32) {
+        var reader = GDBPacketReader(maximumPacketSize: 0x4000)
+        var lastStop = 5
+        var lastReply: [UInt8] = []
+        // The core must be stopped while a debugger looks at it.
+        if !session.halted.load(ordering: .acquiring) {
+            requestHalt()
+            if let signal = session.waitForStop(timeout: .seconds(5)) { lastStop = signal }
+        } else if let signal = session.waitForStop(timeout: .milliseconds(1)) { lastStop = signal }
+        while let bytes = receive(fd, milliseconds: 200) {
+            for input in reader.feed(bytes) {
+                switch input {
+                case .ack, .interrupt: continue
+                case .nack: send(fd, lastReply)
+                case let .rejected(reason):
+                    _ = reason
+                    send(fd, [UInt8(ascii: "-")])
+                case let .packet(payload):
+                    send(fd, [UInt8(ascii: "+")])
+                    let text = String(decoding: payload, as: UTF8.self)
+                    guard let reply = handle(text, fd: fd, lastStop: &lastStop) else { return }
+                    lastReply = GDBPacketReader.frame(reply)
+                    send(fd, lastReply)
+                }
+            }
+        }
+        // The client went away: let the core run on.
+        if session.halted.load(ordering: .acquiring) { _ = session.perform(.detach) }
+    }
+
+    private func stopReply(_ signal: Int) -> String { "S" + hex([UInt8(truncatingIfNeeded: signal)]) }
+
+    /// The reply to one packet; `nil` to close the connection.
+    private func handle(_ packet: String, fd: Int32, lastStop: inout Int) -> String? {
+        let body = packet.dropFirst()
+        switch packet.first {
+        case "?": return stopReply(lastStop)
+        case "g":
+            guard case let .registers(values) = session.perform(.readRegisters) else { return "E01" }
+            return values.map(le32).joined()
+        case "p":
+            guard let number = Int(body, radix: 16), let index = registerIndex(number) else { return "E01" }
+            guard case let .registers(values) = session.perform(.readRegisters), values.indices.contains(index) else { return "E01" }
+            return le32(values[index])
+        case "P":
+            let parts = body.split(separator: "=")
+            guard parts.count == 2, let number = Int(parts[0], radix: 16), let index = registerIndex(number),
+                  let bytes = fromHex(parts[1]), bytes.count == 4 else { return "E01" }
+            let value = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+            guard case .done(true) = session.perform(.writeRegister(index, value)) else { return "E01" }
+            return "OK"
+        case "m":
+            let parts = body.split(separator: ",")
+            guard parts.count == 2, let address = UInt64(parts[0], radix: 16), let count = Int(parts[1], radix: 16), count <= 0x2000 else { return "E01" }
+            guard case let .memory(bytes?) = session.perform(.readMemory(address, count)) else { return "E14" }
+            return hex(bytes)
+        case "M":
+            let parts = body.split(separator: ":", maxSplits: 1)
+            let header = parts.first?.split(separator: ",") ?? []
+            guard parts.count == 2, header.count == 2, let address = UInt64(header[0], radix: 16), let bytes = fromHex(parts[1]) else { return "E01" }
+            guard case .done(true) = session.perform(.writeMemory(address, bytes)) else { return "E14" }
+            return "OK"
+        case "Z", "z":
+            let parts = body.split(separator: ",")
+            guard parts.count >= 2, let type = Int(parts[0]), type <= 1, let address = UInt64(parts[1], radix: 16) else { return "" }
+            return session.perform(.breakpoint(address, set: packet.first == "Z")) == nil ? "E01" : "OK"
+        case "c", "s":
+            guard session.perform(.resume(step: packet.first == "s")) != nil else { return "E01" }
+            // Running: wait for a stop, handing Ctrl-C to the core.
+            while true {
+                if let signal = session.waitForStop(timeout: .milliseconds(50)) {
+                    lastStop = signal
+                    return stopReply(signal)
+                }
+                guard let bytes = receive(fd, milliseconds: 0) else { return nil }
+                if bytes.contains(0x03) { requestHalt() }
+            }
+        case "D":
+            _ = session.perform(.detach)
+            send(fd, GDBPacketReader.frame("OK"))
+            return nil
+        case "k":
+            _ = session.perform(.detach)
+            return nil
+        case "q":
+            if packet.hasPrefix("qSupported") { return "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+" }
+            if packet.hasPrefix("qXfer:features:read:target.xml:") {
+                let range = packet.split(separator: ":").last?.split(separator: ",") ?? []
+                guard range.count == 2, let offset = Int(range[0], radix: 16), let length = Int(range[1], radix: 16) else { return "E01" }
+                let xml = Array(targetXML.utf8)
+                guard offset <= xml.count else { return "E01" }
+                let chunk = xml[offset..<min(xml.count, offset + length)]
+                return (offset + length >= xml.count ? "l" : "m") + String(decoding: chunk, as: UTF8.self)
+            }
+            if packet == "qAttached" { return "1" }
+            if packet == "qC" { return "QC1" }
+            if packet == "qfThreadInfo" { return "m1" }
+            if packet == "qsThreadInfo" { return "l" }
+            if packet.hasPrefix("qRcmd,") {
+                guard let command = fromHex(packet.dropFirst(6)) else { return "E01" }
+                let output = monitor.withLock { $0 }?(String(decoding: command, as: UTF8.self)) ?? "no monitor on this core\n"
+                send(fd, GDBPacketReader.frame("O" + hex(Array(output.utf8))))
+                return "OK"
+            }
+            return ""
+        case "H": return "OK"
+        case "T": return "OK"
+        default: return ""
+        }
+    }
+}
