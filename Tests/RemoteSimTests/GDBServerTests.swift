@@ -1,4 +1,7 @@
 import FirmwareKit
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Remoteproc
 import RemoteSim
@@ -47,5 +50,90 @@ struct GDBServerTests {
         while !board.trace.consoleLines.contains(where: { $0.hasPrefix("minimal: hello") }) && ContinuousClock.now < deadline { usleep(1000) }
         #expect(board.trace.consoleLines.contains { $0.hasPrefix("minimal: hello") }, "\(output)")
         try processor.shutdown()
+    }
+}
+
+/// A raw TCP client for protocol-level tests.
+final class RawClient {
+    let fd: Int32
+    init(port: UInt16) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard result == 0 else { throw BoardError("connect failed") }
+    }
+    deinit { close(fd) }
+    func send(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+    /// Reads until `marker` appears or `timeout` passes.
+    func read(until marker: String, timeout: Duration = .seconds(5)) -> String {
+        var text = ""
+        let deadline = ContinuousClock.now + timeout
+        while !text.contains(marker) && ContinuousClock.now < deadline {
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 50) > 0 else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 4096) }
+            if n <= 0 { break }
+            text += String(decoding: buffer.prefix(n), as: UTF8.self)
+        }
+        return text
+    }
+}
+
+@Suite("GDB server robustness", .serialized)
+struct GDBServerRobustnessTests {
+    func halted(_ program: String = "minimal") throws -> (GDBServer, RemoteProcessor, Board) {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: program, architecture: .cortexM4)
+        let server = try GDBServer(architecture: .cortexM4, startHalted: true)
+        let board = try Board(firmware: EmulatedCPU(.cortexM4, debugger: server))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        return (server, processor, board)
+    }
+
+    @Test("bad checksums are nacked, garbage skipped, oversize packets refused, unknown commands answered empty", .timeLimit(.minutes(1)))
+    func malformed() throws {
+        let (server, processor, _) = try halted()
+        defer { server.shutdown(); try? processor.shutdown() }
+        let client = try RawClient(port: server.port)
+        client.send("$g#00")
+        #expect(client.read(until: "-").contains("-"))
+        client.send("garbage!!")
+        client.send(GDBPacketReader.frame("?"))
+        #expect(client.read(until: "#").contains("$S05"))
+        client.send(GDBPacketReader.frame(String(repeating: "m", count: 20_000)))
+        #expect(client.read(until: "-").contains("-"))
+        client.send(GDBPacketReader.frame("vFrobnicate"))
+        #expect(client.read(until: "$#00").contains("$#00"), "an unknown command gets the empty reply")
+        client.send(GDBPacketReader.frame("m0,4"))
+        #expect(client.read(until: "#").contains("$00000420"), "the initial stack pointer at 0 (0x20040000, little-endian)")
+        client.send(GDBPacketReader.frame("mffffff00,10"))
+        #expect(client.read(until: "E14").contains("E14"), "unmapped memory is an error, not a crash")
+        client.send(GDBPacketReader.frame("m0"))
+        #expect(client.read(until: "E01").contains("E01"))
+    }
+
+    @Test("a second debugger is refused with a clear message; a client that leaves mid-run lets the core run on", .timeLimit(.minutes(1)))
+    func connections() throws {
+        let (server, processor, board) = try halted()
+        defer { server.shutdown(); try? processor.shutdown() }
+        let first = try RawClient(port: server.port)
+        first.send(GDBPacketReader.frame("?"))
+        #expect(first.read(until: "#").contains("S05"))
+        let second = try RawClient(port: server.port)
+        #expect(second.read(until: "already attached").contains("already attached"))
+        first.send(GDBPacketReader.frame("c"))
+        usleep(50_000)
+        _ = first   // the first client disconnects while the core runs
+        close(first.fd)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !board.trace.consoleLines.contains(where: { $0.hasPrefix("minimal: hello") }) && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(board.trace.consoleLines.contains { $0.hasPrefix("minimal: hello") })
     }
 }

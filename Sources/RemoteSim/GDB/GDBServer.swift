@@ -78,9 +78,27 @@ public final class GDBServer: @unchecked Sendable {
                 close(client)
                 continue
             }
-            serve(client)
-            close(client)
-            session.attached.store(false, ordering: .releasing)
+            // Serve on a thread of its own, so further connections are answered (and refused) meanwhile.
+            final class Connection: @unchecked Sendable {
+                // Set before the thread starts; only read by it.
+                let server: GDBServer, fd: Int32
+                init(_ server: GDBServer, _ fd: Int32) { self.server = server; self.fd = fd }
+            }
+            let box = Unmanaged.passRetained(Connection(self, client))
+            var thread = pthread_t()
+            if pthread_create(&thread, nil, { raw in
+                let connection = Unmanaged<Connection>.fromOpaque(raw!).takeRetainedValue()
+                connection.server.serve(connection.fd)
+                close(connection.fd)
+                connection.server.session.attached.store(false, ordering: .releasing)
+                return nil
+            }, box.toOpaque()) == 0 {
+                pthread_detach(thread)
+            } else {
+                box.release()
+                close(client)
+                session.attached.store(false, ordering: .releasing)
+            }
         }
     }
 
@@ -147,7 +165,7 @@ public final class GDBServer: @unchecked Sendable {
         }
     }
 
-    private func serve(_ fd: Int32) {
+    fileprivate func serve(_ fd: Int32) {
         var reader = GDBPacketReader(maximumPacketSize: 0x4000)
         var lastStop = 5
         var lastReply: [UInt8] = []
