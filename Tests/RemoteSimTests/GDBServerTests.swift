@@ -53,6 +53,30 @@ struct GDBServerTests {
     }
 }
 
+@Suite("GDB server faults", .serialized)
+struct GDBServerFaultTests {
+    @Test("continuing into an undefined instruction stops with SIGILL at it; the crash follows once the debugger lets go",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func illegal(architecture: FirmwareArchitecture) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "illegal", architecture: architecture)
+        let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
+        let server = try GDBServer(architecture: cpu, startHalted: true)
+        defer { server.shutdown() }
+        let board = try Board(firmware: EmulatedCPU(cpu, debugger: server))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["continue", "info symbol $pc", "detach"])
+        #expect(output.contains("SIGILL"), "\(output)")
+        #expect(output.contains("execute_illegal in section .text") || output.contains("execute_illegal + "), "\(output)")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(processor.crashReport?.kind == .fault)
+        try processor.shutdown()
+    }
+}
+
 /// A raw TCP client for protocol-level tests.
 final class RawClient {
     let fd: Int32
