@@ -71,6 +71,9 @@ public final class GDBServer: @unchecked Sendable {
         while !closed.load(ordering: .acquiring) {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { if errno == EINTR { continue } else { return } }
+            // Packets are small and interactive: send them at once (Nagle would hold each for ~40 ms).
+            var noDelay: Int32 = 1
+            setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
             if session.attached.exchange(true, ordering: .acquiringAndReleasing) {
                 send(client, GDBPacketReader.frame("E01"))
                 let text = Array("rproc-sim: a debugger is already attached to this core\n".utf8)
