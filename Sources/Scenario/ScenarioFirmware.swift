@@ -21,17 +21,25 @@ enum ScenarioFirmware {
     }
 
     /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
-    static func resolve(_ choice: FirmwareChoice) throws -> (firmware: any NativeFirmware, path: String, bytes: [UInt8]?) {
+    static func resolve(_ choice: FirmwareChoice, gdbPort: UInt16? = nil) throws -> (firmware: any NativeFirmware, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
+        func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
+            let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
+            guard let gdbPort else { return (EmulatedCPU(architecture), nil) }
+            let server = try GDBServer(architecture: architecture, port: gdbPort, startHalted: true)
+            return (EmulatedCPU(architecture, debugger: server), server)
+        }
         switch choice {
         case let .program(name, arch):
             let architecture: FirmwareArchitecture = arch == "rv32" ? .rv32 : .cortexM4
             let elf = try FirmwareBuilder.forThisPackage().build(program: name, architecture: architecture)
-            return (EmulatedCPU(architecture == .rv32 ? .rv32 : .cortexM4), elf.path, nil)
+            let (firmware, server) = try cpu(arch)
+            return (firmware, elf.path, nil, server)
         case let .elf(path, arch):
-            return (EmulatedCPU(arch == "rv32" ? .rv32 : .cortexM4), path, nil)
+            let (firmware, server) = try cpu(arch)
+            return (firmware, path, nil, server)
         case let .native(name):
             guard let firmware = native(name) else { throw ScenarioError(location: SourceLocation(file: name, line: 0, column: 0), message: "no native firmware \(name)") }
-            return (firmware, "native-\(name).elf", try NativeImage.make())
+            return (firmware, "native-\(name).elf", try NativeImage.make(), nil)
         }
     }
 }

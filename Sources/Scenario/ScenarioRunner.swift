@@ -47,9 +47,14 @@ public final class ScenarioRunner {
     /// Told how far a long step is (0…1), for progress bars.
     public var onProgress: (@Sendable (String, Double) -> Void)?
 
-    public init(_ file: ScenarioFile) throws {
+    /// The GDB server of an emulated core, when one was asked for.
+    public let gdb: GDBServer?
+
+    /// - Parameter gdbPort: serve GDB on this loopback port; the core waits halted at reset for the debugger.
+    public init(_ file: ScenarioFile, gdbPort: UInt16? = nil) throws {
         self.file = file
-        let (firmware, path, bytes) = try ScenarioFirmware.resolve(file.firmware)
+        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, gdbPort: gdbPort)
+        self.gdb = gdb
         var layout = BoardLayout()
         if let size = file.codeSize { layout.code.size = size }
         if let size = file.sramSize { layout.sram.size = size }
@@ -96,17 +101,23 @@ public final class ScenarioRunner {
     private func teardown() {
         rpmsg?.close()
         if processor.state != .offline { try? processor.shutdown() }
+        gdb?.shutdown()
     }
 
     private func pump() { if file.pollMode { board.poll() } }
 
     /// Polls `condition` until it holds or `within` passes.
+    /// Time spent halted in a debugger does not count, so stepping through code fails no wait.
     private func waitFor(_ within: Duration, _ condition: () -> Bool) -> Bool {
-        let deadline = ContinuousClock.now + within
+        var deadline = ContinuousClock.now + within
+        var last = ContinuousClock.now
         while true {
             pump()
             if condition() { return true }
-            if ContinuousClock.now >= deadline { return false }
+            let now = ContinuousClock.now
+            if gdb?.isHalted == true { deadline += now - last }
+            last = now
+            if now >= deadline { return false }
             usleep(200)
         }
     }

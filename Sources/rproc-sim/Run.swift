@@ -20,6 +20,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the board's trace after each scenario.")
     var verbose = false
 
+    @Option(help: "Serve GDB on this loopback port for emulated firmware; the core waits halted at reset until gdb-multiarch continues it.")
+    var gdb: UInt16?
+
     func run() throws {
         var files: [String] = []
         for path in paths {
@@ -53,8 +56,9 @@ struct Run: ParsableCommand {
         var results: [ScenarioResult] = []
         for scenario in scenarios {
             print("▶ \(scenario.name)  (\(scenario.firmware.summary))")
+            if let gdb { print("  gdb: the core waits for a debugger — gdb-multiarch -ex 'target remote :\(gdb)' FIRMWARE.elf") }
             let runner: ScenarioRunner
-            do { runner = try ScenarioRunner(scenario) } catch {
+            do { runner = try ScenarioRunner(scenario, gdbPort: gdb) } catch {
                 FileHandle.standardError.write(Data("error: \(scenario.path): \(error)\n".utf8))
                 throw ExitCode(2)
             }

@@ -58,6 +58,9 @@ public final class GDBServer: @unchecked Sendable {
         }, box.toOpaque()) == 0 { pthread_detach(thread) } else { box.release() }
     }
 
+    /// Whether the core is halted for the debugger (waits should not count this time).
+    public var isHalted: Bool { session.halted.load(ordering: .acquiring) }
+
     /// Stops listening.
     public func shutdown() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
