@@ -199,3 +199,36 @@ struct ScenarioRunnerTests {
         }
     }
 }
+
+@Suite("Scenario with a debugger", .serialized)
+struct ScenarioDebuggerTests {
+    @Test("time halted in the debugger does not count against a wait", .timeLimit(.minutes(1)))
+    func haltedTimeDoesNotCount() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: rv32
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo, within: 1s }
+              - shutdown
+            """, path: "debug.yaml")
+        let runner = try ScenarioRunner(file, gdbPort: 0)
+        let port = try #require(runner.gdb?.port)
+        let elf = try ScenarioFirmware.resolve(file.firmware).path
+        // The core stays halted 2 s — twice the wait — before a debugger attaches and detaches.
+        let debugger = Thread {
+            usleep(2_000_000)
+            let gdb = Process()
+            gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
+            gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
+            gdb.standardOutput = FileHandle.nullDevice
+            gdb.standardError = FileHandle.nullDevice
+            try? gdb.run()
+            gdb.waitUntilExit()
+        }
+        debugger.start()
+        let result = runner.run()
+        #expect(result.passed, "\(result.failure.map { $0.failure ?? "" } ?? "")")
+        #expect(result.steps[1].duration > .seconds(1), "the announcement came only after the debugger let the core go")
+    }
+}
