@@ -581,13 +581,17 @@ public final class RPMsgDevice: Sendable {
             state.withLock { $0.statistics.droppedMalformedNameService += 1 }
             return
         }
-        let (endpoint, bind) = state.withLock { s in
-            (s.endpoints.values.first { e in e.name == ns.name && (e.destination == ns.address || e.destination.isAny) }, s.onNameService)
+        // Finding the endpoint, recording an unbound service and reading the handler happen in one
+        // critical section, so a handler set concurrently either sees the service in the replay
+        // or is called here — never neither.
+        let (endpoint, bind): (RPMsgEndpoint?, (@Sendable (String, RPMsgAddress) -> Void)?) = state.withLock { s in
+            let endpoint = s.endpoints.values.first { e in e.name == ns.name && (e.destination == ns.address || e.destination.isAny) }
+            if endpoint == nil && ns.action == .create { s.unboundServices.append((ns.name, ns.address)) }
+            return (endpoint, s.onNameService)
         }
         switch ns.action {
         case .create:
             if let endpoint { endpoint.state.withLock { $0.destination = ns.address } } else {
-                state.withLock { $0.unboundServices.append((ns.name, ns.address)) }
                 bind?(ns.name, ns.address)
             }
         case .destroy:
