@@ -99,12 +99,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     public func attachRPMsg() throws {
         rpmsg?.close()
         rpmsg = nil
-        guard let table = processor.installedResourceTable, !table.table.virtioDevices.isEmpty else { return }
-        let vdev = try processor.createVirtio(index: 0, role: .driver)
-        guard let shared = processor.memory(named: "shared") else { return }
-        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
-        let device = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
-                                     pool: pool.offset..<(pool.offset + pool.size))
+        guard let device = try processor.makeHostRPMsg() else { return }
         board.trace.traceTraffic(of: device)
         rpmsg = device
     }

@@ -126,12 +126,7 @@ public final class ScenarioRunner {
         rpmsg?.close()
         rpmsg = nil
         endpoints = [:]
-        guard let table = processor.installedResourceTable, !table.table.virtioDevices.isEmpty else { return }
-        let vdev = try processor.createVirtio(index: 0, role: .driver)
-        guard let shared = processor.memory(named: "shared") else { throw Failure("the board has no shared memory") }
-        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
-        let device = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
-                                     pool: pool.offset..<(pool.offset + pool.size))
+        guard let device = try processor.makeHostRPMsg() else { return }
         board.trace.traceTraffic(of: device)
         rpmsg = device
     }

@@ -35,11 +35,7 @@ enum BoardBench {
         try processor.configure()
         try processor.load("fw", from: MemoryImageStore(["fw": try image()]))
         try processor.start()
-        let vdev = try processor.createVirtio(index: 0, role: .driver)
-        guard let shared = processor.memory(named: "shared") else { throw BenchError("the board has no shared memory") }
-        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
-        let rpmsg = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
-                                    pool: pool.offset..<(pool.offset + pool.size))
+        guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
         let announced = WakeSignal()
         let service = Mutex<RPMsgAddress?>(nil)
         rpmsg.onNameServiceAnnouncement { _, address in

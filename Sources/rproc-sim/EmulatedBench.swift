@@ -44,11 +44,7 @@ enum EmulatedBench {
         try processor.configure()
         try processor.load(elf.path, from: FileImageStore())
         try processor.start()
-        let vdev = try processor.createVirtio(index: 0, role: .driver)
-        guard let shared = processor.memory(named: "shared") else { throw BenchError("no shared memory") }
-        let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
-        let rpmsg = try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
-                                    pool: pool.offset..<(pool.offset + pool.size))
+        guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
         let deadline = ContinuousClock.now + .seconds(30)
         while !rpmsg.announcedServices.contains(where: { $0.name == service }) {
             guard ContinuousClock.now < deadline else { throw BenchError("no announcement of \(service)") }

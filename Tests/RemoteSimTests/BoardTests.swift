@@ -22,11 +22,7 @@ func nativeImage(vringCount: UInt32 = 256) throws -> [UInt8] {
 
 /// The host side of RPMsg over a running board's first vdev.
 func hostRPMsg(_ processor: RemoteProcessor) throws -> RPMsgDevice {
-    let vdev = try processor.createVirtio(index: 0, role: .driver)
-    let shared = try #require(processor.memory(named: "shared"))
-    let pool = try processor.allocateDeviceMemory(size: 512 * 512, purpose: "rpmsg buffers")
-    return try RPMsgDevice(host: vdev, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
-                           pool: pool.offset..<(pool.offset + pool.size))
+    try #require(try processor.makeHostRPMsg())
 }
 
 @Suite("Board")
