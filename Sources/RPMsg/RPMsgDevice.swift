@@ -504,19 +504,15 @@ public final class RPMsgDevice: Sendable {
 
     private func drainReceiveQueue() {
         guard !state.withLock({ $0.closed }) else { return }
-        var idlePasses = 0
         while true {
-            var delivered = 0
             while let (token, offset, capacity, chainLength) = nextReceived() {
                 deliver(token: token, offset: offset, capacity: capacity, chainLength: chainLength)
-                delivered += 1
             }
             flushReceiveKicks()
+            // Work that appeared while re-enabling is taken in another pass (a corrupt index
+            // is not reported as work, so it cannot keep us here).
             let pending = role == .driver ? (receiveQueue as! DriverQueue).enableInterrupts() : (receiveQueue as! DeviceQueue).enableNotifications()
-            // Work that appeared while re-enabling is taken in another pass; an index the queue
-            // refuses as corrupt stays "pending" forever and must not keep us here.
-            idlePasses = delivered == 0 ? idlePasses + 1 : 0
-            if !pending || idlePasses >= 2 { return }
+            if !pending { return }
         }
     }
 

@@ -45,8 +45,8 @@ public final class RemoteCore: Sendable {
     public let resourceTable: (address: DeviceAddress, size: Int)?
     /// Where the image starts (its entry point).
     public let bootAddress: DeviceAddress
-    /// How much of the trace buffer the firmware has written.
-    private let traceWritten = Mutex(0)
+    /// The trace buffer (found in the table on first use) and how much the firmware has written.
+    private let traceState = Mutex<(buffer: (address: UInt64, length: Int)?, looked: Bool, written: Int)>((nil, false, 0))
 
     init(layout: BoardLayout, mailbox: Mailbox, memories: [RemoteprocMemory], resourceTable: (address: DeviceAddress, size: Int)?,
          bootAddress: DeviceAddress) {
@@ -87,18 +87,28 @@ public final class RemoteCore: Sendable {
     /// NUL-terminated, as C firmware's logging does; the host reads it as console output. When the
     /// buffer is full the text is dropped (a ring that wraps would need the host to follow it).
     public func trace(_ text: String) {
-        guard let table = resourceTable, let bytes = try? readBytes(at: table.address.rawValue, count: table.size),
-              let parsed = try? ResourceTable(bytes: bytes) else { return }
-        for case let .trace(entry) in parsed.entries {
-            guard let da = entry.deviceAddress.device else { continue }
-            let line = Array(text.utf8) + [UInt8(ascii: "\n")]
-            traceWritten.withLock { written in
-                guard written + line.count < Int(entry.length) else { return }
-                for (i, byte) in (line + [0]).enumerated() { try? store8(byte, at: da.rawValue + UInt64(written + i)) }
-                written += line.count
+        let line = Array(text.utf8) + [UInt8(ascii: "\n")]
+        let target: (UInt64, Int)? = traceState.withLock { state in
+            if !state.looked {
+                state.looked = true
+                state.buffer = findTraceBuffer()
             }
-            return
+            guard let buffer = state.buffer, state.written + line.count < buffer.length else { return nil }
+            defer { state.written += line.count }
+            return (buffer.address, state.written)
         }
+        guard let (address, at) = target else { return }
+        for (i, byte) in (line + [0]).enumerated() { try? store8(byte, at: address + UInt64(at + i)) }
+    }
+
+    /// The first RSC_TRACE entry with an address, read once from the loaded table.
+    private func findTraceBuffer() -> (address: UInt64, length: Int)? {
+        guard let table = resourceTable, let bytes = try? readBytes(at: table.address.rawValue, count: table.size),
+              let parsed = try? ResourceTable(bytes: bytes) else { return nil }
+        for case let .trace(entry) in parsed.entries {
+            if let da = entry.deviceAddress.device { return (da.rawValue, Int(entry.length)) }
+        }
+        return nil
     }
 
     private func readBytes(at address: UInt64, count: Int) throws(FirmwareHalt) -> [UInt8] {

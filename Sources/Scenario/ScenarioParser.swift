@@ -1,4 +1,5 @@
 import Foundation
+import MetalIO
 import Yams
 
 /// Reads scenario files strictly: every key is known, every value has the right type, every
@@ -292,17 +293,6 @@ public enum ScenarioParser {
         return nil
     }
 
-    static func hexBytes(_ text: String) -> [UInt8]? {
-        let digits = text.filter { !$0.isWhitespace }
-        guard digits.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var index = digits.startIndex
-        while index < digits.endIndex {
-            let next = digits.index(index, offsetBy: 2)
-            guard let byte = UInt8(digits[index..<next], radix: 16) else { return nil }
-            out.append(byte)
-            index = next
-        }
-        return out
-    }
+    static func hexBytes(_ text: String) -> [UInt8]? { bytes(fromHex: text.filter { !$0.isWhitespace }) }
+
 }

@@ -196,13 +196,21 @@ public final class ScenarioRunner {
             }
             return "addr \(rpmsg.announcedServices.first { $0.name == name }!.address)"
         case let .expectReceived(from, match, count, within):
-            let fromAddress = from.flatMap { name in rpmsg?.announcedServices.first { $0.name == name }?.address }
+            // The service's address: the endpoint we send to it through (once bound, it is no longer
+            // listed as announced), else its announcement.
+            var fromAddress: RPMsgAddress?
+            if let from {
+                fromAddress = endpoints[from].map(\.destination) ?? rpmsg?.announcedServices.first { $0.name == from }?.address
+                guard fromAddress != nil else { throw Failure("expected: messages from service '\(from)'\n      saw:      no such service (not announced, nothing sent to it)") }
+            }
+            // Compiled once and counted incrementally: the wait polls often and messages pile up.
+            let accepts = try Self.predicate(for: match)
+            var scanned = consumed, matched = 0
             func matching() -> Int {
-                inbox.messages.withLock { messages in
-                    messages.dropFirst(consumed).filter { m in
-                        (fromAddress == nil || m.source == fromAddress) && Self.matches(m.payload, match)
-                    }.count
-                }
+                let fresh = inbox.messages.withLock { Array($0.dropFirst(scanned)) }
+                scanned += fresh.count
+                matched += fresh.filter { m in (fromAddress == nil || m.source == fromAddress) && accepts(m.payload) }.count
+                return matched
             }
             guard waitFor(within, { matching() >= count }) else {
                 let all = inbox.messages.withLock { Array($0.dropFirst(consumed)) }
@@ -306,15 +314,18 @@ public final class ScenarioRunner {
         return "\n      crash:    \(report)"
     }
 
-    static func matches(_ payload: [UInt8], _ match: PayloadMatch) -> Bool {
+    /// A test for payloads matching `match` (its regular expression compiled once).
+    static func predicate(for match: PayloadMatch) throws -> ([UInt8]) -> Bool {
         switch match {
-        case .any: return true
-        case let .exact(bytes): return payload == bytes
-        case let .prefix(bytes): return payload.starts(with: bytes)
+        case .any: return { _ in true }
+        case let .exact(bytes): return { $0 == bytes }
+        case let .prefix(bytes): return { $0.starts(with: bytes) }
         case let .regex(pattern):
-            guard let expression = try? NSRegularExpression(pattern: pattern) else { return false }
-            let text = String(decoding: payload, as: UTF8.self)
-            return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+            let expression = try NSRegularExpression(pattern: pattern)
+            return { payload in
+                let text = String(decoding: payload, as: UTF8.self)
+                return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+            }
         }
     }
 }

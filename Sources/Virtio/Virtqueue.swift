@@ -107,6 +107,12 @@ public class Virtqueue: @unchecked Sendable {
         return readIndex(flagsOffset) & suppressFlag == 0
     }
 
+    /// Whether a published index leaves entries to take: it moved, and by no more than the ring
+    /// holds (a larger jump is corrupt and is not taken).
+    static func hasWork(published: UInt16, seen: UInt16, count: Int) -> Bool {
+        published != seen && Int(published &- seen) <= count
+    }
+
     func sendKick() throws {
         kicks.add(1, ordering: .relaxed)
         try kick()
@@ -220,13 +226,14 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     }
 
     /// Asks for an interrupt at the next used buffer (`virtqueue_enable_cb`). Returns whether
-    /// used buffers are already waiting (check again before sleeping).
+    /// used buffers are already waiting (check again before sleeping). An index that moved by
+    /// more than the ring size is corrupt, not work: it does not count as waiting.
     @discardableResult
     public func enableInterrupts() -> Bool {
         state.withLock { s in
             if usesEventIndex { write16(s.lastUsed, layout.usedEvent) } else { write16(0, layout.availFlags) }
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            return readIndex(layout.usedIndex) != s.lastUsed
+            return Self.hasWork(published: readIndex(layout.usedIndex), seen: s.lastUsed, count: layout.count)
         }
     }
 }
@@ -342,13 +349,14 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
         }
     }
 
-    /// Asks for a kick at the next new buffer. Returns whether buffers are already waiting.
+    /// Asks for a kick at the next new buffer. Returns whether buffers are already waiting (a
+    /// corrupt index that jumped by more than the ring size is not work).
     @discardableResult
     public func enableNotifications() -> Bool {
         state.withLock { s in
             if usesEventIndex { write16(s.lastAvail, layout.availEvent) } else { write16(0, layout.usedFlags) }
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            return readIndex(layout.availIndex) != s.lastAvail
+            return Self.hasWork(published: readIndex(layout.availIndex), seen: s.lastAvail, count: layout.count)
         }
     }
 }

@@ -649,3 +649,14 @@ func payload(round: UInt16, word: Int) -> UInt32 {
         #expect(throws: MetalIOError.self) { _ = try IORegion(memory: memory, memoryOffset: offset, physicalBase: PhysicalAddress(0)) }
     }
 }
+
+@Suite struct HexBytesTests {
+    @Test("hex text to bytes and back; odd length or a non-hex digit is refused")
+    func roundTrip() {
+        #expect(bytes(fromHex: "deADbe0f") == [0xDE, 0xAD, 0xBE, 0x0F])
+        #expect(bytes(fromHex: "") == [])
+        #expect(bytes(fromHex: "abc") == nil)
+        #expect(bytes(fromHex: "zz") == nil)
+        #expect(hexString([0x00, 0x7F, 0xFF]) == "007fff")
+    }
+}

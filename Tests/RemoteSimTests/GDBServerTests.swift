@@ -24,20 +24,27 @@ func runGDB(elf: String, port: UInt16, commands: [String], timeout: TimeInterval
     return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
 }
 
+/// `Firmware/programs/PROGRAM` on an emulated core of `architecture` with a GDB server, halted
+/// at reset, loaded and started through the real core.
+func debuggedBoard(_ program: String, _ architecture: FirmwareArchitecture) throws -> (elf: URL, server: GDBServer, board: Board, processor: RemoteProcessor) {
+    let elf = try FirmwareBuilder.forThisPackage().build(program: program, architecture: architecture)
+    let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
+    let server = try GDBServer(architecture: cpu, startHalted: true)
+    let board = try Board(firmware: EmulatedCPU(cpu, debugger: server))
+    let processor = try board.makeProcessor()
+    try processor.configure()
+    try processor.load(elf.path, from: FileImageStore())
+    try processor.start()
+    return (elf, server, board, processor)
+}
+
 @Suite("GDB server", .serialized)
 struct GDBServerTests {
     @Test("gdb-multiarch attaches to a core halted at reset, breaks in main, reads registers and steps",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
     func breakInMain(architecture: FirmwareArchitecture) throws {
-        let elf = try FirmwareBuilder.forThisPackage().build(program: "minimal", architecture: architecture)
-        let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
-        let server = try GDBServer(architecture: cpu, startHalted: true)
+        let (elf, server, board, processor) = try debuggedBoard("minimal", architecture)
         defer { server.shutdown() }
-        let board = try Board(firmware: EmulatedCPU(cpu, debugger: server))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load(elf.path, from: FileImageStore())
-        try processor.start()
         let output = try runGDB(elf: elf.path, port: server.port, commands: [
             "info registers pc", "break main", "continue", "info symbol $pc", "stepi", "info registers pc", "monitor vrings", "detach",
         ])
@@ -58,15 +65,8 @@ struct GDBServerFaultTests {
     @Test("continuing into an undefined instruction stops with SIGILL at it; the crash follows once the debugger lets go",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
     func illegal(architecture: FirmwareArchitecture) throws {
-        let elf = try FirmwareBuilder.forThisPackage().build(program: "illegal", architecture: architecture)
-        let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
-        let server = try GDBServer(architecture: cpu, startHalted: true)
+        let (elf, server, _, processor) = try debuggedBoard("illegal", architecture)
         defer { server.shutdown() }
-        let board = try Board(firmware: EmulatedCPU(cpu, debugger: server))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load(elf.path, from: FileImageStore())
-        try processor.start()
         let output = try runGDB(elf: elf.path, port: server.port, commands: ["continue", "info symbol $pc", "detach"])
         #expect(output.contains("SIGILL"), "\(output)")
         #expect(output.contains("execute_illegal in section .text") || output.contains("execute_illegal + "), "\(output)")
@@ -113,13 +113,7 @@ final class RawClient {
 @Suite("GDB server robustness", .serialized)
 struct GDBServerRobustnessTests {
     func halted(_ program: String = "minimal") throws -> (GDBServer, RemoteProcessor, Board) {
-        let elf = try FirmwareBuilder.forThisPackage().build(program: program, architecture: .cortexM4)
-        let server = try GDBServer(architecture: .cortexM4, startHalted: true)
-        let board = try Board(firmware: EmulatedCPU(.cortexM4, debugger: server))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load(elf.path, from: FileImageStore())
-        try processor.start()
+        let (_, server, board, processor) = try debuggedBoard(program, .cortexM4)
         return (server, processor, board)
     }
 

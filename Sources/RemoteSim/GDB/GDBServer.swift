@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import MetalIO
 import Synchronization
 
 /// A GDB remote-serial-protocol server for the emulated core, on a loopback TCP port. One
@@ -129,22 +130,8 @@ public final class GDBServer: @unchecked Sendable {
         return Array(buffer.prefix(n))
     }
 
-    private func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef")
-        return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xF)]] })
-    }
-    private func fromHex(_ text: Substring) -> [UInt8]? {
-        guard text.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var index = text.startIndex
-        while index < text.endIndex {
-            let next = text.index(index, offsetBy: 2)
-            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
-            out.append(byte)
-            index = next
-        }
-        return out
-    }
+    private func hex(_ bytes: [UInt8]) -> String { hexString(bytes) }
+    private func fromHex(_ text: Substring) -> [UInt8]? { bytes(fromHex: text) }
     private func le32(_ value: UInt64) -> String { hex((0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }) }
 
     var targetXML: String {
