@@ -267,8 +267,7 @@ public final class RPMsgDevice: Sendable {
         state.withLock { $0.onTraffic = observer }
     }
 
-    private func observe(_ direction: RPMsgTraffic.Direction, _ header: RPMsgHeader, payloadOffset: Int) {
-        guard let observer = state.withLock({ $0.onTraffic }) else { return }
+    private func observe(_ observer: @Sendable (RPMsgTraffic) -> Void, _ direction: RPMsgTraffic.Direction, _ header: RPMsgHeader, payloadOffset: Int) {
         let prefix = (try? window.region.readBytes(at: payloadOffset, count: min(16, Int(header.length)))) ?? []
         observer(RPMsgTraffic(direction: direction, source: header.source, destination: header.destination, length: Int(header.length), prefix: prefix))
     }
@@ -441,16 +440,16 @@ public final class RPMsgDevice: Sendable {
         guard buffer.owned.exchange(false, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
         let header = RPMsgHeader(source: source, destination: destination, length: UInt16(length))
         do { try header.write(to: window.region, at: buffer.bufferOffset) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
-        observe(.sent, header, payloadOffset: buffer.bufferOffset + RPMsgHeader.size)
         let total = RPMsgHeader.size + length
         do {
-            let closed = state.withLock { s in
+            let (closed, observer) = state.withLock { s in
                 s.reservedTransmit.remove(buffer.token)
                 s.statistics.messagesSent += 1
                 s.statistics.payloadBytesSent += length
-                return s.closed
+                return (s.closed, s.onTraffic)
             }
             guard !closed else { throw RPMsgError(.deviceClosed) }
+            if let observer { observe(observer, .sent, header, payloadOffset: buffer.bufferOffset + RPMsgHeader.size) }
             if role == .driver {
                 let queue = transmitQueue as! DriverQueue
                 try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
@@ -549,20 +548,28 @@ public final class RPMsgDevice: Sendable {
             recycle(token: token, chainLength: chainLength)
             return
         }
-        observe(.received, header, payloadOffset: offset + RPMsgHeader.size)
-        let buffer = RPMsgHeldBuffer(token: token, window: window, payloadOffset: offset + RPMsgHeader.size, chainLength: chainLength)
-        let message = RPMsgMessage(source: header.source, destination: header.destination, length: Int(header.length), buffer: buffer)
-        if header.destination == .nameService && usesNameService {
-            handleNameService(message)
-        } else if let endpoint = state.withLock({ $0.endpoints[header.destination.rawValue] }) {
-            endpoint.state.withLock { if $0.destination.isAny { $0.destination = header.source } }
-            state.withLock { s in
+        // One pass under the device lock per message (this is the receive hot path): the endpoint,
+        // the counters and the traffic observer.
+        let isNameService = header.destination == .nameService && usesNameService
+        let (endpoint, observer) = state.withLock { s -> (RPMsgEndpoint?, (@Sendable (RPMsgTraffic) -> Void)?) in
+            guard !isNameService else { return (nil, s.onTraffic) }
+            let endpoint = s.endpoints[header.destination.rawValue]
+            if endpoint != nil {
                 s.statistics.messagesReceived += 1
                 s.statistics.payloadBytesReceived += Int(header.length)
+            } else {
+                s.statistics.droppedNoEndpoint += 1
             }
+            return (endpoint, s.onTraffic)
+        }
+        if let observer { observe(observer, .received, header, payloadOffset: offset + RPMsgHeader.size) }
+        let buffer = RPMsgHeldBuffer(token: token, window: window, payloadOffset: offset + RPMsgHeader.size, chainLength: chainLength)
+        let message = RPMsgMessage(source: header.source, destination: header.destination, length: Int(header.length), buffer: buffer)
+        if isNameService {
+            handleNameService(message)
+        } else if let endpoint {
+            endpoint.state.withLock { if $0.destination.isAny { $0.destination = header.source } }
             endpoint.onReceive(message)
-        } else {
-            state.withLock { $0.statistics.droppedNoEndpoint += 1 }
         }
         if buffer.held.load(ordering: .relaxed) {
             state.withLock { _ = $0.heldReceive.insert(token) }
