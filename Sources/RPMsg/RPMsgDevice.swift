@@ -205,6 +205,10 @@ public final class RPMsgDevice: Sendable {
         handleNotification()
     }
 
+    /// Payload bytes a buffer of `length` bytes offered by the host can carry: the header's 16-bit
+    /// `len` field caps it, however large a buffer the other side offers.
+    static func payloadCapacity(_ length: Int) -> Int { min(length - RPMsgHeader.size, Int(UInt16.max)) }
+
     private static func checkSizes(_ c: RPMsgConfiguration) throws(RPMsgError) {
         for size in [c.hostToRemoteBufferSize, c.remoteToHostBufferSize] where size <= RPMsgHeader.size || size > 65536 {
             throw RPMsgError(.invalidArgument("buffer size \(size) must be between 17 and 65536 bytes"))
@@ -420,9 +424,9 @@ public final class RPMsgDevice: Sendable {
                     _ = try? queue.notifyIfNeeded()   // the host gets it back and posts a good one
                     continue
                 }
-                transmitCapacity.store(segment.length - RPMsgHeader.size, ordering: .relaxed)
+                transmitCapacity.store(Self.payloadCapacity(segment.length), ordering: .relaxed)
                 s.reservedTransmit.insert(chain.head)
-                return RPMsgTxBuffer(token: chain.head, window: window, bufferOffset: segment.offset, capacity: segment.length - RPMsgHeader.size)
+                return RPMsgTxBuffer(token: chain.head, window: window, bufferOffset: segment.offset, capacity: Self.payloadCapacity(segment.length))
             }
         }
     }
@@ -430,7 +434,7 @@ public final class RPMsgDevice: Sendable {
     private func spare(_ chain: AvailableChain) {
         state.withLock { $0.spareChains.append(chain) }
         if let segment = chain.segments.first, chain.segments.count == 1, segment.isWritable, segment.length > RPMsgHeader.size {
-            transmitCapacity.store(segment.length - RPMsgHeader.size, ordering: .relaxed)
+            transmitCapacity.store(Self.payloadCapacity(segment.length), ordering: .relaxed)
         }
     }
 

@@ -30,4 +30,10 @@ struct RPMsgWireTests {
         let long = NameServiceMessage(name: String(repeating: "n", count: 40), address: RPMsgAddress(1), action: .create)
         #expect(NameServiceMessage(bytes: long.bytes)?.name == String(repeating: "n", count: 32))
     }
+
+    @Test("a huge buffer offered by the other side still carries at most what the 16-bit len field says")
+    func capacityCap() {
+        #expect(RPMsgDevice.payloadCapacity(512) == 496)
+        #expect(RPMsgDevice.payloadCapacity(1 << 20) == 65535)
+    }
 }
