@@ -137,6 +137,10 @@ struct GDBServerRobustnessTests {
         #expect(client.read(until: "E14").contains("E14"), "unmapped memory is an error, not a crash")
         client.send(GDBPacketReader.frame("m0"))
         #expect(client.read(until: "E01").contains("E01"))
+        for hostile in ["m0,-1", "qXfer:features:read:target.xml:-5,10", "qXfer:features:read:target.xml:0,-1", "p-1", "P-1=00000000"] {
+            client.send(GDBPacketReader.frame(hostile))
+            #expect(client.read(until: "E01").contains("E01"), "\(hostile) is refused, not trapped on")
+        }
     }
 
     @Test("a second debugger is refused with a clear message; a client that leaves mid-run lets the core run on", .timeLimit(.minutes(1)))

@@ -199,19 +199,19 @@ public final class GDBServer: @unchecked Sendable {
             guard case let .registers(values) = session.perform(.readRegisters) else { return "E01" }
             return values.map(le32).joined()
         case "p":
-            guard let number = Int(body, radix: 16), let index = registerIndex(number) else { return "E01" }
+            guard let number = Int(body, radix: 16), number >= 0, let index = registerIndex(number) else { return "E01" }
             guard case let .registers(values) = session.perform(.readRegisters), values.indices.contains(index) else { return "E01" }
             return le32(values[index])
         case "P":
             let parts = body.split(separator: "=")
-            guard parts.count == 2, let number = Int(parts[0], radix: 16), let index = registerIndex(number),
+            guard parts.count == 2, let number = Int(parts[0], radix: 16), number >= 0, let index = registerIndex(number),
                   let bytes = fromHex(parts[1]), bytes.count == 4 else { return "E01" }
             let value = bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
             guard case .done(true) = session.perform(.writeRegister(index, value)) else { return "E01" }
             return "OK"
         case "m":
             let parts = body.split(separator: ",")
-            guard parts.count == 2, let address = UInt64(parts[0], radix: 16), let count = Int(parts[1], radix: 16), count <= 0x2000 else { return "E01" }
+            guard parts.count == 2, let address = UInt64(parts[0], radix: 16), let count = Int(parts[1], radix: 16), (0...0x2000).contains(count) else { return "E01" }
             guard case let .memory(bytes?) = session.perform(.readMemory(address, count)) else { return "E14" }
             return hex(bytes)
         case "M":
@@ -246,7 +246,8 @@ public final class GDBServer: @unchecked Sendable {
             if packet.hasPrefix("qSupported") { return "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+" }
             if packet.hasPrefix("qXfer:features:read:target.xml:") {
                 let range = packet.split(separator: ":").last?.split(separator: ",") ?? []
-                guard range.count == 2, let offset = Int(range[0], radix: 16), let length = Int(range[1], radix: 16) else { return "E01" }
+                guard range.count == 2, let offset = Int(range[0], radix: 16), let length = Int(range[1], radix: 16),
+                      offset >= 0, length >= 0, length <= 0x10000 else { return "E01" }
                 let xml = Array(targetXML.utf8)
                 guard offset <= xml.count else { return "E01" }
                 let chunk = xml[offset..<min(xml.count, offset + length)]
