@@ -144,6 +144,30 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         return processor
     }
 
+    /// What the board shows a debugger (`monitor`) and a failed scenario step: state, vrings, trace, console.
+    public var inspector: BoardInspector {
+        BoardInspector(memories: memories, mailbox: mailbox, trace: trace, table: { [weak self] in
+            guard let installed = self?.core.withLock({ $0.processor })?.installedResourceTable else { return nil }
+            return (installed.location.device, installed.table.bytes.count)
+        }, describeState: { [weak self] in self?.stateDescription ?? "the board is gone\n" })
+    }
+
+    /// The processor's life-cycle state, the core's and the last crash, one fact per line.
+    private var stateDescription: String {
+        let (processor, thread, lastHalt) = core.withLock { ($0.processor, $0.thread, $0.lastHalt) }
+        var out = "life cycle: \(processor.map { "\($0.state)" } ?? "no processor")\n"
+        out += "core: " + (thread == nil ? "not running" : isHaltedInDebugger ? "halted in the debugger" : "running") + "\n"
+        if let lastHalt { out += "last halt: \(lastHalt)\n" }
+        if let report = processor?.crashReport { out += "crash: \(report)\n" }
+        return out
+    }
+
+    /// The GDB server of an emulated core's firmware, if it has one.
+    public var debugger: GDBServer? { (firmware as? EmulatedCPU)?.debugger }
+
+    /// Whether a debugger holds the core halted: waits on the board should not count this time.
+    public var isHaltedInDebugger: Bool { debugger?.isHalted ?? false }
+
     /// Delivers the remote's kicks so far (poll mode).
     @discardableResult
     public func poll() -> Int { mailbox.poll() }
@@ -170,7 +194,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             let processor = c.processor
             let table = processor?.installedResourceTable.map { (address: $0.location.device, size: $0.table.bytes.count) }
             let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories,
-                                                                          resourceTable: table, bootAddress: bootAddress))
+                                                                          resourceTable: table, bootAddress: bootAddress, inspector: inspector))
             let finished = WakeSignal()
             context.finished = finished
             var thread = pthread_t()

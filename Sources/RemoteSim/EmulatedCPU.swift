@@ -80,55 +80,37 @@ public struct EmulatedCPU: NativeFirmware {
         defer {
             mailbox.setStopListener(nil)
         }
-        if let session {
-            if session.startHalted { session.reportStop(5) }
-            // The server breaks an idle core out of its wait when it wants it halted.
-            debugger?.onHaltRequest = { [weak mailbox] in mailbox?.breakWait() }
-            debugger?.monitor.withLock { $0 = { command in core.monitor(command) } }
+        guard let session, let debugger else {
+            try runFreely(engine: engine, core: core, running: running, pc: pc)
         }
+        session.beginRun()
+        if session.startHalted { session.reportStop(.trap) }
+        // The server breaks an idle core out of its wait when it wants it halted.
+        debugger.onHaltRequest = { [weak mailbox] in mailbox?.breakWait() }
+        debugger.monitor.withLock { $0 = { command in core.monitor(command) } }
         var pendingFault: CPUFault?
+        do {
+            try runDebugged(engine: engine, core: core, session: session, running: running, pc: pc, pendingFault: &pendingFault)
+        } catch let halt as FirmwareHalt {
+            let signal = switch halt.reason {
+            case .stopped: 9
+            case .panic: 6
+            case .fault: pendingFault?.kind == .illegalInstruction ? 4 : 11
+            }
+            session.endRun(signal: signal)
+            throw halt
+        }
+    }
+
+    /// The run loop without a debugger.
+    private func runFreely(engine: UnicornEngine, core: RemoteCore, running: RunFlag, pc start: UInt64) throws -> Never {
+        var pc = start
+        let mailbox = core.mailbox
         while true {
             try core.checkStop()
-            if let session, session.attached.load(ordering: .acquiring) || session.halted.load(ordering: .acquiring) {
-                if session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) { session.reportStop(2) }
-                if session.halted.load(ordering: .acquiring) {
-                    guard let step = session.serve(engine: engine, mailbox: mailbox, pc: &pc) else { continue }
-                    if let fault = pendingFault {
-                        throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
-                                           registers: fault.registers)
-                    }
-                    session.hooks.stepping = step
-                    session.hooks.skip = pc
-                }
-            }
             running.value.store(true, ordering: .releasing)
             let outcome = engine.run(from: pc)
             running.value.store(false, ordering: .releasing)
-            if let session, session.attached.load(ordering: .acquiring) {
-                switch outcome {
-                case let .returned(next):
-                    pc = next
-                    if session.hooks.stoppedAt != nil {
-                        session.hooks.stoppedAt = nil
-                        session.hooks.stepping = false
-                        session.reportStop(5)
-                        continue
-                    }
-                    if session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) {
-                        session.reportStop(2)
-                        continue
-                    }
-                    try core.checkStop()
-                    _ = mailbox.waitForInterrupt()
-                    continue
-                case let .fault(fault):
-                    if mailbox.isStopRequested { try core.checkStop() }
-                    pendingFault = fault
-                    pc = fault.programCounter
-                    session.reportStop(fault.kind == .illegalInstruction ? 4 : 11)
-                    continue
-                }
-            }
             switch outcome {
             case let .fault(fault):
                 try core.checkStop()   // a PANIC or a stop that interrupted the run wins
@@ -139,6 +121,104 @@ public struct EmulatedCPU: NativeFirmware {
                 pc = next
                 // wfi: idle until the host kicks (PENDING ≠ 0) or a stop; the firmware acknowledges.
                 _ = mailbox.waitForInterrupt()
+            }
+        }
+    }
+
+    /// The run loop with a GDB server: while a debugger is attached, breakpoints, steps,
+    /// watchpoints, faults and a PANIC halt the core and are reported; commands run while halted.
+    private func runDebugged(engine: UnicornEngine, core: RemoteCore, session: DebugSession, running: RunFlag, pc start: UInt64,
+                             pendingFault: inout CPUFault?) throws -> Never {
+        var pc = start
+        let mailbox = core.mailbox
+        let hooks = session.hooks
+        var panicShown = false
+        /// A PANIC the debugger has not been shown yet (a host stop overrides it).
+        func unshownPanic() -> UInt32? {
+            guard !panicShown, let code = mailbox.panicCode, !mailbox.isHostStopRequested else { return nil }
+            return code
+        }
+        while true {
+            if session.attached.load(ordering: .acquiring) || session.halted.load(ordering: .acquiring) {
+                if !session.halted.load(ordering: .acquiring) {
+                    if let code = unshownPanic() {
+                        panicShown = true
+                        session.reportStop(DebugStop(signal: 6, reason: .panic(code)))
+                    } else if session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) {
+                        session.reportStop(.interrupt)
+                    }
+                }
+                if session.halted.load(ordering: .acquiring) {
+                    guard let step = session.serve(engine: engine, pc: &pc, abandon: { mailbox.isHostStopRequested }) else {
+                        try core.checkStop()
+                        continue
+                    }
+                    // Continuing after a PANIC or a fault sends the core down the crash path.
+                    if panicShown || mailbox.isHostStopRequested { try core.checkStop() }
+                    if let fault = pendingFault {
+                        throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                                           registers: fault.registers)
+                    }
+                    hooks.stepping = step
+                    hooks.skip = pc
+                }
+            }
+            if unshownPanic() != nil && session.attached.load(ordering: .acquiring) { continue }   // show it first
+            try core.checkStop()
+            running.value.store(true, ordering: .releasing)
+            let outcome = engine.run(from: pc)
+            running.value.store(false, ordering: .releasing)
+            guard session.attached.load(ordering: .acquiring) else {
+                hooks.watchHit = nil
+                hooks.stoppedAt = nil
+                hooks.stepping = false
+                switch outcome {
+                case let .fault(fault):
+                    try core.checkStop()
+                    throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                                       registers: fault.registers)
+                case let .returned(next):
+                    try core.checkStop()
+                    pc = next
+                    if session.haltRequested.load(ordering: .acquiring) { continue }
+                    _ = mailbox.waitForInterrupt()
+                    continue
+                }
+            }
+            switch outcome {
+            case let .returned(next):
+                pc = next
+                let stoppedAt = hooks.stoppedAt
+                let wasStepping = hooks.stepping
+                let watchHit = hooks.watchHit
+                hooks.stoppedAt = nil
+                hooks.stepping = false
+                hooks.watchHit = nil
+                if unshownPanic() != nil { continue }          // shown at the top of the loop
+                if let watchHit {
+                    if let start = engine.rewindWatchedInstruction() { pc = start }
+                    session.reportStop(DebugStop(signal: 5, reason: .watchpoint(watchHit.kind, address: watchHit.address)))
+                    continue
+                }
+                if let stoppedAt {
+                    let reason: DebugStop.Reason = wasStepping ? .signal : hooks.breakpoints[stoppedAt].map { .breakpoint(hardware: $0) } ?? .signal
+                    session.reportStop(DebugStop(signal: 5, reason: reason))
+                    continue
+                }
+                if session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) {
+                    session.reportStop(.interrupt)
+                    continue
+                }
+                try core.checkStop()
+                _ = mailbox.waitForInterrupt()
+            case let .fault(fault):
+                hooks.watchHit = nil
+                hooks.stoppedAt = nil
+                hooks.stepping = false
+                if mailbox.isStopRequested && unshownPanic() == nil { try core.checkStop() }
+                pendingFault = fault
+                pc = fault.programCounter
+                session.reportStop(DebugStop(signal: fault.kind == .illegalInstruction ? 4 : 11))
             }
         }
     }

@@ -45,6 +45,8 @@ public final class Mailbox: Sendable {
     private struct State {
         var pending: UInt32 = 0
         var stop = false
+        /// Whether the host (or the watchdog) asked for the stop, rather than a PANIC.
+        var hostStop = false
         /// One WAIT/SLEEP release requested by a debugger (not a stop).
         var breakWait = false
         var ticksHighLatch: UInt32 = 0
@@ -103,7 +105,10 @@ public final class Mailbox: Sendable {
 
     /// Asks the core to stop: WAIT and SLEEP return at once (and keep returning) until ``reset()``.
     public func requestStop() {
-        state.withLock { $0.stop = true }
+        state.withLock { s in
+            s.stop = true
+            s.hostStop = true
+        }
         wake.signal()
         stopListener.withLock { $0 }?()
     }
@@ -117,6 +122,10 @@ public final class Mailbox: Sendable {
 
     /// Whether a stop was requested since the last reset.
     public var isStopRequested: Bool { state.withLock { $0.stop } }
+
+    /// Whether the host (or the watchdog monitor) requested a stop since the last reset — a
+    /// PANIC alone does not count.
+    public var isHostStopRequested: Bool { state.withLock { $0.hostStop } }
 
     /// Clears everything for a fresh start of the core: PENDING, stop, console, panic, watchdog, time.
     public func reset() {

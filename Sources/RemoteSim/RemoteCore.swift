@@ -48,8 +48,12 @@ public final class RemoteCore: Sendable {
     /// The trace buffer (found in the table on first use) and how much the firmware has written.
     private let traceState = Mutex<(buffer: (address: UInt64, length: Int)?, looked: Bool, written: Int)>((nil, false, 0))
 
+    /// What a debugger's `monitor` commands read (set by the board).
+    let inspector: BoardInspector?
+
     init(layout: BoardLayout, mailbox: Mailbox, memories: [RemoteprocMemory], resourceTable: (address: DeviceAddress, size: Int)?,
-         bootAddress: DeviceAddress) {
+         bootAddress: DeviceAddress, inspector: BoardInspector? = nil) {
+        self.inspector = inspector
         self.bootAddress = bootAddress
         self.layout = layout
         self.mailbox = mailbox
@@ -233,41 +237,8 @@ public protocol NativeFirmware: Sendable {
 }
 
 extension RemoteCore {
-    /// Answers a debugger's `monitor` command: `state`, `console`, `trace [N]`, `vrings`.
+    /// Answers a debugger's `monitor` command (see ``BoardInspector/answer(monitor:)``).
     func monitor(_ command: String) -> String {
-        let words = command.split(separator: " ")
-        switch words.first {
-        case "console":
-            return "(console lines are in the board trace; use `monitor trace`)\n"
-        case "vrings":
-            guard let table = resourceTable, let bytes = try? readBytesForMonitor(table.address.rawValue, table.size),
-                  let parsed = try? ResourceTable(bytes: bytes) else { return "no resource table\n" }
-            var out = ""
-            for (index, device) in parsed.virtioDevices {
-                out += "vdev entry \(index): status \(hex(UInt64(device.status.rawValue)))\n"
-                for (k, vring) in device.vrings.enumerated() {
-                    guard let da = vring.deviceAddress.device, let layout = try? VringLayout(count: Int(vring.count), alignment: Int(vring.alignment)),
-                          let avail = try? load32Raw(da.rawValue + UInt64(layout.availFlags)), let used = try? load32Raw(da.rawValue + UInt64(layout.usedFlags)) else {
-                        out += "  vring\(k): not placed\n"
-                        continue
-                    }
-                    out += "  vring\(k) @ \(da) num \(vring.count) notify \(vring.notifyID): avail idx \(avail >> 16) flags \(avail & 0xFFFF), used idx \(used >> 16) flags \(used & 0xFFFF)\n"
-                }
-            }
-            return out.isEmpty ? "no vdev\n" : out
-        case "state":
-            return mailbox.isStopRequested ? "stopping\n" : "running (halted in the debugger)\n"
-        default:
-            return "monitor commands: state, vrings, console\n"
-        }
+        inspector?.answer(monitor: command) ?? "this core has no board to inspect\n"
     }
-
-    private func readBytesForMonitor(_ address: UInt64, _ count: Int) throws -> [UInt8] {
-        for memory in memories {
-            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: count) { return try memory.region.readBytes(at: offset, count: count) }
-        }
-        throw FirmwareHalt(.fault(address: address, message: "unmapped"))
-    }
-
-    private func load32Raw(_ address: UInt64) throws -> UInt32 { try load32(address) }
 }

@@ -102,6 +102,10 @@ final class UnicornEngine {
 
     deinit {
         for hook in hooks { uc_hook_del(handle, hook) }
+        if let snapshot = debugHooks?.snapshot {
+            uc_context_free(snapshot)
+            debugHooks?.snapshot = nil
+        }
         uc_close(handle)
     }
 
@@ -129,6 +133,7 @@ final class UnicornEngine {
         }
         try Self.check(uc_mmio_map(handle, address, size, read, user, write, user), "uc_mmio_map(\(hex(address)))")
         retained.append(device)
+        debugHooks?.sideEffectRanges.append(address..<(address + UInt64(size)))
     }
 
     private func installFaultHooks() throws(UnicornError) {
@@ -261,35 +266,111 @@ final class UnicornEngine {
         retained.append(counter)
     }
 
-    /// Breakpoint and single-step state, touched only on the emulation thread (hooks run there).
+    /// Breakpoint, watchpoint and single-step state, touched only on the emulation thread (hooks run there).
     final class DebugHooks {
-        var breakpoints: Set<UInt64> = []
+        /// Breakpoint addresses, and whether each was set as a hardware breakpoint (`Z1`).
+        var breakpoints: [UInt64: Bool] = [:]
+        var watchpoints: [Watchpoint] = []
         var stepping = false
         /// The instruction a resumed run starts at: not stopped at again.
         var skip: UInt64?
-        /// Where a breakpoint or step stopped the last run.
+        /// Where a breakpoint, step or watchpoint stopped the last run.
         var stoppedAt: UInt64?
+        /// The watchpoint an access of the current instruction hit (the run stops before the next one).
+        var watchHit: (kind: Watchpoint.Kind, address: UInt64)?
+        /// Where the instruction being executed starts, its CPU state before it ran, and the bytes
+        /// its stores overwrote (kept only while watchpoints are set, to undo an instruction that hit one).
+        var instructionStart: UInt64 = 0
+        var snapshot: OpaquePointer?
+        var undo: [(address: UInt64, bytes: [UInt8])] = []
+        /// Guest ranges whose bytes cannot be read back without side effects (MMIO).
+        var sideEffectRanges: [Range<UInt64>] = []
     }
 
-    /// Installs the debugger's code hook (before the first run, so every block is translated with it).
+    /// A data watchpoint (GDB's `Z2` write, `Z3` read, `Z4` access).
+    struct Watchpoint: Hashable {
+        enum Kind: Hashable { case write, read, access }
+        var kind: Kind
+        var address: UInt64
+        var length: UInt64
+
+        func matches(write: Bool, address: UInt64, size: UInt64) -> Bool {
+            guard kind == .access || (kind == .write) == write else { return false }
+            return address < self.address &+ length && self.address < address &+ size
+        }
+    }
+
+    private var debugHooks: DebugHooks?
+
+    /// Installs the debugger's code and data hooks (before the first run, so every block is
+    /// translated with them). A watchpoint stops the core *before* the accessing instruction, as
+    /// GDB expects of Arm and RISC-V (non-steppable watchpoints): the instruction runs, then is
+    /// undone — CPU state restored from a snapshot taken before it, overwritten bytes put back.
     func installDebugHooks(_ hooks: DebugHooks) throws(UnicornError) {
+        var snapshot: OpaquePointer?
+        try Self.check(uc_context_alloc(handle, &snapshot), "uc_context_alloc")
+        hooks.snapshot = snapshot
+        hooks.sideEffectRanges = []
+        hooks.watchHit = nil
+        hooks.undo = []
         var hook: uc_hook = 0
-        let callback: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, address, _, user in
+        let code: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, address, _, user in
             let state = Unmanaged<DebugHooks>.fromOpaque(user!).takeUnretainedValue()
+            if state.watchHit != nil {
+                // The previous instruction touched a watched address: stop before this one.
+                state.stoppedAt = address
+                uc_emu_stop(uc)
+                return
+            }
+            if !state.watchpoints.isEmpty {
+                state.instructionStart = address
+                state.undo.removeAll(keepingCapacity: true)
+                uc_context_save(uc, state.snapshot)
+            }
             if state.skip == address {
                 state.skip = nil
                 return
             }
             state.skip = nil
-            if state.stepping || state.breakpoints.contains(address) {
+            if state.stepping || state.breakpoints[address] != nil {
                 state.stoppedAt = address
                 uc_emu_stop(uc)
             }
         }
-        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), unsafeBitCast(callback, to: UnsafeMutableRawPointer.self),
-                                     Unmanaged.passUnretained(hooks).toOpaque(), 1, 0), "uc_hook_add(debug)")
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), unsafeBitCast(code, to: UnsafeMutableRawPointer.self),
+                                     Unmanaged.passUnretained(hooks).toOpaque(), 1, 0), "uc_hook_add(debug code)")
+        self.hooks.append(hook)
+        let data: @convention(c) (OpaquePointer?, uc_mem_type, UInt64, Int32, Int64, UnsafeMutableRawPointer?) -> Void = { uc, type, address, size, _, user in
+            let state = Unmanaged<DebugHooks>.fromOpaque(user!).takeUnretainedValue()
+            guard !state.watchpoints.isEmpty, size > 0 else { return }
+            let write = type == UC_MEM_WRITE
+            let count = UInt64(size)
+            if write && !state.sideEffectRanges.contains(where: { $0.overlaps(address..<(address &+ count)) }) {
+                var old = [UInt8](repeating: 0, count: Int(count))
+                if old.withUnsafeMutableBytes({ uc_mem_read(uc, address, $0.baseAddress, Int(count)) }) == UC_ERR_OK {
+                    state.undo.append((address, old))
+                }
+            }
+            guard state.watchHit == nil,
+                  let hit = state.watchpoints.first(where: { $0.matches(write: write, address: address, size: count) }) else { return }
+            state.watchHit = (hit.kind, max(address, hit.address))
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_MEM_READ.rawValue | UC_HOOK_MEM_WRITE.rawValue),
+                                     unsafeBitCast(data, to: UnsafeMutableRawPointer.self),
+                                     Unmanaged.passUnretained(hooks).toOpaque(), 1, 0), "uc_hook_add(debug data)")
         self.hooks.append(hook)
         retained.append(hooks)
+        debugHooks = hooks
+    }
+
+    /// Undoes the instruction that hit a watchpoint: the CPU state from before it, the bytes it
+    /// overwrote. Returns where it starts (the PC to report).
+    func rewindWatchedInstruction() -> UInt64? {
+        guard let hooks = debugHooks, let snapshot = hooks.snapshot else { return nil }
+        guard uc_context_restore(handle, snapshot) == UC_ERR_OK else { return nil }
+        for entry in hooks.undo.reversed() { _ = writeMemory(entry.address, entry.bytes) }
+        hooks.undo.removeAll()
+        return hooks.instructionStart
     }
 
     /// Reads `count` bytes of guest memory, or `nil` when any is unmapped.

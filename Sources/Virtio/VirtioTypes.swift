@@ -127,6 +127,8 @@ public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
         case invalidRing(String)
         case io(MetalIOError)
         case invalidArgument(String)
+        /// Memory the ring says is there could not be read.
+        case unreadable(address: UInt64, length: Int)
     }
     public var kind: Kind
     public init(_ kind: Kind) { self.kind = kind }
@@ -138,6 +140,7 @@ public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .invalidRing(why): "invalid vring: \(why)"
         case let .io(error): error.description
         case let .invalidArgument(why): why
+        case let .unreadable(address, length): "\(length) bytes at \(hex(address)) cannot be read"
         }
     }
 }

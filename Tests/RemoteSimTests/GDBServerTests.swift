@@ -126,7 +126,7 @@ struct GDBServerRobustnessTests {
         #expect(client.read(until: "-").contains("-"))
         client.send("garbage!!")
         client.send(GDBPacketReader.frame("?"))
-        #expect(client.read(until: "#").contains("$S05"))
+        #expect(client.read(until: "#").contains("$T05"))
         client.send(GDBPacketReader.frame(String(repeating: "m", count: 20_000)))
         #expect(client.read(until: "-").contains("-"))
         client.send(GDBPacketReader.frame("vFrobnicate"))
@@ -149,7 +149,7 @@ struct GDBServerRobustnessTests {
         defer { server.shutdown(); try? processor.shutdown() }
         let first = try RawClient(port: server.port)
         first.send(GDBPacketReader.frame("?"))
-        #expect(first.read(until: "#").contains("S05"))
+        #expect(first.read(until: "#").contains("T05"))
         let second = try RawClient(port: server.port)
         #expect(second.read(until: "already attached").contains("already attached"))
         first.send(GDBPacketReader.frame("c"))

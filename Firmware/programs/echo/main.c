@@ -6,6 +6,9 @@
 
 RSIM_RPMSG_RESOURCE_TABLE(RSIM_RPMSG_VRING_NUM);
 
+/* Messages echoed so far (a global to watch or print from a debugger). */
+volatile uint32_t echo_count;
+
 static void on_message(struct rsim_rpmsg_ept *ept, const void *data, uint32_t len, uint32_t src,
                        void *priv)
 {
@@ -13,6 +16,8 @@ static void on_message(struct rsim_rpmsg_ept *ept, const void *data, uint32_t le
     int rc = rsim_rpmsg_send(ept, src, data, len);
     if (rc < 0)
         rsim_printf("echo: reply to %u failed: %d\n", src, rc);
+    else
+        echo_count++;
 }
 
 int main(void)

@@ -1,6 +1,28 @@
 import Synchronization
 import Virtio
 
+/// Why the debugged core stopped, as the server reports it to GDB.
+struct DebugStop: Sendable, Equatable {
+    enum Reason: Sendable, Equatable {
+        /// A plain stop: a single step, Ctrl-C, the halt at reset, a fault.
+        case signal
+        /// A breakpoint set with `Z0` (software) or `Z1` (hardware).
+        case breakpoint(hardware: Bool)
+        /// A data watchpoint: the core stands before the instruction that accessed `address`.
+        case watchpoint(UnicornEngine.Watchpoint.Kind, address: UInt64)
+        /// The firmware wrote PANIC with this code.
+        case panic(UInt32)
+        /// The core's run ended (host stop, crash): the program is gone for this debugger.
+        case exited
+    }
+    /// The POSIX signal number GDB shows (5 SIGTRAP, 2 SIGINT, 4 SIGILL, 6 SIGABRT, 11 SIGSEGV).
+    var signal: Int
+    var reason: Reason = .signal
+
+    static let trap = DebugStop(signal: 5)
+    static let interrupt = DebugStop(signal: 2)
+}
+
 /// The link between a GDB server (its own thread) and the emulated core (the core's thread): the
 /// server queues commands; the core runs them while it is halted. All Unicorn calls stay on the
 /// core's thread.
@@ -11,7 +33,8 @@ final class DebugSession: @unchecked Sendable {
         case writeRegister(Int, UInt64)
         case readMemory(UInt64, Int)
         case writeMemory(UInt64, [UInt8])
-        case breakpoint(UInt64, set: Bool)
+        case breakpoint(UInt64, hardware: Bool, set: Bool)
+        case watchpoint(UnicornEngine.Watchpoint, set: Bool)
         case resume(step: Bool)
         case detach
     }
@@ -21,15 +44,21 @@ final class DebugSession: @unchecked Sendable {
         case done(Bool)
     }
 
+    /// At most this many watchpoints at once (as a debug unit would have); GDB falls back to
+    /// software watchpoints beyond.
+    static let watchpointLimit = 8
+
     let hooks = UnicornEngine.DebugHooks()
     private let queue = Mutex<[(Command, Mailbox)]>([])
     private let coreWake = WakeSignal()
-    /// Signalled with each stop the core reports.
-    let stops = Mutex<[Int]>([])
-    let stopSignal = WakeSignal()
+    /// The stops the core reported and the server has not taken yet.
+    private let stops = Mutex<[DebugStop]>([])
+    private let stopSignal = WakeSignal()
     let haltRequested = Atomic<Bool>(false)
     let attached = Atomic<Bool>(false)
     let halted = Atomic<Bool>(false)
+    /// Whether the core's run has ended (and no new run has begun): nothing will answer commands.
+    let ended = Atomic<Bool>(false)
     let startHalted: Bool
 
     /// A reply slot for one command.
@@ -43,8 +72,9 @@ final class DebugSession: @unchecked Sendable {
 
     // MARK: Server side
 
-    /// Runs `command` on the core's thread; `nil` when the core does not answer in time.
+    /// Runs `command` on the core's thread; `nil` when the core's run has ended or it does not answer in time.
     func perform(_ command: Command, timeout: Duration = .seconds(5)) -> Reply? {
+        guard !ended.load(ordering: .acquiring) else { return nil }
         let box = Mailbox()
         queue.withLock { $0.append((command, box)) }
         coreWake.signal()
@@ -52,24 +82,52 @@ final class DebugSession: @unchecked Sendable {
         return box.reply
     }
 
-    /// Waits for the next stop the core reports (a signal number).
-    func waitForStop(timeout: Duration) -> Int? {
+    /// Waits for the next stop the core reports.
+    func waitForStop(timeout: Duration) -> DebugStop? {
+        if let stop = takeStop() { return stop }
         guard stopSignal.wait(timeout: timeout) else { return nil }
-        return stops.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+        return takeStop()
     }
+
+    private func takeStop() -> DebugStop? { stops.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
 
     // MARK: Core side
 
-    func reportStop(_ signal: Int) {
-        halted.store(true, ordering: .releasing)
-        stops.withLock { $0.append(signal) }
+    /// A run of the core begins: nothing of an earlier run is pending.
+    func beginRun() {
+        stops.withLock { $0.removeAll() }
+        halted.store(false, ordering: .releasing)
+        hooks.stepping = false
+        hooks.skip = nil
+        hooks.stoppedAt = nil
+        ended.store(false, ordering: .releasing)
+    }
+
+    /// The core's run ended: commands still queued are answered as failed, and an attached
+    /// debugger hears that the program is gone.
+    func endRun(signal: Int) {
+        ended.store(true, ordering: .releasing)
+        halted.store(false, ordering: .releasing)
+        for (_, box) in queue.withLock({ q in defer { q.removeAll() }; return q }) {
+            box.reply = .done(false)
+            box.ready.signal()
+        }
+        stops.withLock { $0.append(DebugStop(signal: signal, reason: .exited)) }
         stopSignal.signal()
     }
 
-    /// Serves commands until a resume or detach; returns whether to step.
-    func serve(engine: UnicornEngine, mailbox stopMailbox: RemoteSim.Mailbox, pc: inout UInt64) -> Bool? {
+    func reportStop(_ stop: DebugStop) {
+        haltRequested.store(false, ordering: .releasing)   // any stop answers a halt request
+        halted.store(true, ordering: .releasing)
+        stops.withLock { $0.append(stop) }
+        stopSignal.signal()
+    }
+
+    /// Serves commands until a resume or detach; returns whether to step, or `nil` when
+    /// `abandon` says the halt is over (the host stopped the core).
+    func serve(engine: UnicornEngine, pc: inout UInt64, abandon: () -> Bool) -> Bool? {
         while true {
-            if stopMailbox.isStopRequested { return nil }
+            if abandon() { return nil }
             guard let (command, box) = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else {
                 coreWake.wait(timeout: .milliseconds(50))
                 continue
@@ -89,8 +147,16 @@ final class DebugSession: @unchecked Sendable {
                 } else { reply = .done(false) }
             case let .readMemory(address, count): reply = .memory(engine.readMemory(address, count: count))
             case let .writeMemory(address, bytes): reply = .done(engine.writeMemory(address, bytes))
-            case let .breakpoint(address, set):
-                if set { hooks.breakpoints.insert(address) } else { hooks.breakpoints.remove(address) }
+            case let .breakpoint(address, hardware, set):
+                if set { hooks.breakpoints[address] = hardware } else { hooks.breakpoints[address] = nil }
+            case let .watchpoint(watchpoint, set):
+                if set {
+                    if !hooks.watchpoints.contains(watchpoint) {
+                        if hooks.watchpoints.count < Self.watchpointLimit { hooks.watchpoints.append(watchpoint) } else { reply = .done(false) }
+                    }
+                } else {
+                    hooks.watchpoints.removeAll { $0 == watchpoint }
+                }
             case let .resume(step):
                 box.reply = .done(true)
                 box.ready.signal()
@@ -98,6 +164,7 @@ final class DebugSession: @unchecked Sendable {
                 return step
             case .detach:
                 hooks.breakpoints.removeAll()
+                hooks.watchpoints.removeAll()
                 attached.store(false, ordering: .releasing)
                 box.reply = .done(true)
                 box.ready.signal()

@@ -81,7 +81,7 @@ public final class GDBServer: @unchecked Sendable {
             if session.attached.exchange(true, ordering: .acquiringAndReleasing) {
                 send(client, GDBPacketReader.frame("E01"))
                 let text = Array("rproc-sim: a debugger is already attached to this core\n".utf8)
-                _ = text.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+                send(client, text)
                 close(client)
                 continue
             }
@@ -112,7 +112,8 @@ public final class GDBServer: @unchecked Sendable {
     private func send(_ fd: Int32, _ bytes: [UInt8]) {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            // MSG_NOSIGNAL: a client that has gone away is an error here, not a SIGPIPE for the process.
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { if errno == EINTR { continue } else { return } }
             offset += n
         }
@@ -160,21 +161,21 @@ public final class GDBServer: @unchecked Sendable {
 
     fileprivate func serve(_ fd: Int32) {
         var reader = GDBPacketReader(maximumPacketSize: 0x4000)
-        var lastStop = 5
+        var lastStop = DebugStop.trap
         var lastReply: [UInt8] = []
         // The core must be stopped while a debugger looks at it.
-        if !session.halted.load(ordering: .acquiring) {
+        if session.ended.load(ordering: .acquiring) {
+            lastStop = session.waitForStop(timeout: .zero) ?? DebugStop(signal: 9, reason: .exited)
+        } else if !session.halted.load(ordering: .acquiring) {
             requestHalt()
-            if let signal = session.waitForStop(timeout: .seconds(5)) { lastStop = signal }
-        } else if let signal = session.waitForStop(timeout: .milliseconds(1)) { lastStop = signal }
+            if let stop = session.waitForStop(timeout: .seconds(5)) { lastStop = stop }
+        } else if let stop = session.waitForStop(timeout: .milliseconds(1)) { lastStop = stop }
         while let bytes = receive(fd, milliseconds: 200) {
             for input in reader.feed(bytes) {
                 switch input {
                 case .ack, .interrupt: continue
                 case .nack: send(fd, lastReply)
-                case let .rejected(reason):
-                    _ = reason
-                    send(fd, [UInt8(ascii: "-")])
+                case .rejected: send(fd, [UInt8(ascii: "-")])
                 case let .packet(payload):
                     send(fd, [UInt8(ascii: "+")])
                     let text = String(decoding: payload, as: UTF8.self)
@@ -188,10 +189,30 @@ public final class GDBServer: @unchecked Sendable {
         if session.halted.load(ordering: .acquiring) { _ = session.perform(.detach) }
     }
 
-    private func stopReply(_ signal: Int) -> String { "S" + hex([UInt8(truncatingIfNeeded: signal)]) }
+    /// The stop reply packet for `stop` (`T` with the stop reason, `X` when the program is gone).
+    func stopReply(_ stop: DebugStop) -> String {
+        let signal = hex([UInt8(truncatingIfNeeded: stop.signal)])
+        switch stop.reason {
+        case .signal, .panic: return "T" + signal
+        case let .breakpoint(hardware): return "T" + signal + (hardware ? "hwbreak:;" : "swbreak:;")
+        case let .watchpoint(kind, address):
+            let name = switch kind { case .write: "watch"; case .read: "rwatch"; case .access: "awatch" }
+            return "T" + signal + name + ":" + String(address, radix: 16) + ";"
+        case .exited: return "X" + signal
+        }
+    }
+
+    /// Console output for the debugger (an `O` packet) that explains `stop`, if it needs explaining.
+    private func explanation(of stop: DebugStop) -> String? {
+        switch stop.reason {
+        case let .panic(code): return "rproc-sim: the firmware wrote PANIC 0x\(String(code, radix: 16)); continuing sends the core down the crash path\n"
+        case .exited: return "rproc-sim: the core's run ended (\(stop.signal == 9 ? "stopped by the host" : "crashed")); see `monitor state`\n"
+        default: return nil
+        }
+    }
 
     /// The reply to one packet; `nil` to close the connection.
-    private func handle(_ packet: String, fd: Int32, lastStop: inout Int) -> String? {
+    private func handle(_ packet: String, fd: Int32, lastStop: inout DebugStop) -> String? {
         let body = packet.dropFirst()
         switch packet.first {
         case "?": return stopReply(lastStop)
@@ -221,16 +242,35 @@ public final class GDBServer: @unchecked Sendable {
             guard case .done(true) = session.perform(.writeMemory(address, bytes)) else { return "E14" }
             return "OK"
         case "Z", "z":
+            // Z0/Z1 breakpoints (software, hardware), Z2/Z3/Z4 watchpoints (write, read, access).
             let parts = body.split(separator: ",")
-            guard parts.count >= 2, let type = Int(parts[0]), type <= 1, let address = UInt64(parts[1], radix: 16) else { return "" }
-            return session.perform(.breakpoint(address, set: packet.first == "Z")) == nil ? "E01" : "OK"
-        case "c", "s":
-            guard session.perform(.resume(step: packet.first == "s")) != nil else { return "E01" }
+            guard let type = parts.first.flatMap({ Int($0) }), (0...4).contains(type) else { return "" }
+            guard parts.count >= 3, let address = UInt64(parts[1], radix: 16),
+                  let length = UInt64(parts[2].prefix { $0 != ";" }, radix: 16) else { return "E01" }
+            let set = packet.first == "Z"
+            let command: DebugSession.Command
+            switch type {
+            case 0, 1: command = .breakpoint(address, hardware: type == 1, set: set)
+            case 2, 3, 4:
+                guard (1...0x1_0000).contains(length), address <= UInt64.max - length else { return "E01" }
+                let kind: UnicornEngine.Watchpoint.Kind = type == 2 ? .write : type == 3 ? .read : .access
+                command = .watchpoint(UnicornEngine.Watchpoint(kind: kind, address: address, length: length), set: set)
+            default: return ""
+            }
+            guard case .done(true) = session.perform(command) else { return "E01" }
+            return "OK"
+        case "c", "s", "C", "S":
+            // C/S carry a signal to deliver: the board has no signals, so they continue or step
+            // as c/s do (after a fault or a PANIC, that is the crash path). A resume address is refused.
+            if packet.first == "c" || packet.first == "s" ? !body.isEmpty : body.contains(";") { return "E01" }
+            guard !session.ended.load(ordering: .acquiring) else { return stopReply(lastStop) }
+            guard session.perform(.resume(step: packet.first == "s" || packet.first == "S")) != nil else { return "E01" }
             // Running: wait for a stop, handing Ctrl-C to the core.
             while true {
-                if let signal = session.waitForStop(timeout: .milliseconds(50)) {
-                    lastStop = signal
-                    return stopReply(signal)
+                if let stop = session.waitForStop(timeout: .milliseconds(50)) {
+                    lastStop = stop
+                    if let text = explanation(of: stop) { send(fd, GDBPacketReader.frame("O" + hex(Array(text.utf8)))) }
+                    return stopReply(stop)
                 }
                 guard let bytes = receive(fd, milliseconds: 0) else { return nil }
                 if bytes.contains(0x03) { requestHalt() }

@@ -1,0 +1,87 @@
+import MetalIO
+import Remoteproc
+
+/// What a debugger's `monitor` commands and a failed scenario step's dump show of a board: the
+/// life-cycle state, the vrings (``VringReport``), the trace and the console. Reads go through the
+/// board's memories by device address, bounds-checked; nothing here changes the board.
+public struct BoardInspector: Sendable {
+    let memories: [RemoteprocMemory]
+    let mailbox: Mailbox
+    let trace: Trace
+    let table: @Sendable () -> (address: DeviceAddress, size: Int)?
+    let describeState: @Sendable () -> String
+
+    /// Trace events and console lines shown when no count is given.
+    public static let defaultCount = 20
+
+    /// `count` bytes at device address `address`, or `nil` when they are not all inside one memory.
+    public func read(_ address: UInt64, _ count: Int) -> [UInt8]? {
+        guard count >= 0 else { return nil }
+        for memory in memories {
+            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: count), let bytes = try? memory.region.readBytes(at: offset, count: count) {
+                return bytes
+            }
+        }
+        return nil
+    }
+
+    /// Every vdev's vrings, decoded (see ``VringReport``).
+    public func vrings() -> String {
+        guard let table = table() else { return "no resource table is loaded\n" }
+        return VringReport.render(tableAt: table, read: read)
+    }
+
+    /// The life-cycle state, the core, the crash report and the mailbox.
+    public func state() -> String {
+        var out = describeState()
+        let pending = mailbox.pendingBits
+        out += "mailbox: PENDING \(hex(UInt64(pending)))"
+        if let code = mailbox.panicCode { out += ", PANIC \(hex(UInt64(code)))" }
+        if mailbox.isHostStopRequested { out += ", stop requested" }
+        return out + "\n"
+    }
+
+    /// The last `count` trace events, one per line.
+    public func traceTail(_ count: Int = defaultCount) -> String {
+        let events = trace.last(max(0, count))
+        return events.isEmpty ? "the trace is empty\n" : events.map { "\($0)\n" }.joined()
+    }
+
+    /// The last `count` console lines (CONSOLE register and trace buffer).
+    public func consoleTail(_ count: Int = defaultCount) -> String {
+        let lines = trace.consoleLines.suffix(max(0, count))
+        return lines.isEmpty ? "no console output yet\n" : lines.map { "\($0)\n" }.joined()
+    }
+
+    /// Everything at once: state, vrings, the trace's tail (what `rproc-sim run` prints when a step fails).
+    public func dump(traceEvents: Int = defaultCount) -> String {
+        "── state\n" + state() + "── vrings\n" + vrings() + "── last \(traceEvents) trace events\n" + traceTail(traceEvents)
+    }
+
+    /// The answer to a debugger's `monitor` command.
+    public func answer(monitor command: String) -> String {
+        let words = command.split(separator: " ")
+        let count: Int?
+        if words.count > 1 {
+            guard let n = Int(words[1]), n >= 0 else { return "monitor \(words[0]): expected a count, got \"\(words[1])\"\n" }
+            count = min(n, 10_000)
+        } else {
+            count = nil
+        }
+        switch words.first {
+        case "state": return state()
+        case "vrings": return vrings()
+        case "trace": return traceTail(count ?? Self.defaultCount)
+        case "console": return consoleTail(count ?? Self.defaultCount)
+        default:
+            return """
+                monitor commands:
+                  state        life-cycle state, crash reason, mailbox
+                  vrings       each vring: indices, descriptors, buffers in flight with RPMsg headers decoded
+                  trace [N]    the last N board trace events (default \(Self.defaultCount))
+                  console [N]  the last N console lines (default \(Self.defaultCount))
+
+                """
+        }
+    }
+}

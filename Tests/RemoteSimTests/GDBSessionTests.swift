@@ -1,0 +1,80 @@
+import FirmwareKit
+import Foundation
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Synchronization
+import Testing
+
+/// gdb-multiarch against the echo firmware while the host sends it messages: the things a
+/// firmware engineer does first — arguments, globals, `next`, a watchpoint, the vrings.
+@Suite("GDB sessions against the echo firmware", .serialized)
+struct GDBSessionTests {
+    @Test("with messages in flight: monitor vrings decodes them; break reads the arguments and a global; next steps a line; a watchpoint hits with old and new values",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func echoSession(architecture: FirmwareArchitecture) throws {
+        let (elf, server, board, processor) = try debuggedBoard("echo", architecture)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let rpmsg = try #require(try processor.makeHostRPMsg())
+        let replies = Mutex<[[UInt8]]>([])
+        let flag = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-gdb-\(UInt64.random(in: 0...UInt64.max))")
+        defer { try? FileManager.default.removeItem(at: flag) }
+        // The host: once the firmware announced its service and sits halted at its main loop,
+        // send three messages (they stay in flight while the core is halted), then tell gdb.
+        let host = Thread(block: {
+            guard waitUntil(.seconds(60), { !rpmsg.announcedServices.isEmpty && server.isHalted }),
+                  let address = rpmsg.announcedServices.first?.address,
+                  let client = try? rpmsg.createEndpoint(destination: address, onReceive: { m in replies.withLock { $0.append(m.payload) } }) else { return }
+            for text in ["hello", "second", "third"] { try? client.send(Array(text.utf8), timeout: .seconds(5)) }
+            FileManager.default.createFile(atPath: flag.path, contents: nil)
+        })
+        host.start()
+        let output = try runGDB(elf: elf.path, port: server.port, commands: [
+            "break rsim_rpmsg_wait_and_poll", "continue",
+            "shell for i in $(seq 3000); do [ -e \(flag.path) ] && break; sleep 0.01; done",
+            "monitor vrings",
+            "delete", "break on_message", "continue",
+            "print len", "print src", "print *(char(*)[5])data", "print echo_count",
+            "next", "info symbol $pc",
+            "delete", "watch echo_count", "continue",
+            "print echo_count", "delete", "detach",
+        ])
+        // monitor vrings: the host's three messages, decoded, in flight on vring1.
+        #expect(output.contains("3 in flight"), "\(output)")
+        #expect(output.range(of: #"rpmsg 1024 → \d+ len 5 flags 0x0: "hello""#, options: .regularExpression) != nil, "\(output)")
+        #expect(output.contains("\"second\""), "\(output)")
+        // Arguments of on_message and a global.
+        #expect(output.contains("Breakpoint 2, on_message ("), "\(output)")
+        #expect(output.contains("$1 = 5"), "len: \(output)")
+        #expect(output.contains("$2 = 1024"), "src: \(output)")
+        #expect(output.contains("$3 = \"hello\""), "data: \(output)")
+        #expect(output.contains("$4 = 0"), "echo_count before: \(output)")
+        // next: a following source line of main.c, still in on_message.
+        #expect(output.range(of: #"\n(1[6-9]|2[01])\t"#, options: .regularExpression) != nil, "next printed the next line: \(output)")
+        #expect(output.contains("on_message"), "\(output)")
+        // The watchpoint: the increment after the reply.
+        #expect(output.contains("atchpoint 3: echo_count"), "\(output)")
+        #expect(output.contains("Old value = 0"), "\(output)")
+        #expect(output.contains("New value = 1"), "\(output)")
+        #expect(output.contains("$5 = 1"), "\(output)")
+        // Detached: the core runs on and answers all three.
+        #expect(waitUntil { replies.withLock { $0.count } == 3 }, "replies \(replies.withLock { $0 }); \(output)")
+        #expect(replies.withLock { $0 } == ["hello", "second", "third"].map { Array($0.utf8) })
+        _ = board
+    }
+
+    @Test("a PANIC stops in the debugger with SIGABRT and the code; continuing ends the program and the host sees the panic",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func panic(architecture: FirmwareArchitecture) throws {
+        let (elf, server, _, processor) = try debuggedBoard("panic", architecture)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["continue", "bt", "continue"])
+        #expect(output.contains("SIGABRT"), "\(output)")
+        #expect(output.contains("wrote PANIC 0xbad0"), "\(output)")
+        #expect(output.contains("main ()"), "the backtrace reaches main: \(output)")
+        #expect(output.contains("terminated with signal SIGABRT"), "\(output)")
+        #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
+        #expect(processor.crashReport?.kind == .panic)
+        #expect(processor.crashReport?.code == 0xBAD0)
+    }
+}
