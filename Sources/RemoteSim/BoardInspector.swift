@@ -35,8 +35,8 @@ public struct BoardInspector: Sendable {
     public func state() -> String {
         var out = describeState()
         let pending = mailbox.pendingBits
-        out += "mailbox: PENDING \(hex(UInt64(pending)))"
-        if let code = mailbox.panicCode { out += ", PANIC \(hex(UInt64(code)))" }
+        out += "mailbox: PENDING 0x\(String(pending, radix: 16))"
+        if let code = mailbox.panicCode { out += ", PANIC 0x\(String(code, radix: 16))" }
         if mailbox.isHostStopRequested { out += ", stop requested" }
         return out + "\n"
     }

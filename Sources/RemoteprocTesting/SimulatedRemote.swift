@@ -50,26 +50,40 @@ public final class SimulatedRemote: @unchecked Sendable {
     public let processor: RemoteProcessor
     public private(set) var rpmsg: RPMsgDevice?
     private var closed = false
-    /// The default for every wait.
+    /// The default for every wait. Time the core spends halted in a debugger does not count.
     public var timeout: Duration
+    /// The GDB server of an emulated core, when one was asked for.
+    public let debugger: GDBServer?
 
     /// Boots `firmware`: configure, load, start, and RPMsg on the first vdev.
-    public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false) throws {
+    /// - Parameter debug: serve GDB for an emulated core (default: `RPROC_SIM_GDB=PORT` from the
+    ///   environment, which also makes the core wait halted at reset for the debugger).
+    public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false,
+                debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment)) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
         let runner: any NativeFirmware
+        func cpu(_ architecture: CPUArchitecture, elf: String) throws -> (EmulatedCPU, GDBServer?) {
+            guard let debug else { return (EmulatedCPU(architecture), nil) }
+            let server = try GDBServer(architecture: architecture, options: debug)
+            FileHandle.standardError.write(Data(("rproc-sim: GDB on 127.0.0.1:\(server.port)" + (debug.waitForDebugger ? ", the core waits halted at reset" : "")
+                                                 + ": gdb-multiarch -q \(elf) -ex 'target remote :\(server.port)'\n").utf8))
+            return (EmulatedCPU(architecture, debugger: server), server)
+        }
+        var server: GDBServer?
         switch firmware {
         case let .program(name, architecture):
             let elf = try FirmwareBuilder.forThisPackage().build(program: name, architecture: architecture == .rv32 ? .rv32 : .cortexM4)
             image = (elf.path, FileImageStore())
-            runner = EmulatedCPU(architecture)
+            (runner, server) = try cpu(architecture, elf: elf.path)
         case let .elf(path, architecture):
             image = (path, FileImageStore())
-            runner = EmulatedCPU(architecture)
+            (runner, server) = try cpu(architecture, elf: path)
         case let .native(native):
             image = ("native.elf", MemoryImageStore(["native.elf": try NativeImage.make()]))
             runner = native
         }
+        debugger = server
         board = try Board(firmware: runner, pollMode: pollMode)
         processor = try board.makeProcessor()
         do {
@@ -93,6 +107,7 @@ public final class SimulatedRemote: @unchecked Sendable {
         if processor.state != .offline { try? processor.shutdown() }
         try? processor.remove()
         board.mailbox.hostInterrupts.shutdown()
+        debugger?.shutdown()
     }
 
     /// Puts the host's RPMsg on the first vdev again (after ``recover()``).
@@ -129,13 +144,18 @@ public final class SimulatedRemote: @unchecked Sendable {
         return failure
     }
 
-    /// Polls `condition` until it holds or `timeout` passes.
+    /// Polls `condition` until it holds or `timeout` passes; time the core spends halted in a
+    /// debugger does not count, so stepping through firmware fails no wait.
     func poll(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
-        let deadline = ContinuousClock.now + timeout
+        var deadline = ContinuousClock.now + timeout
+        var last = ContinuousClock.now
         while true {
             board.poll()
             if condition() { return true }
-            if ContinuousClock.now >= deadline { return false }
+            let now = ContinuousClock.now
+            if board.isHaltedInDebugger { deadline += now - last }
+            last = now
+            if now >= deadline { return false }
             usleep(100)
         }
     }
@@ -230,8 +250,23 @@ public final class TestEndpoint: Sendable {
     /// Every message received so far.
     public var received: [[UInt8]] { inbox.messages.withLock { $0 } }
 
-    /// Sends `bytes` (waiting up to the remote's timeout for a buffer).
-    public func send(_ bytes: [UInt8]) throws { try endpoint.send(bytes, timeout: remote.timeout) }
+    /// Sends `bytes` (waiting up to the remote's timeout for a buffer; time the core spends
+    /// halted in a debugger does not count).
+    public func send(_ bytes: [UInt8]) throws {
+        var waited: Duration = .zero
+        while true {
+            let slice = min(.milliseconds(100), max(.milliseconds(1), remote.timeout - waited))
+            let started = ContinuousClock.now
+            do {
+                try endpoint.send(bytes, timeout: slice)
+                return
+            } catch let error as RPMsgError {
+                guard case .noBuffer = error.kind else { throw error }
+                if !remote.board.isHaltedInDebugger { waited += ContinuousClock.now - started }
+                if waited >= remote.timeout { throw RPMsgError(.noBuffer(waited: waited)) }
+            }
+        }
+    }
 
     /// Sends `text` as UTF-8.
     public func send(_ text: String) throws { try send(Array(text.utf8)) }
@@ -274,15 +309,19 @@ public final class TestEndpoint: Sendable {
 }
 
 /// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
-public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, _ body: (SimulatedRemote) throws -> R) throws -> R {
-    let remote = try SimulatedRemote(firmware, pollMode: pollMode)
+public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false,
+                                   debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
+                                   _ body: (SimulatedRemote) throws -> R) throws -> R {
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode, debug: debug)
     defer { remote.close() }
     return try body(remote)
 }
 
 /// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
-public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, _ body: (SimulatedRemote) async throws -> R) async throws -> R {
-    let remote = try SimulatedRemote(firmware, pollMode: pollMode)
+public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false,
+                                   debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
+                                   _ body: (SimulatedRemote) async throws -> R) async throws -> R {
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode, debug: debug)
     defer { remote.close() }
     return try await body(remote)
 }

@@ -21,11 +21,11 @@ enum ScenarioFirmware {
     }
 
     /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
-    static func resolve(_ choice: FirmwareChoice, gdbPort: UInt16? = nil) throws -> (firmware: any NativeFirmware, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
+    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil) throws -> (firmware: any NativeFirmware, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
         func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
             let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
-            guard let gdbPort else { return (EmulatedCPU(architecture), nil) }
-            let server = try GDBServer(architecture: architecture, port: gdbPort, startHalted: true)
+            guard let debug else { return (EmulatedCPU(architecture), nil) }
+            let server = try GDBServer(architecture: architecture, options: debug)
             return (EmulatedCPU(architecture, debugger: server), server)
         }
         switch choice {

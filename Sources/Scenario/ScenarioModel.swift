@@ -1,5 +1,6 @@
 import Foundation
 import MetalIO
+import RemoteSim
 import Yams
 
 /// Where something is in a scenario file.
@@ -117,5 +118,8 @@ public struct ScenarioFile: Sendable {
     public var codeSize: Int?
     public var sramSize: Int?
     public var sharedSize: Int?
+    /// Serve GDB for the emulated core (the file's `debug:`; `rproc-sim run --gdb` overrides it).
+    public var debug: DebuggerOptions?
     public var steps: [(step: ScenarioStep, location: SourceLocation)]
 }
+

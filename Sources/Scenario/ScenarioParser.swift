@@ -1,5 +1,6 @@
 import Foundation
 import MetalIO
+import RemoteSim
 import Yams
 
 /// Reads scenario files strictly: every key is known, every value has the right type, every
@@ -28,7 +29,7 @@ public enum ScenarioParser {
         }
         let p = Reader(path: path)
         guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
-        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "steps"], context: "scenario")
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "debug", "steps"], context: "scenario")
         let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let arch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") } ?? "native"
         guard architectures.contains(arch) else { throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(arch)'") }
@@ -68,11 +69,25 @@ public enum ScenarioParser {
                 sizes[name] = bytes
             }
         }
+        var debug: DebuggerOptions?
+        if let node = top["debug"] {
+            guard arch != "native" else { throw p.error(node, "debug serves GDB for an emulated CPU: set arch to cortex-m4 or rv32") }
+            if node.scalar != nil {
+                debug = DebuggerOptions(port: UInt16(try p.int(node, "debug", range: 1...65535)), waitForDebugger: true)
+            } else if let map = node.mapping {
+                try p.allowOnly(map, ["port", "wait"], context: "debug")
+                guard let port = map["port"] else { throw p.error(node, "debug needs a 'port' (the loopback port gdb-multiarch connects to)") }
+                debug = DebuggerOptions(port: UInt16(try p.int(port, "debug.port", range: 1...65535)),
+                                             waitForDebugger: try map["wait"].map { (n) throws(ScenarioError) in try p.bool(n, "debug.wait") } ?? true)
+            } else {
+                throw p.error(node, "debug must be a port number or a mapping with port and wait")
+            }
+        }
         guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
         var parsed: [(ScenarioStep, SourceLocation)] = []
         for node in steps { parsed.append((try p.step(node), p.location(node))) }
         return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
-                            sharedSize: sizes["shared"], steps: parsed)
+                            sharedSize: sizes["shared"], debug: debug, steps: parsed)
     }
 
     static func yamlError(_ error: YamlError, path: String) -> ScenarioError {

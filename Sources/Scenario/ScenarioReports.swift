@@ -21,7 +21,9 @@ public enum ScenarioReports {
             for step in result.steps {
                 xml += "    <testcase classname=\"\(escape(result.name))\" name=\"\(escape(step.title)) (\(escape(step.location.description)))\" time=\"\(String(format: "%.6f", seconds(step.duration)))\""
                 if let failure = step.failure {
-                    xml += ">\n      <failure message=\"\(escape(failure.split(separator: "\n").first.map(String.init) ?? failure))\">\(escape(failure))</failure>\n    </testcase>\n"
+                    xml += ">\n      <failure message=\"\(escape(failure.split(separator: "\n").first.map(String.init) ?? failure))\">\(escape(failure))</failure>\n"
+                    if let dump = step.dump { xml += "      <system-out>\(escape(dump))</system-out>\n" }
+                    xml += "    </testcase>\n"
                 } else {
                     xml += "/>\n"
                 }

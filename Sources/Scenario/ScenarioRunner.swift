@@ -16,6 +16,9 @@ public struct StepResult: Sendable {
     public var detail: String
     /// Why it failed: expected, what came instead.
     public var failure: String?
+    /// The board at the moment the step failed: state, vrings with the messages in flight, the
+    /// trace's tail (``BoardInspector/dump(traceEvents:)``).
+    public var dump: String?
 }
 
 /// The outcome of a scenario.
@@ -38,7 +41,8 @@ public final class ScenarioRunner {
     let file: ScenarioFile
     let board: Board
     let processor: RemoteProcessor
-    let imagePath: String
+    /// The firmware image the core loads (an ELF path, or a name for a native model's image).
+    public let imagePath: String
     let store: ImageStore
     private var rpmsg: RPMsgDevice?
     private var endpoints: [String: RPMsgEndpoint] = [:]
@@ -50,10 +54,13 @@ public final class ScenarioRunner {
     /// The GDB server of an emulated core, when one was asked for.
     public let gdb: GDBServer?
 
-    /// - Parameter gdbPort: serve GDB on this loopback port; the core waits halted at reset for the debugger.
+    /// - Parameter gdbPort: serve GDB on this loopback port (instead of the file's `debug:` port);
+    ///   the core waits halted at reset for the debugger.
     public init(_ file: ScenarioFile, gdbPort: UInt16? = nil) throws {
         self.file = file
-        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, gdbPort: gdbPort)
+        // (Native models have no CPU to debug: a command-line port is ignored for them.)
+        let debug = gdbPort.map { DebuggerOptions(port: $0, waitForDebugger: true) } ?? file.debug
+        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, debug: debug)
         self.gdb = gdb
         var layout = BoardLayout()
         if let size = file.codeSize { layout.code.size = size }
@@ -82,7 +89,7 @@ public final class ScenarioRunner {
                                     detail: [transition, detail].filter { !$0.isEmpty }.joined(separator: " · "), failure: nil)
             } catch {
                 result = StepResult(title: step.title, location: location, passed: false, duration: clock.now - stepStart, detail: "",
-                                    failure: "\(error)")
+                                    failure: "\(error)", dump: board.inspector.dump())
             }
             results.append(result)
             progress(result)

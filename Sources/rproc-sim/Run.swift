@@ -23,6 +23,9 @@ struct Run: ParsableCommand {
     @Option(help: "Serve GDB on this loopback port for emulated firmware; the core waits halted at reset until gdb-multiarch continues it.")
     var gdb: UInt16?
 
+    @Flag(inversion: .prefixedNo, help: "When a step fails, print the board's state, every vring with the messages in flight, and the last trace events (default: on when the output is a terminal).")
+    var dumpOnFailure: Bool?
+
     func run() throws {
         var files: [String] = []
         for path in paths {
@@ -52,15 +55,21 @@ struct Run: ParsableCommand {
             throw ExitCode(2)
         }
         let color = isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+        let dumpsOnFailure = dumpOnFailure ?? (isatty(STDOUT_FILENO) != 0)
         func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
         var results: [ScenarioResult] = []
         for scenario in scenarios {
             print("▶ \(scenario.name)  (\(scenario.firmware.summary))")
-            if let gdb { print("  gdb: the core waits for a debugger — gdb-multiarch -ex 'target remote :\(gdb)' FIRMWARE.elf") }
             let runner: ScenarioRunner
             do { runner = try ScenarioRunner(scenario, gdbPort: gdb) } catch {
                 FileHandle.standardError.write(Data("error: \(scenario.path): \(error)\n".utf8))
                 throw ExitCode(2)
+            }
+            if let server = runner.gdb {
+                let elf = runner.imagePath
+                print("  gdb: listening on 127.0.0.1:\(server.port)\(server.waitsForDebugger ? "; the core waits halted at reset" : "")")
+                print("       gdb-multiarch -q \(elf) -ex 'target remote :\(server.port)'")
+                fflush(nil)
             }
             if color {
                 runner.onProgress = { title, fraction in
@@ -75,6 +84,10 @@ struct Run: ParsableCommand {
                 let line = "  \(mark) " + pad(step.title, 36) + pad(format(step.duration), 10) + step.detail
                 print(line)
                 if let failure = step.failure { print(paint("      " + failure, "31")) }
+                if dumpsOnFailure, let dump = step.dump {
+                    print("      board when the step failed:")
+                    for line in dump.split(separator: "\n", omittingEmptySubsequences: false).dropLast() { print("        " + line) }
+                }
                 fflush(nil)
             }
             if let failing = result.failure {

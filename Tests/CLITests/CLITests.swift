@@ -59,3 +59,55 @@ import FirmwareKit
 enum FirmwareBuilderForTests {
     static func echo() throws -> String { try FirmwareBuilder.forThisPackage().build(program: "echo", architecture: .cortexM4).path }
 }
+
+/// Runs the built `rproc-sim` binary (next to the test bundle) and returns its exit code and output.
+func runBinary(_ arguments: [String]) throws -> (code: Int32, output: String) {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
+    try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the rproc-sim product first (swift build --build-tests)")
+    let process = Process()
+    process.executableURL = binary
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+}
+
+@Suite("rproc-sim run, failure dumps")
+struct CLIDumpTests {
+    static let failing = """
+        firmware: echo
+        arch: native
+        steps:
+          - boot
+          - expect: { announce: rpmsg-echo }
+          - send: { to: rpmsg-echo, text: hello, count: 2 }
+          - expect: { received: goodbye, within: 200ms }
+        """
+
+    @Test("--dump-on-failure prints the board when a step fails: state, vrings with decoded messages, the trace", .timeLimit(.minutes(1)))
+    func dumps() throws {
+        let scenario = try temporaryFile("dump.yaml", Self.failing)
+        let (code, output) = try runBinary(["run", scenario, "--dump-on-failure"])
+        #expect(code == 1)
+        #expect(output.contains("board when the step failed:"), "\(output)")
+        #expect(output.contains("── vrings"), "\(output)")
+        #expect(output.contains("(host → remote)"), "\(output)")
+        #expect(output.contains("\"hello\""), "the echoed messages, decoded: \(output)")
+        #expect(output.contains("── last 20 trace events"), "\(output)")
+    }
+
+    @Test("--no-dump-on-failure, and the default when the output is not a terminal, print no dump", .timeLimit(.minutes(1)))
+    func noDump() throws {
+        let scenario = try temporaryFile("nodump.yaml", Self.failing)
+        for arguments in [["run", scenario, "--no-dump-on-failure"], ["run", scenario]] {
+            let (code, output) = try runBinary(arguments)
+            #expect(code == 1)
+            #expect(!output.contains("board when the step failed:"), "\(arguments): \(output)")
+            #expect(output.contains("expected: 1 message(s) matching"), "\(output)")
+        }
+    }
+}

@@ -3,6 +3,7 @@ import FirmwareKit
 import Glibc
 #endif
 import Foundation
+import MetalIO
 import Remoteproc
 import RemoteSim
 import Testing
@@ -159,5 +160,84 @@ struct GDBServerRobustnessTests {
         let deadline = ContinuousClock.now + .seconds(10)
         while !board.trace.consoleLines.contains(where: { $0.hasPrefix("minimal: hello") }) && ContinuousClock.now < deadline { usleep(1000) }
         #expect(board.trace.consoleLines.contains { $0.hasPrefix("minimal: hello") })
+    }
+}
+
+/// The console output (`O` packets, hex-decoded) in raw protocol text.
+func consoleOutput(_ text: String) -> String {
+    var out = ""
+    var rest = Substring(text)
+    while let start = rest.range(of: "$O") {
+        guard let end = rest[start.upperBound...].firstIndex(of: "#") else { break }
+        out += String(decoding: bytes(fromHex: rest[start.upperBound..<end]) ?? [], as: UTF8.self)
+        rest = rest[end...]
+    }
+    return out
+}
+
+func monitorPacket(_ command: String) -> [UInt8] { GDBPacketReader.frame("qRcmd," + hexString(Array(command.utf8))) }
+
+@Suite("GDB server protocol", .serialized)
+struct GDBServerProtocolTests {
+    @Test("watchpoint packets: Z2/Z3/Z4 set and clear, bad lengths refused, at most 8, unknown types answered empty", .timeLimit(.minutes(1)))
+    func watchpointPackets() throws {
+        let (_, server, _, processor) = try debuggedBoard("minimal", .cortexM4)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let client = try RawClient(port: server.port)
+        func ask(_ packet: String, expect reply: String) {
+            client.send(GDBPacketReader.frame(packet))
+            let text = client.read(until: "#")
+            #expect(text.contains("$" + reply + "#"), "\(packet) → \(text)")
+        }
+        for type in 2...4 { ask("Z\(type),20000000,4", expect: "OK"); ask("z\(type),20000000,4", expect: "OK") }
+        for bad in ["Z2,20000000,0", "Z2,20000000", "Z2,zz,4", "Z3,20000000,20000", "Z4,ffffffffffffffff,8"] { ask(bad, expect: "E01") }
+        ask("Z5,0,4", expect: "")
+        for k in 0..<8 { ask("Z2,\(String(0x2000_0000 + 16 * k, radix: 16)),4", expect: "OK") }
+        ask("Z2,20001000,4", expect: "E01")
+        ask("C05;1000", expect: "E01")
+        ask("c1000", expect: "E01")
+    }
+
+    @Test("monitor state, trace N, console N and help; a bad count is explained", .timeLimit(.minutes(1)))
+    func monitorCommands() throws {
+        let (_, server, board, processor) = try debuggedBoard("minimal", .rv32)
+        defer { server.shutdown(); try? processor.shutdown() }
+        board.trace.record(.console("a line before the debugger", fromTraceBuffer: false))
+        let client = try RawClient(port: server.port)
+        func monitor(_ command: String) -> String {
+            client.send(monitorPacket(command))
+            return consoleOutput(client.read(until: "$OK#"))
+        }
+        let state = monitor("state")
+        #expect(state.contains("life cycle: Running"), "\(state)")
+        #expect(state.contains("core: halted in the debugger"), "\(state)")
+        #expect(state.contains("mailbox: PENDING"), "\(state)")
+        let trace = monitor("trace 2")
+        #expect(trace.split(separator: "\n").count == 2, "\(trace)")
+        #expect(trace.contains("console: a line before the debugger"), "\(trace)")
+        #expect(monitor("console").contains("a line before the debugger"))
+        #expect(monitor("trace many").contains("expected a count"))
+        #expect(monitor("frobnicate").contains("monitor commands:"))
+        client.send(GDBPacketReader.frame("qRcmd,zz"))
+        #expect(client.read(until: "E01").contains("E01"), "a command that is not hex is refused")
+    }
+
+    @Test("Ctrl-C halts a running core with SIGINT; after the host stops the core, the debugger hears the program is gone", .timeLimit(.minutes(1)))
+    func interruptAndEnd() throws {
+        let (_, server, _, processor) = try debuggedBoard("minimal", .cortexM4)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let client = try RawClient(port: server.port)
+        client.send(GDBPacketReader.frame("c"))
+        usleep(100_000)
+        client.send([0x03])
+        #expect(client.read(until: "#").contains("$T02"), "Ctrl-C stops with SIGINT")
+        try processor.stop()
+        client.send(GDBPacketReader.frame("?"))
+        #expect(client.read(until: "#").contains("$X09"), "the run ended: killed by the host")
+        let clock = ContinuousClock()
+        let started = clock.now
+        client.send(GDBPacketReader.frame("g"))
+        #expect(client.read(until: "E01").contains("E01"))
+        #expect(clock.now - started < .seconds(2), "answered at once, not after a timeout")
     }
 }

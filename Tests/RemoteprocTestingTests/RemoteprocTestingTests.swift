@@ -7,6 +7,41 @@ import RPMsg
 import Testing
 import XCTest
 
+@Suite("RemoteprocTesting with a debugger", .serialized)
+struct RemoteprocTestingDebuggerTests {
+    @Test("time the core spends halted in a debugger does not count against the fixture's waits", .timeLimit(.minutes(1)))
+    func haltedTimeDoesNotCount() throws {
+        try withSimulatedRemote(.program("echo", architecture: .rv32), debug: DebuggerOptions(port: 0, waitForDebugger: false)) { remote in
+            let server = try #require(remote.debugger)
+            let echo = try remote.connect(to: "rpmsg-echo")
+            #expect(try echo.request("before") == "before")
+            // gdb attaches (which halts the core) and holds it for 1.5 s — three times the request's limit.
+            let gdb = Process()
+            gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
+            gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(server.port)", "-ex", "shell sleep 1.5", "-ex", "detach"]
+            gdb.standardOutput = FileHandle.nullDevice
+            gdb.standardError = FileHandle.nullDevice
+            try gdb.run()
+            defer { gdb.waitUntilExit() }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !remote.board.isHaltedInDebugger && ContinuousClock.now < deadline { usleep(1000) }
+            #expect(remote.board.isHaltedInDebugger)
+            let clock = ContinuousClock()
+            let started = clock.now
+            #expect(try echo.request("while halted", timeout: .milliseconds(500)) == "while halted")
+            #expect(clock.now - started > .seconds(1), "the reply came only after the debugger let go")
+        }
+    }
+
+    @Test("RPROC_SIM_GDB=PORT asks fixtures for a GDB server that waits at reset")
+    func environment() {
+        #expect(DebuggerOptions.fromEnvironment(["RPROC_SIM_GDB": "3333"]) == DebuggerOptions(port: 3333, waitForDebugger: true))
+        #expect(DebuggerOptions.fromEnvironment(["RPROC_SIM_GDB": "not-a-port"]) == nil)
+        #expect(DebuggerOptions.fromEnvironment(["RPROC_SIM_GDB": "0"]) == nil)
+        #expect(DebuggerOptions.fromEnvironment([:]) == nil)
+    }
+}
+
 @Suite("RemoteprocTesting")
 struct RemoteprocTestingTests {
     @Test("the fixture boots, connects and answers in a few lines")

@@ -61,6 +61,11 @@ struct ScenarioParserTests {
         ("name: x\nfirmware: echo\narch: native\nsteps: [boot, stop\n", 5, 1, "invalid YAML"),
         ("name: x\nfirmware: echo\narch: native\ncolor: blue\nsteps: [boot]\n", 4, 1, "unknown field 'color'"),
         ("name: x\nfirmware: echo\narch: native\n", 1, 1, "missing 'steps'"),
+        ("name: x\nfirmware: echo\narch: native\ndebug: 3333\nsteps: [boot]\n", 4, 8, "debug serves GDB for an emulated CPU"),
+        ("name: x\nfirmware: echo\narch: rv32\ndebug: 70000\nsteps: [boot]\n", 4, 8, "debug must be"),
+        ("name: x\nfirmware: echo\narch: rv32\ndebug: { wait: false }\nsteps: [boot]\n", 4, 8, "debug needs a 'port'"),
+        ("name: x\nfirmware: echo\narch: rv32\ndebug: { port: 3333, halt: yes }\nsteps: [boot]\n", 4, 22, "unknown field 'halt'"),
+        ("name: x\nfirmware: echo\narch: rv32\ndebug: { port: 3333, wait: maybe }\nsteps: [boot]\n", 4, 28, "debug.wait"),
     ])
     func errors(yaml: String, line: Int, column: Int, message: String) throws {
         let error = try #require(parseError(yaml), "accepted:\n\(yaml)")
@@ -162,6 +167,22 @@ struct ScenarioRunnerTests {
         #expect(failure.location.line == 5)
         #expect(failure.failure?.contains("expected: name-service announcement \"no-such-service\"") == true)
         #expect(failure.failure?.contains("rpmsg-echo") == true, "what was announced instead")
+        // The board as it was when the step failed: the announcement sits decoded in vring0's used ring.
+        let dump = try #require(failure.dump)
+        #expect(dump.contains("life cycle: Running"), "\(dump)")
+        #expect(dump.contains("vring0 @ 0x3000_0000 num "), "\(dump)")
+        #expect(dump.contains("name service create \"rpmsg-echo\""), "\(dump)")
+        #expect(dump.contains("── last 20 trace events"), "\(dump)")
+        #expect(ScenarioReports.junit([result]).contains("<system-out>── state"), "the JUnit report carries the dump")
+    }
+
+    @Test("debug: a port alone waits for the debugger; wait: false lets the core run at once")
+    func debugOption() throws {
+        let short = try ScenarioParser.parse("firmware: echo\narch: rv32\ndebug: 3333\nsteps: [boot]\n", path: "d.yaml")
+        #expect(short.debug == DebuggerOptions(port: 3333, waitForDebugger: true))
+        let full = try ScenarioParser.parse("firmware: echo\narch: cortex-m4\ndebug: { port: 4444, wait: false }\nsteps: [boot]\n", path: "d.yaml")
+        #expect(full.debug == DebuggerOptions(port: 4444, waitForDebugger: false))
+        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nsteps: [boot]\n", path: "d.yaml").debug == nil)
     }
 
     @Test("crash expectations see the crash kind; the JUnit report has a failure per failed step", .timeLimit(.minutes(1)))
@@ -202,6 +223,30 @@ struct ScenarioRunnerTests {
 
 @Suite("Scenario with a debugger", .serialized)
 struct ScenarioDebuggerTests {
+    @Test("a scenario's debug option serves GDB on its port; with wait: false the steps run without a debugger", .timeLimit(.minutes(1)))
+    func debugOptionServes() throws {
+        // A port that is free now: the kernel's pick for a listener that is then closed.
+        let probe = try GDBServer(architecture: .rv32)
+        let port = probe.port
+        probe.shutdown()
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: rv32
+            debug: { port: \(port), wait: false }
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo, within: 5s }
+              - send: { to: rpmsg-echo, text: hi }
+              - expect: { received: hi, within: 5s }
+              - shutdown
+            """, path: "debug-option.yaml")
+        let runner = try ScenarioRunner(file)
+        #expect(runner.gdb?.port == port)
+        #expect(runner.gdb?.waitsForDebugger == false)
+        let result = runner.run()
+        #expect(result.passed, "\(result.failure.map { $0.failure ?? "" } ?? "")")
+    }
+
     @Test("time halted in the debugger does not count against a wait", .timeLimit(.minutes(1)))
     func haltedTimeDoesNotCount() throws {
         let file = try ScenarioParser.parse("""

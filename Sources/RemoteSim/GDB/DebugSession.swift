@@ -89,6 +89,14 @@ final class DebugSession: @unchecked Sendable {
         return takeStop()
     }
 
+    /// After the run ended: the stop that says so (and nothing older).
+    func takeExit() -> DebugStop? {
+        stops.withLock { pending in
+            defer { pending.removeAll() }
+            return pending.last { $0.reason == .exited }
+        }
+    }
+
     private func takeStop() -> DebugStop? { stops.withLock { $0.isEmpty ? nil : $0.removeFirst() } }
 
     // MARK: Core side

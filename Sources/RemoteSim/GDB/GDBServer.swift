@@ -4,6 +4,26 @@ import Glibc
 import MetalIO
 import Synchronization
 
+/// How to serve GDB for an emulated core: the loopback port, and whether the core waits halted
+/// before its first instruction until a debugger continues it.
+public struct DebuggerOptions: Hashable, Sendable {
+    public var port: UInt16
+    public var waitForDebugger: Bool
+    public init(port: UInt16, waitForDebugger: Bool = true) {
+        self.port = port
+        self.waitForDebugger = waitForDebugger
+    }
+
+    /// The environment variable that asks test fixtures to serve GDB: `RPROC_SIM_GDB=PORT`.
+    public static let environmentVariable = "RPROC_SIM_GDB"
+
+    /// Options from `RPROC_SIM_GDB=PORT` (waiting for the debugger), or `nil` when it is unset or not a port.
+    public static func fromEnvironment(_ environment: [String: String]) -> DebuggerOptions? {
+        guard let text = environment[environmentVariable], let port = UInt16(text), port > 0 else { return nil }
+        return DebuggerOptions(port: port)
+    }
+}
+
 /// A GDB remote-serial-protocol server for the emulated core, on a loopback TCP port. One
 /// debugger at a time; a second connection is told so and closed. Pass it to
 /// ``EmulatedCPU/init(_:countingInto:debugger:)``; it serves while that core runs.
@@ -26,6 +46,11 @@ public final class GDBServer: @unchecked Sendable {
     func requestHalt() {
         session.haltRequested.store(true, ordering: .releasing)
         onHaltRequest?()
+    }
+
+    /// Listens on the options' port, halting the core at reset when they say so.
+    public convenience init(architecture: CPUArchitecture, options: DebuggerOptions) throws {
+        try self.init(architecture: architecture, port: options.port, startHalted: options.waitForDebugger)
     }
 
     /// Listens on 127.0.0.1:`port` (0 picks a free port; see ``port``).
@@ -58,6 +83,9 @@ public final class GDBServer: @unchecked Sendable {
             return nil
         }, box.toOpaque()) == 0 { pthread_detach(thread) } else { box.release() }
     }
+
+    /// Whether the core halts before its first instruction until a debugger continues it.
+    public var waitsForDebugger: Bool { session.startHalted }
 
     /// Whether the core is halted for the debugger (waits should not count this time).
     public var isHalted: Bool { session.halted.load(ordering: .acquiring) }
@@ -165,7 +193,7 @@ public final class GDBServer: @unchecked Sendable {
         var lastReply: [UInt8] = []
         // The core must be stopped while a debugger looks at it.
         if session.ended.load(ordering: .acquiring) {
-            lastStop = session.waitForStop(timeout: .zero) ?? DebugStop(signal: 9, reason: .exited)
+            lastStop = session.takeExit() ?? DebugStop(signal: 9, reason: .exited)
         } else if !session.halted.load(ordering: .acquiring) {
             requestHalt()
             if let stop = session.waitForStop(timeout: .seconds(5)) { lastStop = stop }
@@ -214,6 +242,9 @@ public final class GDBServer: @unchecked Sendable {
     /// The reply to one packet; `nil` to close the connection.
     private func handle(_ packet: String, fd: Int32, lastStop: inout DebugStop) -> String? {
         let body = packet.dropFirst()
+        if session.ended.load(ordering: .acquiring), lastStop.reason != .exited {
+            lastStop = session.takeExit() ?? DebugStop(signal: 9, reason: .exited)
+        }
         switch packet.first {
         case "?": return stopReply(lastStop)
         case "g":
