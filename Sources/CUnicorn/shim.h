@@ -7,6 +7,8 @@
 // macros (uc_ctl_set_cpu_model): these wrappers give them fixed signatures.
 static inline uc_err swuc_ctl_set_cpu_model(uc_engine *uc, int model) { return uc_ctl_set_cpu_model(uc, model); }
 static inline uc_err swuc_ctl_get_cpu_model(uc_engine *uc, int *model) { return uc_ctl_get_cpu_model(uc, model); }
+static inline uc_err swuc_ctl_flush_tb(uc_engine *uc) { return uc_ctl_flush_tlb(uc); }
+static inline uc_err swuc_ctl_remove_cache(uc_engine *uc, uint64_t begin, uint64_t end) { return uc_ctl_remove_cache(uc, begin, end); }
 static inline uc_err swuc_hook_add(uc_engine *uc, uc_hook *hh, int type, void *callback,
                                    void *user_data, uint64_t begin, uint64_t end) {
     return uc_hook_add(uc, hh, type, callback, user_data, begin, end);

@@ -85,8 +85,12 @@ public struct EmulatedCPU: NativeFirmware {
         }
         session.beginRun()
         if session.startHalted { session.reportStop(.trap) }
-        // The server breaks an idle core out of its wait when it wants it halted.
-        debugger.onHaltRequest = { [weak mailbox] in mailbox?.breakWait() }
+        // The server halts the core: a busy one by ending its run (repeated until it has returned),
+        // an idle one by breaking it out of its wait.
+        debugger.onHaltRequest = { [weak mailbox, running] in
+            mailbox?.breakWait()
+            stopper.stop(while: running.value)
+        }
         debugger.monitor.withLock { $0 = { command in core.monitor(command) } }
         var pendingFault: CPUFault?
         do {
@@ -165,6 +169,9 @@ public struct EmulatedCPU: NativeFirmware {
             }
             if unshownPanic() != nil && session.attached.load(ordering: .acquiring) { continue }   // show it first
             try core.checkStop()
+            do { try engine.syncDebugHooks() } catch {
+                throw FirmwareHalt(.fault(address: pc, message: "the debugger's hooks cannot be set: \(error)"), programCounter: pc)
+            }
             running.value.store(true, ordering: .releasing)
             let outcome = engine.run(from: pc)
             running.value.store(false, ordering: .releasing)

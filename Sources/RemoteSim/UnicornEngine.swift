@@ -101,7 +101,7 @@ final class UnicornEngine {
     }
 
     deinit {
-        for hook in hooks { uc_hook_del(handle, hook) }
+        for hook in hooks + breakpointHooks.values + (everyInstructionHook.map { [$0] } ?? []) { uc_hook_del(handle, hook) }
         if let snapshot = debugHooks?.snapshot {
             uc_context_free(snapshot)
             debugHooks?.snapshot = nil
@@ -301,9 +301,39 @@ final class UnicornEngine {
     }
 
     private var debugHooks: DebugHooks?
+    /// The debugger's code hook over every instruction (while stepping or watching), and its
+    /// hooks on single breakpoint addresses (otherwise): translated code calls only the hooks
+    /// that exist when it is translated, so a core with a debugger attached but nothing to stop
+    /// at runs at full speed, and one with breakpoints slows only where they are.
+    private var everyInstructionHook: uc_hook?
+    private var breakpointHooks: [UInt64: uc_hook] = [:]
 
-    /// Installs the debugger's code and data hooks (before the first run, so every block is
-    /// translated with them). A watchpoint stops the core *before* the accessing instruction, as
+    private static let debugCode: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, address, _, user in
+        let state = Unmanaged<DebugHooks>.fromOpaque(user!).takeUnretainedValue()
+        if state.watchHit != nil {
+            // The previous instruction touched a watched address: stop before this one.
+            state.stoppedAt = address
+            uc_emu_stop(uc)
+            return
+        }
+        if !state.watchpoints.isEmpty {
+            state.instructionStart = address
+            state.undo.removeAll(keepingCapacity: true)
+            uc_context_save(uc, state.snapshot)
+        }
+        if state.skip == address {
+            state.skip = nil
+            return
+        }
+        state.skip = nil
+        if state.stepping || state.breakpoints[address] != nil {
+            state.stoppedAt = address
+            uc_emu_stop(uc)
+        }
+    }
+
+    /// Installs the debugger's data hook and takes its code hooks from `hooks` before each run
+    /// (``syncDebugHooks()``). A watchpoint stops the core *before* the accessing instruction, as
     /// GDB expects of Arm and RISC-V (non-steppable watchpoints): the instruction runs, then is
     /// undone — CPU state restored from a snapshot taken before it, overwritten bytes put back.
     func installDebugHooks(_ hooks: DebugHooks) throws(UnicornError) {
@@ -314,32 +344,6 @@ final class UnicornEngine {
         hooks.watchHit = nil
         hooks.undo = []
         var hook: uc_hook = 0
-        let code: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, address, _, user in
-            let state = Unmanaged<DebugHooks>.fromOpaque(user!).takeUnretainedValue()
-            if state.watchHit != nil {
-                // The previous instruction touched a watched address: stop before this one.
-                state.stoppedAt = address
-                uc_emu_stop(uc)
-                return
-            }
-            if !state.watchpoints.isEmpty {
-                state.instructionStart = address
-                state.undo.removeAll(keepingCapacity: true)
-                uc_context_save(uc, state.snapshot)
-            }
-            if state.skip == address {
-                state.skip = nil
-                return
-            }
-            state.skip = nil
-            if state.stepping || state.breakpoints[address] != nil {
-                state.stoppedAt = address
-                uc_emu_stop(uc)
-            }
-        }
-        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), unsafeBitCast(code, to: UnsafeMutableRawPointer.self),
-                                     Unmanaged.passUnretained(hooks).toOpaque(), 1, 0), "uc_hook_add(debug code)")
-        self.hooks.append(hook)
         let data: @convention(c) (OpaquePointer?, uc_mem_type, UInt64, Int32, Int64, UnsafeMutableRawPointer?) -> Void = { uc, type, address, size, _, user in
             let state = Unmanaged<DebugHooks>.fromOpaque(user!).takeUnretainedValue()
             guard !state.watchpoints.isEmpty, size > 0 else { return }
@@ -361,6 +365,40 @@ final class UnicornEngine {
         self.hooks.append(hook)
         retained.append(hooks)
         debugHooks = hooks
+        try syncDebugHooks()
+    }
+
+    /// Brings the code hooks in line with the debugger's state (stepping, watchpoints,
+    /// breakpoints), dropping translated code that was made without them. Call between runs.
+    func syncDebugHooks() throws(UnicornError) {
+        guard let hooks = debugHooks else { return }
+        let user = Unmanaged.passUnretained(hooks).toOpaque()
+        let callback = unsafeBitCast(Self.debugCode, to: UnsafeMutableRawPointer.self)
+        let everywhere = hooks.stepping || !hooks.watchpoints.isEmpty
+        var flush = false
+        if everywhere, everyInstructionHook == nil {
+            var hook: uc_hook = 0
+            try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), callback, user, 1, 0), "uc_hook_add(debug code)")
+            everyInstructionHook = hook
+            flush = true
+        } else if !everywhere, let hook = everyInstructionHook {
+            uc_hook_del(handle, hook)
+            everyInstructionHook = nil
+            flush = true
+        }
+        let wanted = everywhere ? [] : Set(hooks.breakpoints.keys)
+        for (address, hook) in breakpointHooks where !wanted.contains(address) {
+            uc_hook_del(handle, hook)
+            breakpointHooks[address] = nil
+            _ = swuc_ctl_remove_cache(handle, address, address + 1)
+        }
+        for address in wanted where breakpointHooks[address] == nil {
+            var hook: uc_hook = 0
+            try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), callback, user, address, address), "uc_hook_add(breakpoint)")
+            breakpointHooks[address] = hook
+            _ = swuc_ctl_remove_cache(handle, address, address + 1)
+        }
+        if flush { try Self.check(swuc_ctl_flush_tb(handle), "uc_ctl(flush translated code)") }
     }
 
     /// Undoes the instruction that hit a watchpoint: the CPU state from before it, the bytes it

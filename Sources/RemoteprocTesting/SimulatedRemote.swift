@@ -260,7 +260,7 @@ public final class TestEndpoint: Sendable {
             do {
                 try endpoint.send(bytes, timeout: slice)
                 return
-            } catch let error as RPMsgError {
+            } catch {
                 guard case .noBuffer = error.kind else { throw error }
                 if !remote.board.isHaltedInDebugger { waited += ContinuousClock.now - started }
                 if waited >= remote.timeout { throw RPMsgError(.noBuffer(waited: waited)) }

@@ -5,11 +5,11 @@ import Remoteproc
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speeds: ELF loading (against memcpy), RPMsg streaming and echo between two threads (against a futex ping-pong).",
+        abstract: "Measure speeds: ELF loading (against memcpy), RPMsg streaming and echo (against a futex ping-pong), the board, emulated firmware, and debugging it.",
         discussion: "Build with -c release for meaningful figures: swift run -c release rproc-sim bench"
     )
 
-    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated }
+    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated, debug }
 
     @Option(name: .customLong("suite"), help: "Which benchmarks to run: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default: all).")
     var suites: [Suite] = []
@@ -36,6 +36,7 @@ struct Bench: ParsableCommand {
         var futexPingPongRoundTripsPerSecond: Double?
         var board: [BoardBench.Result]?
         var emulated: EmulatedBench.Report?
+        var debug: [DebugBench.Result]?
     }
 
     struct Result: Codable {
@@ -67,6 +68,9 @@ struct Bench: ParsableCommand {
         }
         if chosen.contains(.emulated) {
             report.emulated = try EmulatedBench.run(roundTrips: min(roundTrips, 5_000))
+        }
+        if chosen.contains(.debug) {
+            report.debug = try DebugBench.run(requests: min(max(roundTrips / 10, 100), 5_000))
         }
         if json {
             let encoder = JSONEncoder()
@@ -113,6 +117,15 @@ struct Bench: ParsableCommand {
                 }
             }
             print(String(format: "  native echo firmware, same host side: %7.0f rt/s", emulated.nativeEchoRoundTripsPerSecond))
+        }
+        if let debug = report.debug {
+            print("Debugging the emulated core: GDB requests over loopback TCP (gdb's own round trips), compute loop speed")
+            for r in debug {
+                print(String(format: "  %-9@  single step p50 %6.1f µs (p99 %6.1f µs)   read registers %6.1f µs   read 256 B %6.1f µs", r.architecture,
+                             r.stepP50Microseconds, r.stepP99Microseconds, r.registersP50Microseconds, r.memoryReadP50Microseconds))
+                print(String(format: "             attached, running: %6.0f M insn/s   with a watchpoint set: %6.2f M insn/s",
+                             r.attachedInstructionsPerSecond / 1e6, r.watchpointInstructionsPerSecond / 1e6))
+            }
         }
         if let futex = report.futexPingPongRoundTripsPerSecond {
             print(String(format: "Reference: futex ping-pong between two threads   %10.0f rt/s", futex))

@@ -58,23 +58,8 @@ public final class GDBServer: @unchecked Sendable {
     public init(architecture: CPUArchitecture, port: UInt16 = 0, startHalted: Bool = false) throws {
         self.architecture = architecture
         session = DebugSession(startHalted: startHalted)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw BoardError("gdb server: socket failed (errno \(errno))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0, listen(fd, 2) == 0 else {
-            close(fd)
-            throw BoardError("gdb server: cannot listen on 127.0.0.1:\(port) (errno \(errno))")
-        }
-        var actual = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        self.port = UInt16(bigEndian: actual.sin_port)
+        let (fd, actualPort) = try LoopbackSocket.listen(port: port)
+        self.port = actualPort
         listener = fd
         let box = Unmanaged.passRetained(self)
         var thread = pthread_t()
@@ -93,24 +78,19 @@ public final class GDBServer: @unchecked Sendable {
     /// Stops listening.
     public func shutdown() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        Glibc.shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
+        LoopbackSocket.close(listener)
     }
 
     deinit { shutdown() }
 
     private func acceptLoop() {
         while !closed.load(ordering: .acquiring) {
-            let client = accept(listener, nil, nil)
-            guard client >= 0 else { if errno == EINTR { continue } else { return } }
-            // Packets are small and interactive: send them at once (Nagle would hold each for ~40 ms).
-            var noDelay: Int32 = 1
-            setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
+            guard let client = LoopbackSocket.accept(listener) else { return }
             if session.attached.exchange(true, ordering: .acquiringAndReleasing) {
                 send(client, GDBPacketReader.frame("E01"))
                 let text = Array("rproc-sim: a debugger is already attached to this core\n".utf8)
                 send(client, text)
-                close(client)
+                LoopbackSocket.close(client)
                 continue
             }
             // Serve on a thread of its own, so further connections are answered (and refused) meanwhile.
@@ -124,40 +104,22 @@ public final class GDBServer: @unchecked Sendable {
             if pthread_create(&thread, nil, { raw in
                 let connection = Unmanaged<Connection>.fromOpaque(raw!).takeRetainedValue()
                 connection.server.serve(connection.fd)
-                close(connection.fd)
+                LoopbackSocket.close(connection.fd)
                 connection.server.session.attached.store(false, ordering: .releasing)
                 return nil
             }, box.toOpaque()) == 0 {
                 pthread_detach(thread)
             } else {
                 box.release()
-                close(client)
+                LoopbackSocket.close(client)
                 session.attached.store(false, ordering: .releasing)
             }
         }
     }
 
-    private func send(_ fd: Int32, _ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            // MSG_NOSIGNAL: a client that has gone away is an error here, not a SIGPIPE for the process.
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { if errno == EINTR { continue } else { return } }
-            offset += n
-        }
-    }
-
-    /// Reads what is available, waiting up to `milliseconds`; `nil` when the client is gone.
-    private func receive(_ fd: Int32, milliseconds: Int32) -> [UInt8]? {
-        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let ready = poll(&descriptor, 1, milliseconds)
-        if ready == 0 { return [] }
-        guard ready > 0 else { return errno == EINTR ? [] : nil }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
-        guard n > 0 else { return nil }
-        return Array(buffer.prefix(n))
-    }
+    private func send(_ fd: Int32, _ bytes: [UInt8]) { LoopbackSocket.send(fd, bytes) }
+    private func send(_ fd: Int32, _ text: String) { LoopbackSocket.send(fd, Array(text.utf8)) }
+    private func receive(_ fd: Int32, milliseconds: Int32) -> [UInt8]? { LoopbackSocket.receive(fd, milliseconds: milliseconds) }
 
     private func hex(_ bytes: [UInt8]) -> String { hexString(bytes) }
     private func fromHex(_ text: Substring) -> [UInt8]? { bytes(fromHex: text) }

@@ -1,0 +1,95 @@
+import FirmwareKit
+import Foundation
+import Remoteproc
+import RemoteSim
+
+/// The cost of debugging an emulated core through its GDB server, measured with the project's
+/// own protocol client over loopback TCP: a single step, a register read and a 256-byte memory
+/// read, each a full request → reply round trip; and emulation speed with a debugger attached,
+/// without and with a watchpoint set (which snapshots the CPU before every instruction).
+enum DebugBench {
+    struct Result: Codable {
+        var architecture: String
+        var stepP50Microseconds: Double
+        var stepP99Microseconds: Double
+        var registersP50Microseconds: Double
+        var memoryReadP50Microseconds: Double
+        var attachedInstructionsPerSecond: Double
+        var watchpointInstructionsPerSecond: Double
+    }
+
+    static func run(requests: Int) throws -> [Result] {
+        let builder = try FirmwareBuilder.forThisPackage()
+        return try FirmwareArchitecture.allCases.map { architecture in
+            let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
+            let elf = try builder.build(program: "compute", architecture: architecture)
+
+            // Round trips while halted, then the whole compute loop with the debugger attached.
+            let (board, processor, server) = try boot(elf: elf, cpu: cpu)
+            let client = try GDBClient(port: server.port)
+            _ = try client.request("?")
+            let step = try timings(requests) { let reply = try client.request("s"); guard reply.hasPrefix("T05") else { throw BenchError("step answered \(reply)") } }
+            let registers = try timings(requests) { _ = try client.request("g") }
+            let memory = try timings(requests) { _ = try client.request("m20000000,100") }
+            let clock = ContinuousClock()
+            let started = clock.now
+            client.post("c")
+            try waitForConsole(board, "compute: done")
+            let attachedRate = 4 * 50_000_000 / RPMsgBench.seconds(clock.now - started)
+            try processor.shutdown()
+            server.shutdown()
+
+            // One watchpoint (on memory the loop never touches) for a second of the loop, counted.
+            let counter = InstructionCounter()
+            let (_, watched, watchedServer) = try boot(elf: elf, cpu: cpu, counter: counter)
+            let watcher = try GDBClient(port: watchedServer.port)
+            _ = try watcher.request("?")
+            guard try watcher.request("Z2,20000ff0,4") == "OK" else { throw BenchError("the watchpoint was refused") }
+            let before = counter.value
+            let watchStart = clock.now
+            watcher.post("c")
+            usleep(1_000_000)
+            watcher.interrupt()
+            _ = try watcher.reply()
+            let watchRate = Double(counter.value - before) / RPMsgBench.seconds(clock.now - watchStart)
+            try watched.shutdown()
+            watchedServer.shutdown()
+
+            return Result(architecture: architecture.rawValue, stepP50Microseconds: step.p50, stepP99Microseconds: step.p99,
+                          registersP50Microseconds: registers.p50, memoryReadP50Microseconds: memory.p50,
+                          attachedInstructionsPerSecond: attachedRate, watchpointInstructionsPerSecond: watchRate)
+        }
+    }
+
+    /// `elf` on an emulated core with a GDB server, halted at reset.
+    private static func boot(elf: URL, cpu: CPUArchitecture, counter: InstructionCounter? = nil) throws -> (Board, RemoteProcessor, GDBServer) {
+        let server = try GDBServer(architecture: cpu, startHalted: true)
+        let board = try Board(firmware: EmulatedCPU(cpu, countingInto: counter, debugger: server))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        return (board, processor, server)
+    }
+
+    private static func waitForConsole(_ board: Board, _ prefix: String) throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while !board.trace.consoleLines.contains(where: { $0.hasPrefix(prefix) }) {
+            guard ContinuousClock.now < deadline else { throw BenchError("no console line \"\(prefix)\"") }
+            usleep(100)
+        }
+    }
+
+    /// Median and p99 in µs of `count` runs of `body`.
+    private static func timings(_ count: Int, _ body: () throws -> Void) throws -> (p50: Double, p99: Double) {
+        let clock = ContinuousClock()
+        var samples: [Double] = []
+        for _ in 0..<count {
+            let start = clock.now
+            try body()
+            samples.append(RPMsgBench.seconds(clock.now - start) * 1e6)
+        }
+        samples.sort()
+        return (samples[samples.count / 2], samples[min(samples.count - 1, samples.count * 99 / 100)])
+    }
+}
