@@ -149,7 +149,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         BoardInspector(memories: memories, mailbox: mailbox, trace: trace, table: { [weak self] in
             guard let installed = self?.core.withLock({ $0.processor })?.installedResourceTable else { return nil }
             return (installed.location.device, installed.table.bytes.count)
-        }, describeState: { [weak self] in self?.stateDescription ?? "the board is gone\n" })
+        }, describeState: { [weak self] in self?.stateDescription ?? "the board is gone\n" },
+        collectTraceBuffer: { [weak self] in self?.collectTraceBuffer() })
     }
 
     /// The processor's life-cycle state, the core's and the last crash, one fact per line.

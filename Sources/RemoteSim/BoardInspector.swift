@@ -10,6 +10,8 @@ public struct BoardInspector: Sendable {
     let trace: Trace
     let table: @Sendable () -> (address: DeviceAddress, size: Int)?
     let describeState: @Sendable () -> String
+    /// Turns new trace-buffer text into console lines first (the board's ``Board/collectTraceBuffer()``).
+    let collectTraceBuffer: @Sendable () -> Void
 
     /// Trace events and console lines shown when no count is given.
     public static let defaultCount = 20
@@ -43,12 +45,14 @@ public struct BoardInspector: Sendable {
 
     /// The last `count` trace events, one per line.
     public func traceTail(_ count: Int = defaultCount) -> String {
+        collectTraceBuffer()
         let events = trace.last(max(0, count))
         return events.isEmpty ? "the trace is empty\n" : events.map { "\($0)\n" }.joined()
     }
 
     /// The last `count` console lines (CONSOLE register and trace buffer).
     public func consoleTail(_ count: Int = defaultCount) -> String {
+        collectTraceBuffer()
         let lines = trace.consoleLines.suffix(max(0, count))
         return lines.isEmpty ? "no console output yet\n" : lines.map { "\($0)\n" }.joined()
     }
