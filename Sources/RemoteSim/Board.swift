@@ -133,6 +133,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             guard self?.passKick(toRemote: false, id: id) ?? true else { return }
             processor?.handleNotification(NotifyID(id))
         }
+        // gdb's `kill` stops the processor as the host would.
+        debugger?.onKill = { [weak processor] in try? processor?.stop() }
         let trace = self.trace
         processor.addObserver { event in
             switch event {

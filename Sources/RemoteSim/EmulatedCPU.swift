@@ -83,8 +83,6 @@ public struct EmulatedCPU: NativeFirmware {
         guard let session, let debugger else {
             try runFreely(engine: engine, core: core, running: running, pc: pc)
         }
-        session.beginRun()
-        if session.startHalted { session.reportStop(.trap) }
         // The server halts the core: a busy one by ending its run (repeated until it has returned),
         // an idle one by breaking it out of its wait.
         debugger.onHaltRequest = { [weak mailbox, running] in
@@ -92,6 +90,8 @@ public struct EmulatedCPU: NativeFirmware {
             stopper.stop(while: running.value)
         }
         debugger.monitor.withLock { $0 = { command in core.monitor(command) } }
+        session.beginRun()
+        if session.startHalted { session.reportStop(.trap) }
         var pendingFault: CPUFault?
         do {
             try runDebugged(engine: engine, core: core, session: session, running: running, pc: pc, pendingFault: &pendingFault)
@@ -176,9 +176,17 @@ public struct EmulatedCPU: NativeFirmware {
             let outcome = engine.run(from: pc)
             running.value.store(false, ordering: .releasing)
             guard session.attached.load(ordering: .acquiring) else {
+                // The debugger left during this run: a stop its hooks made is not a wfi, just resume.
+                let hookStopped = hooks.stoppedAt != nil || hooks.watchHit != nil
                 hooks.watchHit = nil
                 hooks.stoppedAt = nil
                 hooks.stepping = false
+                hooks.breakpoints.removeAll()
+                hooks.watchpoints.removeAll()
+                if case let .returned(next) = outcome, hookStopped {
+                    pc = next
+                    continue
+                }
                 switch outcome {
                 case let .fault(fault):
                     try core.checkStop()

@@ -1,5 +1,6 @@
 import FirmwareKit
 import Foundation
+import MetalIO
 import Remoteproc
 import RemoteSim
 import RPMsg
@@ -76,5 +77,54 @@ struct GDBSessionTests {
         #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
         #expect(processor.crashReport?.kind == .panic)
         #expect(processor.crashReport?.code == 0xBAD0)
+    }
+}
+
+@Suite("GDB sessions: faults, kill, leaving mid-step", .serialized)
+struct GDBLifecycleTests {
+    @Test("continuing into an access fault stops with SIGSEGV in main; the crash follows once gdb lets go",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func accessFault(architecture: FirmwareArchitecture) throws {
+        let (elf, server, _, processor) = try debuggedBoard("crash", architecture)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let rpmsg = try #require(try processor.makeHostRPMsg())
+        // The crash firmware faults after ten messages: send them once it has announced itself.
+        let host = Thread(block: {
+            guard waitUntil(.seconds(60), { !rpmsg.announcedServices.isEmpty }), let address = rpmsg.announcedServices.first?.address,
+                  let client = try? rpmsg.createEndpoint(destination: address, onReceive: { _ in }) else { return }
+            for i in 0..<10 { try? client.send([UInt8(i)], timeout: .seconds(5)) }
+        })
+        host.start()
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["continue", "info symbol $pc", "print/x $pc", "detach"])
+        #expect(output.contains("SIGSEGV"), "\(output)")
+        #expect(output.contains("main + ") || output.contains("main in section"), "the PC is in main: \(output)")
+        #expect(waitUntil(.seconds(10)) { processor.state == .crashed }, "\(output)")
+        #expect(processor.crashReport?.address == DeviceAddress(0xDEAD_BEEF))
+    }
+
+    @Test("gdb's kill stops the processor through its life cycle", .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func kill(architecture: FirmwareArchitecture) throws {
+        let (elf, server, board, processor) = try debuggedBoard("minimal", architecture)
+        defer { server.shutdown(); try? processor.shutdown() }
+        _ = try runGDB(elf: elf.path, port: server.port, commands: ["kill"])
+        #expect(waitUntil(.seconds(10)) { processor.state == .stopped }, "state \(processor.state)")
+        #expect(!board.isRunning)
+        #expect(board.trace.events.contains { if case .stateChanged(.running, .stopped, _) = $0.kind { true } else { false } })
+    }
+
+    @Test("a client that leaves right after asking for a step leaves the core running; the next debugger attaches", .timeLimit(.minutes(1)))
+    func leaveMidStep() throws {
+        let (_, server, board, processor) = try debuggedBoard("minimal", .cortexM4)
+        defer { server.shutdown(); try? processor.shutdown() }
+        do {
+            let first = try RawClient(port: server.port)
+            first.send(GDBPacketReader.frame("?"))
+            #expect(first.read(until: "#").contains("T05"))
+            first.send(GDBPacketReader.frame("s"))
+        }   // closed here, mid-step
+        #expect(waitUntil(.seconds(10)) { board.trace.consoleLines.contains { $0.hasPrefix("minimal: hello") } }, "the core ran on")
+        let second = try GDBClient(port: server.port)
+        #expect(try second.request("?").hasPrefix("T"), "a new debugger halts the core and gets a stop reply")
+        #expect(try second.request("D") == "OK")
     }
 }

@@ -56,6 +56,8 @@ final class DebugSession: @unchecked Sendable {
     private let stopSignal = WakeSignal()
     let haltRequested = Atomic<Bool>(false)
     let attached = Atomic<Bool>(false)
+    /// Set when a debugger's connection ended; the core, halted or at its next stop, lets go.
+    private let left = Atomic<Bool>(false)
     let halted = Atomic<Bool>(false)
     /// Whether the core's run has ended (and no new run has begun): nothing will answer commands.
     let ended = Atomic<Bool>(false)
@@ -80,6 +82,16 @@ final class DebugSession: @unchecked Sendable {
         coreWake.signal()
         guard box.ready.wait(timeout: timeout) else { return nil }
         return box.reply
+    }
+
+    /// A debugger connected (the server refuses a second one before calling this).
+    func clientArrived() { left.store(false, ordering: .releasing) }
+
+    /// The debugger's connection ended, however it ended: the core runs on without it.
+    func clientLeft() {
+        left.store(true, ordering: .releasing)
+        attached.store(false, ordering: .releasing)
+        coreWake.signal()
     }
 
     /// Waits for the next stop the core reports.
@@ -136,6 +148,13 @@ final class DebugSession: @unchecked Sendable {
     func serve(engine: UnicornEngine, pc: inout UInt64, abandon: () -> Bool) -> Bool? {
         while true {
             if abandon() { return nil }
+            if left.exchange(false, ordering: .acquiringAndReleasing) && !attached.load(ordering: .acquiring) {
+                // The debugger left while the core was halted (or about to be): as a detach.
+                hooks.breakpoints.removeAll()
+                hooks.watchpoints.removeAll()
+                halted.store(false, ordering: .releasing)
+                return false
+            }
             guard let (command, box) = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else {
                 coreWake.wait(timeout: .milliseconds(50))
                 continue

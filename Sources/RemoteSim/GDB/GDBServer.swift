@@ -43,6 +43,14 @@ public final class GDBServer: @unchecked Sendable {
     }
     private let haltHook = Mutex<(@Sendable () -> Void)?>(nil)
 
+    /// What `kill` does after releasing the core (set by the board: stop the processor through
+    /// its life cycle). Without it, `kill` only detaches.
+    var onKill: (@Sendable () -> Void)? {
+        get { killHook.withLock { $0 } }
+        set { killHook.withLock { $0 = newValue } }
+    }
+    private let killHook = Mutex<(@Sendable () -> Void)?>(nil)
+
     func requestHalt() {
         session.haltRequested.store(true, ordering: .releasing)
         onHaltRequest?()
@@ -93,6 +101,7 @@ public final class GDBServer: @unchecked Sendable {
                 LoopbackSocket.close(client)
                 continue
             }
+            session.clientArrived()
             // Serve on a thread of its own, so further connections are answered (and refused) meanwhile.
             final class Connection: @unchecked Sendable {
                 // Set before the thread starts; only read by it.
@@ -105,14 +114,14 @@ public final class GDBServer: @unchecked Sendable {
                 let connection = Unmanaged<Connection>.fromOpaque(raw!).takeRetainedValue()
                 connection.server.serve(connection.fd)
                 LoopbackSocket.close(connection.fd)
-                connection.server.session.attached.store(false, ordering: .releasing)
+                connection.server.session.clientLeft()
                 return nil
             }, box.toOpaque()) == 0 {
                 pthread_detach(thread)
             } else {
                 box.release()
                 LoopbackSocket.close(client)
-                session.attached.store(false, ordering: .releasing)
+                session.clientLeft()
             }
         }
     }
@@ -175,8 +184,7 @@ public final class GDBServer: @unchecked Sendable {
                 }
             }
         }
-        // The client went away: let the core run on.
-        if session.halted.load(ordering: .acquiring) { _ = session.perform(.detach) }
+        // The client went away (the thread's exit tells the core, which runs on).
     }
 
     /// The stop reply packet for `stop` (`T` with the stop reason, `X` when the program is gone).
@@ -273,7 +281,9 @@ public final class GDBServer: @unchecked Sendable {
             send(fd, GDBPacketReader.frame("OK"))
             return nil
         case "k":
+            // Kill: the core is released and stopped through the processor's life cycle (Running → Stopped).
             _ = session.perform(.detach)
+            onKill?()
             return nil
         case "q":
             if packet.hasPrefix("qSupported") { return "PacketSize=4000;qXfer:features:read+;swbreak+;hwbreak+" }
