@@ -222,6 +222,21 @@ struct GDBServerProtocolTests {
         #expect(client.read(until: "E01").contains("E01"), "a command that is not hex is refused")
     }
 
+    @Test("Ctrl-C halts a core busy in a compute loop; registers can be read and written there", .timeLimit(.minutes(1)))
+    func interruptBusyCore() throws {
+        let (_, server, _, processor) = try debuggedBoard("compute", .rv32)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let client = try GDBClient(port: server.port)
+        #expect(try client.request("?").hasPrefix("T05"))
+        client.post("c")
+        usleep(200_000)
+        client.interrupt()
+        #expect(try client.reply(timeout: .seconds(5)).hasPrefix("T02"))
+        #expect(try client.request("P5=78563412") == "OK", "t0 written")
+        #expect(try client.request("p5") == "78563412")
+        #expect(try client.request("D") == "OK")
+    }
+
     @Test("Ctrl-C halts a running core with SIGINT; after the host stops the core, the debugger hears the program is gone", .timeLimit(.minutes(1)))
     func interruptAndEnd() throws {
         let (_, server, _, processor) = try debuggedBoard("minimal", .cortexM4)

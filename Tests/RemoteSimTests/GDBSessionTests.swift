@@ -38,7 +38,8 @@ struct GDBSessionTests {
             "print len", "print src", "print *(char(*)[5])data", "print echo_count",
             "next", "info symbol $pc",
             "delete", "watch echo_count", "continue",
-            "print echo_count", "delete", "detach",
+            "print echo_count", "delete",
+            "set var echo_count = 41", "print echo_count", "detach",
         ])
         // monitor vrings: the host's three messages, decoded, in flight on vring1.
         #expect(output.contains("3 in flight"), "\(output)")
@@ -58,6 +59,7 @@ struct GDBSessionTests {
         #expect(output.contains("Old value = 0"), "\(output)")
         #expect(output.contains("New value = 1"), "\(output)")
         #expect(output.contains("$5 = 1"), "\(output)")
+        #expect(output.contains("$6 = 41"), "memory written through the board's map: \(output)")
         // Detached: the core runs on and answers all three.
         #expect(waitUntil { replies.withLock { $0.count } == 3 }, "replies \(replies.withLock { $0 }); \(output)")
         #expect(replies.withLock { $0 } == ["hello", "second", "third"].map { Array($0.utf8) })
