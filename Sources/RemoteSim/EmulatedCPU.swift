@@ -90,8 +90,7 @@ public struct EmulatedCPU: NativeFirmware {
             stopper.stop(while: running.value)
         }
         debugger.monitor.withLock { $0 = { command in core.monitor(command) } }
-        session.beginRun()
-        if session.startHalted { session.reportStop(.trap) }
+        if session.beginRun() { session.reportStop(.trap) }
         var pendingFault: CPUFault?
         do {
             try runDebugged(engine: engine, core: core, session: session, running: running, pc: pc, pendingFault: &pendingFault)

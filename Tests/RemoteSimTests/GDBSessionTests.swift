@@ -130,3 +130,23 @@ struct GDBLifecycleTests {
         #expect(try second.request("D") == "OK")
     }
 }
+
+@Suite("GDB server across restarts", .serialized)
+struct GDBRestartTests {
+    @Test("only the first run waits at reset: after a crash nobody is debugging, the recovered core runs at once", .timeLimit(.minutes(1)))
+    func recoveryDoesNotWait() throws {
+        let (_, server, board, processor) = try debuggedBoard("panic", .cortexM4)
+        defer { server.shutdown(); try? processor.shutdown() }
+        do {
+            let client = try GDBClient(port: server.port)
+            #expect(try client.request("?").hasPrefix("T05"))
+            #expect(try client.request("c").hasPrefix("T06"), "the PANIC")
+            #expect(client.output.contains("PANIC 0xbad0"))
+            #expect(try client.request("c") == "X06", "continuing: the program ends with SIGABRT")
+        }
+        #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
+        try processor.recover()
+        #expect(waitUntil(.seconds(10)) { board.trace.consoleLines.filter { $0.hasPrefix("panic: last words") }.count == 2 }, "the recovered run did not wait")
+        #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
+    }
+}

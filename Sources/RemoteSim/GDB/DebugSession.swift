@@ -62,6 +62,10 @@ final class DebugSession: @unchecked Sendable {
     /// Whether the core's run has ended (and no new run has begun): nothing will answer commands.
     let ended = Atomic<Bool>(false)
     let startHalted: Bool
+    /// Whether the next run waits at reset: the first one when `startHalted`; later runs (a
+    /// restart, a recovery) only when a debugger is attached then — a run nobody is debugging
+    /// must not wait for one forever.
+    private let haltFirstRun: Atomic<Bool>
 
     /// A reply slot for one command.
     final class Mailbox: @unchecked Sendable {
@@ -70,7 +74,10 @@ final class DebugSession: @unchecked Sendable {
         let ready = WakeSignal()
     }
 
-    init(startHalted: Bool) { self.startHalted = startHalted }
+    init(startHalted: Bool) {
+        self.startHalted = startHalted
+        haltFirstRun = Atomic(startHalted)
+    }
 
     // MARK: Server side
 
@@ -113,14 +120,16 @@ final class DebugSession: @unchecked Sendable {
 
     // MARK: Core side
 
-    /// A run of the core begins: nothing of an earlier run is pending.
-    func beginRun() {
+    /// A run of the core begins: nothing of an earlier run is pending. Returns whether it waits
+    /// halted at reset for the debugger.
+    func beginRun() -> Bool {
+        defer { ended.store(false, ordering: .releasing) }
         stops.withLock { $0.removeAll() }
         halted.store(false, ordering: .releasing)
         hooks.stepping = false
         hooks.skip = nil
         hooks.stoppedAt = nil
-        ended.store(false, ordering: .releasing)
+        return haltFirstRun.exchange(false, ordering: .acquiringAndReleasing) || attached.load(ordering: .acquiring)
     }
 
     /// The core's run ended: commands still queued are answered as failed, and an attached
