@@ -83,6 +83,18 @@ public final class RPMsgDevice: Sendable {
     private let transmitCapacity: Atomic<Int>
     /// Host role: the buffers carved from the pool (offsets in the window's region).
     private let receiveBuffers: [Int]
+    /// Every write to the rings goes through this gate; ``close()`` shuts it, so once close has
+    /// returned the device never touches shared memory again — a new device on the same rings
+    /// (after a recovery) cannot be overwritten by an old one still draining.
+    private let ringGate = Mutex<Bool>(false)
+
+    /// Runs `body` on the rings, or returns `nil` when the device is closed or its transport gone.
+    private func withRings<T: Sendable>(_ body: () -> T) -> T? {
+        ringGate.withLock { closed -> T? in
+            guard !closed, transport.isAvailable else { return nil }
+            return body()
+        }
+    }
 
     private struct State {
         var closed = false
@@ -283,6 +295,8 @@ public final class RPMsgDevice: Sendable {
             s.closed = true
             s.endpoints.removeAll()
         }
+        // Waits for a ring operation in progress on another thread; none starts after.
+        ringGate.withLock { $0 = true }
         transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
     }
 
@@ -394,7 +408,12 @@ public final class RPMsgDevice: Sendable {
     }
 
     private func takeTransmitBuffer() throws(RPMsgError) -> RPMsgTxBuffer? {
-        guard transport.isAvailable else { throw RPMsgError(.deviceClosed) }
+        let taken: Result<RPMsgTxBuffer?, RPMsgError>? = withRings { Result { () throws(RPMsgError) in try takeTransmitBufferOnRings() } }
+        guard let taken else { throw RPMsgError(.deviceClosed) }
+        return try taken.get()
+    }
+
+    private func takeTransmitBufferOnRings() throws(RPMsgError) -> RPMsgTxBuffer? {
         if role == .driver {
             let queue = transmitQueue as! DriverQueue
             return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
@@ -454,15 +473,21 @@ public final class RPMsgDevice: Sendable {
             }
             guard !closed else { throw RPMsgError(.deviceClosed) }
             if let observer { observe(observer, .sent, header, payloadOffset: buffer.bufferOffset + RPMsgHeader.size) }
-            if role == .driver {
-                let queue = transmitQueue as! DriverQueue
-                try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
-                try queue.kickIfNeeded()
-            } else {
-                let queue = transmitQueue as! DeviceQueue
-                try queue.returnUsed(buffer.token, length: total)
-                try queue.notifyIfNeeded()
+            let outcome: Result<Void, any Error>? = withRings {
+                Result {
+                    if role == .driver {
+                        let queue = transmitQueue as! DriverQueue
+                        try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
+                        try queue.kickIfNeeded()
+                    } else {
+                        let queue = transmitQueue as! DeviceQueue
+                        try queue.returnUsed(buffer.token, length: total)
+                        try queue.notifyIfNeeded()
+                    }
+                }
             }
+            guard let outcome else { throw RPMsgError(.deviceClosed) }
+            try outcome.get()
         } catch let error as RPMsgError { throw error } catch let error as VirtioError { throw RPMsgError(.virtio(error)) } catch {
             throw RPMsgError(.transport("\(error)"))
         }
@@ -506,16 +531,15 @@ public final class RPMsgDevice: Sendable {
     }
 
     private func drainReceiveQueue() {
-        guard !state.withLock({ $0.closed }) else { return }
         while true {
-            while let (token, offset, capacity, chainLength) = nextReceived() {
+            while let (token, offset, capacity, chainLength) = withRings({ nextReceived() }) ?? nil {
                 deliver(token: token, offset: offset, capacity: capacity, chainLength: chainLength)
             }
             flushReceiveKicks()
             // Work that appeared while re-enabling is taken in another pass (a corrupt index
             // is not reported as work, so it cannot keep us here).
-            let pending = role == .driver ? (receiveQueue as! DriverQueue).enableInterrupts() : (receiveQueue as! DeviceQueue).enableNotifications()
-            if !pending { return }
+            let pending = withRings { role == .driver ? (receiveQueue as! DriverQueue).enableInterrupts() : (receiveQueue as! DeviceQueue).enableNotifications() }
+            if pending != true { return }
         }
     }
 
@@ -526,7 +550,7 @@ public final class RPMsgDevice: Sendable {
             while let used = queue.takeUsed() {
                 let offset = receiveBuffers[used.token]
                 guard let length = used.length else {
-                    recycle(token: used.token, chainLength: 0)
+                    recycleOnRings(token: used.token, chainLength: 0)
                     continue
                 }
                 return (used.token, offset, length, 0)
@@ -611,6 +635,10 @@ public final class RPMsgDevice: Sendable {
 
     /// Returns a receive buffer to the peer: the host reposts it, the remote returns it used.
     private func recycle(token: Int, chainLength: Int) {
+        _ = withRings { recycleOnRings(token: token, chainLength: chainLength) }
+    }
+
+    private func recycleOnRings(token: Int, chainLength: Int) {
         if role == .driver {
             let size = configuration.remoteToHostBufferSize
             try? (receiveQueue as! DriverQueue).add(readable: [], writable: [VirtqueueBuffer(address: window.address(of: receiveBuffers[token]), length: size)], token: token)
@@ -620,6 +648,8 @@ public final class RPMsgDevice: Sendable {
     }
 
     private func flushReceiveKicks() {
-        if role == .driver { _ = try? (receiveQueue as! DriverQueue).kickIfNeeded() } else { _ = try? (receiveQueue as! DeviceQueue).notifyIfNeeded() }
+        _ = withRings {
+            if role == .driver { _ = try? (receiveQueue as! DriverQueue).kickIfNeeded() } else { _ = try? (receiveQueue as! DeviceQueue).notifyIfNeeded() }
+        }
     }
 }
