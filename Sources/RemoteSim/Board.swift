@@ -25,6 +25,11 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var powered = false
         var thread: pthread_t?
         var finished: WakeSignal?
+        /// Signalled when the core's thread has done everything but report a crash (which may wait
+        /// for the processor's lock; a host stopping the core under that lock waits for this instead).
+        var ended: WakeSignal?
+        /// Which start the running core belongs to: a crash report of an earlier run is dropped.
+        var generation = 0
         var processor: RemoteProcessor?
         var lastHalt: FirmwareHalt?
         /// Set by the watchdog monitor when it halted the core.
@@ -198,8 +203,11 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             let table = processor?.installedResourceTable.map { (address: $0.location.device, size: $0.table.bytes.count) }
             let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories,
                                                                           resourceTable: table, bootAddress: bootAddress, inspector: inspector))
-            let finished = WakeSignal()
+            let finished = WakeSignal(), ended = WakeSignal()
+            c.generation += 1
             context.finished = finished
+            context.ended = ended
+            context.generation = c.generation
             var thread = pthread_t()
             let box = Unmanaged.passRetained(context)
             guard pthread_create(&thread, nil, { raw in
@@ -209,8 +217,11 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
                 box.release()
                 throw BoardError("cannot start the core's thread")
             }
+            // Never joined: a stop waits for `ended`, not for a crash report that needs the processor's lock.
+            pthread_detach(thread)
             c.thread = thread
             c.finished = finished
+            c.ended = ended
             c.watchdogFired = false
             startWatchdogMonitor(finished: finished)
         }
@@ -249,8 +260,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     }
 
     /// Runs on the core's thread when the firmware halted, after the thread signalled that it
-    /// finished (so a host waiting in `stop` under the processor's lock is never blocked by it).
-    fileprivate func firmwareEnded(_ halt: FirmwareHalt) {
+    /// finished. It signals `ended` before reporting a crash to the processor, so a host waiting in
+    /// `stop` under the processor's lock is never blocked by the report; the report then applies
+    /// only if the processor has not been restarted meanwhile (`generation`).
+    fileprivate func firmwareEnded(_ halt: FirmwareHalt, generation: Int, ended: WakeSignal?) {
         let (processor, watchdog, injected) = core.withLock { c in
             c.lastHalt = halt
             defer { c.injected = nil }
@@ -269,7 +282,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         if report != nil {
             report!.console = Array(trace.consoleLines.suffix(10))
             trace.record(.crash(report!))
-            try? processor?.reportCrash(report!)
+        }
+        ended?.signal()
+        if let report {
+            try? processor?.reportCrash(report, ifCurrent: { [weak self] in self?.core.withLock { $0.generation } == generation })
         }
     }
 
@@ -298,15 +314,17 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     }
 
     public func stop() throws {
-        let (thread, finished) = core.withLock { ($0.thread, $0.finished) }
-        guard let thread, let finished else { return }
+        let (thread, finished, ended) = core.withLock { ($0.thread, $0.finished, $0.ended) }
+        guard thread != nil, let finished else { return }
         mailbox.requestStop()
         guard finished.wait(timeout: .seconds(5)) else { throw BoardError("the core did not stop within 5 s") }
+        // What the thread does after the firmware has stopped takes microseconds (no lock it waits on).
+        guard ended?.wait(timeout: .seconds(5)) ?? true else { throw BoardError("the core's thread did not finish within 5 s") }
         collectTraceBuffer()
-        pthread_join(thread, nil)
         core.withLock { c in
             c.thread = nil
             c.finished = nil
+            c.ended = nil
         }
     }
 
@@ -328,6 +346,8 @@ final class CoreThreadContext: @unchecked Sendable {
     let board: Board
     let core: RemoteCore
     var finished: WakeSignal?
+    var ended: WakeSignal?
+    var generation = 0
     init(board: Board, core: RemoteCore) {
         self.board = board
         self.core = core
@@ -347,7 +367,7 @@ final class CoreThreadContext: @unchecked Sendable {
             }
         }
         finished?.signal()
-        if let halt { board.firmwareEnded(halt) }
+        if let halt { board.firmwareEnded(halt, generation: generation, ended: ended) } else { ended?.signal() }
     }
 }
 

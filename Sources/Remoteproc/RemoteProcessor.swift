@@ -406,8 +406,19 @@ public final class RemoteProcessor: Sendable {
 
     /// Reports that the running remote crashed (called by the platform): Running or Suspended → Crashed.
     public func reportCrash(_ report: CrashReport) throws(RemoteprocError) {
-        defer { if automaticRecovery { recoverInBackground() } }
+        try reportCrash(report, ifCurrent: { true })
+    }
+
+    /// As ``reportCrash(_:)``, for a platform that reports from its own thread: `isCurrent` is
+    /// asked under the life-cycle lock whether the run that crashed is still the processor's (the
+    /// host may have stopped and restarted it while the report waited for the lock); when it is
+    /// not, nothing changes.
+    public func reportCrash(_ report: CrashReport, ifCurrent isCurrent: () -> Bool) throws(RemoteprocError) {
+        var reported = false
+        defer { if reported && automaticRecovery { recoverInBackground() } }
         try locked(.reportCrash, allowed: [.running, .suspended]) { life in
+            guard isCurrent() else { return }
+            reported = true
             life.crash = report
             // Users of the vdevs (a sender waiting for a buffer) fail now instead of waiting for
             // a remote that is gone; recovery builds new devices.

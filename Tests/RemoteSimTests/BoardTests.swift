@@ -360,6 +360,33 @@ struct BoardTransitionTests {
         try processor.remove()
     }
 
+    @Test("a crash racing a host stop, shutdown or restart never deadlocks, and a stale report never marks a new run crashed",
+          .timeLimit(.minutes(2)))
+    func crashRacingStop() throws {
+        // The core's thread reports a crash under the processor's lock while the host may hold
+        // that lock to stop it: the stop must not wait for the report (it used to join the thread).
+        let image = MemoryImageStore(["fw": try nativeImage()])
+        for round in 0..<150 {
+            let board = try Board(firmware: PanicFirmware(code: 7, afterMicroseconds: UInt32(round % 50)))
+            let processor = try board.makeProcessor()
+            try processor.configure()
+            try processor.load("fw", from: image)
+            try processor.start()
+            usleep(UInt32(round % 7) * 10)
+            if round % 3 == 0 {
+                try processor.shutdown()
+                #expect(processor.state == .offline)
+            } else {
+                // Stopped by the host, or crashed first: either way the core is down.
+                if processor.state == .running || processor.state == .crashed { try processor.stop() }
+                #expect(processor.state == .stopped)
+                #expect(!board.isRunning)
+                try processor.shutdown()
+            }
+            #expect(processor.state == .offline, "round \(round): a stale crash report changed the state")
+        }
+    }
+
     @Test("illegal transitions are still refused on the board", .timeLimit(.minutes(1)))
     func illegal() throws {
         let (_, running) = try processor(in: .running)
