@@ -179,7 +179,7 @@ func monitorPacket(_ command: String) -> [UInt8] { GDBPacketReader.frame("qRcmd,
 
 @Suite("GDB server protocol", .serialized)
 struct GDBServerProtocolTests {
-    @Test("watchpoint packets: Z2/Z3/Z4 set and clear, bad lengths refused, at most 8, unknown types answered empty", .timeLimit(.minutes(1)))
+    @Test("watchpoint packets: Z2/Z3/Z4 set and clear, bad lengths refused, at most 8, unknown types answered empty; at most 4096 breakpoints", .timeLimit(.minutes(1)))
     func watchpointPackets() throws {
         let (_, server, _, processor) = try debuggedBoard("minimal", .cortexM4)
         defer { server.shutdown(); try? processor.shutdown() }
@@ -194,6 +194,9 @@ struct GDBServerProtocolTests {
         ask("Z5,0,4", expect: "")
         for k in 0..<8 { ask("Z2,\(String(0x2000_0000 + 16 * k, radix: 16)),4", expect: "OK") }
         ask("Z2,20001000,4", expect: "E01")
+        for k in 0..<4096 { client.send(GDBPacketReader.frame("Z0,\(String(0x1000 + 2 * k, radix: 16)),2")); _ = client.read(until: "#") }
+        ask("Z0,4000,2", expect: "E01")
+        ask("Z0,1000,2", expect: "OK")   // setting one that exists is fine
         ask("C05;1000", expect: "E01")
         ask("c1000", expect: "E01")
     }

@@ -47,6 +47,8 @@ final class DebugSession: @unchecked Sendable {
     /// At most this many watchpoints at once (as a debug unit would have); GDB falls back to
     /// software watchpoints beyond.
     static let watchpointLimit = 8
+    /// At most this many breakpoints (each is a hook in the engine): a client cannot grow them without bound.
+    static let breakpointLimit = 4096
 
     let hooks = UnicornEngine.DebugHooks()
     private let queue = Mutex<[(Command, Mailbox)]>([])
@@ -184,7 +186,13 @@ final class DebugSession: @unchecked Sendable {
             case let .readMemory(address, count): reply = .memory(engine.readMemory(address, count: count))
             case let .writeMemory(address, bytes): reply = .done(engine.writeMemory(address, bytes))
             case let .breakpoint(address, hardware, set):
-                if set { hooks.breakpoints[address] = hardware } else { hooks.breakpoints[address] = nil }
+                if !set {
+                    hooks.breakpoints[address] = nil
+                } else if hooks.breakpoints[address] != nil || hooks.breakpoints.count < Self.breakpointLimit {
+                    hooks.breakpoints[address] = hardware
+                } else {
+                    reply = .done(false)
+                }
             case let .watchpoint(watchpoint, set):
                 if set {
                     if !hooks.watchpoints.contains(watchpoint) {
