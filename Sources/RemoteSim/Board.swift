@@ -30,7 +30,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var ended: WakeSignal?
         /// Which start the running core belongs to: a crash report of an earlier run is dropped.
         var generation = 0
-        var processor: RemoteProcessor?
+        /// Weak: the processor owns the board (its ops); a strong reference back would leak both.
+        weak var processor: RemoteProcessor?
         var lastHalt: FirmwareHalt?
         /// Set by the watchdog monitor when it halted the core.
         var watchdogFired = false
@@ -126,7 +127,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         }
     }
 
-    deinit { mailbox.hostInterrupts.shutdown() }
+    deinit {
+        mailbox.hostInterrupts.shutdown()
+        debugger?.shutdown()
+    }
 
     /// A remote processor driving this board, with the board's memories registered and the
     /// remote's kicks routed to its notification entry.

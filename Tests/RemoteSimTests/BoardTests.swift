@@ -387,6 +387,29 @@ struct BoardTransitionTests {
         }
     }
 
+    @Test("a board and its processor are freed when the host lets go of them: memory, interrupt thread and GDB port", .timeLimit(.minutes(1)))
+    func freedWhenReleased() throws {
+        weak var released: Board?
+        var port: UInt16 = 0
+        do {
+            let server = try GDBServer(architecture: .rv32)
+            port = server.port
+            let board = try Board(firmware: EmulatedCPU(.rv32, debugger: server))
+            let processor = try board.makeProcessor()
+            try processor.configure()
+            try processor.load(try FirmwareBuilder.forThisPackage().build(program: "minimal", architecture: .rv32).path, from: FileImageStore())
+            try processor.start()
+            try processor.shutdown()
+            try processor.remove()
+            released = board
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while released != nil && ContinuousClock.now < deadline { usleep(1000) }
+        #expect(released == nil, "the board outlived its last user")
+        // Its GDB server was shut down with it: the port takes a new listener.
+        #expect(throws: Never.self) { try GDBServer(architecture: .rv32, port: port).shutdown() }
+    }
+
     @Test("illegal transitions are still refused on the board", .timeLimit(.minutes(1)))
     func illegal() throws {
         let (_, running) = try processor(in: .running)
