@@ -33,6 +33,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         /// Weak: the processor owns the board (its ops); a strong reference back would leak both.
         weak var processor: RemoteProcessor?
         var lastHalt: FirmwareHalt?
+        /// The firmware of the current start has stopped (the thread is ending or waits to be stopped).
+        var halted = false
         /// Set by the watchdog monitor when it halted the core.
         var watchdogFired = false
         /// A crash injected by the host (fault injection), reported when the core has halted.
@@ -166,9 +168,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
 
     /// The processor's life-cycle state, the core's and the last crash, one fact per line.
     private var stateDescription: String {
-        let (processor, thread, lastHalt) = core.withLock { ($0.processor, $0.thread, $0.lastHalt) }
+        let (processor, thread, lastHalt, halted) = core.withLock { ($0.processor, $0.thread, $0.lastHalt, $0.halted) }
         var out = "life cycle: \(processor.map { "\($0.state)" } ?? "no processor")\n"
-        out += "core: " + (thread == nil ? "not running" : isHaltedInDebugger ? "halted in the debugger" : "running") + "\n"
+        out += "core: " + (thread == nil ? "not running" : halted ? "halted (the firmware stopped)" : isHaltedInDebugger ? "halted in the debugger" : "running") + "\n"
         if let lastHalt { out += "last halt: \(lastHalt)\n" }
         if let report = processor?.crashReport { out += "crash: \(report)\n" }
         return out
@@ -209,6 +211,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
                                                                           resourceTable: table, bootAddress: bootAddress, inspector: inspector))
             let finished = WakeSignal(), ended = WakeSignal()
             c.generation += 1
+            c.halted = false
             context.finished = finished
             context.ended = ended
             context.generation = c.generation
@@ -270,6 +273,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     fileprivate func firmwareEnded(_ halt: FirmwareHalt, generation: Int, ended: WakeSignal?) {
         let (processor, watchdog, injected) = core.withLock { c in
             c.lastHalt = halt
+            c.halted = true
             defer { c.injected = nil }
             return (c.processor, c.watchdogFired, c.injected)
         }

@@ -117,7 +117,7 @@ public struct EmulatedCPU: NativeFirmware {
             switch outcome {
             case let .fault(fault):
                 try core.checkStop()   // a PANIC or a stop that interrupted the run wins
-                throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                    registers: fault.registers)
             case let .returned(next):
                 try core.checkStop()
@@ -159,7 +159,7 @@ public struct EmulatedCPU: NativeFirmware {
                     // Continuing after a PANIC or a fault sends the core down the crash path.
                     if panicShown || mailbox.isHostStopRequested { try core.checkStop() }
                     if let fault = pendingFault {
-                        throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                        throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                            registers: fault.registers)
                     }
                     hooks.stepping = step
@@ -189,7 +189,7 @@ public struct EmulatedCPU: NativeFirmware {
                 switch outcome {
                 case let .fault(fault):
                     try core.checkStop()
-                    throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.description), programCounter: fault.programCounter,
+                    throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                        registers: fault.registers)
                 case let .returned(next):
                     try core.checkStop()

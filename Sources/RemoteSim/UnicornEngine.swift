@@ -36,7 +36,8 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
     /// Register name → value at the fault.
     public var registers: [String: UInt64]
 
-    public var description: String {
+    /// What went wrong, without where (the crash report gives the address and PC).
+    public var summary: String {
         let what: String
         switch kind {
         case .unmappedRead: what = "read from unmapped memory"
@@ -49,7 +50,11 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
         case let .exception(n): what = "CPU exception \(n)"
         case let .other(text): what = text
         }
-        return what + (address.map { " at \(hex($0))" } ?? "") + ", pc \(hex(programCounter))"
+        return what
+    }
+
+    public var description: String {
+        summary + (address.map { " at \(hex($0))" } ?? "") + ", pc \(hex(programCounter))"
     }
 }
 

@@ -5,6 +5,6 @@ struct RprocSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rproc-sim",
         abstract: "Drive the Swift remoteproc core against a simulated remote processor.",
-        subcommands: [Run.self, Load.self, Inspect.self, Bench.self]
+        subcommands: [Run.self, Debug.self, Load.self, Inspect.self, Bench.self]
     )
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RemoteSim
 @testable import rproc_sim
 import Testing
 
@@ -108,6 +109,51 @@ struct CLIDumpTests {
             #expect(code == 1)
             #expect(!output.contains("board when the step failed:"), "\(arguments): \(output)")
             #expect(output.contains("expected: 1 message(s) matching"), "\(output)")
+        }
+    }
+}
+
+@Suite("rproc-sim debug")
+struct CLIDebugTests {
+    @Test("boots a firmware with a GDB server, prints the gdb command and what happens; --send drives it into a crash, whose board is printed",
+          .timeLimit(.minutes(1)))
+    func crashLive() throws {
+        let (code, output) = try runBinary(["debug", "crash", "--arch", "rv32", "--port", "0", "--no-wait", "--for", "3s",
+                                            "--send", "rpmsg-echo:x", "--repeat", "10"])
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("gdb-multiarch -q "), "\(output)")
+        #expect(output.contains("service \"rpmsg-echo\" at "), "\(output)")
+        #expect(output.contains("message sent 1024 → "), "\(output)")
+        #expect(output.contains("the remote crashed; the board now:"), "\(output)")
+        #expect(output.contains("crash: fault: read from unmapped memory, at 0xdead_beef"), "\(output)")
+        #expect(output.contains("── vrings"), "\(output)")
+        #expect(output.contains("■ done: state Offline"), "\(output)")
+    }
+
+    @Test("the core waits at reset for gdb-multiarch unless --no-wait; gdb continues it", .timeLimit(.minutes(1)))
+    func waitsForDebugger() throws {
+        let probe = try GDBServer(architecture: .cortexM4)
+        let port = probe.port
+        probe.shutdown()
+        let elf = try FirmwareBuilderForTests.echo()
+        let gdb = Process()
+        gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
+        gdb.arguments = ["-q", "-nx", "-batch", "-ex", "shell sleep 1", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
+        gdb.standardOutput = FileHandle.nullDevice
+        gdb.standardError = FileHandle.nullDevice
+        try gdb.run()
+        let (code, output) = try runBinary(["debug", elf, "--arch", "cortex-m4", "--port", "\(port)", "--for", "3s"])
+        gdb.waitUntilExit()
+        #expect(code == 0, "\(output)")
+        #expect(output.contains("the core waits halted at reset"), "\(output)")
+        #expect(output.contains("console: echo: ready"), "the firmware ran once gdb let go: \(output)")
+    }
+
+    @Test("bad arguments are refused before anything runs")
+    func refuses() throws {
+        for arguments in [["debug", "echo", "--arch", "z80"], ["debug", "echo", "--for", "soon"], ["debug", "echo", "--send", "no-colon"],
+                          ["debug", "echo", "--repeat", "0"]] {
+            #expect(throws: (any Error).self, "\(arguments)") { _ = try RprocSim.parseAsRoot(arguments) }
         }
     }
 }
