@@ -40,8 +40,8 @@ public struct EmulatedCPU: NativeFirmware {
         let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
             guard let mailbox else { return 0 }
             let value = UInt64(mailbox.read(Int(offset)))
-            // A debugger asked to halt the core while it waited in WAIT: end the run here.
-            if let session, session.haltRequested.load(ordering: .acquiring) { callbackStopper.stopOnce() }
+            // A stop, or a debugger's halt, while the core waited in WAIT: end the run here.
+            if mailbox.isStopRequested || session?.haltRequested.load(ordering: .acquiring) == true { callbackStopper.stopOnce() }
             return value
         }, write: { [weak mailbox] offset, _, value in
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
@@ -110,10 +110,9 @@ public struct EmulatedCPU: NativeFirmware {
         var pc = start
         let mailbox = core.mailbox
         while true {
-            try core.checkStop()
-            running.value.store(true, ordering: .releasing)
+            try running.enter(core)
             let outcome = engine.run(from: pc)
-            running.value.store(false, ordering: .releasing)
+            running.value.store(false, ordering: .sequentiallyConsistent)
             switch outcome {
             case let .fault(fault):
                 try core.checkStop()   // a PANIC or a stop that interrupted the run wins
@@ -171,9 +170,9 @@ public struct EmulatedCPU: NativeFirmware {
             do { try engine.syncDebugHooks() } catch {
                 throw FirmwareHalt(.fault(address: pc, message: "the debugger's hooks cannot be set: \(error)"), programCounter: pc)
             }
-            running.value.store(true, ordering: .releasing)
+            try running.enter(core)
             let outcome = engine.run(from: pc)
-            running.value.store(false, ordering: .releasing)
+            running.value.store(false, ordering: .sequentiallyConsistent)
             guard session.attached.load(ordering: .acquiring) else {
                 // The debugger left during this run: a stop its hooks made is not a wfi, just resume.
                 let hookStopped = hooks.stoppedAt != nil || hooks.watchHit != nil
@@ -225,6 +224,11 @@ public struct EmulatedCPU: NativeFirmware {
                 }
                 try core.checkStop()
                 _ = mailbox.waitForInterrupt()
+                // A step onto `wfi` completes when the core wakes (a kick, or Ctrl-C).
+                if wasStepping {
+                    try core.checkStop()
+                    session.reportStop(session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) ? .interrupt : .trap)
+                }
             case let .fault(fault):
                 hooks.watchHit = nil
                 hooks.stoppedAt = nil
@@ -248,6 +252,18 @@ public final class InstructionCounter: Sendable {
 /// Whether the emulation thread is inside a run (for the cross-thread stopper).
 final class RunFlag: Sendable {
     let value = Atomic<Bool>(false)
+
+    /// Marks the run as started, then checks for a stop: a stop requested before this is seen
+    /// here, one requested after finds the flag set and is repeated until the run has returned —
+    /// none is lost in between. (Sequentially consistent: a store then a load on each side.)
+    func enter(_ core: RemoteCore) throws(FirmwareHalt) {
+        value.store(true, ordering: .sequentiallyConsistent)
+        do { try core.checkStop() } catch {
+            value.store(false, ordering: .sequentiallyConsistent)
+            throw error
+        }
+    }
+
     private let thread = Atomic<UInt>(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))))
     /// Whether the caller is the thread that made this flag (the emulation thread).
     var isEmulationThread: Bool { thread.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }

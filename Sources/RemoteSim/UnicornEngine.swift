@@ -458,7 +458,7 @@ struct EmulationStopper: @unchecked Sendable {
 
     func stop(while running: borrowing Atomic<Bool>, limit: Duration = .seconds(5)) {
         let deadline = ContinuousClock.now + limit
-        while running.load(ordering: .acquiring) && ContinuousClock.now < deadline {
+        while running.load(ordering: .sequentiallyConsistent) && ContinuousClock.now < deadline {
             uc_emu_stop(handle)
             usleep(200)
         }

@@ -259,3 +259,53 @@ struct GDBServerProtocolTests {
         #expect(clock.now - started < .seconds(2), "answered at once, not after a timeout")
     }
 }
+
+@Suite("GDB server stepping onto wfi", .serialized)
+struct GDBStepWFITests {
+    @Test("a single step onto wfi completes when the core wakes: not before, and then at the next instruction",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func stepOverWFI(architecture: FirmwareArchitecture) throws {
+        let (_, server, board, processor) = try debuggedBoard("minimal", architecture)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let client = try GDBClient(port: server.port)
+        #expect(try client.request("?").hasPrefix("T05"))
+        let pcRegister = architecture == .cortexM4 ? "f" : "20"
+        let pcBytes = try #require(bytes(fromHex: Substring(try client.request("p" + pcRegister))))
+        let pc = pcBytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        // Put a wfi where the core stands (Thumb 0xbf30; RISC-V 0x10500073).
+        let wfi = architecture == .cortexM4 ? "30bf" : "73005010"
+        #expect(try client.request("M\(String(pc, radix: 16)),\(wfi.count / 2):\(wfi)") == "OK")
+        client.post("s")
+        #expect(throws: (any Error).self, "no stop while the core sleeps in wfi") { _ = try client.reply(timeout: .milliseconds(300)) }
+        board.mailbox.notify(1)
+        #expect(try client.reply(timeout: .seconds(5)).hasPrefix("T05"))
+        let after = try #require(bytes(fromHex: Substring(try client.request("p" + pcRegister))))
+        let next = after.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        #expect(next == pc + UInt64(wfi.count / 2), "stopped right after the wfi")
+        #expect(try client.request("D") == "OK")
+        // Right after the detach: the stop reaches the core whatever it is doing (it was lost once).
+        try processor.shutdown()
+    }
+}
+
+@Suite("Stopping an emulated core", .serialized)
+struct EmulatedStopRaceTests {
+    @Test("a stop is never lost, whenever it lands: before, between or during runs, with or without a debugger's hooks",
+          .timeLimit(.minutes(2)), arguments: [false, true])
+    func stopNeverLost(withDebugger: Bool) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "minimal", architecture: .rv32)
+        for round in 0..<60 {
+            let server = withDebugger ? try GDBServer(architecture: .rv32) : nil
+            defer { server?.shutdown() }
+            let board = try Board(firmware: EmulatedCPU(.rv32, debugger: server))
+            let processor = try board.makeProcessor()
+            try processor.configure()
+            try processor.load(elf.path, from: FileImageStore())
+            try processor.start()
+            usleep(UInt32(round % 12) * 50)
+            try processor.stop()
+            #expect(processor.state == .stopped)
+            try processor.shutdown()
+        }
+    }
+}
