@@ -87,6 +87,11 @@ public final class RPMsgDevice: Sendable {
     /// returned the device never touches shared memory again — a new device on the same rings
     /// (after a recovery) cannot be overwritten by an old one still draining.
     private let ringGate = Mutex<Bool>(false)
+    /// Senders waiting for a transmit buffer, and what wakes them: the peer's notification that
+    /// it returned buffers (host: used buffers on vring1; remote: buffers posted on vring0),
+    /// asked for only while someone waits (Linux's `rpmsg_upref_sleepers`).
+    private let transmitWaiters = Atomic<Int>(0)
+    private let transmitReturned = WakeSignal()
 
     /// Runs `body` on the rings, or returns `nil` when the device is closed or its transport gone.
     private func withRings<T: Sendable>(_ body: () -> T) -> T? {
@@ -233,6 +238,23 @@ public final class RPMsgDevice: Sendable {
     private func installHandlers() {
         let receiveVring = role == .driver ? 0 : 1
         transport.setNotificationHandler(forVring: receiveVring) { [weak self] in self?.handleNotification() }
+        transport.setNotificationHandler(forVring: 1 - receiveVring) { [weak self] in
+            guard let self, transmitWaiters.load(ordering: .acquiring) > 0 else { return }
+            transmitReturned.signal()
+        }
+    }
+
+    /// Asks the peer to notify when transmit buffers come back (`enable`) or not.
+    private func requestTransmitNotifications(_ enable: Bool) {
+        _ = withRings {
+            if role == .driver {
+                let queue = transmitQueue as! DriverQueue
+                if enable { _ = queue.enableInterrupts() } else { queue.disableInterrupts() }
+            } else {
+                let queue = transmitQueue as! DeviceQueue
+                if enable { _ = queue.enableNotifications() } else { queue.disableNotifications() }
+            }
+        }
     }
 
     /// Whether the name service was negotiated (`VIRTIO_RPMSG_F_NS` in both feature words).
@@ -297,6 +319,7 @@ public final class RPMsgDevice: Sendable {
         }
         // Waits for a ring operation in progress on another thread; none starts after.
         ringGate.withLock { $0 = true }
+        transmitReturned.signal()   // a waiting sender looks again and finds the device closed
         transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
     }
 
@@ -395,15 +418,27 @@ public final class RPMsgDevice: Sendable {
 
     /// Reserves a transmit buffer for zero-copy send (`rpmsg_get_tx_payload_buffer`), waiting up
     /// to `timeout` for one to be free.
+    ///
+    /// While it waits it asks the peer for a notification when buffers come back and sleeps until
+    /// one arrives — or, since a peer may not notify (or nobody dispatches its notifications, as
+    /// on a remote's own thread), until the next look at the ring: 20 µs, doubling to 1 ms.
     public func reserveBuffer(timeout: Duration = RPMsgDevice.defaultSendTimeout) throws(RPMsgError) -> RPMsgTxBuffer {
+        if let buffer = try takeTransmitBuffer() { return buffer }
+        guard timeout > .zero else { throw RPMsgError(.noBuffer(waited: .zero)) }
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
-        var pause: UInt32 = 20
+        if transmitWaiters.add(1, ordering: .acquiringAndReleasing).newValue == 1 { requestTransmitNotifications(true) }
+        defer {
+            if transmitWaiters.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { requestTransmitNotifications(false) }
+        }
+        var pause: Duration = .microseconds(20)
         while true {
+            // Looked at after asking for the notification: a return in between is not missed.
             if let buffer = try takeTransmitBuffer() { return buffer }
-            guard timeout > .zero, clock.now < deadline else { throw RPMsgError(.noBuffer(waited: timeout)) }
-            usleep(pause)
-            pause = min(pause * 2, 1000)
+            let left = deadline - clock.now
+            guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
+            transmitReturned.wait(timeout: min(pause, left))
+            pause = min(pause * 2, .milliseconds(1))
         }
     }
 

@@ -89,7 +89,7 @@ public struct EmulatedCPU: NativeFirmware {
             mailbox?.breakWait()
             stopper.stop(while: running.value)
         }
-        debugger.monitor.withLock { $0 = { command in core.monitor(command) } }
+        debugger.onMonitor = { command in core.monitor(command) }
         if session.beginRun() { session.reportStop(.trap) }
         var pendingFault: CPUFault?
         do {

@@ -61,12 +61,18 @@ public final class Mailbox: Sendable {
     }
     private let state = Mutex(State())
     private let wake = WakeSignal()
-    private let events = Mutex<(@Sendable (MailboxEvent) -> Void)?>(nil)
-    private let stopListener = Mutex<(@Sendable () -> Void)?>(nil)
+    /// The callbacks, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
+    /// every access (each event would call through a longer chain than the last, until the stack
+    /// overflowed).
+    private struct Callbacks {
+        var events: (@Sendable (MailboxEvent) -> Void)?
+        var stopListener: (@Sendable () -> Void)?
+    }
+    private let callbacks = Mutex(Callbacks())
 
     /// Sets what runs (on the requesting thread) when a stop is requested or the firmware
     /// panics — an emulated core uses it to end its run.
-    public func setStopListener(_ listener: (@Sendable () -> Void)?) { stopListener.withLock { $0 = listener } }
+    public func setStopListener(_ listener: (@Sendable () -> Void)?) { callbacks.withLock { $0.stopListener = listener } }
     /// Remote → host interrupts (numbered by notify id).
     public let hostInterrupts: InterruptLine
 
@@ -76,7 +82,7 @@ public final class Mailbox: Sendable {
     }
 
     /// Sets what receives the mailbox's events (console lines, kicks, panics, …).
-    public func setEventHandler(_ handler: (@Sendable (MailboxEvent) -> Void)?) { events.withLock { $0 = handler } }
+    public func setEventHandler(_ handler: (@Sendable (MailboxEvent) -> Void)?) { callbacks.withLock { $0.events = handler } }
 
     /// Sets what handles a remote → host kick (the board forwards it to the core's notification entry).
     public func setKickHandler(_ handler: (@Sendable (UInt32) -> Void)?) {
@@ -87,7 +93,7 @@ public final class Mailbox: Sendable {
         hostInterrupts.setHandler { id in handler(UInt32(id)) }
     }
 
-    private func emit(_ event: MailboxEvent) { events.withLock { $0 }?(event) }
+    private func emit(_ event: MailboxEvent) { callbacks.withLock { $0.events }?(event) }
 
     // MARK: Host side
 
@@ -110,7 +116,7 @@ public final class Mailbox: Sendable {
             s.hostStop = true
         }
         wake.signal()
-        stopListener.withLock { $0 }?()
+        callbacks.withLock { $0.stopListener }?()
     }
 
     /// Releases a core blocked in WAIT or SLEEP once (returning 0), without stopping it — a
@@ -254,7 +260,7 @@ public final class Mailbox: Sendable {
         }
         emit(.panic(code))
         wake.signal()
-        stopListener.withLock { $0 }?()
+        callbacks.withLock { $0.stopListener }?()
     }
 
     /// WATCHDOG: arms (or kicks) with a timeout in ms of active core time; 0 disarms.

@@ -10,7 +10,10 @@ import Synchronization
 public final class InterruptLine: @unchecked Sendable {
     // Mutable state is in Mutexes and atomics; the signals are thread-safe.
     private let pending = Mutex<(numbers: Set<Int>, stop: Bool)>(([], false))
-    private let handler = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    /// The handler, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
+    /// every access, so each interrupt would have called through a longer chain than the last.
+    private struct Handler { var call: (@Sendable (Int) -> Void)? }
+    private let handler = Mutex(Handler())
     private let wake = WakeSignal()
     private let stopped = WakeSignal()
     private let raised = Atomic<Int>(0)
@@ -36,7 +39,7 @@ public final class InterruptLine: @unchecked Sendable {
     }
 
     /// Sets what handles an interrupt (it receives the interrupt's number).
-    public func setHandler(_ handler: (@Sendable (Int) -> Void)?) { self.handler.withLock { $0 = handler } }
+    public func setHandler(_ handler: (@Sendable (Int) -> Void)?) { self.handler.withLock { $0.call = handler } }
 
     /// Raises interrupt `number`.
     public func raise(_ number: Int) {
@@ -79,7 +82,7 @@ public final class InterruptLine: @unchecked Sendable {
     }
 
     private func deliver(_ numbers: Set<Int>) {
-        guard !numbers.isEmpty, let handler = handler.withLock({ $0 }) else { return }
+        guard !numbers.isEmpty, let handler = handler.withLock({ $0.call }) else { return }
         for number in numbers.sorted() { handler(number) }
     }
 

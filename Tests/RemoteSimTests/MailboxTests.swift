@@ -174,3 +174,24 @@ struct MailboxTests {
         #expect(!mailbox.watchdogExpired)
     }
 }
+
+@Suite("Mailbox over a long run")
+struct MailboxLongRunTests {
+    @Test("half a million events and kicks reach their handlers, the last as readily as the first", .timeLimit(.minutes(1)))
+    func manyEvents() {
+        // The callbacks were once kept so that every access wrapped them in more thunks: each event
+        // called through a longer chain (streams slowed down quadratically, then the stack overflowed).
+        let mailbox = Mailbox(interruptThread: false)
+        let events = Atomic<Int>(0), kicks = Atomic<Int>(0)
+        mailbox.setEventHandler { _ in events.add(1, ordering: .relaxed) }
+        mailbox.setKickHandler { _ in kicks.add(1, ordering: .relaxed) }
+        for i in 0..<250_000 {
+            mailbox.notify(UInt32(i % 8))
+            mailbox.kick(1)
+            if i % 64 == 0 { mailbox.poll() }
+        }
+        mailbox.poll()
+        #expect(events.load(ordering: .relaxed) == 500_000)
+        #expect(kicks.load(ordering: .relaxed) > 0)
+    }
+}

@@ -64,3 +64,18 @@ struct InterruptLineTests {
         #expect(signal.wait(timeout: .seconds(1)))
     }
 }
+
+@Suite("Interrupt lines over a long run")
+struct InterruptLineLongRunTests {
+    @Test("a quarter of a million deliveries reach the handler", .timeLimit(.minutes(1)))
+    func manyDeliveries() {
+        let line = InterruptLine(thread: false)
+        let handled = Atomic<Int>(0)
+        line.setHandler { _ in handled.add(1, ordering: .relaxed) }
+        for _ in 0..<250_000 {
+            line.raise(3)
+            line.poll()
+        }
+        #expect(handled.load(ordering: .relaxed) == 250_000)
+    }
+}

@@ -33,23 +33,32 @@ public final class GDBServer: @unchecked Sendable {
     let session: DebugSession
     private let listener: Int32
     let architecture: CPUArchitecture
-    /// Answers `monitor` commands (set by the board).
-    let monitor = Mutex<(@Sendable (String) -> String)?>(nil)
+    /// What the core and the board hook into the server, in a struct: a `Mutex` whose value *is*
+    /// a closure re-wraps it in thunks on every access.
+    private struct Hooks {
+        /// Answers `monitor` commands (set by the core).
+        var monitor: (@Sendable (String) -> String)?
+        /// Halts the core: breaks a busy run, wakes an idle core (set by the core).
+        var halt: (@Sendable () -> Void)?
+        /// What `kill` does after releasing the core (set by the board: stop the processor through
+        /// its life cycle). Without it, `kill` only detaches.
+        var kill: (@Sendable () -> Void)?
+    }
+    private let hooks = Mutex(Hooks())
     private let closed = Atomic<Bool>(false)
-    /// Wakes an idle core so it notices a halt request (set by the core).
-    var onHaltRequest: (@Sendable () -> Void)? {
-        get { haltHook.withLock { $0 } }
-        set { haltHook.withLock { $0 = newValue } }
-    }
-    private let haltHook = Mutex<(@Sendable () -> Void)?>(nil)
 
-    /// What `kill` does after releasing the core (set by the board: stop the processor through
-    /// its life cycle). Without it, `kill` only detaches.
-    var onKill: (@Sendable () -> Void)? {
-        get { killHook.withLock { $0 } }
-        set { killHook.withLock { $0 = newValue } }
+    var onMonitor: (@Sendable (String) -> String)? {
+        get { hooks.withLock { $0.monitor } }
+        set { hooks.withLock { $0.monitor = newValue } }
     }
-    private let killHook = Mutex<(@Sendable () -> Void)?>(nil)
+    var onHaltRequest: (@Sendable () -> Void)? {
+        get { hooks.withLock { $0.halt } }
+        set { hooks.withLock { $0.halt = newValue } }
+    }
+    var onKill: (@Sendable () -> Void)? {
+        get { hooks.withLock { $0.kill } }
+        set { hooks.withLock { $0.kill = newValue } }
+    }
 
     func requestHalt() {
         session.haltRequested.store(true, ordering: .releasing)
@@ -302,7 +311,7 @@ public final class GDBServer: @unchecked Sendable {
             if packet == "qsThreadInfo" { return "l" }
             if packet.hasPrefix("qRcmd,") {
                 guard let command = fromHex(packet.dropFirst(6)) else { return "E01" }
-                let output = monitor.withLock { $0 }?(String(decoding: command, as: UTF8.self)) ?? "no monitor on this core\n"
+                let output = onMonitor?(String(decoding: command, as: UTF8.self)) ?? "no monitor on this core\n"
                 send(fd, GDBPacketReader.frame("O" + hex(Array(output.utf8))))
                 return "OK"
             }
