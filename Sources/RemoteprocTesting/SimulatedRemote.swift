@@ -252,21 +252,7 @@ public final class TestEndpoint: Sendable {
 
     /// Sends `bytes` (waiting up to the remote's timeout for a buffer; time the core spends
     /// halted in a debugger does not count).
-    public func send(_ bytes: [UInt8]) throws {
-        var waited: Duration = .zero
-        while true {
-            let slice = min(.milliseconds(100), max(.milliseconds(1), remote.timeout - waited))
-            let started = ContinuousClock.now
-            do {
-                try endpoint.send(bytes, timeout: slice)
-                return
-            } catch {
-                guard case .noBuffer = error.kind else { throw error }
-                if !remote.board.isHaltedInDebugger { waited += ContinuousClock.now - started }
-                if waited >= remote.timeout { throw RPMsgError(.noBuffer(waited: waited)) }
-            }
-        }
-    }
+    public func send(_ bytes: [UInt8]) throws { try remote.board.send(bytes, through: endpoint, timeout: remote.timeout) }
 
     /// Sends `text` as UTF-8.
     public func send(_ text: String) throws { try send(Array(text.utf8)) }

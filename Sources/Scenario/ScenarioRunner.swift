@@ -165,7 +165,7 @@ public final class ScenarioRunner {
             let start = clock.now
             var sent = 0
             while clock.now - start < duration {
-                try endpoint.send(payload, timeout: .seconds(5))
+                try board.send(payload, through: endpoint, timeout: .seconds(5))
                 sent += 1
                 pump()
                 if sent % 256 == 0 { onProgress?(step.title, min(1, ScenarioReports.seconds(clock.now - start) / ScenarioReports.seconds(duration))) }
@@ -174,7 +174,7 @@ public final class ScenarioRunner {
         case let .sendFile(to, chunks, _):
             let endpoint = try endpoint(for: to)
             for (i, chunk) in chunks.enumerated() {
-                try endpoint.send(chunk, timeout: .seconds(5))
+                try board.send(chunk, through: endpoint, timeout: .seconds(5))
                 pump()
                 if i % 256 == 0 { onProgress?(step.title, Double(i) / Double(chunks.count)) }
             }
@@ -184,7 +184,7 @@ public final class ScenarioRunner {
             let clock = ContinuousClock()
             let start = clock.now
             for i in 0..<count {
-                try endpoint.send(payload, timeout: .seconds(5))
+                try board.send(payload, through: endpoint, timeout: .seconds(5))
                 pump()
                 if count >= 1000 && i % 256 == 0 { onProgress?(step.title, Double(i) / Double(count)) }
             }

@@ -247,6 +247,39 @@ struct ScenarioDebuggerTests {
         #expect(result.passed, "\(result.failure.map { $0.failure ?? "" } ?? "")")
     }
 
+    @Test("a send step waits out a breakpoint: time halted does not count against its buffer wait", .timeLimit(.minutes(1)))
+    func sendWhileHalted() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: rv32
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo, within: 5s }
+              - send: { to: rpmsg-echo, text: hello, count: 40 }
+              - expect: { received: hello, count: 40, within: 5s }
+              - shutdown
+            """, path: "send-halted.yaml")
+        let runner = try ScenarioRunner(file, gdbPort: 0)
+        let port = try #require(runner.gdb?.port)
+        let elf = runner.imagePath
+        // gdb stops the core at the first message and holds it 6 s — longer than a send may wait
+        // for a buffer (5 s) — while the other 39 fill the 16-entry ring.
+        let debugger = Thread {
+            let gdb = Process()
+            gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
+            gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "break on_message", "-ex", "continue",
+                             "-ex", "shell sleep 6", "-ex", "delete", "-ex", "detach", elf]
+            gdb.standardOutput = FileHandle.nullDevice
+            gdb.standardError = FileHandle.nullDevice
+            try? gdb.run()
+            gdb.waitUntilExit()
+        }
+        debugger.start()
+        let result = runner.run()
+        #expect(result.passed, "\(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
+        #expect(result.steps[2].duration > .seconds(5), "the sends waited for the debugger to let go")
+    }
+
     @Test("time halted in the debugger does not count against a wait", .timeLimit(.minutes(1)))
     func haltedTimeDoesNotCount() throws {
         let file = try ScenarioParser.parse("""
