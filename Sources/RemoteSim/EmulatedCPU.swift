@@ -151,7 +151,10 @@ public struct EmulatedCPU: NativeFirmware {
                     }
                 }
                 if session.halted.load(ordering: .acquiring) {
-                    guard let step = session.serve(engine: engine, pc: &pc, abandon: { mailbox.isHostStopRequested }) else {
+                    mailbox.setHaltedByDebugger(true)
+                    let served = session.serve(engine: engine, pc: &pc, abandon: { mailbox.isHostStopRequested })
+                    mailbox.setHaltedByDebugger(false)
+                    guard let step = served else {
                         try core.checkStop()
                         continue
                     }

@@ -55,6 +55,8 @@ public final class Mailbox: Sendable {
         /// Time the core spent blocked (WAIT, SLEEP, wfi), which the watchdog does not count.
         var blocked: Duration = .zero
         var blockedSince: ContinuousClock.Instant?
+        /// Since when a debugger holds the core halted (frozen for the watchdog, as a debug unit would).
+        var debugHaltedSince: ContinuousClock.Instant?
         var watchdogTimeout: Duration?
         var watchdogKickedAtActive: Duration = .zero
         var started = ContinuousClock.now
@@ -152,8 +154,22 @@ public final class Mailbox: Sendable {
 
     private func activeTime(_ s: State) -> Duration {
         let now = ContinuousClock.now
-        let blockedNow = s.blockedSince.map { now - $0 } ?? .zero
+        let blockedNow = (s.blockedSince.map { now - $0 } ?? .zero) + (s.debugHaltedSince.map { now - $0 } ?? .zero)
         return (now - s.started) - s.blocked - blockedNow
+    }
+
+    /// A debugger halted (`true`) or released (`false`) the core. Like a hardware debug unit
+    /// freezing the watchdog on halt, time halted does not count as active time: sitting at a
+    /// breakpoint does not make the watchdog fire.
+    public func setHaltedByDebugger(_ halted: Bool) {
+        state.withLock { s in
+            if halted {
+                if s.debugHaltedSince == nil { s.debugHaltedSince = ContinuousClock.now }
+            } else if let since = s.debugHaltedSince {
+                s.blocked += ContinuousClock.now - since
+                s.debugHaltedSince = nil
+            }
+        }
     }
 
     // MARK: Remote side (registers)

@@ -150,3 +150,26 @@ struct GDBRestartTests {
         #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
     }
 }
+
+@Suite("GDB and the watchdog", .serialized)
+struct GDBWatchdogTests {
+    @Test("the watchdog is frozen while the debugger holds the core, and counts again once it runs", .timeLimit(.minutes(1)))
+    func watchdogFrozenWhileHalted() throws {
+        let (elf, server, _, processor) = try debuggedBoard("hang", .rv32)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let store = FileImageStore()
+        let image = try ELFImage(store: store, fileSize: try store.open(elf.path), path: elf.path)
+        let printf = try #require(try image.symbols(from: store).first { $0.name == "rsim_printf" })
+        let client = try GDBClient(port: server.port)
+        #expect(try client.request("?").hasPrefix("T05"))
+        // Stop just before the spin: the 20 ms watchdog is armed and was just kicked.
+        #expect(try client.request("Z0,\(String(printf.value, radix: 16)),4") == "OK")
+        #expect(try client.request("c").hasPrefix("T05"))
+        usleep(300_000)   // fifteen watchdog periods at the breakpoint
+        #expect(processor.state == .running, "the watchdog fired while the core sat at a breakpoint")
+        #expect(try client.request("z0,\(String(printf.value, radix: 16)),4") == "OK")
+        #expect(try client.request("D") == "OK")
+        #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
+        #expect(processor.crashReport?.kind == .watchdog)
+    }
+}
