@@ -198,6 +198,9 @@ struct GDBServerProtocolTests {
         ask("Z0,4000,2", expect: "E01")
         ask("Z0,1000,2", expect: "OK")   // setting one that exists is fine
         ask("C05;1000", expect: "E01")
+        ask("M20000000,4:0102", expect: "E01")       // fewer bytes than declared
+        ask("M20000000,2:01020304", expect: "E01")   // more
+        ask("M20000000,2:0102", expect: "OK")
         ask("c1000", expect: "E01")
     }
 
@@ -220,6 +223,10 @@ struct GDBServerProtocolTests {
         #expect(trace.contains("console: a line before the debugger"), "\(trace)")
         #expect(monitor("console").contains("a line before the debugger"))
         #expect(monitor("trace many").contains("expected a count"))
+        // A long answer comes in several console packets, in order.
+        for i in 0..<300 { board.trace.record(.console("line \(i) of a long console", fromTraceBuffer: false)) }
+        let long = monitor("console 300").split(separator: "\n")
+        #expect(long.count == 300 && long.first == "line 0 of a long console" && long.last == "line 299 of a long console", "\(long.count) lines")
         #expect(monitor("frobnicate").contains("monitor commands:"))
         client.send(GDBPacketReader.frame("qRcmd,zz"))
         #expect(client.read(until: "E01").contains("E01"), "a command that is not hex is refused")

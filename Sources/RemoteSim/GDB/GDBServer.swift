@@ -248,7 +248,8 @@ public final class GDBServer: @unchecked Sendable {
         case "M":
             let parts = body.split(separator: ":", maxSplits: 1)
             let header = parts.first?.split(separator: ",") ?? []
-            guard parts.count == 2, header.count == 2, let address = UInt64(header[0], radix: 16), let bytes = fromHex(parts[1]) else { return "E01" }
+            guard parts.count == 2, header.count == 2, let address = UInt64(header[0], radix: 16), let length = Int(header[1], radix: 16),
+                  let bytes = fromHex(parts[1]), bytes.count == length else { return "E01" }
             guard case .done(true) = session.perform(.writeMemory(address, bytes)) else { return "E14" }
             return "OK"
         case "Z", "z":
@@ -311,8 +312,11 @@ public final class GDBServer: @unchecked Sendable {
             if packet == "qsThreadInfo" { return "l" }
             if packet.hasPrefix("qRcmd,") {
                 guard let command = fromHex(packet.dropFirst(6)) else { return "E01" }
-                let output = onMonitor?(String(decoding: command, as: UTF8.self)) ?? "no monitor on this core\n"
-                send(fd, GDBPacketReader.frame("O" + hex(Array(output.utf8))))
+                let output = Array((onMonitor?(String(decoding: command, as: UTF8.self)) ?? "no monitor on this core\n").utf8)
+                // In console packets well inside the packet size (a vring dump can be long).
+                for start in stride(from: 0, to: output.count, by: 2048) {
+                    send(fd, GDBPacketReader.frame("O" + hex(Array(output[start..<min(output.count, start + 2048)]))))
+                }
                 return "OK"
             }
             return ""
