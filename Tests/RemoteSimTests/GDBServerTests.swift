@@ -316,3 +316,57 @@ struct EmulatedStopRaceTests {
         }
     }
 }
+
+@Suite("GDB server fuzzing", .serialized)
+struct GDBServerFuzzTests {
+    @Test("5,000 random packets and raw noise: every one answered or refused, the server and the board keep working",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func randomPackets(architecture: FirmwareArchitecture) throws {
+        let (_, server, _, processor) = try debuggedBoard("minimal", architecture)
+        defer { server.shutdown(); try? processor.shutdown() }
+        let client = try GDBClient(port: server.port)
+        #expect(try client.request("?").hasPrefix("T05"))
+        var random = SystemRandomNumberGenerator()
+        func number() -> String {
+            switch Int.random(in: 0..<6, using: &random) {
+            case 0: "-" + String(UInt32.random(in: 0...UInt32.max, using: &random), radix: 16)
+            case 1: String(UInt64.random(in: 0...UInt64.max, using: &random), radix: 16)
+            case 2: "zz"
+            case 3: ""
+            default: String(UInt32.random(in: 0...0x4000_0100, using: &random), radix: 16)
+            }
+        }
+        func hexBytes() -> String { (0..<Int.random(in: 0..<40, using: &random)).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined() }
+        // Everything but what resumes, detaches or kills the core.
+        let makers: [() -> String] = [
+            { "g" }, { "p" + number() }, { "P" + number() + "=" + hexBytes() }, { "m" + number() + "," + number() },
+            { "M" + number() + "," + number() + ":" + hexBytes() }, { "Z" + number() + "," + number() + "," + number() },
+            { "z" + number() + "," + number() + "," + number() }, { "qXfer:features:read:target.xml:" + number() + "," + number() },
+            { "qRcmd," + hexBytes() }, { "qRcmd," + hexString(Array(["vrings", "state", "trace 5", "console"].randomElement(using: &random)!.utf8)) },
+            { "qSupported:multiprocess+" }, { "vCont?" }, { "X" + number() + "," + number() + ":" + hexBytes() },
+            { "H" + number() }, { "?" }, { String(UnicodeScalar(UInt8.random(in: 0x41...0x7A, using: &random))) + hexBytes() },
+        ]
+        var history: [(String, String)] = []
+        for round in 0..<5000 {
+            let packet = makers[Int.random(in: 0..<makers.count, using: &random)]()
+            guard !["c", "C", "s", "S", "D", "k", "R", "r", "!", "i", "I"].contains(packet.first.map(String.init) ?? "") else { continue }
+            if round % 50 == 0 {
+                // Raw garbage between packets: skipped, never fatal.
+                client.sendRaw((0..<32).map { _ in UInt8.random(in: 0x20...0x7E, using: &random) }.filter { !"$#+-".utf8.contains($0) })
+            }
+            do {
+                let reply = try client.request(packet, timeout: .seconds(10))
+                history.append((packet, reply))
+            } catch {
+                Issue.record("round \(round): \(packet) → \(error); before: \(history.suffix(4))")
+                return
+            }
+        }
+        // Still answering, still halted, and the core still obeys.
+        let stop = try client.request("?")
+        #expect(stop.hasPrefix("T"), "\(stop); before: \(history.suffix(4))")
+        #expect(try client.request("D") == "OK")
+        try processor.stop()
+        #expect(processor.state == .stopped)
+    }
+}

@@ -31,6 +31,9 @@ public final class GDBClient {
     /// Sends `packet` without waiting (for `c`, answered only when the core stops).
     public func post(_ packet: String) { LoopbackSocket.send(fd, GDBPacketReader.frame(packet)) }
 
+    /// Sends `bytes` as they are, unframed (protocol tests: noise between packets).
+    public func sendRaw(_ bytes: [UInt8]) { LoopbackSocket.send(fd, bytes) }
+
     /// Waits for the next reply packet.
     public func reply(timeout: Duration = .seconds(10)) throws -> String {
         let deadline = ContinuousClock.now + timeout
