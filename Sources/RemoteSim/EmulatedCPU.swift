@@ -141,7 +141,8 @@ public struct EmulatedCPU: NativeFirmware {
             return code
         }
         while true {
-            if session.attached.load(ordering: .acquiring) || session.halted.load(ordering: .acquiring) {
+            if session.attached.load(ordering: .acquiring) || session.halted.load(ordering: .acquiring)
+                || session.haltRequested.load(ordering: .acquiring) {
                 if !session.halted.load(ordering: .acquiring) {
                     if let code = unshownPanic() {
                         panicShown = true

@@ -78,6 +78,9 @@ public enum ScenarioStep: Hashable, Sendable {
     case corruptVring(index: Int, field: String, value: UInt32)
     /// Write a 32-bit value at a byte offset of the installed resource table in target memory.
     case corruptTable(offset: Int, value: UInt32)
+    /// Halt the emulated core here for a debugger; the step ends when the debugger lets it run
+    /// (continue or detach), or fails after `within`.
+    case debug(within: Duration)
 
     public var title: String {
         switch self {
@@ -104,6 +107,7 @@ public enum ScenarioStep: Hashable, Sendable {
         case let .delayKicks(toRemote, by): "delay kicks to the \(toRemote ? "remote" : "host") by \(scenarioText(by))"
         case let .corruptVring(index, field, value): "corrupt vring \(index) \(field) = \(value)"
         case let .corruptTable(offset, value): "corrupt table +\(offset) = \(hex(UInt64(value)))"
+        case .debug: "debug (halt for gdb)"
         }
     }
 }

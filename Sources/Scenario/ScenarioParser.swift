@@ -85,7 +85,11 @@ public enum ScenarioParser {
         }
         guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
         var parsed: [(ScenarioStep, SourceLocation)] = []
-        for node in steps { parsed.append((try p.step(node), p.location(node))) }
+        for node in steps {
+            let step = try p.step(node)
+            if case .debug = step, arch == "native" { throw p.error(node, "debug halts an emulated CPU for gdb: set arch to cortex-m4 or rv32") }
+            parsed.append((step, p.location(node)))
+        }
         return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
                             sharedSize: sizes["shared"], debug: debug, steps: parsed)
     }
@@ -162,7 +166,8 @@ public enum ScenarioParser {
                 case "stop": return .stop
                 case "shutdown": return .shutdown
                 case "recover": return .recover
-                default: throw error(node, "unknown step '\(word)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect)")
+                case "debug": return .debug(within: ScenarioParser.defaultDebugWithin)
+                default: throw error(node, "unknown step '\(word)' (steps: configure, load, start, boot, stop, shutdown, recover, debug, wait, send, expect)")
                 }
             }
             guard let map = node.mapping, map.count == 1, let (keyNode, value) = map.first, let key = keyNode.scalar?.string else {
@@ -170,6 +175,10 @@ public enum ScenarioParser {
             }
             switch key {
             case "wait": return .wait(try duration(value, "wait"))
+            case "debug":
+                guard let args = value.mapping else { throw error(value, "debug is a word, or a mapping: { within: 30m }") }
+                try allowOnly(args, ["within"], context: "debug")
+                return .debug(within: try args["within"].map { (n) throws(ScenarioError) in try duration(n, "within") } ?? ScenarioParser.defaultDebugWithin)
             case "send":
                 guard let args = value.mapping else { throw error(value, "send needs a mapping: { to: SERVICE, text: … }") }
                 try allowOnly(args, ["to", "text", "hex", "file", "count", "for"], context: "send")
@@ -299,6 +308,9 @@ public enum ScenarioParser {
     }
 
     /// "200ms", "2s", "500us", "1.5s".
+    /// How long a `debug` step waits for the debugger to let the core go, unless it says.
+    public static let defaultDebugWithin: Duration = .seconds(600)
+
     public static func duration(_ text: String) -> Duration? {
         let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {

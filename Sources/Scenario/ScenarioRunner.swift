@@ -50,6 +50,8 @@ public final class ScenarioRunner {
     private var consumed = 0
     /// Told how far a long step is (0…1), for progress bars.
     public var onProgress: (@Sendable (String, Double) -> Void)?
+    /// Told what the user must do now (a `debug` step waits for gdb).
+    public var onNotice: (@Sendable (String) -> Void)?
 
     /// The GDB server of an emulated core, when one was asked for.
     public let gdb: GDBServer?
@@ -58,8 +60,11 @@ public final class ScenarioRunner {
     ///   the core waits halted at reset for the debugger.
     public init(_ file: ScenarioFile, gdbPort: UInt16? = nil) throws {
         self.file = file
-        // (Native models have no CPU to debug: a command-line port is ignored for them.)
+        // (Native models have no CPU to debug: a command-line port is ignored for them.) A `debug`
+        // step needs a server: on 3333 without waiting at reset, unless the file or --gdb says.
+        let hasDebugStep = file.steps.contains { if case .debug = $0.step { true } else { false } }
         let debug = gdbPort.map { DebuggerOptions(port: $0, waitForDebugger: true) } ?? file.debug
+            ?? (hasDebugStep ? DebuggerOptions(port: 3333, waitForDebugger: false) : nil)
         let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, debug: debug)
         self.gdb = gdb
         var layout = BoardLayout()
@@ -281,6 +286,23 @@ public final class ScenarioRunner {
             default: for d in 0..<layout.count { try region.write(value, at: base + layout.descriptor(d) + 8) }
             }
             return ""
+        case let .debug(within):
+            guard let gdb else { throw Failure("expected: an emulated core to debug\n      saw:      \(file.firmware.summary)") }
+            gdb.halt()
+            guard waitFor(.seconds(5), { gdb.isHalted }) else {
+                throw Failure("expected: the core to halt for the debugger\n      saw:      state \(processor.state)" + crashNote())
+            }
+            onNotice?("the core is halted: gdb-multiarch -q \(imagePath) -ex 'target remote :\(gdb.port)' — continue or detach to go on")
+            let clock = ContinuousClock()
+            let started = clock.now
+            while gdb.isHalted {
+                guard clock.now - started < within else {
+                    throw Failure("expected: a debugger to let the core go within \(scenarioText(within))\n      saw:      the core still halted")
+                }
+                pump()
+                usleep(1000)
+            }
+            return "held \(scenarioText(clock.now - started))"
         case let .corruptTable(offset, value):
             guard let installed = processor.installedResourceTable else { throw Failure("expected: an installed resource table\n      saw:      none (load first)") }
             guard offset >= 0, offset + 4 <= installed.table.bytes.count else {

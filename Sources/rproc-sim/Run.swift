@@ -71,6 +71,10 @@ struct Run: ParsableCommand {
                 print("       gdb-multiarch -q \(elf) -ex 'target remote :\(server.port)'")
                 fflush(nil)
             }
+            runner.onNotice = { text in
+                print("    ⏸ " + text)
+                fflush(nil)
+            }
             if color {
                 runner.onProgress = { title, fraction in
                     let width = 24, filled = Int(fraction * Double(width))

@@ -1,6 +1,7 @@
 import Foundation
 import RemoteSim
 @testable import Scenario
+import Synchronization
 import Testing
 
 func parseError(_ yaml: String) -> ScenarioError? {
@@ -308,5 +309,58 @@ struct ScenarioDebuggerTests {
         let result = runner.run()
         #expect(result.passed, "\(result.failure.map { $0.failure ?? "" } ?? "")")
         #expect(result.steps[1].duration > .seconds(1), "the announcement came only after the debugger let the core go")
+    }
+}
+
+@Suite("Scenario debug step", .serialized)
+struct ScenarioDebugStepTests {
+    @Test("a debug step halts the core where the scenario stands and goes on when the debugger lets go", .timeLimit(.minutes(1)))
+    func haltsForTheDebugger() throws {
+        let probe = try GDBServer(architecture: .rv32)
+        let port = probe.port
+        probe.shutdown()
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: rv32
+            debug: { port: \(port), wait: false }
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo, within: 5s }
+              - debug
+              - send: { to: rpmsg-echo, text: after }
+              - expect: { received: after, within: 5s }
+              - shutdown
+            """, path: "debug-step.yaml")
+        let runner = try ScenarioRunner(file)
+        let server = try #require(runner.gdb)
+        let notices = Mutex<[String]>([])
+        runner.onNotice = { text in notices.withLock { $0.append(text) } }
+        // The "user": once the step has halted the core, attach, look, wait a little, detach.
+        let replies = Mutex<[String]>([])
+        let user = Thread {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !server.isHalted && ContinuousClock.now < deadline { usleep(1000) }
+            guard let client = try? GDBClient(port: port) else { return }
+            let stop = (try? client.request("?")) ?? "none"
+            let registers = (try? client.request("g")) ?? "none"
+            usleep(300_000)
+            let detached = (try? client.request("D")) ?? "none"
+            replies.withLock { $0 = [stop, registers, detached] }
+        }
+        user.start()
+        let result = runner.run()
+        #expect(result.passed, "\(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
+        let seen = replies.withLock { $0 }
+        #expect(seen.first?.hasPrefix("T02") == true, "the debugger found the core halted: \(seen)")
+        #expect(seen.count == 3 && seen[1].count == 33 * 8 && seen[2] == "OK", "\(seen)")
+        #expect(result.steps[2].title == "debug (halt for gdb)" && result.steps[2].duration >= .milliseconds(300))
+        #expect(notices.withLock { $0 }.contains { $0.contains("target remote :\(port)") })
+    }
+
+    @Test("a debug step on a native model is refused at its line; its options are checked")
+    func refused() {
+        #expect(parseError("firmware: echo\narch: native\nsteps:\n  - boot\n  - debug\n")?.message.contains("debug halts an emulated CPU") == true)
+        #expect(parseError("firmware: echo\narch: rv32\nsteps:\n  - debug: { within: soon }\n")?.message.contains("within must be a duration") == true)
+        #expect(parseError("firmware: echo\narch: rv32\nsteps:\n  - debug: { port: 1 }\n")?.message.contains("unknown field 'port'") == true)
     }
 }

@@ -93,6 +93,12 @@ final class DebugSession: @unchecked Sendable {
         return box.reply
     }
 
+    /// Asks the core to halt; a debugger that left earlier no longer releases it (this halt is newer).
+    func requestHalt() {
+        left.store(false, ordering: .releasing)
+        haltRequested.store(true, ordering: .releasing)
+    }
+
     /// A debugger connected (the server refuses a second one before calling this).
     func clientArrived() { left.store(false, ordering: .releasing) }
 

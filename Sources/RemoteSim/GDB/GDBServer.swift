@@ -60,8 +60,12 @@ public final class GDBServer: @unchecked Sendable {
         set { hooks.withLock { $0.kill = newValue } }
     }
 
+    /// Halts the core for a debugger, whether or not one is attached yet: it stops where it is
+    /// and waits (``isHalted``) until a debugger continues or detaches it.
+    public func halt() { requestHalt() }
+
     func requestHalt() {
-        session.haltRequested.store(true, ordering: .releasing)
+        session.requestHalt()
         onHaltRequest?()
     }
 
