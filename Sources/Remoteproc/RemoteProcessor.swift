@@ -614,7 +614,7 @@ public final class RemoteProcessor: Sendable {
                 if disposition == .skipped {
                     events.append(.warning("resource table entry \(index): vendor type \(vendor.type) skipped by the platform"))
                 }
-            case let .unknown(type):
+            case let .unknown(type, _):
                 events.append(.warning("resource table entry \(index): unknown type \(type) skipped"))
             }
         }

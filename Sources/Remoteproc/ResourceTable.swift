@@ -46,7 +46,6 @@ public struct ResourceTable: Hashable, Sendable {
             throw ResourceTableError(.truncatedHeader(size: bytes.count, needed: Int(clamping: needed)))
         }
         let headerEnd = Int(needed)
-        var entries: [ResourceEntry] = []
         var offsets: [Int] = []
         for index in 0..<Int(count) {
             let raw = reader.integer(at: Self.headerSize + 4 * index, as: UInt32.self)!
@@ -54,9 +53,11 @@ public struct ResourceTable: Hashable, Sendable {
                 throw ResourceTableError(.entryOutsideTable(offset: raw, tableSize: bytes.count),
                                          entry: index, offset: Self.headerSize + 4 * index)
             }
-            let offset = Int(raw)
-            entries.append(try Self.decodeEntry(reader, at: offset, index: index))
-            offsets.append(offset)
+            offsets.append(Int(raw))
+        }
+        var entries: [ResourceEntry] = []
+        for (index, offset) in offsets.enumerated() {
+            entries.append(try Self.decodeEntry(reader, at: offset, index: index, end: Self.extent(of: offset, offsets: offsets, size: bytes.count)))
         }
         self.bytes = bytes
         self.entries = entries
@@ -101,7 +102,8 @@ public struct ResourceTable: Hashable, Sendable {
         updated.replaceSubrange(offset..<(offset + encoded.count), with: encoded)
         var candidate = self
         candidate.bytes = updated
-        candidate.entries[index] = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index)
+        candidate.entries[index] = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index,
+                                                        end: Self.extent(of: offset, offsets: entryOffsets, size: updated.count))
         try candidate.checkNotifyIDs()
         self = candidate
     }
@@ -113,7 +115,13 @@ public struct ResourceTable: Hashable, Sendable {
 
     // MARK: Decoding
 
-    private static func decodeEntry(_ r: ByteReader, at offset: Int, index: Int) throws(ResourceTableError) -> ResourceEntry {
+    /// Where the entry at `offset` can extend to at most: the next entry's start, or the table's end.
+    private static func extent(of offset: Int, offsets: [Int], size: Int) -> Int {
+        offsets.filter { $0 > offset }.min() ?? size
+    }
+
+    /// - Parameter end: where the entry can extend to at most (an unknown entry's payload ends there).
+    private static func decodeEntry(_ r: ByteReader, at offset: Int, index: Int, end: Int) throws(ResourceTableError) -> ResourceEntry {
         let available = r.bytes.count - offset
         func need(_ n: Int) throws(ResourceTableError) {
             guard n <= available else { throw ResourceTableError(.entryTruncated(needed: n, available: available), entry: index, offset: offset) }
@@ -187,7 +195,7 @@ public struct ResourceTable: Hashable, Sendable {
             try need(Int(length))
             return .vendor(VendorResource(type: type, payload: Array(r.bytes[(offset + 8)..<(offset + Int(length))])))
         default:
-            return .unknown(type: type)
+            return .unknown(type: type, payload: Array(r.bytes[(offset + 4)..<max(offset + 4, end)]))
         }
     }
 
@@ -197,7 +205,7 @@ public struct ResourceTable: Hashable, Sendable {
         switch entry {
         case let .vendor(v) where !(128...512).contains(v.type):
             throw ResourceTableError(.unrepresentable("vendor type \(v.type) is outside 128…512"), entry: index)
-        case let .unknown(type) where type <= 3 || (128...512).contains(type):
+        case let .unknown(type, _) where type <= 3 || (128...512).contains(type):
             throw ResourceTableError(.unrepresentable("type \(type) has a layout; build it as that entry, not .unknown"), entry: index)
         default: break
         }
@@ -242,8 +250,8 @@ public struct ResourceTable: Hashable, Sendable {
             }
             out.appendLittleEndian(UInt32(8 + v.payload.count))
             out.append(contentsOf: v.payload)
-        case .unknown:
-            break
+        case let .unknown(_, payload):
+            out.append(contentsOf: payload)
         }
         return out
     }

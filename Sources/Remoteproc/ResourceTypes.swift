@@ -153,8 +153,10 @@ public enum ResourceEntry: Hashable, Sendable {
     case trace(TraceResource)
     case vdev(VirtioDeviceResource)
     case vendor(VendorResource)
-    /// A type with no handler (4…127, above 512): skipped, as OpenAMP and Linux do.
-    case unknown(type: UInt32)
+    /// A type with no handler (4…127, above 512): skipped, as OpenAMP and Linux do. Its layout
+    /// is unknown, so `payload` is every byte after the type word up to the next entry (or the
+    /// table's end) — kept, so a table rebuilt from its entries keeps them.
+    case unknown(type: UInt32, payload: [UInt8] = [])
 
     /// The entry's `type` word.
     public var type: UInt32 {
@@ -164,7 +166,7 @@ public enum ResourceEntry: Hashable, Sendable {
         case .trace: 2
         case .vdev: 3
         case let .vendor(v): v.type
-        case let .unknown(type): type
+        case let .unknown(type, _): type
         }
     }
 

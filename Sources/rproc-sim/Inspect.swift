@@ -93,7 +93,7 @@ struct Inspect: ParsableCommand {
                          vrings: v.vrings.map { ["da": "\($0.deviceAddress)", "align": "\($0.alignment)", "num": "\($0.count)", "notifyid": "\($0.notifyID)"] })
         case let .vendor(v):
             return .init(index: index, type: "vendor", fields: ["type": "\(v.type)", "len": "\(v.payload.count + 8)"])
-        case let .unknown(type):
+        case let .unknown(type, _):
             return .init(index: index, type: "unknown", fields: ["type": "\(type)"])
         }
     }

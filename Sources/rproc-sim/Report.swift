@@ -56,7 +56,7 @@ enum RprocSimReport {
                 }
             case let .vendor(v):
                 lines.append(tag + "type \(v.type)  \(v.payload.count) B of data")
-            case let .unknown(type):
+            case let .unknown(type, _):
                 lines.append(tag + "type \(type) (skipped)")
             }
         }

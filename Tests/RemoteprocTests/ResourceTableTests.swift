@@ -733,6 +733,20 @@ enum ResourceTableCases {
         #expect(table.virtioDevices.count == 2)
     }
 
+    @Test("an unknown entry keeps its bytes up to the next entry, so a table rebuilt from its entries is byte-identical")
+    func unknownEntryBodiesRoundTrip() throws {
+        let body: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
+        // An unknown 12-byte entry at 24, then the example's vdev at 36.
+        let bytes = TableWire.concat([TableWire.header(offsets: [24, 36]), TableWire.u32(77), body,
+                                      Array(TableSamples.linuxExample[20...])])
+        let table = try ResourceTable(bytes: bytes)
+        #expect(table.entries == [.unknown(type: 77, payload: body), .vdev(TableSamples.linuxExampleVdev)])
+        #expect(try ResourceTable(entries: table.entries).bytes == bytes)
+        // Last in the table: its body runs to the table's end.
+        let last = TableWire.concat([TableWire.header(offsets: [20]), TableWire.u32(600), body])
+        #expect(try ResourceTable(bytes: last).entries == [.unknown(type: 600, payload: body)])
+    }
+
     @Test(arguments: [UInt32(4), 5, 127, 513, 0xFFFF_FFFF])
     func unknownTypesAreKeptAndSkipped(type: UInt32) throws {
         // An unknown 4-byte entry at 24, then the example's vdev at 28.
