@@ -68,6 +68,20 @@ public final class RemoteProcessor: Sendable {
     private struct Allocations: Sendable {
         var notifyIDs: NotifyIDAllocator
         var ranges = DeviceRangeAllocator()
+        /// Ids the user took with ``RemoteProcessor/allocateNotifyID(_:)``: reserved across loads,
+        /// stops and recoveries until released or the processor is shut down.
+        var userIDs: Set<UInt32> = []
+
+        /// Every table id given back; the user's stay taken.
+        mutating func resetNotifyIDs(capacity: Int) {
+            notifyIDs = Self.fresh(capacity: capacity, reserving: userIDs)
+        }
+
+        static func fresh(capacity: Int, reserving ids: Set<UInt32>) -> NotifyIDAllocator {
+            var allocator = NotifyIDAllocator(capacity: capacity)
+            for id in ids.sorted() { _ = try? allocator.allocate(NotifyID(id), call: .allocateNotifyID) }
+            return allocator
+        }
     }
 
     private let lifecycle = Mutex(Lifecycle())
@@ -236,7 +250,7 @@ public final class RemoteProcessor: Sendable {
                 placements.append((segment, mapping))
             }
 
-            var notifyIDs = NotifyIDAllocator(capacity: notifyIDCapacity)
+            var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
             var ranges = DeviceRangeAllocator()
             for (segment, _) in placements { ranges.claim(DeviceAddress(segment.physicalAddress), size: Int(segment.memorySize)) }
 
@@ -268,7 +282,10 @@ public final class RemoteProcessor: Sendable {
             }
 
             dropVirtioDevices()
-            allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
+            allocations.withLock { a in
+                a.notifyIDs = notifyIDs
+                a.ranges = ranges
+            }
             life.installed = installed
             life.image = elf
             life.imageSource = ImageSource(path: path, store: store)
@@ -292,7 +309,7 @@ public final class RemoteProcessor: Sendable {
             }
             var table: ResourceTable
             do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: .setResourceTable) }
-            var notifyIDs = NotifyIDAllocator(capacity: notifyIDCapacity)
+            var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
             var ranges = DeviceRangeAllocator()
             ranges.claim(device, size: size)
             var events: [RemoteprocEvent] = []
@@ -305,7 +322,10 @@ public final class RemoteProcessor: Sendable {
                 }
             }
             dropVirtioDevices()
-            allocations.withLock { $0 = Allocations(notifyIDs: notifyIDs, ranges: ranges) }
+            allocations.withLock { a in
+                a.notifyIDs = notifyIDs
+                a.ranges = ranges
+            }
             life.installed = installed
             life.bootAddress = bootAddress
             life.events += events
@@ -328,7 +348,7 @@ public final class RemoteProcessor: Sendable {
     public func stop() throws(RemoteprocError) {
         try locked(.stop, allowed: [.ready, .running, .crashed, .suspended]) { (life) throws(RemoteprocError) in
             try op("stop", .stop) { try ops.stop() }
-            allocations.withLock { $0.notifyIDs.reset() }
+            allocations.withLock { $0.resetNotifyIDs(capacity: notifyIDCapacity) }
             for device in virtioDevices.withLock({ $0 }) { device.invalidate() }
             transition(&life, to: .stopped, call: .stop)
         }
@@ -342,7 +362,7 @@ public final class RemoteProcessor: Sendable {
         try locked(.shutdown, allowed: [.configured, .ready, .running, .crashed, .suspended, .stopped]) { (life) throws(RemoteprocError) in
             if life.state != .stopped && life.state != .configured {
                 try op("stop", .shutdown) { try ops.stop() }
-                allocations.withLock { $0.notifyIDs.reset() }
+                allocations.withLock { $0.resetNotifyIDs(capacity: notifyIDCapacity) }
                 transition(&life, to: .stopped, call: .shutdown)
             }
             try op("shutdown", .shutdown) { try ops.shutdown() }
@@ -368,7 +388,10 @@ public final class RemoteProcessor: Sendable {
                 throw RemoteprocError(.invalidArgument("no image to reload: the processor was not loaded from an image store"), call: .recover)
             }
             try op("stop", .recover) { try ops.stop() }
-            allocations.withLock { $0 = Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)) }
+            allocations.withLock { a in
+                a.resetNotifyIDs(capacity: notifyIDCapacity)
+                a.ranges = DeviceRangeAllocator()
+            }
             let rebuild = virtioDevices.withLock { $0.filter { $0.role == .driver }.map(\.index) }
             dropVirtioDevices()
             transition(&life, to: .stopped, call: .recover)
@@ -522,13 +545,22 @@ public final class RemoteProcessor: Sendable {
 
     /// Takes a notify id (`remoteproc_allocate_id`): exactly `id`, or the lowest free id for ANY.
     /// - Throws: when `id` is taken or out of range, or no id is left (never a duplicate).
+    /// The id stays taken across loads, stops and recoveries (a table asking for it fails to
+    /// load) until ``releaseNotifyID(_:)`` or ``shutdown()``.
     public func allocateNotifyID(_ id: NotifyID = .any) throws(RemoteprocError) -> NotifyID {
-        try allocations.withLock { (a) throws(RemoteprocError) in try a.notifyIDs.allocate(id, call: .allocateNotifyID) }
+        try allocations.withLock { (a) throws(RemoteprocError) in
+            let taken = try a.notifyIDs.allocate(id, call: .allocateNotifyID)
+            a.userIDs.insert(taken.rawValue)
+            return taken
+        }
     }
 
     /// Gives back a notify id taken with ``allocateNotifyID(_:)``.
     public func releaseNotifyID(_ id: NotifyID) {
-        allocations.withLock { $0.notifyIDs.release(id) }
+        allocations.withLock { a in
+            a.notifyIDs.release(id)
+            a.userIDs.remove(id.rawValue)
+        }
     }
 
     // MARK: Resource table handling

@@ -91,6 +91,38 @@ struct ResourceHandlingTests {
         #expect(try processor.allocateNotifyID() == NotifyID(1))
     }
 
+    @Test("ids the user took stay reserved across loads, reloads and stops until released or shut down")
+    func userIDsSurviveLoads() throws {
+        let platform = try TestPlatform()
+        let processor = try platform.processor()
+        let image = MemoryImageStore(["fixed": try tinyImage(table: try ResourceTable(entries: [rpmsgVdev(notify: NotifyID(0), vrings: [NotifyID(1), NotifyID(2)])])),
+                                      "any": try tinyImage(table: try ResourceTable(entries: [rpmsgVdev()]))])
+        #expect(try processor.allocateNotifyID(NotifyID(1)) == NotifyID(1))
+        try processor.configure()
+        // A table that wants the user's id fails to load, naming it.
+        let clash = try #require(remoteprocError { try processor.load("fixed", from: image) })
+        guard case .notifyIDInUse(NotifyID(1)) = clash.kind else { Issue.record("\(clash)"); return }
+        // ANY ids go around it, after a stop and a reload too.
+        try processor.load("any", from: image)
+        let ids = { (processor.installedResourceTable?.table.virtioDevices.first?.device).map { [$0.notifyID] + $0.vrings.map(\.notifyID) } ?? [] }
+        #expect(ids() == [NotifyID(0), NotifyID(2), NotifyID(3)])
+        try processor.load("any", from: image)   // a reload
+        #expect(ids() == [NotifyID(0), NotifyID(2), NotifyID(3)])
+        try processor.start()
+        try processor.stop()
+        let still = try #require(remoteprocError { _ = try processor.allocateNotifyID(NotifyID(1)) }, "still the user's after a stop")
+        guard case .notifyIDInUse(NotifyID(1)) = still.kind else { Issue.record("\(still)"); return }
+        // Released: a table may have it.
+        processor.releaseNotifyID(NotifyID(1))
+        #expect(try processor.allocateNotifyID(NotifyID(1)) == NotifyID(1))
+        processor.releaseNotifyID(NotifyID(1))
+        // Shutdown releases the user's ids as well.
+        #expect(try processor.allocateNotifyID(NotifyID(5)) == NotifyID(5))
+        try processor.shutdown()
+        #expect(try processor.allocateNotifyID(NotifyID(5)) == NotifyID(5))
+        _ = platform
+    }
+
     @Test("a reload after shutdown gets the same ids and addresses")
     func reloadSameIDs() throws {
         let (platform, processor, _) = try load([rpmsgVdev(), .carveout(MemoryResource(deviceAddress: .any, length: 0x2000, name: "c"))])
