@@ -96,7 +96,7 @@ final class RawClient {
     func send(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
     /// Reads until `marker` appears or `timeout` passes.
-    func read(until marker: String, timeout: Duration = .seconds(5)) -> String {
+    func read(until marker: String, timeout: Duration = .seconds(20)) -> String {
         var text = ""
         let deadline = ContinuousClock.now + timeout
         while !text.contains(marker) && ContinuousClock.now < deadline {
@@ -285,7 +285,7 @@ struct GDBStepWFITests {
         client.post("s")
         #expect(throws: (any Error).self, "no stop while the core sleeps in wfi") { _ = try client.reply(timeout: .milliseconds(300)) }
         board.mailbox.notify(1)
-        #expect(try client.reply(timeout: .seconds(5)).hasPrefix("T05"))
+        #expect(try client.reply(timeout: .seconds(20)).hasPrefix("T05"))
         let after = try #require(bytes(fromHex: Substring(try client.request("p" + pcRegister))))
         let next = after.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         #expect(next == pc + UInt64(wfi.count / 2), "stopped right after the wfi")
