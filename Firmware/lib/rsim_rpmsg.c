@@ -115,6 +115,7 @@ static int attach(void)
         volatile struct fw_rsc_vdev_vring *v = vdev_vring(k);
         if (rsim_vring_attach(rings[k], v->da, v->align, v->num, v->notifyid) < 0)
             return RSIM_RPMSG_ERR_INIT;
+        rings[k]->event_idx = (features & VIRTIO_RING_F_EVENT_IDX) != 0;
     }
     dev.up = 1;
     dev.kick_seen = 1; /* the host may have sent before we looked: poll first */

@@ -111,11 +111,15 @@ _Static_assert(offsetof(struct rsim_rpmsg_rsc_table, vring) == 52, "vrings at 52
 _Static_assert(offsetof(struct rsim_rpmsg_rsc_table, trace) == 92, "trace at 92");
 _Static_assert(sizeof(struct rsim_rpmsg_rsc_table) == 140, "table is 140 bytes");
 
-/* Initializer: vdev with VIRTIO_RPMSG_F_NS only (no EVENT_IDX), config_len 0,
- * two vrings (da ANY, align 16, `vring_num` descriptors, notify id ANY), and
- * a trace entry naming `trace_buffer` (`trace_length` bytes). The host fills
- * in the ANY values before it starts the core. */
+/* Initializer: vdev offering `features` (VIRTIO_RPMSG_F_NS, optionally
+ * VIRTIO_RING_F_EVENT_IDX — the library handles both), config_len 0, two vrings
+ * (da ANY, align 16, `vring_num` descriptors, notify id ANY), and a trace entry
+ * naming `trace_buffer` (`trace_length` bytes). The host fills in the ANY
+ * values before it starts the core. */
 #define RSIM_RPMSG_RSC_TABLE_INIT(vring_num, trace_buffer, trace_length)                   \
+    RSIM_RPMSG_RSC_TABLE_INIT_FEATURES(vring_num, VIRTIO_RPMSG_F_NS, trace_buffer, trace_length)
+
+#define RSIM_RPMSG_RSC_TABLE_INIT_FEATURES(vring_num, features, trace_buffer, trace_length) \
     {                                                                                     \
         .ver = RSC_TABLE_VERSION,                                                         \
         .num = 2,                                                                         \
@@ -126,7 +130,7 @@ _Static_assert(sizeof(struct rsim_rpmsg_rsc_table) == 140, "table is 140 bytes")
             .type = RSC_VDEV,                                                             \
             .id = VIRTIO_ID_RPMSG,                                                        \
             .notifyid = RSC_NOTIFY_ID_ANY,                                                \
-            .dfeatures = VIRTIO_RPMSG_F_NS,                                               \
+            .dfeatures = (features),                                                      \
             .gfeatures = 0,                                                               \
             .config_len = 0,                                                              \
             .status = 0,                                                                  \
@@ -156,10 +160,16 @@ _Static_assert(sizeof(struct rsim_rpmsg_rsc_table) == 140, "table is 140 bytes")
  * and start RPMsg with rsim_rpmsg_init(&rsim_rsc_table.vdev).
  */
 #define RSIM_RPMSG_RESOURCE_TABLE(vring_num)                                               \
+    RSIM_RPMSG_RESOURCE_TABLE_FEATURES(vring_num, VIRTIO_RPMSG_F_NS)
+
+/* The same, offering `features` (e.g. VIRTIO_RPMSG_F_NS | VIRTIO_RING_F_EVENT_IDX:
+ * with EVENT_IDX the library kicks past the host's used_event and asks for
+ * kicks with avail_event instead of using the ring flags). */
+#define RSIM_RPMSG_RESOURCE_TABLE_FEATURES(vring_num, features)                            \
     char rsim_trace_buf[RSIM_TRACE_BUF_LEN];                                              \
     __attribute__((used, section(".resource_table"), aligned(8)))                         \
     struct rsim_rpmsg_rsc_table rsim_rsc_table =                                          \
-        RSIM_RPMSG_RSC_TABLE_INIT(vring_num, rsim_trace_buf, RSIM_TRACE_BUF_LEN)
+        RSIM_RPMSG_RSC_TABLE_INIT_FEATURES(vring_num, features, rsim_trace_buf, RSIM_TRACE_BUF_LEN)
 
 /* ------------------------------------------------------------------------ */
 /* Endpoints                                                                 */

@@ -8,8 +8,12 @@
  *     descriptor it names (acquire);
  *   - after writing a used element (and, for TX, the buffer contents), a
  *     barrier before publishing used.idx (release);
- *   - after publishing used.idx, a barrier before reading avail.flags to decide
- *     whether to kick (so the host cannot miss both the index and the kick).
+ *   - after publishing used.idx, a barrier before reading avail.flags (or, with
+ *     EVENT_IDX, used_event) to decide whether to kick (so the host cannot miss
+ *     both the index and the kick);
+ *   - with EVENT_IDX, after writing avail_event (asking the host to kick at its
+ *     next buffer), a barrier before reading avail.idx again (so a buffer
+ *     published meanwhile is seen, or kicked for).
  * rsim_mb() is a full barrier (dmb / fence rw,rw), which covers all three.
  *
  * Descriptor addr is a 64-bit field; it is read as two aligned 32-bit words
@@ -78,6 +82,7 @@ int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32
     vr->num = (uint16_t)num; /* 32768 fits; the mask below is num - 1 */
     vr->dropped = 0;
     vr->unnotified = 0;
+    vr->event_idx = 0;
     /* Everything before the used idx was handled by an earlier device (none
      * on a ring the host has just zeroed, where this reads 0). */
     rsim_mb();
@@ -105,8 +110,18 @@ int rsim_vring_peek(struct rsim_vring *vr, int device_writes, uint32_t min_len,
 
     for (;;) {
         uint16_t avail_idx = rd16(vr->avail + 2u);
-        if (avail_idx == vr->last_avail)
-            return 0;
+        if (avail_idx == vr->last_avail) {
+            if (!vr->event_idx)
+                return 0;
+            /* Ask for a kick at the next buffer (avail_event), then look
+             * again: one published before the request was seen cannot be
+             * missed. */
+            wr16(vr->used + 4u + 8u * vr->num, vr->last_avail);
+            rsim_mb();
+            if (rd16(vr->avail + 2u) == vr->last_avail)
+                return 0;
+            continue;
+        }
         /* More than num new entries cannot be: the host's index is corrupt.
          * Leave the ring alone. */
         if ((uint16_t)(avail_idx - vr->last_avail) > vr->num)
@@ -147,10 +162,18 @@ int rsim_vring_notify(struct rsim_vring *vr)
 {
     if (vr->unnotified == 0)
         return 0;
+    uint16_t old = (uint16_t)(vr->used_idx - vr->unnotified);
     vr->unnotified = 0;
-    rsim_mb(); /* our used.idx store before reading the host's flags */
-    if (rd16(vr->avail) & VRING_AVAIL_F_NO_INTERRUPT)
+    rsim_mb(); /* our used.idx store before reading the host's flags / used_event */
+    if (vr->event_idx) {
+        /* Kick only when used.idx moved past the host's used_event:
+         * (new - event - 1) mod 2^16 < (new - old) mod 2^16. */
+        uint16_t event = rd16(vr->avail + 4u + 2u * vr->num);
+        if ((uint16_t)(vr->used_idx - event - 1u) >= (uint16_t)(vr->used_idx - old))
+            return 0;
+    } else if (rd16(vr->avail) & VRING_AVAIL_F_NO_INTERRUPT) {
         return 0;
+    }
     rsim_kick(vr->notifyid);
     return 1;
 }

@@ -57,6 +57,7 @@ struct rsim_vring {
     uint16_t used_idx;   /* free-running copy of used.idx */
     uint16_t unnotified; /* used entries published since the last notification */
     uint32_t dropped;    /* bad buffers returned with length 0 */
+    uint8_t event_idx;   /* VIRTIO_RING_F_EVENT_IDX negotiated: used_event/avail_event, not flags */
 };
 
 /* A buffer taken (or peeked) from the avail ring. */

@@ -149,10 +149,12 @@ struct EmulatedFaultTests {
         try hanging.shutdown()
     }
 
-    @Test("ping: the firmware finds the host's service and checks 100 replies", .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    @Test("ping (with EVENT_IDX negotiated): the firmware finds the host's service and checks 100 replies",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
     func ping(architecture: FirmwareArchitecture) throws {
         let (board, processor) = try emulatedBoard("ping", architecture)
         let rpmsg = try hostRPMsg(processor)
+        #expect(rpmsg.features.contains(.ringEventIndex), "ping offers EVENT_IDX: the library's event-index paths run")
         _ = try rpmsg.createEndpoint(name: "rpmsg-ping") { m in
             try? rpmsg.send(m.payload, from: m.destination, to: m.source, timeout: .seconds(5))
         }

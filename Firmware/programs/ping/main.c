@@ -8,7 +8,8 @@
 #include "rsim_printf.h"
 #include "rsim_rpmsg.h"
 
-RSIM_RPMSG_RESOURCE_TABLE(RSIM_RPMSG_VRING_NUM);
+/* Offers EVENT_IDX: the library's event-index paths run here (echo and the others use flags). */
+RSIM_RPMSG_RESOURCE_TABLE_FEATURES(RSIM_RPMSG_VRING_NUM, VIRTIO_RPMSG_F_NS | VIRTIO_RING_F_EVENT_IDX);
 
 #define PING_COUNT      100
 #define PING_SERVICE    "rpmsg-ping"
