@@ -59,6 +59,15 @@ struct Debug: ParsableCommand {
     }
 
     func run() throws {
+        // Ctrl-C must reach us even if whoever started us blocked SIGINT (the mask is inherited),
+        // and before the board's threads start (they inherit this thread's mask).
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
+        interrupted.store(false, ordering: .relaxed)
+        signal(SIGINT) { _ in interrupted.store(true, ordering: .relaxed) }
+        defer { signal(SIGINT, SIG_DFL) }
         let architecture = FirmwareArchitecture(rawValue: arch)!
         let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
         let path: String
@@ -80,9 +89,6 @@ struct Debug: ParsableCommand {
         print("  Ctrl-C to stop.")
         fflush(nil)
 
-        interrupted.store(false, ordering: .relaxed)
-        signal(SIGINT) { _ in interrupted.store(true, ordering: .relaxed) }
-        defer { signal(SIGINT, SIG_DFL) }
         let end = duration.flatMap(ScenarioParser.duration).map { ContinuousClock.now + $0 }
         var shown = 0, announced = 0, crashShown = false
         var outbox = send.map { entry in

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RemoteSim
 @testable import rproc_sim
+import Synchronization
 import Testing
 
 /// Runs a subcommand in-process and returns its exit code (0 when it returns normally).
@@ -147,6 +148,36 @@ struct CLIDebugTests {
         #expect(code == 0, "\(output)")
         #expect(output.contains("the core waits halted at reset"), "\(output)")
         #expect(output.contains("console: echo: ready"), "the firmware ran once gdb let go: \(output)")
+    }
+
+    @Test("Ctrl-C shuts the board down cleanly", .timeLimit(.minutes(1)))
+    func interrupted() throws {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["debug", "echo", "--arch", "rv32", "--port", "0", "--no-wait"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collected = Mutex("")
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            collected.withLock { $0 += text }
+        }
+        try process.run()
+        // Wait (bounded) for the firmware to be up, then interrupt; a process that ignores it is killed.
+        var deadline = Date().addingTimeInterval(30)
+        while !collected.withLock({ $0.contains("service \"rpmsg-echo\"") }) && Date() < deadline { usleep(20_000) }
+        process.interrupt()
+        deadline = Date().addingTimeInterval(20)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }   // cannot be blocked (the test runner's mask is inherited)
+        process.waitUntilExit()
+        usleep(100_000)
+        pipe.fileHandleForReading.readabilityHandler = nil
+        let output = collected.withLock { $0 }
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains("■ interrupted: state Offline"), "\(output)")
     }
 
     @Test("bad arguments are refused before anything runs")
