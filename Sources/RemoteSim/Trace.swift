@@ -75,6 +75,15 @@ public final class Trace: Sendable {
     public var events: [TraceEvent] { storage.withLock { $0.events } }
     /// Events dropped because the trace was full.
     public var droppedCount: Int { storage.withLock { $0.dropped } }
+    /// The events recorded after the first `seen` ever recorded (those still kept), and how many
+    /// have been recorded in all: follows the trace without copying it whole each time.
+    public func events(after seen: Int) -> (events: [TraceEvent], recorded: Int) {
+        storage.withLock { s in
+            let recorded = s.dropped + s.events.count
+            let start = min(s.events.count, max(0, seen - s.dropped))
+            return (Array(s.events[start...]), recorded)
+        }
+    }
     /// The last `count` events.
     public func last(_ count: Int) -> [TraceEvent] { storage.withLock { Array($0.events.suffix(count)) } }
     /// Console lines (both sources), oldest first.

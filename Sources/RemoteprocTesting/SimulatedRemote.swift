@@ -147,17 +147,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     /// Polls `condition` until it holds or `timeout` passes; time the core spends halted in a
     /// debugger does not count, so stepping through firmware fails no wait.
     func poll(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
-        var deadline = ContinuousClock.now + timeout
-        var last = ContinuousClock.now
-        while true {
-            board.poll()
-            if condition() { return true }
-            let now = ContinuousClock.now
-            if board.isHaltedInDebugger { deadline += now - last }
-            last = now
-            if now >= deadline { return false }
-            usleep(100)
-        }
+        board.wait(upTo: timeout, checkingEvery: .microseconds(100), until: condition)
     }
 
     /// Waits for the remote to announce `name`; returns its address.

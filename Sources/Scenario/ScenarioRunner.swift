@@ -118,20 +118,9 @@ public final class ScenarioRunner {
 
     private func pump() { if file.pollMode { board.poll() } }
 
-    /// Polls `condition` until it holds or `within` passes.
-    /// Time spent halted in a debugger does not count, so stepping through code fails no wait.
+    /// Polls `condition` until it holds or `within` passes (time halted in a debugger not counted).
     private func waitFor(_ within: Duration, _ condition: () -> Bool) -> Bool {
-        var deadline = ContinuousClock.now + within
-        var last = ContinuousClock.now
-        while true {
-            pump()
-            if condition() { return true }
-            let now = ContinuousClock.now
-            if gdb?.isHalted == true { deadline += now - last }
-            last = now
-            if now >= deadline { return false }
-            usleep(200)
-        }
+        board.wait(upTo: within, until: condition)
     }
 
     private func attachRPMsg() throws {

@@ -55,8 +55,10 @@ public final class InterruptLine: @unchecked Sendable {
     public var raiseCount: Int { raised.load(ordering: .relaxed) }
 
     /// Handles the interrupts raised so far on the calling thread (poll mode). Returns how many.
+    /// With a handler thread it does nothing: that thread handles them, and only it.
     @discardableResult
     public func poll() -> Int {
+        guard !usesThread else { return 0 }
         let numbers = take()
         deliver(numbers)
         return numbers.count

@@ -98,10 +98,9 @@ struct Debug: ParsableCommand {
         var endpoints: [String: RPMsgEndpoint] = [:]
         while !interrupted.load(ordering: .relaxed) && end.map({ ContinuousClock.now < $0 }) ?? true {
             board.collectTraceBuffer()
-            let events = board.trace.events
-            if events.count < shown { shown = 0 }   // the trace dropped old events
-            for event in events.dropFirst(shown) where verbose || !event.isKick { print("  \(event)") }
-            shown = events.count
+            let (fresh, recorded) = board.trace.events(after: shown)
+            for event in fresh where verbose || !event.isKick { print("  \(event)") }
+            shown = recorded
             if let rpmsg {
                 let services = rpmsg.announcedServices
                 for service in services.dropFirst(announced) { print("  service \"\(service.name)\" at \(service.address)") }

@@ -8,17 +8,8 @@ import Synchronization
 import Testing
 import Virtio
 
-/// An image for native firmware: a little code and the resource table the board's C firmware
-/// carries (an RPMsg vdev with ANY vrings and a trace buffer).
-func nativeImage(vringCount: UInt32 = 256) throws -> [UInt8] {
-    let table = try ResourceTable(entries: [
-        .vdev(VirtioDeviceResource(deviceFeatures: [.rpmsgNameService, .ringEventIndex],
-                                   vrings: [VringResource(count: vringCount), VringResource(count: vringCount)])),
-        .trace(TraceResource(deviceAddress: ResourceAddress(0x2000_1000), length: 1024, name: "trace")),
-    ])
-    return ELFWriter.image(segments: [.init(address: 0, bytes: [0x00, 0x20, 0x04, 0x20, 0x41, 0, 0, 0])], entry: 0x41,
-                           resourceTable: (0x2000_0000, table.bytes))
-}
+/// An image for native firmware (``NativeImage``).
+func nativeImage(vringCount: UInt32 = 256) throws -> [UInt8] { try NativeImage.make(vringCount: vringCount) }
 
 /// The host side of RPMsg over a running board's first vdev.
 func hostRPMsg(_ processor: RemoteProcessor) throws -> RPMsgDevice {
@@ -29,11 +20,7 @@ func hostRPMsg(_ processor: RemoteProcessor) throws -> RPMsgDevice {
 struct BoardTests {
     @Test("native echo firmware through the real core: announce, 10,000 echoes with content checked, stop while waiting", .timeLimit(.minutes(2)))
     func echo() throws {
-        let board = try Board(firmware: EchoFirmware())
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("echo", from: MemoryImageStore(["echo": try nativeImage()]))
-        try processor.start()
+        let (board, processor) = try startedBoard(EchoFirmware())
         #expect(board.isRunning)
         let rpmsg = try hostRPMsg(processor)
         let announced = Mutex<RPMsgAddress?>(nil)
@@ -72,11 +59,7 @@ struct BoardTests {
 struct BoardCrashTests {
     @Test("a PANIC write moves the core to Crashed with its code; stop and shutdown follow", .timeLimit(.minutes(1)))
     func panic() throws {
-        let board = try Board(firmware: PanicFirmware(code: 0xBAD, afterMicroseconds: 2000))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
-        try processor.start()
+        let (_, processor) = try startedBoard(PanicFirmware(code: 0xBAD, afterMicroseconds: 2000))
         let deadline = ContinuousClock.now + .seconds(30)
         while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
         #expect(processor.state == .crashed)
@@ -96,11 +79,7 @@ struct BoardCrashTests {
     func twoBoards() throws {
         var sessions: [(Board, RemoteProcessor, RPMsgEndpoint, Replies)] = []
         for index in 0..<2 {
-            let board = try Board(firmware: EchoFirmware(serviceName: "echo-\(index)"))
-            let processor = try board.makeProcessor()
-            try processor.configure()
-            try processor.load("e", from: MemoryImageStore(["e": try nativeImage(vringCount: 64)]))
-            try processor.start()
+            let (board, processor) = try startedBoard(EchoFirmware(serviceName: "echo-\(index)"), vringCount: 64)
             let rpmsg = try hostRPMsg(processor)
             let ready = WakeSignal()
             let service = Mutex<RPMsgAddress?>(nil)
@@ -138,11 +117,7 @@ struct BoardCrashKindTests {
 
     @Test("a firmware that stops kicking its watchdog is crashed with kind watchdog", .timeLimit(.minutes(1)))
     func watchdog() throws {
-        let board = try Board(firmware: HangFirmware())
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("h", from: MemoryImageStore(["h": try nativeImage()]))
-        try processor.start()
+        let (_, processor) = try startedBoard(HangFirmware())
         let report = try #require(waitForCrash(processor))
         #expect(report.kind == .watchdog)
         try processor.shutdown()
@@ -150,11 +125,7 @@ struct BoardCrashKindTests {
 
     @Test("an access outside every memory after N messages is a fault at that address", .timeLimit(.minutes(1)))
     func fault() throws {
-        let board = try Board(firmware: CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("c", from: MemoryImageStore(["c": try nativeImage()]))
-        try processor.start()
+        let (board, processor) = try startedBoard(CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
         let rpmsg = try hostRPMsg(processor)
         let ready = WakeSignal()
         let service = Mutex<RPMsgAddress?>(nil)
@@ -196,11 +167,7 @@ struct BoardLifecycleTests {
 struct BoardRecoveryTests {
     @Test("after a fault, recovery reloads and restarts the firmware; it re-announces and traffic flows again", .timeLimit(.minutes(1)))
     func recoverAfterFault() throws {
-        let board = try Board(firmware: CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("c", from: MemoryImageStore(["c": try nativeImage()]))
-        try processor.start()
+        let (_, processor) = try startedBoard(CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
         for round in 0..<2 {
             let rpmsg = try hostRPMsg(processor)
             let ready = WakeSignal()
@@ -227,13 +194,24 @@ struct BoardRecoveryTests {
 
 @Suite("Board trace")
 struct BoardTraceTests {
+    @Test("a follower reads only what is new, also after the trace dropped its oldest events")
+    func followTheTrace() {
+        let trace = Trace(capacity: 10)
+        for i in 0..<4 { trace.record(.warning("w\(i)")) }
+        var (fresh, seen) = trace.events(after: 0)
+        #expect(fresh.count == 4 && seen == 4)
+        (fresh, seen) = trace.events(after: seen)
+        #expect(fresh.isEmpty && seen == 4)
+        for i in 4..<25 { trace.record(.warning("w\(i)")) }   // the oldest are dropped meanwhile
+        (fresh, seen) = trace.events(after: seen)
+        #expect(seen == 25)
+        #expect(fresh.map(\.description).last?.hasSuffix("warning: w24") == true)
+        #expect(fresh.count == trace.events.count, "everything still kept is new to the follower")
+    }
+
     @Test("the trace records state changes, kicks both ways, console lines from both sources", .timeLimit(.minutes(1)))
     func trace() throws {
-        let board = try Board(firmware: EchoFirmware())
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("e", from: MemoryImageStore(["e": try nativeImage()]))
-        try processor.start()
+        let (board, processor) = try startedBoard(EchoFirmware())
         let rpmsg = try hostRPMsg(processor)
         let ready = WakeSignal()
         rpmsg.onNameServiceAnnouncement { _, _ in ready.signal() }
@@ -253,11 +231,7 @@ struct BoardTraceTests {
 
     @Test("a crash report carries the last console lines")
     func crashConsole() throws {
-        let board = try Board(firmware: PanicFirmware(code: 7, afterMicroseconds: 100))
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("p", from: MemoryImageStore(["p": try nativeImage()]))
-        try processor.start()
+        let (board, processor) = try startedBoard(PanicFirmware(code: 7, afterMicroseconds: 100))
         let deadline = ContinuousClock.now + .seconds(30)
         while processor.state != .crashed && ContinuousClock.now < deadline { usleep(1000) }
         let report = try #require(processor.crashReport)
@@ -267,13 +241,19 @@ struct BoardTraceTests {
     }
 }
 
-/// Boots `firmware` on a fresh board with a host RPMsg device.
-func bootBoard(_ firmware: any NativeFirmware) throws -> (Board, RemoteProcessor, RPMsgDevice) {
-    let board = try Board(firmware: firmware)
+/// `firmware` on a fresh board, configured, loaded from ``NativeImage`` and started.
+func startedBoard(_ firmware: any NativeFirmware, pollMode: Bool = false, vringCount: UInt32 = 256) throws -> (Board, RemoteProcessor) {
+    let board = try Board(firmware: firmware, pollMode: pollMode)
     let processor = try board.makeProcessor()
     try processor.configure()
-    try processor.load("fw", from: MemoryImageStore(["fw": try nativeImage()]))
+    try processor.load("fw", from: MemoryImageStore(["fw": try nativeImage(vringCount: vringCount)]))
     try processor.start()
+    return (board, processor)
+}
+
+/// Boots `firmware` on a fresh board with a host RPMsg device.
+func bootBoard(_ firmware: any NativeFirmware) throws -> (Board, RemoteProcessor, RPMsgDevice) {
+    let (board, processor) = try startedBoard(firmware)
     return (board, processor, try hostRPMsg(processor))
 }
 
@@ -472,11 +452,7 @@ struct BoardAutomaticRecoveryTests {
 struct BoardDeliveryTests {
     @Test("poll mode: the remote's kicks reach the processor only when the test polls", .timeLimit(.minutes(1)))
     func pollMode() throws {
-        let board = try Board(firmware: EchoFirmware(), pollMode: true)
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load("e", from: MemoryImageStore(["e": try nativeImage()]))
-        try processor.start()
+        let (board, processor) = try startedBoard(EchoFirmware(), pollMode: true)
         let rpmsg = try hostRPMsg(processor)
         // The firmware announces; nothing reaches the host until it polls.
         let deadline = ContinuousClock.now + .seconds(30)
