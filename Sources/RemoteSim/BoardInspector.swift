@@ -18,13 +18,8 @@ public struct BoardInspector: Sendable {
 
     /// `count` bytes at device address `address`, or `nil` when they are not all inside one memory.
     public func read(_ address: UInt64, _ count: Int) -> [UInt8]? {
-        guard count >= 0 else { return nil }
-        for memory in memories {
-            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: count), let bytes = try? memory.region.readBytes(at: offset, count: count) {
-                return bytes
-            }
-        }
-        return nil
+        guard count >= 0, let (region, offset) = memories.locate(address, size: count) else { return nil }
+        return try? region.readBytes(at: offset, count: count)
     }
 
     /// Every vdev's vrings, decoded (see ``VringReport``).

@@ -115,20 +115,21 @@ public final class RemoteCore: Sendable {
         return nil
     }
 
+    /// The region and offset of the `size` bytes at device address `address`; outside every
+    /// memory it is a fault (`what` says which access).
+    private func locate(_ address: UInt64, size: Int, _ what: String) throws(FirmwareHalt) -> (region: IORegion, offset: Int) {
+        guard let found = memories.locate(address, size: size) else { throw FirmwareHalt(.fault(address: address, message: "\(what) unmapped memory")) }
+        return found
+    }
+
     private func readBytes(at address: UInt64, count: Int) throws(FirmwareHalt) -> [UInt8] {
-        for memory in memories {
-            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: count), let bytes = try? memory.region.readBytes(at: offset, count: count) {
-                return bytes
-            }
-        }
-        throw FirmwareHalt(.fault(address: address, message: "read from unmapped memory"))
+        let (region, offset) = try locate(address, size: count, "read from")
+        return (try? region.readBytes(at: offset, count: count)) ?? []
     }
 
     private func store8(_ value: UInt8, at address: UInt64) throws(FirmwareHalt) {
-        for memory in memories {
-            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: 1), (try? memory.region.write(value, at: offset)) != nil { return }
-        }
-        throw FirmwareHalt(.fault(address: address, message: "store to unmapped memory"))
+        let (region, offset) = try locate(address, size: 1, "store to")
+        try? region.write(value, at: offset)
     }
 
     /// PANIC: never returns.
@@ -139,22 +140,14 @@ public final class RemoteCore: Sendable {
 
     /// A 32-bit load at a device address, as the core would do it; outside every memory it is a fault.
     public func load32(_ address: UInt64) throws(FirmwareHalt) -> UInt32 {
-        for memory in memories {
-            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: 4), let value = try? memory.region.read(UInt32.self, at: offset) {
-                return value
-            }
-        }
-        throw FirmwareHalt(.fault(address: address, message: "load from unmapped memory"))
+        let (region, offset) = try locate(address, size: 4, "load from")
+        return (try? region.read(UInt32.self, at: offset)) ?? 0
     }
 
     /// A 32-bit store at a device address; outside every memory it is a fault.
     public func store32(_ value: UInt32, at address: UInt64) throws(FirmwareHalt) {
-        for memory in memories {
-            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: 4), (try? memory.region.write(value, at: offset)) != nil {
-                return
-            }
-        }
-        throw FirmwareHalt(.fault(address: address, message: "store to unmapped memory"))
+        let (region, offset) = try locate(address, size: 4, "store to")
+        try? region.write(value, at: offset)
     }
 
     /// The RPMsg settings native firmware uses by default: like an OpenAMP remote it waits a long
@@ -240,5 +233,16 @@ extension RemoteCore {
     /// Answers a debugger's `monitor` command (see ``BoardInspector/answer(monitor:)``).
     func monitor(_ command: String) -> String {
         inspector?.answer(monitor: command) ?? "this core has no board to inspect\n"
+    }
+}
+
+extension Array where Element == RemoteprocMemory {
+    /// The memory holding the `size` bytes at device address `address` — its region and their
+    /// offset there, inside its bounds — or `nil` when no single memory holds them all.
+    func locate(_ address: UInt64, size: Int) -> (region: IORegion, offset: Int)? {
+        for memory in self {
+            if let offset = memory.offset(ofDevice: DeviceAddress(address), size: size) { return (memory.region, offset) }
+        }
+        return nil
     }
 }

@@ -27,7 +27,7 @@ struct GDBSessionTests {
                   let address = rpmsg.announcedServices.first?.address,
                   let client = try? rpmsg.createEndpoint(destination: address, onReceive: { m in replies.withLock { $0.append(m.payload) } }) else { return }
             for text in ["hello", "second", "third"] { try? client.send(Array(text.utf8), timeout: .seconds(5)) }
-            FileManager.default.createFile(atPath: flag.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: flag.path, contents: nil)
         })
         host.start()
         let output = try runGDB(elf: elf.path, port: server.port, commands: [
