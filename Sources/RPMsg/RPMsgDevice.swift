@@ -11,10 +11,12 @@ public struct RPMsgConfiguration: Sendable {
     public var hostToRemoteBufferSize = 512
     /// Bytes per remote → host buffer (`r2h_buf_size`).
     public var remoteToHostBufferSize = 512
-    /// Dynamic addresses handed out from 1024 (OpenAMP: 128).
-    public var dynamicAddressCount = 128
-    /// Features this side supports; the driver accepts dfeatures ∩ these.
-    public var supportedFeatures: VirtioFeatures = [.rpmsgNameService, .ringEventIndex]
+    /// Dynamic addresses handed out from 1024; `nil`: the host's rule (Linux: up to 2³¹ − 1,
+    /// OpenAMP: 128), and 128 in the device role (an OpenAMP remote's).
+    public var dynamicAddressCount: Int?
+    /// Driver role: features to accept at most; `nil`: what the host personality accepts (Linux:
+    /// name service, indirect descriptors, event index; OpenAMP: everything offered).
+    public var supportedFeatures: VirtioFeatures?
     /// How long the device role waits for DRIVER_OK.
     public var handshakeTimeout: Duration = .seconds(5)
 
@@ -75,6 +77,12 @@ public final class RPMsgDevice: Sendable {
     public let configuration: RPMsgConfiguration
     /// dfeatures ∩ gfeatures.
     public let features: VirtioFeatures
+    /// Driver role: what the host's driver does (from the transport's host personality).
+    let profile: HostDriverProfile?
+    /// Dynamic endpoint addresses from 1024.
+    let dynamicAddressCount: Int
+    /// Driver role: how many transmit buffers are ever carved.
+    private let transmitLimit: Int
     let transport: any VirtioTransport
     let window: BufferWindow
     private let receiveQueue: Virtqueue
@@ -123,9 +131,11 @@ public final class RPMsgDevice: Sendable {
     private let state = Mutex(State())
     private let receiveRequests = Atomic<Int>(0)
 
-    /// Sets up the host (driver) side over `transport`: negotiates features, lays out both
-    /// vrings, carves the receive buffers from `pool` (a range of `window`'s region) and posts
-    /// them, then sets DRIVER_OK (ACKNOWLEDGE → DRIVER → FEATURES_OK → DRIVER_OK).
+    /// Sets up the host (driver) side over `transport`, step by step as the transport's host does
+    /// (``Virtio/HostPersonality``): the status writes and features, the queues (zeroed; a Linux
+    /// host publishes vring addresses now), the receive buffers carved from `pool` (a range of
+    /// `window`'s region) and posted, transmit interrupts off, then DRIVER_OK — and a Linux host
+    /// kicks the receive vring once, to tell the remote it may send.
     /// - Parameters:
     ///   - pool: offsets `[lowerBound, upperBound)` of the window's region the buffers come from.
     public init(host transport: any VirtioTransport, window: BufferWindow, pool: Range<Int>,
@@ -137,47 +147,56 @@ public final class RPMsgDevice: Sendable {
         guard pool.lowerBound >= 0, pool.upperBound <= window.region.size else {
             throw RPMsgError(.invalidArgument("the buffer pool \(pool) is not inside the \(window.region.size)-byte window"))
         }
+        let profile = HostDriverProfile(host: transport.host)
         self.role = .driver
         self.configuration = configuration
         self.transport = transport
         self.window = window
+        self.profile = profile
+        self.dynamicAddressCount = configuration.dynamicAddressCount ?? profile.dynamicAddressCount
         do {
-            try transport.setStatus([])
-            try transport.setStatus(.acknowledge)
-            try transport.setStatus([.acknowledge, .driver])
-            features = try transport.negotiateFeatures(supported: configuration.supportedFeatures)
+            for status in profile.statusBeforeQueues { try transport.setStatus(status) }
+            let accepted = profile.acceptedFeatures.intersection(configuration.supportedFeatures ?? .all)
+            features = try transport.negotiateFeatures(supported: accepted)
+            try transport.prepareDriverQueue(0)
+            try transport.prepareDriverQueue(1)
         } catch { throw RPMsgError(.transport("\(error)")) }
-        let eventIndex = features.contains(.ringEventIndex)
+        let eventIndex = profile.usesEventIndex(features)
+        let rx: DriverQueue, tx: DriverQueue
         do {
-            receiveQueue = try DriverQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
-                                           kick: { [transport] in try transport.kick(vring: 0) })
-            transmitQueue = try DriverQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
-                                            kick: { [transport] in try transport.kick(vring: 1) })
+            rx = try DriverQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
+                                 kick: { [transport] in try transport.kick(vring: 0) })
+            tx = try DriverQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
+                                 kick: { [transport] in try transport.kick(vring: 1) })
         } catch { throw RPMsgError(.virtio(error)) }
+        receiveQueue = rx
+        transmitQueue = tx
         let size = configuration.remoteToHostBufferSize
-        let count = locations[0].count
+        let count = profile.receiveBufferCount(vringCount: locations[0].count)
         guard pool.count >= count * size else {
             throw RPMsgError(.invalidArgument("the \(pool.count)-byte pool cannot hold \(count) receive buffers of \(size) bytes"))
         }
         receiveBuffers = (0..<count).map { pool.lowerBound + $0 * size }
+        transmitLimit = profile.transmitBufferLimit(receiveVringCount: locations[0].count, transmitVringCount: locations[1].count)
         transmitCapacity = Atomic(configuration.hostToRemoteBufferSize - RPMsgHeader.size)
         state.withLock { s in
             s.poolNext = pool.lowerBound + count * size
             s.poolEnd = pool.upperBound
         }
-        let rx = receiveQueue as! DriverQueue
         for (token, offset) in receiveBuffers.enumerated() {
             do {
                 try window.region.fill(0, at: offset, count: size)
                 try rx.add(readable: [], writable: [VirtqueueBuffer(address: window.address(of: offset), length: size)], token: token)
             } catch let error as VirtioError { throw RPMsgError(.virtio(error)) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
         }
-        (transmitQueue as! DriverQueue).disableInterrupts()
+        tx.disableInterrupts()
         rx.enableInterrupts()
         installHandlers()
+        // Linux decides before DRIVER_OK whether the remote wants the kick, and sends it after.
+        let kickReceive = profile.kicksReceiveQueueWhenReady && rx.kickPrepare()
         do {
-            try transport.setStatus([.acknowledge, .driver, .featuresOK])
-            try transport.setStatus([.acknowledge, .driver, .featuresOK, .driverOK])
+            try transport.setStatus(profile.readyStatus)
+            if kickReceive { try rx.notify() }
         } catch { throw RPMsgError(.transport("\(error)")) }
     }
 
@@ -194,6 +213,9 @@ public final class RPMsgDevice: Sendable {
         self.configuration = configuration
         self.transport = transport
         self.window = window
+        self.profile = nil
+        self.dynamicAddressCount = configuration.dynamicAddressCount ?? 128
+        self.transmitLimit = 0
         let clock = ContinuousClock()
         let deadline = clock.now + configuration.handshakeTimeout
         do {
@@ -230,8 +252,8 @@ public final class RPMsgDevice: Sendable {
         for size in [c.hostToRemoteBufferSize, c.remoteToHostBufferSize] where size <= RPMsgHeader.size || size > 65536 {
             throw RPMsgError(.invalidArgument("buffer size \(size) must be between 17 and 65536 bytes"))
         }
-        guard c.dynamicAddressCount > 0, c.dynamicAddressCount <= 1 << 20 else {
-            throw RPMsgError(.invalidArgument("dynamic address count \(c.dynamicAddressCount) is out of range"))
+        if let count = c.dynamicAddressCount, count <= 0 || count > Int(Int32.max) - Int(RPMsgAddress.firstDynamic.rawValue) + 1 {
+            throw RPMsgError(.invalidArgument("dynamic address count \(count) is out of range"))
         }
     }
 
@@ -346,8 +368,8 @@ public final class RPMsgDevice: Sendable {
             let chosen: RPMsgAddress
             if address.isAny {
                 let first = RPMsgAddress.firstDynamic.rawValue
-                guard let free = (first..<(first + UInt32(configuration.dynamicAddressCount))).first(where: { s.endpoints[$0] == nil }) else {
-                    throw RPMsgError(.addressesExhausted(capacity: configuration.dynamicAddressCount))
+                guard let free = (first..<(first + UInt32(dynamicAddressCount))).first(where: { s.endpoints[$0] == nil }) else {
+                    throw RPMsgError(.addressesExhausted(capacity: dynamicAddressCount))
                 }
                 chosen = RPMsgAddress(free)
             } else {
@@ -362,7 +384,9 @@ public final class RPMsgDevice: Sendable {
             if !destination.isAny { s.unboundServices.removeAll { $0.address == destination } }
             return endpoint
         }
-        if !name.isEmpty && usesNameService && destination.isAny {
+        let announce = profile?.announces(name: name, fixedAddress: !address.isAny, destination: destination)
+            ?? (!name.isEmpty && destination.isAny)
+        if announce && usesNameService {
             do {
                 try send(NameServiceMessage(name: name, address: endpoint.address, action: .create).bytes,
                          from: endpoint.address, to: .nameService, timeout: Self.defaultSendTimeout)
@@ -455,7 +479,7 @@ public final class RPMsgDevice: Sendable {
                 guard !s.closed else { throw RPMsgError(.deviceClosed) }
                 while let used = queue.takeUsed() { s.freeTransmit.append(used.token) }
                 let size = configuration.hostToRemoteBufferSize
-                if s.freeTransmit.isEmpty, s.transmitBuffers.count < queue.location.count, s.poolNext + size <= s.poolEnd {
+                if s.freeTransmit.isEmpty, s.transmitBuffers.count < transmitLimit, s.poolNext + size <= s.poolEnd {
                     s.transmitBuffers.append(s.poolNext)
                     s.freeTransmit.append(s.transmitBuffers.count - 1)
                     s.poolNext += size
@@ -498,7 +522,7 @@ public final class RPMsgDevice: Sendable {
         guard buffer.owned.exchange(false, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
         let header = RPMsgHeader(source: source, destination: destination, length: UInt16(length))
         do { try header.write(to: window.region, at: buffer.bufferOffset) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
-        let total = RPMsgHeader.size + length
+        let total = profile?.sentLength(payload: length, bufferSize: configuration.hostToRemoteBufferSize) ?? RPMsgHeader.size + length
         do {
             let (closed, observer) = state.withLock { s in
                 s.reservedTransmit.remove(buffer.token)
@@ -569,6 +593,7 @@ public final class RPMsgDevice: Sendable {
         while true {
             while let (token, offset, capacity, chainLength) = withRings({ nextReceived() }) ?? nil {
                 deliver(token: token, offset: offset, capacity: capacity, chainLength: chainLength)
+                if profile?.kicksEachRepostedBuffer == true { flushReceiveKicks() }
             }
             flushReceiveKicks()
             // Work that appeared while re-enabling is taken in another pass (a corrupt index

@@ -15,10 +15,11 @@ public struct RPMsgLoopback: Sendable {
     public let remoteTransport: LoopbackTransport
     public let window: BufferWindow
 
-    /// Two vrings of `vringCount` descriptors and a buffer pool in 1 MiB of shared memory.
+    /// Two vrings of `vringCount` descriptors and a buffer pool in 1 MiB of shared memory; the
+    /// host side behaves as `host` (its start-up, buffers and announcements).
     public init(interruptThreads: Bool = true, vringCount: Int = 256,
                 features: VirtioFeatures = [.rpmsgNameService, .ringEventIndex],
-                configuration: RPMsgConfiguration = RPMsgConfiguration()) throws {
+                configuration: RPMsgConfiguration = RPMsgConfiguration(), host personality: HostPersonality = .default) throws {
         let memory = try SharedMemory(size: 1 << 20)
         let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(Self.sharedBase))
         window = BufferWindow(region: region, deviceBase: Self.sharedBase)
@@ -28,7 +29,7 @@ public struct RPMsgLoopback: Sendable {
             VringLocation(index: i, notifyID: UInt32(i + 1), deviceAddress: Self.sharedBase + UInt64(i * stride), region: region,
                           offset: i * stride, count: vringCount, alignment: 4096)
         }
-        (hostTransport, remoteTransport) = LoopbackTransport.makePair(vrings: vrings, features: features, interruptThreads: interruptThreads)
+        (hostTransport, remoteTransport) = LoopbackTransport.makePair(vrings: vrings, features: features, interruptThreads: interruptThreads, host: personality)
         host = try RPMsgDevice(host: hostTransport, window: window, pool: (2 * stride)..<region.size, configuration: configuration)
         remote = try RPMsgDevice(remote: remoteTransport, window: window, configuration: configuration)
     }

@@ -136,8 +136,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
 
     /// A remote processor driving this board, with the board's memories registered and the
     /// remote's kicks routed to its notification entry.
-    public func makeProcessor() throws -> RemoteProcessor {
-        let processor = try RemoteProcessor(ops: self, notifyIDCapacity: Mailbox.notifyIDCount)
+    /// - Parameter host: the host stack the processor behaves as (start-up, notify ids, buffers).
+    public func makeProcessor(host: HostPersonality = .default) throws -> RemoteProcessor {
+        let processor = try RemoteProcessor(ops: self, notifyIDCapacity: Mailbox.notifyIDCount, host: host)
         for memory in memories { processor.addMemory(memory) }
         core.withLock { $0.processor = processor }
         mailbox.setKickHandler { [weak processor, weak self] id in
@@ -152,6 +153,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             case let .stateChanged(change):
                 trace.record(.stateChanged(from: change.from, to: change.to, call: change.call))
             case let .warning(text): trace.record(.warning(text))
+            case let .vdevWrite(write): trace.record(.vdevWrite(write))
             }
         }
         return processor

@@ -158,17 +158,18 @@ public final class RemoteCore: Sendable {
         return configuration
     }
 
-    /// Sets up the RPMsg remote (device role) over the loaded resource table's vdev `index`, as an
-    /// OpenAMP remote does: its own remoteproc instance attaches to the table, waits for DRIVER_OK
-    /// and creates the virtio device; then RPMsg uses the host's buffers in the shared window.
+    /// Sets up the RPMsg remote (device role) over the loaded resource table's vdev `index`: it
+    /// waits for the host's DRIVER_OK, then its own remoteproc instance adopts the table as the
+    /// host completed it (allocating and writing nothing: under a Linux host the vring addresses
+    /// appear only now) and creates the virtio device; RPMsg uses the host's buffers in the shared window.
     public func rpmsg(vdev index: Int = 0, configuration: RPMsgConfiguration = RemoteCore.firmwareRPMsgConfiguration) throws -> RemoteRPMsg {
         guard let table = resourceTable else { throw FirmwareHalt(.fault(address: 0, message: "the image has no resource table")) }
+        try waitForDriver(table: table, vdev: index, timeout: configuration.handshakeTimeout)
         let ops = RemoteSideOps(mailbox: mailbox)
         let processor = try RemoteProcessor(ops: ops, notifyIDCapacity: Mailbox.notifyIDCount)
         for memory in memories { processor.addMemory(memory) }
         try processor.configure()
-        try processor.setResourceTable(at: table.address, size: table.size)
-        try waitForDriver(processor, vdev: index, timeout: configuration.handshakeTimeout)
+        try processor.adoptResourceTable(at: table.address, size: table.size)
         let device = try processor.createVirtio(index: index, role: .device, driverTimeout: .milliseconds(100))
         let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
         let rpmsg = try RPMsgDevice(remote: device, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
@@ -178,18 +179,28 @@ public final class RemoteCore: Sendable {
 }
 
 extension RemoteCore {
-    /// Waits for the host to set DRIVER_OK in vdev `index`'s status byte, idling in WAIT (the
-    /// host kicks the vdev's notify id after each status write) so a stop ends the wait at once.
-    fileprivate func waitForDriver(_ processor: RemoteProcessor, vdev index: Int, timeout: Duration) throws {
-        guard let installed = processor.installedResourceTable, installed.table.virtioDevices.indices.contains(index) else {
+    /// Waits for the host to set DRIVER_OK in vdev `index`'s status byte, idling in WAIT so a
+    /// stop ends the wait at once. The wait wakes on any kick (an OpenAMP host kicks the vdev's
+    /// id after each status write, a Linux host the receive vring after DRIVER_OK) and looks
+    /// again every millisecond (a host may kick nothing at all).
+    fileprivate func waitForDriver(table: (address: DeviceAddress, size: Int), vdev index: Int, timeout: Duration) throws {
+        guard let (region, offset) = memories.locate(table.address.rawValue, size: table.size),
+              let bytes = try? region.readBytes(at: offset, count: table.size) else {
+            throw FirmwareHalt(.fault(address: table.address.rawValue, message: "the resource table is outside every memory"))
+        }
+        let parsed: ResourceTable
+        do { parsed = try ResourceTable(bytes: bytes) } catch {
+            throw FirmwareHalt(.fault(address: table.address.rawValue, message: "the resource table is malformed: \(error)"))
+        }
+        guard parsed.virtioDevices.indices.contains(index) else {
             throw FirmwareHalt(.fault(address: 0, message: "the resource table has no vdev \(index)"))
         }
-        let entry = installed.table.virtioDevices[index].index
-        let statusOffset = installed.location.offset + installed.table.entryOffsets[entry] + VirtioDeviceResource.statusOffset
+        let entry = parsed.virtioDevices[index].index
+        let statusOffset = offset + parsed.entryOffsets[entry] + VirtioDeviceResource.statusOffset
         let deadline = ContinuousClock.now + timeout
         while true {
-            let status = VirtioStatus(rawValue: (try? installed.location.region.read(UInt8.self, at: statusOffset)) ?? 0)
-            if status.contains(.needsReset) { try? installed.location.region.write(UInt8(0), at: statusOffset) }
+            let status = VirtioStatus(rawValue: (try? region.read(UInt8.self, at: statusOffset)) ?? 0)
+            if status.contains(.needsReset) { try? region.write(UInt8(0), at: statusOffset) }
             else if status.contains(.driverOK) { return }
             try checkStop()
             guard ContinuousClock.now < deadline else {

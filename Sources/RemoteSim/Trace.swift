@@ -20,6 +20,9 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case watchdog(UInt32)
         /// An RPMsg message through a traced device (``Trace/traceTraffic(of:)``).
         case message(RPMsgTraffic)
+        /// The host wrote into a vdev entry: status (with the buffers made available so far),
+        /// features, a vring address.
+        case vdevWrite(VdevWrite)
     }
     /// Time since the board was created.
     public var time: Duration
@@ -38,6 +41,7 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case let .crash(report): what = "crash: \(report)"
         case let .warning(text): what = "warning: \(text)"
         case let .watchdog(ms): what = ms == 0 ? "watchdog disarmed" : "watchdog \(ms) ms"
+        case let .vdevWrite(write): what = "host wrote \(write)"
         case let .message(m):
             let bytes = m.prefix.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ")
             what = "message \(m.direction.rawValue) \(m.source) → \(m.destination), \(m.length) B: \(bytes)"

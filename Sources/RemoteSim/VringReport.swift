@@ -30,7 +30,7 @@ public enum VringReport {
             for (k, vring) in device.vrings.enumerated() {
                 let direction = isRPMsg && device.vrings.count == 2 ? (k == 0 ? " (remote → host)" : " (host → remote)") : ""
                 guard let address = vring.deviceAddress.device else {
-                    out += "  vring\(k): not placed yet\n"
+                    out += "  vring\(k): not placed yet (da ANY: the host writes it as its virtio driver starts)\n"
                     continue
                 }
                 out += "  vring\(k) @ \(address) num \(vring.count) align \(vring.alignment) notify \(vring.notifyID.rawValue)\(direction)\n"
@@ -47,10 +47,7 @@ public enum VringReport {
     }
 
     static func statusText(_ status: VirtioStatus) -> String {
-        let names: [(VirtioStatus, String)] = [(.acknowledge, "ACKNOWLEDGE"), (.driver, "DRIVER"), (.featuresOK, "FEATURES_OK"),
-                                               (.driverOK, "DRIVER_OK"), (.needsReset, "NEEDS_RESET"), (.failed, "FAILED")]
-        let set = names.filter { status.contains($0.0) }.map(\.1)
-        return short(status.rawValue) + (set.isEmpty ? " (reset)" : " (" + set.joined(separator: "|") + ")")
+        short(status.rawValue) + " (\(status.names))"
     }
 
     private static func ring(_ ring: VringSnapshot, decodeRPMsg: Bool, read: (UInt64, Int) -> [UInt8]?) -> String {

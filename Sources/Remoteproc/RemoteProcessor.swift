@@ -43,6 +43,9 @@ public final class RemoteProcessor: Sendable {
 
     public let ops: any RemoteprocOps
     public let notifyIDCapacity: Int
+    /// The host stack this processor behaves as: its table rules and notify ids, and through its
+    /// virtio devices the status writes, kicks and RPMsg start-up (``Virtio/HostPersonality``).
+    public let host: HostPersonality
 
     /// What the life-cycle calls change; guarded by the life-cycle lock, which ops run under.
     private struct Lifecycle: Sendable {
@@ -108,10 +111,13 @@ public final class RemoteProcessor: Sendable {
     /// - Parameters:
     ///   - ops: the platform.
     ///   - notifyIDCapacity: notify ids are allocated from `0..<notifyIDCapacity`.
+    ///   - host: the host stack to behave as (``Virtio/HostPersonality/default``: Linux).
     /// - Throws: ``RemoteprocError`` when the op fails.
-    public init(ops: any RemoteprocOps, notifyIDCapacity: Int = RemoteProcessor.defaultNotifyIDCapacity) throws(RemoteprocError) {
+    public init(ops: any RemoteprocOps, notifyIDCapacity: Int = RemoteProcessor.defaultNotifyIDCapacity,
+                host: HostPersonality = .default) throws(RemoteprocError) {
         precondition(notifyIDCapacity > 0, "notifyIDCapacity must be positive")
         self.ops = ops
+        self.host = host
         self.notifyIDCapacity = notifyIDCapacity
         self.allocations = Mutex(Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
         do { try ops.initialize() } catch { throw RemoteprocError(.operationFailed(op: "init"), call: .initialize, underlying: error) }
@@ -254,14 +260,15 @@ public final class RemoteProcessor: Sendable {
             var ranges = DeviceRangeAllocator()
             for (segment, _) in placements { ranges.claim(DeviceAddress(segment.physicalAddress), size: Int(segment.memorySize)) }
 
-            var installed: InstalledResourceTable?
-            var table: ResourceTable?
+            var handled: ResourceTableHandler.Outcome?
             var events: [RemoteprocEvent] = []
             if let bytes = try image({ () throws(ImageError) in try elf.resourceTableBytes(from: store) }), let section = elf.resourceTableSection {
+                let table: ResourceTable
                 do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
                 let location = try mapping(physical: nil, device: DeviceAddress(section.address), size: bytes.count, attributes: 0,
                                            call: call, what: "the resource table")
-                installed = try handle(&table!, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: call)
+                handled = try handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, call: call)
+                events += handled!.events
             }
 
             for (segment, target) in placements {
@@ -273,8 +280,9 @@ public final class RemoteProcessor: Sendable {
                     throw RemoteprocError(.io(error), call: call)
                 }
             }
-            if let installed {
-                do throws(MetalIOError) { try installed.location.region.write(installed.table.bytes, at: installed.location.offset) } catch {
+            if let handled {
+                let location = handled.installed.location
+                do throws(MetalIOError) { try location.region.write(handled.memoryTable.bytes, at: location.offset) } catch {
                     throw RemoteprocError(.io(error), call: call)
                 }
             } else {
@@ -286,7 +294,7 @@ public final class RemoteProcessor: Sendable {
                 a.notifyIDs = notifyIDs
                 a.ranges = ranges
             }
-            life.installed = installed
+            life.installed = handled?.installed
             life.image = elf
             life.imageSource = ImageSource(path: path, store: store)
             life.bootAddress = DeviceAddress(elf.entry)
@@ -307,16 +315,15 @@ public final class RemoteProcessor: Sendable {
             do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
                 throw RemoteprocError(.io(error), call: .setResourceTable)
             }
-            var table: ResourceTable
+            let table: ResourceTable
             do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: .setResourceTable) }
             var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
             var ranges = DeviceRangeAllocator()
             ranges.claim(device, size: size)
-            var events: [RemoteprocEvent] = []
-            let installed = try handle(&table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, events: &events, call: .setResourceTable)
+            let handled = try handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, call: .setResourceTable)
             // Write back only the bytes the host filled in: the table is live memory the other
             // side may be writing (status, features), and a complete table needs no write at all.
-            for (index, (old, new)) in zip(bytes, installed.table.bytes).enumerated() where old != new {
+            for (index, (old, new)) in zip(bytes, handled.memoryTable.bytes).enumerated() where old != new {
                 do throws(MetalIOError) { try location.region.write(new, at: location.offset + index) } catch {
                     throw RemoteprocError(.io(error), call: .setResourceTable)
                 }
@@ -326,9 +333,52 @@ public final class RemoteProcessor: Sendable {
                 a.notifyIDs = notifyIDs
                 a.ranges = ranges
             }
-            life.installed = installed
+            life.installed = handled.installed
             life.bootAddress = bootAddress
-            life.events += events
+            life.events += handled.events
+            transition(&life, to: .ready, call: .setResourceTable)
+        }
+    }
+
+    /// For the remote's own processor (the firmware side, as an OpenAMP remote runs its own
+    /// `remoteproc` instance): adopts the table the host completed, as it lies in memory at
+    /// `device`. Nothing is allocated, mapped through the platform or written — the host owns
+    /// the table, and a remote that rewrote ids or addresses would fight it. Read the table after
+    /// the host set DRIVER_OK (a Linux host writes vring addresses late). Configured (or Ready) → Ready.
+    public func adoptResourceTable(at device: DeviceAddress, size: Int) throws(RemoteprocError) {
+        try locked(.setResourceTable, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
+            guard size > 0, size <= 1 << 20 else {
+                throw RemoteprocError(.invalidArgument("resource table size \(size) is not between 1 and 1 MiB"), call: .setResourceTable)
+            }
+            let location = try mapping(physical: nil, device: device, size: size, attributes: 0, call: .setResourceTable, what: "the resource table")
+            let bytes: [UInt8]
+            do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
+                throw RemoteprocError(.io(error), call: .setResourceTable)
+            }
+            let table: ResourceTable
+            do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch {
+                throw RemoteprocError(.resourceTable(error), call: .setResourceTable)
+            }
+            var traces: [TraceBuffer] = []
+            var carveouts: [(name: String, mapping: MemoryMapping)] = []
+            for entry in table.entries {
+                switch entry {
+                case let .trace(t):
+                    if let da = t.deviceAddress.device, let found = memory(containingDevice: da, size: max(Int(t.length), 1)),
+                       let mapping = resolve(found.memory, physical: nil, device: da, size: Int(t.length)) {
+                        traces.append(TraceBuffer(name: t.name, deviceAddress: da, length: Int(t.length), mapping: mapping))
+                    }
+                case let .carveout(m):
+                    if let da = m.deviceAddress.device, let found = memory(containingDevice: da, size: Int(m.length)),
+                       let mapping = resolve(found.memory, physical: nil, device: da, size: Int(m.length)) {
+                        carveouts.append((m.name, mapping))
+                    }
+                default: break
+                }
+            }
+            dropVirtioDevices()
+            life.installed = InstalledResourceTable(table: table, location: location, traceBuffers: traces, carveouts: carveouts)
+            life.bootAddress = DeviceAddress(0)
             transition(&life, to: .ready, call: .setResourceTable)
         }
     }
@@ -347,6 +397,7 @@ public final class RemoteProcessor: Sendable {
     /// Suspended → Stopped. Notify ids are released, so a reload gets the same ones.
     public func stop() throws(RemoteprocError) {
         try locked(.stop, allowed: [.ready, .running, .crashed, .suspended]) { (life) throws(RemoteprocError) in
+            removeDrivers(&life)
             try op("stop", .stop) { try ops.stop() }
             allocations.withLock { $0.resetNotifyIDs(capacity: notifyIDCapacity) }
             for device in virtioDevices.withLock({ $0 }) { device.invalidate() }
@@ -361,6 +412,7 @@ public final class RemoteProcessor: Sendable {
     public func shutdown() throws(RemoteprocError) {
         try locked(.shutdown, allowed: [.configured, .ready, .running, .crashed, .suspended, .stopped]) { (life) throws(RemoteprocError) in
             if life.state != .stopped && life.state != .configured {
+                removeDrivers(&life)
                 try op("stop", .shutdown) { try ops.stop() }
                 allocations.withLock { $0.resetNotifyIDs(capacity: notifyIDCapacity) }
                 transition(&life, to: .stopped, call: .shutdown)
@@ -387,6 +439,7 @@ public final class RemoteProcessor: Sendable {
             guard let source = life.imageSource else {
                 throw RemoteprocError(.invalidArgument("no image to reload: the processor was not loaded from an image store"), call: .recover)
             }
+            removeDrivers(&life)
             try op("stop", .recover) { try ops.stop() }
             allocations.withLock { a in
                 a.resetNotifyIDs(capacity: notifyIDCapacity)
@@ -565,92 +618,18 @@ public final class RemoteProcessor: Sendable {
 
     // MARK: Resource table handling
 
-    private func handle(_ table: inout ResourceTable, location: MemoryMapping, notifyIDs: inout NotifyIDAllocator,
-                        ranges: inout DeviceRangeAllocator, events: inout [RemoteprocEvent],
-                        call: RemoteprocCall) throws(RemoteprocError) -> InstalledResourceTable {
-        // Fixed ranges and notify ids first, so ANY allocations avoid them wherever they appear.
-        for entry in table.entries {
-            switch entry {
-            case let .carveout(m): if let da = m.deviceAddress.device { ranges.claim(da, size: Int(m.length)) }
-            case let .trace(t): if let da = t.deviceAddress.device { ranges.claim(da, size: Int(t.length)) }
-            case let .vdev(v):
-                for vring in v.vrings { if let da = vring.deviceAddress.device { ranges.claim(da, size: vring.byteSize ?? 0) } }
-                for id in [v.notifyID] + v.vrings.map(\.notifyID) where !id.isAny { _ = try notifyIDs.allocate(id, call: call) }
-            default: break
-            }
-        }
-        let pools = memories.withLock { $0.filter(\.isAllocationPool) }
-        func allocate(_ size: Int, _ what: String) throws(RemoteprocError) -> DeviceAddress {
-            guard let da = ranges.allocate(size: size, alignment: Self.allocationAlignment, in: pools) else {
-                throw RemoteprocError(.allocationFailed(what: what, size: size), call: call)
-            }
-            return da
-        }
-        func fits32(_ value: UInt64, _ what: String) throws(RemoteprocError) -> ResourceAddress {
-            guard value < 0xFFFF_FFFF else {
-                throw RemoteprocError(.invalidArgument("\(what) at \(hex(value)) does not fit the table's 32-bit field"), call: call)
-            }
-            return ResourceAddress(UInt32(value))
-        }
-        func update(_ index: Int, _ entry: ResourceEntry) throws(RemoteprocError) {
-            do throws(ResourceTableError) { try table.update(entry: index, to: entry) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
-        }
-
-        var traces: [TraceBuffer] = []
-        var carveouts: [(name: String, mapping: MemoryMapping)] = []
-        for (index, entry) in table.entries.enumerated() {
-            switch entry {
-            case var .carveout(m):
-                let what = "carveout '\(m.name)'"
-                let mapping: MemoryMapping
-                if let da = m.deviceAddress.device {
-                    mapping = try self.mapping(physical: m.physicalAddress.physical, device: da, size: Int(m.length),
-                                               attributes: m.flags, call: call, what: what)
-                } else if let pa = m.physicalAddress.physical {
-                    mapping = try self.mapping(physical: pa, device: nil, size: Int(m.length), attributes: m.flags, call: call, what: what)
-                } else {
-                    let da = try allocate(Int(m.length), what)
-                    mapping = try self.mapping(physical: nil, device: da, size: Int(m.length), attributes: m.flags, call: call, what: what)
-                }
-                m.deviceAddress = try fits32(mapping.device.rawValue, "\(what) device address")
-                m.physicalAddress = try fits32(mapping.physical.rawValue, "\(what) physical address")
-                try update(index, .carveout(m))
-                carveouts.append((m.name, mapping))
-            case let .devmem(m):
-                events.append(.warning("resource table entry \(index): devmem '\(m.name)' skipped (the host maps no device memory for the remote)"))
-            case let .trace(t):
-                guard let da = t.deviceAddress.device, t.length > 0 else {
-                    events.append(.warning("resource table entry \(index): trace '\(t.name)' with \(t.length == 0 ? "length 0" : "an ANY address") ignored"))
-                    continue
-                }
-                let mapping = try self.mapping(physical: nil, device: da, size: Int(t.length), attributes: 0, call: call,
-                                               what: "trace buffer '\(t.name)'")
-                traces.append(TraceBuffer(name: t.name, deviceAddress: da, length: Int(t.length), mapping: mapping))
-            case var .vdev(v):
-                if v.notifyID.isAny { v.notifyID = try notifyIDs.allocate(.any, call: call) }
-                for k in v.vrings.indices {
-                    if v.vrings[k].notifyID.isAny { v.vrings[k].notifyID = try notifyIDs.allocate(.any, call: call) }
-                    let size = v.vrings[k].byteSize ?? 0
-                    let what = "vdev \(index) vring \(k)"
-                    let da: DeviceAddress
-                    if let fixed = v.vrings[k].deviceAddress.device { da = fixed } else { da = try allocate(size, what) }
-                    let mapping = try self.mapping(physical: nil, device: da, size: size, attributes: 0, call: call, what: what)
-                    v.vrings[k].deviceAddress = try fits32(mapping.device.rawValue, "\(what) address")
-                }
-                try update(index, .vdev(v))
-            case let .vendor(vendor):
-                let disposition: VendorResourceDisposition
-                do { disposition = try ops.handleVendorResource(vendor, entryIndex: index) } catch {
-                    throw RemoteprocError(.operationFailed(op: "handle vendor resource"), call: call, underlying: error)
-                }
-                if disposition == .skipped {
-                    events.append(.warning("resource table entry \(index): vendor type \(vendor.type) skipped by the platform"))
-                }
-            case let .unknown(type, _):
-                events.append(.warning("resource table entry \(index): unknown type \(type) skipped"))
-            }
-        }
-        return InstalledResourceTable(table: table, location: location, traceBuffers: traces, carveouts: carveouts)
+    /// Handles `table` as this processor's host does (``ResourceTableHandler``).
+    private func handle(_ table: ResourceTable, location: MemoryMapping, notifyIDs: inout NotifyIDAllocator,
+                        ranges: inout DeviceRangeAllocator, call: RemoteprocCall) throws(RemoteprocError) -> ResourceTableHandler.Outcome {
+        let handler = ResourceTableHandler(
+            host: host, notifyIDCapacity: notifyIDCapacity, pools: memories.withLock { $0.filter(\.isAllocationPool) },
+            map: { (physical, device, size, attributes, what) throws(RemoteprocError) in
+                try self.mapping(physical: physical, device: device, size: size, attributes: attributes, call: call, what: what)
+            },
+            isMapped: { device, size in self.memory(containingDevice: device, size: max(size, 1)) != nil },
+            vendor: { resource, index in try self.ops.handleVendorResource(resource, entryIndex: index) },
+            call: call)
+        return try handler.handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges)
     }
 
     // MARK: Virtio
@@ -696,7 +675,8 @@ public final class RemoteProcessor: Sendable {
             entry.device = DeviceAddress(entry.device.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
             entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
             entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
-            let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry, ops: ops)
+            let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry,
+                                      host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) })
             virtioDevices.withLock { $0.append(device) }
             return device
     }
@@ -705,6 +685,14 @@ public final class RemoteProcessor: Sendable {
     public func removeVirtio(_ device: VirtioDevice) {
         virtioDevices.withLock { $0.removeAll { $0 === device } }
         device.invalidate()
+    }
+
+    /// Before the core is stopped: the host's drivers let go of their devices, writing what this
+    /// host writes then (``VirtioDevice/driverRemoved()``).
+    private func removeDrivers(_ life: inout Lifecycle) {
+        for device in virtioDevices.withLock({ $0 }) where device.role == .driver {
+            life.events += device.driverRemoved().map { .vdevWrite($0) }
+        }
     }
 
     /// Unlinks every virtio device and marks it unavailable, so blocked users fail at once.

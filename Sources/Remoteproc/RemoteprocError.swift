@@ -12,6 +12,8 @@ public struct RemoteprocError: Error, CustomStringConvertible {
         /// The processor was removed.
         case removed
         case resourceTable(ResourceTableError)
+        /// The table is well formed, but the processor's host personality refuses it (another host would take it).
+        case refusedByHost(HostRuleViolation)
         case image(ImageError)
         case io(MetalIOError)
         /// No registered memory (nor the mmap op) covers the range.
@@ -59,6 +61,7 @@ public struct RemoteprocError: Error, CustomStringConvertible {
         case .reentrantCall: why = "called from inside one of this processor's own ops (it would deadlock)"
         case .removed: why = "the processor has been removed"
         case let .resourceTable(e): why = e.description
+        case let .refusedByHost(v): why = v.description
         case let .image(e): why = e.description
         case let .io(e): why = e.description
         case let .noMapping(what, device, physical, size):

@@ -1,3 +1,6 @@
+import MetalIO
+import Virtio
+
 /// The life-cycle state of a remote processor (the design document's states, plus Crashed and
 /// Suspended for crash detection and suspend/resume).
 public enum RemoteprocState: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
@@ -55,9 +58,49 @@ public struct StateChange: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// One write the host made into a vdev entry in the remote's memory, as it happened: what a
+/// firmware polling its resource table sees, in order (for traces and start-up tests).
+public struct VdevWrite: Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Hashable, Sendable {
+        /// The status byte. `availableIndices`: each vring's `avail->idx` at that moment — how
+        /// many buffers the host had made available (vring 0: the receive buffers it posted).
+        case status(VirtioStatus, availableIndices: [UInt16])
+        /// gfeatures, the features the host accepted.
+        case features(VirtioFeatures)
+        /// A vring's device address (a Linux host writes it as its virtio driver probes).
+        case vringAddress(vring: Int, DeviceAddress)
+        /// `count` bytes of the config space from `offset`.
+        case config(offset: Int, count: Int)
+    }
+    /// The vdev's position among the table's vdev entries.
+    public var vdev: Int
+    public var kind: Kind
+
+    public init(vdev: Int, kind: Kind) {
+        self.vdev = vdev
+        self.kind = kind
+    }
+
+    public var description: String {
+        switch kind {
+        case let .status(status, available):
+            let rings = available.enumerated().map { "vring\($0.offset) avail idx \($0.element)" }.joined(separator: ", ")
+            return "vdev \(vdev) status \(status)" + (rings.isEmpty ? "" : " · \(rings)")
+        case let .features(features):
+            return "vdev \(vdev) gfeatures \(hex(UInt64(features.rawValue)))"
+        case let .vringAddress(vring, address):
+            return "vdev \(vdev) vring\(vring) da \(address)"
+        case let .config(offset, count):
+            return "vdev \(vdev) config [\(offset), +\(count))"
+        }
+    }
+}
+
 /// What observers of a remote processor are told.
 public enum RemoteprocEvent: Hashable, Sendable {
     case stateChanged(StateChange)
     /// Something was accepted but deserves a look: a skipped table entry, an ANY trace buffer, …
     case warning(String)
+    /// The host wrote into a vdev entry (status, features, a vring address).
+    case vdevWrite(VdevWrite)
 }

@@ -23,7 +23,9 @@ public struct ResourceTable: Hashable, Sendable {
 
     /// Parses and validates a table. Mirrors `handle_rsc_table`'s checks, plus every bound
     /// OpenAMP leaves unchecked (each entry, its vrings and its config space must lie inside
-    /// `bytes`).
+    /// `bytes`). What one host accepts and another refuses (notify ids used twice, ANY vring
+    /// addresses, …) is not decided here but by the host personality
+    /// (``Virtio/HostPersonality/violations(in:notifyIDCapacity:)``).
     /// - Throws: ``ResourceTableError`` naming the entry, the byte offset and what is wrong.
     public init(bytes: [UInt8]) throws(ResourceTableError) {
         let reader = ByteReader(bytes: bytes)
@@ -62,7 +64,6 @@ public struct ResourceTable: Hashable, Sendable {
         self.bytes = bytes
         self.entries = entries
         self.entryOffsets = offsets
-        try checkNotifyIDs()
     }
 
     /// Builds a table holding `entries` in order: the header, the offset array, then each entry,
@@ -104,7 +105,6 @@ public struct ResourceTable: Hashable, Sendable {
         candidate.bytes = updated
         candidate.entries[index] = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index,
                                                         end: Self.extent(of: offset, offsets: entryOffsets, size: updated.count))
-        try candidate.checkNotifyIDs()
         self = candidate
     }
 
@@ -254,17 +254,5 @@ public struct ResourceTable: Hashable, Sendable {
             out.append(contentsOf: payload)
         }
         return out
-    }
-
-    private func checkNotifyIDs() throws(ResourceTableError) {
-        var seen = Set<UInt32>()
-        for (index, entry) in entries.enumerated() {
-            guard case let .vdev(v) = entry else { continue }
-            for id in [v.notifyID] + v.vrings.map(\.notifyID) where !id.isAny {
-                guard seen.insert(id.rawValue).inserted else {
-                    throw ResourceTableError(.duplicateNotifyID(id.rawValue), entry: index, offset: entryOffsets[index])
-                }
-            }
-        }
     }
 }

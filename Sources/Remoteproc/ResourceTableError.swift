@@ -15,8 +15,6 @@ public struct ResourceTableError: Error, Hashable, Sendable, CustomStringConvert
         /// A field has a value no table can mean (a zero or overflowing length, a vring count
         /// that is not a power of two, …).
         case invalidField(field: String, value: UInt64, reason: String)
-        /// Two notify ids in the table are the same.
-        case duplicateNotifyID(UInt32)
         /// The table could not be built (a value does not fit its 32-bit field, …).
         case unrepresentable(String)
     }
@@ -39,7 +37,6 @@ public struct ResourceTableError: Error, Hashable, Sendable, CustomStringConvert
         case .truncatedHeader, .entryOutsideTable, .entryTruncated: -5
         case .unsupportedVersion: -6
         case .reservedNotZero: -7
-        case .duplicateNotifyID: -10
         case .invalidField, .unrepresentable: -2
         }
     }
@@ -62,8 +59,6 @@ public struct ResourceTableError: Error, Hashable, Sendable, CustomStringConvert
             why = "entry needs \(needed) byte(s) but only \(available) remain in the table"
         case let .invalidField(field, value, reason):
             why = "\(field) = \(value): \(reason)"
-        case let .duplicateNotifyID(id):
-            why = "notify id \(id) is used twice"
         case let .unrepresentable(what):
             why = what
         }

@@ -36,7 +36,11 @@ public final class VirtioDevice: VirtioTransport {
     public let configLength: Int
     /// Where the vdev entry lies in target memory.
     public let entry: MemoryMapping
+    /// The host stack this device's driver side behaves as (the processor's personality).
+    public let host: HostPersonality
     private let ops: any RemoteprocOps
+    /// Tells the processor's observers about every write into the vdev entry.
+    private let report: @Sendable (RemoteprocEvent) -> Void
     private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
     private let available = Atomic<Bool>(true)
 
@@ -45,8 +49,10 @@ public final class VirtioDevice: VirtioTransport {
     func invalidate() { available.store(false, ordering: .releasing) }
 
     init(index: Int, entryIndex: Int, role: VirtioRole, resource: VirtioDeviceResource, vrings: [VringPlacement],
-         entry: MemoryMapping, ops: any RemoteprocOps) {
+         entry: MemoryMapping, host: HostPersonality, ops: any RemoteprocOps, report: @escaping @Sendable (RemoteprocEvent) -> Void) {
         self.index = index
+        self.host = host
+        self.report = report
         self.entryIndex = entryIndex
         self.role = role
         self.deviceID = resource.deviceID
@@ -75,8 +81,20 @@ public final class VirtioDevice: VirtioTransport {
         do throws(MetalIOError) { return try body() } catch { throw RemoteprocError(.io(error), call: .createVirtio) }
     }
 
-    private func notifyVdev() throws(RemoteprocError) {
+    /// After a write into the vdev entry: tells the observers, and kicks the vdev's own notify id
+    /// if this host does (OpenAMP does after status and feature writes; Linux never does).
+    private func wrote(_ kind: VdevWrite.Kind, notify: Bool) throws(RemoteprocError) {
+        report(.vdevWrite(VdevWrite(vdev: index, kind: kind)))
+        guard notify, host.notifiesOnVdevWrites else { return }
         do { try ops.notify(notifyID) } catch { throw RemoteprocError(.operationFailed(op: "notify"), call: .notification, underlying: error) }
+    }
+
+    /// Each vring's `avail->idx` as it is in memory (0 where it cannot be read).
+    private var availableIndices: [UInt16] {
+        vrings.map { vring in
+            guard let layout = try? VringLayout(count: vring.count, alignment: vring.alignment) else { return 0 }
+            return (try? vring.mapping.region.read(UInt16.self, at: vring.mapping.offset + layout.availIndex)) ?? 0
+        }
     }
 
     /// The status byte (`get_status`).
@@ -84,11 +102,11 @@ public final class VirtioDevice: VirtioTransport {
         try io { () throws(MetalIOError) in VirtioStatus(rawValue: try entry.region.read(UInt8.self, at: field(VirtioDeviceResource.statusOffset))) }
     }
 
-    /// Writes the status byte and notifies the vdev's id (`set_status`, driver role).
+    /// Writes the status byte (`set_status`, driver role); an OpenAMP host then kicks the vdev's id.
     public func setStatus(_ status: VirtioStatus) throws(RemoteprocError) {
         try checkDriver("set the status")
         try io { () throws(MetalIOError) in try entry.region.write(status.rawValue, at: field(VirtioDeviceResource.statusOffset)) }
-        try notifyVdev()
+        try wrote(.status(status, availableIndices: availableIndices), notify: true)
     }
 
     /// Acknowledges a reset request from the driver by writing 0 (device role).
@@ -96,7 +114,8 @@ public final class VirtioDevice: VirtioTransport {
         try io { () throws(MetalIOError) in try entry.region.write(UInt8(0), at: field(VirtioDeviceResource.statusOffset)) }
     }
 
-    /// Asks the remote to reset: status = NEEDS_RESET, then notify (`reset_device`, driver role).
+    /// Asks the remote to reset: status = NEEDS_RESET (`reset_device`, driver role; an OpenAMP
+    /// host then kicks the vdev's id). Neither host's RPMsg driver does it on its own.
     public func reset() throws(RemoteprocError) { try setStatus(.needsReset) }
 
     /// What the firmware offers (`dfeatures`).
@@ -114,15 +133,50 @@ public final class VirtioDevice: VirtioTransport {
         try deviceFeatures().intersection(try driverFeatures())
     }
 
-    /// Accepts the offered features the host supports: gfeatures = dfeatures ∩ `supported`,
-    /// then notifies (`negotiate_features`, driver role). Returns the accepted set.
+    /// Accepts the offered features the host supports: gfeatures = dfeatures ∩ `supported`
+    /// (`negotiate_features` / `finalize_features`, driver role); an OpenAMP host then kicks the
+    /// vdev's id. Returns the accepted set.
     @discardableResult
     public func negotiateFeatures(supported: VirtioFeatures) throws(RemoteprocError) -> VirtioFeatures {
         try checkDriver("negotiate features")
         let accepted = try deviceFeatures().intersection(supported)
         try io { () throws(MetalIOError) in try entry.region.write(accepted.rawValue, at: field(VirtioDeviceResource.driverFeaturesOffset)) }
-        try notifyVdev()
+        if host == .openamp, accepted.contains(.ringEventIndex) {
+            report(.warning("vdev \(index): the OpenAMP host accepts VIRTIO_RING_F_EVENT_IDX (its gfeatures echo every offered feature) "
+                            + "but its own queues never use event indices: a remote that relies on them misses notifications"))
+        }
+        try wrote(.features(accepted), notify: true)
         return accepted
+    }
+
+    /// Driver role, as the queue of vring `index` is set up: a Linux host writes the vring's
+    /// device address into the table now (`rp_find_vq`), after the remote was started — an
+    /// allocated (ANY) vring's address reaches the remote only here. An OpenAMP host never writes it.
+    public func prepareDriverQueue(_ index: Int) throws(RemoteprocError) {
+        try checkDriver("set up a queue")
+        guard vrings.indices.contains(index) else {
+            throw RemoteprocError(.invalidArgument("no vring \(index) (the vdev has \(vrings.count))"), call: .createVirtio)
+        }
+        guard host == .linux else { return }
+        let address = vrings[index].deviceAddress
+        try io { () throws(MetalIOError) in
+            try entry.region.write(UInt32(truncatingIfNeeded: address.rawValue), at: field(VirtioDeviceResource.vringOffset(index)))
+        }
+        try wrote(.vringAddress(vring: index, address), notify: false)
+    }
+
+    /// Driver role, as the host removes its driver (stop, shutdown, crash recovery): a Linux host
+    /// resets the device (status 0, `rpmsg_remove`) and then acknowledges it again (0x01,
+    /// `virtio_dev_remove`) before it stops the core; an OpenAMP host writes nothing. Returns the
+    /// writes made (the processor reports them once its lock is released).
+    func driverRemoved() -> [VdevWrite] {
+        guard role == .driver, host == .linux else { return [] }
+        var writes: [VdevWrite] = []
+        for status in [VirtioStatus(), .acknowledge] {
+            guard (try? entry.region.write(status.rawValue, at: field(VirtioDeviceResource.statusOffset))) != nil else { break }
+            writes.append(VdevWrite(vdev: index, kind: .status(status, availableIndices: availableIndices)))
+        }
+        return writes
     }
 
     private func configRange(_ offset: Int, _ count: Int) throws(RemoteprocError) -> Int {
@@ -138,12 +192,13 @@ public final class VirtioDevice: VirtioTransport {
         return try io { () throws(MetalIOError) in try entry.region.readBytes(at: start, count: count) }
     }
 
-    /// Writes the config space at `offset` and notifies (`write_config`, driver role).
+    /// Writes the config space at `offset` (`write_config`, driver role); an OpenAMP host then
+    /// kicks the vdev's id (`rproc_virtio_write_config`), a Linux host does not (`rproc_virtio_set`).
     public func writeConfig(_ bytes: [UInt8], at offset: Int) throws(RemoteprocError) {
         try checkDriver("write the config space")
         let start = try configRange(offset, bytes.count)
         try io { () throws(MetalIOError) in try entry.region.write(bytes, at: start) }
-        try notifyVdev()
+        try wrote(.config(offset: offset, count: bytes.count), notify: true)
     }
 
     /// Waits until the status has all of `wanted` (the device role's wait for DRIVER_OK), up to
@@ -177,10 +232,10 @@ public final class VirtioDevice: VirtioTransport {
         handlers.withLock { $0[index] = handler }
     }
 
-    /// Runs the handlers of the vrings `id` addresses (every vring for ANY; none for the vdev's
-    /// own id). Returns how many ran.
+    /// Runs the handlers of the vrings `id` addresses (every vring for ANY). The vdev's own id
+    /// reaches no vring unless a vring has it too (a table made for a Linux host may give the vdev
+    /// vring 0's id; Linux routes by vring ids alone). Returns how many ran.
     func dispatch(_ id: NotifyID) -> Int {
-        guard id != notifyID || id.isAny else { return 0 }
         let targets = handlers.withLock { table in
             vrings.filter { id.isAny || $0.notifyID == id }.compactMap { table[$0.index] }
         }

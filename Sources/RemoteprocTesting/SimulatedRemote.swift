@@ -7,6 +7,8 @@ import RPMsg
 import Synchronization
 import Testing
 import Virtio
+// Users name the host personality (`host: .openamp`) without importing Virtio themselves.
+@_exported import enum Virtio.HostPersonality
 import XCTest
 
 /// What a ``SimulatedRemote`` runs.
@@ -38,7 +40,7 @@ public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
 
 /// A simulated board with a chosen firmware, booted through the real remoteproc core, with the
 /// host's RPMsg on its first vdev — the fixture of an integration test. Tear it down with
-/// ``close()`` (or use ``withSimulatedRemote(_:pollMode:_:)``); `deinit` closes it too, so no
+/// ``close()`` (or use ``withSimulatedRemote(_:pollMode:host:debug:_:)``); `deinit` closes it too, so no
 /// thread, mapping or endpoint outlives the test.
 ///
 /// Every wait is bounded. A wait that times out records an issue at the caller's file and line —
@@ -56,9 +58,12 @@ public final class SimulatedRemote: @unchecked Sendable {
     public let debugger: GDBServer?
 
     /// Boots `firmware`: configure, load, start, and RPMsg on the first vdev.
-    /// - Parameter debug: serve GDB for an emulated core (default: `RPROC_SIM_GDB=PORT` from the
-    ///   environment, which also makes the core wait halted at reset for the debugger).
-    public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false,
+    /// - Parameters:
+    ///   - host: the host stack the processor behaves as (start-up sequence, notify ids, buffers;
+    ///     default Linux, see `docs/host-personalities.md`).
+    ///   - debug: serve GDB for an emulated core (default: `RPROC_SIM_GDB=PORT` from the
+    ///     environment, which also makes the core wait halted at reset for the debugger).
+    public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
                 debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment)) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
@@ -85,7 +90,7 @@ public final class SimulatedRemote: @unchecked Sendable {
         }
         debugger = server
         board = try Board(firmware: runner, pollMode: pollMode)
-        processor = try board.makeProcessor()
+        processor = try board.makeProcessor(host: host)
         do {
             try processor.configure()
             try processor.load(image.path, from: image.store)
@@ -285,19 +290,19 @@ public final class TestEndpoint: Sendable {
 }
 
 /// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
-public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false,
+public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, host: HostPersonality = .default,
                                    debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
                                    _ body: (SimulatedRemote) throws -> R) throws -> R {
-    let remote = try SimulatedRemote(firmware, pollMode: pollMode, debug: debug)
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode, host: host, debug: debug)
     defer { remote.close() }
     return try body(remote)
 }
 
 /// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
-public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false,
+public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, host: HostPersonality = .default,
                                    debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
                                    _ body: (SimulatedRemote) async throws -> R) async throws -> R {
-    let remote = try SimulatedRemote(firmware, pollMode: pollMode, debug: debug)
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode, host: host, debug: debug)
     defer { remote.close() }
     return try await body(remote)
 }

@@ -1,6 +1,7 @@
 import Foundation
 import MetalIO
 import RemoteSim
+import Virtio
 import Yams
 
 /// Where something is in a scenario file.
@@ -124,6 +125,8 @@ public struct ScenarioFile: Sendable {
     public var sharedSize: Int?
     /// Serve GDB for the emulated core (the file's `debug:`; `rproc-sim run --gdb` overrides it).
     public var debug: DebuggerOptions?
+    /// The host stack the processor behaves as (the file's `host:`; default Linux).
+    public var host: HostPersonality = .default
     public var steps: [(step: ScenarioStep, location: SourceLocation)]
 }
 

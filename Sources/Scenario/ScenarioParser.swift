@@ -1,6 +1,7 @@
 import Foundation
 import MetalIO
 import RemoteSim
+import Virtio
 import Yams
 
 /// Reads scenario files strictly: every key is known, every value has the right type, every
@@ -29,7 +30,7 @@ public enum ScenarioParser {
         }
         let p = Reader(path: path)
         guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
-        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "debug", "steps"], context: "scenario")
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "steps"], context: "scenario")
         let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let arch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") } ?? "native"
         guard architectures.contains(arch) else { throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(arch)'") }
@@ -83,6 +84,14 @@ public enum ScenarioParser {
                 throw p.error(node, "debug must be a port number or a mapping with port and wait")
             }
         }
+        var host = HostPersonality.default
+        if let node = top["host"] {
+            let name = try p.string(node, "host")
+            guard let chosen = HostPersonality(rawValue: name) else {
+                throw p.error(node, "host must be one of \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
+            }
+            host = chosen
+        }
         guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
         var parsed: [(ScenarioStep, SourceLocation)] = []
         for node in steps {
@@ -91,7 +100,7 @@ public enum ScenarioParser {
             parsed.append((step, p.location(node)))
         }
         return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
-                            sharedSize: sizes["shared"], debug: debug, steps: parsed)
+                            sharedSize: sizes["shared"], debug: debug, host: host, steps: parsed)
     }
 
     static func yamlError(_ error: YamlError, path: String) -> ScenarioError {

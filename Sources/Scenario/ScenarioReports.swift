@@ -54,7 +54,7 @@ public enum ScenarioReports {
                 let (tid, name): (Int, String)
                 switch event.kind {
                 case .stateChanged, .crash, .warning: (tid, name) = (2, "\(event)")
-                case .kickToHost, .kickToRemote, .invalidKick, .watchdog: (tid, name) = (3, "\(event)")
+                case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (3, "\(event)")
                 case .console: (tid, name) = (2, "\(event)")
                 case .message: (tid, name) = (4, "\(event)")
                 }

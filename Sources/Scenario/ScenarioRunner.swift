@@ -72,7 +72,7 @@ public final class ScenarioRunner {
         if let size = file.sramSize { layout.sram.size = size }
         if let size = file.sharedSize { layout.shared.size = size }
         board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode)
-        processor = try board.makeProcessor()
+        processor = try board.makeProcessor(host: file.host)
         imagePath = path
         if let bytes { store = MemoryImageStore([path: bytes]) } else { store = FileImageStore() }
     }

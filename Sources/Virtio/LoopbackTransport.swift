@@ -67,9 +67,12 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     private let peer = Mutex<LoopbackTransport?>(nil)
     private let interrupts: InterruptLine
     public let usesInterruptThread: Bool
+    public let host: HostPersonality
 
-    init(role: VirtioRole, deviceID: UInt32, vrings: [VringLocation], shared: LoopbackVirtioDevice, interruptThread: Bool) {
+    init(role: VirtioRole, deviceID: UInt32, vrings: [VringLocation], shared: LoopbackVirtioDevice, interruptThread: Bool,
+         host: HostPersonality) {
         self.role = role
+        self.host = host
         self.deviceID = deviceID
         self.vringLocations = vrings
         self.shared = shared
@@ -79,11 +82,12 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     }
 
     /// A connected driver (host) and device (remote) over the same vrings.
+    /// - Parameter host: the host stack the driver end behaves as (its RPMsg start-up and buffers).
     public static func makePair(vrings: [VringLocation], features: VirtioFeatures, deviceID: UInt32 = 7,
-                                interruptThreads: Bool = true) -> (driver: LoopbackTransport, device: LoopbackTransport) {
+                                interruptThreads: Bool = true, host: HostPersonality = .default) -> (driver: LoopbackTransport, device: LoopbackTransport) {
         let shared = LoopbackVirtioDevice(deviceFeatures: features)
-        let driver = LoopbackTransport(role: .driver, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads)
-        let device = LoopbackTransport(role: .device, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads)
+        let driver = LoopbackTransport(role: .driver, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
+        let device = LoopbackTransport(role: .device, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
         driver.peer.withLock { $0 = device }
         device.peer.withLock { $0 = driver }
         return (driver, device)

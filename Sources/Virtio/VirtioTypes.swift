@@ -7,8 +7,12 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable {
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// `VIRTIO_RPMSG_F_NS` (bit 0): the remote supports the RPMsg name service.
     public static let rpmsgNameService = VirtioFeatures(rawValue: 1 << 0)
+    /// `VIRTIO_RING_F_INDIRECT_DESC` (bit 28): indirect descriptor tables (RPMsg never builds them).
+    public static let ringIndirectDescriptors = VirtioFeatures(rawValue: 1 << 28)
     /// `VIRTIO_RING_F_EVENT_IDX` (bit 29): `used_event`/`avail_event` interrupt suppression.
     public static let ringEventIndex = VirtioFeatures(rawValue: 1 << 29)
+    /// Every bit: a host that accepts whatever the device offers (OpenAMP's driver role).
+    public static let all = VirtioFeatures(rawValue: .max)
 }
 
 /// The virtio device status byte (virtio 1.x §2.1), the vdev entry's `status` field.
@@ -22,6 +26,24 @@ public struct VirtioStatus: OptionSet, Hashable, Sendable {
     /// OpenAMP uses it host → remote to ask for a reset; the remote acknowledges by writing 0.
     public static let needsReset = VirtioStatus(rawValue: 0x40)
     public static let failed = VirtioStatus(rawValue: 0x80)
+}
+
+extension VirtioStatus: CustomStringConvertible {
+    /// The bits set, by name ("ACKNOWLEDGE|DRIVER|DRIVER_OK"; "reset" for 0).
+    public var names: String {
+        let named: [(VirtioStatus, String)] = [(.acknowledge, "ACKNOWLEDGE"), (.driver, "DRIVER"), (.featuresOK, "FEATURES_OK"),
+                                               (.driverOK, "DRIVER_OK"), (.needsReset, "NEEDS_RESET"), (.failed, "FAILED")]
+        var parts = named.filter { contains($0.0) }.map(\.1)
+        let unknown = rawValue & ~named.reduce(0) { $0 | $1.0.rawValue }
+        if unknown != 0 { parts.append("0x" + String(unknown, radix: 16)) }
+        return parts.isEmpty ? "reset" : parts.joined(separator: "|")
+    }
+
+    /// "0x07 (ACKNOWLEDGE|DRIVER|DRIVER_OK)".
+    public var description: String {
+        let digits = String(rawValue, radix: 16)
+        return "0x" + (digits.count == 1 ? "0" + digits : digits) + " (\(names))"
+    }
 }
 
 /// Which side of a virtio device this is.
@@ -67,7 +89,11 @@ public protocol VirtioTransport: AnyObject, Sendable {
     var deviceID: UInt32 { get }
     /// The vrings, in order.
     var vringLocations: [VringLocation] { get }
+    /// Which host stack the driver side behaves as (status writes, kicks, buffers, addresses).
+    var host: HostPersonality { get }
     func status() throws -> VirtioStatus
+    /// Writes the status byte (driver role); whether the peer is notified is the host's behaviour
+    /// (``HostPersonality/notifiesOnVdevWrites``).
     func setStatus(_ status: VirtioStatus) throws
     /// Acknowledges a NEEDS_RESET request (device role): status = 0.
     func acknowledgeReset() throws
@@ -77,6 +103,10 @@ public protocol VirtioTransport: AnyObject, Sendable {
     func negotiateFeatures(supported: VirtioFeatures) throws -> VirtioFeatures
     func readConfig(at offset: Int, count: Int) throws -> [UInt8]
     func writeConfig(_ bytes: [UInt8], at offset: Int) throws
+    /// Driver role, as the queue is set up (`find_vqs`): a transport whose vring addresses the
+    /// host publishes late (Linux writes an allocated vring's `da` into the table only now, after
+    /// the remote started) does it here. The queue itself zeroes the ring.
+    func prepareDriverQueue(_ index: Int) throws
     /// Kicks vring `index` (its notify id goes to the other side).
     func kick(vring index: Int) throws
     /// What runs when vring `index` is notified.
@@ -88,6 +118,7 @@ public protocol VirtioTransport: AnyObject, Sendable {
 
 extension VirtioTransport {
     public var isAvailable: Bool { true }
+    public func prepareDriverQueue(_ index: Int) throws {}
 }
 
 /// The memory buffers live in (the shared window), addressed on the wire by device address.

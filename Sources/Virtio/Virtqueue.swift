@@ -178,14 +178,23 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// (`virtqueue_kick`). Returns whether it kicked.
     @discardableResult
     public func kickIfNeeded() throws -> Bool {
-        let needed = state.withLock { s in
+        let needed = kickPrepare()
+        if needed { try sendKick() }
+        return needed
+    }
+
+    /// Whether the device wants to know about the buffers added since the last kick
+    /// (`virtqueue_kick_prepare`); they count as told from here on. ``notify()`` then kicks.
+    public func kickPrepare() -> Bool {
+        state.withLock { s in
             defer { s.queued = 0 }
             return peerWantsNotification(queued: s.queued, published: s.availIndex, eventOffset: layout.availEvent,
                                          flagsOffset: layout.usedFlags, suppressFlag: VringLayout.noNotify)
         }
-        if needed { try sendKick() }
-        return needed
     }
+
+    /// Kicks the device (`virtqueue_notify`), after ``kickPrepare()`` said it wants to know.
+    public func notify() throws { try sendKick() }
 
     /// Takes the next used buffer (`virtqueue_get_buffer`), or `nil` when there is none. Used
     /// elements naming unknown descriptors, and index jumps, are counted and skipped.

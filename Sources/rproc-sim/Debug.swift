@@ -3,6 +3,7 @@ import FirmwareKit
 import Foundation
 import Remoteproc
 import RemoteSim
+import Virtio
 import RPMsg
 import Scenario
 import Synchronization
@@ -28,6 +29,9 @@ struct Debug: ParsableCommand {
 
     @Option(help: "The emulated CPU: \(FirmwareArchitecture.allCases.map(\.rawValue).joined(separator: ", ")).")
     var arch: String = FirmwareArchitecture.cortexM4.rawValue
+
+    @Option(help: "The host stack to boot the firmware with: \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")) (docs/host-personalities.md).")
+    var host: HostPersonality = .default
 
     @Option(help: "Loopback port for gdb-multiarch (0 picks a free one).")
     var port: UInt16 = 3333
@@ -77,7 +81,7 @@ struct Debug: ParsableCommand {
         let server = try GDBServer(architecture: cpu, options: DebuggerOptions(port: port, waitForDebugger: !noWait))
         defer { server.shutdown() }
         let board = try Board(firmware: EmulatedCPU(cpu, debugger: server))
-        let processor = try board.makeProcessor()
+        let processor = try board.makeProcessor(host: host)
         try processor.configure()
         try processor.load(path, from: FileImageStore())
         try processor.start()

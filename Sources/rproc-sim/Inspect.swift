@@ -35,6 +35,8 @@ struct Inspect: ParsableCommand {
             var size: Int
             var version: UInt32
             var entries: [Entry]
+            /// Per host personality: the rules of that host the table breaks (empty: accepted).
+            var hosts: [String: [String]]
         }
     }
 
@@ -57,7 +59,10 @@ struct Inspect: ParsableCommand {
                                                          fileSize: $0.fileSize, memorySize: $0.memorySize, flags: $0.flags.description.replacingOccurrences(of: " ", with: "")) },
             resourceTable: table.map { t in
                 .init(address: image.resourceTableSection?.address ?? 0, size: t.bytes.count, version: t.version,
-                      entries: t.entries.enumerated().map { Self.describe($1, index: $0) })
+                      entries: t.entries.enumerated().map { Self.describe($1, index: $0) },
+                      hosts: Dictionary(uniqueKeysWithValues: HostPersonality.allCases.map { host in
+                          (host.rawValue, host.violations(in: t).map(\.description))
+                      }))
             })
         if json {
             let encoder = JSONEncoder()
@@ -75,6 +80,7 @@ struct Inspect: ParsableCommand {
         print(lines.joined(separator: "\n"))
         if let table, let section = image.resourceTableSection {
             print(RprocSimReport.resourceTable(table, address: DeviceAddress(section.address), memory: nil))
+            print(RprocSimReport.hostAcceptance(table))
         } else {
             print("no resource table")
         }

@@ -4,6 +4,7 @@ import Foundation
 import MetalIO
 import Remoteproc
 import Synchronization
+import Virtio
 
 struct Load: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,16 +22,20 @@ struct Load: ParsableCommand {
     @Option(help: "Architecture when FIRMWARE is a program name: \(FirmwareArchitecture.allCases.map(\.rawValue).joined(separator: ", ")).")
     var arch: String = FirmwareArchitecture.cortexM4.rawValue
 
+    @Option(help: "The host stack to load as: \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")) (docs/host-personalities.md).")
+    var host: HostPersonality = .default
+
     func run() throws {
         let path = try resolve()
         let platform = try LoadOnlyPlatform()
-        let processor = try RemoteProcessor(ops: platform)
+        let processor = try RemoteProcessor(ops: platform, host: host)
         for memory in platform.memories { processor.addMemory(memory) }
         let log = Mutex<[String]>([])
         processor.addObserver { event in
             switch event {
             case let .stateChanged(change): log.withLock { $0.append("\(change.from) → \(change.to)") }
             case let .warning(text): print("warning: \(text)")
+            case .vdevWrite: break
             }
         }
         try processor.configure()
@@ -44,10 +49,15 @@ struct Load: ParsableCommand {
         print(RprocSimReport.segments(image, processor: processor))
         if let installed = processor.installedResourceTable {
             print(RprocSimReport.resourceTable(installed))
+            if host == .linux, installed.table.virtioDevices.contains(where: { $0.device.vrings.count > 0 }),
+               let bytes = try? installed.location.region.readBytes(at: installed.location.offset, count: installed.table.bytes.count),
+               bytes != installed.table.bytes {
+                print("  (host linux: the vring addresses are written into the table as the host's virtio driver starts, after the core; ANY until then)")
+            }
         } else {
             print("no resource table")
         }
-        print("loaded in \(RprocSimReport.duration(elapsed)) · state \(log.withLock { $0.joined(separator: " · ") })")
+        print("loaded in \(RprocSimReport.duration(elapsed)) as host \(host) · state \(log.withLock { $0.joined(separator: " · ") })")
         try processor.shutdown()
     }
 

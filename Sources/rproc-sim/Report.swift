@@ -32,6 +32,14 @@ enum RprocSimReport {
         return lines.joined(separator: "\n")
     }
 
+    /// Which hosts take the table: "hosts: linux ✓ · openamp ✗" and, per refusal, the rule.
+    static func hostAcceptance(_ table: ResourceTable) -> String {
+        let verdicts = HostPersonality.allCases.map { ($0, $0.violations(in: table)) }
+        var lines = ["hosts      " + verdicts.map { "\($0.0) " + ($0.1.isEmpty ? "✓" : "✗") }.joined(separator: " · ")]
+        for (_, violations) in verdicts { lines += violations.map { "  \($0)" } }
+        return lines.joined(separator: "\n")
+    }
+
     static func resourceTable(_ installed: InstalledResourceTable) -> String {
         resourceTable(installed.table, address: installed.location.device, memory: installed.location.memoryName)
     }
@@ -48,6 +56,7 @@ enum RprocSimReport {
             case let .vdev(v):
                 var features: [String] = []
                 if v.deviceFeatures.contains(.rpmsgNameService) { features.append("NS") }
+                if v.deviceFeatures.contains(.ringIndirectDescriptors) { features.append("INDIRECT_DESC") }
                 if v.deviceFeatures.contains(.ringEventIndex) { features.append("EVENT_IDX") }
                 let kind = v.deviceID == VirtioDeviceResource.rpmsgDeviceID ? " (rpmsg)" : ""
                 lines.append(tag + "id \(v.deviceID)\(kind)  notify \(v.notifyID)  features \(hex(UInt64(v.deviceFeatures.rawValue))) (\(features.joined(separator: "|")))  status \(hex(UInt64(v.status.rawValue)))  config \(v.config.count) B")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Virtio
 
 @main
 struct RprocSim: ParsableCommand {
@@ -8,3 +9,6 @@ struct RprocSim: ParsableCommand {
         subcommands: [Run.self, Debug.self, Load.self, Inspect.self, Bench.self]
     )
 }
+
+/// `--host linux|openamp`.
+extension HostPersonality: ExpressibleByArgument {}

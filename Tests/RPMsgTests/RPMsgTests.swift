@@ -68,12 +68,28 @@ struct RPMsgTests {
         #expect(client.destination == .any)
         #expect(!client.isReady)
 
-        // And the other way: the host announces, the remote's endpoint with that name binds.
+        // And the other way: the host announces, the remote's endpoint with that name binds. A
+        // Linux host announces only a channel it creates with a fixed local address.
         let remoteInbox = Inbox()
         let listener = try pair.remote.createEndpoint(name: "host-service", address: RPMsgAddress(2000), destination: .any) { remoteInbox.append($0) }
         _ = listener
-        let service = try pair.host.createEndpoint(name: "host-service") { _ in }
+        let quiet = try pair.host.createEndpoint(name: "host-quiet") { _ in }
+        _ = quiet
+        let service = try pair.host.createEndpoint(name: "host-service", address: RPMsgAddress(1500)) { _ in }
         #expect(eventually { listener.destination == service.address })
+        // host-quiet was created first: had it been announced, that message would have arrived first.
+        #expect(!pair.remote.announcedServices.contains { $0.name == "host-quiet" }, "a dynamic-address endpoint of a Linux host says nothing")
+    }
+
+    @Test("an OpenAMP host announces every named endpoint without a destination, whatever its address")
+    func openampHostAnnounces() throws {
+        let pair = try RPMsgPair(interruptThreads: false, host: .openamp)
+        defer { pair.shutdown() }
+        let dynamic = try pair.host.createEndpoint(name: "host-dynamic") { _ in }
+        _ = try pair.host.createEndpoint(name: "host-bound", destination: RPMsgAddress(1024)) { _ in }
+        pair.pump()
+        #expect(pair.remote.announcedServices.map(\.name) == ["host-dynamic"])
+        #expect(pair.remote.announcedServices.first?.address == dynamic.address)
     }
 
     @Test("announcements that arrive before the handler is set are replayed to it; binding an endpoint removes them")

@@ -262,7 +262,8 @@ struct BoardProgramTests {
     @Test("ping: the firmware finds the host's service, sends N messages and checks the replies", .timeLimit(.minutes(1)))
     func ping() throws {
         let (board, processor, rpmsg) = try bootBoard(PingFirmware(count: 50))
-        _ = try rpmsg.createEndpoint(name: "rpmsg-ping") { message in
+        // A Linux host announces a channel it creates with a fixed address.
+        _ = try rpmsg.createEndpoint(name: "rpmsg-ping", address: RPMsgAddress(1100)) { message in
             try? rpmsg.send(message.payload, from: message.destination, to: message.source, timeout: .seconds(5))
         }
         let deadline = ContinuousClock.now + .seconds(20)

@@ -155,7 +155,8 @@ struct EmulatedFaultTests {
         let (board, processor) = try emulatedBoard("ping", architecture)
         let rpmsg = try hostRPMsg(processor)
         #expect(rpmsg.features.contains(.ringEventIndex), "ping offers EVENT_IDX: the library's event-index paths run")
-        _ = try rpmsg.createEndpoint(name: "rpmsg-ping") { m in
+        // A Linux host announces a channel it creates with a fixed address.
+        _ = try rpmsg.createEndpoint(name: "rpmsg-ping", address: RPMsgAddress(1100)) { m in
             try? rpmsg.send(m.payload, from: m.destination, to: m.source, timeout: .seconds(5))
         }
         #expect(waitUntil { board.trace.consoleLines.contains("ping: 100/100 replies ok") },

@@ -12,19 +12,30 @@ func rpmsgVdev(notify: NotifyID = .any, vrings: [NotifyID] = [.any, .any], addre
                                config: config))
 }
 
+/// Fixed vring addresses in the shared window (256 entries, align 4096: 10,246 bytes each), for
+/// tables an OpenAMP host takes.
+let fixedVrings = [ResourceAddress(0x3000_0000), ResourceAddress(0x3000_4000)]
+
 /// Loads a tiny image whose table holds `entries`, into a fresh platform.
-func load(_ entries: [ResourceEntry], platform: TestPlatform? = nil, capacity: Int = 32) throws -> (TestPlatform, RemoteProcessor, EventLog) {
+func load(_ entries: [ResourceEntry], platform: TestPlatform? = nil, capacity: Int = 32,
+          host: HostPersonality = .default) throws -> (TestPlatform, RemoteProcessor, EventLog) {
     let platform = try platform ?? TestPlatform()
-    let processor = try platform.processor(notifyIDCapacity: capacity)
+    let processor = try platform.processor(notifyIDCapacity: capacity, host: host)
     let log = EventLog(processor)
     try processor.configure()
     try processor.load("tiny", from: MemoryImageStore(["tiny": try tinyImage(table: try ResourceTable(entries: entries))]))
     return (platform, processor, log)
 }
 
-func loadError(_ entries: [ResourceEntry], platform: TestPlatform? = nil, capacity: Int = 32) throws -> RemoteprocError {
+/// ``load(_:platform:capacity:host:)`` with the host named first (long entry lists read better).
+func load(hostFirst host: HostPersonality, _ entries: [ResourceEntry]) throws -> (TestPlatform, RemoteProcessor, EventLog) {
+    try load(entries, host: host)
+}
+
+func loadError(_ entries: [ResourceEntry], platform: TestPlatform? = nil, capacity: Int = 32,
+               host: HostPersonality = .default) throws -> RemoteprocError {
     let platform = try platform ?? TestPlatform()
-    let processor = try platform.processor(notifyIDCapacity: capacity)
+    let processor = try platform.processor(notifyIDCapacity: capacity, host: host)
     try processor.configure()
     let error = try #require(remoteprocError {
         try processor.load("tiny", from: MemoryImageStore(["tiny": try tinyImage(table: try ResourceTable(entries: entries))]))
@@ -43,10 +54,14 @@ struct ResourceHandlingTests {
             rpmsgVdev(addresses: [fixedVring, .any]),
             .carveout(MemoryResource(deviceAddress: ResourceAddress(0x3008_0000), length: 0x1000, name: "fixed")),
         ])
-        let table = try ResourceTable(bytes: try platform.bytes(atDevice: 0x2000_0000, count: processor.installedResourceTable!.table.bytes.count))
-        guard case let .carveout(any) = table.entries[0], case let .vdev(vdev) = table.entries[1], case let .carveout(fixed) = table.entries[2] else {
-            Issue.record("\(table.entries)"); return
+        let inMemory = try ResourceTable(bytes: try platform.bytes(atDevice: 0x2000_0000, count: processor.installedResourceTable!.table.bytes.count))
+        guard case let .carveout(any) = inMemory.entries[0], case let .vdev(vdev) = processor.installedResourceTable?.table.entries[1],
+              case let .carveout(fixed) = inMemory.entries[2], case let .vdev(vdevInMemory) = inMemory.entries[1] else {
+            Issue.record("\(inMemory.entries)"); return
         }
+        // A Linux host writes an allocated vring's address into the table only as its driver sets the queue up.
+        #expect(vdevInMemory.vrings.map(\.deviceAddress) == [fixedVring, .any])
+        #expect(!vdev.vrings[1].deviceAddress.isAny)
         let vringSize = UInt64(vdev.vrings[0].byteSize!)
         var ranges = [(UInt64(any.deviceAddress.rawValue), UInt64(0x4000)), (0x3000_0000, vringSize),
                       (UInt64(vdev.vrings[1].deviceAddress.rawValue), vringSize), (0x3008_0000, 0x1000)]
@@ -59,20 +74,44 @@ struct ResourceHandlingTests {
         #expect(processor.installedResourceTable?.carveouts.map(\.name) == ["buffers", "fixed"])
     }
 
-    @Test("fixed notify ids are honoured; ANY ids take the lowest free ones")
-    func notifyIDs() throws {
-        let (_, processor, _) = try load([rpmsgVdev(notify: NotifyID(5), vrings: [.any, NotifyID(0)])])
+    @Test("openamp: fixed notify ids are honoured; ANY ids take the lowest free ones, in table order (the vdev's first)")
+    func notifyIDsOpenAMP() throws {
+        let (_, processor, _) = try load([rpmsgVdev(notify: NotifyID(5), vrings: [NotifyID(0), .any], addresses: fixedVrings)], host: .openamp)
         guard case let .vdev(vdev) = processor.installedResourceTable?.table.entries[0] else { Issue.record("no vdev"); return }
         #expect(vdev.notifyID == NotifyID(5))
-        #expect(vdev.vrings.map(\.notifyID) == [NotifyID(1), NotifyID(0)])
+        #expect(vdev.vrings.map(\.notifyID) == [NotifyID(0), NotifyID(1)])
+        let (_, anyFirst, _) = try load([rpmsgVdev(addresses: fixedVrings)], host: .openamp)
+        guard case let .vdev(all) = anyFirst.installedResourceTable?.table.entries[0] else { Issue.record("no vdev"); return }
+        #expect([all.notifyID] + all.vrings.map(\.notifyID) == [NotifyID(0), NotifyID(1), NotifyID(2)])
+        // In table order: vring 0 (ANY) takes 0, so vring 1's fixed 0 is taken.
+        let error = try loadError([rpmsgVdev(notify: NotifyID(5), vrings: [.any, NotifyID(0)], addresses: fixedVrings)], host: .openamp)
+        guard case let .refusedByHost(v) = error.kind else { Issue.record("\(error)"); return }
+        #expect(v.detail == "vring 1's notify id 0 is already vring 0's")
+    }
+
+    @Test("linux: each vring gets the lowest free id in table order, predefined ids overwritten with a warning, the vdev's id untouched")
+    func notifyIDsLinux() throws {
+        let (platform, processor, log) = try load([rpmsgVdev(notify: NotifyID(5), vrings: [.any, NotifyID(7)]), rpmsgVdev()])
+        let vdevs = try #require(processor.installedResourceTable?.table.virtioDevices.map(\.device))
+        #expect(vdevs.map(\.notifyID) == [NotifyID(5), .any], "Linux never allocates or writes the vdev's own id")
+        #expect(vdevs.map { $0.vrings.map(\.notifyID) } == [[NotifyID(0), NotifyID(1)], [NotifyID(2), NotifyID(3)]])
+        #expect(log.warnings.contains { $0.contains("vring 1's notify id 7 replaced by 1") }, "\(log.warnings)")
+        // The ids are in the table in memory before start.
+        let inMemory = try ResourceTable(bytes: try platform.bytes(atDevice: 0x2000_0000, count: processor.installedResourceTable!.table.bytes.count))
+        #expect(inMemory.virtioDevices.map { $0.device.vrings.map(\.notifyID) } == [[NotifyID(0), NotifyID(1)], [NotifyID(2), NotifyID(3)]])
     }
 
     @Test("notify-id exhaustion and out-of-range ids are errors, never duplicates")
     func notifyIDErrors() throws {
-        let exhausted = try loadError([rpmsgVdev(), rpmsgVdev()], capacity: 4)
+        let exhausted = try loadError([rpmsgVdev(), rpmsgVdev(), rpmsgVdev()], capacity: 4)
         guard case .notifyIDsExhausted(capacity: 4) = exhausted.kind else { Issue.record("\(exhausted)"); return }
-        let range = try loadError([rpmsgVdev(notify: NotifyID(40))])
+        let openamp = try loadError([rpmsgVdev(addresses: fixedVrings), rpmsgVdev(addresses: [ResourceAddress(0x3000_8000), ResourceAddress(0x3000_C000)])],
+                                    capacity: 4, host: .openamp)
+        guard case .notifyIDsExhausted(capacity: 4) = openamp.kind else { Issue.record("\(openamp)"); return }
+        let range = try loadError([rpmsgVdev(notify: NotifyID(40), addresses: fixedVrings)], host: .openamp)
         guard case .notifyIDOutOfRange(NotifyID(40), capacity: 32) = range.kind else { Issue.record("\(range)"); return }
+        // A Linux host never looks at the vdev's id.
+        _ = try load([rpmsgVdev(notify: NotifyID(40))])
     }
 
     @Test("the allocation API: fixed, ANY, in use, out of range, exhausted, release")
@@ -94,9 +133,9 @@ struct ResourceHandlingTests {
     @Test("ids the user took stay reserved across loads, reloads and stops until released or shut down")
     func userIDsSurviveLoads() throws {
         let platform = try TestPlatform()
-        let processor = try platform.processor()
-        let image = MemoryImageStore(["fixed": try tinyImage(table: try ResourceTable(entries: [rpmsgVdev(notify: NotifyID(0), vrings: [NotifyID(1), NotifyID(2)])])),
-                                      "any": try tinyImage(table: try ResourceTable(entries: [rpmsgVdev()]))])
+        let processor = try platform.processor(host: .openamp)
+        let image = MemoryImageStore(["fixed": try tinyImage(table: try ResourceTable(entries: [rpmsgVdev(notify: NotifyID(0), vrings: [NotifyID(1), NotifyID(2)], addresses: fixedVrings)])),
+                                      "any": try tinyImage(table: try ResourceTable(entries: [rpmsgVdev(addresses: fixedVrings)]))])
         #expect(try processor.allocateNotifyID(NotifyID(1)) == NotifyID(1))
         try processor.configure()
         // A table that wants the user's id fails to load, naming it.
@@ -159,9 +198,9 @@ struct ResourceHandlingTests {
         #expect(m.physicalAddress == ResourceAddress(0x7000_0000))
     }
 
-    @Test("trace buffers are mapped; ANY or empty ones are ignored with a warning; devmem and unknown types warn")
+    @Test("trace buffers are mapped; ANY or empty ones are ignored with a warning; devmem (openamp) and unknown types warn")
     func warnings() throws {
-        let (_, processor, log) = try load([
+        let (_, processor, log) = try load(hostFirst: .openamp, [
             .trace(TraceResource(deviceAddress: ResourceAddress(0x2000_1000), length: 256, name: "log")),
             .trace(TraceResource(deviceAddress: .any, length: 256, name: "anywhere")),
             .devmem(MemoryResource(deviceAddress: ResourceAddress(0x4000_0000), physicalAddress: ResourceAddress(0x4000_0000), length: 0x1000, name: "mbox")),
@@ -177,11 +216,49 @@ struct ResourceHandlingTests {
         #expect(log.warnings.contains { $0.contains("77") })
     }
 
-    @Test("a trace buffer outside every memory is an error")
-    func traceOutside() throws {
-        let error = try loadError([.trace(TraceResource(deviceAddress: ResourceAddress(0x5000_0000), length: 64, name: "lost"))])
-        guard case let .noMapping(what, _, _, _) = error.kind else { Issue.record("\(error)"); return }
-        #expect(what.contains("lost"))
+    @Test("a trace buffer outside every memory is accepted (neither host checks it) with a warning, and claims no memory", arguments: HostPersonality.allCases)
+    func traceOutside(host: HostPersonality) throws {
+        let (_, processor, log) = try load(hostFirst: host, [
+            .trace(TraceResource(deviceAddress: ResourceAddress(0x5000_0000), length: 64, name: "lost")),
+            .trace(TraceResource(deviceAddress: ResourceAddress(0x2003_FF00), length: 0x7FFF_FFFF, name: "huge")),
+            .carveout(MemoryResource(deviceAddress: host == .linux ? .any : ResourceAddress(0x3000_0000), length: 0x1000, name: "c")),
+        ])
+        #expect(processor.installedResourceTable?.traceBuffers.isEmpty == true)
+        #expect(log.warnings.contains { $0.contains("'lost'") && $0.contains("outside every memory") }, "\(log.warnings)")
+        #expect(log.warnings.contains { $0.contains("'huge'") }, "\(log.warnings)")
+    }
+
+    @Test("linux refuses devmem (no IOMMU) and vdevs of more than two vrings; openamp refuses ANY vrings and carveouts and ids taken twice")
+    func hostRules() throws {
+        let devmem = ResourceEntry.devmem(MemoryResource(deviceAddress: ResourceAddress(0x4000_0000), physicalAddress: ResourceAddress(0x4000_0000),
+                                                         length: 0x1000, name: "mbox"))
+        let linuxDevmem = try loadError([devmem])
+        guard case let .refusedByHost(v) = linuxDevmem.kind else { Issue.record("\(linuxDevmem)"); return }
+        #expect(v.host == .linux && v.rule == .devmemNeedsIOMMU && v.entryIndex == 0)
+        #expect("\(linuxDevmem)".contains("host: linux") && "\(linuxDevmem)".contains("rproc_handle_devmem"), "\(linuxDevmem)")
+        _ = try load([devmem], host: .openamp)
+
+        let three = ResourceEntry.vdev(VirtioDeviceResource(vrings: (0..<3).map { _ in VringResource(count: 8) }))
+        guard case let .refusedByHost(tooMany) = try loadError([three]).kind else { Issue.record("three vrings loaded"); return }
+        #expect(tooMany.rule == .tooManyVrings)
+
+        let anyVring = try loadError([rpmsgVdev()], host: .openamp)
+        guard case let .refusedByHost(address) = anyVring.kind else { Issue.record("\(anyVring)"); return }
+        #expect(address.rule == .vringAddressRequired && address.detail == "vring 0 has device address ANY")
+        let anyCarveout = try loadError([.carveout(MemoryResource(deviceAddress: .any, length: 0x1000, name: "pool"))], host: .openamp)
+        guard case let .refusedByHost(carveout) = anyCarveout.kind else { Issue.record("\(anyCarveout)"); return }
+        #expect(carveout.rule == .carveoutAddressRequired)
+
+        // The vendor table of a Linux-paired part: the vdev's id is vring 0's.
+        let vendor = rpmsgVdev(notify: NotifyID(0), vrings: [NotifyID(0), NotifyID(1)], addresses: fixedVrings)
+        let shared = try loadError([vendor], host: .openamp)
+        guard case let .refusedByHost(twice) = shared.kind else { Issue.record("\(shared)"); return }
+        #expect(twice.rule == .notifyIDTakenTwice && twice.detail == "vring 0's notify id 0 is already the vdev's")
+        #expect("\(shared)".contains("host: openamp") && "\(shared)".contains("remoteproc_allocate_id"), "\(shared)")
+        let (_, linux, log) = try load([vendor])
+        guard case let .vdev(accepted) = linux.installedResourceTable?.table.entries[0] else { Issue.record("no vdev"); return }
+        #expect(accepted.notifyID == NotifyID(0) && accepted.vrings.map(\.notifyID) == [NotifyID(0), NotifyID(1)])
+        #expect(log.warnings.contains { $0.contains("the vdev's own notify id 0 is also vring 0's") }, "\(log.warnings)")
     }
 
     @Test("vendor entries reach the op; skipped ones warn; a failing op aborts the load")
@@ -215,7 +292,10 @@ struct ResourceHandlingTests {
         #expect(processor.bootAddress == DeviceAddress(0x41))
         let written = try ResourceTable(bytes: try platform.sram.region.readBytes(at: 0x800, count: table.bytes.count))
         guard case let .vdev(vdev) = written.entries[0] else { Issue.record("no vdev"); return }
-        #expect(vdev.notifyID == NotifyID(0) && vdev.vrings.allSatisfy { !$0.deviceAddress.isAny })
+        // Linux: vring ids written now, the vdev's never, vring addresses when the driver sets the queues up.
+        #expect(vdev.notifyID == .any && vdev.vrings.map(\.notifyID) == [NotifyID(0), NotifyID(1)])
+        #expect(vdev.vrings.allSatisfy { $0.deviceAddress.isAny })
+        #expect(processor.installedResourceTable?.table.virtioDevices.first?.device.vrings.allSatisfy { !$0.deviceAddress.isAny } == true)
 
         let garbage = try #require(remoteprocError { try processor.setResourceTable(at: DeviceAddress(0x2000_4000), size: 64) })
         guard case .resourceTable = garbage.kind else { Issue.record("\(garbage)"); return }
@@ -277,8 +357,8 @@ struct MemoryTests {
 
 @Suite("Virtio device entry point")
 struct VirtioEntryTests {
-    func running(config: [UInt8] = [9, 8, 7, 6]) throws -> (TestPlatform, RemoteProcessor) {
-        let (platform, processor, _) = try load([rpmsgVdev(config: config)])
+    func running(config: [UInt8] = [9, 8, 7, 6], host: HostPersonality = .openamp) throws -> (TestPlatform, RemoteProcessor) {
+        let (platform, processor, _) = try load([rpmsgVdev(addresses: host == .openamp ? fixedVrings : [.any, .any], config: config)], host: host)
         try processor.start()
         return (platform, processor)
     }
@@ -297,6 +377,34 @@ struct VirtioEntryTests {
         let bare = try readyProcessor(platform)
         let none = try #require(remoteprocError { _ = try bare.createVirtio(index: 0, role: .driver) })
         guard case .noResourceTable = none.kind else { Issue.record("\(none)"); return }
+
+        let (_, linux) = try running(host: .linux)
+        let linuxDevice = try linux.createVirtio(index: 0, role: .driver)
+        #expect(linuxDevice.notifyID == .any && linuxDevice.vrings.map(\.notifyID) == [NotifyID(0), NotifyID(1)])
+        #expect(linuxDevice.host == .linux)
+    }
+
+    @Test("linux: status, features and config writes kick nothing; the queue set-up writes the vring address; removal writes 0 then 0x01")
+    func linuxWrites() throws {
+        let (platform, processor) = try running(host: .linux)
+        let log = EventLog(processor)
+        let device = try processor.createVirtio(index: 0, role: .driver)
+        let entry = processor.installedResourceTable!.table.entryOffsets[0]
+        platform.clearCalls()
+        try device.setStatus([])
+        try device.setStatus(.acknowledge)
+        #expect(try device.negotiateFeatures(supported: [.rpmsgNameService]) == [.rpmsgNameService])
+        try device.writeConfig([0x55], at: 3)
+        #expect(try platform.sram.region.read(UInt32.self, at: entry + 28) == 0xFFFF_FFFF, "vring 0's address is ANY until the queue is set up")
+        try device.prepareDriverQueue(0)
+        #expect(try platform.sram.region.read(UInt32.self, at: entry + 28) == UInt32(device.vrings[0].deviceAddress.rawValue))
+        #expect(platform.notified.isEmpty, "a Linux host kicks no vdev id")
+        try device.kick(vring: 0)
+        #expect(platform.notified == [NotifyID(0)])
+        try processor.stop()
+        #expect(try platform.sram.region.read(UInt8.self, at: entry + 24) == 0x01, "reset, then acknowledged again, before the stop")
+        let statuses = log.vdevWrites.compactMap { if case let .status(s, _) = $0.kind { s.rawValue } else { nil } }
+        #expect(statuses == [0x00, 0x01, 0x00, 0x01])
     }
 
     @Test("status, features and config go through the vdev entry in target memory")
@@ -351,7 +459,7 @@ struct VirtioEntryTests {
         #expect(try device.status().contains(.driverOK))
     }
 
-    @Test("notifications reach the vrings with that id; ANY reaches all; the vdev's own id none")
+    @Test("notifications reach the vrings with that id; ANY reaches all; the vdev's own id none (openamp)")
     func notifications() throws {
         let (_, processor) = try running()
         let device = try processor.createVirtio(index: 0, role: .driver)
@@ -364,6 +472,18 @@ struct VirtioEntryTests {
         #expect(hits.withLock { $0 } == [1, 0, 1])
         processor.removeVirtio(device)
         #expect(processor.handleNotification(.any) == 0)
+    }
+
+    @Test("linux: a vdev id equal to vring 0's does not hide vring 0's notifications")
+    func sharedVdevID() throws {
+        let (_, processor, _) = try load([rpmsgVdev(notify: NotifyID(0), vrings: [NotifyID(0), NotifyID(1)])])
+        try processor.start()
+        let device = try processor.createVirtio(index: 0, role: .driver)
+        let hits = Mutex<[Int]>([])
+        for k in 0..<2 { device.setNotificationHandler(forVring: k) { hits.withLock { $0.append(k) } } }
+        #expect(processor.handleNotification(NotifyID(0)) == 1)
+        #expect(processor.handleNotification(NotifyID(1)) == 1)
+        #expect(hits.withLock { $0 } == [0, 1])
     }
 
     @Test("shutdown releases the virtio devices")

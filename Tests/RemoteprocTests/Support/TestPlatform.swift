@@ -48,8 +48,8 @@ final class TestPlatform: RemoteprocOps {
     }
 
     /// A processor with this platform's memories registered.
-    func processor(notifyIDCapacity: Int = RemoteProcessor.defaultNotifyIDCapacity) throws -> RemoteProcessor {
-        let processor = try RemoteProcessor(ops: self, notifyIDCapacity: notifyIDCapacity)
+    func processor(notifyIDCapacity: Int = RemoteProcessor.defaultNotifyIDCapacity, host: HostPersonality = .default) throws -> RemoteProcessor {
+        let processor = try RemoteProcessor(ops: self, notifyIDCapacity: notifyIDCapacity, host: host)
         for memory in memories { processor.addMemory(memory) }
         return processor
     }
@@ -132,6 +132,7 @@ final class EventLog: Sendable {
     var changes: [StateChange] { all.compactMap { if case let .stateChanged(c) = $0 { c } else { nil } } }
     var path: [RemoteprocState] { changes.map(\.to) }
     var warnings: [String] { all.compactMap { if case let .warning(w) = $0 { w } else { nil } } }
+    var vdevWrites: [VdevWrite] { all.compactMap { if case let .vdevWrite(w) = $0 { w } else { nil } } }
 }
 
 /// Runs `body` and returns the RemoteprocError it throws (nil when it does not throw).
