@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RemoteSim
+import Remoteproc
 @testable import rproc_sim
 import Synchronization
 import Testing
@@ -54,6 +55,22 @@ struct CLITests {
         #expect(try exitCode(["inspect", elf, "--json"]) == 0)
         let text = try temporaryFile("not.elf", "just text")
         #expect(try exitCode(["inspect", text]) == 2)
+    }
+
+    @Test("inspect says which hosts take a table; load --host loads as that host and an OpenAMP host refuses a Linux vendor table")
+    func hosts() throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "linkwait", architecture: .rv32).path
+        let store = FileImageStore()
+        let size = try store.open(elf)
+        defer { store.close() }
+        let image = try ELFImage(store: store, fileSize: size, path: elf)
+        let table = try ResourceTable(bytes: try #require(try image.resourceTableBytes(from: store)))
+        let verdict = RprocSimReport.hostAcceptance(table)
+        #expect(verdict.hasPrefix("hosts      linux ✓ · openamp ✗"), "\(verdict)")
+        #expect(verdict.contains("vring 0's notify id 0 is already the vdev's"), "\(verdict)")
+        #expect(try exitCode(["load", elf, "--host", "linux"]) == 0)
+        #expect(throws: RemoteprocError.self) { try exitCode(["load", elf, "--host", "openamp"]) }
+        #expect(throws: (any Error).self) { try exitCode(["load", elf, "--host", "qnx"]) }
     }
 }
 

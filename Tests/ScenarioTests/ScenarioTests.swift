@@ -3,6 +3,7 @@ import RemoteSim
 @testable import Scenario
 import Synchronization
 import Testing
+import Virtio
 
 func parseError(_ yaml: String) -> ScenarioError? {
     do {
@@ -15,6 +16,32 @@ func parseError(_ yaml: String) -> ScenarioError? {
 
 @Suite("Scenario parser")
 struct ScenarioParserTests {
+    @Test("host: chooses the host personality (default linux); anything else is refused, naming the choices")
+    func hostField() throws {
+        let base = "firmware: echo\narch: native\n"
+        #expect(try ScenarioParser.parse(base + "steps: [boot]", path: "h.yaml").host == .linux)
+        #expect(try ScenarioParser.parse(base + "host: openamp\nsteps: [boot]", path: "h.yaml").host == .openamp)
+        #expect(try ScenarioParser.parse(base + "host: linux\nsteps: [boot]", path: "h.yaml").host == .linux)
+        let error = try #require(parseError(base + "host: windows\nsteps: [boot]"))
+        #expect(error.message == "host must be one of linux, openamp, not 'windows'")
+        #expect(error.location.line == 3)
+    }
+
+    @Test("a scenario under openamp: an OpenAMP host refuses the linkwait vendor table at load, naming itself and the rule")
+    func openampRefusesInAScenario() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: linkwait
+            arch: cortex-m4
+            host: openamp
+            steps:
+              - boot
+            """, path: "openamp.yaml")
+        let result = try ScenarioRunner(file).run()
+        #expect(!result.passed)
+        let failure = try #require(result.steps.first?.failure)
+        #expect(failure.contains("host: openamp") && failure.contains("notify id 0 is already the vdev's"), "\(failure)")
+    }
+
     @Test("a full scenario parses into its steps with their locations")
     func parses() throws {
         let file = try ScenarioParser.parse("""
