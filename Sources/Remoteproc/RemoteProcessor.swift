@@ -301,22 +301,29 @@ public final class RemoteProcessor: Sendable {
             life.events += events
     }
 
+    /// The `size`-byte resource table at `device` in the remote's memory: where it lies, its
+    /// bytes, and the parsed table (for ``setResourceTable(at:size:bootAddress:)`` and ``adoptResourceTable(at:size:)``).
+    private func tableInMemory(at device: DeviceAddress, size: Int) throws(RemoteprocError) -> (MemoryMapping, [UInt8], ResourceTable) {
+        guard size > 0, size <= 1 << 20 else {
+            throw RemoteprocError(.invalidArgument("resource table size \(size) is not between 1 and 1 MiB"), call: .setResourceTable)
+        }
+        let location = try mapping(physical: nil, device: device, size: size, attributes: 0, call: .setResourceTable, what: "the resource table")
+        let bytes: [UInt8]
+        do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
+            throw RemoteprocError(.io(error), call: .setResourceTable)
+        }
+        do throws(ResourceTableError) { return (location, bytes, try ResourceTable(bytes: bytes)) } catch {
+            throw RemoteprocError(.resourceTable(error), call: .setResourceTable)
+        }
+    }
+
     /// Installs the resource table of an image already in the remote's memory
     /// (`remoteproc_set_rsc_table`, the "attach" flow): reads `size` bytes at `device`, parses
     /// and handles them like ``load(_:from:)`` and writes the completed table back.
     /// Configured (or Ready) → Ready.
     public func setResourceTable(at device: DeviceAddress, size: Int, bootAddress: DeviceAddress = DeviceAddress(0)) throws(RemoteprocError) {
         try locked(.setResourceTable, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
-            guard size > 0, size <= 1 << 20 else {
-                throw RemoteprocError(.invalidArgument("resource table size \(size) is not between 1 and 1 MiB"), call: .setResourceTable)
-            }
-            let location = try mapping(physical: nil, device: device, size: size, attributes: 0, call: .setResourceTable, what: "the resource table")
-            let bytes: [UInt8]
-            do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
-                throw RemoteprocError(.io(error), call: .setResourceTable)
-            }
-            let table: ResourceTable
-            do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: .setResourceTable) }
+            let (location, bytes, table) = try tableInMemory(at: device, size: size)
             var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
             var ranges = DeviceRangeAllocator()
             ranges.claim(device, size: size)
@@ -347,18 +354,7 @@ public final class RemoteProcessor: Sendable {
     /// the host set DRIVER_OK (a Linux host writes vring addresses late). Configured (or Ready) → Ready.
     public func adoptResourceTable(at device: DeviceAddress, size: Int) throws(RemoteprocError) {
         try locked(.setResourceTable, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
-            guard size > 0, size <= 1 << 20 else {
-                throw RemoteprocError(.invalidArgument("resource table size \(size) is not between 1 and 1 MiB"), call: .setResourceTable)
-            }
-            let location = try mapping(physical: nil, device: device, size: size, attributes: 0, call: .setResourceTable, what: "the resource table")
-            let bytes: [UInt8]
-            do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
-                throw RemoteprocError(.io(error), call: .setResourceTable)
-            }
-            let table: ResourceTable
-            do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch {
-                throw RemoteprocError(.resourceTable(error), call: .setResourceTable)
-            }
+            let (location, _, table) = try tableInMemory(at: device, size: size)
             var traces: [TraceBuffer] = []
             var carveouts: [(name: String, mapping: MemoryMapping)] = []
             for entry in table.entries {

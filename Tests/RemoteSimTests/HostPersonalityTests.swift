@@ -147,7 +147,7 @@ struct HostPersonalityTests {
         }
     }
 
-    @Test("linkwait (waits for the first kick of its transmit ring, vendor table with the vdev's id = vring 0's) links up and echoes 2,000 messages of every length under linux and the default",
+    @Test("linkwait (waits for the first kick of its transmit ring, vendor table with the vdev's id = vring 0's) links up and echoes 10,000 messages of every length under linux and the default",
           .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
     func linkwaitUnderLinux(architecture: FirmwareArchitecture) throws {
         let elf = try FirmwareBuilder.forThisPackage().build(program: "linkwait", architecture: architecture)
@@ -162,7 +162,7 @@ struct HostPersonalityTests {
                     "no link: \(board.trace.consoleLines)")
             #expect(board.trace.consoleLines.contains("linkwait: link up (the host kicked the transmit ring, id 0)"), "\(board.trace.consoleLines)")
             let service = try #require(rpmsg.announcedServices.first?.address)
-            #expect(try echoes(rpmsg, service: service, count: 2_000) == 2_000)
+            #expect(try echoes(rpmsg, service: service, count: 10_000) == 10_000)
             try processor.shutdown()
         }
     }
