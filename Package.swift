@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
         .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
-        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "Virtio"]),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "Virtio", "FirmwareKit"]),
         .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", "Remoteproc", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "RemoteprocTestingTests", dependencies: ["RemoteprocTesting", "RemoteSim", "Remoteproc", "RPMsg"]),
         .testTarget(name: "ExampleTests", dependencies: ["RemoteprocTesting", "RPMsg"]),

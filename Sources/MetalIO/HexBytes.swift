@@ -30,3 +30,22 @@ public func hexString(_ bytes: some Sequence<UInt8>) -> String {
     }
     return String(decoding: out, as: UTF8.self)
 }
+
+/// A payload as a person reads it: quoted text when it is valid UTF-8 with nothing unprintable
+/// in it (tabs allowed), else hex digit pairs separated by spaces; at most `limit` bytes shown,
+/// with how many more follow.
+public func readablePayload(_ bytes: [UInt8], limit: Int = 64) -> String {
+    let shown = Array(bytes.prefix(limit))
+    let more = bytes.count > limit ? " … (\(bytes.count - limit) more bytes)" : ""
+    if let text = String(validating: shown, as: UTF8.self),
+       text.unicodeScalars.allSatisfy({ $0 == "\t" || !($0.properties.generalCategory == .control || $0.properties.generalCategory == .format
+                                                          || $0.properties.generalCategory == .unassigned || $0.properties.generalCategory == .surrogate) }) {
+        var quoted = "\""
+        for character in text {
+            if character == "\"" || character == "\\" { quoted.append("\\") }
+            quoted.append(character)
+        }
+        return quoted + "\"" + more
+    }
+    return "hex " + shown.map { byte in let h = String(byte, radix: 16); return h.count == 1 ? "0" + h : h }.joined(separator: " ") + more
+}

@@ -39,11 +39,21 @@ public enum FirmwareChoice: Hashable, Sendable {
 }
 
 /// What a received-message expectation matches.
-public enum PayloadMatch: Hashable, Sendable {
+public enum PayloadMatch: Hashable, Sendable, CustomStringConvertible {
     case exact([UInt8])
     case prefix([UInt8])
     case regex(String)
     case any
+
+    /// As a person reads it: `"hello"`, `prefix "he"`, `hex de ad`, `/h.*o/`, `any message`.
+    public var description: String {
+        switch self {
+        case let .exact(bytes): readablePayload(bytes)
+        case let .prefix(bytes): "prefix " + readablePayload(bytes)
+        case let .regex(pattern): "/\(pattern)/"
+        case .any: "any message"
+        }
+    }
 }
 
 /// A duration as a scenario would write it: 500us, 200ms, 2s, 1.5s.
@@ -61,11 +71,17 @@ public enum ScenarioStep: Hashable, Sendable {
     case send(to: String, payload: [UInt8], count: Int)
     /// Sends `payload` (in chunks of at most 496 bytes) again and again for `duration`.
     case sendFor(to: String, payload: [UInt8], duration: Duration)
-    /// Sends a file's bytes in chunks of at most 496 bytes.
-    case sendFile(to: String, chunks: [[UInt8]], path: String)
+    /// Sends a file's bytes in chunks of at most 496 bytes, `count` times.
+    case sendFile(to: String, chunks: [[UInt8]], path: String, count: Int)
     case expectState(String, within: Duration)
     case expectAnnounce(String, within: Duration)
+    /// Takes the first `count` received messages that match, in order, from the queue of
+    /// messages not yet taken; the others stay for later expectations.
     case expectReceived(from: String?, match: PayloadMatch, count: Int, within: Duration)
+    /// No message matching arrives (nor waits in the queue) for `duration`.
+    case expectNone(from: String?, match: PayloadMatch, for: Duration)
+    /// The remote does not crash (nor stop) for `duration`.
+    case expectNoCrash(for: Duration)
     case expectConsole(regex: String, within: Duration)
     case expectCrash(kind: String?, within: Duration)
     case expectMalformed(atLeast: Int, within: Duration)
@@ -95,10 +111,12 @@ public enum ScenarioStep: Hashable, Sendable {
         case let .wait(d): "wait \(scenarioText(d))"
         case let .send(to, payload, count): "send \(count) × \(payload.count) B to \(to)"
         case let .sendFor(to, payload, duration): "send \(payload.count) B to \(to) for \(scenarioText(duration))"
-        case let .sendFile(to, chunks, path): "send \((path as NSString).lastPathComponent) (\(chunks.reduce(0) { $0 + $1.count }) B) to \(to)"
+        case let .sendFile(to, chunks, path, count): "send \((path as NSString).lastPathComponent) (\(chunks.reduce(0) { $0 + $1.count }) B)" + (count > 1 ? " × \(count)" : "") + " to \(to)"
         case let .expectState(s, _): "expect state \(s)"
         case let .expectAnnounce(n, _): "expect announce \(n)"
-        case let .expectReceived(from, _, count, _): "expect \(count) message(s)" + (from.map { " from \($0)" } ?? "")
+        case let .expectReceived(from, match, count, _): "expect \(count) × \(match)" + (from.map { " from \($0)" } ?? "")
+        case let .expectNone(from, match, duration): "expect no \(match)" + (from.map { " from \($0)" } ?? "") + " for \(scenarioText(duration))"
+        case let .expectNoCrash(duration): "expect no crash for \(scenarioText(duration))"
         case let .expectConsole(regex, _): "expect console /\(regex)/"
         case let .expectCrash(kind, _): "expect crash" + (kind.map { " (\($0))" } ?? "")
         case let .expectMalformed(n, _): "expect ≥ \(n) malformed item(s) counted"
@@ -127,6 +145,9 @@ public struct ScenarioFile: Sendable {
     public var debug: DebuggerOptions?
     /// The host stack the processor behaves as (the file's `host:`; default Linux).
     public var host: HostPersonality = .default
+    /// `leftovers: fail`: after the last step, messages received and never taken by an
+    /// expectation fail the scenario.
+    public var failOnLeftovers = false
     public var steps: [(step: ScenarioStep, location: SourceLocation)]
 }
 

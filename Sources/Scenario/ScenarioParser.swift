@@ -1,5 +1,6 @@
 import Foundation
 import MetalIO
+import Remoteproc
 import RemoteSim
 import Virtio
 import Yams
@@ -30,16 +31,23 @@ public enum ScenarioParser {
         }
         let p = Reader(path: path)
         guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
-        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "steps"], context: "scenario")
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "steps"], context: "scenario")
         let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        let arch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") } ?? "native"
-        guard architectures.contains(arch) else { throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(arch)'") }
+        let givenArch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") }
+        if let givenArch, !architectures.contains(givenArch) {
+            throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(givenArch)'")
+        }
+        var arch = givenArch ?? "native"
         let firmware: FirmwareChoice
         if let elf = top["elf"] {
             let file = try p.string(elf, "elf")
-            guard arch != "native" else { throw p.error(elf, "an ELF runs on an emulated CPU: set arch to cortex-m4 or rv32") }
             let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file).path
-            guard FileManager.default.fileExists(atPath: resolved) else { throw p.error(elf, "firmware file '\(file)' not found") }
+            // The ELF decides: its e_machine and class name the core it was built for.
+            let built = try elfArchitecture(resolved, shown: file, node: elf, reader: p)
+            if let givenArch, givenArch != built {
+                throw p.error(top["arch"], "arch is \(givenArch) but '\(file)' is built for \(built) (its ELF header says so); drop arch or fix it")
+            }
+            arch = built
             firmware = .elf(path: resolved, architecture: arch)
         } else {
             guard let node = top["firmware"] else { throw p.error(root, "missing 'firmware' (a Firmware/ program or native model name) or 'elf'") }
@@ -84,6 +92,12 @@ public enum ScenarioParser {
                 throw p.error(node, "debug must be a port number or a mapping with port and wait")
             }
         }
+        var failOnLeftovers = false
+        if let node = top["leftovers"] {
+            let value = try p.string(node, "leftovers")
+            guard value == "fail" || value == "ignore" else { throw p.error(node, "leftovers must be fail or ignore, not '\(value)'") }
+            failOnLeftovers = value == "fail"
+        }
         var host = HostPersonality.default
         if let node = top["host"] {
             let name = try p.string(node, "host")
@@ -100,7 +114,29 @@ public enum ScenarioParser {
             parsed.append((step, p.location(node)))
         }
         return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
-                            sharedSize: sizes["shared"], debug: debug, host: host, steps: parsed)
+                            sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, steps: parsed)
+    }
+
+    /// The emulated core an ELF file was built for, from its header: 32-bit ARM → cortex-m4,
+    /// 32-bit RISC-V → rv32. Anything else, an unreadable file or one that is not a regular file
+    /// (a FIFO would block the read) is refused at the `elf:` line.
+    static func elfArchitecture(_ path: String, shown: String, node: Node, reader p: Reader) throws(ScenarioError) -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw p.error(node, "firmware file '\(shown)' not found") }
+        guard !isDirectory.boolValue, let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType,
+              type == .typeRegular || type == .typeSymbolicLink else {
+            throw p.error(node, "firmware file '\(shown)' is not a regular file")
+        }
+        let image: ELFImage
+        do { image = try ELFImage.read(path, from: FileImageStore()) } catch {
+            throw p.error(node, "firmware file '\(shown)' is not a loadable ELF: \(error)")
+        }
+        switch (image.header.machine, image.header.fileClass) {
+        case (.arm, .elf32): return "cortex-m4"
+        case (.riscv, .elf32): return "rv32"
+        default:
+            throw p.error(node, "'\(shown)' is built for \(image.header.machine) (\(image.header.fileClass)); this board emulates 32-bit ARM (cortex-m4) and RISC-V (rv32)")
+        }
     }
 
     static func yamlError(_ error: YamlError, path: String) -> ScenarioError {
@@ -127,7 +163,9 @@ public enum ScenarioParser {
         func allowOnly(_ map: Node.Mapping, _ keys: [String], context: String) throws(ScenarioError) {
             for (key, _) in map {
                 guard let name = key.scalar?.string, keys.contains(name) else {
-                    throw error(key, "unknown field '\(key.scalar?.string ?? "?")' in \(context) (expected one of: \(keys.joined(separator: ", ")))")
+                    let name = key.scalar?.string ?? "?"
+                    let hint = ScenarioParser.closest(to: name, in: keys).map { " — did you mean '\($0)'?" } ?? ""
+                    throw error(key, "unknown field '\(name)' in \(context)\(hint) (expected one of: \(keys.joined(separator: ", ")))")
                 }
             }
         }
@@ -165,6 +203,29 @@ public enum ScenarioParser {
             return d
         }
 
+        /// What a received-message expectation matches: exactly one of received (text), hex,
+        /// prefix, regex — or none of them (any message).
+        static let matcherKeys = ["received", "hex", "prefix", "regex"]
+
+        func matcher(_ args: Node.Mapping, node: Node) throws(ScenarioError) -> PayloadMatch? {
+            let given = Self.matcherKeys.filter { args[$0] != nil }
+            guard given.count <= 1 else {
+                throw error(args[given[1]], "give one of received, hex, prefix or regex, not both \(given[0]) and \(given[1])")
+            }
+            guard let key = given.first, let value = args[key] else { return nil }
+            switch key {
+            case "received": return .exact(Array(try string(value, "received").utf8))
+            case "hex":
+                guard let bytes = ScenarioParser.hexBytes(try string(value, "hex")) else { throw error(value, "hex must be pairs of hex digits") }
+                return .exact(bytes)
+            case "prefix": return .prefix(Array(try string(value, "prefix").utf8))
+            default:
+                let pattern = try string(value, "regex")
+                guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(value, "invalid regular expression") }
+                return .regex(pattern)
+            }
+        }
+
         func step(_ node: Node) throws(ScenarioError) -> ScenarioStep {
             if let word = node.scalar?.string {
                 switch word {
@@ -176,7 +237,9 @@ public enum ScenarioParser {
                 case "shutdown": return .shutdown
                 case "recover": return .recover
                 case "debug": return .debug(within: ScenarioParser.defaultDebugWithin)
-                default: throw error(node, "unknown step '\(word)' (steps: configure, load, start, boot, stop, shutdown, recover, debug, wait, send, expect)")
+                default:
+                    let hint = ScenarioParser.closest(to: word, in: ScenarioParser.stepNames).map { " — did you mean '\($0)'?" } ?? ""
+                    throw error(node, "unknown step '\(word)'\(hint) (steps: \(ScenarioParser.stepNames.joined(separator: ", ")))")
                 }
             }
             guard let map = node.mapping, map.count == 1, let (keyNode, value) = map.first, let key = keyNode.scalar?.string else {
@@ -192,14 +255,21 @@ public enum ScenarioParser {
                 guard let args = value.mapping else { throw error(value, "send needs a mapping: { to: SERVICE, text: … }") }
                 try allowOnly(args, ["to", "text", "hex", "file", "count", "for"], context: "send")
                 guard let to = args["to"] else { throw error(value, "send needs 'to' (an announced service name)") }
+                let sources = ["text", "hex", "file"].filter { args[$0] != nil }
+                guard sources.count <= 1 else {
+                    throw error(args[sources[1]], "give one of text, hex or file, not both \(sources[0]) and \(sources[1])")
+                }
                 if let fileNode = args["file"] {
+                    if let forNode = args["for"] { throw error(forNode, "for does not go with file (a file is sent whole, count times)") }
                     let name = try string(fileNode, "file")
                     let resolved = name.hasPrefix("/") ? name : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path
                     guard let data = FileManager.default.contents(atPath: resolved) else { throw error(fileNode, "file '\(name)' not found") }
                     let bytes = Array(data)
                     guard !bytes.isEmpty, bytes.count <= 64 << 20 else { throw error(fileNode, "file '\(name)' is empty or larger than 64 MiB") }
                     let chunks = stride(from: 0, to: bytes.count, by: 496).map { Array(bytes[$0..<min($0 + 496, bytes.count)]) }
-                    return .sendFile(to: try string(to, "to"), chunks: chunks, path: resolved)
+                    let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...1_000_000) } ?? 1
+                    guard count * chunks.count <= 100_000_000 else { throw error(args["count"], "count × the file's \(chunks.count) messages is over 100,000,000") }
+                    return .sendFile(to: try string(to, "to"), chunks: chunks, path: resolved, count: count)
                 }
                 let payload: [UInt8]
                 if let text = args["text"] { payload = Array(try string(text, "text").utf8) } else if let hexNode = args["hex"] {
@@ -226,16 +296,29 @@ public enum ScenarioParser {
                     try allowOnly(args, ["announce", "within"], context: "expect announce")
                     return .expectAnnounce(try string(name, "announce"), within: within)
                 }
-                if args["received"] != nil || args["prefix"] != nil || args["regex"] != nil || args["count"] != nil {
-                    try allowOnly(args, ["received", "prefix", "regex", "hex", "count", "from", "within"], context: "expect received")
+                if let none = args["none"] {
+                    try allowOnly(args, ["none", "from", "for"], context: "expect none")
+                    guard let forNode = args["for"] else { throw error(value, "expect none needs 'for' (how long nothing may arrive, e.g. 100ms)") }
                     let match: PayloadMatch
-                    if let exact = args["received"] { match = .exact(Array(try string(exact, "received").utf8)) }
-                    else if let prefix = args["prefix"] { match = .prefix(Array(try string(prefix, "prefix").utf8)) }
-                    else if let regex = args["regex"] {
-                        let pattern = try string(regex, "regex")
-                        guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(regex, "invalid regular expression") }
-                        match = .regex(pattern)
-                    } else { match = .any }
+                    if let map = none.mapping {
+                        try allowOnly(map, Self.matcherKeys, context: "expect none")
+                        match = try matcher(map, node: none) ?? .any
+                    } else {
+                        let text = try string(none, "none")
+                        match = text == "any" ? .any : .exact(Array(text.utf8))
+                    }
+                    return .expectNone(from: try args["from"].map { (n) throws(ScenarioError) in try string(n, "from") }, match: match,
+                                       for: try duration(forNode, "for"))
+                }
+                if let noCrash = args["no-crash"] {
+                    try allowOnly(args, ["no-crash", "for"], context: "expect no-crash")
+                    guard try bool(noCrash, "no-crash") else { throw error(noCrash, "no-crash must be true (expect a crash with { crash: any })") }
+                    guard let forNode = args["for"] else { throw error(value, "expect no-crash needs 'for' (how long, e.g. 1s)") }
+                    return .expectNoCrash(for: try duration(forNode, "for"))
+                }
+                if Self.matcherKeys.contains(where: { args[$0] != nil }) || args["count"] != nil {
+                    try allowOnly(args, Self.matcherKeys + ["count", "from", "within"], context: "expect received")
+                    let match = try matcher(args, node: value) ?? .any
                     let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...10_000_000) } ?? 1
                     return .expectReceived(from: try args["from"].map { (n) throws(ScenarioError) in try string(n, "from") }, match: match, count: count, within: within)
                 }
@@ -263,7 +346,12 @@ public enum ScenarioParser {
                     guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(trace, "invalid regular expression") }
                     return .expectTrace(regex: pattern, within: within)
                 }
-                throw error(value, "expect needs one of: state, announce, received/prefix/regex/count, console, crash, malformed, trace")
+                for (keyNode, _) in args {
+                    guard let name = keyNode.scalar?.string, name != "within" else { continue }
+                    let hint = ScenarioParser.closest(to: name, in: ScenarioParser.expectKinds).map { " — did you mean '\($0)'?" } ?? ""
+                    throw error(keyNode, "unknown expectation '\(name)'\(hint) (expect one of: \(ScenarioParser.expectKinds.joined(separator: ", ")))")
+                }
+                throw error(value, "expect needs one of: \(ScenarioParser.expectKinds.joined(separator: ", "))")
             case "inject":
                 guard let args = value.mapping else { throw error(value, "inject needs a mapping: { crash: fault } or { crash: panic, code: 0xBAD }") }
                 try allowOnly(args, ["crash", "code"], context: "inject")
@@ -302,9 +390,40 @@ public enum ScenarioParser {
                 }
                 throw error(value, "corrupt needs 'vring' or 'table'")
             default:
-                throw error(keyNode, "unknown step '\(key)' (steps: configure, load, start, boot, stop, shutdown, recover, wait, send, expect, inject, drop-kicks, delay-kicks, corrupt)")
+                let hint = ScenarioParser.closest(to: key, in: ScenarioParser.stepNames).map { " — did you mean '\($0)'?" } ?? ""
+                throw error(keyNode, "unknown step '\(key)'\(hint) (steps: \(ScenarioParser.stepNames.joined(separator: ", ")))")
             }
         }
+    }
+
+    /// Every step, in one list for every message that names them.
+    public static let stepNames = ["configure", "load", "start", "boot", "stop", "shutdown", "recover", "debug", "wait", "send", "expect",
+                                   "inject", "drop-kicks", "delay-kicks", "corrupt"]
+    /// What an `expect` step can check.
+    public static let expectKinds = ["state", "announce", "received", "hex", "prefix", "regex", "count", "none", "no-crash", "console",
+                                     "crash", "malformed", "trace"]
+
+    /// The name in `candidates` closest to a misspelt `name` (at most a third of its letters
+    /// changed, added, dropped or swapped), if one is. Names longer than 64 letters match nothing.
+    static func closest(to name: String, in candidates: [String]) -> String? {
+        // Edits to turn a into b: a letter changed, added, dropped, or two neighbours swapped.
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var d = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+            for i in 0...a.count { d[i][0] = i }
+            for j in 0...b.count { d[0][j] = j }
+            for i in stride(from: 1, through: a.count, by: 1) {
+                for j in stride(from: 1, through: b.count, by: 1) {
+                    d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                    if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1) }
+                }
+            }
+            return d[a.count][b.count]
+        }
+        let typed = Array(name.lowercased())
+        guard typed.count <= 64 else { return nil }
+        let best = candidates.map { ($0, distance(typed, Array($0))) }.min { $0.1 < $1.1 }
+        guard let best, best.1 > 0, best.1 <= max(1, typed.count / 3) else { return nil }
+        return best.0
     }
 
     /// "4096", "256K", "1M".

@@ -47,7 +47,8 @@ public final class ScenarioRunner {
     private var rpmsg: RPMsgDevice?
     private var endpoints: [String: RPMsgEndpoint] = [:]
     private let inbox = Inbox()
-    private var consumed = 0
+    /// Trace events (by recorded count) up to the last console line an expectation took.
+    private var consoleTaken = 0
     /// Told how far a long step is (0…1), for progress bars.
     public var onProgress: (@Sendable (String, Double) -> Void)?
     /// Told what the user must do now (a `debug` step waits for gdb).
@@ -100,6 +101,15 @@ public final class ScenarioRunner {
             progress(result)
             if !result.passed { break }
         }
+        if file.failOnLeftovers, results.allSatisfy(\.passed), inbox.count > 0 {
+            let left = inbox.pending(from: 0)
+            let result = StepResult(title: "nothing left over", location: file.steps.last?.location ?? SourceLocation(file: file.path, line: 1, column: 1),
+                                    passed: false, duration: .zero, detail: "",
+                                    failure: "expected: every received message taken by an expectation (leftovers: fail)\n      saw:      \(left.count) left: "
+                                        + left.prefix(5).map { readablePayload($0.payload, limit: 32) }.joined(separator: ", ") + (left.count > 5 ? ", …" : ""))
+            results.append(result)
+            progress(result)
+        }
         teardown()
         return ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
                               duration: clock.now - started, trace: board.trace.events)
@@ -121,6 +131,23 @@ public final class ScenarioRunner {
     /// Polls `condition` until it holds or `within` passes (time halted in a debugger not counted).
     private func waitFor(_ within: Duration, _ condition: () -> Bool) -> Bool {
         board.wait(upTo: within, until: condition)
+    }
+
+    /// Like ``waitFor(_:_:)`` for a step that needs a live remote: when the remote crashes or is
+    /// stopped meanwhile, the wait ends at once with a failure that says so and gives the crash
+    /// report — it does not wait out `within` for what can no longer come.
+    private func waitAlive(_ within: Duration, for what: String, _ condition: () -> Bool) throws -> Bool {
+        let alive: Set<RemoteprocState> = [.running, .suspended]
+        var ended = false
+        let met = waitFor(within) {
+            if condition() { return true }
+            ended = !alive.contains(processor.state)
+            return ended
+        }
+        if ended && !condition() {
+            throw Failure("expected: \(what)\n      saw:      the remote \(processor.state == .crashed ? "crashed" : "left Running (state \(processor.state))") while waiting" + crashNote())
+        }
+        return met
     }
 
     private func attachRPMsg() throws {
@@ -165,14 +192,15 @@ public final class ScenarioRunner {
                 if sent % 256 == 0 { onProgress?(step.title, min(1, ScenarioReports.seconds(clock.now - start) / ScenarioReports.seconds(duration))) }
             }
             return String(format: "%d messages, %.0f msg/s", sent, Double(sent) / max(ScenarioReports.seconds(clock.now - start), 1e-9))
-        case let .sendFile(to, chunks, _):
+        case let .sendFile(to, chunks, _, count):
             let endpoint = try endpoint(for: to)
-            for (i, chunk) in chunks.enumerated() {
-                try board.send(chunk, through: endpoint, timeout: .seconds(5))
+            let total = chunks.count * count
+            for i in 0..<total {
+                try board.send(chunks[i % chunks.count], through: endpoint, timeout: .seconds(5))
                 pump()
-                if i % 256 == 0 { onProgress?(step.title, Double(i) / Double(chunks.count)) }
+                if i % 256 == 0 { onProgress?(step.title, Double(i) / Double(total)) }
             }
-            return "\(chunks.count) message(s)"
+            return "\(total) message(s)"
         case let .send(to, payload, count):
             let endpoint = try endpoint(for: to)
             let clock = ContinuousClock()
@@ -191,51 +219,85 @@ public final class ScenarioRunner {
             return ""
         case let .expectAnnounce(name, within):
             guard let rpmsg else { throw Failure("no RPMsg device (is the remote started?)") }
-            guard waitFor(within, { rpmsg.announcedServices.contains { $0.name == name } }) else {
+            guard try waitAlive(within, for: "name-service announcement \"\(name)\"", { rpmsg.announcedServices.contains { $0.name == name } }) else {
                 throw Failure("expected: name-service announcement \"\(name)\" within \(scenarioText(within))\n      saw:      "
                               + (rpmsg.announcedServices.isEmpty ? "no announcement (state \(processor.state))" : rpmsg.announcedServices.map(\.name).joined(separator: ", ")))
             }
             return "addr \(rpmsg.announcedServices.first { $0.name == name }!.address)"
         case let .expectReceived(from, match, count, within):
-            // The service's address: the endpoint we send to it through (once bound, it is no longer
-            // listed as announced), else its announcement.
-            var fromAddress: RPMsgAddress?
-            if let from {
-                fromAddress = endpoints[from].map(\.destination) ?? rpmsg?.announcedServices.first { $0.name == from }?.address
-                guard fromAddress != nil else { throw Failure("expected: messages from service '\(from)'\n      saw:      no such service (not announced, nothing sent to it)") }
-            }
-            // Compiled once and counted incrementally: the wait polls often and messages pile up.
+            let source = try sourceAddress(from)
+            // Scanned incrementally (the wait polls often and messages pile up): the queue only
+            // grows while the step waits, so the positions found stay valid until it takes them.
             let accepts = try Self.predicate(for: match)
-            var scanned = consumed, matched = 0
+            var scanned = 0
+            var matched: [Int] = []
             func matching() -> Int {
-                let fresh = inbox.messages.withLock { Array($0.dropFirst(scanned)) }
+                let fresh = inbox.pending(from: scanned)
+                for (i, m) in fresh.enumerated() where matched.count < count && (source == nil || m.source == source) && accepts(m.payload) {
+                    matched.append(scanned + i)
+                }
                 scanned += fresh.count
-                matched += fresh.filter { m in (fromAddress == nil || m.source == fromAddress) && accepts(m.payload) }.count
-                return matched
+                return matched.count
             }
-            guard waitFor(within, { matching() >= count }) else {
-                let all = inbox.messages.withLock { Array($0.dropFirst(consumed)) }
-                let last = all.last.map { String(decoding: $0.payload.prefix(48), as: UTF8.self) } ?? "nothing"
-                throw Failure("expected: \(count) message(s) matching \(match) within \(scenarioText(within))\n      saw:      \(matching()) matching of \(all.count) received; last: \"\(last)\"")
+            guard try waitAlive(within, for: "\(count) × \(match)", { matching() >= count }) else {
+                let waiting = inbox.pending(from: 0)
+                let last = waiting.last.map { readablePayload($0.payload, limit: 48) } ?? "nothing"
+                throw Failure("expected: \(count) × \(match)\(from.map { " from \($0)" } ?? "") within \(scenarioText(within))\n      saw:      \(matching()) matching of \(waiting.count) waiting; last: \(last)")
             }
-            consumed = inbox.messages.withLock { $0.count }
-            return "\(count) matched"
+            inbox.take(matched)
+            return "\(count) matched, \(inbox.count) left waiting"
+        case let .expectNone(from, match, duration):
+            let source = try sourceAddress(from)
+            let accepts = try Self.predicate(for: match)
+            var scanned = 0
+            var offender: [UInt8]?
+            _ = waitFor(duration) {
+                let fresh = inbox.pending(from: scanned)
+                scanned += fresh.count
+                offender = fresh.first { (source == nil || $0.source == source) && accepts($0.payload) }?.payload
+                return offender != nil
+            }
+            if let offender {
+                throw Failure("expected: no \(match)\(from.map { " from \($0)" } ?? "") for \(scenarioText(duration))\n      saw:      \(readablePayload(offender, limit: 48))")
+            }
+            return "\(scanned) message(s) waiting, none matching"
+        case let .expectNoCrash(duration):
+            let alive: Set<RemoteprocState> = [.running, .suspended]
+            guard alive.contains(processor.state) else {
+                throw Failure("expected: a running remote for \(scenarioText(duration))\n      saw:      state \(processor.state)" + crashNote())
+            }
+            if waitFor(duration, { !alive.contains(processor.state) }) {
+                throw Failure("expected: no crash for \(scenarioText(duration))\n      saw:      state \(processor.state)" + crashNote())
+            }
+            return ""
         case let .expectConsole(regex, within):
+            // Console lines are a queue too, as a UART is to Renode's `Wait For Line On Uart`: the
+            // first line after the last one taken that matches is taken, with the lines before it.
             let expression = try NSRegularExpression(pattern: regex)
-            func found() -> String? {
-                board.trace.consoleLines.first { expression.firstMatch(in: $0, range: NSRange($0.startIndex..., in: $0)) != nil }
+            var taken: (line: String, through: Int)?
+            func found() -> Bool {
+                board.collectTraceBuffer()
+                let (events, recorded) = board.trace.events(after: consoleTaken)
+                for (i, event) in events.enumerated() {
+                    guard case let .console(line, _) = event.kind,
+                          expression.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) != nil else { continue }
+                    taken = (line, recorded - events.count + i + 1)
+                    return true
+                }
+                return false
             }
-            guard waitFor(within, { board.collectTraceBuffer(); return found() != nil }) else {
+            guard try waitAlive(within, for: "a console line matching /\(regex)/", found) else {
                 throw Failure("expected: a console line matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.consoleLines.suffix(3).joined(separator: " | "))")
             }
-            return "\"\(found()!)\""
+            consoleTaken = taken!.through
+            return "\"\(taken!.line)\""
         case let .expectCrash(kind, within):
             guard waitFor(within, { processor.state == .crashed && (kind == nil || processor.crashReport?.kind.rawValue == kind) }) else {
                 throw Failure("expected: a crash\(kind.map { " (\($0))" } ?? "") within \(scenarioText(within))\n      saw:      state \(processor.state)" + crashNote())
             }
             return processor.crashReport.map { "\($0)" } ?? ""
         case let .expectMalformed(atLeast, within):
-            guard waitFor(within, { malformedCount() >= atLeast }) else {
+            guard try waitAlive(within, for: "\(atLeast) malformed item(s)", { malformedCount() >= atLeast }) else {
                 throw Failure("expected: at least \(atLeast) malformed item(s) counted within \(scenarioText(within))\n      saw:      \(malformedCount()) (\(rpmsg.map { "\($0.statistics)" } ?? "no RPMsg device"))")
             }
             return "\(malformedCount()) counted"
@@ -244,7 +306,7 @@ public final class ScenarioRunner {
             func found() -> TraceEvent? {
                 board.trace.events.first { let text = "\($0)"; return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil }
             }
-            guard waitFor(within, { found() != nil }) else {
+            guard try waitAlive(within, for: "a trace event matching /\(regex)/", { found() != nil }) else {
                 throw Failure("expected: a trace event matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.last(3).map(\.description).joined(separator: " · "))")
             }
             return "\(found()!)"
@@ -307,7 +369,7 @@ public final class ScenarioRunner {
         if let existing = endpoints[name], !existing.isDestroyed { return existing }
         guard let rpmsg else { throw Failure("no RPMsg device: the firmware's table has no vdev, or the remote is not started") }
         var service: RPMsgAddress?
-        _ = waitFor(.seconds(5)) {
+        _ = try waitAlive(.seconds(5), for: "a service '\(name)' to send to") {
             service = rpmsg.announcedServices.first { $0.name == name }?.address
             return service != nil
         }
@@ -315,11 +377,20 @@ public final class ScenarioRunner {
             throw Failure("expected: a service '\(name)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map(\.name).joined(separator: ", "))")")
         }
         let created = try rpmsg.createEndpoint(destination: service) { [inbox] message in
-            let bytes = message.payload
-            inbox.messages.withLock { $0.append((message.source, bytes)) }
+            inbox.append(Inbox.Message(source: message.source, payload: message.payload))
         }
         endpoints[name] = created
         return created
+    }
+
+    /// The address of service `name` (`from:` of an expectation): the endpoint we send to it
+    /// through (once bound, it is no longer listed as announced), else its announcement.
+    private func sourceAddress(_ name: String?) throws -> RPMsgAddress? {
+        guard let name else { return nil }
+        guard let address = endpoints[name].map(\.destination) ?? rpmsg?.announcedServices.first(where: { $0.name == name })?.address else {
+            throw Failure("expected: messages from service '\(name)'\n      saw:      no such service (not announced, nothing sent to it)")
+        }
+        return address
     }
 
     private func malformedCount() -> Int {
@@ -348,7 +419,19 @@ public final class ScenarioRunner {
     }
 }
 
-/// Messages the host received, in order.
+/// Messages the host received and no expectation has taken yet, in arrival order: the queue
+/// expectations take from (as `EmbeddedChannel.readOutbound()` does).
 final class Inbox: Sendable {
-    let messages = Mutex<[(source: RPMsgAddress, payload: [UInt8])]>([])
+    struct Message: Sendable { var source: RPMsgAddress; var payload: [UInt8] }
+    private let messages = Mutex<[Message]>([])
+
+    func append(_ message: Message) { messages.withLock { $0.append(message) } }
+    /// The waiting messages from position `start` on.
+    func pending(from start: Int) -> [Message] { messages.withLock { Array($0.dropFirst(start)) } }
+    var count: Int { messages.withLock { $0.count } }
+    /// Takes the messages at `positions` (ascending, as found by a scan from 0); the rest stay in order.
+    func take(_ positions: [Int]) {
+        let drop = Set(positions)
+        messages.withLock { list in list = list.enumerated().filter { !drop.contains($0.offset) }.map(\.element) }
+    }
 }

@@ -1,9 +1,18 @@
 import Foundation
+import FirmwareKit
 import RemoteSim
 @testable import Scenario
 import Synchronization
 import Testing
 import Virtio
+
+func temporaryScenarioFile(_ name: String, contents: Data) throws -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let path = directory.appendingPathComponent(name).path
+    try contents.write(to: URL(fileURLWithPath: path))
+    return path
+}
 
 func parseError(_ yaml: String) -> ScenarioError? {
     do {
@@ -16,6 +25,46 @@ func parseError(_ yaml: String) -> ScenarioError? {
 
 @Suite("Scenario parser")
 struct ScenarioParserTests {
+    @Test("the ELF decides its architecture: arch may be left out; a wrong one is refused naming both; a non-ELF or a directory is refused")
+    func elfArchitecture() throws {
+        let rv32 = try FirmwareBuilder.forThisPackage().build(program: "echo", architecture: .rv32).path
+        let m4 = try FirmwareBuilder.forThisPackage().build(program: "echo", architecture: .cortexM4).path
+        let derived = try ScenarioParser.parse("elf: \(rv32)\nsteps: [boot]", path: "/tmp/a.yaml")
+        #expect(derived.firmware == .elf(path: rv32, architecture: "rv32"))
+        #expect(try ScenarioParser.parse("elf: \(m4)\nsteps: [boot]", path: "/tmp/a.yaml").firmware == .elf(path: m4, architecture: "cortex-m4"))
+        let wrong = try #require(parseError("elf: \(rv32)\narch: cortex-m4\nsteps: [boot]"))
+        #expect(wrong.message.contains("arch is cortex-m4 but") && wrong.message.contains("built for rv32"), "\(wrong.message)")
+        #expect(wrong.location.line == 2)
+        let text = try #require(parseError("elf: /etc/hostname\nsteps: [boot]"))
+        #expect(text.message.contains("is not a loadable ELF"), "\(text.message)")
+        let directory = try #require(parseError("elf: /tmp\nsteps: [boot]"))
+        #expect(directory.message.contains("not a regular file"), "\(directory.message)")
+    }
+
+    @Test("strict: conflicting fields refused at their line; misspelt keys and steps named with the closest valid one; count with file repeats it")
+    func strictness() throws {
+        let base = "firmware: echo\narch: native\nsteps:\n  - boot\n"
+        let both = try #require(parseError(base + "  - send: { to: s, text: a, hex: \"00\" }\n"))
+        #expect(both.message == "give one of text, hex or file, not both text and hex" && both.location.line == 5)
+        let matchers = try #require(parseError(base + "  - expect: { received: a, prefix: b }\n"))
+        #expect(matchers.message == "give one of received, hex, prefix or regex, not both received and prefix")
+        let misspelt = try #require(parseError(base + "  - expect: { anounce: rpmsg-echo }\n"))
+        #expect(misspelt.message.hasPrefix("unknown expectation 'anounce' — did you mean 'announce'?"), "\(misspelt.message)")
+        let step = try #require(parseError(base + "  - bot\n"))
+        #expect(step.message.hasPrefix("unknown step 'bot' — did you mean 'boot'?"), "\(step.message)")
+        let mapStep = try #require(parseError(base + "  - sned: { to: x, text: y }\n"))
+        #expect(mapStep.message.hasPrefix("unknown step 'sned' — did you mean 'send'?"), "\(mapStep.message)")
+        #expect(step.message.contains(ScenarioParser.stepNames.joined(separator: ", ")) && mapStep.message.contains(ScenarioParser.stepNames.joined(separator: ", ")),
+                "one list of steps everywhere")
+        let field = try #require(parseError(base + "  - send: { to: s, txt: a }\n"))
+        #expect(field.message.contains("unknown field 'txt' in send — did you mean 'text'?"), "\(field.message)")
+        let blob = try temporaryScenarioFile("blob.bin", contents: Data((0..<1000).map { UInt8($0 & 0xFF) }))
+        let file = try ScenarioParser.parse(base + "  - send: { to: s, file: \(blob), count: 3 }\n", path: "/tmp/f.yaml")
+        guard case let .sendFile(_, chunks, _, count) = file.steps[1].step else { Issue.record("\(file.steps)"); return }
+        #expect(chunks.count == 3 && count == 3)
+        #expect(file.steps[1].step.title.contains("× 3"))
+    }
+
     @Test("host: chooses the host personality (default linux); anything else is refused, naming the choices")
     func hostField() throws {
         let base = "firmware: echo\narch: native\n"
@@ -136,7 +185,7 @@ struct ScenarioParserTests {
               - send: { to: s, file: blob.bin }
             """, path: directory.appendingPathComponent("s.yaml").path)
         #expect(file.steps[0].step == .sendFor(to: "s", payload: [0x78], duration: .seconds(2)))
-        guard case let .sendFile(_, chunks, _) = file.steps[1].step else { Issue.record("\(file.steps[1].step)"); return }
+        guard case let .sendFile(_, chunks, _, _) = file.steps[1].step else { Issue.record("\(file.steps[1].step)"); return }
         #expect(chunks.map(\.count) == [496, 496, 8])
         #expect(chunks.flatMap { $0 } == (0..<1000).map { UInt8($0 & 0xFF) })
         #expect(parseError("firmware: sink\nsteps:\n  - send: { to: s, text: x, count: 2, for: 1s }\n")?.message.contains("either count or for") == true)
@@ -157,6 +206,106 @@ struct ScenarioParserTests {
 
 @Suite("Scenario runner")
 struct ScenarioRunnerTests {
+    func run(_ yaml: String) throws -> ScenarioResult {
+        try ScenarioRunner(try ScenarioParser.parse(yaml, path: "semantics.yaml")).run()
+    }
+
+    @Test("an expectation takes exactly the messages it matched, in order; the rest wait for the next (40 × a, then 30 × medium, five times)",
+          .timeLimit(.minutes(1)))
+    func expectationsTakeWhatTheyMatch() throws {
+        for _ in 0..<5 {
+            let result = try run("""
+                firmware: echo
+                arch: native
+                leftovers: fail
+                steps:
+                  - boot
+                  - expect: { announce: rpmsg-echo }
+                  - send: { to: rpmsg-echo, text: a, count: 40 }
+                  - send: { to: rpmsg-echo, text: medium, count: 30 }
+                  - expect: { received: a, count: 40 }
+                  - expect: { received: medium, count: 30 }
+                  - expect: { none: any, for: 20ms }
+                  - shutdown
+                """)
+            #expect(result.passed, "\(result.steps.map { $0.failure ?? $0.detail })")
+        }
+    }
+
+    @Test("messages not taken stay queued: the later expectation finds them; leftovers: fail names what is left", .timeLimit(.minutes(1)))
+    func leftovers() throws {
+        let result = try run("""
+            firmware: echo
+            arch: native
+            leftovers: fail
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - send: { to: rpmsg-echo, text: first, count: 2 }
+              - send: { to: rpmsg-echo, hex: "00 ff 1b", count: 1 }
+              - expect: { received: first, count: 1 }
+              - expect: { hex: "00ff1b" }
+              - shutdown
+            """)
+        #expect(!result.passed)
+        let last = try #require(result.steps.last)
+        #expect(last.title == "nothing left over" && !last.passed)
+        #expect(last.failure?.contains("1 left: \"first\"") == true, "\(last.failure ?? "")")
+        #expect(result.steps.dropLast().allSatisfy { $0.passed })
+    }
+
+    @Test("negative checks: none fails on a waiting or arriving match, naming it in hex when binary; no-crash fails at the crash", .timeLimit(.minutes(1)))
+    func negativeChecks() throws {
+        let none = try run("""
+            firmware: echo
+            arch: native
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - send: { to: rpmsg-echo, text: fine }
+              - expect: { none: { prefix: err }, for: 30ms }
+              - send: { to: rpmsg-echo, hex: "01 02 ff" }
+              - expect: { none: { hex: "0102ff" }, for: 2s }
+            """)
+        #expect(none.steps.count == 6 && none.steps[3].passed)
+        #expect(none.steps[5].failure?.contains("saw:      hex 01 02 ff") == true, "\(none.steps.map { $0.failure ?? "" })")
+        #expect(none.steps[5].title == "expect no hex 01 02 ff for 2s")
+
+        let crash = try run("""
+            firmware: crash
+            arch: native
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - expect: { no-crash: true, for: 20ms }
+              - send: { to: rpmsg-echo, text: x, count: 10 }
+              - expect: { no-crash: true, for: 30s }
+            """)
+        #expect(crash.steps[2].passed)
+        let failed = try #require(crash.steps.last)
+        #expect(!failed.passed && failed.failure?.contains("crash:") == true, "\(failed.failure ?? "")")
+        #expect(failed.duration < .seconds(20), "ended at the crash, not after 30 s")
+    }
+
+    @Test("a wait ends at once when the remote crashes, with the crash report, instead of waiting out its time", .timeLimit(.minutes(1)))
+    func waitsEndAtACrash() throws {
+        let result = try run("""
+            firmware: crash
+            arch: native
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - send: { to: rpmsg-echo, text: x, count: 10 }
+              - expect: { received: x, count: 20, within: 30s }
+            """)
+        let failed = try #require(result.failure)
+        #expect(failed.title == "expect 20 × \"x\"")
+        #expect(failed.failure?.contains("the remote crashed while waiting") == true, "\(failed.failure ?? "")")
+        #expect(failed.failure?.contains("0xdead_beef") == true || failed.failure?.contains("0xDEAD_BEEF") == true || failed.failure?.contains("dead") == true,
+                "\(failed.failure ?? "")")
+        #expect(failed.duration < .seconds(20))
+    }
+
     @Test("a passing scenario passes every step and reports state changes", .timeLimit(.minutes(1)))
     func passes() throws {
         let file = try ScenarioParser.parse("""
@@ -364,7 +513,9 @@ struct ScenarioDebugStepTests {
         runner.onNotice = { text in notices.withLock { $0.append(text) } }
         // The "user": once the step has halted the core, attach, look, wait a little, detach.
         let replies = Mutex<[String]>([])
+        let userDone = DispatchSemaphore(value: 0)
         let user = Thread {
+            defer { userDone.signal() }
             let deadline = ContinuousClock.now + .seconds(20)
             while !server.isHalted && ContinuousClock.now < deadline { usleep(1000) }
             guard let client = try? GDBClient(port: port) else { return }
@@ -376,6 +527,9 @@ struct ScenarioDebugStepTests {
         }
         user.start()
         let result = runner.run()
+        // The detach lets the scenario finish, possibly before the "user" has stored the replies
+        // it got (a race that failed this test under load): wait for the thread to end.
+        #expect(userDone.wait(timeout: .now() + 20) == .success, "the debugger thread did not finish")
         #expect(result.passed, "\(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
         let seen = replies.withLock { $0 }
         #expect(seen.first?.hasPrefix("T02") == true, "the debugger found the core halted: \(seen)")
