@@ -148,6 +148,8 @@ public struct ScenarioFile: Sendable {
     /// `leftovers: fail`: after the last step, messages received and never taken by an
     /// expectation fail the scenario.
     public var failOnLeftovers = false
+    /// `tags: [smoke, m4]`: what `rproc-sim run --filter` can select the scenario by.
+    public var tags: [String] = []
     public var steps: [(step: ScenarioStep, location: SourceLocation)]
 }
 

@@ -31,7 +31,18 @@ public enum ScenarioParser {
         }
         let p = Reader(path: path)
         guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
-        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "steps"], context: "scenario")
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "tags", "steps"], context: "scenario")
+        var tags: [String] = []
+        if let node = top["tags"] {
+            guard let list = node.sequence else { throw p.error(node, "tags must be a list of words, e.g. [smoke, m4]") }
+            for item in list {
+                let tag = try p.string(item, "tags")
+                guard !tag.isEmpty, tag.count <= 64, tag.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
+                    throw p.error(item, "a tag is a word of letters, digits, '-', '_' or '.' (at most 64)")
+                }
+                tags.append(tag)
+            }
+        }
         let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let givenArch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") }
         if let givenArch, !architectures.contains(givenArch) {
@@ -114,7 +125,7 @@ public enum ScenarioParser {
             parsed.append((step, p.location(node)))
         }
         return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
-                            sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, steps: parsed)
+                            sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
     }
 
     /// The emulated core an ELF file was built for, from its header: 32-bit ARM → cortex-m4,

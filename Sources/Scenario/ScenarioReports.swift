@@ -1,36 +1,84 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import RemoteSim
 
 /// Machine-readable reports of scenario results.
 public enum ScenarioReports {
     static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
-    static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+    /// Text as XML 1.0 may carry it: characters XML cannot hold at all (control characters
+    /// other than tab, newline and return; lone surrogates; U+FFFE/U+FFFF) are written as `\xNN`
+    /// / `\u{…}` so nothing is lost and the document stays well-formed whatever a firmware sent.
+    static func xmlSafe(_ text: String) -> String {
+        var out = ""
+        out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x9, 0xA, 0xD, 0x20...0xD7FF, 0xE000...0xFFFD, 0x10000...0x10FFFF: out.unicodeScalars.append(scalar)
+            case 0..<0x100: out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16, uppercase: true)
+            default: out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            }
+        }
+        return out
     }
 
-    /// JUnit XML: one test suite per scenario, one test case per step.
+    /// JUnit XML, written with FoundationXML's tree (escaping is the writer's): one test suite per
+    /// scenario, one test case per step, named `scenario / step title` (a title repeated in one
+    /// scenario gets ` #2`, ` #3`, … in order), so a test's history survives lines moving; the
+    /// file and line are properties. A failed step carries its failure and the board's dump
+    /// (`system-out`); steps after it are `skipped`.
     public static func junit(_ results: [ScenarioResult]) -> String {
-        var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        let failures = results.filter { !$0.passed }.count
-        xml += "<testsuites name=\"rproc-sim\" tests=\"\(results.reduce(0) { $0 + $1.steps.count })\" failures=\"\(failures)\">\n"
-        for result in results {
-            let failed = result.steps.filter { !$0.passed }.count
-            xml += "  <testsuite name=\"\(escape(result.name))\" tests=\"\(result.steps.count)\" failures=\"\(failed)\" time=\"\(String(format: "%.6f", seconds(result.duration)))\" file=\"\(escape(result.path))\">\n"
-            for step in result.steps {
-                xml += "    <testcase classname=\"\(escape(result.name))\" name=\"\(escape(step.title)) (\(escape(step.location.description)))\" time=\"\(String(format: "%.6f", seconds(step.duration)))\""
-                if let failure = step.failure {
-                    xml += ">\n      <failure message=\"\(escape(failure.split(separator: "\n").first.map(String.init) ?? failure))\">\(escape(failure))</failure>\n"
-                    if let dump = step.dump { xml += "      <system-out>\(escape(dump))</system-out>\n" }
-                    xml += "    </testcase>\n"
-                } else {
-                    xml += "/>\n"
-                }
+        func element(_ name: String, _ attributes: [(String, String)], _ children: [XMLNode] = [], text: String? = nil) -> XMLElement {
+            let node = XMLElement(name: name)
+            for (key, value) in attributes {
+                let attribute = XMLNode(kind: .attribute)
+                attribute.name = key
+                attribute.stringValue = xmlSafe(value)
+                node.addAttribute(attribute)
             }
-            xml += "  </testsuite>\n"
+            if let text { node.stringValue = xmlSafe(text) }
+            for child in children { node.addChild(child) }
+            return node
         }
-        return xml + "</testsuites>\n"
+        func time(_ d: Duration) -> String { String(format: "%.6f", seconds(d)) }
+        let total = results.reduce(0) { $0 + $1.steps.count + $1.notRun.count }
+        let root = element("testsuites", [("name", "rproc-sim"), ("tests", "\(total)"), ("failures", "\(results.reduce(0) { $0 + $1.steps.filter { !$0.passed }.count })"),
+                                          ("skipped", "\(results.reduce(0) { $0 + $1.notRun.count })")])
+        for result in results {
+            var seen: [String: Int] = [:]
+            func testName(_ title: String) -> String {
+                seen[title, default: 0] += 1
+                return "\(result.name) / \(title)" + (seen[title]! > 1 ? " #\(seen[title]!)" : "")
+            }
+            func properties(_ location: SourceLocation) -> XMLElement {
+                element("properties", [], [element("property", [("name", "file"), ("value", location.file)]),
+                                           element("property", [("name", "line"), ("value", "\(location.line)")])])
+            }
+            var cases: [XMLNode] = []
+            for step in result.steps {
+                var children: [XMLNode] = [properties(step.location)]
+                if let failure = step.failure {
+                    children.append(element("failure", [("message", failure.split(separator: "\n").first.map(String.init) ?? failure)], text: failure))
+                    if let dump = step.dump { children.append(element("system-out", [], text: dump)) }
+                }
+                cases.append(element("testcase", [("classname", result.name), ("name", testName(step.title)), ("time", time(step.duration)),
+                                                  ("file", step.location.file), ("line", "\(step.location.line)")], children))
+            }
+            for step in result.notRun {
+                cases.append(element("testcase", [("classname", result.name), ("name", testName(step.title)), ("time", "0"),
+                                                  ("file", step.location.file), ("line", "\(step.location.line)")],
+                                     [properties(step.location), element("skipped", [("message", "not run: an earlier step failed")])]))
+            }
+            root.addChild(element("testsuite", [("name", result.name), ("tests", "\(result.steps.count + result.notRun.count)"),
+                                                ("failures", "\(result.steps.filter { !$0.passed }.count)"), ("skipped", "\(result.notRun.count)"),
+                                                ("time", time(result.duration)), ("file", result.path)], cases))
+        }
+        let document = XMLDocument(rootElement: root)
+        document.version = "1.0"
+        document.characterEncoding = "UTF-8"
+        return document.xmlString(options: [.nodePrettyPrint]) + "\n"
     }
 
     /// A Chrome/Perfetto trace-event timeline: a slice per step on the host track, instants for
@@ -61,6 +109,6 @@ public enum ScenarioReports {
                 events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])
             }
         }
-        return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [.prettyPrinted])
+        return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])
     }
 }

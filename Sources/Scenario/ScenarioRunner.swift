@@ -30,6 +30,8 @@ public struct ScenarioResult: Sendable {
     public var duration: Duration
     /// The board's trace (for `--trace` and failure reports).
     public var trace: [TraceEvent]
+    /// Steps after a failure, which were not run (listed as skipped in reports).
+    public var notRun: [(title: String, location: SourceLocation)] = []
     public var passed: Bool { steps.allSatisfy(\.passed) && !steps.isEmpty }
     /// The first failing step, if any.
     public var failure: StepResult? { steps.first { !$0.passed } }
@@ -111,8 +113,9 @@ public final class ScenarioRunner {
             progress(result)
         }
         teardown()
+        let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { (title: $0.step.title, location: $0.location) }
         return ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
-                              duration: clock.now - started, trace: board.trace.events)
+                              duration: clock.now - started, trace: board.trace.events, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun))
     }
 
     struct Failure: Error, CustomStringConvertible {

@@ -74,16 +74,16 @@ struct Debug: ParsableCommand {
         defer { signal(SIGINT, SIG_DFL) }
         let architecture = FirmwareArchitecture(rawValue: arch)!
         let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
-        let path: String
-        if FileManager.default.fileExists(atPath: firmware) { path = firmware } else {
-            path = try FirmwareBuilder.forThisPackage().build(program: firmware, architecture: architecture).path
+        let path: String = try fileStep {
+            if FileManager.default.fileExists(atPath: firmware) { return firmware }
+            return try FirmwareBuilder.forThisPackage().build(program: firmware, architecture: architecture).path
         }
         let server = try GDBServer(architecture: cpu, options: DebuggerOptions(port: port, waitForDebugger: !noWait))
         defer { server.shutdown() }
         let board = try Board(firmware: EmulatedCPU(cpu, debugger: server))
         let processor = try board.makeProcessor(host: host)
         try processor.configure()
-        try processor.load(path, from: FileImageStore())
+        try fileStep { try processor.load(path, from: FileImageStore()) }
         try processor.start()
         let rpmsg = try processor.makeHostRPMsg()
         if let rpmsg { board.trace.traceTraffic(of: rpmsg) }

@@ -26,7 +26,7 @@ struct Load: ParsableCommand {
     var host: HostPersonality = .default
 
     func run() throws {
-        let path = try resolve()
+        let path = try fileStep { try resolve() }
         let platform = try LoadOnlyPlatform()
         let processor = try RemoteProcessor(ops: platform, host: host)
         for memory in platform.memories { processor.addMemory(memory) }
@@ -41,7 +41,7 @@ struct Load: ParsableCommand {
         try processor.configure()
         let clock = ContinuousClock()
         let started = clock.now
-        try processor.load(path, from: FileImageStore())
+        try fileStep { try processor.load(path, from: FileImageStore()) }
         let elapsed = clock.now - started
         guard let image = processor.loadedImage else { throw ValidationError("the core kept no image") }
 

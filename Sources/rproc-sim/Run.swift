@@ -1,11 +1,16 @@
 import ArgumentParser
 import Foundation
 import Scenario
+import Synchronization
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run scenario files (a folder runs every .yaml in it).",
-        discussion: "Exit status: 0 when every scenario passed, 1 when one failed, 2 on a usage or file error."
+        discussion: """
+            Exit status: 0 when every scenario passed (a pass on a retry counts, reported as flaky), \
+            1 when one failed, 2 on a usage or file error — nothing runs then. Output paths are \
+            checked before anything runs.
+            """
     )
 
     @Argument(help: "Scenario files or folders.")
@@ -17,6 +22,9 @@ struct Run: ParsableCommand {
     @Option(help: "Write a Chrome/Perfetto trace-event JSON timeline here.")
     var trace: String?
 
+    @Flag(help: "Print a machine-readable summary (JSON, schema in docs/scenarios.md) on standard output instead of the report.")
+    var json = false
+
     @Flag(help: "Print the board's trace after each scenario.")
     var verbose = false
 
@@ -26,95 +34,237 @@ struct Run: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "When a step fails, print the board's state, every vring with the messages in flight, and the last trace events (default: on when the output is a terminal).")
     var dumpOnFailure: Bool?
 
+    @Option(help: "Run this many scenario files at once (each file's output is printed together when it ends).")
+    var jobs = 1
+
+    @Option(help: "Run only shard K of N (K/N, 1-based): a stable split of the sorted file list, for a CI matrix.")
+    var shard: String?
+
+    @Option(help: "Run only scenarios whose name or path matches this regular expression, or that have it as a tag.")
+    var filter: String?
+
+    @Option(name: .customLong("repeat"), help: "Run each scenario this many times.")
+    var repetitions = 1
+
+    @Flag(help: "Stop at the first failing run (with --repeat as the cap; 100 runs when --repeat is not given).")
+    var untilFail = false
+
+    @Option(help: "Run a failing scenario again, up to this many times; a later pass is reported as flaky, never hidden.")
+    var retry = 0
+
+    func validate() throws {
+        guard (1...64).contains(jobs) else { throw ValidationError("--jobs must be from 1 to 64") }
+        guard (1...100_000).contains(repetitions) else { throw ValidationError("--repeat must be from 1 to 100000") }
+        guard (0...100).contains(retry) else { throw ValidationError("--retry must be from 0 to 100") }
+        if let shard, Self.parseShard(shard) == nil { throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N ≤ 10000, e.g. 2/4") }
+        if let filter, (try? NSRegularExpression(pattern: filter)) == nil { throw ValidationError("--filter: '\(filter)' is not a regular expression") }
+        if gdb != nil && jobs > 1 { throw ValidationError("--gdb serves one debugger: use it with --jobs 1") }
+    }
+
+    static func parseShard(_ text: String) -> (index: Int, count: Int)? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, n <= 10_000, k >= 1, k <= n else { return nil }
+        return (k, n)
+    }
+
+    /// Fails (exit 2) unless `path` can be written: its folder exists and is writable, and it is not a folder.
+    static func checkWritable(_ path: String, option: String) throws {
+        var isDirectory: ObjCBool = false
+        let folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw RunError("\(option) \(path): is a folder")
+        }
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw RunError("\(option) \(path): the folder \(folder) does not exist")
+        }
+        guard FileManager.default.isWritableFile(atPath: folder) else { throw RunError("\(option) \(path): the folder \(folder) is not writable") }
+    }
+
+    struct RunError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
     func run() throws {
+        let scenarios: [ScenarioFile]
+        do {
+            for (path, option) in [(junit, "--junit"), (trace, "--trace")] { if let path { try Self.checkWritable(path, option: option) } }
+            scenarios = try collect()
+        } catch let error as RunError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let color = !json && isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+        let printer = ScenarioPrinter(color: color, dumps: dumpOnFailure ?? (isatty(STDOUT_FILENO) != 0), verbose: verbose,
+                                      progress: color && jobs == 1)
+        let runs = untilFail ? (repetitions > 1 ? repetitions : 100) : repetitions
+        var outcomes: [ScenarioOutcome] = []
+        for round in 0..<runs {
+            let batch = try execute(scenarios, printer: printer)
+            outcomes += batch
+            if runs > 1 && !json { print("── run \(round + 1) of \(runs): \(batch.filter { !$0.passed }.count) failed") }
+            if untilFail && batch.contains(where: { !$0.passed }) { break }
+        }
+        let results = outcomes.map(\.result)
+        if let junit { try ScenarioReports.junit(results).write(toFile: junit, atomically: true, encoding: .utf8) }
+        if let trace { try ScenarioReports.chromeTrace(results).write(to: URL(fileURLWithPath: trace)) }
+        let failed = outcomes.filter { !$0.passed }.count
+        let flaky = outcomes.filter(\.flaky).count
+        if json {
+            print(String(decoding: try RunSummary(outcomes).encoded(), as: UTF8.self))
+        } else {
+            let tail = flaky > 0 ? " (\(flaky) flaky: passed on a retry)" : ""
+            print((failed == 0 ? "all \(outcomes.count) scenario(s) passed" : "\(failed) of \(outcomes.count) scenario(s) failed") + tail)
+        }
+        if failed > 0 { throw ExitCode(1) }
+    }
+
+    /// Every scenario file named, sorted per folder, sharded, parsed (any bad file refuses the
+    /// whole run) and filtered.
+    private func collect() throws -> [ScenarioFile] {
         var files: [String] = []
         for path in paths {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-                FileHandle.standardError.write(Data("error: \(path): no such file or folder\n".utf8))
-                throw ExitCode(2)
-            }
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw RunError("\(path): no such file or folder") }
             if isDirectory.boolValue {
-                let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+                guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { throw RunError("\(path): the folder cannot be read") }
                 files += names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { (path as NSString).appendingPathComponent($0) }
             } else {
                 files.append(path)
             }
         }
-        // Refuse every bad file before running anything.
+        if let shard, let (k, n) = Self.parseShard(shard) {
+            files = files.enumerated().filter { $0.offset % n == k - 1 }.map(\.element)
+        }
         var scenarios: [ScenarioFile] = []
-        var refused = false
+        var problems: [String] = []
         for file in files {
-            do { scenarios.append(try ScenarioParser.parse(file: file)) } catch {
-                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-                refused = true
+            do { scenarios.append(try ScenarioParser.parse(file: file)) } catch { problems.append("\(error)") }
+        }
+        guard problems.isEmpty else { throw RunError(problems.joined(separator: "\nerror: ")) }
+        if let filter, let expression = try? NSRegularExpression(pattern: filter) {
+            func matches(_ text: String) -> Bool { expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil }
+            scenarios = scenarios.filter { matches($0.name) || matches($0.path) || $0.tags.contains(filter) }
+        }
+        guard !scenarios.isEmpty else {
+            throw RunError(files.isEmpty ? "no scenario files found" + (shard.map { " (shard \($0))" } ?? "") : "no scenario matches --filter \(filter ?? "")")
+        }
+        return scenarios
+    }
+
+    /// Runs the scenarios, `jobs` at a time, each retried up to `retry` times while it fails.
+    private func execute(_ scenarios: [ScenarioFile], printer: ScenarioPrinter) throws -> [ScenarioOutcome] {
+        /// What the workers share: the next file to take, the outcomes, the first setup error, the output.
+        final class Shared: Sendable {
+            let outcomes = Mutex<[Int: ScenarioOutcome]>([:])
+            let failure = Mutex<String?>(nil)
+            let next = Atomic<Int>(0)
+            let output = Mutex<Void>(())
+        }
+        let shared = Shared()
+        @Sendable func work() {
+            while true {
+                let index = shared.next.add(1, ordering: .relaxed).oldValue
+                guard index < scenarios.count else { return }
+                let scenario = scenarios[index]
+                var attempts: [ScenarioResult] = []
+                var text = ""
+                let live = jobs == 1 && !json
+                func emit(_ line: String) {
+                    if live { print(line); fflush(nil) } else { text += line + "\n" }
+                }
+                while attempts.count <= retry {
+                    if !attempts.isEmpty { emit("  ↻ retry \(attempts.count) of \(retry)") }
+                    let runner: ScenarioRunner
+                    do { runner = try ScenarioRunner(scenario, gdbPort: gdb) } catch {
+                        shared.failure.withLock { $0 = "\(scenario.path): \(error)" }
+                        return
+                    }
+                    attempts.append(printer.run(scenario, runner: runner, emit: emit))
+                    if attempts.last!.passed { break }
+                }
+                let outcome = ScenarioOutcome(file: scenario, attempts: attempts)
+                if !live && !json { shared.output.withLock { _ in print(text, terminator: ""); fflush(nil) } }
+                shared.outcomes.withLock { $0[index] = outcome }
             }
         }
-        if refused || scenarios.isEmpty {
-            if scenarios.isEmpty && !refused { FileHandle.standardError.write(Data("error: no scenario files found\n".utf8)) }
+        if jobs == 1 {
+            work()
+        } else {
+            let group = DispatchGroup()
+            for _ in 0..<min(jobs, scenarios.count) {
+                group.enter()
+                Thread { work(); group.leave() }.start()
+            }
+            group.wait()
+        }
+        if let problem = shared.failure.withLock({ $0 }) {
+            FileHandle.standardError.write(Data("error: \(problem)\n".utf8))
             throw ExitCode(2)
         }
-        let color = isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
-        let dumpsOnFailure = dumpOnFailure ?? (isatty(STDOUT_FILENO) != 0)
-        func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
-        var results: [ScenarioResult] = []
-        for scenario in scenarios {
-            print("▶ \(scenario.name)  (\(scenario.firmware.summary))")
-            let runner: ScenarioRunner
-            do { runner = try ScenarioRunner(scenario, gdbPort: gdb) } catch {
-                FileHandle.standardError.write(Data("error: \(scenario.path): \(error)\n".utf8))
-                throw ExitCode(2)
-            }
-            if let server = runner.gdb {
-                let elf = runner.imagePath
-                print("  gdb: listening on 127.0.0.1:\(server.port)\(server.waitsForDebugger ? "; the core waits halted at reset" : "")")
-                print("       gdb-multiarch -q \(elf) -ex 'target remote :\(server.port)'")
+        return shared.outcomes.withLock { table in (0..<scenarios.count).compactMap { table[$0] } }
+    }
+}
+
+/// One scenario file's runs: every attempt, the last one deciding.
+struct ScenarioOutcome: Sendable {
+    var file: ScenarioFile
+    var attempts: [ScenarioResult]
+    var result: ScenarioResult { attempts.last! }
+    var passed: Bool { result.passed }
+    /// Failed, then passed on a retry.
+    var flaky: Bool { passed && attempts.count > 1 }
+}
+
+/// Prints a scenario's steps as they end (the human report).
+struct ScenarioPrinter: Sendable {
+    var color: Bool
+    var dumps: Bool
+    var verbose: Bool
+    /// Progress bars for long steps (one scenario at a time, on a terminal).
+    var progress: Bool
+
+    func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
+
+    func run(_ scenario: ScenarioFile, runner: ScenarioRunner, emit: (String) -> Void) -> ScenarioResult {
+        emit("▶ \(scenario.name)  (\(scenario.firmware.summary) · host \(scenario.host))")
+        if let server = runner.gdb {
+            emit("  gdb: listening on 127.0.0.1:\(server.port)\(server.waitsForDebugger ? "; the core waits halted at reset" : "")")
+            emit("       gdb-multiarch -q \(runner.imagePath) -ex 'target remote :\(server.port)'")
+        }
+        runner.onNotice = { text in
+            print("    ⏸ " + text)
+            fflush(nil)
+        }
+        if progress {
+            runner.onProgress = { title, fraction in
+                let width = 24, filled = Int(fraction * Double(width))
+                print("\r    \(title)  [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] \(Int(fraction * 100))%", terminator: "")
                 fflush(nil)
             }
-            runner.onNotice = { text in
-                print("    ⏸ " + text)
-                fflush(nil)
-            }
-            if color {
-                runner.onProgress = { title, fraction in
-                    let width = 24, filled = Int(fraction * Double(width))
-                    print("\r    \(title)  [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] \(Int(fraction * 100))%", terminator: "")
-                    fflush(nil)
-                }
-            }
-            let result = runner.run { step in
-                if color { print("\r\u{1B}[2K", terminator: "") }
-                let mark = step.passed ? paint("✓", "32") : paint("✗", "31")
-                let line = "  \(mark) " + pad(step.title, 36) + pad(format(step.duration), 10) + step.detail
-                print(line)
-                if let failure = step.failure { print(paint("      " + failure, "31")) }
-                if dumpsOnFailure, let dump = step.dump {
-                    print("      board when the step failed:")
-                    for line in dump.split(separator: "\n", omittingEmptySubsequences: false).dropLast() { print("        " + line) }
-                }
-                fflush(nil)
-            }
-            if let failing = result.failure {
-                let console = result.trace.compactMap { if case let .console(line, _) = $0.kind { line } else { nil } }.suffix(3)
-                if !console.isEmpty { print("      console:  " + console.joined(separator: " | ")) }
-                let recent = result.trace.suffix(3).map(\.description)
-                if !recent.isEmpty { print("      trace:    " + recent.joined(separator: " · ")) }
-                print(paint("✗ \(result.steps.filter { !$0.passed }.count) of \(scenario.steps.count) steps failed (\(failing.location))", "31"))
-            } else {
-                print(paint("✓ \(result.steps.count) steps passed in \(format(result.duration))", "32"))
-            }
-            if verbose { for event in result.trace { print("    \(event)") } }
-            results.append(result)
         }
-        if let junit {
-            try ScenarioReports.junit(results).write(toFile: junit, atomically: true, encoding: .utf8)
+        let result = runner.run { step in
+            if progress { print("\r\u{1B}[2K", terminator: "") }
+            let mark = step.passed ? paint("✓", "32") : paint("✗", "31")
+            emit("  \(mark) " + pad(step.title, 36) + pad(format(step.duration), 10) + step.detail)
+            if let failure = step.failure { emit(paint("      " + failure, "31")) }
+            if dumps, let dump = step.dump {
+                emit("      board when the step failed:")
+                for line in dump.split(separator: "\n", omittingEmptySubsequences: false).dropLast() { emit("        " + line) }
+            }
         }
-        if let trace {
-            try ScenarioReports.chromeTrace(results).write(to: URL(fileURLWithPath: trace))
+        if let failing = result.failure {
+            let console = result.trace.compactMap { if case let .console(line, _) = $0.kind { line } else { nil } }.suffix(3)
+            if !console.isEmpty { emit("      console:  " + console.joined(separator: " | ")) }
+            let recent = result.trace.suffix(3).map(\.description)
+            if !recent.isEmpty { emit("      trace:    " + recent.joined(separator: " · ")) }
+            emit(paint("✗ \(result.steps.filter { !$0.passed }.count) of \(scenario.steps.count) steps failed (\(failing.location))"
+                       + (result.notRun.isEmpty ? "" : ", \(result.notRun.count) not run"), "31"))
+        } else {
+            emit(paint("✓ \(result.steps.count) steps passed in \(format(result.duration))", "32"))
         }
-        let failed = results.filter { !$0.passed }.count
-        print(failed == 0 ? "all \(results.count) scenario(s) passed" : "\(failed) of \(results.count) scenario(s) failed")
-        if failed > 0 { throw ExitCode(1) }
+        if verbose { for event in result.trace { emit("    \(event)") } }
+        return result
     }
 
     func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
@@ -124,5 +274,61 @@ struct Run: ParsableCommand {
         if micros < 1000 { return String(format: "%.0f µs", micros) }
         if micros < 1e6 { return String(format: "%.1f ms", micros / 1000) }
         return String(format: "%.2f s", micros / 1e6)
+    }
+}
+
+/// `run --json`: the summary's schema (version 1), documented in docs/scenarios.md.
+struct RunSummary: Encodable {
+    struct Step: Encodable {
+        var title: String
+        var file: String
+        var line: Int
+        var column: Int
+        /// passed, failed or skipped.
+        var status: String
+        var seconds: Double
+        var detail: String
+        var failure: String?
+    }
+    struct Scenario: Encodable {
+        var name: String
+        var path: String
+        var firmware: String
+        var host: String
+        var tags: [String]
+        /// passed, failed or flaky (failed, then passed on a retry).
+        var status: String
+        var attempts: Int
+        var seconds: Double
+        var steps: [Step]
+    }
+    var schema = 1
+    var passed: Bool
+    var scenarios: [Scenario]
+
+    init(_ outcomes: [ScenarioOutcome]) {
+        passed = outcomes.allSatisfy(\.passed)
+        scenarios = outcomes.map { outcome in
+            let r = outcome.result
+            let ran = r.steps.map { s in
+                Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: s.passed ? "passed" : "failed",
+                     seconds: Self.seconds(s.duration), detail: s.detail, failure: s.failure)
+            }
+            let skipped = r.notRun.map { s in
+                Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: "skipped",
+                     seconds: 0, detail: "", failure: nil)
+            }
+            return Scenario(name: r.name, path: r.path, firmware: r.firmware, host: outcome.file.host.rawValue, tags: outcome.file.tags,
+                            status: outcome.flaky ? "flaky" : outcome.passed ? "passed" : "failed", attempts: outcome.attempts.count,
+                            seconds: Self.seconds(r.duration), steps: ran + skipped)
+        }
+    }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+    func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(self)
     }
 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import FirmwareKit
 import RemoteSim
 @testable import Scenario
@@ -376,13 +379,51 @@ struct ScenarioRunnerTests {
         let result = try ScenarioRunner(file).run()
         #expect(result.steps[1].passed)
         #expect(!result.steps[2].passed)
-        let xml = ScenarioReports.junit([result])
-        #expect(xml.contains("<testsuite name=\"panicking\" tests=\"3\" failures=\"1\""))
-        #expect(xml.contains("<failure message=\"expected: a crash (watchdog) within"))
+        let xml = try XMLDocument(xmlString: ScenarioReports.junit([result]))
+        let suite = try #require(xml.rootElement()?.elements(forName: "testsuite").first)
+        #expect(suite.attribute(forName: "name")?.stringValue == "panicking")
+        #expect(suite.attribute(forName: "tests")?.stringValue == "3" && suite.attribute(forName: "failures")?.stringValue == "1")
+        let failure = try #require(suite.elements(forName: "testcase").last?.elements(forName: "failure").first)
+        #expect(failure.attribute(forName: "message")?.stringValue?.hasPrefix("expected: a crash (watchdog) within") == true)
         let trace = try JSONSerialization.jsonObject(with: try ScenarioReports.chromeTrace([result])) as? [String: Any]
         let events = try #require(trace?["traceEvents"] as? [[String: Any]])
         #expect(events.contains { ($0["ph"] as? String) == "X" && ($0["name"] as? String) == "boot" })
         #expect(events.contains { ($0["ph"] as? String) == "i" && (($0["name"] as? String) ?? "").contains("crash") })
+    }
+
+    @Test("JUnit is well-formed whatever a firmware sent: random binary payloads, control bytes in names and failures; names are stable; steps not run are skipped",
+          .timeLimit(.minutes(1)))
+    func junitWithBinaryPayloads() throws {
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<5 {
+            let payload = (0..<Int.random(in: 1...64, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let hexText = payload.map { String(format: "%02x", $0) }.joined(separator: " ")
+            let result = try run("""
+                name: "binary \\x1b[2J \\x00 round \(round)"
+                firmware: echo
+                arch: native
+                steps:
+                  - boot
+                  - expect: { announce: rpmsg-echo }
+                  - send: { to: rpmsg-echo, hex: "\(hexText)" }
+                  - expect: { received: "never", within: 100ms }
+                  - send: { to: rpmsg-echo, text: after }
+                  - shutdown
+                """)
+            // A failure text and a dump with raw control bytes in them too.
+            var hostile = result
+            hostile.steps[3].failure! += "\u{1B}]0;title\u{07}\u{0}\u{FFFE}"
+            let xml = ScenarioReports.junit([hostile])
+            let document = try XMLDocument(xmlString: xml)
+            let cases = try #require(document.rootElement()?.elements(forName: "testsuite").first?.elements(forName: "testcase"))
+            #expect(cases.count == 6)
+            #expect(cases.map { $0.attribute(forName: "name")?.stringValue ?? "" }.last?.hasSuffix(" / shutdown") == true)
+            #expect(cases.suffix(2).allSatisfy { !$0.elements(forName: "skipped").isEmpty }, "the steps after the failure are skipped")
+            let failure = try #require(cases[3].elements(forName: "failure").first?.stringValue)
+            #expect(failure.contains("hex ") || failure.contains("\""), "the payload shown as text or hex: \(failure)")
+            #expect(failure.contains("\\x1B]0;title\\x07\\x00\\u{FFFE}"), "\(failure)")
+            #expect(cases[3].elements(forName: "properties").first?.elements(forName: "property").contains { $0.attribute(forName: "name")?.stringValue == "line" } == true)
+        }
     }
 
     @Test("every scenario in Scenarios/ passes", .timeLimit(.minutes(3)))
