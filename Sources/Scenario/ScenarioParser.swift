@@ -15,23 +15,109 @@ public enum ScenarioParser {
     static let defaultWithin: Duration = .seconds(5)
 
     public static func parse(file path: String) throws(ScenarioError) -> ScenarioFile {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ScenarioError(location: SourceLocation(file: path, line: 0, column: 0), message: "cannot read the file: \(error.localizedDescription)")
-        }
-        return try parse(text, path: path)
+        try parse(try readText(path, at: SourceLocation(file: path, line: 1, column: 1), what: "the file"), path: path)
     }
 
-    public static func parse(_ text: String, path: String) throws(ScenarioError) -> ScenarioFile {
+    /// Largest scenario or included file read (a scenario is text a person writes).
+    static let maximumFileSize = 4 << 20
+    /// Most YAML nodes a document may hold once aliases are resolved (an alias "bomb" is refused).
+    static let maximumNodes = 200_000
+    /// Deepest nesting of flow collections, and widest indentation, a document may have.
+    static let maximumFlowNesting = 64
+    static let maximumIndentation = 256
+
+    /// A scenario file's text: a regular file of at most 4 MiB, valid UTF-8.
+    static func readText(_ path: String, at location: SourceLocation, what: String) throws(ScenarioError) -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ScenarioError(location: location, message: "\(what) \(path) does not exist")
+        }
+        guard !isDirectory.boolValue, let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              attributes[.type] as? FileAttributeType == .typeRegular else {
+            throw ScenarioError(location: location, message: "\(what) \(path) is not a regular file")
+        }
+        guard let size = attributes[.size] as? Int, size <= maximumFileSize else {
+            throw ScenarioError(location: location, message: "\(what) \(path) is larger than \(maximumFileSize >> 20) MiB")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ScenarioError(location: location, message: "cannot read \(what) \(path) (permissions?)")
+        }
+        guard let text = String(validating: Array(data), as: UTF8.self) else {
+            let bad = (0..<data.count).first { String(validating: Array(data.prefix($0 + 1)), as: UTF8.self) == nil && String(validating: Array(data.prefix($0)), as: UTF8.self) != nil } ?? 0
+            throw ScenarioError(location: location, message: "\(what) \(path) is not UTF-8 text (byte \(bad))")
+        }
+        return text
+    }
+
+    /// The YAML tree of `text`, refused with a location when it is not YAML, nests too deep for
+    /// the parser (checked on the text first), or grows too large through aliases.
+    static func compose(_ text: String, path: String) throws(ScenarioError) -> Node? {
+        try checkNesting(text, path: path)
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch let error as YamlError {
             throw yamlError(error, path: path)
         } catch {
             throw ScenarioError(location: SourceLocation(file: path, line: 1, column: 1), message: "invalid YAML: \(error)")
         }
+        if let root {
+            var budget = maximumNodes
+            func count(_ node: Node) -> Bool {
+                budget -= 1
+                guard budget > 0 else { return false }
+                switch node {
+                case let .mapping(map): return map.allSatisfy { count($0.key) && count($0.value) }
+                case let .sequence(list): return list.allSatisfy(count)
+                default: return true
+                }
+            }
+            guard count(root) else {
+                throw ScenarioError(location: SourceLocation(file: path, line: 1, column: 1),
+                                    message: "the document holds more than \(maximumNodes) values (aliases expanding it?)")
+            }
+        }
+        return root
+    }
+
+    /// Refuses flow collections nested deeper than 64 and lines indented (or dashed) past 256
+    /// columns: the YAML parser recurses on nesting, and such a file is not a scenario anyone wrote.
+    static func checkNesting(_ text: String, path: String) throws(ScenarioError) {
+        var depth = 0, line = 1, column = 0, quote: Character?, lineStart = true, indent = 0
+        for character in text {
+            column += 1
+            if character == "\n" {
+                line += 1; column = 0; lineStart = true; indent = 0
+                if quote == "'" || quote == "\n" { quote = nil }
+                continue
+            }
+            if lineStart {
+                if character == " " || character == "-" { indent += 1 } else { lineStart = false }
+                if indent > maximumIndentation {
+                    throw ScenarioError(location: SourceLocation(file: path, line: line, column: column), message: "nested deeper than \(maximumIndentation) columns")
+                }
+            }
+            if let open = quote {
+                if character == open { quote = nil }
+                continue
+            }
+            switch character {
+            case "\"", "'": quote = character
+            case "#": quote = "\n"   // a comment runs to the end of the line
+            case "[", "{":
+                depth += 1
+                guard depth <= maximumFlowNesting else {
+                    throw ScenarioError(location: SourceLocation(file: path, line: line, column: column), message: "nested deeper than \(maximumFlowNesting) levels")
+                }
+            case "]", "}": depth = max(0, depth - 1)
+            default: break
+            }
+        }
+    }
+
+    public static func parse(_ text: String, path: String) throws(ScenarioError) -> ScenarioFile {
+        let root = try compose(text, path: path)
         let p = Reader(path: path)
         guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
-        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "tags", "steps"], context: "scenario")
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "tags", "vars", "steps"], context: "scenario")
         var tags: [String] = []
         if let node = top["tags"] {
             guard let list = node.sequence else { throw p.error(node, "tags must be a list of words, e.g. [smoke, m4]") }
@@ -118,11 +204,11 @@ public enum ScenarioParser {
             host = chosen
         }
         guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
-        var parsed: [(ScenarioStep, SourceLocation)] = []
-        for node in steps {
-            let step = try p.step(node)
-            if case .debug = step, arch == "native" { throw p.error(node, "debug halts an emulated CPU for gdb: set arch to cortex-m4 or rv32") }
-            parsed.append((step, p.location(node)))
+        var expander = Expander(reader: p)
+        try expander.expand(Array(steps), vars: try variables(top["vars"], reader: p))
+        let parsed = expander.steps
+        if arch == "native", let debugStep = parsed.first(where: { if case .debug = $0.step { true } else { false } }) {
+            throw ScenarioError(location: debugStep.location, message: "debug halts an emulated CPU for gdb: set arch to cortex-m4 or rv32")
         }
         return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
                             sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
@@ -216,12 +302,39 @@ public enum ScenarioParser {
 
         /// What a received-message expectation matches: exactly one of received (text), hex,
         /// prefix, regex — or none of them (any message).
-        static let matcherKeys = ["received", "hex", "prefix", "regex"]
+        static let matcherKeys = ["received", "hex", "prefix", "regex"] + PayloadGenerator.keys
+
+        /// A payload generator's bytes (`random:`, `counter:`, `pattern:`; see ``PayloadGenerator``).
+        func generated(_ key: String, _ node: Node) throws(ScenarioError) -> [UInt8] {
+            guard let args = node.mapping else { throw error(node, "\(key) needs a mapping, e.g. { size: 64\(key == "random" ? ", seed: 7" : key == "pattern" ? ", text: ab" : "") }") }
+            guard let sizeNode = args["size"] else { throw error(node, "\(key) needs 'size' (1 to 496 bytes)") }
+            let size = try int(sizeNode, "\(key).size", range: 1...65536)
+            switch key {
+            case "random":
+                try allowOnly(args, ["size", "seed"], context: "random")
+                let seed = try args["seed"].map { (n) throws(ScenarioError) in UInt64(try uint32(n, "random.seed")) } ?? 1
+                return PayloadGenerator.random(size: size, seed: seed).bytes
+            case "counter":
+                try allowOnly(args, ["size", "start"], context: "counter")
+                let start = try args["start"].map { (n) throws(ScenarioError) in UInt8(try int(n, "counter.start", range: 0...255)) } ?? 0
+                return PayloadGenerator.counter(size: size, start: start).bytes
+            default:
+                try allowOnly(args, ["size", "text", "hex"], context: "pattern")
+                let pattern: [UInt8]
+                if let text = args["text"], args["hex"] == nil { pattern = Array(try string(text, "pattern.text").utf8) }
+                else if let hex = args["hex"], args["text"] == nil {
+                    guard let bytes = ScenarioParser.hexBytes(try string(hex, "pattern.hex")) else { throw error(hex, "hex must be pairs of hex digits") }
+                    pattern = bytes
+                } else { throw error(node, "pattern needs one of text or hex") }
+                guard !pattern.isEmpty else { throw error(node, "the pattern is empty") }
+                return PayloadGenerator.pattern(pattern, size: size).bytes
+            }
+        }
 
         func matcher(_ args: Node.Mapping, node: Node) throws(ScenarioError) -> PayloadMatch? {
             let given = Self.matcherKeys.filter { args[$0] != nil }
             guard given.count <= 1 else {
-                throw error(args[given[1]], "give one of received, hex, prefix or regex, not both \(given[0]) and \(given[1])")
+                throw error(args[given[1]], "give one of received, hex, prefix, regex, random, counter or pattern, not both \(given[0]) and \(given[1])")
             }
             guard let key = given.first, let value = args[key] else { return nil }
             switch key {
@@ -230,6 +343,7 @@ public enum ScenarioParser {
                 guard let bytes = ScenarioParser.hexBytes(try string(value, "hex")) else { throw error(value, "hex must be pairs of hex digits") }
                 return .exact(bytes)
             case "prefix": return .prefix(Array(try string(value, "prefix").utf8))
+            case "random", "counter", "pattern": return .exact(try generated(key, value))
             default:
                 let pattern = try string(value, "regex")
                 guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(value, "invalid regular expression") }
@@ -264,11 +378,11 @@ public enum ScenarioParser {
                 return .debug(within: try args["within"].map { (n) throws(ScenarioError) in try duration(n, "within") } ?? ScenarioParser.defaultDebugWithin)
             case "send":
                 guard let args = value.mapping else { throw error(value, "send needs a mapping: { to: SERVICE, text: … }") }
-                try allowOnly(args, ["to", "text", "hex", "file", "count", "for"], context: "send")
+                try allowOnly(args, ["to", "text", "hex", "file", "count", "for"] + PayloadGenerator.keys, context: "send")
                 guard let to = args["to"] else { throw error(value, "send needs 'to' (an announced service name)") }
-                let sources = ["text", "hex", "file"].filter { args[$0] != nil }
+                let sources = (["text", "hex", "file"] + PayloadGenerator.keys).filter { args[$0] != nil }
                 guard sources.count <= 1 else {
-                    throw error(args[sources[1]], "give one of text, hex or file, not both \(sources[0]) and \(sources[1])")
+                    throw error(args[sources[1]], "give one of text, hex, file, random, counter or pattern, not both \(sources[0]) and \(sources[1])")
                 }
                 if let fileNode = args["file"] {
                     if let forNode = args["for"] { throw error(forNode, "for does not go with file (a file is sent whole, count times)") }
@@ -286,7 +400,9 @@ public enum ScenarioParser {
                 if let text = args["text"] { payload = Array(try string(text, "text").utf8) } else if let hexNode = args["hex"] {
                     guard let bytes = ScenarioParser.hexBytes(try string(hexNode, "hex")) else { throw error(hexNode, "hex must be pairs of hex digits") }
                     payload = bytes
-                } else { throw error(value, "send needs 'text' or 'hex'") }
+                } else if let key = PayloadGenerator.keys.first(where: { args[$0] != nil }), let node = args[key] {
+                    payload = try generated(key, node)
+                } else { throw error(value, "send needs one of text, hex, file, random, counter or pattern") }
                 guard payload.count <= 496 else { throw error(value, "the payload is \(payload.count) bytes; at most 496 fit a buffer") }
                 if let forNode = args["for"] {
                     guard args["count"] == nil else { throw error(forNode, "give either count or for, not both") }
@@ -409,10 +525,10 @@ public enum ScenarioParser {
 
     /// Every step, in one list for every message that names them.
     public static let stepNames = ["configure", "load", "start", "boot", "stop", "shutdown", "recover", "debug", "wait", "send", "expect",
-                                   "inject", "drop-kicks", "delay-kicks", "corrupt"]
+                                   "inject", "drop-kicks", "delay-kicks", "corrupt", "repeat", "include"]
     /// What an `expect` step can check.
-    public static let expectKinds = ["state", "announce", "received", "hex", "prefix", "regex", "count", "none", "no-crash", "console",
-                                     "crash", "malformed", "trace"]
+    public static let expectKinds = ["state", "announce", "received", "hex", "prefix", "regex", "random", "counter", "pattern", "count",
+                                     "none", "no-crash", "console", "crash", "malformed", "trace"]
 
     /// The name in `candidates` closest to a misspelt `name` (at most a third of its letters
     /// changed, added, dropped or swapped), if one is. Names longer than 64 letters match nothing.

@@ -48,9 +48,9 @@ struct ScenarioParserTests {
     func strictness() throws {
         let base = "firmware: echo\narch: native\nsteps:\n  - boot\n"
         let both = try #require(parseError(base + "  - send: { to: s, text: a, hex: \"00\" }\n"))
-        #expect(both.message == "give one of text, hex or file, not both text and hex" && both.location.line == 5)
+        #expect(both.message == "give one of text, hex, file, random, counter or pattern, not both text and hex" && both.location.line == 5)
         let matchers = try #require(parseError(base + "  - expect: { received: a, prefix: b }\n"))
-        #expect(matchers.message == "give one of received, hex, prefix or regex, not both received and prefix")
+        #expect(matchers.message == "give one of received, hex, prefix, regex, random, counter or pattern, not both received and prefix")
         let misspelt = try #require(parseError(base + "  - expect: { anounce: rpmsg-echo }\n"))
         #expect(misspelt.message.hasPrefix("unknown expectation 'anounce' — did you mean 'announce'?"), "\(misspelt.message)")
         let step = try #require(parseError(base + "  - bot\n"))
@@ -584,5 +584,96 @@ struct ScenarioDebugStepTests {
         #expect(parseError("firmware: echo\narch: native\nsteps:\n  - boot\n  - debug\n")?.message.contains("debug halts an emulated CPU") == true)
         #expect(parseError("firmware: echo\narch: rv32\nsteps:\n  - debug: { within: soon }\n")?.message.contains("within must be a duration") == true)
         #expect(parseError("firmware: echo\narch: rv32\nsteps:\n  - debug: { port: 1 }\n")?.message.contains("unknown field 'port'") == true)
+    }
+}
+
+
+@Suite("Scenario language: variables, repeat, include, generators, bad input")
+struct ScenarioLanguageTests {
+    @Test("every payload size 1…496, generated, sent and checked byte-exact, from a four-line loop with variables", .timeLimit(.minutes(2)))
+    func everySize() throws {
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: native
+            leftovers: fail
+            vars: { service: rpmsg-echo, seed: 7 }
+            steps:
+              - boot
+              - expect: { announce: "${service}" }
+              - repeat:
+                  for: size
+                  in: 1..496
+                  steps:
+                    - send: { to: "${service}", random: { size: "${size}", seed: "${seed}" } }
+                    - expect: { random: { size: "${size}", seed: "${seed}" } }
+              - repeat: { times: 3, steps: [ { send: { to: "${service}", counter: { size: 300, start: 250 } } } ] }
+              - expect: { counter: { size: 300, start: 250 }, count: 3 }
+              - send: { to: "${service}", pattern: { text: ab, size: 5 } }
+              - expect: { received: ababa }
+              - shutdown
+            """, path: "sizes.yaml")
+        #expect(file.steps.count == 2 + 2 * 496 + 3 + 4)
+        #expect(file.steps[2].location.line == 12, "an unrolled step keeps its line")
+        let result = try ScenarioRunner(file).run()
+        #expect(result.passed, "\(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
+        #expect(PayloadGenerator.random(size: 5, seed: 7).bytes == PayloadGenerator.random(size: 5, seed: 7).bytes)
+        #expect(PayloadGenerator.random(size: 5, seed: 7).bytes != PayloadGenerator.random(size: 5, seed: 8).bytes)
+        #expect(PayloadGenerator.counter(size: 3, start: 255).bytes == [255, 0, 1])
+    }
+
+    @Test("include: shared steps from another file, at their own lines; includes that loop or are missing are refused")
+    func include() throws {
+        let setup = try temporaryScenarioFile("setup.yaml", contents: Data("- boot\n- expect: { announce: \"${service}\" }\n".utf8))
+        let folder = (setup as NSString).deletingLastPathComponent
+        let main = (folder as NSString).appendingPathComponent("main.yaml")
+        try "firmware: echo\narch: native\nvars: { service: rpmsg-echo }\nsteps:\n  - include: setup.yaml\n  - shutdown\n".write(toFile: main, atomically: true, encoding: .utf8)
+        let file = try ScenarioParser.parse(file: main)
+        #expect(file.steps.map(\.step.title) == ["boot", "expect announce rpmsg-echo", "shutdown"])
+        #expect(file.steps[1].location.file == setup && file.steps[1].location.line == 2)
+        #expect(try ScenarioRunner(file).run().passed)
+
+        let loop = (folder as NSString).appendingPathComponent("loop.yaml")
+        try "- include: loop.yaml\n".write(toFile: loop, atomically: true, encoding: .utf8)
+        let looping = try #require(parseError("firmware: echo\narch: native\nsteps:\n  - include: \(loop)\n"))
+        #expect(looping.message.contains("includes itself"), "\(looping.message)")
+        let missing = try #require(parseError("firmware: echo\narch: native\nsteps:\n  - include: /nowhere/x.yaml\n"))
+        #expect(missing.message.contains("does not exist") && missing.location.line == 4, "\(missing)")
+    }
+
+    @Test("variables and loops refuse what makes no sense, at the line: unknown names, bad ranges, runaway expansion")
+    func refusals() {
+        let base = "firmware: echo\narch: native\nsteps:\n"
+        #expect(parseError(base + "  - send: { to: \"${nope}\", text: x }\n")?.message == "unknown variable 'nope' (define it under vars:)")
+        #expect(parseError(base + "  - repeat: { for: x, in: 5..1, steps: [boot] }\n")?.message.contains("in must be a range") == true)
+        #expect(parseError(base + "  - repeat: { times: 3, for: x, in: 1..2, steps: [boot] }\n")?.message.contains("not both") == true)
+        let runaway = base + "  - repeat: { times: 1000, steps: [ { repeat: { times: 1000, steps: [boot] } } ] }\n"
+        #expect(parseError(runaway)?.message.contains("more than 100000 steps") == true)
+        #expect(parseError(base + "  - send: { to: s, text: x, count: 99999999999 }\n")?.message.contains("count must be a whole number") == true)
+        #expect(parseError(base + "  - send: { to: s, random: { size: 100000 } }\n")?.message.contains("random.size") == true)
+        #expect(parseError(base + "  - send: { to: s, random: { size: 497 } }\n")?.message.contains("at most 496") == true)
+    }
+
+    @Test("hostile files: an alias bomb, deep nesting, non-UTF-8, a FIFO — a clear error with a location, never a hang or a crash", .timeLimit(.minutes(1)))
+    func hostileFiles() throws {
+        var bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for i in 1...12 { bomb += "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        bomb += "firmware: echo\nsteps: [boot]\n"
+        #expect(parseError(bomb)?.message.contains("more than 200000 values") == true)
+        let deep = "firmware: echo\nsteps: " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "\n"
+        #expect(parseError(deep)?.message.contains("nested deeper than 64 levels") == true)
+        let dashes = "firmware: echo\nsteps:\n" + String(repeating: "- ", count: 5_000) + "boot\n"
+        #expect(parseError(dashes)?.message.contains("nested deeper than 256 columns") == true)
+
+        let binary = try temporaryScenarioFile("binary.yaml", contents: Data([0x66, 0x69, 0xFF, 0xFE, 0x00, 0x0A]))
+        #expect(throws: ScenarioError.self) { try ScenarioParser.parse(file: binary) }
+        do { _ = try ScenarioParser.parse(file: binary) } catch { #expect(error.message.contains("not UTF-8 text (byte 2)"), "\(error)") }
+
+        let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("scenario-fifo-\(getpid()).yaml")
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        do { _ = try ScenarioParser.parse(file: fifo); Issue.record("a FIFO was read") } catch {
+            #expect(error.message.contains("not a regular file"), "\(error)")
+        }
     }
 }
