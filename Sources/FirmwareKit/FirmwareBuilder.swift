@@ -103,10 +103,33 @@ public struct FirmwareBuilder: Sendable {
     /// returns the ELF's path.
     public func build(program: String, architecture: FirmwareArchitecture) throws(FirmwareBuildError) -> URL {
         let programDir = sourceRoot.appendingPathComponent("programs").appendingPathComponent(program)
-        let fm = FileManager.default
-        guard !program.contains("/"), fm.fileExists(atPath: programDir.appendingPathComponent("main.c").path) else {
+        guard !program.contains("/"), FileManager.default.fileExists(atPath: programDir.appendingPathComponent("main.c").path) else {
             throw FirmwareBuildError("no firmware program '\(program)' (available: \(programs().joined(separator: ", ")))")
         }
+        return try build(sources: programDir, name: program, architecture: architecture)
+    }
+
+    /// Builds a firmware of your own: every `.c` file in `directory` (its headers found there
+    /// too), linked with this package's board start-up code, linker script and remote-side
+    /// library (`board/`, `lib/`), as the programs in `Firmware/programs` are. The ELF goes to
+    /// `outputDirectory/<architecture>/<name>.elf` (name: the directory's name); rebuilt only when
+    /// a source is newer.
+    public func build(directory: URL, name: String? = nil, architecture: FirmwareArchitecture) throws(FirmwareBuildError) -> URL {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw FirmwareBuildError("no firmware directory at \(directory.path)")
+        }
+        let name = name ?? directory.standardizedFileURL.lastPathComponent
+        guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { throw FirmwareBuildError("'\(name)' cannot name a firmware") }
+        guard ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? []).contains(where: { $0.hasSuffix(".c") }) else {
+            throw FirmwareBuildError("\(directory.path) has no .c file to build")
+        }
+        return try build(sources: directory, name: name, architecture: architecture)
+    }
+
+    private func build(sources programDir: URL, name program: String, architecture: FirmwareArchitecture) throws(FirmwareBuildError) -> URL {
+        let fm = FileManager.default
         let board = sourceRoot.appendingPathComponent("board")
         let archDir = board.appendingPathComponent(architecture.rawValue)
         let cFiles = ((try? fm.contentsOfDirectory(atPath: programDir.path)) ?? []).filter { $0.hasSuffix(".c") }.sorted()
@@ -132,7 +155,7 @@ public struct FirmwareBuilder: Sendable {
         let temporary = output.deletingLastPathComponent().appendingPathComponent(".\(program).\(UUID().uuidString).elf")
         var arguments = architecture.targetFlags
         arguments += ["-O2", "-g", "-ffreestanding", "-nostdlib", "-fno-builtin", "-Wall", "-Wextra", "-Werror", "-fuse-ld=lld",
-                      "-I", board.path, "-I", libDir.path, "-Wl,-T,\(script.path)", crt0.path]
+                      "-I", board.path, "-I", libDir.path, "-I", programDir.path, "-Wl,-T,\(script.path)", crt0.path]
         arguments += libFiles.map(\.path) + cFiles.map(\.path) + ["-o", temporary.path]
         let (status, log) = Self.run(clang, arguments)
         guard status == 0 else {

@@ -17,6 +17,9 @@ public enum TestFirmware: Sendable {
     case program(String, architecture: CPUArchitecture)
     /// An ELF file on an emulated CPU.
     case elf(path: String, architecture: CPUArchitecture)
+    /// Your own firmware: every `.c` file in a directory, built against this package's board
+    /// headers, start-up code and remote-side library (``FirmwareKit/FirmwareBuilder/build(directory:name:architecture:)``).
+    case sources(directory: String, architecture: CPUArchitecture)
     /// A native (Swift) firmware model, e.g. `EchoFirmware()`, or a ``ScriptedRemote``.
     case native(any NativeFirmware)
 
@@ -84,6 +87,11 @@ public final class SimulatedRemote: @unchecked Sendable {
         case let .elf(path, architecture):
             image = (path, FileImageStore())
             (runner, server) = try cpu(architecture, elf: path)
+        case let .sources(directory, architecture):
+            let elf = try FirmwareBuilder.forThisPackage().build(directory: URL(fileURLWithPath: directory),
+                                                                 architecture: architecture == .rv32 ? .rv32 : .cortexM4)
+            image = (elf.path, FileImageStore())
+            (runner, server) = try cpu(architecture, elf: elf.path)
         case let .native(native):
             image = ("native.elf", MemoryImageStore(["native.elf": try NativeImage.make()]))
             runner = native
@@ -138,15 +146,33 @@ public final class SimulatedRemote: @unchecked Sendable {
 
     // MARK: Waits
 
-    func fail(_ expected: String, _ actual: String, _ location: Testing.SourceLocation, _ file: StaticString, _ line: UInt) -> SimulationFailure {
-        let failure = SimulationFailure(expected: expected, actual: actual, console: Array(consoleLines.suffix(5)),
-                                        trace: board.trace.last(5).map(\.description))
+    /// Ends a failed wait. Under Swift Testing: exactly one issue, at the caller's line, then the
+    /// test stops (the error thrown is the one `#require` throws, which is not reported again).
+    /// Under XCTest: `XCTFail` at the caller's line, then ``SimulationFailure`` is thrown (XCTest
+    /// also reports the thrown error, at the test method).
+    func fail(_ expected: String, _ actual: String, _ location: Testing.SourceLocation, _ file: StaticString, _ line: UInt) throws -> Never {
+        let report = processor.crashReport.map { "\($0)" }
+        let failure = SimulationFailure(expected: expected, actual: actual + (report.map { " — crash: \($0)" } ?? ""),
+                                        console: Array(consoleLines.suffix(5)), trace: board.trace.last(5).map(\.description))
         if Test.current != nil {
-            Issue.record(Comment(rawValue: failure.description), sourceLocation: location)
+            let waitSucceeded = false
+            try #require(waitSucceeded, Comment(rawValue: failure.description), sourceLocation: location)
         } else {
             XCTFail(failure.description, file: file, line: line)
         }
-        return failure
+        throw failure
+    }
+
+    /// ``poll(_:_:)`` for a wait that needs a live remote: it ends at once (false) when the
+    /// remote crashes or is stopped, instead of waiting out its time.
+    func pollAlive(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
+        var ended = false
+        let met = poll(timeout) {
+            if condition() { return true }
+            ended = processor.state != .running && processor.state != .suspended
+            return ended
+        }
+        return met && !(ended && !condition())
     }
 
     /// Polls `condition` until it holds or `timeout` passes; time the core spends halted in a
@@ -161,12 +187,12 @@ public final class SimulatedRemote: @unchecked Sendable {
                                file: StaticString = #filePath, line: UInt = #line) throws -> RPMsgAddress {
         let limit = timeout ?? self.timeout
         var address: RPMsgAddress?
-        guard poll(limit, {
+        guard pollAlive(limit, {
             address = rpmsg?.announcedServices.first { $0.name == name }?.address
             return address != nil
         }), let address else {
             let seen = rpmsg?.announcedServices.map(\.name) ?? []
-            throw fail("the remote to announce \"\(name)\" within \(limit)",
+            try fail("the remote to announce \"\(name)\" within \(limit)",
                        seen.isEmpty ? "no announcement (state \(processor.state))" : "announcements of \(seen.joined(separator: ", "))",
                        sourceLocation, file, line)
         }
@@ -177,18 +203,30 @@ public final class SimulatedRemote: @unchecked Sendable {
     public func connect(to name: String, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
                         file: StaticString = #filePath, line: UInt = #line) throws -> TestEndpoint {
         let address = try waitForService(name, timeout: timeout, sourceLocation: sourceLocation, file: file, line: line)
-        guard let rpmsg else { throw fail("an RPMsg device", "none", sourceLocation, file, line) }
+        guard let rpmsg else { try fail("an RPMsg device", "none", sourceLocation, file, line) }
         let inbox = TestEndpoint.Inbox()
         let endpoint = try rpmsg.createEndpoint(destination: address) { message in inbox.append(message.payload) }
         return TestEndpoint(remote: self, endpoint: endpoint, inbox: inbox, service: name)
+    }
+
+    /// An endpoint of your own on the host — any name, a fixed or dynamic address, a fixed or
+    /// learnt destination — whose messages are collected as ``TestEndpoint``'s are (``TestEndpoint/next(timeout:sourceLocation:file:line:)``,
+    /// ``TestEndpoint/messages``). With a name and a fixed address a Linux host announces it.
+    public func createEndpoint(name: String = "", address: RPMsgAddress = .any, destination: RPMsgAddress = .any,
+                               sourceLocation: Testing.SourceLocation = #_sourceLocation, file: StaticString = #filePath, line: UInt = #line) throws -> TestEndpoint {
+        guard let rpmsg else { try fail("an RPMsg device", "none (the firmware's table has no vdev)", sourceLocation, file, line) }
+        let inbox = TestEndpoint.Inbox()
+        let endpoint = try rpmsg.createEndpoint(name: name, address: address, destination: destination) { message in inbox.append(message.payload) }
+        return TestEndpoint(remote: self, endpoint: endpoint, inbox: inbox, service: name.isEmpty ? "\(endpoint.address)" : name)
     }
 
     /// Waits for the processor to reach `state`.
     public func waitForState(_ state: RemoteprocState, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
                              file: StaticString = #filePath, line: UInt = #line) throws {
         let limit = timeout ?? self.timeout
-        guard poll(limit, { processor.state == state }) else {
-            throw fail("state \(state) within \(limit)", "state \(processor.state)" + (processor.crashReport.map { " (\($0))" } ?? ""),
+        // A crash ends the wait at once unless a crash is what it waits for.
+        guard poll(limit, { processor.state == state || (state != .crashed && processor.state == .crashed) }), processor.state == state else {
+            try fail("state \(state) within \(limit)", "state \(processor.state)" + (processor.crashReport.map { " (\($0))" } ?? ""),
                        sourceLocation, file, line)
         }
     }
@@ -207,11 +245,11 @@ public final class SimulatedRemote: @unchecked Sendable {
                                file: StaticString = #filePath, line: UInt = #line) throws -> String {
         let limit = timeout ?? self.timeout
         var found: String?
-        guard poll(limit, {
+        guard pollAlive(limit, {
             found = consoleLines.first { $0.contains(text) }
             return found != nil
         }), let found else {
-            throw fail("a console line containing \"\(text)\" within \(limit)", consoleLines.isEmpty ? "no console output" : "other lines",
+            try fail("a console line containing \"\(text)\" within \(limit)", consoleLines.isEmpty ? "no console output" : "other lines",
                        sourceLocation, file, line)
         }
         return found
@@ -223,8 +261,12 @@ public final class TestEndpoint: Sendable {
     final class Inbox: Sendable {
         let messages = Mutex<[[UInt8]]>([])
         let arrived = WakeSignal()
+        let stream: AsyncStream<[UInt8]>
+        let continuation: AsyncStream<[UInt8]>.Continuation
+        init() { (stream, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(100_000)) }
         func append(_ bytes: [UInt8]) {
             messages.withLock { $0.append(bytes) }
+            continuation.yield(bytes)
             arrived.signal()
         }
     }
@@ -245,6 +287,16 @@ public final class TestEndpoint: Sendable {
     /// Every message received so far.
     public var received: [[UInt8]] { inbox.messages.withLock { $0 } }
 
+    /// The payloads as they arrive, for `for await` (the newest 100,000 are kept until read);
+    /// it ends when the endpoint is closed.
+    public var messages: AsyncStream<[UInt8]> { inbox.stream }
+
+    /// Closes the endpoint (the remote is told if it was announced); ``messages`` ends.
+    public func close() {
+        endpoint.destroy()
+        inbox.continuation.finish()
+    }
+
     /// Sends `bytes` (waiting up to the remote's timeout for a buffer; time the core spends
     /// halted in a debugger does not count).
     public func send(_ bytes: [UInt8]) throws { try remote.board.send(bytes, through: endpoint, timeout: remote.timeout) }
@@ -257,8 +309,8 @@ public final class TestEndpoint: Sendable {
                      file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
         let limit = timeout ?? remote.timeout
         let index = taken.withLock { $0 }
-        guard remote.poll(limit, { inbox.messages.withLock { $0.count } > index }) else {
-            throw remote.fail("a message from \"\(service)\" within \(limit)", "\(index) message(s) and nothing new", sourceLocation, file, line)
+        guard remote.pollAlive(limit, { inbox.messages.withLock { $0.count } > index }) else {
+            try remote.fail("a message from \"\(service)\" within \(limit)", "\(index) message(s) and nothing new", sourceLocation, file, line)
         }
         taken.withLock { $0 += 1 }
         return inbox.messages.withLock { $0[index] }
@@ -282,8 +334,8 @@ public final class TestEndpoint: Sendable {
     public func waitForMessages(_ count: Int, timeout: Duration? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
                                 file: StaticString = #filePath, line: UInt = #line) throws -> [[UInt8]] {
         let limit = timeout ?? remote.timeout
-        guard remote.poll(limit, { inbox.messages.withLock { $0.count } >= count }) else {
-            throw remote.fail("\(count) message(s) from \"\(service)\" within \(limit)", "\(received.count)", sourceLocation, file, line)
+        guard remote.pollAlive(limit, { inbox.messages.withLock { $0.count } >= count }) else {
+            try remote.fail("\(count) message(s) from \"\(service)\" within \(limit)", "\(received.count)", sourceLocation, file, line)
         }
         return received
     }

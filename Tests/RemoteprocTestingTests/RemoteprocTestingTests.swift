@@ -4,6 +4,7 @@ import RemoteprocTesting
 import RemoteSim
 import Remoteproc
 import RPMsg
+import Synchronization
 import Testing
 import XCTest
 
@@ -74,22 +75,98 @@ struct RemoteprocTestingTests {
         }
     }
 
-    @Test("a timeout records an issue with what was expected, what came, and the console and trace")
+    @Test("a failed wait is exactly one issue, at the caller's line, with what was expected, what came, and the console and trace")
     func failureMessage() throws {
         try withSimulatedRemote(.scripted(ScriptedRemote().printing("remote: hello").service("real") { .reply($0) })) { remote in
-            var thrown: SimulationFailure?
-            withKnownIssue("the wait is meant to fail") {
-                do { try remote.waitForService("missing", timeout: .milliseconds(50)) } catch let error as SimulationFailure {
-                    thrown = error
-                    throw error
-                }
+            let seen = IssueLog()
+            let line = #line + 2
+            try withKnownIssue("the wait is meant to fail") {
+                try remote.waitForService("missing", timeout: .milliseconds(50))
+            } matching: { issue in
+                seen.append("\(issue)", line: issue.sourceLocation?.line)
+                return true
             }
-            let failure = try #require(thrown)
-            #expect(failure.expected == "the remote to announce \"missing\" within 0.05 seconds")
-            #expect(failure.actual == "announcements of real")
-            #expect(failure.console.contains("remote: hello"))
-            #expect(failure.trace.count == 5)
-            #expect(failure.description.contains("expected:") && failure.description.contains("console:"))
+            let issues = seen.all
+            #expect(issues.count == 1, "one issue, not one recorded and one for the thrown error: \(issues)")
+            #expect(issues.first?.line == line)
+            let text = issues.first?.text ?? ""
+            #expect(text.contains("expected: the remote to announce \"missing\" within 0.05 seconds"), "\(text)")
+            #expect(text.contains("got:      announcements of real") && text.contains("console:  remote: hello") && text.contains("trace:"), "\(text)")
+        }
+    }
+
+    @Test("a crash ends a wait at once, with the crash report, instead of waiting out its time", .timeLimit(.minutes(1)))
+    func crashEndsWaits() throws {
+        try withSimulatedRemote(.scripted(ScriptedRemote().service("echo") { .reply($0) }.crash(afterMessages: 1))) { remote in
+            let echo = try remote.connect(to: "echo")
+            try echo.send("boom")
+            let seen = IssueLog()
+            let clock = ContinuousClock()
+            let started = clock.now
+            try withKnownIssue("the remote crashes") {
+                _ = try echo.waitForMessages(5, timeout: .seconds(30))
+            } matching: { issue in
+                seen.append("\(issue)", line: nil)
+                return true
+            }
+            #expect(clock.now - started < .seconds(20), "ended at the crash")
+            #expect(seen.all.count == 1)
+            #expect(seen.all.first?.text.contains("crash:") == true, "\(seen.all)")
+        }
+    }
+
+    @Test("your own endpoints: createEndpoint collects what arrives, with next() and as an async sequence")
+    func ownEndpoints() async throws {
+        try await withSimulatedRemote(.native(EchoFirmware())) { remote in
+            let service = try remote.waitForService("rpmsg-echo")
+            let mine = try remote.createEndpoint(address: RPMsgAddress(1500), destination: service)
+            #expect(mine.endpoint.address == RPMsgAddress(1500))
+            try mine.send("one")
+            try mine.send("two")
+            #expect(try mine.next() == Array("one".utf8))
+            var streamed: [String] = []
+            for await payload in mine.messages {
+                streamed.append(String(decoding: payload, as: UTF8.self))
+                if streamed.count == 2 { break }
+            }
+            #expect(streamed == ["one", "two"])
+            mine.close()
+        }
+    }
+
+    @Test("your own firmware directory, outside the package, built against the board headers and library", .timeLimit(.minutes(2)),
+          arguments: [CPUArchitecture.cortexM4, .rv32])
+    func ownFirmware(architecture: CPUArchitecture) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("my-firmware-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try """
+            #include "rsim_rpmsg.h"
+            #include "shout.h"
+            RSIM_RPMSG_RESOURCE_TABLE(RSIM_RPMSG_VRING_NUM);
+            static void on_message(struct rsim_rpmsg_ept *ept, const void *data, uint32_t len, uint32_t src, void *priv) {
+                (void)priv;
+                char out[64];
+                uint32_t n = shout(data, len, out, sizeof out);
+                rsim_rpmsg_send(ept, src, out, n);
+            }
+            int main(void) {
+                if (rsim_rpmsg_init(&rsim_rsc_table.vdev) < 0) rsim_panic(1);
+                struct rsim_rpmsg_ept *ept;
+                if (rsim_rpmsg_create_ept(&ept, "shout", RSIM_RPMSG_ADDR_ANY, on_message, 0) < 0) rsim_panic(2);
+                for (;;) rsim_rpmsg_wait_and_poll();
+            }
+            """.write(to: directory.appendingPathComponent("main.c"), atomically: true, encoding: .utf8)
+        try """
+            #include <stdint.h>
+            static inline uint32_t shout(const void *in, uint32_t len, char *out, uint32_t size) {
+                const char *s = in; uint32_t n = len < size ? len : size;
+                for (uint32_t i = 0; i < n; i++) out[i] = (s[i] >= 'a' && s[i] <= 'z') ? (char)(s[i] - 32) : s[i];
+                return n;
+            }
+            """.write(to: directory.appendingPathComponent("shout.h"), atomically: true, encoding: .utf8)
+        try withSimulatedRemote(.sources(directory: directory.path, architecture: architecture)) { (remote: SimulatedRemote) throws in
+            #expect(try remote.connect(to: "shout").request("hello, board") == "HELLO, BOARD")
         }
     }
 
@@ -150,4 +227,11 @@ final class RemoteprocTestingXCTests: XCTestCase {
             XCTAssertTrue(captured.first?.description.contains("expected: the remote to announce \"nope\"") == true)
         }
     }
+}
+
+/// The issues a known-issue block saw (its matcher runs on any thread).
+final class IssueLog: Sendable {
+    private let items = Mutex<[(text: String, line: Int?)]>([])
+    func append(_ text: String, line: Int?) { items.withLock { $0.append((text, line)) } }
+    var all: [(text: String, line: Int?)] { items.withLock { $0 } }
 }
