@@ -97,7 +97,7 @@ public enum ScenarioStep: Hashable, Sendable {
     case corruptTable(offset: Int, value: UInt32)
     /// Halt the emulated core here for a debugger; the step ends when the debugger lets it run
     /// (continue or detach), or fails after `within`.
-    case debug(within: Duration)
+    case debug(attachWithin: Duration, within: Duration)
 
     public var title: String {
         switch self {

@@ -361,7 +361,7 @@ public enum ScenarioParser {
                 case "stop": return .stop
                 case "shutdown": return .shutdown
                 case "recover": return .recover
-                case "debug": return .debug(within: ScenarioParser.defaultDebugWithin)
+                case "debug": return .debug(attachWithin: ScenarioParser.defaultDebugAttachWithin, within: ScenarioParser.defaultDebugWithin)
                 default:
                     let hint = ScenarioParser.closest(to: word, in: ScenarioParser.stepNames).map { " — did you mean '\($0)'?" } ?? ""
                     throw error(node, "unknown step '\(word)'\(hint) (steps: \(ScenarioParser.stepNames.joined(separator: ", ")))")
@@ -374,8 +374,9 @@ public enum ScenarioParser {
             case "wait": return .wait(try duration(value, "wait"))
             case "debug":
                 guard let args = value.mapping else { throw error(value, "debug is a word, or a mapping: { within: 30m }") }
-                try allowOnly(args, ["within"], context: "debug")
-                return .debug(within: try args["within"].map { (n) throws(ScenarioError) in try duration(n, "within") } ?? ScenarioParser.defaultDebugWithin)
+                try allowOnly(args, ["within", "attach-within"], context: "debug")
+                return .debug(attachWithin: try args["attach-within"].map { (n) throws(ScenarioError) in try duration(n, "attach-within") } ?? ScenarioParser.defaultDebugAttachWithin,
+                              within: try args["within"].map { (n) throws(ScenarioError) in try duration(n, "within") } ?? ScenarioParser.defaultDebugWithin)
             case "send":
                 guard let args = value.mapping else { throw error(value, "send needs a mapping: { to: SERVICE, text: … }") }
                 try allowOnly(args, ["to", "text", "hex", "file", "count", "for"] + PayloadGenerator.keys, context: "send")
@@ -565,6 +566,8 @@ public enum ScenarioParser {
     /// "200ms", "2s", "500us", "1.5s".
     /// How long a `debug` step waits for the debugger to let the core go, unless it says.
     public static let defaultDebugWithin: Duration = .seconds(600)
+    /// How long a `debug` step waits for a debugger to connect (or to be connected already) before it fails.
+    public static let defaultDebugAttachWithin: Duration = .seconds(30)
 
     public static func duration(_ text: String) -> Duration? {
         let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1)]

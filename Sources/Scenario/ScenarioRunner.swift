@@ -340,7 +340,7 @@ public final class ScenarioRunner {
             default: for d in 0..<layout.count { try region.write(value, at: base + layout.descriptor(d) + 8) }
             }
             return ""
-        case let .debug(within):
+        case let .debug(attachWithin, within):
             guard let gdb else { throw Failure("expected: an emulated core to debug\n      saw:      \(file.firmware.summary)") }
             gdb.halt()
             guard waitFor(.seconds(5), { gdb.isHalted }) else {
@@ -349,6 +349,15 @@ public final class ScenarioRunner {
             onNotice?("the core is halted: gdb-multiarch -q \(imagePath) -ex 'target remote :\(gdb.port)' — continue or detach to go on")
             let clock = ContinuousClock()
             let started = clock.now
+            // Nobody comes: fail after attach-within (the step never blocks a CI for its whole `within`).
+            // (Wall time: the board's waits leave out time halted in the debugger, which is all of it here.)
+            while !gdb.hasClient && gdb.isHalted && clock.now - started < attachWithin {
+                pump()
+                usleep(1000)
+            }
+            guard gdb.hasClient || !gdb.isHalted else {
+                throw Failure("expected: a debugger to connect to 127.0.0.1:\(gdb.port) within \(scenarioText(attachWithin)) (attach-within)\n      saw:      none")
+            }
             while gdb.isHalted {
                 guard clock.now - started < within else {
                     throw Failure("expected: a debugger to let the core go within \(scenarioText(within))\n      saw:      the core still halted")

@@ -579,6 +579,30 @@ struct ScenarioDebugStepTests {
         #expect(notices.withLock { $0 }.contains { $0.contains("target remote :\(port)") })
     }
 
+    @Test("a debug step with no debugger coming fails after attach-within (30 s by default), not after its whole within", .timeLimit(.minutes(1)))
+    func debugStepWithoutDebugger() throws {
+        let probe = try GDBServer(architecture: .rv32)
+        let port = probe.port
+        probe.shutdown()
+        let file = try ScenarioParser.parse("""
+            firmware: echo
+            arch: rv32
+            debug: { port: \(port), wait: false }
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - debug: { attach-within: 200ms }
+              - shutdown
+            """, path: "nodebugger.yaml")
+        #expect(file.steps[2].step == .debug(attachWithin: .milliseconds(200), within: ScenarioParser.defaultDebugWithin))
+        let result = try ScenarioRunner(file).run()
+        let failed = try #require(result.failure)
+        #expect(failed.title == "debug (halt for gdb)")
+        #expect(failed.failure?.contains("a debugger to connect") == true && failed.failure?.contains("within 200ms") == true, "\(failed.failure ?? "")")
+        #expect(failed.duration < .seconds(20))
+        #expect(ScenarioParser.defaultDebugAttachWithin == .seconds(30))
+    }
+
     @Test("a debug step on a native model is refused at its line; its options are checked")
     func refused() {
         #expect(parseError("firmware: echo\narch: native\nsteps:\n  - boot\n  - debug\n")?.message.contains("debug halts an emulated CPU") == true)

@@ -100,10 +100,17 @@ final class DebugSession: @unchecked Sendable {
     }
 
     /// A debugger connected (the server refuses a second one before calling this).
-    func clientArrived() { left.store(false, ordering: .releasing) }
+    func clientArrived() {
+        left.store(false, ordering: .releasing)
+        connected.store(true, ordering: .releasing)
+    }
+
+    /// Whether a debugger is connected now.
+    let connected = Atomic<Bool>(false)
 
     /// The debugger's connection ended, however it ended: the core runs on without it.
     func clientLeft() {
+        connected.store(false, ordering: .releasing)
         left.store(true, ordering: .releasing)
         attached.store(false, ordering: .releasing)
         coreWake.signal()

@@ -96,6 +96,9 @@ public final class GDBServer: @unchecked Sendable {
     /// Whether the core is halted for the debugger (waits should not count this time).
     public var isHalted: Bool { session.halted.load(ordering: .acquiring) }
 
+    /// Whether a debugger is connected now.
+    public var hasClient: Bool { session.connected.load(ordering: .acquiring) }
+
     /// Stops listening.
     public func shutdown() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
