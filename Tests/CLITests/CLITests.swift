@@ -4,6 +4,7 @@ import RemoteSim
 import Remoteproc
 @testable import rproc_sim
 import Synchronization
+import RemoteprocTesting
 import Testing
 
 /// Runs a subcommand in-process and returns its exit code (0 when it returns normally).
@@ -25,7 +26,7 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     return path
 }
 
-@Suite("rproc-sim")
+@Suite("rproc-sim", .dedicatedThreads)
 struct CLITests {
     @Test("run: 0 when every scenario passes, and the JUnit file is written", .timeLimit(.minutes(1)))
     func runPasses() throws {
@@ -95,7 +96,7 @@ func runBinary(_ arguments: [String]) throws -> (code: Int32, output: String) {
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
 
-@Suite("rproc-sim run, failure dumps")
+@Suite("rproc-sim run, failure dumps", .dedicatedThreads)
 struct CLIDumpTests {
     static let failing = """
         firmware: echo
@@ -131,7 +132,7 @@ struct CLIDumpTests {
     }
 }
 
-@Suite("rproc-sim debug")
+@Suite("rproc-sim debug", .dedicatedThreads)
 struct CLIDebugTests {
     @Test("boots a firmware with a GDB server, prints the gdb command and what happens; --send drives it into a crash, whose board is printed",
           .timeLimit(.minutes(1)))
@@ -150,21 +151,48 @@ struct CLIDebugTests {
 
     @Test("the core waits at reset for gdb-multiarch unless --no-wait; gdb continues it", .timeLimit(.minutes(1)))
     func waitsForDebugger() throws {
-        let probe = try GDBServer(architecture: .cortexM4)
-        let port = probe.port
-        probe.shutdown()
         let elf = try FirmwareBuilderForTests.echo()
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["debug", elf, "--arch", "cortex-m4", "--port", "0"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collected = Mutex("")
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            collected.withLock { $0 += text }
+        }
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            pipe.fileHandleForReading.readabilityHandler = nil
+        }
+        // Each step waits (bounded) for the one before it — no race with how fast gdb or the tool starts.
+        func waitFor(_ text: String) -> Bool {
+            let deadline = Date().addingTimeInterval(30)
+            while !collected.withLock({ $0.contains(text) }) && Date() < deadline { usleep(20_000) }
+            return collected.withLock { $0.contains(text) }
+        }
+        #expect(waitFor("the core waits halted at reset"), "\(collected.withLock { $0 })")
+        let listening = collected.withLock { $0 }
+        let port = try #require(listening.range(of: "127.0.0.1:[0-9]+", options: .regularExpression).map { listening[$0].split(separator: ":").last! })
+        usleep(300_000)
+        #expect(!collected.withLock { $0.contains("console: echo: ready") }, "the core waited for the debugger")
         let gdb = Process()
         gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
-        gdb.arguments = ["-q", "-nx", "-batch", "-ex", "shell sleep 1", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
+        gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
         gdb.standardOutput = FileHandle.nullDevice
         gdb.standardError = FileHandle.nullDevice
         try gdb.run()
-        let (code, output) = try runBinary(["debug", elf, "--arch", "cortex-m4", "--port", "\(port)", "--for", "3s"])
         gdb.waitUntilExit()
-        #expect(code == 0, "\(output)")
-        #expect(output.contains("the core waits halted at reset"), "\(output)")
-        #expect(output.contains("console: echo: ready"), "the firmware ran once gdb let go: \(output)")
+        #expect(waitFor("console: echo: ready"), "the firmware ran once gdb let go: \(collected.withLock { $0 })")
+        process.interrupt()
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        #expect(!process.isRunning && process.terminationStatus == 0, "\(collected.withLock { $0 })")
     }
 
     @Test("Ctrl-C shuts the board down cleanly", .timeLimit(.minutes(1)))
@@ -206,7 +234,7 @@ struct CLIDebugTests {
     }
 }
 
-@Suite("rproc-sim run, runner features")
+@Suite("rproc-sim run, runner features", .dedicatedThreads)
 struct CLIRunnerTests {
     static let passing = "firmware: echo\narch: native\ntags: [smoke, echo]\nsteps:\n  - boot\n  - expect: { announce: rpmsg-echo }\n  - shutdown\n"
     static let failing = "name: broken\nfirmware: echo\narch: native\nsteps:\n  - boot\n  - expect: { state: stopped, within: 20ms }\n  - shutdown\n"

@@ -2,10 +2,11 @@ import Foundation
 import MetalIO
 import RPMsg
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("RPMsg close")
+@Suite("RPMsg close", .dedicatedThreads)
 struct RPMsgCloseTests {
     @Test("once close() returns, the device never writes the rings again, even while another thread drains them",
           .timeLimit(.minutes(2)))

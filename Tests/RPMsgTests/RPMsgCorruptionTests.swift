@@ -2,11 +2,12 @@ import Foundation
 import MetalIO
 @testable import RPMsg
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
 /// Malformed data from the peer: dropped, counted, and the traffic after it still flows.
-@Suite("RPMsg with a misbehaving peer")
+@Suite("RPMsg with a misbehaving peer", .dedicatedThreads)
 struct RPMsgCorruptionTests {
     /// A poll-mode pair with a receiver on each side (remote 100, host 200).
     struct Fixture {

@@ -2,10 +2,11 @@ import Foundation
 import MetalIO
 @testable import RPMsg
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("RPMsg between a host and a remote in one process")
+@Suite("RPMsg between a host and a remote in one process", .dedicatedThreads)
 struct RPMsgTests {
     @Test("handshake: features negotiated, DRIVER_OK set, receive buffers posted; payload sizes as configured")
     func handshake() throws {

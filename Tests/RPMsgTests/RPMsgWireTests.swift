@@ -1,8 +1,9 @@
 import MetalIO
 @testable import RPMsg
+import RemoteprocTesting
 import Testing
 
-@Suite("RPMsg wire formats")
+@Suite("RPMsg wire formats", .dedicatedThreads)
 struct RPMsgWireTests {
     @Test("the 16-byte header is little-endian: src, dst, reserved, len, flags")
     func header() throws {

@@ -5,6 +5,7 @@ import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -16,7 +17,7 @@ func hostRPMsg(_ processor: RemoteProcessor) throws -> RPMsgDevice {
     try #require(try processor.makeHostRPMsg())
 }
 
-@Suite("Board")
+@Suite("Board", .dedicatedThreads)
 struct BoardTests {
     @Test("native echo firmware through the real core: announce, 10,000 echoes with content checked, stop while waiting", .timeLimit(.minutes(2)))
     func echo() throws {
@@ -55,7 +56,7 @@ struct BoardTests {
     }
 }
 
-@Suite("Board crashes and several boards")
+@Suite("Board crashes and several boards", .dedicatedThreads)
 struct BoardCrashTests {
     @Test("a PANIC write moves the core to Crashed with its code; stop and shutdown follow", .timeLimit(.minutes(1)))
     func panic() throws {
@@ -107,7 +108,7 @@ final class Replies: Sendable {
     let items = Mutex<[[UInt8]]>([])
 }
 
-@Suite("Board crash kinds")
+@Suite("Board crash kinds", .dedicatedThreads)
 struct BoardCrashKindTests {
     func waitForCrash(_ processor: RemoteProcessor) -> CrashReport? {
         let deadline = ContinuousClock.now + .seconds(30)
@@ -140,7 +141,7 @@ struct BoardCrashKindTests {
     }
 }
 
-@Suite("Board life cycle")
+@Suite("Board life cycle", .dedicatedThreads)
 struct BoardLifecycleTests {
     @Test("stop right after start, while the firmware waits for DRIVER_OK, is prompt; the cycle repeats", .timeLimit(.minutes(1)))
     func stopWhileWaitingForDriver() throws {
@@ -163,7 +164,7 @@ struct BoardLifecycleTests {
     }
 }
 
-@Suite("Board recovery")
+@Suite("Board recovery", .dedicatedThreads)
 struct BoardRecoveryTests {
     @Test("after a fault, recovery reloads and restarts the firmware; it re-announces and traffic flows again", .timeLimit(.minutes(1)))
     func recoverAfterFault() throws {
@@ -192,7 +193,7 @@ struct BoardRecoveryTests {
     }
 }
 
-@Suite("Board trace")
+@Suite("Board trace", .dedicatedThreads)
 struct BoardTraceTests {
     @Test("a follower reads only what is new, also after the trace dropped its oldest events")
     func followTheTrace() {
@@ -257,7 +258,7 @@ func bootBoard(_ firmware: any NativeFirmware) throws -> (Board, RemoteProcessor
     return (board, processor, try hostRPMsg(processor))
 }
 
-@Suite("Board programs")
+@Suite("Board programs", .dedicatedThreads)
 struct BoardProgramTests {
     @Test("ping: the firmware finds the host's service, sends N messages and checks the replies", .timeLimit(.minutes(1)))
     func ping() throws {
@@ -301,7 +302,7 @@ struct BoardProgramTests {
     }
 }
 
-@Suite("Board transitions")
+@Suite("Board transitions", .dedicatedThreads)
 struct BoardTransitionTests {
     /// A processor on a fresh echo board, brought to `state` through legal calls.
     func processor(in state: RemoteprocState) throws -> (Board, RemoteProcessor) {
@@ -423,7 +424,7 @@ struct BoardTransitionTests {
     }
 }
 
-@Suite("Board automatic recovery")
+@Suite("Board automatic recovery", .dedicatedThreads)
 struct BoardAutomaticRecoveryTests {
     @Test("with automatic recovery a watchdog crash is followed by reload and restart", .timeLimit(.minutes(1)))
     func automatic() throws {
@@ -449,7 +450,7 @@ struct BoardAutomaticRecoveryTests {
     }
 }
 
-@Suite("Board delivery and images")
+@Suite("Board delivery and images", .dedicatedThreads)
 struct BoardDeliveryTests {
     @Test("poll mode: the remote's kicks reach the processor only when the test polls", .timeLimit(.minutes(1)))
     func pollMode() throws {
@@ -509,7 +510,7 @@ struct BoardDeliveryTests {
     }
 }
 
-@Suite("Board fault injection")
+@Suite("Board fault injection", .dedicatedThreads)
 struct BoardFaultInjectionTests {
     @Test("a dropped host → remote kick leaves the message waiting until the next kick", .timeLimit(.minutes(1)))
     func droppedKick() throws {

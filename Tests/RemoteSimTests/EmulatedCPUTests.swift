@@ -5,6 +5,7 @@ import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -32,7 +33,7 @@ func waitUntil(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> B
     return true
 }
 
-@Suite("Emulated CPU")
+@Suite("Emulated CPU", .dedicatedThreads)
 struct EmulatedCPUTests {
     @Test("minimal firmware boots on the emulated core, prints, answers a kick, and stops while waiting",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -60,7 +61,7 @@ struct EmulatedCPUTests {
     }
 }
 
-@Suite("Emulated firmware programs")
+@Suite("Emulated firmware programs", .dedicatedThreads)
 struct EmulatedProgramTests {
     /// Boots `program`, puts the host's RPMsg on its vdev and waits for `service` to be announced.
     func boot(_ program: String, _ architecture: FirmwareArchitecture, service: String = "rpmsg-echo") throws
@@ -97,7 +98,7 @@ struct EmulatedProgramTests {
     }
 }
 
-@Suite("Emulated firmware: faults, services, console")
+@Suite("Emulated firmware: faults, services, console", .dedicatedThreads)
 struct EmulatedFaultTests {
     func crashReport(_ processor: RemoteProcessor) -> CrashReport? {
         _ = waitUntil { processor.state == .crashed }
@@ -195,7 +196,7 @@ struct EmulatedFaultTests {
     }
 }
 
-@Suite("Emulated firmware: illegal instructions")
+@Suite("Emulated firmware: illegal instructions", .dedicatedThreads)
 struct EmulatedIllegalInstructionTests {
     @Test("an undefined instruction halts the core with a fault whose PC is in the function that executed it",
           .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)

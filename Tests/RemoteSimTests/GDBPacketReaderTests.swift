@@ -1,7 +1,8 @@
 import RemoteSim
+import RemoteprocTesting
 import Testing
 
-@Suite("GDB remote serial protocol framing")
+@Suite("GDB remote serial protocol framing", .dedicatedThreads)
 struct GDBPacketReaderTests {
     func feed(_ text: String, limit: Int = 16 * 1024) -> [GDBInput] {
         var reader = GDBPacketReader(maximumPacketSize: limit)

@@ -6,6 +6,7 @@ import Foundation
 import MetalIO
 import Remoteproc
 import RemoteSim
+import RemoteprocTesting
 import Testing
 
 /// Runs gdb-multiarch in batch mode with `commands` against 127.0.0.1:`port`; returns its output.
@@ -39,7 +40,7 @@ func debuggedBoard(_ program: String, _ architecture: FirmwareArchitecture) thro
     return (elf, server, board, processor)
 }
 
-@Suite("GDB server", .serialized)
+@Suite("GDB server", .serialized, .dedicatedThreads)
 struct GDBServerTests {
     @Test("gdb-multiarch attaches to a core halted at reset, breaks in main, reads registers and steps",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -62,7 +63,7 @@ struct GDBServerTests {
     }
 }
 
-@Suite("GDB server faults", .serialized)
+@Suite("GDB server faults", .serialized, .dedicatedThreads)
 struct GDBServerFaultTests {
     @Test("continuing into an undefined instruction stops with SIGILL at it; the crash follows once the debugger lets go",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -112,7 +113,7 @@ final class RawClient {
     }
 }
 
-@Suite("GDB server robustness", .serialized)
+@Suite("GDB server robustness", .serialized, .dedicatedThreads)
 struct GDBServerRobustnessTests {
     func halted(_ program: String = "minimal") throws -> (GDBServer, RemoteProcessor, Board) {
         let (_, server, board, processor) = try debuggedBoard(program, .cortexM4)
@@ -178,7 +179,7 @@ func consoleOutput(_ text: String) -> String {
 
 func monitorPacket(_ command: String) -> [UInt8] { GDBPacketReader.frame("qRcmd," + hexString(Array(command.utf8))) }
 
-@Suite("GDB server protocol", .serialized)
+@Suite("GDB server protocol", .serialized, .dedicatedThreads)
 struct GDBServerProtocolTests {
     @Test("watchpoint packets: Z2/Z3/Z4 set and clear, bad lengths refused, at most 8, unknown types answered empty; at most 4096 breakpoints", .timeLimit(.minutes(1)))
     func watchpointPackets() throws {
@@ -268,7 +269,7 @@ struct GDBServerProtocolTests {
     }
 }
 
-@Suite("GDB server stepping onto wfi", .serialized)
+@Suite("GDB server stepping onto wfi", .serialized, .dedicatedThreads)
 struct GDBStepWFITests {
     @Test("a single step onto wfi completes when the core wakes: not before, and then at the next instruction",
           .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
@@ -296,7 +297,7 @@ struct GDBStepWFITests {
     }
 }
 
-@Suite("Stopping an emulated core", .serialized)
+@Suite("Stopping an emulated core", .serialized, .dedicatedThreads)
 struct EmulatedStopRaceTests {
     @Test("a stop is never lost, whenever it lands: before, between or during runs, with or without a debugger's hooks",
           .timeLimit(.minutes(2)), arguments: [false, true])
@@ -318,7 +319,7 @@ struct EmulatedStopRaceTests {
     }
 }
 
-@Suite("GDB server fuzzing", .serialized)
+@Suite("GDB server fuzzing", .serialized, .dedicatedThreads)
 struct GDBServerFuzzTests {
     @Test("5,000 random packets and raw noise: every one answered or refused, the server and the board keep working",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)

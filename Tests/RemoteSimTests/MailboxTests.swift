@@ -1,6 +1,7 @@
 import Foundation
 import RemoteSim
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -12,7 +13,7 @@ final class EventRecorder: Sendable {
     var consoleLines: [String] { all.compactMap { if case let .consoleLine(l) = $0 { l } else { nil } } }
 }
 
-@Suite("Mailbox")
+@Suite("Mailbox", .dedicatedThreads)
 struct MailboxTests {
     typealias R = Mailbox.Register
 
@@ -175,7 +176,7 @@ struct MailboxTests {
     }
 }
 
-@Suite("Mailbox over a long run")
+@Suite("Mailbox over a long run", .dedicatedThreads)
 struct MailboxLongRunTests {
     @Test("half a million events and kicks reach their handlers, the last as readily as the first", .timeLimit(.minutes(1)))
     func manyEvents() {

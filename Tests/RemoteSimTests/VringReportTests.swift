@@ -2,6 +2,7 @@ import MetalIO
 import Remoteproc
 import RemoteSim
 import RPMsg
+import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -61,7 +62,7 @@ struct ReportFixture {
     func render() -> String { VringReport.render(table, read: read) }
 }
 
-@Suite("Vring report")
+@Suite("Vring report", .dedicatedThreads)
 struct VringReportTests {
     @Test("messages in flight and used are decoded: text, binary, name service; empty receive buffers are named")
     func decodes() {

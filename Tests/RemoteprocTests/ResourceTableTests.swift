@@ -1,6 +1,7 @@
 import MetalIO
 import Virtio
 import Remoteproc
+import RemoteprocTesting
 import Testing
 
 // Expected bytes follow openamp-facts §1 (resource table wire layout). They are written by hand
@@ -367,7 +368,7 @@ enum ResourceTableCases {
 
 // MARK: - Building and layout
 
-@Suite struct ResourceTableLayoutTests {
+@Suite(.dedicatedThreads) struct ResourceTableLayoutTests {
     @Test func buildsTheLinuxProcessExampleByteForByte() throws {
         let table = try ResourceTable(entries: [.vdev(TableSamples.linuxExampleVdev)])
         #expect(table.bytes.count == 88)
@@ -562,7 +563,7 @@ enum ResourceTableCases {
 
 // MARK: - Updating in place
 
-@Suite struct ResourceTableUpdateTests {
+@Suite(.dedicatedThreads) struct ResourceTableUpdateTests {
     @Test func updateWritesHostChosenValuesInPlace() throws {
         let firmware = VirtioDeviceResource(
             deviceFeatures: .rpmsgNameService,
@@ -674,7 +675,7 @@ enum ResourceTableCases {
 
 // MARK: - Validation
 
-@Suite struct ResourceTableValidationTests {
+@Suite(.dedicatedThreads) struct ResourceTableValidationTests {
     func expectRefusal(_ c: MalformedTable, sourceLocation: SourceLocation = #_sourceLocation) {
         let error = #expect(throws: ResourceTableError.self, sourceLocation: sourceLocation) {
             try ResourceTable(bytes: c.bytes)
@@ -827,7 +828,7 @@ enum ResourceTableCases {
 }
 
 
-@Suite struct ResourceTableBuildRefusalTests {
+@Suite(.dedicatedThreads) struct ResourceTableBuildRefusalTests {
     @Test("entries that cannot be written as their type are refused when building")
     func unrepresentable() {
         for entry in [ResourceEntry.vendor(VendorResource(type: 5, payload: [1])), .vendor(VendorResource(type: 513, payload: [])),

@@ -6,6 +6,7 @@ import FirmwareKit
 import RemoteSim
 @testable import Scenario
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -17,6 +18,13 @@ func temporaryScenarioFile(_ name: String, contents: Data) throws -> String {
     return path
 }
 
+/// A loopback port that is free now: the kernel's pick for a GDB listener that is then closed.
+func freePort() throws -> UInt16 {
+    let probe = try GDBServer(architecture: .rv32)
+    defer { probe.shutdown() }
+    return probe.port
+}
+
 func parseError(_ yaml: String) -> ScenarioError? {
     do {
         _ = try ScenarioParser.parse(yaml, path: "test.yaml")
@@ -26,7 +34,7 @@ func parseError(_ yaml: String) -> ScenarioError? {
     }
 }
 
-@Suite("Scenario parser")
+@Suite("Scenario parser", .dedicatedThreads)
 struct ScenarioParserTests {
     @Test("the ELF decides its architecture: arch may be left out; a wrong one is refused naming both; a non-ELF or a directory is refused")
     func elfArchitecture() throws {
@@ -207,7 +215,7 @@ struct ScenarioParserTests {
     }
 }
 
-@Suite("Scenario runner")
+@Suite("Scenario runner", .dedicatedThreads)
 struct ScenarioRunnerTests {
     func run(_ yaml: String) throws -> ScenarioResult {
         try ScenarioRunner(try ScenarioParser.parse(yaml, path: "semantics.yaml")).run()
@@ -439,14 +447,11 @@ struct ScenarioRunnerTests {
     }
 }
 
-@Suite("Scenario with a debugger", .serialized)
+@Suite("Scenario with a debugger", .serialized, .dedicatedThreads)
 struct ScenarioDebuggerTests {
     @Test("a scenario's debug option serves GDB on its port; with wait: false the steps run without a debugger", .timeLimit(.minutes(1)))
     func debugOptionServes() throws {
-        // A port that is free now: the kernel's pick for a listener that is then closed.
-        let probe = try GDBServer(architecture: .rv32)
-        let port = probe.port
-        probe.shutdown()
+        let port = try freePort()
         let file = try ScenarioParser.parse("""
             firmware: echo
             arch: rv32
@@ -529,13 +534,11 @@ struct ScenarioDebuggerTests {
     }
 }
 
-@Suite("Scenario debug step", .serialized)
+@Suite("Scenario debug step", .serialized, .dedicatedThreads)
 struct ScenarioDebugStepTests {
     @Test("a debug step halts the core where the scenario stands and goes on when the debugger lets go", .timeLimit(.minutes(1)))
     func haltsForTheDebugger() throws {
-        let probe = try GDBServer(architecture: .rv32)
-        let port = probe.port
-        probe.shutdown()
+        let port = try freePort()
         let file = try ScenarioParser.parse("""
             firmware: echo
             arch: rv32
@@ -581,9 +584,7 @@ struct ScenarioDebugStepTests {
 
     @Test("a debug step with no debugger coming fails after attach-within (30 s by default), not after its whole within", .timeLimit(.minutes(1)))
     func debugStepWithoutDebugger() throws {
-        let probe = try GDBServer(architecture: .rv32)
-        let port = probe.port
-        probe.shutdown()
+        let port = try freePort()
         let file = try ScenarioParser.parse("""
             firmware: echo
             arch: rv32
@@ -612,7 +613,7 @@ struct ScenarioDebugStepTests {
 }
 
 
-@Suite("Scenario language: variables, repeat, include, generators, bad input")
+@Suite("Scenario language: variables, repeat, include, generators, bad input", .dedicatedThreads)
 struct ScenarioLanguageTests {
     @Test("every payload size 1…496, generated, sent and checked byte-exact, from a four-line loop with variables", .timeLimit(.minutes(2)))
     func everySize() throws {

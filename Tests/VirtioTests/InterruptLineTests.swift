@@ -1,8 +1,9 @@
 import Synchronization
+import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("Interrupt lines")
+@Suite("Interrupt lines", .dedicatedThreads)
 struct InterruptLineTests {
     @Test("poll mode: nothing runs until poll; a burst for one number coalesces; none is lost")
     func pollMode() {
@@ -65,7 +66,7 @@ struct InterruptLineTests {
     }
 }
 
-@Suite("Interrupt lines over a long run")
+@Suite("Interrupt lines over a long run", .dedicatedThreads)
 struct InterruptLineLongRunTests {
     @Test("a quarter of a million deliveries reach the handler", .timeLimit(.minutes(1)))
     func manyDeliveries() {

@@ -1,7 +1,8 @@
+import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("Notification suppression (openamp-facts §4.5)")
+@Suite("Notification suppression (openamp-facts §4.5)", .dedicatedThreads)
 struct NotificationTests {
     // MARK: Flags (no EVENT_IDX)
 

@@ -1,3 +1,4 @@
+import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -43,7 +44,7 @@ enum ChainCorruption: String, CaseIterable, Sendable {
     }
 }
 
-@Suite("Untrusted ring memory, device side")
+@Suite("Untrusted ring memory, device side", .dedicatedThreads)
 struct DeviceSideValidationTests {
     @Test("A malformed chain is counted, given back used with length 0, and traffic goes on",
           arguments: ChainCorruption.allCases, [false, true])
@@ -133,7 +134,7 @@ struct DeviceSideValidationTests {
     }
 }
 
-@Suite("Untrusted ring memory, driver side")
+@Suite("Untrusted ring memory, driver side", .dedicatedThreads)
 struct DriverSideValidationTests {
     /// The driver adds a request (16 readable + 32 writable bytes), the device takes it and
     /// returns it used with `length`. Returns its head.
@@ -262,7 +263,7 @@ struct DriverSideValidationTests {
     }
 }
 
-@Suite("Chain direction and ring placement")
+@Suite("Chain direction and ring placement", .dedicatedThreads)
 struct ChainDirectionTests {
     @Test("a readable part after a writable one is counted as wrong direction and given back")
     func readableAfterWritable() throws {

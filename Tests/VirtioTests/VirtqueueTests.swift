@@ -1,8 +1,9 @@
 import MetalIO
+import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("Virtqueue: driver and device over one ring")
+@Suite("Virtqueue: driver and device over one ring", .dedicatedThreads)
 struct VirtqueueTests {
     // MARK: Round trip
 

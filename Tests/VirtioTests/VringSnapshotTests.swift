@@ -1,8 +1,9 @@
 import MetalIO
+import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("VringSnapshot")
+@Suite("VringSnapshot", .dedicatedThreads)
 struct VringSnapshotTests {
     /// Reads the fixture's region by device address.
     func reader(_ f: VirtioFixture) -> (UInt64, Int) -> [UInt8]? {
