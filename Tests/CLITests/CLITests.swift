@@ -4,7 +4,6 @@ import RemoteSim
 import Remoteproc
 @testable import rproc_sim
 import Synchronization
-import RemoteprocTesting
 import Testing
 
 /// Runs a subcommand in-process and returns its exit code (0 when it returns normally).
@@ -26,7 +25,7 @@ func temporaryFile(_ name: String, _ contents: String) throws -> String {
     return path
 }
 
-@Suite("rproc-sim", .dedicatedThreads)
+@Suite("rproc-sim")
 struct CLITests {
     @Test("run: 0 when every scenario passes, and the JUnit file is written", .timeLimit(.minutes(1)))
     func runPasses() throws {
@@ -96,7 +95,7 @@ func runBinary(_ arguments: [String]) throws -> (code: Int32, output: String) {
     return (process.terminationStatus, String(decoding: output, as: UTF8.self))
 }
 
-@Suite("rproc-sim run, failure dumps", .dedicatedThreads)
+@Suite("rproc-sim run, failure dumps")
 struct CLIDumpTests {
     static let failing = """
         firmware: echo
@@ -132,7 +131,7 @@ struct CLIDumpTests {
     }
 }
 
-@Suite("rproc-sim debug", .dedicatedThreads)
+@Suite("rproc-sim debug")
 struct CLIDebugTests {
     @Test("boots a firmware with a GDB server, prints the gdb command and what happens; --send drives it into a crash, whose board is printed",
           .timeLimit(.minutes(1)))
@@ -234,7 +233,7 @@ struct CLIDebugTests {
     }
 }
 
-@Suite("rproc-sim run, runner features", .dedicatedThreads)
+@Suite("rproc-sim run, runner features")
 struct CLIRunnerTests {
     static let passing = "firmware: echo\narch: native\ntags: [smoke, echo]\nsteps:\n  - boot\n  - expect: { announce: rpmsg-echo }\n  - shutdown\n"
     static let failing = "name: broken\nfirmware: echo\narch: native\nsteps:\n  - boot\n  - expect: { state: stopped, within: 20ms }\n  - shutdown\n"

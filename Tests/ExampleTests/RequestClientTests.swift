@@ -2,7 +2,7 @@ import RemoteprocTesting
 import Testing
 
 /// The example's test suite: host code against the simulated board, a few lines per test.
-@Suite("RequestClient against the simulated board", .dedicatedThreads)
+@Suite("RequestClient against the simulated board")
 struct RequestClientTests {
     @Test func answersAreReturned() throws {
         try withSimulatedRemote(.scripted(ScriptedRemote().service("kv") { .reply(Array("value of ".utf8) + $0) })) { remote in

@@ -3,7 +3,6 @@ import MetalIO
 import Remoteproc
 import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -34,7 +33,7 @@ final class MailboxPlatform: RemoteprocOps {
     func notify(_ id: NotifyID) throws { mailbox.kick(toRemote: isHost, id) }
 }
 
-@Suite("Remoteproc virtio devices carry RPMsg", .dedicatedThreads)
+@Suite("Remoteproc virtio devices carry RPMsg")
 struct RemoteprocRPMsgTests {
     static func memories() throws -> [RemoteprocMemory] {
         func make(_ name: String, _ da: UInt64, _ pa: UInt64, _ size: Int, pool: Bool) throws -> RemoteprocMemory {

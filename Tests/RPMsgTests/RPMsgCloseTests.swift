@@ -2,11 +2,10 @@ import Foundation
 import MetalIO
 import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("RPMsg close", .dedicatedThreads)
+@Suite("RPMsg close")
 struct RPMsgCloseTests {
     @Test("once close() returns, the device never writes the rings again, even while another thread drains them",
           .timeLimit(.minutes(2)))

@@ -2,12 +2,11 @@ import Foundation
 import MetalIO
 @testable import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
 /// Malformed data from the peer: dropped, counted, and the traffic after it still flows.
-@Suite("RPMsg with a misbehaving peer", .dedicatedThreads)
+@Suite("RPMsg with a misbehaving peer")
 struct RPMsgCorruptionTests {
     /// A poll-mode pair with a receiver on each side (remote 100, host 200).
     struct Fixture {

@@ -2,11 +2,10 @@ import Foundation
 import MetalIO
 @testable import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("RPMsg between a host and a remote in one process", .dedicatedThreads)
+@Suite("RPMsg between a host and a remote in one process")
 struct RPMsgTests {
     @Test("handshake: features negotiated, DRIVER_OK set, receive buffers posted; payload sizes as configured")
     func handshake() throws {

@@ -1,9 +1,8 @@
 import MetalIO
 @testable import RPMsg
-import RemoteprocTesting
 import Testing
 
-@Suite("RPMsg wire formats", .dedicatedThreads)
+@Suite("RPMsg wire formats")
 struct RPMsgWireTests {
     @Test("the 16-byte header is little-endian: src, dst, reserved, len, flags")
     func header() throws {

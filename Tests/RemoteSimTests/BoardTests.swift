@@ -5,7 +5,6 @@ import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -17,7 +16,7 @@ func hostRPMsg(_ processor: RemoteProcessor) throws -> RPMsgDevice {
     try #require(try processor.makeHostRPMsg())
 }
 
-@Suite("Board", .dedicatedThreads)
+@Suite("Board")
 struct BoardTests {
     @Test("native echo firmware through the real core: announce, 10,000 echoes with content checked, stop while waiting", .timeLimit(.minutes(2)))
     func echo() throws {
@@ -56,7 +55,7 @@ struct BoardTests {
     }
 }
 
-@Suite("Board crashes and several boards", .dedicatedThreads)
+@Suite("Board crashes and several boards")
 struct BoardCrashTests {
     @Test("a PANIC write moves the core to Crashed with its code; stop and shutdown follow", .timeLimit(.minutes(1)))
     func panic() throws {
@@ -108,7 +107,7 @@ final class Replies: Sendable {
     let items = Mutex<[[UInt8]]>([])
 }
 
-@Suite("Board crash kinds", .dedicatedThreads)
+@Suite("Board crash kinds")
 struct BoardCrashKindTests {
     func waitForCrash(_ processor: RemoteProcessor) -> CrashReport? {
         let deadline = ContinuousClock.now + .seconds(30)
@@ -141,7 +140,7 @@ struct BoardCrashKindTests {
     }
 }
 
-@Suite("Board life cycle", .dedicatedThreads)
+@Suite("Board life cycle")
 struct BoardLifecycleTests {
     @Test("stop right after start, while the firmware waits for DRIVER_OK, is prompt; the cycle repeats", .timeLimit(.minutes(1)))
     func stopWhileWaitingForDriver() throws {
@@ -164,7 +163,7 @@ struct BoardLifecycleTests {
     }
 }
 
-@Suite("Board recovery", .dedicatedThreads)
+@Suite("Board recovery")
 struct BoardRecoveryTests {
     @Test("after a fault, recovery reloads and restarts the firmware; it re-announces and traffic flows again", .timeLimit(.minutes(1)))
     func recoverAfterFault() throws {
@@ -193,7 +192,7 @@ struct BoardRecoveryTests {
     }
 }
 
-@Suite("Board trace", .dedicatedThreads)
+@Suite("Board trace")
 struct BoardTraceTests {
     @Test("a follower reads only what is new, also after the trace dropped its oldest events")
     func followTheTrace() {
@@ -258,7 +257,7 @@ func bootBoard(_ firmware: any NativeFirmware) throws -> (Board, RemoteProcessor
     return (board, processor, try hostRPMsg(processor))
 }
 
-@Suite("Board programs", .dedicatedThreads)
+@Suite("Board programs")
 struct BoardProgramTests {
     @Test("ping: the firmware finds the host's service, sends N messages and checks the replies", .timeLimit(.minutes(1)))
     func ping() throws {
@@ -302,7 +301,7 @@ struct BoardProgramTests {
     }
 }
 
-@Suite("Board transitions", .dedicatedThreads)
+@Suite("Board transitions")
 struct BoardTransitionTests {
     /// A processor on a fresh echo board, brought to `state` through legal calls.
     func processor(in state: RemoteprocState) throws -> (Board, RemoteProcessor) {
@@ -424,7 +423,7 @@ struct BoardTransitionTests {
     }
 }
 
-@Suite("Board automatic recovery", .dedicatedThreads)
+@Suite("Board automatic recovery")
 struct BoardAutomaticRecoveryTests {
     @Test("with automatic recovery a watchdog crash is followed by reload and restart", .timeLimit(.minutes(1)))
     func automatic() throws {
@@ -450,7 +449,7 @@ struct BoardAutomaticRecoveryTests {
     }
 }
 
-@Suite("Board delivery and images", .dedicatedThreads)
+@Suite("Board delivery and images")
 struct BoardDeliveryTests {
     @Test("poll mode: the remote's kicks reach the processor only when the test polls", .timeLimit(.minutes(1)))
     func pollMode() throws {
@@ -510,7 +509,7 @@ struct BoardDeliveryTests {
     }
 }
 
-@Suite("Board fault injection", .dedicatedThreads)
+@Suite("Board fault injection")
 struct BoardFaultInjectionTests {
     @Test("a dropped host → remote kick leaves the message waiting until the next kick", .timeLimit(.minutes(1)))
     func droppedKick() throws {

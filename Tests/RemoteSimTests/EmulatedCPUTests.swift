@@ -5,7 +5,6 @@ import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -33,7 +32,7 @@ func waitUntil(_ timeout: Duration = .seconds(30), _ condition: () -> Bool) -> B
     return true
 }
 
-@Suite("Emulated CPU", .dedicatedThreads)
+@Suite("Emulated CPU")
 struct EmulatedCPUTests {
     @Test("minimal firmware boots on the emulated core, prints, answers a kick, and stops while waiting",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -61,7 +60,7 @@ struct EmulatedCPUTests {
     }
 }
 
-@Suite("Emulated firmware programs", .dedicatedThreads)
+@Suite("Emulated firmware programs")
 struct EmulatedProgramTests {
     /// Boots `program`, puts the host's RPMsg on its vdev and waits for `service` to be announced.
     func boot(_ program: String, _ architecture: FirmwareArchitecture, service: String = "rpmsg-echo") throws
@@ -98,7 +97,7 @@ struct EmulatedProgramTests {
     }
 }
 
-@Suite("Emulated firmware: faults, services, console", .dedicatedThreads)
+@Suite("Emulated firmware: faults, services, console")
 struct EmulatedFaultTests {
     func crashReport(_ processor: RemoteProcessor) -> CrashReport? {
         _ = waitUntil { processor.state == .crashed }
@@ -196,7 +195,7 @@ struct EmulatedFaultTests {
     }
 }
 
-@Suite("Emulated firmware: illegal instructions", .dedicatedThreads)
+@Suite("Emulated firmware: illegal instructions")
 struct EmulatedIllegalInstructionTests {
     @Test("an undefined instruction halts the core with a fault whose PC is in the function that executed it",
           .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)

@@ -1,8 +1,7 @@
 import RemoteSim
-import RemoteprocTesting
 import Testing
 
-@Suite("GDB remote serial protocol framing", .dedicatedThreads)
+@Suite("GDB remote serial protocol framing")
 struct GDBPacketReaderTests {
     func feed(_ text: String, limit: Int = 16 * 1024) -> [GDBInput] {
         var reader = GDBPacketReader(maximumPacketSize: limit)

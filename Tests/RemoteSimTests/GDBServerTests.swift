@@ -6,7 +6,6 @@ import Foundation
 import MetalIO
 import Remoteproc
 import RemoteSim
-import RemoteprocTesting
 import Testing
 
 /// Runs gdb-multiarch in batch mode with `commands` against 127.0.0.1:`port`; returns its output.
@@ -40,7 +39,7 @@ func debuggedBoard(_ program: String, _ architecture: FirmwareArchitecture) thro
     return (elf, server, board, processor)
 }
 
-@Suite("GDB server", .serialized, .dedicatedThreads)
+@Suite("GDB server", .serialized)
 struct GDBServerTests {
     @Test("gdb-multiarch attaches to a core halted at reset, breaks in main, reads registers and steps",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -63,7 +62,7 @@ struct GDBServerTests {
     }
 }
 
-@Suite("GDB server faults", .serialized, .dedicatedThreads)
+@Suite("GDB server faults", .serialized)
 struct GDBServerFaultTests {
     @Test("continuing into an undefined instruction stops with SIGILL at it; the crash follows once the debugger lets go",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -113,7 +112,7 @@ final class RawClient {
     }
 }
 
-@Suite("GDB server robustness", .serialized, .dedicatedThreads)
+@Suite("GDB server robustness", .serialized)
 struct GDBServerRobustnessTests {
     func halted(_ program: String = "minimal") throws -> (GDBServer, RemoteProcessor, Board) {
         let (_, server, board, processor) = try debuggedBoard(program, .cortexM4)
@@ -179,7 +178,7 @@ func consoleOutput(_ text: String) -> String {
 
 func monitorPacket(_ command: String) -> [UInt8] { GDBPacketReader.frame("qRcmd," + hexString(Array(command.utf8))) }
 
-@Suite("GDB server protocol", .serialized, .dedicatedThreads)
+@Suite("GDB server protocol", .serialized)
 struct GDBServerProtocolTests {
     @Test("watchpoint packets: Z2/Z3/Z4 set and clear, bad lengths refused, at most 8, unknown types answered empty; at most 4096 breakpoints", .timeLimit(.minutes(1)))
     func watchpointPackets() throws {
@@ -269,7 +268,7 @@ struct GDBServerProtocolTests {
     }
 }
 
-@Suite("GDB server stepping onto wfi", .serialized, .dedicatedThreads)
+@Suite("GDB server stepping onto wfi", .serialized)
 struct GDBStepWFITests {
     @Test("a single step onto wfi completes when the core wakes: not before, and then at the next instruction",
           .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
@@ -297,7 +296,7 @@ struct GDBStepWFITests {
     }
 }
 
-@Suite("Stopping an emulated core", .serialized, .dedicatedThreads)
+@Suite("Stopping an emulated core", .serialized)
 struct EmulatedStopRaceTests {
     @Test("a stop is never lost, whenever it lands: before, between or during runs, with or without a debugger's hooks",
           .timeLimit(.minutes(2)), arguments: [false, true])
@@ -319,7 +318,7 @@ struct EmulatedStopRaceTests {
     }
 }
 
-@Suite("GDB server fuzzing", .serialized, .dedicatedThreads)
+@Suite("GDB server fuzzing", .serialized)
 struct GDBServerFuzzTests {
     @Test("5,000 random packets and raw noise: every one answered or refused, the server and the board keep working",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)

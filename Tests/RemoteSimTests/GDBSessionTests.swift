@@ -5,12 +5,11 @@ import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 
 /// gdb-multiarch against the echo firmware while the host sends it messages: the things a
 /// firmware engineer does first — arguments, globals, `next`, a watchpoint, the vrings.
-@Suite("GDB sessions against the echo firmware", .serialized, .dedicatedThreads)
+@Suite("GDB sessions against the echo firmware", .serialized)
 struct GDBSessionTests {
     @Test("with messages in flight: monitor vrings decodes them; break reads the arguments and a global; next steps a line; a watchpoint hits with old and new values",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -83,7 +82,7 @@ struct GDBSessionTests {
     }
 }
 
-@Suite("GDB sessions: faults, kill, leaving mid-step", .serialized, .dedicatedThreads)
+@Suite("GDB sessions: faults, kill, leaving mid-step", .serialized)
 struct GDBLifecycleTests {
     @Test("continuing into an access fault stops with SIGSEGV in main; the crash follows once gdb lets go",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
@@ -132,7 +131,7 @@ struct GDBLifecycleTests {
     }
 }
 
-@Suite("GDB server across restarts", .serialized, .dedicatedThreads)
+@Suite("GDB server across restarts", .serialized)
 struct GDBRestartTests {
     @Test("only the first run waits at reset: after a crash nobody is debugging, the recovered core runs at once", .timeLimit(.minutes(1)))
     func recoveryDoesNotWait() throws {
@@ -152,7 +151,7 @@ struct GDBRestartTests {
     }
 }
 
-@Suite("GDB and the watchdog", .serialized, .dedicatedThreads)
+@Suite("GDB and the watchdog", .serialized)
 struct GDBWatchdogTests {
     @Test("the watchdog is frozen while the debugger holds the core, and counts again once it runs", .timeLimit(.minutes(1)))
     func watchdogFrozenWhileHalted() throws {

@@ -5,7 +5,6 @@ import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -92,7 +91,7 @@ private func linkwaitWithVdevID(_ id: UInt8, _ architecture: FirmwareArchitectur
     return patched
 }
 
-@Suite("Host personalities", .dedicatedThreads)
+@Suite("Host personalities")
 struct HostPersonalityTests {
     @Test("linux: status 0 → 0x1 → 0x3, gfeatures, both vring addresses, 0x7 with 256 buffers posted, then one kick of vring 0 — no vdev kick",
           .timeLimit(.minutes(1)))

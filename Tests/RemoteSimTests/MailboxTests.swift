@@ -1,7 +1,6 @@
 import Foundation
 import RemoteSim
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -13,7 +12,7 @@ final class EventRecorder: Sendable {
     var consoleLines: [String] { all.compactMap { if case let .consoleLine(l) = $0 { l } else { nil } } }
 }
 
-@Suite("Mailbox", .dedicatedThreads)
+@Suite("Mailbox")
 struct MailboxTests {
     typealias R = Mailbox.Register
 
@@ -176,7 +175,7 @@ struct MailboxTests {
     }
 }
 
-@Suite("Mailbox over a long run", .dedicatedThreads)
+@Suite("Mailbox over a long run")
 struct MailboxLongRunTests {
     @Test("half a million events and kicks reach their handlers, the last as readily as the first", .timeLimit(.minutes(1)))
     func manyEvents() {

@@ -2,7 +2,6 @@ import MetalIO
 import Remoteproc
 import RemoteSim
 import RPMsg
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -62,7 +61,7 @@ struct ReportFixture {
     func render() -> String { VringReport.render(table, read: read) }
 }
 
-@Suite("Vring report", .dedicatedThreads)
+@Suite("Vring report")
 struct VringReportTests {
     @Test("messages in flight and used are decoded: text, binary, name service; empty receive buffers are named")
     func decodes() {

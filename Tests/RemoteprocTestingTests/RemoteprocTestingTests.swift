@@ -8,7 +8,7 @@ import Synchronization
 import Testing
 import XCTest
 
-@Suite("RemoteprocTesting with a debugger", .serialized, .dedicatedThreads)
+@Suite("RemoteprocTesting with a debugger", .serialized)
 struct RemoteprocTestingDebuggerTests {
     @Test("time the core spends halted in a debugger does not count against the fixture's waits", .timeLimit(.minutes(1)))
     func haltedTimeDoesNotCount() throws {
@@ -43,7 +43,7 @@ struct RemoteprocTestingDebuggerTests {
     }
 }
 
-@Suite("RemoteprocTesting", .dedicatedThreads)
+@Suite("RemoteprocTesting")
 struct RemoteprocTestingTests {
     @Test("the fixture boots, connects and answers in a few lines")
     func basic() throws {

@@ -3,7 +3,6 @@ import Foundation
 import MetalIO
 import Virtio
 @testable import Remoteproc
-import RemoteprocTesting
 import Testing
 
 /// What a file says must be at each device address after a load: every PT_LOAD's file bytes,
@@ -59,7 +58,7 @@ func expectImageLanded(_ path: URL, platform: TestPlatform, processor: RemotePro
     }
 }
 
-@Suite("ELF loading", .dedicatedThreads)
+@Suite("ELF loading")
 struct ELFLoadingTests {
     @Test("board firmware built by clang + ld.lld loads byte for byte", arguments: FirmwareArchitecture.allCases)
     func boardFirmware(architecture: FirmwareArchitecture) throws {

@@ -3,7 +3,6 @@ import MetalIO
 import Virtio
 @testable import Remoteproc
 import Synchronization
-import RemoteprocTesting
 import Testing
 
 /// A small image in memory: one code segment, one sram segment holding a resource table.
@@ -19,7 +18,7 @@ func readyProcessor(_ platform: TestPlatform, table: ResourceTable? = nil) throw
     return processor
 }
 
-@Suite("Life cycle", .dedicatedThreads)
+@Suite("Life cycle")
 struct LifecycleTests {
     @Test("init runs the init op and starts Offline")
     func initialState() throws {

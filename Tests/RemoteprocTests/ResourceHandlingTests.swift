@@ -3,7 +3,6 @@ import MetalIO
 import Virtio
 @testable import Remoteproc
 import Synchronization
-import RemoteprocTesting
 import Testing
 
 func rpmsgVdev(notify: NotifyID = .any, vrings: [NotifyID] = [.any, .any], addresses: [ResourceAddress] = [.any, .any],
@@ -45,7 +44,7 @@ func loadError(_ entries: [ResourceEntry], platform: TestPlatform? = nil, capaci
     return error
 }
 
-@Suite("Resource table handling", .dedicatedThreads)
+@Suite("Resource table handling")
 struct ResourceHandlingTests {
     @Test("ANY vrings and carveouts are allocated in the shared pool, avoiding fixed ones, and written back")
     func anyAllocation() throws {
@@ -306,7 +305,7 @@ struct ResourceHandlingTests {
     }
 }
 
-@Suite("Memory", .dedicatedThreads)
+@Suite("Memory")
 struct MemoryTests {
     @Test("lookups by name, physical, device and virtual address, with misses")
     func lookups() throws {
@@ -356,7 +355,7 @@ struct MemoryTests {
     }
 }
 
-@Suite("Virtio device entry point", .dedicatedThreads)
+@Suite("Virtio device entry point")
 struct VirtioEntryTests {
     func running(config: [UInt8] = [9, 8, 7, 6], host: HostPersonality = .openamp) throws -> (TestPlatform, RemoteProcessor) {
         let (platform, processor, _) = try load([rpmsgVdev(addresses: host == .openamp ? fixedVrings : [.any, .any], config: config)], host: host)

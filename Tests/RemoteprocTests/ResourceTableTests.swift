@@ -1,7 +1,6 @@
 import MetalIO
 import Virtio
 import Remoteproc
-import RemoteprocTesting
 import Testing
 
 // Expected bytes follow openamp-facts §1 (resource table wire layout). They are written by hand
@@ -368,7 +367,7 @@ enum ResourceTableCases {
 
 // MARK: - Building and layout
 
-@Suite(.dedicatedThreads) struct ResourceTableLayoutTests {
+@Suite struct ResourceTableLayoutTests {
     @Test func buildsTheLinuxProcessExampleByteForByte() throws {
         let table = try ResourceTable(entries: [.vdev(TableSamples.linuxExampleVdev)])
         #expect(table.bytes.count == 88)
@@ -563,7 +562,7 @@ enum ResourceTableCases {
 
 // MARK: - Updating in place
 
-@Suite(.dedicatedThreads) struct ResourceTableUpdateTests {
+@Suite struct ResourceTableUpdateTests {
     @Test func updateWritesHostChosenValuesInPlace() throws {
         let firmware = VirtioDeviceResource(
             deviceFeatures: .rpmsgNameService,
@@ -675,7 +674,7 @@ enum ResourceTableCases {
 
 // MARK: - Validation
 
-@Suite(.dedicatedThreads) struct ResourceTableValidationTests {
+@Suite struct ResourceTableValidationTests {
     func expectRefusal(_ c: MalformedTable, sourceLocation: SourceLocation = #_sourceLocation) {
         let error = #expect(throws: ResourceTableError.self, sourceLocation: sourceLocation) {
             try ResourceTable(bytes: c.bytes)
@@ -828,7 +827,7 @@ enum ResourceTableCases {
 }
 
 
-@Suite(.dedicatedThreads) struct ResourceTableBuildRefusalTests {
+@Suite struct ResourceTableBuildRefusalTests {
     @Test("entries that cannot be written as their type are refused when building")
     func unrepresentable() {
         for entry in [ResourceEntry.vendor(VendorResource(type: 5, payload: [1])), .vendor(VendorResource(type: 513, payload: [])),

@@ -6,7 +6,6 @@ import FirmwareKit
 import RemoteSim
 @testable import Scenario
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -34,7 +33,7 @@ func parseError(_ yaml: String) -> ScenarioError? {
     }
 }
 
-@Suite("Scenario parser", .dedicatedThreads)
+@Suite("Scenario parser")
 struct ScenarioParserTests {
     @Test("the ELF decides its architecture: arch may be left out; a wrong one is refused naming both; a non-ELF or a directory is refused")
     func elfArchitecture() throws {
@@ -215,7 +214,7 @@ struct ScenarioParserTests {
     }
 }
 
-@Suite("Scenario runner", .dedicatedThreads)
+@Suite("Scenario runner")
 struct ScenarioRunnerTests {
     func run(_ yaml: String) throws -> ScenarioResult {
         try ScenarioRunner(try ScenarioParser.parse(yaml, path: "semantics.yaml")).run()
@@ -447,7 +446,7 @@ struct ScenarioRunnerTests {
     }
 }
 
-@Suite("Scenario with a debugger", .serialized, .dedicatedThreads)
+@Suite("Scenario with a debugger", .serialized)
 struct ScenarioDebuggerTests {
     @Test("a scenario's debug option serves GDB on its port; with wait: false the steps run without a debugger", .timeLimit(.minutes(1)))
     func debugOptionServes() throws {
@@ -534,7 +533,7 @@ struct ScenarioDebuggerTests {
     }
 }
 
-@Suite("Scenario debug step", .serialized, .dedicatedThreads)
+@Suite("Scenario debug step", .serialized)
 struct ScenarioDebugStepTests {
     @Test("a debug step halts the core where the scenario stands and goes on when the debugger lets go", .timeLimit(.minutes(1)))
     func haltsForTheDebugger() throws {
@@ -613,7 +612,7 @@ struct ScenarioDebugStepTests {
 }
 
 
-@Suite("Scenario language: variables, repeat, include, generators, bad input", .dedicatedThreads)
+@Suite("Scenario language: variables, repeat, include, generators, bad input")
 struct ScenarioLanguageTests {
     @Test("every payload size 1…496, generated, sent and checked byte-exact, from a four-line loop with variables", .timeLimit(.minutes(2)))
     func everySize() throws {

@@ -1,9 +1,8 @@
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("Interrupt lines", .dedicatedThreads)
+@Suite("Interrupt lines")
 struct InterruptLineTests {
     @Test("poll mode: nothing runs until poll; a burst for one number coalesces; none is lost")
     func pollMode() {
@@ -66,7 +65,7 @@ struct InterruptLineTests {
     }
 }
 
-@Suite("Interrupt lines over a long run", .dedicatedThreads)
+@Suite("Interrupt lines over a long run")
 struct InterruptLineLongRunTests {
     @Test("a quarter of a million deliveries reach the handler", .timeLimit(.minutes(1)))
     func manyDeliveries() {

@@ -1,8 +1,7 @@
-import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("Notification suppression (openamp-facts §4.5)", .dedicatedThreads)
+@Suite("Notification suppression (openamp-facts §4.5)")
 struct NotificationTests {
     // MARK: Flags (no EVENT_IDX)
 

@@ -1,7 +1,6 @@
 import Foundation   // Thread
 import MetalIO
 import Synchronization
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -30,7 +29,7 @@ final class StreamLog: Sendable {
     var failures: [String] { problems.withLock { $0 } }
 }
 
-@Suite("Two threads", .serialized, .dedicatedThreads)
+@Suite("Two threads", .serialized)
 struct TwoThreadTests {
     @Test("20 000 sequence-numbered buffers go from a driver thread to a device thread in order",
           .timeLimit(.minutes(2)), arguments: [false, true])

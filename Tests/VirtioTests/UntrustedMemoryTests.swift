@@ -1,4 +1,3 @@
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -44,7 +43,7 @@ enum ChainCorruption: String, CaseIterable, Sendable {
     }
 }
 
-@Suite("Untrusted ring memory, device side", .dedicatedThreads)
+@Suite("Untrusted ring memory, device side")
 struct DeviceSideValidationTests {
     @Test("A malformed chain is counted, given back used with length 0, and traffic goes on",
           arguments: ChainCorruption.allCases, [false, true])
@@ -134,7 +133,7 @@ struct DeviceSideValidationTests {
     }
 }
 
-@Suite("Untrusted ring memory, driver side", .dedicatedThreads)
+@Suite("Untrusted ring memory, driver side")
 struct DriverSideValidationTests {
     /// The driver adds a request (16 readable + 32 writable bytes), the device takes it and
     /// returns it used with `length`. Returns its head.
@@ -263,7 +262,7 @@ struct DriverSideValidationTests {
     }
 }
 
-@Suite("Chain direction and ring placement", .dedicatedThreads)
+@Suite("Chain direction and ring placement")
 struct ChainDirectionTests {
     @Test("a readable part after a writable one is counted as wrong direction and given back")
     func readableAfterWritable() throws {

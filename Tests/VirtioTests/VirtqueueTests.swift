@@ -1,9 +1,8 @@
 import MetalIO
-import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("Virtqueue: driver and device over one ring", .dedicatedThreads)
+@Suite("Virtqueue: driver and device over one ring")
 struct VirtqueueTests {
     // MARK: Round trip
 

@@ -1,4 +1,3 @@
-import RemoteprocTesting
 import Testing
 import Virtio
 
@@ -12,7 +11,7 @@ struct EventCase: Sendable, CustomTestStringConvertible {
     var testDescription: String { "event \(event), new \(new), old \(old) → \(expected) (\(why))" }
 }
 
-@Suite("Vring layout (openamp-facts §4.4–4.5)", .dedicatedThreads)
+@Suite("Vring layout (openamp-facts §4.4–4.5)")
 struct VringLayoutTests {
     @Test("256 descriptors aligned to 4096: avail at 4096, used at 0x2000, 10246 bytes")
     func openAMPReferenceRing() throws {

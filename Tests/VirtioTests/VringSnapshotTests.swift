@@ -1,9 +1,8 @@
 import MetalIO
-import RemoteprocTesting
 import Testing
 import Virtio
 
-@Suite("VringSnapshot", .dedicatedThreads)
+@Suite("VringSnapshot")
 struct VringSnapshotTests {
     /// Reads the fixture's region by device address.
     func reader(_ f: VirtioFixture) -> (UInt64, Int) -> [UInt8]? {
