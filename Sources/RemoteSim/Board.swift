@@ -184,6 +184,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     /// Whether a debugger holds the core halted: waits on the board should not count this time.
     public var isHaltedInDebugger: Bool { debugger?.isHalted ?? false }
 
+    /// The processor driving this board, while it exists.
+    var currentProcessor: RemoteProcessor? { core.withLock { $0.processor } }
+
     /// Delivers the remote's kicks so far (poll mode).
     @discardableResult
     public func poll() -> Int { mailbox.poll() }

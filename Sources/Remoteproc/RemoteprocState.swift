@@ -20,6 +20,9 @@ public enum RemoteprocState: String, Hashable, Sendable, CaseIterable, CustomStr
     case suspended
 
     public var description: String { rawValue.prefix(1).uppercased() + rawValue.dropFirst() }
+
+    /// Running or suspended: the remote can still answer (a crash, a stop or a shutdown ends that).
+    public var isLive: Bool { self == .running || self == .suspended }
 }
 
 /// The public calls of a remote processor, as named in errors and state-change events.

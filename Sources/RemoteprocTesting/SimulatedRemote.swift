@@ -166,13 +166,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     /// ``poll(_:_:)`` for a wait that needs a live remote: it ends at once (false) when the
     /// remote crashes or is stopped, instead of waiting out its time.
     func pollAlive(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
-        var ended = false
-        let met = poll(timeout) {
-            if condition() { return true }
-            ended = processor.state != .running && processor.state != .suspended
-            return ended
-        }
-        return met && !(ended && !condition())
+        board.waitWhileLive(upTo: timeout, checkingEvery: .microseconds(100), until: condition) == .met
     }
 
     /// Polls `condition` until it holds or `timeout` passes; time the core spends halted in a

@@ -6,6 +6,8 @@ extension ScenarioParser {
     /// and repeats may nest: a file cannot make the runner build an unbounded list.
     static let maximumExpandedSteps = 100_000
     static let maximumNesting = 8
+    /// Most loop iterations a file may unroll in all (loops over bodies that make no steps too).
+    static let maximumIterations = 1_000_000
 
     /// Turns the `steps:` list into plain steps: `${name}` replaced by the file's `vars:` and loop
     /// variables, `repeat:` unrolled, `include:` files read in place. Every step keeps the line and
@@ -13,6 +15,9 @@ extension ScenarioParser {
     struct Expander {
         let reader: Reader
         var steps: [(step: ScenarioStep, location: SourceLocation)] = []
+        /// Loop iterations unrolled so far: loops over empty or nested bodies are bounded too,
+        /// not just the steps they make.
+        var iterations = 0
 
         init(reader: Reader) { self.reader = reader }
 
@@ -42,7 +47,7 @@ extension ScenarioParser {
             guard let args = node.mapping else { throw reader.error(node, "repeat needs a mapping: { times: 3, steps: [...] } or { for: x, in: 1..5, steps: [...] }") }
             try reader.allowOnly(args, ["times", "for", "in", "steps"], context: "repeat")
             guard let body = args["steps"]?.sequence else { throw reader.error(node, "repeat needs 'steps' (a list)") }
-            var values: [String?]
+            let values: [String?]
             if let times = args["times"] {
                 guard args["for"] == nil, args["in"] == nil else { throw reader.error(times, "give either times, or for with in — not both") }
                 values = Array(repeating: nil, count: try reader.int(try substitute(times, vars), "times", range: 1...ScenarioParser.maximumExpandedSteps))
@@ -51,17 +56,22 @@ extension ScenarioParser {
                 let variable = try reader.string(name, "for")
                 guard Self.isName(variable) else { throw reader.error(name, "a variable name is letters, digits and '_', starting with a letter") }
                 values = try domainValues(try substitute(domain, vars)).map { $0 }
-                return try unrollValues(values, variable: variable, body: body, vars: vars, depth: depth, including: including)
+                return try unrollValues(values, variable: variable, body: body, at: node, vars: vars, depth: depth, including: including)
             }
-            try unrollValues(values, variable: nil, body: body, vars: vars, depth: depth, including: including)
+            try unrollValues(values, variable: nil, body: body, at: node, vars: vars, depth: depth, including: including)
         }
 
-        private mutating func unrollValues(_ values: [String?], variable: String?, body: Node.Sequence, vars: [String: String], depth: Int,
+        private mutating func unrollValues(_ values: [String?], variable: String?, body: Node.Sequence, at node: Node, vars: [String: String], depth: Int,
                                            including: [String]) throws(ScenarioError) {
             for value in values {
                 var scope = vars
                 if let variable, let value { scope[variable] = value }
                 try expand(Array(body), vars: scope, depth: depth + 1, including: including)
+                // Counted after the body, so a body that makes steps meets the step limit first.
+                iterations += 1
+                guard iterations <= ScenarioParser.maximumIterations else {
+                    throw reader.error(node, "the scenario's repeats run more than \(ScenarioParser.maximumIterations) times in all")
+                }
             }
         }
 
@@ -100,10 +110,15 @@ extension ScenarioParser {
             } else {
                 throw reader.error(node, "included file '\(name)' must be a list of steps, or a mapping with 'steps'")
             }
+            // The included steps go on the same list (moved in and out, not copied).
             var inner = Expander(reader: included)
-            inner.steps = steps
+            swap(&inner.steps, &steps)
+            inner.iterations = iterations
+            defer {
+                swap(&inner.steps, &steps)
+                iterations = inner.iterations
+            }
             try inner.expand(Array(list), vars: vars, depth: depth + 1, including: including + [path])
-            steps = inner.steps
         }
 
         static func isName(_ text: String) -> Bool {

@@ -42,11 +42,18 @@ public enum ScenarioParser {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ScenarioError(location: location, message: "cannot read \(what) \(path) (permissions?)")
         }
-        guard let text = String(validating: Array(data), as: UTF8.self) else {
-            let bad = (0..<data.count).first { String(validating: Array(data.prefix($0 + 1)), as: UTF8.self) == nil && String(validating: Array(data.prefix($0)), as: UTF8.self) != nil } ?? 0
-            throw ScenarioError(location: location, message: "\(what) \(path) is not UTF-8 text (byte \(bad))")
+        // One pass: the offset of the first byte that does not decode, if any.
+        var parser = Unicode.UTF8.ForwardParser()
+        var bytes = data.makeIterator()
+        var offset = 0
+        decoding: while true {
+            switch parser.parseScalar(from: &bytes) {
+            case let .valid(encoded): offset += encoded.count
+            case .error: throw ScenarioError(location: location, message: "\(what) \(path) is not UTF-8 text (byte \(offset))")
+            case .emptyInput: break decoding
+            }
         }
-        return text
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// The YAML tree of `text`, refused with a location when it is not YAML, nests too deep for

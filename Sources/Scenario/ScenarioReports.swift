@@ -6,7 +6,8 @@ import RemoteSim
 
 /// Machine-readable reports of scenario results.
 public enum ScenarioReports {
-    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+    /// A duration in seconds, for reports.
+    public static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     /// Text as XML 1.0 may carry it: characters XML cannot hold at all (control characters
     /// other than tab, newline and return; lone surrogates; U+FFFE/U+FFFF) are written as `\xNN`

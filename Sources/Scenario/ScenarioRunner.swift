@@ -140,17 +140,12 @@ public final class ScenarioRunner {
     /// stopped meanwhile, the wait ends at once with a failure that says so and gives the crash
     /// report — it does not wait out `within` for what can no longer come.
     private func waitAlive(_ within: Duration, for what: String, _ condition: () -> Bool) throws -> Bool {
-        let alive: Set<RemoteprocState> = [.running, .suspended]
-        var ended = false
-        let met = waitFor(within) {
-            if condition() { return true }
-            ended = !alive.contains(processor.state)
-            return ended
+        switch board.waitWhileLive(upTo: within, until: condition) {
+        case .met: return true
+        case .timedOut: return false
+        case let .remoteEnded(state):
+            throw Failure("expected: \(what)\n      saw:      the remote \(state == .crashed ? "crashed" : "left Running (state \(state))") while waiting" + crashNote())
         }
-        if ended && !condition() {
-            throw Failure("expected: \(what)\n      saw:      the remote \(processor.state == .crashed ? "crashed" : "left Running (state \(processor.state))") while waiting" + crashNote())
-        }
-        return met
     }
 
     private func attachRPMsg() throws {
@@ -265,11 +260,10 @@ public final class ScenarioRunner {
             }
             return "\(scanned) message(s) waiting, none matching"
         case let .expectNoCrash(duration):
-            let alive: Set<RemoteprocState> = [.running, .suspended]
-            guard alive.contains(processor.state) else {
+            guard processor.state.isLive else {
                 throw Failure("expected: a running remote for \(scenarioText(duration))\n      saw:      state \(processor.state)" + crashNote())
             }
-            if waitFor(duration, { !alive.contains(processor.state) }) {
+            if waitFor(duration, { !processor.state.isLive }) {
                 throw Failure("expected: no crash for \(scenarioText(duration))\n      saw:      state \(processor.state)" + crashNote())
             }
             return ""
@@ -278,15 +272,18 @@ public final class ScenarioRunner {
             // first line after the last one taken that matches is taken, with the lines before it.
             let expression = try NSRegularExpression(pattern: regex)
             var taken: (line: String, through: Int)?
+            // Each look reads only the events recorded since the last one (the trace holds up to 100k).
+            var scanned = consoleTaken
             func found() -> Bool {
                 board.collectTraceBuffer()
-                let (events, recorded) = board.trace.events(after: consoleTaken)
+                let (events, recorded) = board.trace.events(after: scanned)
                 for (i, event) in events.enumerated() {
                     guard case let .console(line, _) = event.kind,
                           expression.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) != nil else { continue }
                     taken = (line, recorded - events.count + i + 1)
                     return true
                 }
+                scanned = recorded
                 return false
             }
             guard try waitAlive(within, for: "a console line matching /\(regex)/", found) else {

@@ -312,7 +312,7 @@ struct RunSummary: Encodable {
             let r = outcome.result
             let ran = r.steps.map { s in
                 Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: s.passed ? "passed" : "failed",
-                     seconds: Self.seconds(s.duration), detail: s.detail, failure: s.failure)
+                     seconds: ScenarioReports.seconds(s.duration), detail: s.detail, failure: s.failure)
             }
             let skipped = r.notRun.map { s in
                 Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: "skipped",
@@ -320,11 +320,9 @@ struct RunSummary: Encodable {
             }
             return Scenario(name: r.name, path: r.path, firmware: r.firmware, host: outcome.file.host.rawValue, tags: outcome.file.tags,
                             status: outcome.flaky ? "flaky" : outcome.passed ? "passed" : "failed", attempts: outcome.attempts.count,
-                            seconds: Self.seconds(r.duration), steps: ran + skipped)
+                            seconds: ScenarioReports.seconds(r.duration), steps: ran + skipped)
         }
     }
-
-    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     func encoded() throws -> Data {
         let encoder = JSONEncoder()

@@ -80,6 +80,56 @@ enum FirmwareBuilderForTests {
 }
 
 /// Runs the built `rproc-sim` binary (next to the test bundle) and returns its exit code and output.
+/// rproc-sim running in the background, its output collected as it comes.
+final class LiveTool {
+    private final class Output: Sendable {
+        let text = Mutex("")
+    }
+    let process = Process()
+    private let pipe = Pipe()
+    private let collected = Output()
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
+        process.arguments = arguments
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let collected = self.collected
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            collected.text.withLock { $0 += text }
+        }
+        try process.run()
+    }
+
+    var output: String { collected.text.withLock { $0 } }
+
+    /// Waits (bounded) until the output contains `text`.
+    func waitFor(_ text: String, seconds: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !output.contains(text) && Date() < deadline { usleep(20_000) }
+        return output.contains(text)
+    }
+
+    /// Ctrl-C, then up to 20 s for the tool to end (killed after that); its exit status.
+    func interrupt() -> Int32 {
+        process.interrupt()
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        finish()
+        return process.terminationStatus
+    }
+
+    /// Ends the tool if it still runs (SIGKILL cannot be blocked: the test runner's signal mask is
+    /// inherited) and collects the last of its output.
+    func finish() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        usleep(100_000)
+        pipe.fileHandleForReading.readabilityHandler = nil
+    }
+}
+
 func runBinary(_ arguments: [String]) throws -> (code: Int32, output: String) {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
     try #require(FileManager.default.isExecutableFile(atPath: binary.path), "build the rproc-sim product first (swift build --build-tests)")
@@ -151,35 +201,14 @@ struct CLIDebugTests {
     @Test("the core waits at reset for gdb-multiarch unless --no-wait; gdb continues it", .timeLimit(.minutes(1)))
     func waitsForDebugger() throws {
         let elf = try FirmwareBuilderForTests.echo()
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["debug", elf, "--arch", "cortex-m4", "--port", "0"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let collected = Mutex("")
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let text = String(decoding: handle.availableData, as: UTF8.self)
-            collected.withLock { $0 += text }
-        }
-        try process.run()
-        defer {
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-            pipe.fileHandleForReading.readabilityHandler = nil
-        }
+        let tool = try LiveTool(["debug", elf, "--arch", "cortex-m4", "--port", "0"])
+        defer { tool.finish() }
         // Each step waits (bounded) for the one before it — no race with how fast gdb or the tool starts.
-        func waitFor(_ text: String) -> Bool {
-            let deadline = Date().addingTimeInterval(30)
-            while !collected.withLock({ $0.contains(text) }) && Date() < deadline { usleep(20_000) }
-            return collected.withLock { $0.contains(text) }
-        }
-        #expect(waitFor("the core waits halted at reset"), "\(collected.withLock { $0 })")
-        let listening = collected.withLock { $0 }
+        #expect(tool.waitFor("the core waits halted at reset"), "\(tool.output)")
+        let listening = tool.output
         let port = try #require(listening.range(of: "127.0.0.1:[0-9]+", options: .regularExpression).map { listening[$0].split(separator: ":").last! })
         usleep(300_000)
-        #expect(!collected.withLock { $0.contains("console: echo: ready") }, "the core waited for the debugger")
+        #expect(!tool.output.contains("console: echo: ready"), "the core waited for the debugger")
         let gdb = Process()
         gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
         gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
@@ -187,41 +216,19 @@ struct CLIDebugTests {
         gdb.standardError = FileHandle.nullDevice
         try gdb.run()
         gdb.waitUntilExit()
-        #expect(waitFor("console: echo: ready"), "the firmware ran once gdb let go: \(collected.withLock { $0 })")
-        process.interrupt()
-        let deadline = Date().addingTimeInterval(20)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        #expect(!process.isRunning && process.terminationStatus == 0, "\(collected.withLock { $0 })")
+        #expect(tool.waitFor("console: echo: ready"), "the firmware ran once gdb let go: \(tool.output)")
+        #expect(tool.interrupt() == 0, "\(tool.output)")
     }
 
     @Test("Ctrl-C shuts the board down cleanly", .timeLimit(.minutes(1)))
     func interrupted() throws {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("rproc-sim")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["debug", "echo", "--arch", "rv32", "--port", "0", "--no-wait"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let collected = Mutex("")
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let text = String(decoding: handle.availableData, as: UTF8.self)
-            collected.withLock { $0 += text }
-        }
-        try process.run()
+        let tool = try LiveTool(["debug", "echo", "--arch", "rv32", "--port", "0", "--no-wait"])
+        defer { tool.finish() }
         // Wait (bounded) for the firmware to be up, then interrupt; a process that ignores it is killed.
-        var deadline = Date().addingTimeInterval(30)
-        while !collected.withLock({ $0.contains("service \"rpmsg-echo\"") }) && Date() < deadline { usleep(20_000) }
-        process.interrupt()
-        deadline = Date().addingTimeInterval(20)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }   // cannot be blocked (the test runner's mask is inherited)
-        process.waitUntilExit()
-        usleep(100_000)
-        pipe.fileHandleForReading.readabilityHandler = nil
-        let output = collected.withLock { $0 }
-        #expect(process.terminationStatus == 0, "\(output)")
-        #expect(output.contains("■ interrupted: state Offline"), "\(output)")
+        _ = tool.waitFor("service \"rpmsg-echo\"")
+        let status = tool.interrupt()
+        #expect(status == 0, "\(tool.output)")
+        #expect(tool.output.contains("■ interrupted: state Offline"), "\(tool.output)")
     }
 
     @Test("bad arguments are refused before anything runs")

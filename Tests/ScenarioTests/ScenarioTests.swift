@@ -672,6 +672,9 @@ struct ScenarioLanguageTests {
         #expect(parseError(base + "  - repeat: { times: 3, for: x, in: 1..2, steps: [boot] }\n")?.message.contains("not both") == true)
         let runaway = base + "  - repeat: { times: 1000, steps: [ { repeat: { times: 1000, steps: [boot] } } ] }\n"
         #expect(parseError(runaway)?.message.contains("more than 100000 steps") == true)
+        // Loops that make no steps are bounded too (they would spin 100000² times).
+        let empty = base + "  - repeat: { times: 100000, steps: [ { repeat: { times: 100000, steps: [] } } ] }\n"
+        #expect(parseError(empty)?.message.contains("repeats run more than 1000000 times") == true, "\(String(describing: parseError(empty)))")
         #expect(parseError(base + "  - send: { to: s, text: x, count: 99999999999 }\n")?.message.contains("count must be a whole number") == true)
         #expect(parseError(base + "  - send: { to: s, random: { size: 100000 } }\n")?.message.contains("random.size") == true)
         #expect(parseError(base + "  - send: { to: s, random: { size: 497 } }\n")?.message.contains("at most 496") == true)
