@@ -52,7 +52,8 @@ struct ResourceTableHandler {
             default: break
             }
         }
-        try allocateNotifyIDs(&table, &memoryTable, notifyIDs: &notifyIDs, warn: warn)
+        // Every notify id before any mapping, as both hosts do; written with the addresses below.
+        let withIDs = try allocateNotifyIDs(original, notifyIDs: &notifyIDs, warn: warn)
 
         var traces: [TraceBuffer] = []
         var carveouts: [(name: String, mapping: MemoryMapping)] = []
@@ -82,7 +83,8 @@ struct ResourceTableHandler {
                     // Neither host checks a trace entry's address when loading; its text just cannot be read.
                     warn("resource table entry \(index): trace '\(t.name)' at \(da) (\(t.length) bytes) is outside every memory and cannot be read")
                 }
-            case var .vdev(v):
+            case let .vdev(parsed):
+                var v = withIDs[index] ?? parsed
                 var inMemory = v
                 for k in v.vrings.indices {
                     let size = v.vrings[k].byteSize ?? 0
@@ -120,8 +122,10 @@ struct ResourceTableHandler {
     /// the lowest free id (`rproc_alloc_vring`: predefined ids are overwritten, the vdev's own id
     /// is never touched). OpenAMP: the vdev's id and then each vring's, in table order, fixed ids
     /// honoured and ANY ones the lowest free (`handle_vdev_rsc`).
-    private func allocateNotifyIDs(_ table: inout ResourceTable, _ memoryTable: inout ResourceTable, notifyIDs: inout NotifyIDAllocator,
-                                   warn: (String) -> Void) throws(RemoteprocError) {
+    /// Returns each vdev (by entry index) with its ids filled in.
+    private func allocateNotifyIDs(_ table: ResourceTable, notifyIDs: inout NotifyIDAllocator,
+                                   warn: (String) -> Void) throws(RemoteprocError) -> [Int: VirtioDeviceResource] {
+        var result: [Int: VirtioDeviceResource] = [:]
         for (index, entry) in table.entries.enumerated() {
             guard case var .vdev(v) = entry else { continue }
             switch host {
@@ -142,14 +146,9 @@ struct ResourceTableHandler {
                 v.notifyID = try notifyIDs.allocate(v.notifyID, call: call)
                 for k in v.vrings.indices { v.vrings[k].notifyID = try notifyIDs.allocate(v.vrings[k].notifyID, call: call) }
             }
-            guard case var .vdev(inMemory) = memoryTable.entries[index] else { continue }
-            inMemory.notifyID = v.notifyID
-            for k in v.vrings.indices { inMemory.vrings[k].notifyID = v.vrings[k].notifyID }
-            do throws(ResourceTableError) {
-                try table.update(entry: index, to: .vdev(v))
-                try memoryTable.update(entry: index, to: .vdev(inMemory))
-            } catch { throw RemoteprocError(.resourceTable(error), call: call) }
+            result[index] = v
         }
+        return result
     }
 
     /// Maps a carveout. Linux ignores the table's pa and allocates where da is ANY; OpenAMP asks
