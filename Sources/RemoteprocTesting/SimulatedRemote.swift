@@ -46,9 +46,10 @@ public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
 /// ``close()`` (or use ``withSimulatedRemote(_:pollMode:host:debug:_:)``); `deinit` closes it too, so no
 /// thread, mapping or endpoint outlives the test.
 ///
-/// Every wait is bounded. A wait that times out records an issue at the caller's file and line —
-/// in Swift Testing (`Issue.record`) or XCTest (`XCTFail`), whichever runs the test — and throws
-/// ``SimulationFailure`` with what was expected, what arrived, the last console lines and trace events.
+/// Every wait is bounded. A wait that times out records one failure at the caller's file and line
+/// — in Swift Testing or XCTest, whichever runs the test — and stops the test; the failure says
+/// what was expected, what arrived, the last console lines and trace events (outside a test
+/// framework it is thrown as ``SimulationFailure``).
 public final class SimulatedRemote: @unchecked Sendable {
     // The mutable fields are only touched by the test's own thread; shared state is in Mutexes.
     public let board: Board
@@ -123,11 +124,13 @@ public final class SimulatedRemote: @unchecked Sendable {
         debugger?.shutdown()
     }
 
-    /// Puts the host's RPMsg on the first vdev again (after ``recover()``).
+    /// Puts the host's RPMsg on the first vdev again (after ``recover()``). A remote that crashes
+    /// before the host's side is up leaves ``rpmsg`` nil, not an error: the waits that follow
+    /// report the crash, whichever side won the race.
     public func attachRPMsg() throws {
         rpmsg?.close()
         rpmsg = nil
-        guard let device = try processor.makeHostRPMsg() else { return }
+        guard let device = try processor.attachHostRPMsg().device else { return }
         board.trace.traceTraffic(of: device)
         rpmsg = device
     }
@@ -146,10 +149,12 @@ public final class SimulatedRemote: @unchecked Sendable {
 
     // MARK: Waits
 
-    /// Ends a failed wait. Under Swift Testing: exactly one issue, at the caller's line, then the
-    /// test stops (the error thrown is the one `#require` throws, which is not reported again).
-    /// Under XCTest: `XCTFail` at the caller's line, then ``SimulationFailure`` is thrown (XCTest
-    /// also reports the thrown error, at the test method).
+    /// Ends a failed wait with exactly one failure, at the caller's line, and stops the test:
+    /// - under Swift Testing, the issue `#require` records, and the error it throws (which Swift
+    ///   Testing does not report again);
+    /// - under XCTest, the failure `XCTUnwrap` records, and the error it throws (which XCTest does
+    ///   not report again either);
+    /// - outside both, ``SimulationFailure`` is thrown for the caller to handle.
     func fail(_ expected: String, _ actual: String, _ location: Testing.SourceLocation, _ file: StaticString, _ line: UInt) throws -> Never {
         let report = processor.crashReport.map { "\($0)" }
         let failure = SimulationFailure(expected: expected, actual: actual + (report.map { " — crash: \($0)" } ?? ""),
@@ -157,11 +162,22 @@ public final class SimulatedRemote: @unchecked Sendable {
         if Test.current != nil {
             let waitSucceeded = false
             try #require(waitSucceeded, Comment(rawValue: failure.description), sourceLocation: location)
-        } else {
-            XCTFail(failure.description, file: file, line: line)
+        } else if Self.isXCTestProcess {
+            _ = try XCTUnwrap(Optional<PassingWait>.none, failure.description, file: file, line: line)
         }
         throw failure
     }
+
+    /// What a wait that failed under XCTest did not get (named in XCTest's message:
+    /// `XCTUnwrap failed: expected non-nil value of type "PassingWait" - expected: …`).
+    struct PassingWait {}
+
+    /// Whether this process is an XCTest run: a `.xctest` bundle (Linux, Windows) or the `xctest`
+    /// runner (macOS). Swift Testing tests are told apart by `Test.current` first.
+    static let isXCTestProcess: Bool = {
+        let program = URL(fileURLWithPath: CommandLine.arguments.first ?? "").lastPathComponent
+        return program == "xctest" || program.hasSuffix(".xctest")
+    }()
 
     /// ``poll(_:_:)`` for a wait that needs a live remote: it ends at once (false) when the
     /// remote crashes or is stopped, instead of waiting out its time.
@@ -208,7 +224,10 @@ public final class SimulatedRemote: @unchecked Sendable {
     /// ``TestEndpoint/messages``). With a name and a fixed address a Linux host announces it.
     public func createEndpoint(name: String = "", address: RPMsgAddress = .any, destination: RPMsgAddress = .any,
                                sourceLocation: Testing.SourceLocation = #_sourceLocation, file: StaticString = #filePath, line: UInt = #line) throws -> TestEndpoint {
-        guard let rpmsg else { try fail("an RPMsg device", "none (the firmware's table has no vdev)", sourceLocation, file, line) }
+        guard let rpmsg else {
+            try fail("an RPMsg device", processor.state == .crashed ? "none (the remote crashed before it was up)" : "none (the firmware's table has no vdev)",
+                     sourceLocation, file, line)
+        }
         let inbox = TestEndpoint.Inbox()
         let endpoint = try rpmsg.createEndpoint(name: name, address: address, destination: destination) { message in inbox.append(message.payload) }
         return TestEndpoint(remote: self, endpoint: endpoint, inbox: inbox, service: name.isEmpty ? "\(endpoint.address)" : name)

@@ -148,13 +148,20 @@ public final class ScenarioRunner {
         }
     }
 
-    private func attachRPMsg() throws {
+    /// Puts the host's RPMsg on the first vdev; says so when the remote crashed first (the step
+    /// that started it still passed: the next step sees the crash, whichever side won the race).
+    private func attachRPMsg() throws -> String {
         rpmsg?.close()
         rpmsg = nil
         endpoints = [:]
-        guard let device = try processor.makeHostRPMsg() else { return }
-        board.trace.traceTraffic(of: device)
-        rpmsg = device
+        switch try processor.attachHostRPMsg() {
+        case let .attached(device):
+            board.trace.traceTraffic(of: device)
+            rpmsg = device
+            return ""
+        case .noVirtioDevice: return ""
+        case let .remoteCrashed(report): return "the remote crashed before the host's RPMsg was up" + (report.map { " (\($0))" } ?? "")
+        }
     }
 
     private func perform(_ step: ScenarioStep) throws -> String {
@@ -164,16 +171,17 @@ public final class ScenarioRunner {
             try processor.load(imagePath, from: store)
             let image = processor.loadedImage
             return "\(image?.loadableSegments.count ?? 0) segments"
-        case .start: try processor.start(); try attachRPMsg(); return "pc \(processor.bootAddress.map { "\($0)" } ?? "?")"
+        case .start:
+            try processor.start()
+            return ["pc \(processor.bootAddress.map { "\($0)" } ?? "?")", try attachRPMsg()].filter { !$0.isEmpty }.joined(separator: " · ")
         case .boot:
             if processor.state == .offline { try processor.configure() }
             try processor.load(imagePath, from: store)
             try processor.start()
-            try attachRPMsg()
-            return "\(file.firmware.summary)"
+            return [file.firmware.summary, try attachRPMsg()].filter { !$0.isEmpty }.joined(separator: " · ")
         case .stop: rpmsg?.close(); try processor.stop(); return ""
         case .shutdown: rpmsg?.close(); try processor.shutdown(); return ""
-        case .recover: try processor.recover(); try attachRPMsg(); return ""
+        case .recover: try processor.recover(); return try attachRPMsg()
         case let .wait(duration):
             let end = ContinuousClock.now + duration
             while ContinuousClock.now < end { pump(); usleep(200) }

@@ -57,6 +57,22 @@ struct BoardTests {
 
 @Suite("Board crashes and several boards")
 struct BoardCrashTests {
+    @Test("a remote that crashed before the host's RPMsg was up is reported as such, not as a refused call", .timeLimit(.minutes(1)))
+    func crashBeforeRPMsg() throws {
+        let (board, processor) = try startedBoard(PanicFirmware(code: 0x5EED, afterMicroseconds: 0))
+        #expect(board.waitWhileLive(upTo: .seconds(30)) { false } == .remoteEnded(.crashed))
+        guard case let .remoteCrashed(report) = try processor.attachHostRPMsg() else {
+            Issue.record("attached to a crashed remote")
+            return
+        }
+        #expect(report?.kind == .panic && report?.code == 0x5EED)
+        // A remote without a crash still attaches, and a table without a vdev says so.
+        let (_, healthy) = try startedBoard(EchoFirmware())
+        let attachment = try healthy.attachHostRPMsg()
+        #expect(attachment.device != nil)
+        attachment.device?.close()
+    }
+
     @Test("a PANIC write moves the core to Crashed with its code; stop and shutdown follow", .timeLimit(.minutes(1)))
     func panic() throws {
         let (_, processor) = try startedBoard(PanicFirmware(code: 0xBAD, afterMicroseconds: 2000))

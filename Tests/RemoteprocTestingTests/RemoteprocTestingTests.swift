@@ -198,6 +198,20 @@ struct RemoteprocTestingTests {
     }
 }
 
+@Suite("Firmware that dies at once")
+struct ImmediateCrashTests {
+    @Test("a fixture over firmware that panics right after start sees the crash, whichever side wins the race",
+          .timeLimit(.minutes(1)))
+    func immediateCrash() throws {
+        for round in 0..<20 {
+            let remote = try SimulatedRemote(.native(PanicFirmware(code: UInt32(round), afterMicroseconds: UInt32(round % 4) * 50)))
+            defer { remote.close() }
+            let report = try remote.waitForCrash()
+            #expect(report.kind == .panic && report.code == UInt64(round))
+        }
+    }
+}
+
 /// XCTest: failures are attributed to the calling file and line.
 final class RemoteprocTestingXCTests: XCTestCase {
     func testEchoInXCTest() throws {
@@ -206,27 +220,34 @@ final class RemoteprocTestingXCTests: XCTestCase {
         }
     }
 
-    /// Failures the test below expects, captured instead of failing the run.
-    private var captured: [(description: String, file: String, line: Int)] = []
-    private var capturing = false
-
-    override func recordFailure(withDescription description: String, inFile filePath: String, atLine lineNumber: Int, expected: Bool) {
-        if capturing { captured.append((description, filePath, lineNumber)) } else {
-            super.recordFailure(withDescription: description, inFile: filePath, atLine: lineNumber, expected: expected)
+    func testAFailedWaitIsOneFailureAtTheCallersLineAndStopsTheTest() throws {
+        let line = #line + 3
+        let probe = FailureCapturingCase(name: "probe") { _ in
+            try withSimulatedRemote(.native(EchoFirmware())) { remote in
+                try remote.waitForService("nope", timeout: .milliseconds(30))
+                FailureCapturingCase.reachedAfterTheWait = true
+            }
         }
+        probe.run()
+        // XCTest forgets the running test case when a nested one ends: record on `self` directly.
+        func check(_ condition: Bool, _ what: String, at checkLine: Int = #line) {
+            if !condition { recordFailure(withDescription: what, inFile: #filePath, atLine: checkLine, expected: true) }
+        }
+        check(probe.captured.count == 1, "one failure, got \(probe.captured.map(\.description))")
+        check(probe.captured.first?.line == line, "at line \(line), got \(String(describing: probe.captured.first?.line))")
+        check(probe.captured.first?.file == #filePath, "in this file, got \(String(describing: probe.captured.first?.file))")
+        check(probe.captured.first?.description.contains("expected: the remote to announce \"nope\"") == true,
+              "names the wait: \(String(describing: probe.captured.first?.description))")
+        check(!FailureCapturingCase.reachedAfterTheWait, "the test went on after the failed wait")
     }
+}
 
-    func testTimeoutIsRecordedAtTheCallersLine() throws {
-        try withSimulatedRemote(.native(EchoFirmware())) { remote in
-            capturing = true
-            let line = #line + 1
-            _ = try? remote.waitForService("nope", timeout: .milliseconds(30))
-            capturing = false
-            XCTAssertEqual(captured.count, 1)
-            XCTAssertEqual(captured.first?.line, line)
-            XCTAssertEqual(captured.first?.file, #filePath)
-            XCTAssertTrue(captured.first?.description.contains("expected: the remote to announce \"nope\"") == true)
-        }
+/// A test case run inside another that keeps the failures XCTest would record for it.
+final class FailureCapturingCase: XCTestCase {
+    nonisolated(unsafe) static var reachedAfterTheWait = false   // only the one probe sets it
+    var captured: [(description: String, file: String, line: Int)] = []
+    override func recordFailure(withDescription description: String, inFile filePath: String, atLine lineNumber: Int, expected: Bool) {
+        captured.append((description, filePath, lineNumber))
     }
 }
 

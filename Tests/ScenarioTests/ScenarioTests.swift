@@ -372,6 +372,15 @@ struct ScenarioRunnerTests {
         #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nsteps: [boot]\n", path: "d.yaml").debug == nil)
     }
 
+    @Test("firmware that panics right after boot: boot passes and the crash is expected, whichever side wins the race", .timeLimit(.minutes(1)))
+    func crashDuringBoot() throws {
+        let file = try ScenarioParser.parse("firmware: panic\narch: native\nsteps: [boot, {expect: {crash: panic}}]\n", path: "p.yaml")
+        for _ in 0..<20 {
+            let result = try ScenarioRunner(file).run()
+            #expect(result.passed, "\(result.steps.map { "\($0.title): \($0.failure ?? $0.detail)" })")
+        }
+    }
+
     @Test("crash expectations see the crash kind; the JUnit report has a failure per failed step", .timeLimit(.minutes(1)))
     func crashAndJUnit() throws {
         let file = try ScenarioParser.parse("""
@@ -384,6 +393,7 @@ struct ScenarioRunnerTests {
               - expect: { crash: watchdog, within: 50ms }
             """, path: "crash.yaml")
         let result = try ScenarioRunner(file).run()
+        try #require(result.steps.count == 3, "\(result.steps.map { "\($0.title): \($0.failure ?? "passed")" })")
         #expect(result.steps[1].passed)
         #expect(!result.steps[2].passed)
         let xml = try XMLDocument(xmlString: ScenarioReports.junit([result]))
