@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // Debian's libunicorn-dev. Only Sources/RemoteSim/UnicornEngine.swift imports it.
@@ -42,7 +43,8 @@ let package = Package(
         .target(name: "RemoteSim", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO", "CUnicorn"]),
 
         // Scenario files: model, strict parser, runner, reports.
-        .target(name: "Scenario", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit", "Yams"]),
+        .target(name: "Scenario", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit", "Yams",
+                                                 .product(name: "DequeModule", package: "swift-collections")]),
 
         // Test support for users' own XCTest and Swift Testing suites.
         .target(name: "RemoteprocTesting", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
@@ -58,12 +60,14 @@ let package = Package(
             ]
         ),
 
+        // Test-run settings that must be in place before Swift Testing starts (see the C file).
+        .target(name: "TestParallelism", path: "Tests/TestParallelism"),
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "MetalIO"]),
+        .testTarget(name: "VirtioTests", dependencies: ["TestParallelism", "Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
         .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
-        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "Virtio", "FirmwareKit"]),
-        .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", "Remoteproc", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "RPMsg", "Virtio", "FirmwareKit"]),
+        .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", "Remoteproc", "Scenario", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "RemoteprocTestingTests", dependencies: ["RemoteprocTesting", "RemoteSim", "Remoteproc", "RPMsg"]),
         .testTarget(name: "ExampleTests", dependencies: ["RemoteprocTesting", "RPMsg"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),

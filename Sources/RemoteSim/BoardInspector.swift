@@ -49,7 +49,7 @@ public struct BoardInspector: Sendable {
     public func consoleTail(_ count: Int = defaultCount) -> String {
         collectTraceBuffer()
         let lines = trace.consoleLines.suffix(max(0, count))
-        return lines.isEmpty ? "no console output yet\n" : lines.map { "\($0)\n" }.joined()
+        return lines.isEmpty ? "no console output yet\n" : lines.map { visibleText($0) + "\n" }.joined()
     }
 
     /// Everything at once: state, vrings, the trace's tail (what `rproc-sim run` prints when a step fails).

@@ -1,3 +1,4 @@
+import MetalIO
 import Remoteproc
 import RPMsg
 import Synchronization
@@ -37,9 +38,9 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case let .kickToRemote(id): what = "kick host → remote id \(id)"
         case let .kickToHost(id): what = "kick remote → host id \(id)"
         case let .invalidKick(value): what = "invalid KICK value \(value) (firmware error)"
-        case let .console(line, fromTraceBuffer): what = (fromTraceBuffer ? "trace: " : "console: ") + line
+        case let .console(line, fromTraceBuffer): what = (fromTraceBuffer ? "trace: " : "console: ") + visibleText(line)
         case let .crash(report): what = "crash: \(report)"
-        case let .warning(text): what = "warning: \(text)"
+        case let .warning(text): what = "warning: " + visibleText(text)
         case let .watchdog(ms): what = ms == 0 ? "watchdog disarmed" : "watchdog \(ms) ms"
         case let .vdevWrite(write): what = "host wrote \(write)"
         case let .message(m):

@@ -149,7 +149,7 @@ public enum VringReport {
         guard let payload = read(descriptor.address + UInt64(RPMsgHeader.size), shown) else { return text + ": payload not readable" }
         if destination == RPMsgAddress.nameService.rawValue, length == NameServiceMessage.size,
            let full = read(descriptor.address + UInt64(RPMsgHeader.size), length), let ns = NameServiceMessage(bytes: full) {
-            return text + ": name service \(ns.action == .create ? "create" : "destroy") \"\(ns.name)\" at \(ns.address)"
+            return text + ": name service \(ns.action == .create ? "create" : "destroy") \"\(visibleText(ns.name))\" at \(ns.address)"
         }
         text += ": " + preview(payload)
         return length > shown ? text + " …" : text

@@ -28,6 +28,8 @@ public struct ImageError: Error, Hashable, Sendable, CustomStringConvertible {
         case libelf(operation: String, message: String)
         /// The image store failed.
         case store(operation: String, message: String)
+        /// The image file could not be opened or read (missing, not a regular file, shrank).
+        case file(FileError)
         /// Writing into target memory failed.
         case target(MetalIOError)
     }
@@ -57,6 +59,7 @@ public struct ImageError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .overlappingSegments(a, b): what = "segments \(a) and \(b) overlap in the remote's memory"
         case let .libelf(op, message): what = "libelf \(op): \(message)"
         case let .store(op, message): what = "image store \(op): \(message)"
+        case let .file(error): what = error.reason
         case let .target(e): what = e.description
         }
         return path.isEmpty ? what : "\(path): \(what)"

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import MetalIO
 
 /// Where firmware images come from (`struct image_store_ops`): open an image, hand back a range
@@ -22,73 +17,44 @@ public protocol ImageStore: AnyObject {
 }
 
 /// Images from the file system. Copies go straight from the file into target memory (`pread`).
+/// Only regular files are opened: a FIFO, a device or a directory is refused at ``open(_:)``.
 public final class FileImageStore: ImageStore {
-    private var descriptor: Int32 = -1
-    private var size = 0
+    private var file: RegularFile?
     private var path = ""
 
     public init() {}
-    deinit { close() }
 
     public func open(_ path: String) throws(ImageError) -> Int {
         close()
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ImageError(.store(operation: "open", message: String(cString: strerror(errno))), path: path) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            Glibc.close(fd)
-            throw ImageError(.store(operation: "open", message: "not a regular file"), path: path)
-        }
-        descriptor = fd
-        size = Int(info.st_size)
         self.path = path
-        return size
+        do { file = try RegularFile(opening: path) } catch { throw ImageError(.file(error), path: path) }
+        return file!.size
     }
 
-    public func close() {
-        if descriptor >= 0 { Glibc.close(descriptor) }
-        descriptor = -1
-    }
+    public func close() { file = nil }
 
-    private func checkRange(_ offset: Int, _ count: Int) throws(ImageError) {
-        guard descriptor >= 0 else { throw ImageError(.store(operation: "load", message: "no image is open"), path: path) }
-        guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
-            throw ImageError(.truncated(what: "range [\(offset), +\(count))", needed: offset &+ count, fileSize: size), path: path)
+    private func openFile(_ offset: Int, _ count: Int) throws(ImageError) -> RegularFile {
+        guard let file else { throw ImageError(.store(operation: "load", message: "no image is open"), path: path) }
+        guard offset >= 0, count >= 0, offset <= file.size, count <= file.size - offset else {
+            throw ImageError(.truncated(what: "range [\(offset), +\(count))", needed: offset &+ count, fileSize: file.size), path: path)
         }
-    }
-
-    private func readFully(into buffer: UnsafeMutableRawBufferPointer, from offset: Int) throws(ImageError) {
-        var done = 0
-        while done < buffer.count {
-            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                throw ImageError(.store(operation: "read", message: n == 0 ? "unexpected end of file" : String(cString: strerror(errno))), path: path)
-            }
-            done += n
-        }
+        return file
     }
 
     public func bytes(at offset: Int, count: Int) throws(ImageError) -> [UInt8] {
-        try checkRange(offset, count)
-        var result = [UInt8](repeating: 0, count: count)
-        guard count > 0 else { return result }
-        let outcome = result.withUnsafeMutableBytes { buffer in
-            Result { () throws(ImageError) in try readFully(into: buffer, from: offset) }
-        }
-        try outcome.get()
-        return result
+        let file = try openFile(offset, count)
+        do { return try file.bytes(at: offset, count: count) } catch { throw ImageError(.file(error), path: path) }
     }
 
     public func copy(from offset: Int, count: Int, into region: IORegion, at regionOffset: Int) throws(ImageError) {
-        try checkRange(offset, count)
+        let file = try openFile(offset, count)
         guard count > 0 else { return }
         do {
             try region.withUnsafeMutableBytes(at: regionOffset, count: count) { target in
-                try readFully(into: target, from: offset)
+                try file.read(into: target, at: offset)
             }
-        } catch let error as ImageError {
-            throw error
+        } catch let error as FileError {
+            throw ImageError(.file(error), path: path)
         } catch let error as MetalIOError {
             throw ImageError(.target(error), path: path)
         } catch {

@@ -158,7 +158,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     func fail(_ expected: String, _ actual: String, _ location: Testing.SourceLocation, _ file: StaticString, _ line: UInt) throws -> Never {
         let report = processor.crashReport.map { "\($0)" }
         let failure = SimulationFailure(expected: expected, actual: actual + (report.map { " — crash: \($0)" } ?? ""),
-                                        console: Array(consoleLines.suffix(5)), trace: board.trace.last(5).map(\.description))
+                                        console: consoleLines.suffix(5).map { visibleText($0) }, trace: board.trace.last(5).map(\.description))
         if Test.current != nil {
             let waitSucceeded = false
             try #require(waitSucceeded, Comment(rawValue: failure.description), sourceLocation: location)
@@ -203,7 +203,7 @@ public final class SimulatedRemote: @unchecked Sendable {
         }), let address else {
             let seen = rpmsg?.announcedServices.map(\.name) ?? []
             try fail("the remote to announce \"\(name)\" within \(limit)",
-                       seen.isEmpty ? "no announcement (state \(processor.state))" : "announcements of \(seen.joined(separator: ", "))",
+                       seen.isEmpty ? "no announcement (state \(processor.state))" : "announcements of \(seen.map { visibleText($0) }.joined(separator: ", "))",
                        sourceLocation, file, line)
         }
         return address

@@ -28,19 +28,9 @@ public enum ScenarioParser {
 
     /// A scenario file's text: a regular file of at most 4 MiB, valid UTF-8.
     static func readText(_ path: String, at location: SourceLocation, what: String) throws(ScenarioError) -> String {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ScenarioError(location: location, message: "\(what) \(path) does not exist")
-        }
-        guard !isDirectory.boolValue, let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              attributes[.type] as? FileAttributeType == .typeRegular else {
-            throw ScenarioError(location: location, message: "\(what) \(path) is not a regular file")
-        }
-        guard let size = attributes[.size] as? Int, size <= maximumFileSize else {
-            throw ScenarioError(location: location, message: "\(what) \(path) is larger than \(maximumFileSize >> 20) MiB")
-        }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ScenarioError(location: location, message: "cannot read \(what) \(path) (permissions?)")
+        let data: [UInt8]
+        do { data = try RegularFile.contents(of: path, limit: maximumFileSize) } catch {
+            throw ScenarioError(location: location, message: "\(what): \(error)")
         }
         // One pass: the offset of the first byte that does not decode, if any.
         var parser = Unicode.UTF8.ForwardParser()
@@ -225,14 +215,9 @@ public enum ScenarioParser {
     /// 32-bit RISC-V → rv32. Anything else, an unreadable file or one that is not a regular file
     /// (a FIFO would block the read) is refused at the `elf:` line.
     static func elfArchitecture(_ path: String, shown: String, node: Node, reader p: Reader) throws(ScenarioError) -> String {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw p.error(node, "firmware file '\(shown)' not found") }
-        guard !isDirectory.boolValue, let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType,
-              type == .typeRegular || type == .typeSymbolicLink else {
-            throw p.error(node, "firmware file '\(shown)' is not a regular file")
-        }
         let image: ELFImage
         do { image = try ELFImage.read(path, from: FileImageStore()) } catch {
+            if case let .file(problem) = error.kind { throw p.error(node, "firmware file '\(shown)': \(problem)") }
             throw p.error(node, "firmware file '\(shown)' is not a loadable ELF: \(error)")
         }
         switch (image.header.machine, image.header.fileClass) {
@@ -396,9 +381,9 @@ public enum ScenarioParser {
                     if let forNode = args["for"] { throw error(forNode, "for does not go with file (a file is sent whole, count times)") }
                     let name = try string(fileNode, "file")
                     let resolved = name.hasPrefix("/") ? name : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path
-                    guard let data = FileManager.default.contents(atPath: resolved) else { throw error(fileNode, "file '\(name)' not found") }
-                    let bytes = Array(data)
-                    guard !bytes.isEmpty, bytes.count <= 64 << 20 else { throw error(fileNode, "file '\(name)' is empty or larger than 64 MiB") }
+                    let bytes: [UInt8]
+                    do { bytes = try RegularFile.contents(of: resolved, limit: 64 << 20) } catch { throw self.error(fileNode, "payload file: \(error)") }
+                    guard !bytes.isEmpty else { throw error(fileNode, "payload file \(resolved) is empty") }
                     let chunks = stride(from: 0, to: bytes.count, by: 496).map { Array(bytes[$0..<min($0 + 496, bytes.count)]) }
                     let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...1_000_000) } ?? 1
                     guard count * chunks.count <= 100_000_000 else { throw error(args["count"], "count × the file's \(chunks.count) messages is over 100,000,000") }

@@ -3,9 +3,22 @@ import Foundation
 import FoundationXML
 #endif
 import RemoteSim
+import Synchronization
 
 /// Machine-readable reports of scenario results.
 public enum ScenarioReports {
+    /// FoundationXML on Linux is libxml2, whose node trees share global state: two threads
+    /// building or freeing trees at once can crash the process (SIGSEGV in libxml2, seen in a
+    /// loaded test run; swift-docc serializes its XML tests for the same reason). Every use of
+    /// FoundationXML in this process — the JUnit writer, and whoever reads what it wrote — goes
+    /// through this one lock, and no node may outlive `body`. Not reentrant: ``junit(_:)`` takes
+    /// it itself, so call it outside.
+    public static func withXML<R: Sendable, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        try xmlLock.withLock { _ throws(E) -> R in try body() }
+    }
+
+    private static let xmlLock = Mutex(())
+
     /// A duration in seconds, for reports.
     public static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
@@ -31,6 +44,10 @@ public enum ScenarioReports {
     /// file and line are properties. A failed step carries its failure and the board's dump
     /// (`system-out`); steps after it are `skipped`.
     public static func junit(_ results: [ScenarioResult]) -> String {
+        withXML { junitDocument(results) }
+    }
+
+    private static func junitDocument(_ results: [ScenarioResult]) -> String {
         func element(_ name: String, _ attributes: [(String, String)], _ children: [XMLNode] = [], text: String? = nil) -> XMLElement {
             let node = XMLElement(name: name)
             for (key, value) in attributes {

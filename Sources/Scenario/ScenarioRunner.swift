@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import MetalIO
 import Remoteproc
@@ -103,12 +104,13 @@ public final class ScenarioRunner {
             progress(result)
             if !result.passed { break }
         }
-        if file.failOnLeftovers, results.allSatisfy(\.passed), inbox.count > 0 {
-            let left = inbox.pending(from: 0)
+        if file.failOnLeftovers, results.allSatisfy(\.passed), inbox.count > 0 || inbox.dropped > 0 {
+            let left = inbox.pending()
             let result = StepResult(title: "nothing left over", location: file.steps.last?.location ?? SourceLocation(file: file.path, line: 1, column: 1),
                                     passed: false, duration: .zero, detail: "",
                                     failure: "expected: every received message taken by an expectation (leftovers: fail)\n      saw:      \(left.count) left: "
-                                        + left.prefix(5).map { readablePayload($0.payload, limit: 32) }.joined(separator: ", ") + (left.count > 5 ? ", …" : ""))
+                                        + left.prefix(5).map { readablePayload($0.payload, limit: 32) }.joined(separator: ", ") + (left.count > 5 ? ", …" : "")
+                                        + (inbox.dropped > 0 ? " (and \(inbox.dropped) dropped unread: the queue was full)" : ""))
             results.append(result)
             progress(result)
         }
@@ -227,7 +229,7 @@ public final class ScenarioRunner {
             guard let rpmsg else { throw Failure("no RPMsg device (is the remote started?)") }
             guard try waitAlive(within, for: "name-service announcement \"\(name)\"", { rpmsg.announcedServices.contains { $0.name == name } }) else {
                 throw Failure("expected: name-service announcement \"\(name)\" within \(scenarioText(within))\n      saw:      "
-                              + (rpmsg.announcedServices.isEmpty ? "no announcement (state \(processor.state))" : rpmsg.announcedServices.map(\.name).joined(separator: ", ")))
+                              + (rpmsg.announcedServices.isEmpty ? "no announcement (state \(processor.state))" : rpmsg.announcedServices.map { visibleText($0.name) }.joined(separator: ", ")))
             }
             return "addr \(rpmsg.announcedServices.first { $0.name == name }!.address)"
         case let .expectReceived(from, match, count, within):
@@ -239,16 +241,18 @@ public final class ScenarioRunner {
             var matched: [Int] = []
             func matching() -> Int {
                 let fresh = inbox.pending(from: scanned)
-                for (i, m) in fresh.enumerated() where matched.count < count && (source == nil || m.source == source) && accepts(m.payload) {
-                    matched.append(scanned + i)
+                for m in fresh where matched.count < count && (source == nil || m.source == source) && accepts(m.payload) {
+                    matched.append(m.sequence)
                 }
-                scanned += fresh.count
+                if let last = fresh.last { scanned = last.sequence + 1 }
                 return matched.count
             }
             guard try waitAlive(within, for: "\(count) × \(match)", { matching() >= count }) else {
-                let waiting = inbox.pending(from: 0)
+                let waiting = inbox.pending()
                 let last = waiting.last.map { readablePayload($0.payload, limit: 48) } ?? "nothing"
-                throw Failure("expected: \(count) × \(match)\(from.map { " from \($0)" } ?? "") within \(scenarioText(within))\n      saw:      \(matching()) matching of \(waiting.count) waiting; last: \(last)")
+                let dropped = inbox.dropped
+                throw Failure("expected: \(count) × \(match)\(from.map { " from \($0)" } ?? "") within \(scenarioText(within))\n      saw:      \(matching()) matching of \(waiting.count) waiting; last: \(last)"
+                              + (dropped > 0 ? "\n      note:     \(dropped) older message(s) were dropped unread (the queue keeps \(Inbox.maximumCount) messages or \(Inbox.maximumBytes >> 20) MiB)" : ""))
             }
             inbox.take(matched)
             return "\(count) matched, \(inbox.count) left waiting"
@@ -259,14 +263,14 @@ public final class ScenarioRunner {
             var offender: [UInt8]?
             _ = waitFor(duration) {
                 let fresh = inbox.pending(from: scanned)
-                scanned += fresh.count
+                if let last = fresh.last { scanned = last.sequence + 1 }
                 offender = fresh.first { (source == nil || $0.source == source) && accepts($0.payload) }?.payload
                 return offender != nil
             }
             if let offender {
                 throw Failure("expected: no \(match)\(from.map { " from \($0)" } ?? "") for \(scenarioText(duration))\n      saw:      \(readablePayload(offender, limit: 48))")
             }
-            return "\(scanned) message(s) waiting, none matching"
+            return "\(inbox.count) message(s) waiting, none matching"
         case let .expectNoCrash(duration):
             guard processor.state.isLive else {
                 throw Failure("expected: a running remote for \(scenarioText(duration))\n      saw:      state \(processor.state)" + crashNote())
@@ -295,7 +299,7 @@ public final class ScenarioRunner {
                 return false
             }
             guard try waitAlive(within, for: "a console line matching /\(regex)/", found) else {
-                throw Failure("expected: a console line matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.consoleLines.suffix(3).joined(separator: " | "))")
+                throw Failure("expected: a console line matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.consoleLines.suffix(3).map { visibleText($0) }.joined(separator: " | "))")
             }
             consoleTaken = taken!.through
             return "\"\(taken!.line)\""
@@ -391,10 +395,10 @@ public final class ScenarioRunner {
             return service != nil
         }
         guard let service else {
-            throw Failure("expected: a service '\(name)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map(\.name).joined(separator: ", "))")")
+            throw Failure("expected: a service '\(name)' to send to\n      saw:      \(rpmsg.announcedServices.isEmpty ? "no announcement" : "announced \(rpmsg.announcedServices.map { visibleText($0.name) }.joined(separator: ", "))")")
         }
         let created = try rpmsg.createEndpoint(destination: service) { [inbox] message in
-            inbox.append(Inbox.Message(source: message.source, payload: message.payload))
+            inbox.append(source: message.source, payload: message.payload)
         }
         endpoints[name] = created
         return created
@@ -437,18 +441,57 @@ public final class ScenarioRunner {
 }
 
 /// Messages the host received and no expectation has taken yet, in arrival order: the queue
-/// expectations take from (as `EmbeddedChannel.readOutbound()` does).
+/// expectations take from (as `EmbeddedChannel.readOutbound()` does). Bounded: past
+/// ``maximumCount`` messages or ``maximumBytes`` of payload the oldest waiting ones are dropped
+/// and counted, so a firmware streaming for hours keeps the runner's memory flat. Every message
+/// has a sequence number; an expectation scans by it, so drops never shift what it found.
 final class Inbox: Sendable {
-    struct Message: Sendable { var source: RPMsgAddress; var payload: [UInt8] }
-    private let messages = Mutex<[Message]>([])
+    struct Message: Sendable {
+        var sequence: Int
+        var source: RPMsgAddress
+        var payload: [UInt8]
+    }
+    static let maximumCount = 65_536
+    static let maximumBytes = 16 << 20
+    private struct State {
+        var messages = Deque<Message>()
+        var next = 0
+        var bytes = 0
+        var dropped = 0
+    }
+    private let state = Mutex(State())
 
-    func append(_ message: Message) { messages.withLock { $0.append(message) } }
-    /// The waiting messages from position `start` on.
-    func pending(from start: Int) -> [Message] { messages.withLock { Array($0.dropFirst(start)) } }
-    var count: Int { messages.withLock { $0.count } }
-    /// Takes the messages at `positions` (ascending, as found by a scan from 0); the rest stay in order.
-    func take(_ positions: [Int]) {
-        let drop = Set(positions)
-        messages.withLock { list in list = list.enumerated().filter { !drop.contains($0.offset) }.map(\.element) }
+    func append(source: RPMsgAddress, payload: [UInt8]) {
+        state.withLock { s in
+            s.messages.append(Message(sequence: s.next, source: source, payload: payload))
+            s.next += 1
+            s.bytes += payload.count
+            while s.messages.count > Self.maximumCount || s.bytes > Self.maximumBytes, let oldest = s.messages.popFirst() {
+                s.bytes -= oldest.payload.count
+                s.dropped += 1
+            }
+        }
+    }
+    /// The waiting messages with sequence numbers from `start` on.
+    func pending(from start: Int = 0) -> [Message] {
+        state.withLock { s in
+            guard let first = s.messages.first?.sequence else { return [] }
+            return Array(s.messages.dropFirst(max(0, start - first)))
+        }
+    }
+    var count: Int { state.withLock { $0.messages.count } }
+    /// Messages dropped unread because the queue was full.
+    var dropped: Int { state.withLock { $0.dropped } }
+    /// Takes the messages numbered `sequences` (any that were dropped meanwhile are gone already);
+    /// the rest stay in order.
+    func take(_ sequences: [Int]) {
+        let drop = Set(sequences)
+        state.withLock { s in
+            s.messages.removeAll { message in
+                guard drop.contains(message.sequence) else { return false }
+                s.bytes -= message.payload.count
+                return true
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FirmwareKit
 import Foundation
+import MetalIO
 import Remoteproc
 import RemoteSim
 import Virtio
@@ -87,10 +88,10 @@ struct Debug: ParsableCommand {
         try processor.start()
         let rpmsg = try processor.makeHostRPMsg()
         if let rpmsg { board.trace.traceTraffic(of: rpmsg) }
-        print("▶ \(path) on an emulated \(cpu.rawValue)")
-        print("  gdb: listening on 127.0.0.1:\(server.port)\(noWait ? "" : "; the core waits halted at reset")")
-        print("       gdb-multiarch -q \(path) -ex 'target remote :\(server.port)'")
-        print("  Ctrl-C to stop.")
+        Terminal.line("▶ \(path) on an emulated \(cpu.rawValue)")
+        Terminal.line("  gdb: listening on 127.0.0.1:\(server.port)\(noWait ? "" : "; the core waits halted at reset")")
+        Terminal.line("       gdb-multiarch -q \(path) -ex 'target remote :\(server.port)'")
+        Terminal.line("  Ctrl-C to stop.")
         fflush(nil)
 
         let end = duration.flatMap(ScenarioParser.duration).map { ContinuousClock.now + $0 }
@@ -103,11 +104,11 @@ struct Debug: ParsableCommand {
         while !interrupted.load(ordering: .relaxed) && end.map({ ContinuousClock.now < $0 }) ?? true {
             board.collectTraceBuffer()
             let (fresh, recorded) = board.trace.events(after: shown)
-            for event in fresh where verbose || !event.isKick { print("  \(event)") }
+            for event in fresh where verbose || !event.isKick { Terminal.line("  \(event)") }
             shown = recorded
             if let rpmsg {
                 let services = rpmsg.announcedServices
-                for service in services.dropFirst(announced) { print("  service \"\(service.name)\" at \(service.address)") }
+                for service in services.dropFirst(announced) { Terminal.line("  service \"\(visibleText(service.name))\" at \(service.address)") }
                 announced = max(announced, services.count)
                 // Send what is due, in order, once its service is there.
                 while let next = outbox.first {
@@ -119,22 +120,22 @@ struct Debug: ParsableCommand {
                     do {
                         for _ in 0..<`repeat` { try endpoint.send(next.payload, timeout: .seconds(2)) }
                     } catch {
-                        print("  send to \(next.service) failed: \(error)")
+                        Terminal.line("  send to \(next.service) failed: \(error)")
                     }
                     outbox.removeFirst()
                 }
             }
             if processor.state == .crashed && !crashShown {
                 crashShown = true
-                print("  the remote crashed; the board now:")
-                for line in board.inspector.dump().split(separator: "\n") { print("    " + line) }
+                Terminal.line("  the remote crashed; the board now:")
+                for line in board.inspector.dump().split(separator: "\n") { Terminal.line("    " + line) }
             }
             fflush(nil)
             usleep(20_000)
         }
         rpmsg?.close()
         if processor.state != .offline { try processor.shutdown() }
-        print("■ \(interrupted.load(ordering: .relaxed) ? "interrupted" : "done"): state \(processor.state)")
+        Terminal.line("■ \(interrupted.load(ordering: .relaxed) ? "interrupted" : "done"): state \(processor.state)")
     }
 }
 

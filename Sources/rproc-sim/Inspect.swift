@@ -50,7 +50,7 @@ struct Inspect: ParsableCommand {
             image = try ELFImage(store: store, fileSize: size, path: firmware)
             table = try image.resourceTableBytes(from: store).map { (bytes) throws in try ResourceTable(bytes: bytes) }
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            Terminal.error("error: \(error)")
             throw ExitCode(2)
         }
         let output = Output(
@@ -67,22 +67,22 @@ struct Inspect: ParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(output), as: UTF8.self))
+            print(terminalSafeJSON(try encoder.encode(output)))
             return
         }
-        print(RprocSimReport.header(image))
+        Terminal.line(RprocSimReport.header(image))
         var lines = ["segments   " + RprocSimReport.pad("paddr", 13) + RprocSimReport.pad("vaddr", 13) + RprocSimReport.pad("filesz", 10)
                      + RprocSimReport.pad("memsz", 10) + "flags"]
         for s in image.loadableSegments {
             lines.append("  LOAD     " + RprocSimReport.pad(hex(s.physicalAddress), 13) + RprocSimReport.pad(hex(s.virtualAddress), 13)
                          + RprocSimReport.pad(RprocSimReport.size(s.fileSize), 10) + RprocSimReport.pad(RprocSimReport.size(s.memorySize), 10) + s.flags.description)
         }
-        print(lines.joined(separator: "\n"))
+        Terminal.line(lines.joined(separator: "\n"))
         if let table, let section = image.resourceTableSection {
-            print(RprocSimReport.resourceTable(table, address: DeviceAddress(section.address), memory: nil))
-            print(RprocSimReport.hostAcceptance(table))
+            Terminal.line(RprocSimReport.resourceTable(table, address: DeviceAddress(section.address), memory: nil))
+            Terminal.line(RprocSimReport.hostAcceptance(table))
         } else {
-            print("no resource table")
+            Terminal.line("no resource table")
         }
     }
 

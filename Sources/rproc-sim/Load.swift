@@ -34,7 +34,7 @@ struct Load: ParsableCommand {
         processor.addObserver { event in
             switch event {
             case let .stateChanged(change): log.withLock { $0.append("\(change.from) → \(change.to)") }
-            case let .warning(text): print("warning: \(text)")
+            case let .warning(text): Terminal.line("warning: \(text)")
             case .vdevWrite: break
             }
         }
@@ -45,19 +45,19 @@ struct Load: ParsableCommand {
         let elapsed = clock.now - started
         guard let image = processor.loadedImage else { throw ValidationError("the core kept no image") }
 
-        print(RprocSimReport.header(image))
-        print(RprocSimReport.segments(image, processor: processor))
+        Terminal.line(RprocSimReport.header(image))
+        Terminal.line(RprocSimReport.segments(image, processor: processor))
         if let installed = processor.installedResourceTable {
-            print(RprocSimReport.resourceTable(installed))
+            Terminal.line(RprocSimReport.resourceTable(installed))
             if host == .linux, installed.table.virtioDevices.contains(where: { $0.device.vrings.count > 0 }),
                let bytes = try? installed.location.region.readBytes(at: installed.location.offset, count: installed.table.bytes.count),
                bytes != installed.table.bytes {
-                print("  (host linux: the vring addresses are written into the table as the host's virtio driver starts, after the core; ANY until then)")
+                Terminal.line("  (host linux: the vring addresses are written into the table as the host's virtio driver starts, after the core; ANY until then)")
             }
         } else {
-            print("no resource table")
+            Terminal.line("no resource table")
         }
-        print("loaded in \(RprocSimReport.duration(elapsed)) as host \(host) · state \(log.withLock { $0.joined(separator: " · ") })")
+        Terminal.line("loaded in \(RprocSimReport.duration(elapsed)) as host \(host) · state \(log.withLock { $0.joined(separator: " · ") })")
         try processor.shutdown()
     }
 
@@ -68,7 +68,7 @@ struct Load: ParsableCommand {
         }
         let builder = try FirmwareBuilder.forThisPackage()
         let elf = try builder.build(program: firmware, architecture: architecture)
-        print("built Firmware/programs/\(firmware) for \(architecture) → \(elf.path)")
+        Terminal.line("built Firmware/programs/\(firmware) for \(architecture) → \(elf.path)")
         return elf.path
     }
 }

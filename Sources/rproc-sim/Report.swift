@@ -50,9 +50,9 @@ enum RprocSimReport {
             let tag = "  [\(index)] " + pad(entry.kindName, 9)
             switch entry {
             case let .carveout(m), let .devmem(m):
-                lines.append(tag + "da \(m.deviceAddress)  pa \(m.physicalAddress)  len \(size(UInt64(m.length)))  flags \(hex(UInt64(m.flags)))  \"\(m.name)\"")
+                lines.append(tag + "da \(m.deviceAddress)  pa \(m.physicalAddress)  len \(size(UInt64(m.length)))  flags \(hex(UInt64(m.flags)))  \"\(visibleText(m.name))\"")
             case let .trace(t):
-                lines.append(tag + "da \(t.deviceAddress)  len \(t.length)  \"\(t.name)\"")
+                lines.append(tag + "da \(t.deviceAddress)  len \(t.length)  \"\(visibleText(t.name))\"")
             case let .vdev(v):
                 var features: [String] = []
                 if v.deviceFeatures.contains(.rpmsgNameService) { features.append("NS") }

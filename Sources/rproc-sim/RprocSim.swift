@@ -23,7 +23,7 @@ struct RprocSim: ParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Terminal.error(fullMessage(for: error))
                 Foundation.exit(2)
             }
             exit(withError: error)
@@ -38,7 +38,7 @@ extension HostPersonality: ExpressibleByArgument {}
 /// steps that read the files a user named (a missing or malformed ELF, a table the host refuses).
 func fileStep<T>(_ body: () throws -> T) throws -> T {
     do { return try body() } catch let code as ExitCode { throw code } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        Terminal.error("error: \(error)")
         throw ExitCode(2)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MetalIO
 import Scenario
 import Synchronization
 
@@ -67,12 +68,18 @@ struct Run: ParsableCommand {
         return (k, n)
     }
 
-    /// Fails (exit 2) unless `path` can be written: its folder exists and is writable, and it is not a folder.
+    /// Fails (exit 2) unless `path` can be written: its folder exists and is writable, and it is
+    /// new or a regular file (a folder, a FIFO — whose open would block — or a device is refused).
     static func checkWritable(_ path: String, option: String) throws {
         var isDirectory: ObjCBool = false
         let folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw RunError("\(option) \(path): is a folder")
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            if isDirectory.boolValue { throw RunError("\(option) \(path): is a folder") }
+            let type = (try? FileManager.default.attributesOfItem(atPath: (path as NSString).resolvingSymlinksInPath))?[.type] as? FileAttributeType
+            guard type == .typeRegular else {
+                let what = type == .typeCharacterSpecial || type == .typeBlockSpecial ? "a device" : type == .typeSocket ? "a socket" : "a FIFO or another special file"
+                throw RunError("\(option) \(path): is \(what), not a regular file")
+            }
         }
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw RunError("\(option) \(path): the folder \(folder) does not exist")
@@ -91,7 +98,7 @@ struct Run: ParsableCommand {
             for (path, option) in [(junit, "--junit"), (trace, "--trace")] { if let path { try Self.checkWritable(path, option: option) } }
             scenarios = try collect()
         } catch let error as RunError {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            Terminal.error("error: \(error)")
             throw ExitCode(2)
         }
         let color = !json && isatty(STDOUT_FILENO) != 0 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
@@ -111,7 +118,7 @@ struct Run: ParsableCommand {
         let failed = outcomes.filter { !$0.passed }.count
         let flaky = outcomes.filter(\.flaky).count
         if json {
-            print(String(decoding: try RunSummary(outcomes).encoded(), as: UTF8.self))
+            print(terminalSafeJSON(try RunSummary(outcomes).encoded()))
         } else {
             let tail = flaky > 0 ? " (\(flaky) flaky: passed on a retry)" : ""
             print((failed == 0 ? "all \(outcomes.count) scenario(s) passed" : "\(failed) of \(outcomes.count) scenario(s) failed") + tail)
@@ -199,7 +206,7 @@ struct Run: ParsableCommand {
             group.wait()
         }
         if let problem = shared.failure.withLock({ $0 }) {
-            FileHandle.standardError.write(Data("error: \(problem)\n".utf8))
+            Terminal.error("error: \(problem)")
             throw ExitCode(2)
         }
         return shared.outcomes.withLock { table in (0..<scenarios.count).compactMap { table[$0] } }
@@ -226,28 +233,30 @@ struct ScenarioPrinter: Sendable {
 
     func paint(_ text: String, _ code: String) -> String { color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
 
-    func run(_ scenario: ScenarioFile, runner: ScenarioRunner, emit: (String) -> Void) -> ScenarioResult {
+    func run(_ scenario: ScenarioFile, runner: ScenarioRunner, emit emitPainted: (String) -> Void) -> ScenarioResult {
+        // Lines are made safe to show (Terminal.shown) before colour is added.
+        func emit(_ text: String) { emitPainted(Terminal.shown(text)) }
         emit("▶ \(scenario.name)  (\(scenario.firmware.summary) · host \(scenario.host))")
         if let server = runner.gdb {
             emit("  gdb: listening on 127.0.0.1:\(server.port)\(server.waitsForDebugger ? "; the core waits halted at reset" : "")")
             emit("       gdb-multiarch -q \(runner.imagePath) -ex 'target remote :\(server.port)'")
         }
         runner.onNotice = { text in
-            print("    ⏸ " + text)
+            Terminal.line("    ⏸ " + text)
             fflush(nil)
         }
         if progress {
             runner.onProgress = { title, fraction in
                 let width = 24, filled = Int(fraction * Double(width))
-                print("\r    \(title)  [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] \(Int(fraction * 100))%", terminator: "")
+                print("\r    \(Terminal.shown(title))  [" + String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled) + "] \(Int(fraction * 100))%", terminator: "")
                 fflush(nil)
             }
         }
         let result = runner.run { step in
             if progress { print("\r\u{1B}[2K", terminator: "") }
             let mark = step.passed ? paint("✓", "32") : paint("✗", "31")
-            emit("  \(mark) " + pad(step.title, 36) + pad(format(step.duration), 10) + step.detail)
-            if let failure = step.failure { emit(paint("      " + failure, "31")) }
+            emitPainted("  \(mark) " + Terminal.shown(pad(step.title, 36) + pad(format(step.duration), 10) + step.detail))
+            if let failure = step.failure { emitPainted(paint(Terminal.shown("      " + failure), "31")) }
             if dumps, let dump = step.dump {
                 emit("      board when the step failed:")
                 for line in dump.split(separator: "\n", omittingEmptySubsequences: false).dropLast() { emit("        " + line) }
@@ -255,13 +264,13 @@ struct ScenarioPrinter: Sendable {
         }
         if let failing = result.failure {
             let console = result.trace.compactMap { if case let .console(line, _) = $0.kind { line } else { nil } }.suffix(3)
-            if !console.isEmpty { emit("      console:  " + console.joined(separator: " | ")) }
+            if !console.isEmpty { emit("      console:  " + console.map { visibleText($0) }.joined(separator: " | ")) }
             let recent = result.trace.suffix(3).map(\.description)
             if !recent.isEmpty { emit("      trace:    " + recent.joined(separator: " · ")) }
-            emit(paint("✗ \(result.steps.filter { !$0.passed }.count) of \(scenario.steps.count) steps failed (\(failing.location))"
-                       + (result.notRun.isEmpty ? "" : ", \(result.notRun.count) not run"), "31"))
+            emitPainted(paint(Terminal.shown("✗ \(result.steps.filter { !$0.passed }.count) of \(scenario.steps.count) steps failed (\(failing.location))"
+                       + (result.notRun.isEmpty ? "" : ", \(result.notRun.count) not run")), "31"))
         } else {
-            emit(paint("✓ \(result.steps.count) steps passed in \(format(result.duration))", "32"))
+            emitPainted(paint("✓ \(result.steps.count) steps passed in \(format(result.duration))", "32"))
         }
         if verbose { for event in result.trace { emit("    \(event)") } }
         return result

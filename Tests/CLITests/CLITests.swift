@@ -1,8 +1,12 @@
 import ArgumentParser
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import RemoteSim
 import Remoteproc
 @testable import rproc_sim
+import Scenario
 import Synchronization
 import Testing
 
@@ -55,6 +59,26 @@ struct CLITests {
         #expect(try exitCode(["inspect", elf, "--json"]) == 0)
         let text = try temporaryFile("not.elf", "just text")
         #expect(try exitCode(["inspect", text]) == 2)
+    }
+
+    @Test("inspect, load and run refuse a FIFO, a device or a folder as firmware or output, at once, with exit 2", .timeLimit(.minutes(1)))
+    func specialPaths() throws {
+        let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("cli-fifo-\(getpid())")
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let scenario = try temporaryFile("ok.yaml", "firmware: echo\narch: native\nsteps: [boot]\n")
+        for (path, says) in [(fifo, "is a FIFO, not a regular file"), ("/dev/zero", "is a character device"), ("/", "is a directory")] {
+            for command in [["inspect", path], ["load", path, "--arch", "rv32"]] {
+                let (code, output) = try runBinary(command)
+                #expect(code == 2, "\(command): \(output)")
+                #expect(output.contains(says), "\(command): \(output)")
+            }
+        }
+        for option in ["--junit", "--trace"] {
+            let (code, output) = try runBinary(["run", scenario, option, fifo])
+            #expect(code == 2 && output.contains("is a FIFO or another special file, not a regular file"), "\(option): \(output)")
+        }
     }
 
     @Test("inspect says which hosts take a table; load --host loads as that host and an OpenAMP host refuses a Linux vendor table")
@@ -167,6 +191,39 @@ struct CLIDumpTests {
         #expect(output.contains("(host → remote)"), "\(output)")
         #expect(output.contains("\"hello\""), "the echoed messages, decoded: \(output)")
         #expect(output.contains("── last 20 trace events"), "\(output)")
+    }
+
+    @Test("text a terminal would obey (OSC title, CSI clear, C1, bidi override) from console, trace and service names is shown escaped by run, in JSON and in JUnit",
+          .timeLimit(.minutes(2)))
+    func hostileText() throws {
+        let scenario = try temporaryFile("hostile.yaml", """
+            firmware: hostile-text
+            arch: cortex-m4
+            steps:
+              - boot
+              - expect: { console: "hostile-text: ready" }
+              - expect: { announce: "evil\\e]0;owned\\a\\e[2J" }
+              - send: { to: "evil\\e]0;owned\\a\\e[2J", text: "x\\e[31my" }
+              - expect: { received: never, within: 300ms }
+            """)
+        let junit = scenario + ".xml"
+        let (code, output) = try runBinary(["run", scenario, "--dump-on-failure", "--verbose", "--junit", junit])
+        #expect(code == 1, "\(output)")
+        let obeyed: [Unicode.Scalar] = ["\u{1B}", "\u{07}", "\u{9B}", "\u{202E}"]
+        #expect(!output.unicodeScalars.contains { obeyed.contains($0) }, "raw control characters reached the output")
+        #expect(output.contains("console: title \\x1b]0;owned\\x07 clear \\x1b[2J c1 \\u{9b}31m bidi \\u{202e}dne"), "\(output)")
+        #expect(output.contains("trace: trace \\x1b]0;owned\\x07 \\x1b[2J"), "\(output)")
+        #expect(output.contains("\"evil\\x1b]0;owned\\x07\\x1b[2J\""), "the service name, escaped: \(output)")
+        #expect(output.contains("hex 78 1b 5b 33 31 6d 79"), "the payload, in hex: \(output)")
+        let junitText = try String(contentsOfFile: junit, encoding: .utf8)
+        try ScenarioReports.withXML {
+            let xml = try XMLDocument(xmlString: junitText)
+            #expect(xml.rootElement()?.name == "testsuites")
+        }
+        let (jsonCode, json) = try runBinary(["run", scenario, "--json"])
+        #expect(jsonCode == 1)
+        #expect(!json.unicodeScalars.contains { obeyed.contains($0) }, "raw control characters in the JSON")
+        #expect((try? JSONSerialization.jsonObject(with: Data(json.utf8))) != nil, "\(json)")
     }
 
     @Test("--no-dump-on-failure, and the default when the output is not a terminal, print no dump", .timeLimit(.minutes(1)))

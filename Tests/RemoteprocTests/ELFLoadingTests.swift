@@ -300,14 +300,15 @@ struct ELFLoadingTests {
         #expect(try platform.bytes(atDevice: 0, count: 3) == [0xC3, 0xC3, 0xC3])
     }
 
-    @Test("a missing file and a directory get the store's error")
+    @Test("a missing file and a directory are refused for what they are, with the path")
     func storeErrors() throws {
         let platform = try TestPlatform()
         let processor = try platform.processor()
         try processor.configure()
-        for path in ["/nonexistent/firmware.elf", "/tmp"] {
+        for (path, expected) in [("/nonexistent/firmware.elf", FileError.Kind.notFound), ("/tmp", .notRegular("a directory"))] {
             let error = try #require(remoteprocError { try processor.load(path, from: FileImageStore()) })
-            guard case let .image(image) = error.kind, case .store = image.kind else { Issue.record("\(error)"); continue }
+            guard case let .image(image) = error.kind, case let .file(problem) = image.kind else { Issue.record("\(error)"); continue }
+            #expect(problem.kind == expected)
             #expect(image.path == path)
         }
         #expect(processor.state == .configured)

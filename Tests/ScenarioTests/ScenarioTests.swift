@@ -5,6 +5,7 @@ import FoundationXML
 import FirmwareKit
 import RemoteSim
 @testable import Scenario
+import RPMsg
 import Synchronization
 import Testing
 import Virtio
@@ -144,7 +145,7 @@ struct ScenarioParserTests {
         ("name: x\nfirmware: nosuch\narch: native\nsteps: [boot]\n", 2, 11, "no native firmware 'nosuch'"),
         ("name: x\nfirmware: nosuch\narch: cortex-m4\nsteps: [boot]\n", 2, 11, "no Firmware/ program 'nosuch'"),
         ("name: x\nfirmware: echo\narch: z80\nsteps: [boot]\n", 3, 7, "arch must be one of"),
-        ("name: x\nelf: missing.elf\narch: rv32\nsteps: [boot]\n", 2, 6, "not found"),
+        ("name: x\nelf: missing.elf\narch: rv32\nsteps: [boot]\n", 2, 6, "missing.elf: no such file"),
         ("name: x\nfirmware: echo\narch: native\nsteps: [boot, stop\n", 5, 1, "invalid YAML"),
         ("name: x\nfirmware: echo\narch: native\ncolor: blue\nsteps: [boot]\n", 4, 1, "unknown field 'color'"),
         ("name: x\nfirmware: echo\narch: native\n", 1, 1, "missing 'steps'"),
@@ -199,7 +200,7 @@ struct ScenarioParserTests {
         #expect(chunks.map(\.count) == [496, 496, 8])
         #expect(chunks.flatMap { $0 } == (0..<1000).map { UInt8($0 & 0xFF) })
         #expect(parseError("firmware: sink\nsteps:\n  - send: { to: s, text: x, count: 2, for: 1s }\n")?.message.contains("either count or for") == true)
-        #expect(parseError("firmware: sink\nsteps:\n  - send: { to: s, file: nope.bin }\n")?.message.contains("not found") == true)
+        #expect(parseError("firmware: sink\nsteps:\n  - send: { to: s, file: nope.bin }\n")?.message.contains("nope.bin: no such file") == true)
     }
 
     @Test("durations")
@@ -396,12 +397,15 @@ struct ScenarioRunnerTests {
         try #require(result.steps.count == 3, "\(result.steps.map { "\($0.title): \($0.failure ?? "passed")" })")
         #expect(result.steps[1].passed)
         #expect(!result.steps[2].passed)
-        let xml = try XMLDocument(xmlString: ScenarioReports.junit([result]))
-        let suite = try #require(xml.rootElement()?.elements(forName: "testsuite").first)
-        #expect(suite.attribute(forName: "name")?.stringValue == "panicking")
-        #expect(suite.attribute(forName: "tests")?.stringValue == "3" && suite.attribute(forName: "failures")?.stringValue == "1")
-        let failure = try #require(suite.elements(forName: "testcase").last?.elements(forName: "failure").first)
-        #expect(failure.attribute(forName: "message")?.stringValue?.hasPrefix("expected: a crash (watchdog) within") == true)
+        let junit = ScenarioReports.junit([result])
+        try ScenarioReports.withXML {
+            let xml = try XMLDocument(xmlString: junit)
+            let suite = try #require(xml.rootElement()?.elements(forName: "testsuite").first)
+            #expect(suite.attribute(forName: "name")?.stringValue == "panicking")
+            #expect(suite.attribute(forName: "tests")?.stringValue == "3" && suite.attribute(forName: "failures")?.stringValue == "1")
+            let failure = try #require(suite.elements(forName: "testcase").last?.elements(forName: "failure").first)
+            #expect(failure.attribute(forName: "message")?.stringValue?.hasPrefix("expected: a crash (watchdog) within") == true)
+        }
         let trace = try JSONSerialization.jsonObject(with: try ScenarioReports.chromeTrace([result])) as? [String: Any]
         let events = try #require(trace?["traceEvents"] as? [[String: Any]])
         #expect(events.contains { ($0["ph"] as? String) == "X" && ($0["name"] as? String) == "boot" })
@@ -431,15 +435,17 @@ struct ScenarioRunnerTests {
             var hostile = result
             hostile.steps[3].failure! += "\u{1B}]0;title\u{07}\u{0}\u{FFFE}"
             let xml = ScenarioReports.junit([hostile])
-            let document = try XMLDocument(xmlString: xml)
-            let cases = try #require(document.rootElement()?.elements(forName: "testsuite").first?.elements(forName: "testcase"))
-            #expect(cases.count == 6)
-            #expect(cases.map { $0.attribute(forName: "name")?.stringValue ?? "" }.last?.hasSuffix(" / shutdown") == true)
-            #expect(cases.suffix(2).allSatisfy { !$0.elements(forName: "skipped").isEmpty }, "the steps after the failure are skipped")
-            let failure = try #require(cases[3].elements(forName: "failure").first?.stringValue)
-            #expect(failure.contains("hex ") || failure.contains("\""), "the payload shown as text or hex: \(failure)")
-            #expect(failure.contains("\\x1B]0;title\\x07\\x00\\u{FFFE}"), "\(failure)")
-            #expect(cases[3].elements(forName: "properties").first?.elements(forName: "property").contains { $0.attribute(forName: "name")?.stringValue == "line" } == true)
+            try ScenarioReports.withXML {
+                let document = try XMLDocument(xmlString: xml)
+                let cases = try #require(document.rootElement()?.elements(forName: "testsuite").first?.elements(forName: "testcase"))
+                #expect(cases.count == 6)
+                #expect(cases.map { $0.attribute(forName: "name")?.stringValue ?? "" }.last?.hasSuffix(" / shutdown") == true)
+                #expect(cases.suffix(2).allSatisfy { !$0.elements(forName: "skipped").isEmpty }, "the steps after the failure are skipped")
+                let failure = try #require(cases[3].elements(forName: "failure").first?.stringValue)
+                #expect(failure.contains("hex ") || failure.contains("\""), "the payload shown as text or hex: \(failure)")
+                #expect(failure.contains("\\x1B]0;title\\x07\\x00\\u{FFFE}"), "\(failure)")
+                #expect(cases[3].elements(forName: "properties").first?.elements(forName: "property").contains { $0.attribute(forName: "name")?.stringValue == "line" } == true)
+            }
         }
     }
 
@@ -671,7 +677,7 @@ struct ScenarioLanguageTests {
         let looping = try #require(parseError("firmware: echo\narch: native\nsteps:\n  - include: \(loop)\n"))
         #expect(looping.message.contains("includes itself"), "\(looping.message)")
         let missing = try #require(parseError("firmware: echo\narch: native\nsteps:\n  - include: /nowhere/x.yaml\n"))
-        #expect(missing.message.contains("does not exist") && missing.location.line == 4, "\(missing)")
+        #expect(missing.message.contains("no such file") && missing.location.line == 4, "\(missing)")
     }
 
     @Test("variables and loops refuse what makes no sense, at the line: unknown names, bad ranges, runaway expansion")
@@ -710,7 +716,52 @@ struct ScenarioLanguageTests {
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
         do { _ = try ScenarioParser.parse(file: fifo); Issue.record("a FIFO was read") } catch {
-            #expect(error.message.contains("not a regular file"), "\(error)")
+            #expect(error.message.contains("is a FIFO, not a regular file"), "\(error)")
         }
+    }
+
+    @Test("the queue of received messages is bounded by count and bytes: the oldest go first, counted; sequence numbers survive drops")
+    func boundedInbox() {
+        let inbox = Inbox()
+        for i in 0..<(Inbox.maximumCount + 100) { inbox.append(source: RPMsgAddress(1), payload: [UInt8(i & 0xFF)]) }
+        #expect(inbox.count == Inbox.maximumCount)
+        #expect(inbox.dropped == 100)
+        #expect(inbox.pending().first?.sequence == 100)
+        #expect(inbox.pending(from: 50).first?.sequence == 100, "a scan from a dropped message starts at the oldest kept")
+        #expect(inbox.pending(from: Inbox.maximumCount + 99).map(\.sequence) == [Inbox.maximumCount + 99])
+        inbox.take([100, 102, 7])
+        #expect(inbox.pending().prefix(2).map(\.sequence) == [101, 103])
+
+        let big = Inbox()
+        let megabyte = [UInt8](repeating: 0xAB, count: 1 << 20)
+        for _ in 0..<40 { big.append(source: RPMsgAddress(1), payload: megabyte) }
+        #expect(big.count == Inbox.maximumBytes >> 20)
+        #expect(big.dropped == 40 - Inbox.maximumBytes >> 20)
+        big.take(big.pending().map(\.sequence))
+        #expect(big.count == 0)
+        for _ in 0..<(Inbox.maximumBytes >> 20) { big.append(source: RPMsgAddress(1), payload: megabyte) }
+        #expect(big.dropped == 40 - Inbox.maximumBytes >> 20, "taking frees the bytes: a full queue's worth fits again")
+    }
+
+    @Test("a FIFO, a device, a folder or /proc named as firmware, payload file, scenario or include: refused for what it is, at once", .timeLimit(.minutes(1)))
+    func specialPaths() throws {
+        let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("special-fifo-\(getpid())")
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let cases: [(path: String, says: String)] = [
+            (fifo, "is a FIFO, not a regular file"), ("/dev/zero", "is a character device, not a regular file"),
+            ("/", "is a directory, not a regular file"), ("/no/such/file", "no such file"),
+        ]
+        for (path, says) in cases {
+            #expect(parseError("elf: \(path)\nsteps: [boot]\n")?.message.contains(says) == true, "elf: \(path)")
+            #expect(parseError("firmware: echo\narch: native\nsteps:\n  - send: { to: s, file: \(path) }\n")?.message.contains(says) == true, "file: \(path)")
+            #expect(parseError("firmware: echo\narch: native\nsteps:\n  - include: \(path)\n")?.message.contains(says) == true, "include: \(path)")
+            do { _ = try ScenarioParser.parse(file: path); Issue.record("\(path) was read as a scenario") } catch {
+                #expect(error.message.contains(says), "\(error)")
+            }
+        }
+        // /proc files say they are empty: a payload from one is refused as empty, not "not found".
+        #expect(parseError("firmware: echo\narch: native\nsteps:\n  - send: { to: s, file: /proc/self/mem }\n")?.message.contains("is empty") == true)
     }
 }
