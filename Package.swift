@@ -66,10 +66,10 @@ let package = Package(
         .testTarget(name: "VirtioTests", dependencies: ["TestParallelism", "Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
         .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
-        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "RPMsg", "Virtio", "FirmwareKit"]),
-        .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", "Remoteproc", "Scenario", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
+        .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", "Remoteproc", "Scenario", "MetalIO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "RemoteprocTestingTests", dependencies: ["RemoteprocTesting", "RemoteSim", "Remoteproc", "RPMsg"]),
-        .testTarget(name: "ExampleTests", dependencies: ["RemoteprocTesting", "RPMsg"]),
+        .testTarget(name: "ExampleTests", dependencies: ["RemoteprocTesting", "RPMsg", "MetalIO"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(
             name: "RemoteprocTests",

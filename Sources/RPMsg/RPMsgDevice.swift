@@ -94,7 +94,7 @@ public final class RPMsgDevice: Sendable {
     /// Every write to the rings goes through this gate; ``close()`` shuts it, so once close has
     /// returned the device never touches shared memory again — a new device on the same rings
     /// (after a recovery) cannot be overwritten by an old one still draining.
-    private let ringGate = Mutex<Bool>(false)
+    private let ringGate = MetalMutex<Bool>(false)
     /// Senders waiting for a transmit buffer, and what wakes them: the peer's notification that
     /// it returned buffers (host: used buffers on vring1; remote: buffers posted on vring0),
     /// asked for only while someone waits (Linux's `rpmsg_upref_sleepers`).
@@ -128,7 +128,7 @@ public final class RPMsgDevice: Sendable {
         /// Services the peer announced that no local endpoint is bound to, in announcement order.
         var unboundServices: [(name: String, address: RPMsgAddress)] = []
     }
-    private let state = Mutex(State())
+    private let state = MetalMutex(State())
     private let receiveRequests = Atomic<Int>(0)
 
     /// Sets up the host (driver) side over `transport`, step by step as the transport's host does

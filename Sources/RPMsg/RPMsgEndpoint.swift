@@ -1,5 +1,6 @@
 import Virtio
 import Synchronization
+import MetalIO
 
 /// A message delivered to an endpoint's receive callback.
 ///
@@ -91,7 +92,7 @@ public final class RPMsgEndpoint: Sendable {
     public let device: RPMsgDevice
     let onReceive: @Sendable (RPMsgMessage) -> Void
     let onUnbind: (@Sendable (RPMsgEndpoint) -> Void)?
-    let state: Mutex<(destination: RPMsgAddress, destroyed: Bool, announced: Bool)>
+    let state: MetalMutex<(destination: RPMsgAddress, destroyed: Bool, announced: Bool)>
 
     init(name: String, address: RPMsgAddress, destination: RPMsgAddress, device: RPMsgDevice,
          onReceive: @escaping @Sendable (RPMsgMessage) -> Void, onUnbind: (@Sendable (RPMsgEndpoint) -> Void)?) {
@@ -100,7 +101,7 @@ public final class RPMsgEndpoint: Sendable {
         self.device = device
         self.onReceive = onReceive
         self.onUnbind = onUnbind
-        self.state = Mutex((destination, false, false))
+        self.state = MetalMutex((destination, false, false))
     }
 
     /// The peer address, or ANY until the peer announced itself or sent to this endpoint.

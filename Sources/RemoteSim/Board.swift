@@ -19,7 +19,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public let trace: Trace
     private let firmware: any NativeFirmware
     /// How many bytes of the resource table's trace buffer were turned into lines already.
-    private let traceBufferRead = Mutex<(consumed: Int, partial: [UInt8])>((0, []))
+    private let traceBufferRead = MetalMutex<(consumed: Int, partial: [UInt8])>((0, []))
 
     private struct Core {
         var powered = false
@@ -48,7 +48,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var delayToRemote: Duration = .zero
         var delayToHost: Duration = .zero
     }
-    private let kickFaults = Mutex(KickFaults())
+    private let kickFaults = MetalMutex(KickFaults())
 
     /// Loses the next `toRemote` host → remote and `toHost` remote → host kicks (each dropped
     /// kick is traced as a warning).
@@ -97,7 +97,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         }) else { return }
         mailbox.requestStop()
     }
-    private let core = Mutex(Core())
+    private let core = MetalMutex(Core())
 
     /// A board running `firmware`.
     /// - Parameters:

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Synchronization
 import Virtio
+import MetalIO
 
 /// Something the mailbox saw, for the board's trace.
 public enum MailboxEvent: Hashable, Sendable {
@@ -61,7 +62,7 @@ public final class Mailbox: Sendable {
         var watchdogKickedAtActive: Duration = .zero
         var started = ContinuousClock.now
     }
-    private let state = Mutex(State())
+    private let state = MetalMutex(State())
     private let wake = WakeSignal()
     /// The callbacks, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
     /// every access (each event would call through a longer chain than the last, until the stack
@@ -70,7 +71,7 @@ public final class Mailbox: Sendable {
         var events: (@Sendable (MailboxEvent) -> Void)?
         var stopListener: (@Sendable () -> Void)?
     }
-    private let callbacks = Mutex(Callbacks())
+    private let callbacks = MetalMutex(Callbacks())
 
     /// Sets what runs (on the requesting thread) when a stop is requested or the firmware
     /// panics — an emulated core uses it to end its run.

@@ -46,7 +46,7 @@ public final class RemoteCore: Sendable {
     /// Where the image starts (its entry point).
     public let bootAddress: DeviceAddress
     /// The trace buffer (found in the table on first use) and how much the firmware has written.
-    private let traceState = Mutex<(buffer: (address: UInt64, length: Int)?, looked: Bool, written: Int)>((nil, false, 0))
+    private let traceState = MetalMutex<(buffer: (address: UInt64, length: Int)?, looked: Bool, written: Int)>((nil, false, 0))
 
     /// What a debugger's `monitor` commands read (set by the board).
     let inspector: BoardInspector?

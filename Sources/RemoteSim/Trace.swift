@@ -56,7 +56,7 @@ public final class Trace: Sendable {
     /// Events kept; older ones are dropped first.
     public let capacity: Int
     private let started = ContinuousClock.now
-    private let storage = Mutex<(events: [TraceEvent], dropped: Int)>(([], 0))
+    private let storage = MetalMutex<(events: [TraceEvent], dropped: Int)>(([], 0))
 
     public init(capacity: Int = 100_000) { self.capacity = max(1, capacity) }
 

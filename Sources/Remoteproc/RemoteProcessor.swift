@@ -87,16 +87,16 @@ public final class RemoteProcessor: Sendable {
         }
     }
 
-    private let lifecycle = Mutex(Lifecycle())
+    private let lifecycle = MetalMutex(Lifecycle())
     /// A copy of ``Lifecycle`` taken as each life-cycle call ends, for the read-only accessors:
     /// they never wait for (or deadlock on) the life-cycle lock, even from inside an op.
-    private let published = Mutex(Lifecycle())
-    private let allocations: Mutex<Allocations>
+    private let published = MetalMutex(Lifecycle())
+    private let allocations: MetalMutex<Allocations>
     /// The thread holding the life-cycle lock (0: none), to refuse re-entrant calls from ops.
     private let lockOwner = Atomic<UInt>(0)
-    private let memories = Mutex<[RemoteprocMemory]>([])
-    private let virtioDevices = Mutex<[VirtioDevice]>([])
-    private let observers = Mutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
+    private let memories = MetalMutex<[RemoteprocMemory]>([])
+    private let virtioDevices = MetalMutex<[VirtioDevice]>([])
+    private let observers = MetalMutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
     private let sequence = Atomic<UInt64>(0)
     private let recoversAutomatically = Atomic<Bool>(false)
 
@@ -119,7 +119,7 @@ public final class RemoteProcessor: Sendable {
         self.ops = ops
         self.host = host
         self.notifyIDCapacity = notifyIDCapacity
-        self.allocations = Mutex(Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
+        self.allocations = MetalMutex(Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
         do { try ops.initialize() } catch { throw RemoteprocError(.operationFailed(op: "init"), call: .initialize, underlying: error) }
     }
 

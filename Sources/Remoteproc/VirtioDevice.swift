@@ -41,7 +41,7 @@ public final class VirtioDevice: VirtioTransport {
     private let ops: any RemoteprocOps
     /// Tells the processor's observers about every write into the vdev entry.
     private let report: @Sendable (RemoteprocEvent) -> Void
-    private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
+    private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
     private let available = Atomic<Bool>(true)
 
     /// `false` once the remote crashed, stopped, shut down, or the device was removed.

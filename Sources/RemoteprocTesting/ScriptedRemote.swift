@@ -1,6 +1,7 @@
 import RemoteSim
 import RPMsg
 import Synchronization
+import MetalIO
 
 /// A remote described in a few lines of Swift, run on the board's core thread through the real
 /// virtio device role and RPMsg, so the host code under test sees exactly what firmware produces.
@@ -55,7 +56,7 @@ public struct ScriptedRemote: NativeFirmware {
         let rpmsg = try core.rpmsg()
         let device = rpmsg.device
         let received = Atomic<Int>(0)
-        let halt = Mutex<Response?>(nil)
+        let halt = MetalMutex<Response?>(nil)
         for line in consoleLines { core.print(line) }
         for (name, handler) in services {
             _ = try device.createEndpoint(name: name) { message in

@@ -272,7 +272,7 @@ public final class SimulatedRemote: @unchecked Sendable {
 /// An endpoint a test talks to a remote service through, collecting what comes back.
 public final class TestEndpoint: Sendable {
     final class Inbox: Sendable {
-        let messages = Mutex<[[UInt8]]>([])
+        let messages = MetalMutex<[[UInt8]]>([])
         let arrived = WakeSignal()
         let stream: AsyncStream<[UInt8]>
         let continuation: AsyncStream<[UInt8]>.Continuation
@@ -288,7 +288,7 @@ public final class TestEndpoint: Sendable {
     public let endpoint: RPMsgEndpoint
     let inbox: Inbox
     public let service: String
-    private let taken = Mutex(0)
+    private let taken = MetalMutex(0)
 
     init(remote: SimulatedRemote, endpoint: RPMsgEndpoint, inbox: Inbox, service: String) {
         self.remote = remote

@@ -1,3 +1,5 @@
+import MetalIO
+
 /// Payloads a scenario describes instead of spelling out: the same description always gives the
 /// same bytes, so a `send` and the `expect` that checks its echo can both name it.
 ///
@@ -15,18 +17,8 @@ public enum PayloadGenerator: Hashable, Sendable {
     public var bytes: [UInt8] {
         switch self {
         case let .random(size, seed):
-            var state = seed
-            var out: [UInt8] = []
-            out.reserveCapacity(size)
-            while out.count < size {
-                state &+= 0x9E37_79B9_7F4A_7C15
-                var z = state
-                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                z ^= z >> 31
-                for shift in stride(from: 0, to: 64, by: 8) where out.count < size { out.append(UInt8(truncatingIfNeeded: z >> UInt64(shift))) }
-            }
-            return out
+            var generator = SplitMix64(seed: seed)
+            return generator.bytes(size)
         case let .counter(size, start):
             return (0..<size).map { UInt8(truncatingIfNeeded: Int(start) + $0) }
         case let .pattern(pattern, size):

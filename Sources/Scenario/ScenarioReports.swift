@@ -4,6 +4,7 @@ import FoundationXML
 #endif
 import RemoteSim
 import Synchronization
+import MetalIO
 
 /// Machine-readable reports of scenario results.
 public enum ScenarioReports {
@@ -17,7 +18,7 @@ public enum ScenarioReports {
         try xmlLock.withLock { _ throws(E) -> R in try body() }
     }
 
-    private static let xmlLock = Mutex(())
+    private static let xmlLock = MetalMutex(())
 
     /// A duration in seconds, for reports.
     public static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }

@@ -459,7 +459,7 @@ final class Inbox: Sendable {
         var bytes = 0
         var dropped = 0
     }
-    private let state = Mutex(State())
+    private let state = MetalMutex(State())
 
     func append(source: RPMsgAddress, payload: [UInt8]) {
         state.withLock { s in

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Synchronization
+import MetalIO
 
 /// Numbered interrupts raised by one side and handled by the other: with a dedicated thread (the
 /// default) the handler runs there, as an interrupt handler would; in poll mode nothing runs until
@@ -9,11 +10,11 @@ import Synchronization
 /// handled coalesce into one, as a real interrupt controller's pending bit does; none is lost.
 public final class InterruptLine: @unchecked Sendable {
     // Mutable state is in Mutexes and atomics; the signals are thread-safe.
-    private let pending = Mutex<(numbers: Set<Int>, stop: Bool)>(([], false))
+    private let pending = MetalMutex<(numbers: Set<Int>, stop: Bool)>(([], false))
     /// The handler, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
     /// every access, so each interrupt would have called through a longer chain than the last.
     private struct Handler { var call: (@Sendable (Int) -> Void)? }
-    private let handler = Mutex(Handler())
+    private let handler = MetalMutex(Handler())
     private let wake = WakeSignal()
     private let stopped = WakeSignal()
     private let raised = Atomic<Int>(0)

@@ -63,8 +63,8 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     public let deviceID: UInt32
     public let vringLocations: [VringLocation]
     let shared: LoopbackVirtioDevice
-    private let handlers = Mutex<[Int: @Sendable () -> Void]>([:])
-    private let peer = Mutex<LoopbackTransport?>(nil)
+    private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
+    private let peer = MetalMutex<LoopbackTransport?>(nil)
     private let interrupts: InterruptLine
     public let usesInterruptThread: Bool
     public let host: HostPersonality

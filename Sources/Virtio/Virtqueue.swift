@@ -57,7 +57,7 @@ public class Virtqueue: @unchecked Sendable {
     /// Whether `VIRTIO_RING_F_EVENT_IDX` was negotiated.
     public let usesEventIndex: Bool
     let kick: @Sendable () throws -> Void
-    let errors = Mutex(VirtqueueErrorCounts())
+    let errors = MetalMutex(VirtqueueErrorCounts())
     let kicks = Atomic<Int>(0)
 
     init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
@@ -132,11 +132,11 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
         var lastUsed: UInt16 = 0
         var queued = 0
     }
-    private let state: Mutex<State>
+    private let state: MetalMutex<State>
 
     /// Lays out an empty ring (the driver zeroes the vring memory, as OpenAMP's driver role does).
     public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
-        state = Mutex(State(free: Array(0..<location.count)))
+        state = MetalMutex(State(free: Array(0..<location.count)))
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
         do { try location.region.fill(0, at: location.offset, count: layout.byteSize) } catch { throw VirtioError(.io(error)) }
     }
@@ -258,7 +258,7 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
         var queued = 0
         var taken: Set<Int> = []
     }
-    private let state = Mutex(State())
+    private let state = MetalMutex(State())
 
     /// Uses the ring the driver laid out (the device does not zero it), from its used index:
     /// buffers the driver posted before the device came up (as the host's receive buffers before

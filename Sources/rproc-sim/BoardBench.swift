@@ -37,7 +37,7 @@ enum BoardBench {
         try processor.start()
         guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
         let announced = WakeSignal()
-        let service = Mutex<RPMsgAddress?>(nil)
+        let service = MetalMutex<RPMsgAddress?>(nil)
         rpmsg.onNameServiceAnnouncement { _, address in
             service.withLock { $0 = address }
             announced.signal()
@@ -65,7 +65,7 @@ enum BoardBench {
         try echoProcessor.shutdown()
 
         // A one-way stream into the sink, then one query that waits for all of it.
-        let counted = Mutex<UInt32?>(nil)
+        let counted = MetalMutex<UInt32?>(nil)
         let answered = WakeSignal()
         let (_, sinkProcessor, sink) = try boot(SinkFirmware()) { message in
             let b = message.payload

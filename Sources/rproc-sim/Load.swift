@@ -30,7 +30,7 @@ struct Load: ParsableCommand {
         let platform = try LoadOnlyPlatform()
         let processor = try RemoteProcessor(ops: platform, host: host)
         for memory in platform.memories { processor.addMemory(memory) }
-        let log = Mutex<[String]>([])
+        let log = MetalMutex<[String]>([])
         processor.addObserver { event in
             switch event {
             case let .stateChanged(change): log.withLock { $0.append("\(change.from) → \(change.to)") }

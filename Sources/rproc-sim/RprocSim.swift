@@ -12,7 +12,7 @@ struct RprocSim: ParsableCommand {
         abstract: "Drive the Swift remoteproc core against a simulated remote processor.",
         discussion: "Exit status, for every command: 0 success, 1 a failure of what ran (a scenario, a firmware), 2 a usage or file error.",
         version: version,
-        subcommands: [Run.self, Debug.self, Load.self, Inspect.self, Bench.self]
+        subcommands: [Run.self, Debug.self, Load.self, Inspect.self, Bench.self, Soak.self]
     )
 
     /// As ArgumentParser's, but a usage error exits 2 (the documented status), not 64.

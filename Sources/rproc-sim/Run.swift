@@ -163,10 +163,10 @@ struct Run: ParsableCommand {
     private func execute(_ scenarios: [ScenarioFile], printer: ScenarioPrinter) throws -> [ScenarioOutcome] {
         /// What the workers share: the next file to take, the outcomes, the first setup error, the output.
         final class Shared: Sendable {
-            let outcomes = Mutex<[Int: ScenarioOutcome]>([:])
-            let failure = Mutex<String?>(nil)
+            let outcomes = MetalMutex<[Int: ScenarioOutcome]>([:])
+            let failure = MetalMutex<String?>(nil)
             let next = Atomic<Int>(0)
-            let output = Mutex<Void>(())
+            let output = MetalMutex<Void>(())
         }
         let shared = Shared()
         @Sendable func work() {

@@ -9,6 +9,7 @@ import Remoteproc
 import Scenario
 import Synchronization
 import Testing
+import MetalIO
 
 /// Runs a subcommand in-process and returns its exit code (0 when it returns normally).
 func exitCode(_ arguments: [String]) throws -> Int32 {
@@ -61,6 +62,27 @@ struct CLITests {
         #expect(try exitCode(["inspect", text]) == 2)
     }
 
+    @Test("soak: random operations on native and emulated boards, every message accounted for; lost messages (dropped kicks) fail it", .timeLimit(.minutes(2)))
+    func soak() throws {
+        let (code, output) = try runBinary(["soak", "--for", "3s", "--seed", "11", "--boards", "native,rv32"])
+        #expect(code == 0, "\(output)")
+        let total = try #require(output.split(separator: "\n").last { $0.hasPrefix("soak: ") && $0.contains("operations") }.map(String.init), "\(output)")
+        func number(before word: String) -> Int? {
+            guard let range = total.range(of: " \(word)") else { return nil }
+            return Int(total[..<range.lowerBound].split(separator: " ").last ?? "")
+        }
+        let sent = try #require(number(before: "sent")), delivered = try #require(number(before: "delivered"))
+        let failed = try #require(number(before: "failed")), lost = try #require(number(before: "lost;"))
+        #expect(sent > 100 && delivered > 0, "\(total)")
+        #expect(lost == 0 && delivered + failed == sent, "every message delivered or failed with an error: \(total)")
+        #expect(total.contains("0 hangs"), "\(total)")
+
+        let (lossy, lossyOutput) = try runBinary(["soak", "--for", "2s", "--seed", "3", "--boards", "native", "--drop-kicks", "--reply-timeout", "200ms"])
+        #expect(lossy == 1, "\(lossyOutput)")
+        #expect(lossyOutput.contains("never echoed by a running remote") && lossyOutput.contains("FAILED"), "\(lossyOutput)")
+        #expect(try runBinary(["soak", "--for", "soon"]).code == 2)
+    }
+
     @Test("inspect, load and run refuse a FIFO, a device or a folder as firmware or output, at once, with exit 2", .timeLimit(.minutes(1)))
     func specialPaths() throws {
         let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("cli-fifo-\(getpid())")
@@ -107,7 +129,7 @@ enum FirmwareBuilderForTests {
 /// rproc-sim running in the background, its output collected as it comes.
 final class LiveTool {
     private final class Output: Sendable {
-        let text = Mutex("")
+        let text = MetalMutex("")
     }
     let process = Process()
     private let pipe = Pipe()

@@ -38,10 +38,11 @@ public final class RequestClient: Sendable {
 
 import Synchronization
 import Virtio
+import MetalIO
 
 /// Replies waiting to be taken.
 final class ReplyQueue: Sendable {
-    private let items = Mutex<[[UInt8]]>([])
+    private let items = MetalMutex<[[UInt8]]>([])
     private let signal = WakeSignal()
     func push(_ bytes: [UInt8]) {
         items.withLock { $0.append(bytes) }

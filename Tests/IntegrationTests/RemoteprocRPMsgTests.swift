@@ -9,7 +9,7 @@ import Virtio
 /// Kicks in both directions, delivered when the test pumps them, by notify id, to the other
 /// side's remoteproc notification entry — as a mailbox would.
 final class Mailbox: Sendable {
-    private let queues = Mutex<(toRemote: [NotifyID], toHost: [NotifyID])>(([], []))
+    private let queues = MetalMutex<(toRemote: [NotifyID], toHost: [NotifyID])>(([], []))
     func kick(toRemote: Bool, _ id: NotifyID) { queues.withLock { toRemote ? $0.toRemote.append(id) : $0.toHost.append(id) } }
     func take() -> (toRemote: [NotifyID], toHost: [NotifyID]) {
         queues.withLock { q in
@@ -17,7 +17,7 @@ final class Mailbox: Sendable {
             return q
         }
     }
-    let delivered = Mutex<[NotifyID]>([])
+    let delivered = MetalMutex<[NotifyID]>([])
 }
 
 /// One side's platform: the board's memories (shared by both sides) and a mailbox.
@@ -88,11 +88,11 @@ struct RemoteprocRPMsgTests {
         _ = try remoteRPMsg.createEndpoint(name: "rpmsg-echo") { message in
             try? remoteRPMsg.send(message.payload, from: message.destination, to: message.source, timeout: .seconds(1))
         }
-        let announced = Mutex<RPMsgAddress?>(nil)
+        let announced = MetalMutex<RPMsgAddress?>(nil)
         hostRPMsg.onNameServiceAnnouncement { name, address in if name == "rpmsg-echo" { announced.withLock { $0 = address } } }
         pump()
         let service = try #require(announced.withLock { $0 })
-        let replies = Mutex<[[UInt8]]>([])
+        let replies = MetalMutex<[[UInt8]]>([])
         let client = try hostRPMsg.createEndpoint(destination: service) { message in replies.withLock { $0.append(message.payload) } }
         for i in 0..<50 {
             try client.send(Array("hello \(i)".utf8), timeout: .seconds(1))

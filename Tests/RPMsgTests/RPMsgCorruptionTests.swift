@@ -137,7 +137,7 @@ struct RPMsgCorruptionTests {
     func nameServiceAndUnknownEndpoint() throws {
         let f = try Fixture()
         defer { f.pair.shutdown() }
-        let announced = Mutex(0)
+        let announced = MetalMutex(0)
         f.pair.host.onNameServiceAnnouncement { _, _ in announced.withLock { $0 += 1 } }
         try f.pair.remote.send([UInt8](repeating: 0x41, count: 39), from: RPMsgAddress(100), to: .nameService, timeout: .seconds(1))
         var bad = NameServiceMessage(name: "x", address: RPMsgAddress(100), action: .create).bytes

@@ -42,7 +42,7 @@ struct RPMsgTests {
     func nameService() throws {
         let pair = try RPMsgPair()
         defer { pair.shutdown() }
-        let announced = Mutex<[(String, RPMsgAddress)]>([])
+        let announced = MetalMutex<[(String, RPMsgAddress)]>([])
         pair.host.onNameServiceAnnouncement { name, address in announced.withLock { $0.append((name, address)) } }
         let echo = try pair.remote.createEndpoint(name: "rpmsg-echo") { message in
             _ = try? pair.remote.send(message.payload, from: RPMsgAddress(1024), to: message.source, timeout: .seconds(5))
@@ -54,7 +54,7 @@ struct RPMsgTests {
 
         // The host binds an endpoint to the announced service and talks to it.
         let inbox = Inbox()
-        let unbound = Mutex(0)
+        let unbound = MetalMutex(0)
         let client = try pair.host.createEndpoint(name: "rpmsg-echo", destination: RPMsgAddress(1024),
                                                   onUnbind: { _ in unbound.withLock { $0 += 1 } }) { inbox.append($0) }
         try client.send(Array("ping".utf8))
@@ -100,7 +100,7 @@ struct RPMsgTests {
         _ = try pair.remote.createEndpoint(name: "early-b") { _ in }
         pair.pump()
         #expect(pair.host.announcedServices.map(\.name) == ["early-a", "early-b"])
-        let seen = Mutex<[String]>([])
+        let seen = MetalMutex<[String]>([])
         pair.host.onNameServiceAnnouncement { name, _ in seen.withLock { $0.append(name) } }
         #expect(seen.withLock { $0 } == ["early-a", "early-b"])
         _ = try pair.host.createEndpoint(destination: pair.host.announcedServices[0].address) { _ in }
@@ -116,7 +116,7 @@ struct RPMsgTests {
         let remoteEndpoint = try pair.remote.createEndpoint(address: RPMsgAddress(100), destination: RPMsgAddress(200)) { remoteInbox.check($0) }
         let hostEndpoint = try pair.host.createEndpoint(address: RPMsgAddress(200), destination: RPMsgAddress(100)) { hostInbox.check($0) }
         let done = DispatchGroup()
-        let failures = Mutex<[String]>([])
+        let failures = MetalMutex<[String]>([])
         for (endpoint, name) in [(hostEndpoint, "host"), (remoteEndpoint, "remote")] {
             done.enter()
             Thread {
@@ -178,8 +178,8 @@ struct RPMsgTests {
         let pair = try RPMsgPair()
         defer { pair.shutdown() }
         let threads = 4, perThread = 5000
-        let seen = Mutex<[Int: Int]>([:])
-        let disorder = Mutex(0)
+        let seen = MetalMutex<[Int: Int]>([:])
+        let disorder = MetalMutex(0)
         _ = try pair.remote.createEndpoint(address: RPMsgAddress(100)) { message in
             let bytes = message.payload
             guard bytes.count == 8 else { disorder.withLock { $0 += 1 }; return }
@@ -273,8 +273,8 @@ struct RPMsgTests {
     func holdAndRelease() throws {
         let pair = try RPMsgPair(interruptThreads: false, vringCount: 16)
         defer { pair.shutdown() }
-        let held = Mutex<[RPMsgHeldBuffer]>([])
-        let payloads = Mutex<[[UInt8]]>([])
+        let held = MetalMutex<[RPMsgHeldBuffer]>([])
+        let payloads = MetalMutex<[[UInt8]]>([])
         _ = try pair.remote.createEndpoint(address: RPMsgAddress(100)) { message in
             held.withLock { $0.append(message.hold()) }
             payloads.withLock { $0.append(message.payload) }
@@ -291,7 +291,7 @@ struct RPMsgTests {
         try sender.trySend([0xFF])
 
         // The host side holds and releases too.
-        let hostHeld = Mutex<RPMsgHeldBuffer?>(nil)
+        let hostHeld = MetalMutex<RPMsgHeldBuffer?>(nil)
         _ = try pair.host.createEndpoint(address: RPMsgAddress(300)) { message in hostHeld.withLock { $0 = message.hold() } }
         try pair.remote.send([7, 7], from: RPMsgAddress(100), to: RPMsgAddress(300), timeout: .seconds(1))
         pair.pump()
@@ -338,7 +338,7 @@ struct RPMsgTests {
 
 /// Checks that messages carry consecutive sequence numbers and their expected pattern.
 final class SequenceChecker: Sendable {
-    private let state = Mutex<(next: Int, errors: [String])>((0, []))
+    private let state = MetalMutex<(next: Int, errors: [String])>((0, []))
 
     /// Message bodies depend on `i` only modulo 256: all 256 are built once (unoptimized test
     /// code spent most of a 200,000-message run building and comparing them byte by byte).

@@ -9,7 +9,7 @@ typealias RPMsgPair = RPMsgLoopback
 
 /// Collects received messages thread-safely.
 final class Inbox: Sendable {
-    private let messages = Mutex<[(source: RPMsgAddress, payload: [UInt8])]>([])
+    private let messages = MetalMutex<[(source: RPMsgAddress, payload: [UInt8])]>([])
     func append(_ message: RPMsgMessage) { let payload = message.payload; messages.withLock { $0.append((message.source, payload)) } }
     var all: [(source: RPMsgAddress, payload: [UInt8])] { messages.withLock { $0 } }
     var count: Int { messages.withLock { $0.count } }

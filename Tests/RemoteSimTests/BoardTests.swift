@@ -23,14 +23,14 @@ struct BoardTests {
         let (board, processor) = try startedBoard(EchoFirmware())
         #expect(board.isRunning)
         let rpmsg = try hostRPMsg(processor)
-        let announced = Mutex<RPMsgAddress?>(nil)
+        let announced = MetalMutex<RPMsgAddress?>(nil)
         let ready = WakeSignal()
         rpmsg.onNameServiceAnnouncement { name, address in
             if name == "rpmsg-echo" { announced.withLock { $0 = address }; ready.signal() }
         }
         #expect(ready.wait(timeout: .seconds(30)), "no announcement")
         let service = try #require(announced.withLock { $0 })
-        let replies = Mutex<[[UInt8]]>([])
+        let replies = MetalMutex<[[UInt8]]>([])
         let got = WakeSignal()
         let client = try rpmsg.createEndpoint(destination: service) { message in
             replies.withLock { $0.append(message.payload) }
@@ -98,7 +98,7 @@ struct BoardCrashTests {
             let (board, processor) = try startedBoard(EchoFirmware(serviceName: "echo-\(index)"), vringCount: 64)
             let rpmsg = try hostRPMsg(processor)
             let ready = WakeSignal()
-            let service = Mutex<RPMsgAddress?>(nil)
+            let service = MetalMutex<RPMsgAddress?>(nil)
             rpmsg.onNameServiceAnnouncement { name, address in service.withLock { $0 = address }; ready.signal() }
             #expect(ready.wait(timeout: .seconds(30)), "board \(index): \(String(describing: board.lastHalt)) state \(processor.state)")
             let replies = Replies()
@@ -120,7 +120,7 @@ struct BoardCrashTests {
 }
 
 final class Replies: Sendable {
-    let items = Mutex<[[UInt8]]>([])
+    let items = MetalMutex<[[UInt8]]>([])
 }
 
 @Suite("Board crash kinds")
@@ -144,7 +144,7 @@ struct BoardCrashKindTests {
         let (board, processor) = try startedBoard(CrashFirmware(afterMessages: 3, faultAddress: 0x5000_0000))
         let rpmsg = try hostRPMsg(processor)
         let ready = WakeSignal()
-        let service = Mutex<RPMsgAddress?>(nil)
+        let service = MetalMutex<RPMsgAddress?>(nil)
         rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
         #expect(ready.wait(timeout: .seconds(30)), "halt \(String(describing: board.lastHalt)), state \(processor.state), \(rpmsg.statistics)")
         let client = try rpmsg.createEndpoint(destination: try #require(service.withLock { $0 })) { _ in }
@@ -187,7 +187,7 @@ struct BoardRecoveryTests {
         for round in 0..<2 {
             let rpmsg = try hostRPMsg(processor)
             let ready = WakeSignal()
-            let service = Mutex<RPMsgAddress?>(nil)
+            let service = MetalMutex<RPMsgAddress?>(nil)
             rpmsg.onNameServiceAnnouncement { _, address in service.withLock { $0 = address }; ready.signal() }
             #expect(ready.wait(timeout: .seconds(30)), "round \(round): no announcement")
             let replies = Replies()
@@ -446,7 +446,7 @@ struct BoardAutomaticRecoveryTests {
         let board = try Board(firmware: HangFirmware(watchdogMilliseconds: 20))
         let processor = try board.makeProcessor()
         processor.automaticRecovery = true
-        let path = Mutex<[RemoteprocState]>([])
+        let path = MetalMutex<[RemoteprocState]>([])
         processor.addObserver { event in if case let .stateChanged(change) = event { path.withLock { $0.append(change.to) } } }
         try processor.configure()
         try processor.load("h", from: MemoryImageStore(["h": try nativeImage()]))
@@ -513,7 +513,7 @@ struct BoardDeliveryTests {
         let deadline = ContinuousClock.now + .seconds(30)
         while rpmsg.announcedServices.isEmpty && ContinuousClock.now < deadline { usleep(500) }
         let got = WakeSignal()
-        let reply = Mutex<[UInt8]>([])
+        let reply = MetalMutex<[UInt8]>([])
         let client = try rpmsg.createEndpoint(destination: try #require(rpmsg.announcedServices.first?.address)) { m in
             reply.withLock { $0 = m.payload }
             got.signal()

@@ -77,7 +77,7 @@ struct EmulatedProgramTests {
           arguments: FirmwareArchitecture.allCases)
     func echo(architecture: FirmwareArchitecture) throws {
         let (_, processor, rpmsg, service) = try boot("echo", architecture)
-        let reply = Mutex<[UInt8]?>(nil)
+        let reply = MetalMutex<[UInt8]?>(nil)
         let got = WakeSignal()
         let client = try rpmsg.createEndpoint(destination: service) { m in
             reply.withLock { $0 = m.payload }
@@ -169,7 +169,7 @@ struct EmulatedFaultTests {
         let (_, processor, rpmsg, _) = try EmulatedProgramTests().boot("multi-service", architecture, service: "rpmsg-sink")
         #expect(waitUntil { rpmsg.announcedServices.count == 4 })
         let services = Dictionary(rpmsg.announcedServices.map { ($0.name, $0.address) }, uniquingKeysWith: { a, _ in a })
-        let reply = Mutex<[UInt8]?>(nil)
+        let reply = MetalMutex<[UInt8]?>(nil)
         let got = WakeSignal()
         let upper = try rpmsg.createEndpoint(destination: try #require(services["rpmsg-upper"])) { m in reply.withLock { $0 = m.payload }; got.signal() }
         try upper.send(Array("Hello, Board".utf8), timeout: .seconds(5))

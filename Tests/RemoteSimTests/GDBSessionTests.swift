@@ -17,7 +17,7 @@ struct GDBSessionTests {
         let (elf, server, board, processor) = try debuggedBoard("echo", architecture)
         defer { server.shutdown(); try? processor.shutdown() }
         let rpmsg = try #require(try processor.makeHostRPMsg())
-        let replies = Mutex<[[UInt8]]>([])
+        let replies = MetalMutex<[[UInt8]]>([])
         let flag = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-gdb-\(UInt64.random(in: 0...UInt64.max))")
         defer { try? FileManager.default.removeItem(at: flag) }
         // The host: once the firmware announced its service and sits halted at its main loop,

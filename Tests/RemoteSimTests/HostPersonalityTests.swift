@@ -57,7 +57,7 @@ private func nativeBoard(_ firmware: any NativeFirmware, host: HostPersonality, 
 
 /// Sends `count` messages of every length from 1 to 496 bytes and checks each echo byte for byte.
 private func echoes(_ rpmsg: RPMsgDevice, service: RPMsgAddress, count: Int) throws -> Int {
-    let reply = Mutex<[UInt8]?>(nil)
+    let reply = MetalMutex<[UInt8]?>(nil)
     let got = WakeSignal()
     let client = try rpmsg.createEndpoint(destination: service) { m in
         reply.withLock { $0 = m.payload }

@@ -3,10 +3,11 @@ import RemoteSim
 import Synchronization
 import Testing
 import Virtio
+import MetalIO
 
 /// Collects mailbox events thread-safely.
 final class EventRecorder: Sendable {
-    private let events = Mutex<[MailboxEvent]>([])
+    private let events = MetalMutex<[MailboxEvent]>([])
     init(_ mailbox: Mailbox) { mailbox.setEventHandler { event in self.events.withLock { $0.append(event) } } }
     var all: [MailboxEvent] { events.withLock { $0 } }
     var consoleLines: [String] { all.compactMap { if case let .consoleLine(l) = $0 { l } else { nil } } }
@@ -102,7 +103,7 @@ struct MailboxTests {
     func kicks() {
         let mailbox = Mailbox(interruptThread: false)
         let events = EventRecorder(mailbox)
-        let seen = Mutex<[UInt32]>([])
+        let seen = MetalMutex<[UInt32]>([])
         mailbox.setKickHandler { id in seen.withLock { $0.append(id) } }
         for _ in 0..<10 { mailbox.write(R.kick.rawValue, 1) }
         mailbox.write(R.kick.rawValue, 2)

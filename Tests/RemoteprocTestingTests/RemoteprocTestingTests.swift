@@ -253,7 +253,7 @@ final class FailureCapturingCase: XCTestCase {
 
 /// The issues a known-issue block saw (its matcher runs on any thread).
 final class IssueLog: Sendable {
-    private let items = Mutex<[(text: String, line: Int?)]>([])
+    private let items = MetalMutex<[(text: String, line: Int?)]>([])
     func append(_ text: String, line: Int?) { items.withLock { $0.append((text, line)) } }
     var all: [(text: String, line: Int?)] { items.withLock { $0 } }
 }

@@ -261,7 +261,7 @@ struct LifecycleTests {
     func reentrantOp() throws {
         let platform = try TestPlatform()
         let processor = try platform.processor()
-        let inner = Mutex<RemoteprocError?>(nil)
+        let inner = MetalMutex<RemoteprocError?>(nil)
         platform.onOp("configure") { [processor] in
             let error = remoteprocError { try processor.shutdown() }
             inner.withLock { $0 = error }
@@ -282,7 +282,7 @@ struct LifecycleTests {
     func observers() throws {
         let platform = try TestPlatform()
         let processor = try platform.processor()
-        let seen = Mutex<[RemoteprocState]>([])
+        let seen = MetalMutex<[RemoteprocState]>([])
         let token = processor.addObserver { [processor] event in
             guard case let .stateChanged(change) = event else { return }
             seen.withLock { $0.append(change.to) }

@@ -463,7 +463,7 @@ struct VirtioEntryTests {
     func notifications() throws {
         let (_, processor) = try running()
         let device = try processor.createVirtio(index: 0, role: .driver)
-        let hits = Mutex<[Int]>([])
+        let hits = MetalMutex<[Int]>([])
         for k in 0..<2 { device.setNotificationHandler(forVring: k) { hits.withLock { $0.append(k) } } }
         #expect(processor.handleNotification(NotifyID(2)) == 1)
         #expect(processor.handleNotification(NotifyID(0)) == 0)
@@ -479,7 +479,7 @@ struct VirtioEntryTests {
         let (_, processor, _) = try load([rpmsgVdev(notify: NotifyID(0), vrings: [NotifyID(0), NotifyID(1)])])
         try processor.start()
         let device = try processor.createVirtio(index: 0, role: .driver)
-        let hits = Mutex<[Int]>([])
+        let hits = MetalMutex<[Int]>([])
         for k in 0..<2 { device.setNotificationHandler(forVring: k) { hits.withLock { $0.append(k) } } }
         #expect(processor.handleNotification(NotifyID(0)) == 1)
         #expect(processor.handleNotification(NotifyID(1)) == 1)

@@ -9,6 +9,7 @@ import RPMsg
 import Synchronization
 import Testing
 import Virtio
+import MetalIO
 
 func temporaryScenarioFile(_ name: String, contents: Data) throws -> String {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString)")
@@ -568,10 +569,10 @@ struct ScenarioDebugStepTests {
             """, path: "debug-step.yaml")
         let runner = try ScenarioRunner(file)
         let server = try #require(runner.gdb)
-        let notices = Mutex<[String]>([])
+        let notices = MetalMutex<[String]>([])
         runner.onNotice = { text in notices.withLock { $0.append(text) } }
         // The "user": once the step has halted the core, attach, look, wait a little, detach.
-        let replies = Mutex<[String]>([])
+        let replies = MetalMutex<[String]>([])
         let userDone = DispatchSemaphore(value: 0)
         let user = Thread {
             defer { userDone.signal() }

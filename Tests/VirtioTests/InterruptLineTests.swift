@@ -1,13 +1,14 @@
 import Synchronization
 import Testing
 import Virtio
+import MetalIO
 
 @Suite("Interrupt lines")
 struct InterruptLineTests {
     @Test("poll mode: nothing runs until poll; a burst for one number coalesces; none is lost")
     func pollMode() {
         let line = InterruptLine(thread: false)
-        let handled = Mutex<[Int]>([])
+        let handled = MetalMutex<[Int]>([])
         line.setHandler { n in handled.withLock { $0.append(n) } }
         for _ in 0..<5 { line.raise(3) }
         line.raise(1)

@@ -13,7 +13,7 @@ import Darwin
 /// What the driver and device threads share besides the queues.
 final class StreamLog: Sendable {
     private let stopFlag = Atomic<Bool>(false)
-    private let problems = Mutex<[String]>([])
+    private let problems = MetalMutex<[String]>([])
     /// Buffers the device thread received in order.
     let delivered = Atomic<Int>(0)
     /// Times the driver thread found the ring full.

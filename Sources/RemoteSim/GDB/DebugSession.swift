@@ -1,5 +1,6 @@
 import Synchronization
 import Virtio
+import MetalIO
 
 /// Why the debugged core stopped, as the server reports it to GDB.
 struct DebugStop: Sendable, Equatable {
@@ -51,10 +52,10 @@ final class DebugSession: @unchecked Sendable {
     static let breakpointLimit = 4096
 
     let hooks = UnicornEngine.DebugHooks()
-    private let queue = Mutex<[(Command, Mailbox)]>([])
+    private let queue = MetalMutex<[(Command, Mailbox)]>([])
     private let coreWake = WakeSignal()
     /// The stops the core reported and the server has not taken yet.
-    private let stops = Mutex<[DebugStop]>([])
+    private let stops = MetalMutex<[DebugStop]>([])
     private let stopSignal = WakeSignal()
     let haltRequested = Atomic<Bool>(false)
     let attached = Atomic<Bool>(false)

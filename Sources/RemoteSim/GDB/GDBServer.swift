@@ -44,7 +44,7 @@ public final class GDBServer: @unchecked Sendable {
         /// its life cycle). Without it, `kill` only detaches.
         var kill: (@Sendable () -> Void)?
     }
-    private let hooks = Mutex(Hooks())
+    private let hooks = MetalMutex(Hooks())
     private let closed = Atomic<Bool>(false)
 
     var onMonitor: (@Sendable (String) -> String)? {

@@ -1,6 +1,7 @@
 import RPMsg
 import Synchronization
 import Virtio
+import MetalIO
 
 /// Native firmware that waits for the host to announce `service`, sends it `count` messages one
 /// at a time and checks each reply equals what it sent. It prints `ping: N/N replies ok` when
@@ -16,8 +17,8 @@ public struct PingFirmware: NativeFirmware {
     public func run(on core: RemoteCore) throws {
         let rpmsg = try core.rpmsg()
         let device = rpmsg.device
-        let host = Mutex<RPMsgAddress?>(nil)
-        let lastReply = Mutex<[UInt8]?>(nil)
+        let host = MetalMutex<RPMsgAddress?>(nil)
+        let lastReply = MetalMutex<[UInt8]?>(nil)
         device.onNameServiceAnnouncement { name, address in if name == service { host.withLock { $0 = address } } }
         let endpoint = try device.createEndpoint { message in lastReply.withLock { $0 = message.payload } }
         while host.withLock({ $0 }) == nil { try rpmsg.waitAndProcess() }

@@ -33,7 +33,7 @@ final class TestPlatform: RemoteprocOps {
         var mappable: RemoteprocMemory?
         var bootAddress: DeviceAddress?
     }
-    private let state = Mutex(State())
+    private let state = MetalMutex(State())
 
     init(codeSize: Int = 256 << 10, sramSize: Int = 256 << 10, sharedSize: Int = 1 << 20) throws {
         func make(_ name: String, _ da: UInt64, _ pa: UInt64, _ size: Int, pool: Bool) throws -> RemoteprocMemory {
@@ -124,7 +124,7 @@ final class TestPlatform: RemoteprocOps {
 
 /// Collects a processor's events, thread-safely.
 final class EventLog: Sendable {
-    private let events = Mutex<[RemoteprocEvent]>([])
+    private let events = MetalMutex<[RemoteprocEvent]>([])
     init(_ processor: RemoteProcessor) {
         processor.addObserver { event in self.events.withLock { $0.append(event) } }
     }

@@ -1,0 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A value behind a lock — libmetal's `metal_mutex` — the one lock type of this package.
+///
+/// It is the platform's `pthread_mutex_t`, not `Synchronization.Mutex`: ThreadSanitizer
+/// intercepts pthread mutexes, but on Linux `Mutex`'s contended path runs in the prebuilt,
+/// uninstrumented `libswiftSynchronization`, so TSan misses the ordering it gives and reports
+/// races on data only ever touched under the lock (a four-thread counter behind `Mutex` gives
+/// TSan warnings, the same program behind a pthread mutex none; see docs/reliability.md).
+/// Uncontended, both are one atomic instruction each way.
+public final class MetalMutex<Value>: @unchecked Sendable {
+    // @unchecked: `value` is only read or written inside `withLock`, under `mutex`; the mutex is
+    // allocated once and never moves.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var value: Value
+
+    public init(_ value: Value) {
+        self.value = value
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deinitialize(count: 1)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with the value, holding the lock.
+    @inlinable
+    public func withLock<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
+        lock()
+        defer { unlock() }
+        return try body(&valueStorage)
+    }
+
+    /// Like ``withLock(_:)``, but returns nil at once instead of waiting when the lock is held.
+    public func withLockIfAvailable<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result? {
+        guard pthread_mutex_trylock(mutex) == 0 else { return nil }
+        defer { unlock() }
+        return try body(&value)
+    }
+
+    @usableFromInline
+    var valueStorage: Value {
+        get { value }
+        _modify { yield &value }
+    }
+
+    @usableFromInline
+    func lock() { pthread_mutex_lock(mutex) }
+
+    @usableFromInline
+    func unlock() { pthread_mutex_unlock(mutex) }
+}
