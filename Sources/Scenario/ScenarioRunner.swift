@@ -128,6 +128,7 @@ public final class ScenarioRunner {
     private func teardown() {
         rpmsg?.close()
         if processor.state != .offline { try? processor.shutdown() }
+        board.mailbox.hostInterrupts.shutdown()
         gdb?.shutdown()
     }
 

@@ -75,14 +75,15 @@ struct Soak: ParsableCommand {
             if hung != nil { total.hangs += 1 }
         }
         Terminal.line("soak: " + total.summary)
-        if total.lost > 0 || total.hangs > 0 || total.operationErrors > 0 {
-            Terminal.line("soak: FAILED (\(total.lost) lost, \(total.operationErrors) operation errors, \(total.hangs) hung); replay with --seed \(seed)")
-            fflush(nil)
+        let failed = total.lost > 0 || total.hangs > 0 || total.operationErrors > 0
+        if failed { Terminal.line("soak: FAILED (\(total.lost) lost, \(total.operationErrors) operation errors, \(total.hangs) hung); replay with --seed \(seed)") }
+        if total.hangs > 0 {
             // A hung board's thread cannot be joined: leave without tearing it down.
-            if total.hangs > 0 { Foundation.exit(1) }
-            throw ExitCode(1)
+            fflush(nil)
+            Foundation.exit(1)
         }
         for board in boards { board.close() }
+        if failed { throw ExitCode(1) }
     }
 }
 
