@@ -67,7 +67,9 @@ public struct ELFImage: Hashable, Sendable {
         guard shoff == 0 || (!shOverflow && shoff <= UInt64(fileSize) && shEnd <= UInt64(fileSize)) else {
             throw fail(.truncated(what: "section header table", needed: Int(clamping: shEnd), fileSize: fileSize))
         }
-        let span = Int(max(UInt64(headerSize), phEnd, shoff == 0 ? 0 : shEnd))
+        // What libelf is given: the header and the tables that exist (an unused e_phoff, with
+        // e_phnum = 0, may say anything and is not checked above: it must not size the buffer).
+        let span = Int(max(UInt64(headerSize), phnum == 0 ? 0 : phEnd, shoff == 0 ? 0 : shEnd))
 
         var pieces = [(offset: 0, bytes: try store.bytes(at: 0, count: Int(max(UInt64(headerSize), phnum == 0 ? 0 : phEnd))))]
         if shoff != 0 { pieces.append((Int(shoff), try store.bytes(at: Int(shoff), count: Int(shEnd - shoff)))) }
