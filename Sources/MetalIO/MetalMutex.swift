@@ -15,8 +15,8 @@ import Darwin
 public final class MetalMutex<Value>: @unchecked Sendable {
     // @unchecked: `value` is only read or written inside `withLock`, under `mutex`; the mutex is
     // allocated once and never moves.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline var value: Value
 
     public init(_ value: Value) {
         self.value = value
@@ -34,27 +34,15 @@ public final class MetalMutex<Value>: @unchecked Sendable {
     /// Runs `body` with the value, holding the lock.
     @inlinable
     public func withLock<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
-        lock()
-        defer { unlock() }
-        return try body(&valueStorage)
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
     }
 
     /// Like ``withLock(_:)``, but returns nil at once instead of waiting when the lock is held.
     public func withLockIfAvailable<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result? {
         guard pthread_mutex_trylock(mutex) == 0 else { return nil }
-        defer { unlock() }
+        defer { pthread_mutex_unlock(mutex) }
         return try body(&value)
     }
-
-    @usableFromInline
-    var valueStorage: Value {
-        get { value }
-        _modify { yield &value }
-    }
-
-    @usableFromInline
-    func lock() { pthread_mutex_lock(mutex) }
-
-    @usableFromInline
-    func unlock() { pthread_mutex_unlock(mutex) }
 }

@@ -27,8 +27,10 @@ public final class FileImageStore: ImageStore {
     public func open(_ path: String) throws(ImageError) -> Int {
         close()
         self.path = path
-        do { file = try RegularFile(opening: path) } catch { throw ImageError(.file(error), path: path) }
-        return file!.size
+        let opened: RegularFile
+        do { opened = try RegularFile(opening: path) } catch { throw ImageError(.file(error), path: path) }
+        file = opened
+        return opened.size
     }
 
     public func close() { file = nil }

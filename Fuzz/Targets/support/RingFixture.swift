@@ -37,6 +37,20 @@ public struct RingFixture {
         try? region.write(Array(bytes), at: offset)
     }
 
+    /// Applies the input's writes (see ``writes(in:span:)``) to both vrings: each write lands in
+    /// the ring its position's low bit names, at an offset inside the part `part` of that ring
+    /// (a range of offsets from the ring's start), then both sides run and are probed.
+    public func overwrite(_ input: UnsafeBufferPointer<UInt8>, part: (VringLayout) -> Range<Int>) {
+        let rings = (0..<2).compactMap { try? vring($0) }
+        guard rings.count == 2 else { fatalError("the fixture has no two vrings") }
+        for (position, bytes) in writes(in: input, span: 1 << 16) {
+            let (offset, layout) = rings[position & 1]
+            let range = part(layout)
+            poke(bytes, at: offset + range.lowerBound + (position >> 1) % range.count)
+        }
+        pumpAndProbe()
+    }
+
     /// Runs both sides, then checks they still answer: a send each way fails cleanly or works.
     public func pumpAndProbe() {
         pair.pump()

@@ -6,13 +6,6 @@ import FuzzSupport
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard let fixture = try? RingFixture() else { fatalError("the fixture does not start") }
     defer { fixture.shutdown() }
-    let input = UnsafeBufferPointer(start: data, count: size)
-    let rings = (0..<2).compactMap { try? fixture.vring($0) }
-    for (position, bytes) in writes(in: input, span: 1 << 16) {
-        let (offset, layout) = rings[position & 1]
-        let usedPart = layout.byteSize - layout.usedFlags
-        fixture.poke(bytes, at: offset + layout.usedFlags + (position >> 1) % usedPart)
-    }
-    fixture.pumpAndProbe()
+    fixture.overwrite(UnsafeBufferPointer(start: data, count: size)) { $0.usedFlags..<$0.byteSize }
     return 0
 }
