@@ -125,6 +125,7 @@ public final class RPMsgDevice: Sendable {
         var statistics = RPMsgStatistics()
         var onNameService: (@Sendable (String, RPMsgAddress) -> Void)?
         var onTraffic: (@Sendable (RPMsgTraffic) -> Void)?
+        var onActivity: (@Sendable () -> Void)?
         /// Services the peer announced that no local endpoint is bound to, in announcement order.
         var unboundServices: [(name: String, address: RPMsgAddress)] = []
     }
@@ -216,15 +217,9 @@ public final class RPMsgDevice: Sendable {
         self.profile = nil
         self.dynamicAddressCount = configuration.dynamicAddressCount ?? 128
         self.transmitLimit = 0
-        let clock = ContinuousClock()
-        let deadline = clock.now + configuration.handshakeTimeout
         do {
-            while true {
-                let status = try transport.status()
-                if status.contains(.needsReset) { try transport.acknowledgeReset() }
-                else if status.contains(.driverOK) { break }
-                guard clock.now < deadline else { throw RPMsgError(.handshakeTimedOut(configuration.handshakeTimeout)) }
-                usleep(100)
+            guard try transport.waitForDriverOK(timeout: configuration.handshakeTimeout) else {
+                throw RPMsgError(.handshakeTimedOut(configuration.handshakeTimeout))
             }
             features = try transport.deviceFeatures().intersection(try transport.driverFeatures())
         } catch let error as RPMsgError { throw error } catch { throw RPMsgError(.transport("\(error)")) }
@@ -327,6 +322,12 @@ public final class RPMsgDevice: Sendable {
         state.withLock { $0.onTraffic = observer }
     }
 
+    /// Sets what runs after each batch of received messages has been handled — after the
+    /// endpoints' callbacks returned — so a thread waiting for what they record can look again.
+    public func setActivityObserver(_ observer: (@Sendable () -> Void)?) {
+        state.withLock { $0.onActivity = observer }
+    }
+
     private func observe(_ observer: @Sendable (RPMsgTraffic) -> Void, _ direction: RPMsgTraffic.Direction, _ header: RPMsgHeader, payloadOffset: Int) {
         let prefix = (try? window.region.readBytes(at: payloadOffset, count: min(16, Int(header.length)))) ?? []
         observer(RPMsgTraffic(direction: direction, source: header.source, destination: header.destination, length: Int(header.length), prefix: prefix))
@@ -338,6 +339,8 @@ public final class RPMsgDevice: Sendable {
         state.withLock { s in
             s.closed = true
             s.endpoints.removeAll()
+            s.onActivity = nil
+            s.onTraffic = nil
         }
         // Waits for a ring operation in progress on another thread; none starts after.
         ringGate.withLock { $0 = true }
@@ -449,7 +452,7 @@ public final class RPMsgDevice: Sendable {
     public func reserveBuffer(timeout: Duration = RPMsgDevice.defaultSendTimeout) throws(RPMsgError) -> RPMsgTxBuffer {
         if let buffer = try takeTransmitBuffer() { return buffer }
         guard timeout > .zero else { throw RPMsgError(.noBuffer(waited: .zero)) }
-        let clock = ContinuousClock()
+        let clock = RealTimeClock.shared
         let deadline = clock.now + timeout
         if transmitWaiters.add(1, ordering: .acquiringAndReleasing).newValue == 1 { requestTransmitNotifications(true) }
         defer {
@@ -461,7 +464,7 @@ public final class RPMsgDevice: Sendable {
             if let buffer = try takeTransmitBuffer() { return buffer }
             let left = deadline - clock.now
             guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
-            transmitReturned.wait(timeout: min(pause, left))
+            _ = clock.wait(for: transmitReturned, timeout: min(pause, left))
             pause = min(pause * 2, .milliseconds(1))
         }
     }
@@ -583,6 +586,7 @@ public final class RPMsgDevice: Sendable {
         var seen = 1
         while true {
             drainReceiveQueue()
+            state.withLock { $0.onActivity }?()
             let (exchanged, current) = receiveRequests.compareExchange(expected: seen, desired: 0, ordering: .acquiringAndReleasing)
             if exchanged { return }
             seen = current

@@ -29,7 +29,7 @@ public struct RPMsgLoopback: Sendable {
             VringLocation(index: i, notifyID: UInt32(i + 1), deviceAddress: Self.sharedBase + UInt64(i * stride), region: region,
                           offset: i * stride, count: vringCount, alignment: 4096)
         }
-        (hostTransport, remoteTransport) = LoopbackTransport.makePair(vrings: vrings, features: features, interruptThreads: interruptThreads, host: personality)
+        (hostTransport, remoteTransport) = try LoopbackTransport.makePair(vrings: vrings, features: features, interruptThreads: interruptThreads, host: personality)
         host = try RPMsgDevice(host: hostTransport, window: window, pool: (2 * stride)..<region.size, configuration: configuration)
         remote = try RPMsgDevice(remote: remoteTransport, window: window, configuration: configuration)
     }

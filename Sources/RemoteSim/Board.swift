@@ -17,13 +17,16 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public let memories: [RemoteprocMemory]
     /// What happened on the board: state changes, kicks, console lines, crashes.
     public let trace: Trace
+    /// The board's time: every wait on the board goes through it.
+    public let clock: any WaitClock
     private let firmware: any NativeFirmware
     /// How many bytes of the resource table's trace buffer were turned into lines already.
     private let traceBufferRead = MetalMutex<(consumed: Int, partial: [UInt8])>((0, []))
 
     private struct Core {
         var powered = false
-        var thread: pthread_t?
+        /// The core's thread runs (from start until stop has seen it end).
+        var running = false
         var finished: WakeSignal?
         /// Signalled when the core's thread has done everything but report a crash (which may wait
         /// for the processor's lock; a host stopping the core under that lock waits for this instead).
@@ -81,17 +84,14 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             trace.record(.warning("fault injection: dropped kick \(toRemote ? "host → remote" : "remote → host") id \(id)"))
             return false
         }
-        if delay > .zero {
-            let nanos = delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-            usleep(UInt32(clamping: nanos / 1000))
-        }
+        if delay > .zero { clock.sleep(for: delay) }
         return true
     }
 
     /// Halts the running core and reports `report` as its crash (fault injection).
     public func injectCrash(_ report: CrashReport) {
         guard core.withLock({ c in
-            guard c.thread != nil else { return false }
+            guard c.running else { return false }
             c.injected = report
             return true
         }) else { return }
@@ -102,12 +102,15 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     /// A board running `firmware`.
     /// - Parameters:
     ///   - pollMode: kicks reach the processor only when ``poll()`` is called (deterministic tests).
-    public init(firmware: any NativeFirmware, layout: BoardLayout = BoardLayout(), pollMode: Bool = false) throws {
+    ///   - clock: the time the board keeps (TICKS, SLEEP, the watchdog, its waits and fault delays).
+    public init(firmware: any NativeFirmware, layout: BoardLayout = BoardLayout(), pollMode: Bool = false,
+                clock: any WaitClock = RealTimeClock.shared) throws {
         self.layout = layout
         self.firmware = firmware
-        self.mailbox = Mailbox(interruptThread: !pollMode)
-        let trace = Trace()
+        self.clock = clock
+        let trace = Trace(clock: clock)
         self.trace = trace
+        self.mailbox = try Mailbox(interruptThread: !pollMode, clock: clock, idleWaiters: trace.waiters)
         mailbox.setEventHandler { event in
             switch event {
             case let .kick(id): trace.record(.kickToHost(id))
@@ -127,6 +130,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
                                     deviceAddress: DeviceAddress(window.deviceAddress), region: region,
                                     isAllocationPool: window.name == layout.shared.name)
         }
+        // The debugger halting or releasing the core changes what the board's waits count.
+        debugger?.session.setHaltedObserver { trace.waiters.changed() }
     }
 
     deinit {
@@ -147,13 +152,15 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         }
         // gdb's `kill` stops the processor as the host would.
         debugger?.onKill = { [weak processor] in try? processor?.stop() }
-        let trace = self.trace
+        let trace = self.trace, mailbox = self.mailbox
         processor.addObserver { event in
             switch event {
             case let .stateChanged(change):
                 trace.record(.stateChanged(from: change.from, to: change.to, call: change.call))
             case let .warning(text): trace.record(.warning(text))
-            case let .vdevWrite(write): trace.record(.vdevWrite(write))
+            case let .vdevWrite(write):
+                trace.record(.vdevWrite(write))
+                mailbox.hostWrites.changed()
             }
         }
         return processor
@@ -170,9 +177,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
 
     /// The processor's life-cycle state, the core's and the last crash, one fact per line.
     private var stateDescription: String {
-        let (processor, thread, lastHalt, halted) = core.withLock { ($0.processor, $0.thread, $0.lastHalt, $0.halted) }
+        let (processor, running, lastHalt, halted) = core.withLock { ($0.processor, $0.running, $0.lastHalt, $0.halted) }
         var out = "life cycle: \(processor.map { "\($0.state)" } ?? "no processor")\n"
-        out += "core: " + (thread == nil ? "not running" : halted ? "halted (the firmware stopped)" : isHaltedInDebugger ? "halted in the debugger" : "running") + "\n"
+        out += "core: " + (!running ? "not running" : halted ? "halted (the firmware stopped)" : isHaltedInDebugger ? "halted in the debugger" : "running") + "\n"
         if let lastHalt { out += "last halt: \(lastHalt)\n" }
         if let report = processor?.crashReport { out += "crash: \(report)\n" }
         return out
@@ -192,7 +199,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public func poll() -> Int { mailbox.poll() }
 
     /// Whether the core's thread is running firmware.
-    public var isRunning: Bool { core.withLock { $0.thread != nil } }
+    public var isRunning: Bool { core.withLock { $0.running } }
 
     /// Why the firmware last stopped.
     public var lastHalt: FirmwareHalt? { core.withLock { $0.lastHalt } }
@@ -207,7 +214,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public func start(bootAddress: DeviceAddress) throws {
         try core.withLock { (c) throws in
             guard c.powered else { throw BoardError("the core is not powered (configure first)") }
-            guard c.thread == nil else { throw BoardError("the core is already running") }
+            guard !c.running else { throw BoardError("the core is already running") }
             mailbox.reset()
             traceBufferRead.withLock { $0 = (0, []) }
             let processor = c.processor
@@ -220,54 +227,32 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             context.finished = finished
             context.ended = ended
             context.generation = c.generation
-            var thread = pthread_t()
-            let box = Unmanaged.passRetained(context)
-            guard pthread_create(&thread, nil, { raw in
-                Unmanaged<CoreThreadContext>.fromOpaque(raw!).takeRetainedValue().run()
-                return nil
-            }, box.toOpaque()) == 0 else {
-                box.release()
-                throw BoardError("cannot start the core's thread")
-            }
             // Never joined: a stop waits for `ended`, not for a crash report that needs the processor's lock.
-            pthread_detach(thread)
-            c.thread = thread
+            do { try PlatformThread(name: "rproc-core") { context.run() }.detach() } catch {
+                throw BoardError("cannot start the core's thread: \(error)")
+            }
+            c.running = true
             c.finished = finished
             c.ended = ended
             c.watchdogFired = false
-            startWatchdogMonitor(finished: finished)
+            try startWatchdogMonitor()
         }
     }
 
-    /// Checks the firmware's watchdog every millisecond while the core runs; on expiry it halts
-    /// the core, which is then reported as a watchdog crash.
-    private func startWatchdogMonitor(finished: WakeSignal) {
-        final class Monitor: @unchecked Sendable {
-            // Set before the thread starts; only read by it.
-            let board: Board
-            init(board: Board) { self.board = board }
-        }
-        let box = Unmanaged.passRetained(Monitor(board: self))
-        var thread = pthread_t()
-        if pthread_create(&thread, nil, { raw in
-            let board = Unmanaged<Monitor>.fromOpaque(raw!).takeRetainedValue().board
-            board.watchWatchdog()
-            return nil
-        }, box.toOpaque()) == 0 {
-            pthread_detach(thread)
-        } else {
-            box.release()
-        }
-    }
-
-    private func watchWatchdog() {
-        while core.withLock({ $0.thread != nil }) && !mailbox.isStopRequested {
-            if mailbox.watchdogExpired {
-                core.withLock { $0.watchdogFired = true }
+    /// Watches the firmware's watchdog while the core runs (it sleeps until the watchdog could
+    /// expire, see ``Mailbox/waitForWatchdogExpiry(generation:)``); on expiry it halts the core,
+    /// which is then reported as a watchdog crash. It ends with the core's run.
+    private func startWatchdogMonitor() throws {
+        let mailbox = self.mailbox, generation = mailbox.generation
+        do {
+            try PlatformThread(name: "rproc-watchdog") { [weak self] in
+                guard mailbox.waitForWatchdogExpiry(generation: generation) else { return }
+                self?.core.withLock { $0.watchdogFired = true }
                 mailbox.requestStop()
-                return
-            }
-            usleep(1000)
+            }.detach()
+        } catch {
+            mailbox.requestStop()
+            throw BoardError("cannot start the watchdog's thread: \(error)")
         }
     }
 
@@ -327,15 +312,15 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     }
 
     public func stop() throws {
-        let (thread, finished, ended) = core.withLock { ($0.thread, $0.finished, $0.ended) }
-        guard thread != nil, let finished else { return }
+        let (running, finished, ended) = core.withLock { ($0.running, $0.finished, $0.ended) }
+        guard running, let finished else { return }
         mailbox.requestStop()
         guard finished.wait(timeout: .seconds(5)) else { throw BoardError("the core did not stop within 5 s") }
         // What the thread does after the firmware has stopped takes microseconds (no lock it waits on).
         guard ended?.wait(timeout: .seconds(5)) ?? true else { throw BoardError("the core's thread did not finish within 5 s") }
         collectTraceBuffer()
         core.withLock { c in
-            c.thread = nil
+            c.running = false
             c.finished = nil
             c.ended = nil
         }
@@ -379,6 +364,7 @@ final class CoreThreadContext: @unchecked Sendable {
                 halt = FirmwareHalt(.fault(address: 0, message: "firmware error: \(error)"))
             }
         }
+        core.firmwareEnded()
         finished?.signal()
         if let halt { board.firmwareEnded(halt, generation: generation, ended: ended) } else { ended?.signal() }
     }

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import MetalIO
 import RPMsg
 import Remoteproc
 
@@ -15,15 +13,12 @@ public enum LiveWaitOutcome: Equatable, Sendable {
 /// Waits on a board that do not count the time its core spends halted in a debugger: stepping
 /// through firmware must not fail a scenario or a test that waits for it.
 extension Board {
-    /// Polls `condition` (delivering the remote's kicks first, for poll mode) until it holds or
-    /// `timeout` of time not halted in a debugger has passed; checks every `interval`.
-    /// ``wait(upTo:checkingEvery:until:)`` for a condition only a live remote can make true (an
-    /// announcement, a reply, a console line): it ends at once when the processor leaves Running
-    /// or Suspended instead of waiting out `timeout` for what can no longer come.
-    public func waitWhileLive(upTo timeout: Duration, checkingEvery interval: Duration = .microseconds(200),
-                              until condition: () -> Bool) -> LiveWaitOutcome {
+    /// ``wait(upTo:until:)`` for a condition only a live remote can make true (an announcement, a
+    /// reply, a console line): it ends at once when the processor leaves Running or Suspended
+    /// instead of waiting out `timeout` for what can no longer come.
+    public func waitWhileLive(upTo timeout: Duration, until condition: () -> Bool) -> LiveWaitOutcome {
         var ended: RemoteprocState?
-        let met = wait(upTo: timeout, checkingEvery: interval) {
+        let met = wait(upTo: timeout) {
             if condition() { return true }
             if let state = currentProcessor?.state, !state.isLive { ended = state }
             return ended != nil
@@ -33,20 +28,30 @@ extension Board {
         return met ? .met : .timedOut
     }
 
-    public func wait(upTo timeout: Duration, checkingEvery interval: Duration = .microseconds(200), until condition: () -> Bool) -> Bool {
-        let clock = ContinuousClock()
-        var deadline = clock.now + timeout
+    /// Waits until `condition` holds (true) or `timeout` of board time not halted in a debugger
+    /// has passed (false). It looks at the condition after every board event — a trace record, a
+    /// batch of messages handled by a traced RPMsg device, a debugger halting or releasing the core
+    /// — delivering the remote's kicks first in poll mode; it does not poll in between.
+    ///
+    /// Text the firmware writes into the resource table's trace buffer has no event of its own: it
+    /// is seen at the next event (a kick, a console byte line, a WAIT, …).
+    public func wait(upTo timeout: Duration, until condition: () -> Bool) -> Bool {
+        var left = timeout
         var last = clock.now
-        let pause = UInt32(clamping: interval.components.attoseconds / 1_000_000_000_000 + interval.components.seconds * 1_000_000)
-        while true {
-            poll()
-            if condition() { return true }
+        var haltedBefore = isHaltedInDebugger
+        return trace.waiters.wait(clock: clock, deadline: {
+            // Board time left: time the core spent halted in the debugger does not count, and
+            // while it is halted there is no deadline (the debugger's release is an event).
             let now = clock.now
-            if isHaltedInDebugger { deadline += now - last }
+            let halted = isHaltedInDebugger
+            if !haltedBefore { left -= now - last }
             last = now
-            if now >= deadline { return false }
-            usleep(pause)
-        }
+            haltedBefore = halted
+            return halted ? nil : now + max(.zero, left)
+        }, until: {
+            poll()
+            return condition()
+        })
     }
 
     /// Sends `bytes` through `endpoint`, waiting up to `timeout` for a transmit buffer — time the
@@ -56,14 +61,15 @@ extension Board {
     public func send(_ bytes: [UInt8], through endpoint: RPMsgEndpoint, timeout: Duration) throws(RPMsgError) {
         var waited: Duration = .zero
         while true {
+            // Slices of at most 100 ms, so time halted in the debugger is found and left out.
             let slice = min(.milliseconds(100), max(.milliseconds(1), timeout - waited))
-            let started = ContinuousClock.now
+            let started = clock.now
             do {
                 try endpoint.send(bytes, timeout: slice)
                 return
             } catch {
                 guard case .noBuffer = error.kind else { throw error }
-                if !isHaltedInDebugger { waited += ContinuousClock.now - started }
+                if !isHaltedInDebugger { waited += clock.now - started }
                 if waited >= timeout { throw RPMsgError(.noBuffer(waited: waited)) }
             }
         }

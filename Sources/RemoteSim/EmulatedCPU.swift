@@ -74,8 +74,9 @@ public struct EmulatedCPU: NativeFirmware {
             if running.isEmulationThread {
                 stopper.stopOnce()          // from an MMIO callback (PANIC): reliable, and must not wait for itself
             } else {
-                stopper.stop(while: running.value)
+                stopper.stop(while: running)
             }
+            session?.wakeCore()
         }
         defer {
             mailbox.setStopListener(nil)
@@ -87,7 +88,7 @@ public struct EmulatedCPU: NativeFirmware {
         // an idle one by breaking it out of its wait.
         debugger.onHaltRequest = { [weak mailbox, running] in
             mailbox?.breakWait()
-            stopper.stop(while: running.value)
+            stopper.stop(while: running)
         }
         debugger.onMonitor = { command in core.monitor(command) }
         if session.beginRun() { session.reportStop(.trap) }
@@ -112,7 +113,7 @@ public struct EmulatedCPU: NativeFirmware {
         while true {
             try running.enter(core)
             let outcome = engine.run(from: pc)
-            running.value.store(false, ordering: .sequentiallyConsistent)
+            running.leave()
             switch outcome {
             case let .fault(fault):
                 try core.checkStop()   // a PANIC or a stop that interrupted the run wins
@@ -176,7 +177,7 @@ public struct EmulatedCPU: NativeFirmware {
             }
             try running.enter(core)
             let outcome = engine.run(from: pc)
-            running.value.store(false, ordering: .sequentiallyConsistent)
+            running.leave()
             guard session.attached.load(ordering: .acquiring) else {
                 // The debugger left during this run: a stop its hooks made is not a wfi, just resume.
                 let hookStopped = hooks.stoppedAt != nil || hooks.watchHit != nil
@@ -256,6 +257,16 @@ public final class InstructionCounter: Sendable {
 /// Whether the emulation thread is inside a run (for the cross-thread stopper).
 final class RunFlag: Sendable {
     let value = Atomic<Bool>(false)
+    /// Signalled when a run returns while a stopper waits for it.
+    let returned = WakeSignal()
+    /// How many threads wait in ``EmulationStopper/stop(while:limit:)``.
+    let stoppers = Atomic<Int>(0)
+
+    /// Marks the run as returned and wakes a stopper waiting for that.
+    func leave() {
+        value.store(false, ordering: .sequentiallyConsistent)
+        if stoppers.load(ordering: .sequentiallyConsistent) > 0 { returned.signal() }
+    }
 
     /// Marks the run as started, then checks for a stop: a stop requested before this is seen
     /// here, one requested after finds the flag set and is repeated until the run has returned —

@@ -55,15 +55,27 @@ public final class Mailbox: Sendable {
         var panicCode: UInt32?
         /// Time the core spent blocked (WAIT, SLEEP, wfi), which the watchdog does not count.
         var blocked: Duration = .zero
-        var blockedSince: ContinuousClock.Instant?
+        var blockedSince: ClockInstant?
         /// Since when a debugger holds the core halted (frozen for the watchdog, as a debug unit would).
-        var debugHaltedSince: ContinuousClock.Instant?
+        var debugHaltedSince: ClockInstant?
         var watchdogTimeout: Duration?
         var watchdogKickedAtActive: Duration = .zero
-        var started = ContinuousClock.now
+        /// The active time at which the watchdog's monitor looks next (`nil`: it waits for an arm).
+        var watchdogLookAt: Duration?
+        var started: ClockInstant
+        /// Counts resets: a monitor of an earlier start ends.
+        var generation = 0
     }
-    private let state = MetalMutex(State())
+    private let state: MetalMutex<State>
     private let wake = WakeSignal()
+    /// Wakes the watchdog's monitor: a stop, a reset, or an arm that brings the expiry forward.
+    private let watchdogWake = WakeSignal()
+    /// The board's clock: WAIT/SLEEP timeouts, TICKS and the watchdog's time.
+    public let clock: any WaitClock
+    private let idleWaiters: ConditionWaiters?
+    /// Woken when the host writes into a vdev entry (the board tells it) and on a stop: a remote
+    /// waiting for DRIVER_OK looks again then.
+    public let hostWrites = ConditionWaiters()
     /// The callbacks, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
     /// every access (each event would call through a longer chain than the last, until the stack
     /// overflowed).
@@ -80,8 +92,17 @@ public final class Mailbox: Sendable {
     public let hostInterrupts: InterruptLine
 
     /// - Parameter interruptThread: `false` for poll mode: kicks reach the host only in ``poll()``.
-    public init(interruptThread: Bool = true) {
-        hostInterrupts = InterruptLine(thread: interruptThread)
+    /// - Parameters:
+    ///   - clock: the time WAIT/SLEEP timeouts, TICKS and the watchdog count in.
+    ///   - idleWaiters: woken whenever the core goes idle (WAIT, SLEEP, `wfi`): what it wrote
+    ///     into memory before is there to be seen (a board looks at its trace buffer then).
+    /// - Throws: ``MetalIO/ThreadError`` when the interrupt thread cannot be started.
+    public init(interruptThread: Bool = true, clock: any WaitClock = RealTimeClock.shared,
+                idleWaiters: ConditionWaiters? = nil) throws(ThreadError) {
+        self.clock = clock
+        self.idleWaiters = idleWaiters
+        state = MetalMutex(State(started: clock.now))
+        hostInterrupts = try InterruptLine(thread: interruptThread)
     }
 
     /// Sets what receives the mailbox's events (console lines, kicks, panics, …).
@@ -119,6 +140,8 @@ public final class Mailbox: Sendable {
             s.hostStop = true
         }
         wake.signal()
+        watchdogWake.signal()
+        hostWrites.changed()
         callbacks.withLock { $0.stopListener }?()
     }
 
@@ -129,6 +152,9 @@ public final class Mailbox: Sendable {
         wake.signal()
     }
 
+    /// Whether the core is blocked in WAIT, SLEEP or `wfi` now.
+    public var isCoreWaiting: Bool { state.withLock { $0.blockedSince != nil } }
+
     /// Whether a stop was requested since the last reset.
     public var isStopRequested: Bool { state.withLock { $0.stop } }
 
@@ -138,8 +164,13 @@ public final class Mailbox: Sendable {
 
     /// Clears everything for a fresh start of the core: PENDING, stop, console, panic, watchdog, time.
     public func reset() {
-        state.withLock { $0 = State() }
+        let now = clock.now
+        state.withLock { s in s = State(started: now, generation: s.generation + 1) }
+        watchdogWake.signal()
     }
+
+    /// Which start the mailbox serves (it counts ``reset()``s).
+    public var generation: Int { state.withLock { $0.generation } }
 
     /// The PANIC code the firmware wrote since the last reset.
     public var panicCode: UInt32? { state.withLock { $0.panicCode } }
@@ -153,8 +184,33 @@ public final class Mailbox: Sendable {
         }
     }
 
-    private func activeTime(_ s: State) -> Duration {
-        let now = ContinuousClock.now
+    /// Blocks until the armed watchdog expires (true), or until a stop or a reset after start
+    /// `generation` (false). It wakes at the earliest moment the watchdog could expire — active
+    /// time runs no faster than the clock — and when an arm brings that moment forward: the core's
+    /// WAITs and watchdog kicks do not wake it.
+    public func waitForWatchdogExpiry(generation: Int) -> Bool {
+        while true {
+            let now = clock.now
+            let (over, left): (Bool, Duration?) = state.withLock { s in
+                guard !s.stop, s.generation == generation else { return (true, nil) }
+                guard let timeout = s.watchdogTimeout else {
+                    s.watchdogLookAt = nil
+                    return (false, nil)
+                }
+                let active = activeTime(s, at: now)
+                let left = timeout - (active - s.watchdogKickedAtActive)
+                s.watchdogLookAt = active + max(.zero, left)
+                return (false, left)
+            }
+            if over { return false }
+            if let left, left < .zero { return true }
+            _ = clock.wait(for: watchdogWake, until: left.map { now + $0 + .microseconds(1) })
+        }
+    }
+
+    private func activeTime(_ s: State) -> Duration { activeTime(s, at: clock.now) }
+
+    private func activeTime(_ s: State, at now: ClockInstant) -> Duration {
         let blockedNow = (s.blockedSince.map { now - $0 } ?? .zero) + (s.debugHaltedSince.map { now - $0 } ?? .zero)
         return (now - s.started) - s.blocked - blockedNow
     }
@@ -165,9 +221,9 @@ public final class Mailbox: Sendable {
     public func setHaltedByDebugger(_ halted: Bool) {
         state.withLock { s in
             if halted {
-                if s.debugHaltedSince == nil { s.debugHaltedSince = ContinuousClock.now }
+                if s.debugHaltedSince == nil { s.debugHaltedSince = clock.now }
             } else if let since = s.debugHaltedSince {
-                s.blocked += ContinuousClock.now - since
+                s.blocked += clock.now - since
                 s.debugHaltedSince = nil
             }
         }
@@ -221,29 +277,33 @@ public final class Mailbox: Sendable {
     /// WAIT: blocks until PENDING ≠ 0, a stop, or `timeout`; returns PENDING without clearing it
     /// (0 when released by a stop or the timeout). The time blocked does not count for the watchdog.
     public func waitForInterrupt(timeout: Duration? = nil) -> UInt32 {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        state.withLock { $0.blockedSince = ContinuousClock.now }
+        let deadline = timeout.map { clock.now + $0 }
+        return whileIdle {
+            while true {
+                let (pending, stop, breakWait) = state.withLock { s in
+                    defer { s.breakWait = false }
+                    return (s.pending, s.stop, s.breakWait)
+                }
+                if stop || breakWait { return 0 }
+                if pending != 0 { return pending }
+                if let deadline, clock.now >= deadline { return 0 }
+                _ = clock.wait(for: wake, until: deadline)
+            }
+        }
+    }
+
+    /// Runs `body` (a wait of native firmware's own) as time the core spends idle: the watchdog
+    /// does not count it, and the board's waiters look at memory as when the core WAITs.
+    public func whileIdle<T>(_ body: () throws -> T) rethrows -> T {
+        state.withLock { $0.blockedSince = clock.now }
+        idleWaiters?.changed()
         defer {
             state.withLock { s in
-                if let since = s.blockedSince { s.blocked += ContinuousClock.now - since }
+                if let since = s.blockedSince { s.blocked += clock.now - since }
                 s.blockedSince = nil
             }
         }
-        while true {
-            let (pending, stop, breakWait) = state.withLock { s in
-                defer { s.breakWait = false }
-                return (s.pending, s.stop, s.breakWait)
-            }
-            if stop || breakWait { return 0 }
-            if pending != 0 { return pending }
-            if let deadline {
-                let left = deadline - ContinuousClock.now
-                if left <= .zero { return 0 }
-                wake.wait(timeout: left)
-            } else {
-                wake.wait()
-            }
-        }
+        return try body()
     }
 
     /// SLEEP: the core sleeps `microseconds`, or until PENDING ≠ 0 or a stop.
@@ -277,15 +337,21 @@ public final class Mailbox: Sendable {
         }
         emit(.panic(code))
         wake.signal()
+        watchdogWake.signal()
+        hostWrites.changed()
         callbacks.withLock { $0.stopListener }?()
     }
 
     /// WATCHDOG: arms (or kicks) with a timeout in ms of active core time; 0 disarms.
     public func armWatchdog(milliseconds: UInt32) {
-        state.withLock { s in
+        let sooner = state.withLock { s in
             s.watchdogTimeout = milliseconds == 0 ? nil : .milliseconds(Int64(milliseconds))
             s.watchdogKickedAtActive = activeTime(s)
+            // A kick only moves the expiry later; the monitor is woken only when it must look sooner.
+            guard let timeout = s.watchdogTimeout else { return false }
+            return s.watchdogLookAt.map { s.watchdogKickedAtActive + timeout < $0 } ?? true
         }
+        if sooner { watchdogWake.signal() }
         emit(.watchdog(milliseconds: milliseconds))
     }
 
@@ -298,7 +364,7 @@ public final class Mailbox: Sendable {
 
     /// Microseconds since the last reset (what TICKS_LO/HI read).
     public var ticks: UInt64 {
-        let elapsed = state.withLock { ContinuousClock.now - $0.started }
-        return UInt64(elapsed.components.seconds) * 1_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000)
+        let now = clock.now
+        return UInt64(clamping: (now - state.withLock { $0.started }).totalMicroseconds)
     }
 }

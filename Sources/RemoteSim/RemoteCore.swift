@@ -47,6 +47,10 @@ public final class RemoteCore: Sendable {
     public let bootAddress: DeviceAddress
     /// The trace buffer (found in the table on first use) and how much the firmware has written.
     private let traceState = MetalMutex<(buffer: (address: UInt64, length: Int)?, looked: Bool, written: Int)>((nil, false, 0))
+    /// The RPMsg devices ``rpmsg(vdev:configuration:)`` made: the board closes them when the
+    /// firmware ends, as a reset tears down the remote's RPMsg stack. Closing drops the endpoints,
+    /// whose handlers usually capture the device.
+    private let rpmsgDevices = MetalMutex<[RPMsgDevice]>([])
 
     /// What a debugger's `monitor` commands read (set by the board).
     let inspector: BoardInspector?
@@ -59,6 +63,11 @@ public final class RemoteCore: Sendable {
         self.mailbox = mailbox
         self.memories = memories
         self.resourceTable = resourceTable
+    }
+
+    /// Closes every RPMsg device the firmware made; called by the board once the program ended.
+    func firmwareEnded() {
+        for device in rpmsgDevices.withLock({ d in defer { d = [] }; return d }) { device.close() }
     }
 
     /// Throws ``FirmwareHalt`` when the host asked the core to stop (or it panicked): native
@@ -174,6 +183,7 @@ public final class RemoteCore: Sendable {
         let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
         let rpmsg = try RPMsgDevice(remote: device, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
                                     configuration: configuration)
+        rpmsgDevices.withLock { $0.append(rpmsg) }
         return RemoteRPMsg(processor: processor, device: rpmsg, core: self)
     }
 }
@@ -197,17 +207,14 @@ extension RemoteCore {
         }
         let entry = parsed.virtioDevices[index].index
         let statusOffset = offset + parsed.entryOffsets[entry] + VirtioDeviceResource.statusOffset
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let status = VirtioStatus(rawValue: (try? region.read(UInt8.self, at: statusOffset)) ?? 0)
-            if status.contains(.needsReset) { try? region.write(UInt8(0), at: statusOffset) }
-            else if status.contains(.driverOK) { return }
-            try checkStop()
-            guard ContinuousClock.now < deadline else {
-                throw FirmwareHalt(.fault(address: 0, message: "the host did not set DRIVER_OK within \(timeout)"))
-            }
-            mailbox.acknowledge(mailbox.waitForInterrupt(timeout: .milliseconds(1)))
+        let clock = mailbox.clock
+        let ready = try mailbox.whileIdle { () throws in
+            try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: mailbox.hostWrites,
+                                       status: { VirtioStatus(rawValue: (try? region.read(UInt8.self, at: statusOffset)) ?? 0) },
+                                       clearReset: { try? region.write(UInt8(0), at: statusOffset) },
+                                       checkStop: { try checkStop() })
         }
+        guard ready else { throw FirmwareHalt(.fault(address: 0, message: "the host did not set DRIVER_OK within \(timeout)")) }
     }
 }
 
@@ -232,6 +239,8 @@ final class RemoteSideOps: RemoteprocOps {
     func start(bootAddress: DeviceAddress) throws {}
     func stop() throws {}
     func notify(_ id: NotifyID) throws { mailbox.kick(id.rawValue) }
+    var clock: any WaitClock { mailbox.clock }
+    var hostWrites: ConditionWaiters? { mailbox.hostWrites }
 }
 
 /// A firmware program written in Swift. The board runs it on the core's thread after the image

@@ -30,7 +30,7 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
     public var kind: Kind
 
     public var description: String {
-        let micros = Double(time.components.seconds) * 1e6 + Double(time.components.attoseconds) / 1e12
+        let micros = time.inMicroseconds
         let stamp = micros < 1e6 ? "\(Int(micros)) µs" : "\(Double(Int(micros / 1000)) / 1000) s"
         let what: String
         switch kind {
@@ -55,13 +55,23 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
 public final class Trace: Sendable {
     /// Events kept; older ones are dropped first.
     public let capacity: Int
-    private let started = ContinuousClock.now
+    /// The clock the events' times are read from.
+    public let clock: any WaitClock
+    private let started: ClockInstant
     private let storage = MetalMutex<(events: [TraceEvent], dropped: Int)>(([], 0))
+    /// Woken after every event: waits for what the trace shows (and what the board's events
+    /// change) look again then.
+    public let waiters = ConditionWaiters()
 
-    public init(capacity: Int = 100_000) { self.capacity = max(1, capacity) }
+    public init(capacity: Int = 100_000, clock: any WaitClock = RealTimeClock.shared) {
+        self.capacity = max(1, capacity)
+        self.clock = clock
+        started = clock.now
+    }
 
     public func record(_ kind: TraceEvent.Kind) {
-        let event = TraceEvent(time: ContinuousClock.now - started, kind: kind)
+        defer { waiters.changed() }
+        let event = TraceEvent(time: clock.now - started, kind: kind)
         storage.withLock { s in
             if s.events.count >= capacity {
                 s.events.removeFirst(capacity / 10 + 1)
@@ -71,13 +81,23 @@ public final class Trace: Sendable {
         }
     }
 
-    /// Records every message `device` sends or receives.
+    /// Records every message `device` sends or receives, and wakes the trace's waiters after the
+    /// device's endpoints have handled what arrived (a wait for a reply looks again then).
     public func traceTraffic(of device: RPMsgDevice) {
         device.setTrafficObserver { [weak self] traffic in self?.record(.message(traffic)) }
+        wakeWaiters(onActivityOf: device)
+    }
+
+    /// Wakes the trace's waiters after `device`'s endpoints have handled what arrived, without
+    /// recording the messages.
+    public func wakeWaiters(onActivityOf device: RPMsgDevice) {
+        device.setActivityObserver { [weak self] in self?.waiters.changed() }
     }
 
     /// Every event kept, oldest first.
     public var events: [TraceEvent] { storage.withLock { $0.events } }
+    /// How many events were ever recorded (kept or dropped).
+    public var recordedCount: Int { storage.withLock { $0.dropped + $0.events.count } }
     /// Events dropped because the trace was full.
     public var droppedCount: Int { storage.withLock { $0.dropped } }
     /// The events recorded after the first `seen` ever recorded (those still kept), and how many

@@ -456,11 +456,15 @@ struct EmulationStopper: @unchecked Sendable {
     /// One `uc_emu_stop`, for use inside the engine's own callbacks.
     func stopOnce() { uc_emu_stop(handle) }
 
-    func stop(while running: borrowing Atomic<Bool>, limit: Duration = .seconds(5)) {
-        let deadline = ContinuousClock.now + limit
-        while running.load(ordering: .sequentiallyConsistent) && ContinuousClock.now < deadline {
+    func stop(while run: RunFlag, limit: Duration = .seconds(5)) {
+        let clock = RealTimeClock.shared
+        let deadline = clock.now + limit
+        run.stoppers.add(1, ordering: .sequentiallyConsistent)
+        defer { run.stoppers.subtract(1, ordering: .sequentiallyConsistent) }
+        while run.value.load(ordering: .sequentiallyConsistent) && clock.now < deadline {
             uc_emu_stop(handle)
-            usleep(200)
+            // Woken when the run returns; a stop that landed just before the run began is repeated.
+            _ = clock.wait(for: run.returned, timeout: .microseconds(200))
         }
     }
 }

@@ -640,7 +640,12 @@ public final class RemoteProcessor: Sendable {
             try createVirtioLocked(index: index, role: role, life: life)
         }
         if role == .device {
-            do throws(RemoteprocError) { try device.waitForStatus(.driverOK, timeout: driverTimeout) } catch {
+            do throws(RemoteprocError) {
+                guard try device.waitForDriverOK(timeout: driverTimeout) else {
+                    let status = (try? device.status()).map { hex(UInt64($0.rawValue)) } ?? "unreadable"
+                    throw RemoteprocError(.timedOut(what: "vdev status DRIVER_OK (it is \(status))", seconds: driverTimeout.inSeconds), call: .createVirtio)
+                }
+            } catch {
                 removeVirtio(device)
                 throw error
             }

@@ -40,6 +40,11 @@ public protocol RemoteprocOps: AnyObject, Sendable {
     func notify(_ id: NotifyID) throws
     /// Looks up memory the processor has no record of (`get_mem`).
     func memory(physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> RemoteprocMemory?
+    /// The platform's time: the processor's waits (a device's wait for DRIVER_OK) go through it.
+    var clock: any WaitClock { get }
+    /// Woken whenever the host writes into a vdev entry, on a platform that can tell (a remote
+    /// waiting for DRIVER_OK then wakes at once); `nil`: the remote looks at the status every 100 µs.
+    var hostWrites: ConditionWaiters? { get }
 }
 
 extension RemoteprocOps {
@@ -50,4 +55,6 @@ extension RemoteprocOps {
     public func configure(data: (any Sendable)?) throws {}
     public func shutdown() throws {}
     public func memory(physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> RemoteprocMemory? { nil }
+    public var clock: any WaitClock { RealTimeClock.shared }
+    public var hostWrites: ConditionWaiters? { nil }
 }

@@ -201,21 +201,17 @@ public final class VirtioDevice: VirtioTransport {
         try wrote(.config(offset: offset, count: bytes.count), notify: true)
     }
 
-    /// Waits until the status has all of `wanted` (the device role's wait for DRIVER_OK), up to
-    /// `timeout` seconds, polling every `interval`. Returns the status seen.
-    @discardableResult
-    public func waitForStatus(_ wanted: VirtioStatus, timeout: Duration, interval: Duration = .microseconds(100)) throws(RemoteprocError) -> VirtioStatus {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while true {
-            let current = try status()
-            if current.isSuperset(of: wanted) { return current }
-            guard clock.now < deadline else {
-                let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-                throw RemoteprocError(.timedOut(what: "vdev status \(hex(UInt64(wanted.rawValue))) (it is \(hex(UInt64(current.rawValue))))", seconds: seconds), call: .createVirtio)
-            }
-            try? Task.checkCancellation()
-            sleepBriefly(interval)
+    /// The device role's wait for DRIVER_OK (acknowledging NEEDS_RESET), woken by the host's vdev
+    /// writes where the platform tells them (``RemoteprocOps/hostWrites``). False when `timeout` passed first.
+    public func waitForDriverOK(timeout: Duration) throws(RemoteprocError) -> Bool {
+        let clock = ops.clock
+        do {
+            return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: ops.hostWrites,
+                                              status: { try status() }, clearReset: { try acknowledgeReset() })
+        } catch let error as RemoteprocError {
+            throw error
+        } catch {
+            throw RemoteprocError(.operationFailed(op: "wait for DRIVER_OK"), call: .createVirtio, underlying: error)
         }
     }
 
@@ -244,9 +240,3 @@ public final class VirtioDevice: VirtioTransport {
     }
 }
 
-func sleepBriefly(_ duration: Duration) {
-    let nanos = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-    var request = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
-    var remaining = timespec()
-    while nanosleep(&request, &remaining) != 0 { request = remaining }
-}

@@ -182,13 +182,13 @@ public final class SimulatedRemote: @unchecked Sendable {
     /// ``poll(_:_:)`` for a wait that needs a live remote: it ends at once (false) when the
     /// remote crashes or is stopped, instead of waiting out its time.
     func pollAlive(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
-        board.waitWhileLive(upTo: timeout, checkingEvery: .microseconds(100), until: condition) == .met
+        board.waitWhileLive(upTo: timeout, until: condition) == .met
     }
 
     /// Polls `condition` until it holds or `timeout` passes; time the core spends halted in a
     /// debugger does not count, so stepping through firmware fails no wait.
     func poll(_ timeout: Duration, _ condition: () -> Bool) -> Bool {
-        board.wait(upTo: timeout, checkingEvery: .microseconds(100), until: condition)
+        board.wait(upTo: timeout, until: condition)
     }
 
     /// Waits for the remote to announce `name`; returns its address.

@@ -58,7 +58,7 @@ public enum PayloadMatch: Hashable, Sendable, CustomStringConvertible {
 
 /// A duration as a scenario would write it: 500us, 200ms, 2s, 1.5s.
 public func scenarioText(_ d: Duration) -> String {
-    let micros = Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+    let micros = d.inMicroseconds
     if micros < 1000 { return "\(Int(micros))us" }
     if micros < 1e6 { return micros.truncatingRemainder(dividingBy: 1000) == 0 ? "\(Int(micros / 1000))ms" : String(format: "%.1fms", micros / 1000) }
     return (micros / 1e6).truncatingRemainder(dividingBy: 1) == 0 ? "\(Int(micros / 1e6))s" : String(format: "%.1fs", micros / 1e6)

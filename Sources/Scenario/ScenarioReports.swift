@@ -20,8 +20,6 @@ public enum ScenarioReports {
 
     private static let xmlLock = MetalMutex(())
 
-    /// A duration in seconds, for reports.
-    public static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     /// Text as XML 1.0 may carry it: characters XML cannot hold at all (control characters
     /// other than tab, newline and return; lone surrogates; U+FFFE/U+FFFF) are written as `\xNN`
@@ -61,7 +59,7 @@ public enum ScenarioReports {
             for child in children { node.addChild(child) }
             return node
         }
-        func time(_ d: Duration) -> String { String(format: "%.6f", seconds(d)) }
+        func time(_ d: Duration) -> String { String(format: "%.6f", d.inSeconds) }
         let total = results.reduce(0) { $0 + $1.steps.count + $1.notRun.count }
         let root = element("testsuites", [("name", "rproc-sim"), ("tests", "\(total)"), ("failures", "\(results.reduce(0) { $0 + $1.steps.filter { !$0.passed }.count })"),
                                           ("skipped", "\(results.reduce(0) { $0 + $1.notRun.count })")])
@@ -111,13 +109,13 @@ public enum ScenarioReports {
             }
             var at = 0.0
             for step in result.steps {
-                let micros = seconds(step.duration) * 1e6
+                let micros = step.duration.inMicroseconds
                 events.append(["name": step.title, "ph": "X", "pid": pid, "tid": 1, "ts": at, "dur": max(micros, 1),
                                "args": ["passed": step.passed, "detail": step.detail, "failure": step.failure ?? ""]])
                 at += micros
             }
             for event in result.trace {
-                let ts = seconds(event.time) * 1e6
+                let ts = event.time.inMicroseconds
                 let (tid, name): (Int, String)
                 switch event.kind {
                 case .stateChanged, .crash, .warning: (tid, name) = (2, "\(event)")

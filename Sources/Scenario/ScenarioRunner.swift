@@ -83,7 +83,7 @@ public final class ScenarioRunner {
 
     /// Runs every step, reporting each as it ends.
     public func run(progress: (StepResult) -> Void = { _ in }) -> ScenarioResult {
-        let clock = ContinuousClock()
+        let clock = board.clock
         let started = clock.now
         var results: [StepResult] = []
         for (step, location) in file.steps {
@@ -186,21 +186,20 @@ public final class ScenarioRunner {
         case .shutdown: rpmsg?.close(); try processor.shutdown(); return ""
         case .recover: try processor.recover(); return try attachRPMsg()
         case let .wait(duration):
-            let end = ContinuousClock.now + duration
-            while ContinuousClock.now < end { pump(); usleep(200) }
+            _ = waitFor(duration) { false }
             return ""
         case let .sendFor(to, payload, duration):
             let endpoint = try endpoint(for: to)
-            let clock = ContinuousClock()
+            let clock = board.clock
             let start = clock.now
             var sent = 0
             while clock.now - start < duration {
                 try board.send(payload, through: endpoint, timeout: .seconds(5))
                 sent += 1
                 pump()
-                if sent % 256 == 0 { onProgress?(step.title, min(1, ScenarioReports.seconds(clock.now - start) / ScenarioReports.seconds(duration))) }
+                if sent % 256 == 0 { onProgress?(step.title, min(1, (clock.now - start).inSeconds / duration.inSeconds)) }
             }
-            return String(format: "%d messages, %.0f msg/s", sent, Double(sent) / max(ScenarioReports.seconds(clock.now - start), 1e-9))
+            return String(format: "%d messages, %.0f msg/s", sent, Double(sent) / max((clock.now - start).inSeconds, 1e-9))
         case let .sendFile(to, chunks, _, count):
             let endpoint = try endpoint(for: to)
             let total = chunks.count * count
@@ -212,14 +211,14 @@ public final class ScenarioRunner {
             return "\(total) message(s)"
         case let .send(to, payload, count):
             let endpoint = try endpoint(for: to)
-            let clock = ContinuousClock()
+            let clock = board.clock
             let start = clock.now
             for i in 0..<count {
                 try board.send(payload, through: endpoint, timeout: .seconds(5))
                 pump()
                 if count >= 1000 && i % 256 == 0 { onProgress?(step.title, Double(i) / Double(count)) }
             }
-            let seconds = Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds)
+            let seconds = (clock.now - start).inSeconds
             return count > 1 ? String(format: "%.0f msg/s", Double(count) / max(seconds, 1e-9)) : ""
         case let .expectState(name, within):
             guard waitFor(within, { processor.state.rawValue == name }) else {
@@ -357,23 +356,22 @@ public final class ScenarioRunner {
                 throw Failure("expected: the core to halt for the debugger\n      saw:      state \(processor.state)" + crashNote())
             }
             onNotice?("the core is halted: gdb-multiarch -q \(imagePath) -ex 'target remote :\(gdb.port)' — continue or detach to go on")
-            let clock = ContinuousClock()
+            let clock = board.clock
             let started = clock.now
             // Nobody comes: fail after attach-within (the step never blocks a CI for its whole `within`).
-            // (Wall time: the board's waits leave out time halted in the debugger, which is all of it here.)
-            while !gdb.hasClient && gdb.isHalted && clock.now - started < attachWithin {
+            // (The board's own waits leave out time halted in the debugger, which is all of it here.)
+            _ = board.trace.waiters.wait(clock: clock, until: started + attachWithin) {
                 pump()
-                usleep(1000)
+                return gdb.hasClient || !gdb.isHalted
             }
             guard gdb.hasClient || !gdb.isHalted else {
                 throw Failure("expected: a debugger to connect to 127.0.0.1:\(gdb.port) within \(scenarioText(attachWithin)) (attach-within)\n      saw:      none")
             }
-            while gdb.isHalted {
-                guard clock.now - started < within else {
-                    throw Failure("expected: a debugger to let the core go within \(scenarioText(within))\n      saw:      the core still halted")
-                }
+            guard board.trace.waiters.wait(clock: clock, until: started + within, {
                 pump()
-                usleep(1000)
+                return !gdb.isHalted
+            }) else {
+                throw Failure("expected: a debugger to let the core go within \(scenarioText(within))\n      saw:      the core still halted")
             }
             return "held \(scenarioText(clock.now - started))"
         case let .corruptTable(offset, value):

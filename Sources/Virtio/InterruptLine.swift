@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 import MetalIO
 
@@ -21,22 +18,13 @@ public final class InterruptLine: @unchecked Sendable {
     /// Whether a dedicated thread handles the interrupts.
     public let usesThread: Bool
 
-    /// - Parameters:
     /// - Parameter thread: `false` for poll mode.
-    public init(thread: Bool = true) {
+    /// - Throws: ``MetalIO/ThreadError`` when the handler thread cannot be started.
+    public init(thread: Bool = true) throws(ThreadError) {
         usesThread = thread
         guard thread else { return }
-        let box = Unmanaged.passRetained(self)
-        var handle = pthread_t()
-        if pthread_create(&handle, nil, { context in
-            let line = Unmanaged<InterruptLine>.fromOpaque(context!).takeRetainedValue()
-            line.run()
-            return nil
-        }, box.toOpaque()) == 0 {
-            pthread_detach(handle)
-        } else {
-            box.release()
-        }
+        // The thread holds the line until ``shutdown()`` ends it.
+        try PlatformThread(name: "rproc-interrupt") { self.run() }.detach()
     }
 
     /// Sets what handles an interrupt (it receives the interrupt's number).

@@ -4,49 +4,12 @@ import Glibc
 import MetalIO
 import Synchronization
 
-/// A counting semaphore (POSIX `sem_t`, futex-based on Linux) for waking a dedicated thread.
-public final class WakeSignal: @unchecked Sendable {
-    // The sem_t is allocated once, never moves, and sem_* calls are thread-safe.
-    private let semaphore: UnsafeMutablePointer<sem_t>
-
-    public init() {
-        semaphore = .allocate(capacity: 1)
-        sem_init(semaphore, 0, 0)
-    }
-
-    deinit {
-        sem_destroy(semaphore)
-        semaphore.deallocate()
-    }
-
-    public func signal() { sem_post(semaphore) }
-
-    /// Waits for a signal; returns `false` when `timeout` passed first.
-    @discardableResult
-    public func wait(timeout: Duration? = nil) -> Bool {
-        guard let timeout else {
-            while sem_wait(semaphore) != 0 && errno == EINTR {}
-            return true
-        }
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let (seconds, attoseconds) = timeout.components
-        var nanos = now.tv_nsec + Int(attoseconds / 1_000_000_000)
-        var deadline = timespec(tv_sec: now.tv_sec + Int(seconds) + nanos / 1_000_000_000, tv_nsec: 0)
-        nanos %= 1_000_000_000
-        deadline.tv_nsec = nanos
-        while sem_timedwait(semaphore, &deadline) != 0 {
-            if errno == EINTR { continue }
-            return false
-        }
-        return true
-    }
-}
-
 /// The vdev fields both ends of a ``LoopbackTransport`` pair share (what a resource table's vdev
 /// entry holds): status, offered and accepted features.
 public final class LoopbackVirtioDevice: Sendable {
     let status = Atomic<UInt8>(0)
+    /// Woken by every status write.
+    let statusChanges = ConditionWaiters()
     let deviceFeatureBits: UInt32
     let driverFeatureBits = Atomic<UInt32>(0)
     public init(deviceFeatures: VirtioFeatures) { deviceFeatureBits = deviceFeatures.rawValue }
@@ -70,24 +33,24 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     public let host: HostPersonality
 
     init(role: VirtioRole, deviceID: UInt32, vrings: [VringLocation], shared: LoopbackVirtioDevice, interruptThread: Bool,
-         host: HostPersonality) {
+         host: HostPersonality) throws(ThreadError) {
         self.role = role
         self.host = host
         self.deviceID = deviceID
         self.vringLocations = vrings
         self.shared = shared
         self.usesInterruptThread = interruptThread
-        self.interrupts = InterruptLine(thread: interruptThread)
+        self.interrupts = try InterruptLine(thread: interruptThread)
         interrupts.setHandler { [weak self] vring in self?.handlers.withLock { $0[vring] }?() }
     }
 
     /// A connected driver (host) and device (remote) over the same vrings.
     /// - Parameter host: the host stack the driver end behaves as (its RPMsg start-up and buffers).
     public static func makePair(vrings: [VringLocation], features: VirtioFeatures, deviceID: UInt32 = 7,
-                                interruptThreads: Bool = true, host: HostPersonality = .default) -> (driver: LoopbackTransport, device: LoopbackTransport) {
+                                interruptThreads: Bool = true, host: HostPersonality = .default) throws(ThreadError) -> (driver: LoopbackTransport, device: LoopbackTransport) {
         let shared = LoopbackVirtioDevice(deviceFeatures: features)
-        let driver = LoopbackTransport(role: .driver, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
-        let device = LoopbackTransport(role: .device, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
+        let driver = try LoopbackTransport(role: .driver, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
+        let device = try LoopbackTransport(role: .device, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
         driver.peer.withLock { $0 = device }
         device.peer.withLock { $0 = driver }
         return (driver, device)
@@ -110,8 +73,19 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     fileprivate func raise(_ vring: Int) { interrupts.raise(vring) }
 
     public func status() throws -> VirtioStatus { VirtioStatus(rawValue: shared.status.load(ordering: .acquiring)) }
-    public func setStatus(_ status: VirtioStatus) throws { shared.status.store(status.rawValue, ordering: .releasing) }
-    public func acknowledgeReset() throws { shared.status.store(0, ordering: .releasing) }
+    public func setStatus(_ status: VirtioStatus) throws {
+        shared.status.store(status.rawValue, ordering: .releasing)
+        shared.statusChanges.changed()
+    }
+    public func acknowledgeReset() throws {
+        shared.status.store(0, ordering: .releasing)
+        shared.statusChanges.changed()
+    }
+    public func waitForDriverOK(timeout: Duration) throws -> Bool {
+        let clock = RealTimeClock.shared
+        return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: shared.statusChanges,
+                                          status: { try status() }, clearReset: { try acknowledgeReset() })
+    }
     public func deviceFeatures() throws -> VirtioFeatures { VirtioFeatures(rawValue: shared.deviceFeatureBits) }
     public func driverFeatures() throws -> VirtioFeatures { VirtioFeatures(rawValue: shared.driverFeatureBits.load(ordering: .acquiring)) }
     public func negotiateFeatures(supported: VirtioFeatures) throws -> VirtioFeatures {

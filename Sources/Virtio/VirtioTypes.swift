@@ -97,6 +97,9 @@ public protocol VirtioTransport: AnyObject, Sendable {
     func setStatus(_ status: VirtioStatus) throws
     /// Acknowledges a NEEDS_RESET request (device role): status = 0.
     func acknowledgeReset() throws
+    /// The device role's wait for DRIVER_OK (``waitForDriverOK(clock:until:changes:status:clearReset:checkStop:)``),
+    /// woken by the driver's status writes where the transport can tell them; false when `timeout` passed first.
+    func waitForDriverOK(timeout: Duration) throws -> Bool
     func deviceFeatures() throws -> VirtioFeatures
     func driverFeatures() throws -> VirtioFeatures
     /// Driver role: gfeatures = dfeatures ∩ `supported`; returns it.

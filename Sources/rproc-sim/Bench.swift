@@ -170,7 +170,7 @@ struct Bench: ParsableCommand {
             let start = clock.now
             try body()
             let d = clock.now - start
-            samples.append(Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12)
+            samples.append(d.inMicroseconds)
         }
         samples = Array(samples.dropFirst(2)).sorted()   // the first runs warm caches and page tables
         let median = samples[samples.count / 2]

@@ -58,9 +58,9 @@ enum BoardBench {
             let sent = clock.now
             try echo.send(bytes, timeout: .seconds(10))
             guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-            samples.append(RPMsgBench.seconds(clock.now - sent) * 1e6)
+            samples.append((clock.now - sent).inSeconds * 1e6)
         }
-        let echoRate = Double(roundTrips) / RPMsgBench.seconds(clock.now - echoStart)
+        let echoRate = Double(roundTrips) / (clock.now - echoStart).inSeconds
         samples.sort()
         try echoProcessor.shutdown()
 
@@ -78,7 +78,7 @@ enum BoardBench {
         guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
             throw BenchError("stream: the sink counted \(String(describing: counted.withLock { $0 })) of \(messages)")
         }
-        let streamRate = Double(messages) / RPMsgBench.seconds(clock.now - streamStart)
+        let streamRate = Double(messages) / (clock.now - streamStart).inSeconds
         try sinkProcessor.shutdown()
 
         // configure → load → start → stop → shutdown.
@@ -93,7 +93,7 @@ enum BoardBench {
             try processor.start()
             try processor.stop()
             try processor.shutdown()
-            cycleSamples.append(RPMsgBench.seconds(clock.now - start) * 1e6)
+            cycleSamples.append((clock.now - start).inSeconds * 1e6)
         }
         cycleSamples.sort()
         return Result(echoPayload: payload, echoRoundTripsPerSecond: echoRate, echoP50Microseconds: samples[samples.count / 2],

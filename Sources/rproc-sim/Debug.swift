@@ -11,6 +11,8 @@ import Synchronization
 
 /// Set by SIGINT while `rproc-sim debug` runs.
 private let interrupted = Atomic<Bool>(false)
+/// Posted by the SIGINT handler (`sem_post` is async-signal-safe) for the thread that relays it.
+private let interruptSignal = WakeSignal()
 
 struct Debug: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -71,7 +73,11 @@ struct Debug: ParsableCommand {
         sigaddset(&interrupt, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &interrupt, nil)
         interrupted.store(false, ordering: .relaxed)
-        signal(SIGINT) { _ in interrupted.store(true, ordering: .relaxed) }
+        _ = interruptSignal   // made before the handler can run
+        signal(SIGINT) { _ in
+            interrupted.store(true, ordering: .relaxed)
+            interruptSignal.signal()
+        }
         defer { signal(SIGINT, SIG_DFL) }
         let architecture = FirmwareArchitecture(rawValue: arch)!
         let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
@@ -94,14 +100,21 @@ struct Debug: ParsableCommand {
         Terminal.line("  Ctrl-C to stop.")
         fflush(nil)
 
-        let end = duration.flatMap(ScenarioParser.duration).map { ContinuousClock.now + $0 }
+        let clock = board.clock
+        let end = duration.flatMap(ScenarioParser.duration).map { clock.now + $0 }
+        // Ctrl-C wakes the loop's wait through this thread (a signal handler may not take locks).
+        while interruptSignal.tryTake() {}   // left from an earlier run in this process
+        let relay = try PlatformThread(name: "rproc-sigint") {
+            interruptSignal.wait()
+            board.trace.waiters.changed()
+        }
         var shown = 0, announced = 0, crashShown = false
         var outbox = send.map { entry in
             let parts = entry.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             return (service: String(parts[0]), payload: Array(parts[1].utf8))
         }
         var endpoints: [String: RPMsgEndpoint] = [:]
-        while !interrupted.load(ordering: .relaxed) && end.map({ ContinuousClock.now < $0 }) ?? true {
+        while !interrupted.load(ordering: .relaxed) && end.map({ clock.now < $0 }) ?? true {
             board.collectTraceBuffer()
             let (fresh, recorded) = board.trace.events(after: shown)
             for event in fresh where verbose || !event.isKick { Terminal.line("  \(event)") }
@@ -131,8 +144,14 @@ struct Debug: ParsableCommand {
                 for line in board.inspector.dump().split(separator: "\n") { Terminal.line("    " + line) }
             }
             fflush(nil)
-            usleep(20_000)
+            // Until something happens on the board (or in its trace buffer), Ctrl-C or the end.
+            _ = board.trace.waiters.wait(clock: clock, until: end) {
+                board.collectTraceBuffer()
+                return interrupted.load(ordering: .relaxed) || board.trace.recordedCount != shown
+            }
         }
+        interruptSignal.signal()
+        relay.join()
         rpmsg?.close()
         if processor.state != .offline { try processor.shutdown() }
         Terminal.line("■ \(interrupted.load(ordering: .relaxed) ? "interrupted" : "done"): state \(processor.state)")

@@ -1,5 +1,6 @@
 import FirmwareKit
 import Foundation
+import MetalIO
 import Remoteproc
 import RemoteSim
 
@@ -35,7 +36,7 @@ enum DebugBench {
             let started = clock.now
             client.post("c")
             try waitForConsole(board, "compute: done")
-            let attachedRate = 4 * 50_000_000 / RPMsgBench.seconds(clock.now - started)
+            let attachedRate = 4 * 50_000_000 / (clock.now - started).inSeconds
             try processor.shutdown()
             server.shutdown()
 
@@ -48,10 +49,10 @@ enum DebugBench {
             let before = counter.value
             let watchStart = clock.now
             watcher.post("c")
-            usleep(1_000_000)
+            RealTimeClock.shared.sleep(for: .seconds(1))
             watcher.interrupt()
             _ = try watcher.reply()
-            let watchRate = Double(counter.value - before) / RPMsgBench.seconds(clock.now - watchStart)
+            let watchRate = Double(counter.value - before) / (clock.now - watchStart).inSeconds
             try watched.shutdown()
             watchedServer.shutdown()
 
@@ -73,10 +74,8 @@ enum DebugBench {
     }
 
     private static func waitForConsole(_ board: Board, _ prefix: String) throws {
-        let deadline = ContinuousClock.now + .seconds(120)
-        while !board.trace.consoleLines.contains(where: { $0.hasPrefix(prefix) }) {
-            guard ContinuousClock.now < deadline else { throw BenchError("no console line \"\(prefix)\"") }
-            usleep(100)
+        guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix(prefix) } }) else {
+            throw BenchError("no console line \"\(prefix)\"")
         }
     }
 
@@ -87,7 +86,7 @@ enum DebugBench {
         for _ in 0..<count {
             let start = clock.now
             try body()
-            samples.append(RPMsgBench.seconds(clock.now - start) * 1e6)
+            samples.append((clock.now - start).inSeconds * 1e6)
         }
         samples.sort()
         return (samples[samples.count / 2], samples[min(samples.count - 1, samples.count * 99 / 100)])

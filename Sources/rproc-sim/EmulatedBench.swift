@@ -45,10 +45,9 @@ enum EmulatedBench {
         try processor.load(elf.path, from: FileImageStore())
         try processor.start()
         guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !rpmsg.announcedServices.contains(where: { $0.name == service }) {
-            guard ContinuousClock.now < deadline else { throw BenchError("no announcement of \(service)") }
-            usleep(200)
+        board.trace.wakeWaiters(onActivityOf: rpmsg)
+        guard board.wait(upTo: .seconds(30), until: { rpmsg.announcedServices.contains { $0.name == service } }) else {
+            throw BenchError("no announcement of \(service)")
         }
         let address = rpmsg.announcedServices.first { $0.name == service }!.address
         return (board, processor, try rpmsg.createEndpoint(destination: address, onReceive: onReceive))
@@ -64,23 +63,21 @@ enum EmulatedBench {
             let sent = clock.now
             try endpoint.send(bytes, timeout: .seconds(10))
             guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-            samples.append(RPMsgBench.seconds(clock.now - sent) * 1e6)
+            samples.append((clock.now - sent).inSeconds * 1e6)
         }
         samples.sort()
-        return (Double(count) / RPMsgBench.seconds(clock.now - start), samples[count / 2], samples[min(count - 1, count * 99 / 100)])
+        return (Double(count) / (clock.now - start).inSeconds, samples[count / 2], samples[min(count - 1, count * 99 / 100)])
     }
 
     /// `count` messages of `payload` bytes into rpmsg-sink, then one echo through rpmsg-echo of the
     /// same firmware: the remote handles its receive ring in order, so the echo marks the end.
     static func stream(elf: URL, cpu: CPUArchitecture, payload: Int, count: Int) throws -> Stream {
         let marker = WakeSignal()
-        let (_, processor, echo) = try boot(EmulatedCPU(cpu), elf: elf) { _ in marker.signal() }
+        let (board, processor, echo) = try boot(EmulatedCPU(cpu), elf: elf) { _ in marker.signal() }
         defer { try? processor.shutdown() }
         let rpmsg = echo.device
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !rpmsg.announcedServices.contains(where: { $0.name == "rpmsg-sink" }) {
-            guard ContinuousClock.now < deadline else { throw BenchError("no rpmsg-sink") }
-            usleep(200)
+        guard board.wait(upTo: .seconds(30), until: { rpmsg.announcedServices.contains { $0.name == "rpmsg-sink" } }) else {
+            throw BenchError("no rpmsg-sink")
         }
         let sink = try rpmsg.createEndpoint(destination: rpmsg.announcedServices.first { $0.name == "rpmsg-sink" }!.address) { _ in }
         let bytes = [UInt8](repeating: 0x5A, count: payload)
@@ -89,7 +86,7 @@ enum EmulatedBench {
         for _ in 0..<count { try sink.send(bytes, timeout: .seconds(10)) }
         try echo.send([1], timeout: .seconds(10))
         guard marker.wait(timeout: .seconds(60)) else { throw BenchError("stream: the end marker did not come back") }
-        let seconds = RPMsgBench.seconds(clock.now - start)
+        let seconds = (clock.now - start).inSeconds
         return Stream(payload: payload, messagesPerSecond: Double(count) / seconds, megabytesPerSecond: Double(count * payload) / seconds / 1e6)
     }
 
@@ -107,7 +104,7 @@ enum EmulatedBench {
                 elves["\(program)-\(architecture.rawValue)"] = try builder.build(program: program, architecture: architecture)
             }
         }
-        let buildSeconds = RPMsgBench.seconds(clock.now - buildStart)
+        let buildSeconds = (clock.now - buildStart).inSeconds
 
         var results: [Result] = []
         for architecture in FirmwareArchitecture.allCases {
@@ -139,12 +136,10 @@ enum EmulatedBench {
             try compute.load(computeELF.path, from: FileImageStore())
             let start = clock.now
             try compute.start()
-            let deadline = ContinuousClock.now + .seconds(120)
-            while !board.trace.consoleLines.contains(where: { $0.hasPrefix("compute: done") }) {
-                guard ContinuousClock.now < deadline else { throw BenchError("compute did not finish") }
-                usleep(100)
+            guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix("compute: done") } }) else {
+                throw BenchError("compute did not finish")
             }
-            let computeRate = 4 * 50_000_000 / RPMsgBench.seconds(clock.now - start)
+            let computeRate = 4 * 50_000_000 / (clock.now - start).inSeconds
             try compute.shutdown()
 
             let streams = try [16, 496].map { try stream(elf: multiELF, cpu: cpu, payload: $0, count: roundTrips * 4) }

@@ -24,7 +24,6 @@ enum RPMsgBench {
         var kicksPerRoundTrip: Double
     }
 
-    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     /// Host → remote, `count` messages of `payload` bytes, as fast as the sender can go.
     static func stream(payload: Int, count: Int) throws -> StreamResult {
@@ -41,7 +40,7 @@ enum RPMsgBench {
         let start = clock.now
         for _ in 0..<count { try sender.send(bytes, timeout: .seconds(10)) }
         guard done.wait(timeout: .seconds(60)) else { throw BenchError("stream: only \(received.load(ordering: .relaxed)) of \(count) arrived") }
-        let elapsed = seconds(clock.now - start)
+        let elapsed = (clock.now - start).inSeconds
         let kicks = pair.host.statistics.transmitQueueKicks + pair.remote.statistics.receiveQueueKicks
         return StreamResult(payload: payload, messages: count, messagesPerSecond: Double(count) / elapsed,
                             megabytesPerSecond: Double(count * payload) / elapsed / 1e6, kicksPerMessage: Double(kicks) / Double(count))
@@ -66,9 +65,9 @@ enum RPMsgBench {
             let sent = clock.now
             try client.send(bytes, timeout: .seconds(10))
             guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-            samples.append(seconds(clock.now - sent) * 1e6)
+            samples.append((clock.now - sent).inMicroseconds)
         }
-        let elapsed = seconds(clock.now - start)
+        let elapsed = (clock.now - start).inSeconds
         samples.sort()
         let kicks = pair.host.statistics.transmitQueueKicks + pair.host.statistics.receiveQueueKicks
             + pair.remote.statistics.transmitQueueKicks + pair.remote.statistics.receiveQueueKicks
@@ -105,7 +104,7 @@ enum RPMsgBench {
             ping.signal()
             guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
         }
-        let elapsed = seconds(clock.now - start)
+        let elapsed = (clock.now - start).inSeconds
         pthread_join(thread, nil)
         return Double(count) / elapsed
     }

@@ -10,7 +10,7 @@ enum RprocSimReport {
     }
 
     static func duration(_ d: Duration) -> String {
-        let micros = Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+        let micros = d.inMicroseconds
         return micros < 1000 ? String(format: "%.0f µs", micros) : String(format: "%.2f ms", micros / 1000)
     }
 

@@ -198,12 +198,14 @@ struct Run: ParsableCommand {
         if jobs == 1 {
             work()
         } else {
-            let group = DispatchGroup()
-            for _ in 0..<min(jobs, scenarios.count) {
-                group.enter()
-                Thread { work(); group.leave() }.start()
+            let workers = min(jobs, scenarios.count), finished = WakeSignal()
+            for _ in 0..<workers {
+                try PlatformThread(name: "rproc-run") {
+                    work()
+                    finished.signal()
+                }.detach()
             }
-            group.wait()
+            for _ in 0..<workers { finished.wait() }
         }
         if let problem = shared.failure.withLock({ $0 }) {
             Terminal.error("error: \(problem)")
@@ -279,7 +281,7 @@ struct ScenarioPrinter: Sendable {
     func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
 
     func format(_ d: Duration) -> String {
-        let micros = Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+        let micros = d.inMicroseconds
         if micros < 1000 { return String(format: "%.0f µs", micros) }
         if micros < 1e6 { return String(format: "%.1f ms", micros / 1000) }
         return String(format: "%.2f s", micros / 1e6)
@@ -321,7 +323,7 @@ struct RunSummary: Encodable {
             let r = outcome.result
             let ran = r.steps.map { s in
                 Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: s.passed ? "passed" : "failed",
-                     seconds: ScenarioReports.seconds(s.duration), detail: s.detail, failure: s.failure)
+                     seconds: s.duration.inSeconds, detail: s.detail, failure: s.failure)
             }
             let skipped = r.notRun.map { s in
                 Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: "skipped",
@@ -329,7 +331,7 @@ struct RunSummary: Encodable {
             }
             return Scenario(name: r.name, path: r.path, firmware: r.firmware, host: outcome.file.host.rawValue, tags: outcome.file.tags,
                             status: outcome.flaky ? "flaky" : outcome.passed ? "passed" : "failed", attempts: outcome.attempts.count,
-                            seconds: ScenarioReports.seconds(r.duration), steps: ran + skipped)
+                            seconds: r.duration.inSeconds, steps: ran + skipped)
         }
     }
 

@@ -54,17 +54,17 @@ struct Soak: ParsableCommand {
         Terminal.line("soak: \(kinds.map(\.rawValue).joined(separator: ", ")) for \(duration), seed \(seed)")
         let options = SoakBoard.Options(replyTimeout: ScenarioParser.duration(replyTimeout)!, dropKicks: dropKicks)
         let boards = try fileStep { try kinds.enumerated().map { index, kind in try SoakBoard(kind, seed: seed &+ UInt64(index), options: options) } }
-        let deadline = ContinuousClock.now + length
+        let deadline = RealTimeClock.shared.now + length
         let finished = WakeSignal()
         for board in boards {
-            Thread {
+            try PlatformThread(name: "rproc-soak") {
                 board.run(until: deadline)
                 finished.signal()
-            }.start()
+            }.detach()
         }
         // Every board gets until the deadline plus a minute for the operation it is in.
         var done = 0
-        while done < boards.count, finished.wait(timeout: max(.zero, deadline - ContinuousClock.now) + .seconds(60)) { done += 1 }
+        while done < boards.count, finished.wait(timeout: max(.zero, deadline - RealTimeClock.shared.now) + .seconds(60)) { done += 1 }
         var total = SoakCounts()
         for board in boards {
             let counts = board.counts
@@ -144,7 +144,6 @@ final class SoakBoard: @unchecked Sendable {
     private var rpmsg: RPMsgDevice?
     private var endpoint: RPMsgEndpoint?
     private let replies = MetalMutex<[[UInt8]]>([])
-    private let replied = WakeSignal()
     private let state = MetalMutex((counts: SoakCounts(), operation: String?.none))
 
     var counts: SoakCounts { state.withLock { $0.counts } }
@@ -177,14 +176,14 @@ final class SoakBoard: @unchecked Sendable {
     }
 
     /// Runs random operations until `deadline`.
-    func run(until deadline: ContinuousClock.Instant) {
-        while ContinuousClock.now < deadline {
+    func run(until deadline: ClockInstant) {
+        while RealTimeClock.shared.now < deadline {
             let roll = Int.random(in: 0..<100, using: &random)
             let name = options.dropKicks && roll < 10 ? "dropped kick"
                 : roll < 50 ? "traffic" : roll < 60 ? "delayed kicks" : roll < 68 ? "crash in traffic" : roll < 76 ? "restart"
                 : roll < 82 ? "reboot" : roll < 91 ? "crash+recover" : "panic+recover"
             state.withLock { $0.operation = name; $0.counts.operations[name, default: 0] += 1 }
-            let started = ContinuousClock.now
+            let started = RealTimeClock.shared.now
             do {
                 switch name {
                 case "traffic": try traffic()
@@ -231,7 +230,7 @@ final class SoakBoard: @unchecked Sendable {
                 }
                 recoverFromUnexpectedState()
             }
-            let took = ContinuousClock.now - started
+            let took = RealTimeClock.shared.now - started
             state.withLock { s in
                 s.operation = nil
                 if took > s.counts.slowest.duration { s.counts.slowest = (name, took) }
@@ -267,12 +266,7 @@ final class SoakBoard: @unchecked Sendable {
             sent += 1
         }
         if let crashAfter, crashAfter >= sent { board.injectCrash(CrashReport(kind: .fault, message: "soak: crashed with messages in flight")) }
-        let deadline = ContinuousClock.now + options.replyTimeout
-        while replies.withLock({ $0.count }) < sent {
-            let left = deadline - ContinuousClock.now
-            guard left > .zero, processor.state == .running else { break }
-            _ = replied.wait(timeout: min(left, .milliseconds(100)))
-        }
+        _ = board.waitWhileLive(upTo: options.replyTimeout) { replies.withLock { $0.count } >= sent }
         let got = replies.withLock { $0 }
         let live = processor.state == .running
         var delivered = 0, wrong = 0
@@ -304,16 +298,16 @@ final class SoakBoard: @unchecked Sendable {
         endpoint = nil
         guard let device = try processor.attachHostRPMsg().device else { return }
         rpmsg = device
+        board.trace.wakeWaiters(onActivityOf: device)
         var address: RPMsgAddress?
         guard board.waitWhileLive(upTo: .seconds(10), until: {
             address = device.announcedServices.first { $0.name == "rpmsg-echo" }?.address
             return address != nil
         }) == .met, let address else { throw SoakFailure("the echo service was not announced (state \(processor.state))") }
-        let replies = self.replies, replied = self.replied
+        let replies = self.replies
         endpoint = try device.createEndpoint(destination: address) { message in
             let payload = message.payload
             replies.withLock { $0.append(payload) }
-            replied.signal()
         }
     }
 

@@ -29,7 +29,7 @@ struct RPMsgTests {
         let window = BufferWindow(region: region, deviceBase: 0x3000_0000)
         let vrings = (0..<2).map { VringLocation(index: $0, notifyID: UInt32($0), deviceAddress: 0x3000_0000 + UInt64($0 * 0x1000), region: region,
                                                  offset: $0 * 0x1000, count: 16, alignment: 16) }
-        let (driver, transport) = LoopbackTransport.makePair(vrings: vrings, features: [.rpmsgNameService], interruptThreads: false)
+        let (driver, transport) = try LoopbackTransport.makePair(vrings: vrings, features: [.rpmsgNameService], interruptThreads: false)
         try driver.setStatus(.needsReset)
         var configuration = RPMsgConfiguration()
         configuration.handshakeTimeout = .milliseconds(50)

@@ -533,6 +533,9 @@ struct BoardFaultInjectionTests {
         #expect(waitUntil { !rpmsg.announcedServices.isEmpty })
         let replies = Replies()
         let client = try rpmsg.createEndpoint(destination: try #require(rpmsg.announcedServices.first?.address)) { m in replies.items.withLock { $0.append(m.payload) } }
+        // The remote must be idle with every earlier kick handled: a remote still busy with one
+        // looks at every vring when it is done, and would find the message without its kick.
+        #expect(waitUntil { board.mailbox.isCoreWaiting && board.mailbox.pendingBits == 0 })
         board.dropKicks(toRemote: 1)
         try client.send([1], timeout: .seconds(5))
         #expect(board.trace.events.contains { if case let .warning(text) = $0.kind { text.contains("dropped kick host → remote") } else { false } })

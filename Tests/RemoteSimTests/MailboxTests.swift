@@ -18,8 +18,8 @@ struct MailboxTests {
     typealias R = Mailbox.Register
 
     @Test("identification registers and unknown offsets")
-    func identification() {
-        let mailbox = Mailbox(interruptThread: false)
+    func identification() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)
         #expect(mailbox.read(R.version.rawValue) == 1)
         #expect(mailbox.read(0x30) == 0)
@@ -29,8 +29,8 @@ struct MailboxTests {
     }
 
     @Test("host notify sets PENDING bits; ACK clears only the bits written; ids above 31 are ignored")
-    func pendingAndAck() {
-        let mailbox = Mailbox(interruptThread: false)
+    func pendingAndAck() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         mailbox.notify(0)
         mailbox.notify(5)
         mailbox.notify(5)
@@ -43,16 +43,16 @@ struct MailboxTests {
     }
 
     @Test("WAIT returns PENDING at once when set, without clearing it")
-    func waitReturnsPending() {
-        let mailbox = Mailbox(interruptThread: false)
+    func waitReturnsPending() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         mailbox.notify(2)
         #expect(mailbox.read(R.wait.rawValue) == 4)
         #expect(mailbox.read(R.pending.rawValue) == 4)
     }
 
     @Test("WAIT blocks until the host notifies", .timeLimit(.minutes(1)))
-    func waitBlocks() {
-        let mailbox = Mailbox(interruptThread: false)
+    func waitBlocks() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let result = Atomic<UInt32>(0xDEAD)
         let done = WakeSignal()
         Thread {
@@ -66,8 +66,8 @@ struct MailboxTests {
     }
 
     @Test("a stop releases WAIT and SLEEP with 0, and keeps doing so until reset", .timeLimit(.minutes(1)))
-    func stopReleases() {
-        let mailbox = Mailbox(interruptThread: false)
+    func stopReleases() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let done = WakeSignal()
         let result = Atomic<UInt32>(0xDEAD)
         Thread {
@@ -87,8 +87,8 @@ struct MailboxTests {
     }
 
     @Test("SLEEP lasts its time, or ends early on a notify")
-    func sleep() {
-        let mailbox = Mailbox(interruptThread: false)
+    func sleep() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let clock = ContinuousClock()
         var start = clock.now
         mailbox.write(R.sleep.rawValue, 20_000)
@@ -100,8 +100,8 @@ struct MailboxTests {
     }
 
     @Test("KICK reaches the host handler in poll mode only when polled; a burst for one id coalesces; above 31 is a firmware error")
-    func kicks() {
-        let mailbox = Mailbox(interruptThread: false)
+    func kicks() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let events = EventRecorder(mailbox)
         let seen = MetalMutex<[UInt32]>([])
         mailbox.setKickHandler { id in seen.withLock { $0.append(id) } }
@@ -116,8 +116,8 @@ struct MailboxTests {
     }
 
     @Test("KICK reaches the host on the interrupt thread by default")
-    func kickThread() {
-        let mailbox = Mailbox()
+    func kickThread() throws {
+        let mailbox = try Mailbox()
         let got = WakeSignal()
         mailbox.setKickHandler { id in if id == 4 { got.signal() } }
         mailbox.kick(4)
@@ -126,8 +126,8 @@ struct MailboxTests {
     }
 
     @Test("CONSOLE: lines end at \\n, \\r is dropped, long lines wrap at 256 bytes")
-    func console() {
-        let mailbox = Mailbox(interruptThread: false)
+    func console() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let events = EventRecorder(mailbox)
         for byte in Array("hello\r\nworld\n".utf8) { mailbox.write(R.console.rawValue, UInt32(byte)) }
         for _ in 0..<300 { mailbox.write(R.console.rawValue, 0x100 | UInt32(UInt8(ascii: "x"))) }  // only the low byte counts
@@ -136,8 +136,8 @@ struct MailboxTests {
     }
 
     @Test("PANIC records the first code, stops the core and is reported")
-    func panic() {
-        let mailbox = Mailbox(interruptThread: false)
+    func panic() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let events = EventRecorder(mailbox)
         mailbox.write(R.panic.rawValue, 0xBAD)
         mailbox.write(R.panic.rawValue, 0xF00)
@@ -150,8 +150,8 @@ struct MailboxTests {
     }
 
     @Test("TICKS count microseconds; reading LO latches HI")
-    func ticks() {
-        let mailbox = Mailbox(interruptThread: false)
+    func ticks() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         let first = mailbox.read(R.ticksLow.rawValue)
         usleep(5_000)
         let second = mailbox.read(R.ticksLow.rawValue)
@@ -160,8 +160,8 @@ struct MailboxTests {
     }
 
     @Test("the watchdog expires after its time of running, not of waiting; kicking and disarming reset it")
-    func watchdog() {
-        let mailbox = Mailbox(interruptThread: false)
+    func watchdog() throws {
+        let mailbox = try Mailbox(interruptThread: false)
         mailbox.write(R.watchdog.rawValue, 30)
         #expect(!mailbox.watchdogExpired)
         _ = mailbox.waitForInterrupt(timeout: .milliseconds(60))   // blocked: does not count
@@ -179,10 +179,10 @@ struct MailboxTests {
 @Suite("Mailbox over a long run")
 struct MailboxLongRunTests {
     @Test("half a million events and kicks reach their handlers, the last as readily as the first", .timeLimit(.minutes(1)))
-    func manyEvents() {
+    func manyEvents() throws {
         // The callbacks were once kept so that every access wrapped them in more thunks: each event
         // called through a longer chain (streams slowed down quadratically, then the stack overflowed).
-        let mailbox = Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(interruptThread: false)
         let events = Atomic<Int>(0), kicks = Atomic<Int>(0)
         mailbox.setEventHandler { _ in events.add(1, ordering: .relaxed) }
         mailbox.setKickHandler { _ in kicks.add(1, ordering: .relaxed) }

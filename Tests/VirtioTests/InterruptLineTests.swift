@@ -6,8 +6,8 @@ import MetalIO
 @Suite("Interrupt lines")
 struct InterruptLineTests {
     @Test("poll mode: nothing runs until poll; a burst for one number coalesces; none is lost")
-    func pollMode() {
-        let line = InterruptLine(thread: false)
+    func pollMode() throws {
+        let line = try InterruptLine(thread: false)
         let handled = MetalMutex<[Int]>([])
         line.setHandler { n in handled.withLock { $0.append(n) } }
         for _ in 0..<5 { line.raise(3) }
@@ -23,8 +23,8 @@ struct InterruptLineTests {
     }
 
     @Test("thread mode: the handler runs on the line's thread for every raise, and stops at shutdown")
-    func threadMode() {
-        let line = InterruptLine()
+    func threadMode() throws {
+        let line = try InterruptLine()
         let count = Atomic<Int>(0)
         let done = WakeSignal()
         line.setHandler { _ in
@@ -40,8 +40,8 @@ struct InterruptLineTests {
     }
 
     @Test("a raise that arrives while the handler runs is handled afterwards, never lost")
-    func raiseDuringHandler() {
-        let line = InterruptLine()
+    func raiseDuringHandler() throws {
+        let line = try InterruptLine()
         let count = Atomic<Int>(0)
         let second = WakeSignal()
         line.setHandler { _ in
@@ -69,8 +69,8 @@ struct InterruptLineTests {
 @Suite("Interrupt lines over a long run")
 struct InterruptLineLongRunTests {
     @Test("a quarter of a million deliveries reach the handler", .timeLimit(.minutes(1)))
-    func manyDeliveries() {
-        let line = InterruptLine(thread: false)
+    func manyDeliveries() throws {
+        let line = try InterruptLine(thread: false)
         let handled = Atomic<Int>(0)
         line.setHandler { _ in handled.add(1, ordering: .relaxed) }
         for _ in 0..<250_000 {

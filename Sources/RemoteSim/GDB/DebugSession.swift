@@ -104,6 +104,7 @@ final class DebugSession: @unchecked Sendable {
     func clientArrived() {
         left.store(false, ordering: .releasing)
         connected.store(true, ordering: .releasing)
+        haltedObserver.withLock { $0.call }?()
     }
 
     /// Whether a debugger is connected now.
@@ -115,6 +116,23 @@ final class DebugSession: @unchecked Sendable {
         left.store(true, ordering: .releasing)
         attached.store(false, ordering: .releasing)
         coreWake.signal()
+        haltedObserver.withLock { $0.call }?()
+    }
+
+    /// Wakes the core's thread while it serves the debugger halted, to look at what changed (the
+    /// host's stop calls it).
+    func wakeCore() { coreWake.signal() }
+
+    /// Sets what runs whenever the core becomes halted for the debugger or is released, and
+    /// whenever a debugger connects or leaves.
+    func setHaltedObserver(_ observer: (@Sendable () -> Void)?) { haltedObserver.withLock { $0.call = observer } }
+    private struct Observer { var call: (@Sendable () -> Void)? }
+    private let haltedObserver = MetalMutex(Observer())
+
+    /// Records whether the core is halted for the debugger, telling the observer.
+    private func setHalted(_ value: Bool) {
+        halted.store(value, ordering: .releasing)
+        haltedObserver.withLock { $0.call }?()
     }
 
     /// Waits for the next stop the core reports.
@@ -141,7 +159,7 @@ final class DebugSession: @unchecked Sendable {
     func beginRun() -> Bool {
         defer { ended.store(false, ordering: .releasing) }
         stops.withLock { $0.removeAll() }
-        halted.store(false, ordering: .releasing)
+        setHalted(false)
         hooks.stepping = false
         hooks.skip = nil
         hooks.stoppedAt = nil
@@ -152,7 +170,7 @@ final class DebugSession: @unchecked Sendable {
     /// debugger hears that the program is gone.
     func endRun(signal: Int) {
         ended.store(true, ordering: .releasing)
-        halted.store(false, ordering: .releasing)
+        setHalted(false)
         for (_, box) in queue.withLock({ q in defer { q.removeAll() }; return q }) {
             box.reply = .done(false)
             box.ready.signal()
@@ -163,7 +181,7 @@ final class DebugSession: @unchecked Sendable {
 
     func reportStop(_ stop: DebugStop) {
         haltRequested.store(false, ordering: .releasing)   // any stop answers a halt request
-        halted.store(true, ordering: .releasing)
+        setHalted(true)
         stops.withLock { $0.append(stop) }
         stopSignal.signal()
     }
@@ -177,11 +195,12 @@ final class DebugSession: @unchecked Sendable {
                 // The debugger left while the core was halted (or about to be): as a detach.
                 hooks.breakpoints.removeAll()
                 hooks.watchpoints.removeAll()
-                halted.store(false, ordering: .releasing)
+                setHalted(false)
                 return false
             }
             guard let (command, box) = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else {
-                coreWake.wait(timeout: .milliseconds(50))
+                // A command, a debugger leaving or the host's stop (``wakeCore()``) wakes it.
+                coreWake.wait()
                 continue
             }
             var reply: Reply = .done(true)
@@ -218,7 +237,7 @@ final class DebugSession: @unchecked Sendable {
             case let .resume(step):
                 box.reply = .done(true)
                 box.ready.signal()
-                halted.store(false, ordering: .releasing)
+                setHalted(false)
                 return step
             case .detach:
                 hooks.breakpoints.removeAll()
@@ -226,7 +245,7 @@ final class DebugSession: @unchecked Sendable {
                 attached.store(false, ordering: .releasing)
                 box.reply = .done(true)
                 box.ready.signal()
-                halted.store(false, ordering: .releasing)
+                setHalted(false)
                 return false
             }
             box.reply = reply

@@ -36,7 +36,8 @@ public final class GDBClient {
 
     /// Waits for the next reply packet.
     public func reply(timeout: Duration = .seconds(10)) throws -> String {
-        let deadline = ContinuousClock.now + timeout
+        let clock = RealTimeClock.shared
+        let deadline = clock.now + timeout
         while true {
             while !pending.isEmpty {
                 switch pending.removeFirst() {
@@ -52,9 +53,9 @@ public final class GDBClient {
                     return text
                 }
             }
-            let left = deadline - ContinuousClock.now
+            let left = deadline - clock.now
             guard left > .zero else { throw BoardError("gdb client: no reply within \(timeout)") }
-            let milliseconds = Int32(clamping: max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
+            let milliseconds = Int32(clamping: max(1, left.totalMilliseconds))
             guard let bytes = LoopbackSocket.receive(fd, milliseconds: min(milliseconds, 100)) else { throw BoardError("gdb client: the server closed the connection") }
             pending += reader.feed(bytes)
         }

@@ -28,7 +28,8 @@ public struct DebuggerOptions: Hashable, Sendable {
 /// debugger at a time; a second connection is told so and closed. Pass it to
 /// ``EmulatedCPU/init(_:countingInto:debugger:)``; it serves while that core runs.
 public final class GDBServer: @unchecked Sendable {
-    // The listening socket and thread are set up once; shared state is in the session (Mutexes/atomics).
+    // The listening socket is set up once; shared state is in the session (Mutexes/atomics); the
+    // accept thread is set in init and taken only by the one `shutdown` that wins `closed`.
     public let port: UInt16
     let session: DebugSession
     private let listener: Int32
@@ -46,6 +47,8 @@ public final class GDBServer: @unchecked Sendable {
     }
     private let hooks = MetalMutex(Hooks())
     private let closed = Atomic<Bool>(false)
+    /// Accepts connections; it holds the server only weakly, so dropping the server ends it.
+    private var acceptThread: PlatformThread?
 
     var onMonitor: (@Sendable (String) -> String)? {
         get { hooks.withLock { $0.monitor } }
@@ -82,12 +85,20 @@ public final class GDBServer: @unchecked Sendable {
         let (fd, actualPort) = try LoopbackSocket.listen(port: port)
         self.port = actualPort
         listener = fd
-        let box = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        if pthread_create(&thread, nil, { raw in
-            Unmanaged<GDBServer>.fromOpaque(raw!).takeRetainedValue().acceptLoop()
-            return nil
-        }, box.toOpaque()) == 0 { pthread_detach(thread) } else { box.release() }
+        do {
+            acceptThread = try PlatformThread(name: "rproc-gdb") { [weak self] in
+                while let client = LoopbackSocket.accept(fd) {
+                    guard let self, !closed.load(ordering: .acquiring) else {
+                        LoopbackSocket.close(client)
+                        return
+                    }
+                    accepted(client)
+                }
+            }
+        } catch {
+            LoopbackSocket.close(fd)
+            throw error
+        }
     }
 
     /// Whether the core halts before its first instruction until a debugger continues it.
@@ -99,46 +110,34 @@ public final class GDBServer: @unchecked Sendable {
     /// Whether a debugger is connected now.
     public var hasClient: Bool { session.connected.load(ordering: .acquiring) }
 
-    /// Stops listening.
+    /// Stops listening (a debugger already connected is served to its end).
     public func shutdown() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        LoopbackSocket.interrupt(listener)
+        acceptThread.take()?.join()
         LoopbackSocket.close(listener)
     }
 
     deinit { shutdown() }
 
-    private func acceptLoop() {
-        while !closed.load(ordering: .acquiring) {
-            guard let client = LoopbackSocket.accept(listener) else { return }
-            if session.attached.exchange(true, ordering: .acquiringAndReleasing) {
-                send(client, GDBPacketReader.frame("E01"))
-                let text = Array("rproc-sim: a debugger is already attached to this core\n".utf8)
-                send(client, text)
+    private func accepted(_ client: Int32) {
+        if session.attached.exchange(true, ordering: .acquiringAndReleasing) {
+            send(client, GDBPacketReader.frame("E01"))
+            send(client, Array("rproc-sim: a debugger is already attached to this core\n".utf8))
+            LoopbackSocket.close(client)
+            return
+        }
+        session.clientArrived()
+        // Served on a thread of its own, so further connections are answered (and refused) meanwhile.
+        do {
+            try PlatformThread(name: "rproc-gdb-client") {
+                self.serve(client)
                 LoopbackSocket.close(client)
-                continue
-            }
-            session.clientArrived()
-            // Serve on a thread of its own, so further connections are answered (and refused) meanwhile.
-            final class Connection: @unchecked Sendable {
-                // Set before the thread starts; only read by it.
-                let server: GDBServer, fd: Int32
-                init(_ server: GDBServer, _ fd: Int32) { self.server = server; self.fd = fd }
-            }
-            let box = Unmanaged.passRetained(Connection(self, client))
-            var thread = pthread_t()
-            if pthread_create(&thread, nil, { raw in
-                let connection = Unmanaged<Connection>.fromOpaque(raw!).takeRetainedValue()
-                connection.server.serve(connection.fd)
-                LoopbackSocket.close(connection.fd)
-                connection.server.session.clientLeft()
-                return nil
-            }, box.toOpaque()) == 0 {
-                pthread_detach(thread)
-            } else {
-                box.release()
-                LoopbackSocket.close(client)
-                session.clientLeft()
-            }
+                self.session.clientLeft()
+            }.detach()
+        } catch {
+            LoopbackSocket.close(client)
+            session.clientLeft()
         }
     }
 

@@ -76,6 +76,11 @@ enum LoopbackSocket {
     }
 
     /// Stops further sends and receives (wakes a thread blocked in `accept`), then closes.
+    /// Ends every blocked call on `fd` (an `accept` returns nil) without freeing the descriptor.
+    static func interrupt(_ fd: Int32) {
+        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+    }
+
     static func close(_ fd: Int32) {
         Glibc.shutdown(fd, Int32(SHUT_RDWR))
         Glibc.close(fd)
