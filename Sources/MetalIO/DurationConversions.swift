@@ -30,7 +30,7 @@ extension Duration {
     public var inMicroseconds: Double { Double(components.seconds) * 1e6 + Double(components.attoseconds) / 1e12 }
 
     /// The duration a C `timespec` holds.
-    public init(_ time: timespec) {
+    public init(timespec time: timespec) {
         self = .seconds(Int64(time.tv_sec)) + .nanoseconds(Int64(time.tv_nsec))
     }
 }

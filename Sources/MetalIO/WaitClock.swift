@@ -60,7 +60,7 @@ public final class RealTimeClock: WaitClock {
     public var now: ClockInstant {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
-        return ClockInstant(sinceOrigin: Duration(time))
+        return ClockInstant(sinceOrigin: Duration(timespec: time))
     }
 
     public func wait(for signal: WakeSignal, until deadline: ClockInstant?) -> Bool {
@@ -76,7 +76,7 @@ public final class RealTimeClock: WaitClock {
             // by more than the step).
             var wall = timespec()
             clock_gettime(CLOCK_REALTIME, &wall)
-            if signal.waitUntilWallClock(timespec(Duration(wall) + left)) { return true }
+            if signal.waitUntilWallClock(timespec(Duration(timespec: wall) + left)) { return true }
         }
     }
 }

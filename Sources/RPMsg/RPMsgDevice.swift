@@ -85,8 +85,26 @@ public final class RPMsgDevice: Sendable {
     private let transmitLimit: Int
     let transport: any VirtioTransport
     let window: BufferWindow
-    private let receiveQueue: Virtqueue
-    private let transmitQueue: Virtqueue
+    /// The two rings, in the role this end plays: no cast picks the role.
+    private enum Rings {
+        /// The host's: vring 0 receives (remote → host), vring 1 transmits.
+        case driver(transmit: DriverQueue, receive: DriverQueue)
+        /// The remote's: vring 0 transmits (remote → host), vring 1 receives.
+        case device(transmit: DeviceQueue, receive: DeviceQueue)
+    }
+    private let rings: Rings
+    private var receiveQueue: Virtqueue {
+        switch rings {
+        case let .driver(_, receive): receive
+        case let .device(_, receive): receive
+        }
+    }
+    private var transmitQueue: Virtqueue {
+        switch rings {
+        case let .driver(transmit, _): transmit
+        case let .device(transmit, _): transmit
+        }
+    }
     /// Payload capacity of outgoing buffers (device role: known once the host offered one).
     private let transmitCapacity: Atomic<Int>
     /// Host role: the buffers carved from the pool (offsets in the window's region).
@@ -170,8 +188,7 @@ public final class RPMsgDevice: Sendable {
             tx = try DriverQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
                                  kick: { [transport] in try transport.kick(vring: 1) })
         } catch { throw RPMsgError(.virtio(error)) }
-        receiveQueue = rx
-        transmitQueue = tx
+        rings = .driver(transmit: tx, receive: rx)
         let size = configuration.remoteToHostBufferSize
         let count = profile.receiveBufferCount(vringCount: locations[0].count)
         guard pool.count >= count * size else {
@@ -224,16 +241,18 @@ public final class RPMsgDevice: Sendable {
             features = try transport.deviceFeatures().intersection(try transport.driverFeatures())
         } catch let error as RPMsgError { throw error } catch { throw RPMsgError(.transport("\(error)")) }
         let eventIndex = features.contains(.ringEventIndex)
+        let tx: DeviceQueue, rx: DeviceQueue
         do {
-            transmitQueue = try DeviceQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
-                                            kick: { [transport] in try transport.kick(vring: 0) })
-            receiveQueue = try DeviceQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
-                                           kick: { [transport] in try transport.kick(vring: 1) })
+            tx = try DeviceQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
+                                 kick: { [transport] in try transport.kick(vring: 0) })
+            rx = try DeviceQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
+                                 kick: { [transport] in try transport.kick(vring: 1) })
         } catch { throw RPMsgError(.virtio(error)) }
+        rings = .device(transmit: tx, receive: rx)
         receiveBuffers = []
         transmitCapacity = Atomic(0)
-        (transmitQueue as! DeviceQueue).disableNotifications()
-        (receiveQueue as! DeviceQueue).enableNotifications()
+        tx.disableNotifications()
+        rx.enableNotifications()
         installHandlers()
         // Messages the host queued before we were ready.
         handleNotification()
@@ -264,12 +283,9 @@ public final class RPMsgDevice: Sendable {
     /// Asks the peer to notify when transmit buffers come back (`enable`) or not.
     private func requestTransmitNotifications(_ enable: Bool) {
         _ = withRings {
-            if role == .driver {
-                let queue = transmitQueue as! DriverQueue
-                if enable { _ = queue.enableInterrupts() } else { queue.disableInterrupts() }
-            } else {
-                let queue = transmitQueue as! DeviceQueue
-                if enable { _ = queue.enableNotifications() } else { queue.disableNotifications() }
+            switch rings {
+            case let .driver(queue, _): if enable { _ = queue.enableInterrupts() } else { queue.disableInterrupts() }
+            case let .device(queue, _): if enable { _ = queue.enableNotifications() } else { queue.disableNotifications() }
             }
         }
     }
@@ -280,7 +296,7 @@ public final class RPMsgDevice: Sendable {
     /// Payload bytes an outgoing message may hold (`rpmsg_get_tx_payload_buffer` capacity). In the
     /// device role it is known once the host has offered a buffer; 0 before.
     public var transmitPayloadSize: Int {
-        if role == .device, transmitCapacity.load(ordering: .relaxed) == 0, let chain = (transmitQueue as! DeviceQueue).takeAvailable() {
+        if case let .device(queue, _) = rings, transmitCapacity.load(ordering: .relaxed) == 0, let chain = queue.takeAvailable() {
             spare(chain)
         }
         return transmitCapacity.load(ordering: .relaxed)
@@ -476,23 +492,31 @@ public final class RPMsgDevice: Sendable {
     }
 
     private func takeTransmitBufferOnRings() throws(RPMsgError) -> RPMsgTxBuffer? {
-        if role == .driver {
-            let queue = transmitQueue as! DriverQueue
-            return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
-                guard !s.closed else { throw RPMsgError(.deviceClosed) }
-                while let used = queue.takeUsed() { s.freeTransmit.append(used.token) }
-                let size = configuration.hostToRemoteBufferSize
-                if s.freeTransmit.isEmpty, s.transmitBuffers.count < transmitLimit, s.poolNext + size <= s.poolEnd {
-                    s.transmitBuffers.append(s.poolNext)
-                    s.freeTransmit.append(s.transmitBuffers.count - 1)
-                    s.poolNext += size
-                }
-                guard let token = s.freeTransmit.popLast() else { return nil }
-                s.reservedTransmit.insert(token)
-                return RPMsgTxBuffer(token: token, window: window, bufferOffset: s.transmitBuffers[token], capacity: size - RPMsgHeader.size)
-            }
+        switch rings {
+        case let .driver(queue, _): try takeTransmitBuffer(from: queue)
+        case let .device(queue, _): try takeTransmitBuffer(from: queue)
         }
-        let queue = transmitQueue as! DeviceQueue
+    }
+
+    /// The host's: a free buffer of its pool (carving a new one while the pool lasts).
+    private func takeTransmitBuffer(from queue: DriverQueue) throws(RPMsgError) -> RPMsgTxBuffer? {
+        return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
+            guard !s.closed else { throw RPMsgError(.deviceClosed) }
+            while let used = queue.takeUsed() { s.freeTransmit.append(used.token) }
+            let size = configuration.hostToRemoteBufferSize
+            if s.freeTransmit.isEmpty, s.transmitBuffers.count < transmitLimit, s.poolNext + size <= s.poolEnd {
+                s.transmitBuffers.append(s.poolNext)
+                s.freeTransmit.append(s.transmitBuffers.count - 1)
+                s.poolNext += size
+            }
+            guard let token = s.freeTransmit.popLast() else { return nil }
+            s.reservedTransmit.insert(token)
+            return RPMsgTxBuffer(token: token, window: window, bufferOffset: s.transmitBuffers[token], capacity: size - RPMsgHeader.size)
+        }
+    }
+
+    /// The remote's: a buffer the host made available on its receive ring.
+    private func takeTransmitBuffer(from queue: DeviceQueue) throws(RPMsgError) -> RPMsgTxBuffer? {
         return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
             guard !s.closed else { throw RPMsgError(.deviceClosed) }
             while true {
@@ -537,12 +561,11 @@ public final class RPMsgDevice: Sendable {
             if let observer { observe(observer, .sent, header, payloadOffset: buffer.bufferOffset + RPMsgHeader.size) }
             let outcome: Result<Void, any Error>? = withRings {
                 Result {
-                    if role == .driver {
-                        let queue = transmitQueue as! DriverQueue
+                    switch rings {
+                    case let .driver(queue, _):
                         try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
                         try queue.kickIfNeeded()
-                    } else {
-                        let queue = transmitQueue as! DeviceQueue
+                    case let .device(queue, _):
                         try queue.returnUsed(buffer.token, length: total)
                         try queue.notifyIfNeeded()
                     }
@@ -602,26 +625,39 @@ public final class RPMsgDevice: Sendable {
             flushReceiveKicks()
             // Work that appeared while re-enabling is taken in another pass (a corrupt index
             // is not reported as work, so it cannot keep us here).
-            let pending = withRings { role == .driver ? (receiveQueue as! DriverQueue).enableInterrupts() : (receiveQueue as! DeviceQueue).enableNotifications() }
+            let pending = withRings {
+                switch rings {
+                case let .driver(_, queue): queue.enableInterrupts()
+                case let .device(_, queue): queue.enableNotifications()
+                }
+            }
             if pending != true { return }
         }
     }
 
     /// The next received buffer: token, offset, usable bytes and the length to return it with.
     private func nextReceived() -> (Int, Int, Int, Int)? {
-        if role == .driver {
-            let queue = receiveQueue as! DriverQueue
-            while let used = queue.takeUsed() {
-                let offset = receiveBuffers[used.token]
-                guard let length = used.length else {
-                    recycleOnRings(token: used.token, chainLength: 0)
-                    continue
-                }
-                return (used.token, offset, length, 0)
-            }
-            return nil
+        switch rings {
+        case let .driver(_, queue): nextReceived(from: queue)
+        case let .device(_, queue): nextReceived(from: queue)
         }
-        let queue = receiveQueue as! DeviceQueue
+    }
+
+    /// The host's: the next used buffer the remote filled.
+    private func nextReceived(from queue: DriverQueue) -> (Int, Int, Int, Int)? {
+        while let used = queue.takeUsed() {
+            let offset = receiveBuffers[used.token]
+            guard let length = used.length else {
+                recycleOnRings(token: used.token, chainLength: 0)
+                continue
+            }
+            return (used.token, offset, length, 0)
+        }
+        return nil
+    }
+
+    /// The remote's: the next buffer the host made available, when it is well-formed.
+    private func nextReceived(from queue: DeviceQueue) -> (Int, Int, Int, Int)? {
         while let chain = queue.takeAvailable() {
             guard chain.segments.count == 1, let segment = chain.segments.first, !segment.isWritable else {
                 state.withLock { $0.statistics.droppedMalformedHeader += 1 }
@@ -703,17 +739,21 @@ public final class RPMsgDevice: Sendable {
     }
 
     private func recycleOnRings(token: Int, chainLength: Int) {
-        if role == .driver {
+        switch rings {
+        case let .driver(_, queue):
             let size = configuration.remoteToHostBufferSize
-            try? (receiveQueue as! DriverQueue).add(readable: [], writable: [VirtqueueBuffer(address: window.address(of: receiveBuffers[token]), length: size)], token: token)
-        } else {
-            try? (receiveQueue as! DeviceQueue).returnUsed(token, length: chainLength)
+            try? queue.add(readable: [], writable: [VirtqueueBuffer(address: window.address(of: receiveBuffers[token]), length: size)], token: token)
+        case let .device(_, queue):
+            try? queue.returnUsed(token, length: chainLength)
         }
     }
 
     private func flushReceiveKicks() {
         _ = withRings {
-            if role == .driver { _ = try? (receiveQueue as! DriverQueue).kickIfNeeded() } else { _ = try? (receiveQueue as! DeviceQueue).notifyIfNeeded() }
+            switch rings {
+            case let .driver(_, queue): _ = try? queue.kickIfNeeded()
+            case let .device(_, queue): _ = try? queue.notifyIfNeeded()
+            }
         }
     }
 }

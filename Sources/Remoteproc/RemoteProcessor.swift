@@ -456,24 +456,15 @@ public final class RemoteProcessor: Sendable {
     /// Runs ``recover()`` on a new thread (the reporter may be the platform's core thread, which
     /// the stop op waits for). A failure is reported to observers as a warning.
     private func recoverInBackground() {
-        final class Box: @unchecked Sendable {
-            // Set before the thread starts; only read by it.
-            let processor: RemoteProcessor
-            init(_ processor: RemoteProcessor) { self.processor = processor }
+        do {
+            try PlatformThread(name: "rproc-recover") {
+                do throws(RemoteprocError) { try self.recover() } catch {
+                    self.deliver([.warning("automatic recovery failed: \(error)")])
+                }
+            }.detach()
+        } catch {
+            deliver([.warning("automatic recovery failed: \(error)")])
         }
-        let box = Unmanaged.passRetained(Box(self))
-        var thread = pthread_t()
-        guard pthread_create(&thread, nil, { raw in
-            let processor = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().processor
-            do throws(RemoteprocError) { try processor.recover() } catch {
-                processor.deliver([.warning("automatic recovery failed: \(error)")])
-            }
-            return nil
-        }, box.toOpaque()) == 0 else {
-            box.release()
-            return
-        }
-        pthread_detach(thread)
     }
 
     /// Reports that the running remote crashed (called by the platform): Running or Suspended → Crashed.

@@ -80,23 +80,11 @@ enum RPMsgBench {
     /// cross-thread round trip on this machine.
     static func futexPingPong(count: Int) throws -> Double {
         let ping = WakeSignal(), pong = WakeSignal()
-        var thread = pthread_t()
-        final class Context: @unchecked Sendable {
-            // Immutable after init; the signals are thread-safe.
-            let ping: WakeSignal, pong: WakeSignal, count: Int
-            init(_ ping: WakeSignal, _ pong: WakeSignal, _ count: Int) { self.ping = ping; self.pong = pong; self.count = count }
-        }
-        let context = Unmanaged.passRetained(Context(ping, pong, count))
-        guard pthread_create(&thread, nil, { raw in
-            let c = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
-            for _ in 0..<c.count {
-                c.ping.wait()
-                c.pong.signal()
+        let thread = try PlatformThread(name: "ping-pong") {
+            for _ in 0..<count {
+                ping.wait()
+                pong.signal()
             }
-            return nil
-        }, context.toOpaque()) == 0 else {
-            context.release()
-            throw BenchError("cannot start a thread")
         }
         let clock = ContinuousClock()
         let start = clock.now
@@ -105,7 +93,7 @@ enum RPMsgBench {
             guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
         }
         let elapsed = (clock.now - start).inSeconds
-        pthread_join(thread, nil)
+        thread.join()
         return Double(count) / elapsed
     }
 }

@@ -48,7 +48,7 @@ struct RemoteprocRPMsgTests {
     @Test("the host's vdev from the table and the remote's view of the same entry exchange RPMsg, kicks routed by notify id")
     func endToEnd() throws {
         let memories = try Self.memories()
-        let mailbox = try Mailbox()
+        let mailbox = Mailbox()
         let table = try ResourceTable(entries: [
             .vdev(VirtioDeviceResource(deviceFeatures: [.rpmsgNameService, .ringEventIndex],
                                        vrings: [VringResource(count: 16), VringResource(count: 16)])),
@@ -109,7 +109,7 @@ struct RemoteprocRPMsgTests {
     @Test("a crash wakes a sender blocked for a buffer with an error, at once", .timeLimit(.minutes(1)))
     func crashWakesSender() throws {
         let memories = try Self.memories()
-        let mailbox = try Mailbox()
+        let mailbox = Mailbox()
         let table = try ResourceTable(entries: [
             .vdev(VirtioDeviceResource(deviceFeatures: [.rpmsgNameService], vrings: [VringResource(count: 16), VringResource(count: 16)])),
         ])
