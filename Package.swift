@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "swift-remoteproc",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "MetalIO", targets: ["MetalIO"]),
         .library(name: "Virtio", targets: ["Virtio"]),

@@ -179,14 +179,14 @@ public final class RPMsgDevice: Sendable {
             features = try transport.negotiateFeatures(supported: accepted)
             try transport.prepareDriverQueue(0)
             try transport.prepareDriverQueue(1)
-        } catch { throw RPMsgError(.transport("\(error)")) }
+        } catch { throw RPMsgError(.virtio(error)) }
         let eventIndex = profile.usesEventIndex(features)
         let rx: DriverQueue, tx: DriverQueue
         do {
             rx = try DriverQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
-                                 kick: { [transport] in try transport.kick(vring: 0) })
+                                 kick: { [transport] () throws(VirtioError) in try transport.kick(vring: 0) })
             tx = try DriverQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
-                                 kick: { [transport] in try transport.kick(vring: 1) })
+                                 kick: { [transport] () throws(VirtioError) in try transport.kick(vring: 1) })
         } catch { throw RPMsgError(.virtio(error)) }
         rings = .driver(transmit: tx, receive: rx)
         let size = configuration.remoteToHostBufferSize
@@ -215,7 +215,7 @@ public final class RPMsgDevice: Sendable {
         do {
             try transport.setStatus(profile.readyStatus)
             if kickReceive { try rx.notify() }
-        } catch { throw RPMsgError(.transport("\(error)")) }
+        } catch { throw RPMsgError(.virtio(error)) }
     }
 
     /// Sets up the remote (device) side over `transport`: waits for DRIVER_OK (acknowledging
@@ -234,19 +234,19 @@ public final class RPMsgDevice: Sendable {
         self.profile = nil
         self.dynamicAddressCount = configuration.dynamicAddressCount ?? 128
         self.transmitLimit = 0
+        let ready: Bool
         do {
-            guard try transport.waitForDriverOK(timeout: configuration.handshakeTimeout) else {
-                throw RPMsgError(.handshakeTimedOut(configuration.handshakeTimeout))
-            }
-            features = try transport.deviceFeatures().intersection(try transport.driverFeatures())
-        } catch let error as RPMsgError { throw error } catch { throw RPMsgError(.transport("\(error)")) }
+            ready = try transport.waitForDriverOK(timeout: configuration.handshakeTimeout)
+            features = ready ? try transport.deviceFeatures().intersection(try transport.driverFeatures()) : []
+        } catch { throw RPMsgError(.virtio(error)) }
+        guard ready else { throw RPMsgError(.handshakeTimedOut(configuration.handshakeTimeout)) }
         let eventIndex = features.contains(.ringEventIndex)
         let tx: DeviceQueue, rx: DeviceQueue
         do {
             tx = try DeviceQueue(location: locations[0], window: window, usesEventIndex: eventIndex,
-                                 kick: { [transport] in try transport.kick(vring: 0) })
+                                 kick: { [transport] () throws(VirtioError) in try transport.kick(vring: 0) })
             rx = try DeviceQueue(location: locations[1], window: window, usesEventIndex: eventIndex,
-                                 kick: { [transport] in try transport.kick(vring: 1) })
+                                 kick: { [transport] () throws(VirtioError) in try transport.kick(vring: 1) })
         } catch { throw RPMsgError(.virtio(error)) }
         rings = .device(transmit: tx, receive: rx)
         receiveBuffers = []
@@ -559,8 +559,8 @@ public final class RPMsgDevice: Sendable {
             }
             guard !closed else { throw RPMsgError(.deviceClosed) }
             if let observer { observe(observer, .sent, header, payloadOffset: buffer.bufferOffset + RPMsgHeader.size) }
-            let outcome: Result<Void, any Error>? = withRings {
-                Result {
+            let outcome: Result<Void, VirtioError>? = withRings {
+                Result { () throws(VirtioError) in
                     switch rings {
                     case let .driver(queue, _):
                         try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
@@ -572,9 +572,7 @@ public final class RPMsgDevice: Sendable {
                 }
             }
             guard let outcome else { throw RPMsgError(.deviceClosed) }
-            try outcome.get()
-        } catch let error as RPMsgError { throw error } catch let error as VirtioError { throw RPMsgError(.virtio(error)) } catch {
-            throw RPMsgError(.transport("\(error)"))
+            if case let .failure(error) = outcome { throw RPMsgError(.virtio(error)) }
         }
     }
 

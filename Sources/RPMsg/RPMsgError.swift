@@ -22,9 +22,9 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A buffer was released or sent twice, or does not belong to this device.
         case bufferNotOwned
         case invalidArgument(String)
+        /// The vrings or the transport under them (status, features, a kick) failed; a transport's
+        /// own error is kept inside (``Virtio/VirtioError/Kind/transport(operation:underlying:)``).
         case virtio(VirtioError)
-        /// The transport (status, features, kick) failed.
-        case transport(String)
     }
     public var kind: Kind
     public init(_ kind: Kind) { self.kind = kind }
@@ -36,7 +36,7 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
         case .payloadTooLarge: -2005
         case .addressInUse, .addressesExhausted: -2007
         case .invalidArgument, .notBound, .endpointDestroyed: -2003
-        case .deviceClosed, .handshakeTimedOut, .transport, .virtio: -2004
+        case .deviceClosed, .handshakeTimedOut, .virtio: -2004
         case .bufferNotOwned: -2008
         }
     }
@@ -54,7 +54,6 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
         case .bufferNotOwned: "the buffer is not owned by the caller (released or sent already?)"
         case let .invalidArgument(why): why
         case let .virtio(e): e.description
-        case let .transport(why): "transport: \(why)"
         }
     }
 }

@@ -19,7 +19,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public let trace: Trace
     /// The board's time: every wait on the board goes through it.
     public let clock: any WaitClock
-    private let firmware: any NativeFirmware
+    private let firmware: any FirmwareProgram
     /// How many bytes of the resource table's trace buffer were turned into lines already.
     private let traceBufferRead = MetalMutex<(consumed: Int, partial: [UInt8])>((0, []))
 
@@ -103,7 +103,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     /// - Parameters:
     ///   - pollMode: kicks reach the processor only when ``poll()`` is called (deterministic tests).
     ///   - clock: the time the board keeps (TICKS, SLEEP, the watchdog, its waits and fault delays).
-    public init(firmware: any NativeFirmware, layout: BoardLayout = BoardLayout(), pollMode: Bool = false,
+    public init(firmware: any FirmwareProgram, layout: BoardLayout = BoardLayout(), pollMode: Bool = false,
                 clock: any WaitClock = RealTimeClock.shared) throws {
         self.layout = layout
         self.firmware = firmware
@@ -371,7 +371,7 @@ final class CoreThreadContext: @unchecked Sendable {
 }
 
 extension Board {
-    var firmwareProgram: any NativeFirmware { firmware }
+    var firmwareProgram: any FirmwareProgram { firmware }
 }
 
 /// A board operation that could not be done.

@@ -10,7 +10,7 @@ import Synchronization
 /// the host side reads, and the mailbox is MMIO. `wfi` and WAIT idle the thread until a host
 /// kick or a stop. A fault, an illegal instruction or a CPU exception halts the core and is
 /// reported with the PC and the registers.
-public struct EmulatedCPU: NativeFirmware {
+public struct EmulatedCPU: FirmwareProgram {
     public let architecture: CPUArchitecture
     /// When set, every executed instruction is counted into it (slow; for measurements).
     public let instructionCounter: InstructionCounter?

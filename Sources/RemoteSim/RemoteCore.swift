@@ -181,7 +181,7 @@ public final class RemoteCore: Sendable {
         try processor.adoptResourceTable(at: table.address, size: table.size)
         let device = try processor.createVirtio(index: index, role: .device, driverTimeout: .milliseconds(100))
         let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
-        let rpmsg = try RPMsgDevice(remote: device, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+        let rpmsg = try RPMsgDevice(remote: device.transport, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
                                     configuration: configuration)
         rpmsgDevices.withLock { $0.append(rpmsg) }
         return RemoteRPMsg(processor: processor, device: rpmsg, core: self)
@@ -230,6 +230,17 @@ public struct RemoteRPMsg: Sendable {
         try core.waitForInterrupt()
         processor.handleNotification(.any)
     }
+
+    /// The firmware's main loop: ``waitAndProcess()`` until the core is stopped (then it throws).
+    public func serve() throws -> Never {
+        while true { try waitAndProcess() }
+    }
+
+    /// Sends `bytes` back to where `message` came from, from the address it was sent to; waits up
+    /// to 5 s for a buffer. What an echoing or answering service does.
+    public func reply(to message: RPMsgMessage, with bytes: [UInt8]) throws(RPMsgError) {
+        try device.send(bytes, from: message.destination, to: message.source, timeout: .seconds(5))
+    }
 }
 
 /// The remote side's platform: its notify op kicks the host through the mailbox.
@@ -241,12 +252,6 @@ final class RemoteSideOps: RemoteprocOps {
     func notify(_ id: NotifyID) throws { mailbox.kick(id.rawValue) }
     var clock: any WaitClock { mailbox.clock }
     var hostWrites: ConditionWaiters? { mailbox.hostWrites }
-}
-
-/// A firmware program written in Swift. The board runs it on the core's thread after the image
-/// (which carries its resource table) is loaded; it returns or throws ``FirmwareHalt`` when stopped.
-public protocol NativeFirmware: Sendable {
-    func run(on core: RemoteCore) throws
 }
 
 extension RemoteCore {

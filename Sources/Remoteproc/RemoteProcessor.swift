@@ -48,7 +48,7 @@ public final class RemoteProcessor: Sendable {
     public let host: HostPersonality
 
     /// What the life-cycle calls change; guarded by the life-cycle lock, which ops run under.
-    private struct Lifecycle: Sendable {
+    struct Lifecycle: Sendable {
         var state: RemoteprocState = .offline
         var removed = false
         var installed: InstalledResourceTable?
@@ -61,14 +61,14 @@ public final class RemoteProcessor: Sendable {
     }
 
     /// An image store and path, kept for reloading on recovery.
-    private struct ImageSource: @unchecked Sendable {
+    struct ImageSource: @unchecked Sendable {
         // The store is only used under the life-cycle lock.
         var path: String
         var store: ImageStore
     }
 
     /// Notify ids and device ranges in use; its lock is held only briefly and never across an op.
-    private struct Allocations: Sendable {
+    struct Allocations: Sendable {
         var notifyIDs: NotifyIDAllocator
         var ranges = DeviceRangeAllocator()
         /// Ids the user took with ``RemoteProcessor/allocateNotifyID(_:)``: reserved across loads,
@@ -87,18 +87,18 @@ public final class RemoteProcessor: Sendable {
         }
     }
 
-    private let lifecycle = MetalMutex(Lifecycle())
+    let lifecycle = MetalMutex(Lifecycle())
     /// A copy of ``Lifecycle`` taken as each life-cycle call ends, for the read-only accessors:
     /// they never wait for (or deadlock on) the life-cycle lock, even from inside an op.
-    private let published = MetalMutex(Lifecycle())
-    private let allocations: MetalMutex<Allocations>
+    let published = MetalMutex(Lifecycle())
+    let allocations: MetalMutex<Allocations>
     /// The thread holding the life-cycle lock (0: none), to refuse re-entrant calls from ops.
-    private let lockOwner = Atomic<UInt>(0)
-    private let memories = MetalMutex<[RemoteprocMemory]>([])
-    private let virtioDevices = MetalMutex<[VirtioDevice]>([])
-    private let observers = MetalMutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
-    private let sequence = Atomic<UInt64>(0)
-    private let recoversAutomatically = Atomic<Bool>(false)
+    let lockOwner = Atomic<UInt>(0)
+    let memories = MetalMutex<[RemoteprocMemory]>([])
+    let virtioDevices = MetalMutex<[VirtioDevice]>([])
+    let observers = MetalMutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
+    let sequence = Atomic<UInt64>(0)
+    let recoversAutomatically = Atomic<Bool>(false)
 
     /// When set, a reported crash is followed by ``recover()`` on a thread of its own, as Linux
     /// remoteproc does unless recovery is disabled. Off by default.
@@ -156,13 +156,13 @@ public final class RemoteProcessor: Sendable {
         observers.withLock { list in list.handlers.removeAll { $0.0 == token.id } }
     }
 
-    private func deliver(_ events: [RemoteprocEvent]) {
+    func deliver(_ events: [RemoteprocEvent]) {
         guard !events.isEmpty else { return }
         let handlers = observers.withLock { $0.handlers.map(\.1) }
         for event in events { for handler in handlers { handler(event) } }
     }
 
-    private func transition(_ life: inout Lifecycle, to state: RemoteprocState, call: RemoteprocCall, reason: String? = nil) {
+    func transition(_ life: inout Lifecycle, to state: RemoteprocState, call: RemoteprocCall, reason: String? = nil) {
         guard life.state != state else { return }
         let change = StateChange(from: life.state, to: state, call: call, reason: reason,
                                  sequence: sequence.add(1, ordering: .relaxed).newValue)
@@ -172,7 +172,7 @@ public final class RemoteProcessor: Sendable {
 
     /// Runs `body` under the life-cycle lock, refusing re-entrant calls and calls in states
     /// outside `allowed`, then delivers the events it queued.
-    private func locked<R>(_ call: RemoteprocCall, allowed: Set<RemoteprocState>? = nil,
+    func locked<R>(_ call: RemoteprocCall, allowed: Set<RemoteprocState>? = nil,
                            _ body: (inout Lifecycle) throws(RemoteprocError) -> R) throws(RemoteprocError) -> R {
         let me = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
         guard lockOwner.load(ordering: .relaxed) != me else { throw RemoteprocError(.reentrantCall, call: call) }
@@ -197,7 +197,7 @@ public final class RemoteProcessor: Sendable {
         return try result.get()
     }
 
-    private func op(_ name: String, _ call: RemoteprocCall, _ body: () throws -> Void) throws(RemoteprocError) {
+    func op(_ name: String, _ call: RemoteprocCall, _ body: () throws -> Void) throws(RemoteprocError) {
         do { try body() } catch { throw RemoteprocError(.operationFailed(op: name), call: call, underlying: error) }
     }
 
@@ -218,164 +218,6 @@ public final class RemoteProcessor: Sendable {
         try locked(.configure, allowed: [.offline]) { (life) throws(RemoteprocError) in
             try op("configure", .configure) { try ops.configure(data: data) }
             transition(&life, to: .configured, call: .configure)
-        }
-    }
-
-    /// Loads an ELF image from `store` (`remoteproc_load`): Configured (or Ready, to reload) → Ready.
-    ///
-    /// The `.resource_table` section is parsed first: notify ids and ANY addresses are allocated
-    /// and carveouts mapped. Then every `PT_LOAD` segment is copied to its load address
-    /// (p_paddr, a device address) and `memsz − filesz` zero-filled, and the completed table is
-    /// written over the loaded one. The entry point becomes the boot address.
-    /// - Throws: ``RemoteprocError`` wrapping an ``ImageError``, a ``ResourceTableError``, a
-    ///   mapping or allocation failure. Nothing is written outside the registered memories.
-    public func load(_ path: String, from store: ImageStore) throws(RemoteprocError) {
-        try locked(.load, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
-            try loadLocked(path, from: store, life: &life, call: .load)
-            transition(&life, to: .ready, call: .load)
-        }
-    }
-
-    /// The body of ``load(_:from:)``, under the life-cycle lock; recovery reuses it.
-    private func loadLocked(_ path: String, from store: ImageStore, life: inout Lifecycle, call: RemoteprocCall) throws(RemoteprocError) {
-            func image<R>(_ body: () throws(ImageError) -> R) throws(RemoteprocError) -> R {
-                do throws(ImageError) { return try body() } catch { throw RemoteprocError(.image(error), call: call) }
-            }
-            let size = try image { () throws(ImageError) in try store.open(path) }
-            defer { store.close() }
-            let elf = try image { () throws(ImageError) in try ELFImage(store: store, fileSize: size, path: path) }
-
-            // Where every segment goes, checked before anything is written.
-            var placements: [(ELFProgramHeader, MemoryMapping)] = []
-            for segment in elf.loadableSegments where segment.memorySize > 0 {
-                guard let mapping = try? mapping(physical: nil, device: DeviceAddress(segment.physicalAddress),
-                                                 size: Int(segment.memorySize), attributes: 0, call: call) else {
-                    throw RemoteprocError(.image(ImageError(.segmentUnmapped(index: segment.index, address: segment.physicalAddress,
-                                                                             size: segment.memorySize), path: path)), call: call)
-                }
-                placements.append((segment, mapping))
-            }
-
-            var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
-            var ranges = DeviceRangeAllocator()
-            for (segment, _) in placements { ranges.claim(DeviceAddress(segment.physicalAddress), size: Int(segment.memorySize)) }
-
-            var handled: ResourceTableHandler.Outcome?
-            var events: [RemoteprocEvent] = []
-            if let bytes = try image({ () throws(ImageError) in try elf.resourceTableBytes(from: store) }), let section = elf.resourceTableSection {
-                let table: ResourceTable
-                do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
-                let location = try mapping(physical: nil, device: DeviceAddress(section.address), size: bytes.count, attributes: 0,
-                                           call: call, what: "the resource table")
-                handled = try handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, call: call)
-                events += handled!.events
-            }
-
-            for (segment, target) in placements {
-                try image { () throws(ImageError) in
-                    try store.copy(from: Int(segment.offset), count: Int(segment.fileSize), into: target.region, at: target.offset)
-                }
-                let padding = Int(segment.memorySize - segment.fileSize)
-                do throws(MetalIOError) { try target.region.fill(0, at: target.offset + Int(segment.fileSize), count: padding) } catch {
-                    throw RemoteprocError(.io(error), call: call)
-                }
-            }
-            if let handled {
-                let location = handled.installed.location
-                do throws(MetalIOError) { try location.region.write(handled.memoryTable.bytes, at: location.offset) } catch {
-                    throw RemoteprocError(.io(error), call: call)
-                }
-            } else {
-                events.append(.warning("\(path): no \(ELFImage.resourceTableSection) section; the image has no resources"))
-            }
-
-            dropVirtioDevices()
-            allocations.withLock { a in
-                a.notifyIDs = notifyIDs
-                a.ranges = ranges
-            }
-            life.installed = handled?.installed
-            life.image = elf
-            life.imageSource = ImageSource(path: path, store: store)
-            life.bootAddress = DeviceAddress(elf.entry)
-            life.events += events
-    }
-
-    /// The `size`-byte resource table at `device` in the remote's memory: where it lies, its
-    /// bytes, and the parsed table (for ``setResourceTable(at:size:bootAddress:)`` and ``adoptResourceTable(at:size:)``).
-    private func tableInMemory(at device: DeviceAddress, size: Int) throws(RemoteprocError) -> (MemoryMapping, [UInt8], ResourceTable) {
-        guard size > 0, size <= 1 << 20 else {
-            throw RemoteprocError(.invalidArgument("resource table size \(size) is not between 1 and 1 MiB"), call: .setResourceTable)
-        }
-        let location = try mapping(physical: nil, device: device, size: size, attributes: 0, call: .setResourceTable, what: "the resource table")
-        let bytes: [UInt8]
-        do throws(MetalIOError) { bytes = try location.region.readBytes(at: location.offset, count: size) } catch {
-            throw RemoteprocError(.io(error), call: .setResourceTable)
-        }
-        do throws(ResourceTableError) { return (location, bytes, try ResourceTable(bytes: bytes)) } catch {
-            throw RemoteprocError(.resourceTable(error), call: .setResourceTable)
-        }
-    }
-
-    /// Installs the resource table of an image already in the remote's memory
-    /// (`remoteproc_set_rsc_table`, the "attach" flow): reads `size` bytes at `device`, parses
-    /// and handles them like ``load(_:from:)`` and writes the completed table back.
-    /// Configured (or Ready) → Ready.
-    public func setResourceTable(at device: DeviceAddress, size: Int, bootAddress: DeviceAddress = DeviceAddress(0)) throws(RemoteprocError) {
-        try locked(.setResourceTable, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
-            let (location, bytes, table) = try tableInMemory(at: device, size: size)
-            var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
-            var ranges = DeviceRangeAllocator()
-            ranges.claim(device, size: size)
-            let handled = try handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, call: .setResourceTable)
-            // Write back only the bytes the host filled in: the table is live memory the other
-            // side may be writing (status, features), and a complete table needs no write at all.
-            for (index, (old, new)) in zip(bytes, handled.memoryTable.bytes).enumerated() where old != new {
-                do throws(MetalIOError) { try location.region.write(new, at: location.offset + index) } catch {
-                    throw RemoteprocError(.io(error), call: .setResourceTable)
-                }
-            }
-            dropVirtioDevices()
-            allocations.withLock { a in
-                a.notifyIDs = notifyIDs
-                a.ranges = ranges
-            }
-            life.installed = handled.installed
-            life.bootAddress = bootAddress
-            life.events += handled.events
-            transition(&life, to: .ready, call: .setResourceTable)
-        }
-    }
-
-    /// For the remote's own processor (the firmware side, as an OpenAMP remote runs its own
-    /// `remoteproc` instance): adopts the table the host completed, as it lies in memory at
-    /// `device`. Nothing is allocated, mapped through the platform or written — the host owns
-    /// the table, and a remote that rewrote ids or addresses would fight it. Read the table after
-    /// the host set DRIVER_OK (a Linux host writes vring addresses late). Configured (or Ready) → Ready.
-    public func adoptResourceTable(at device: DeviceAddress, size: Int) throws(RemoteprocError) {
-        try locked(.setResourceTable, allowed: [.configured, .ready]) { (life) throws(RemoteprocError) in
-            let (location, _, table) = try tableInMemory(at: device, size: size)
-            var traces: [TraceBuffer] = []
-            var carveouts: [(name: String, mapping: MemoryMapping)] = []
-            for entry in table.entries {
-                switch entry {
-                case let .trace(t):
-                    if let da = t.deviceAddress.device, let found = memory(containingDevice: da, size: max(Int(t.length), 1)),
-                       let mapping = resolve(found.memory, physical: nil, device: da, size: Int(t.length)) {
-                        traces.append(TraceBuffer(name: t.name, deviceAddress: da, length: Int(t.length), mapping: mapping))
-                    }
-                case let .carveout(m):
-                    if let da = m.deviceAddress.device, let found = memory(containingDevice: da, size: Int(m.length)),
-                       let mapping = resolve(found.memory, physical: nil, device: da, size: Int(m.length)) {
-                        carveouts.append((m.name, mapping))
-                    }
-                default: break
-                }
-            }
-            dropVirtioDevices()
-            life.installed = InstalledResourceTable(table: table, location: location, traceBuffers: traces, carveouts: carveouts)
-            life.bootAddress = DeviceAddress(0)
-            transition(&life, to: .ready, call: .setResourceTable)
         }
     }
 
@@ -455,7 +297,7 @@ public final class RemoteProcessor: Sendable {
 
     /// Runs ``recover()`` on a new thread (the reporter may be the platform's core thread, which
     /// the stop op waits for). A failure is reported to observers as a warning.
-    private func recoverInBackground() {
+    func recoverInBackground() {
         do {
             try PlatformThread(name: "rproc-recover") {
                 do throws(RemoteprocError) { try self.recover() } catch {
@@ -490,221 +332,4 @@ public final class RemoteProcessor: Sendable {
         }
     }
 
-    // MARK: Memory
-
-    /// Registers a memory the remote can reach (`remoteproc_add_mem`). Lookups search memories in
-    /// the order they were added.
-    public func addMemory(_ memory: RemoteprocMemory) {
-        memories.withLock { $0.append(memory) }
-    }
-
-    /// Every registered memory, in lookup order.
-    public var registeredMemories: [RemoteprocMemory] { memories.withLock { $0 } }
-
-    /// The memory called `name` (`remoteproc_get_io_with_name`). Names compare over 32 bytes.
-    public func memory(named name: String) -> RemoteprocMemory? {
-        let key = Array(name.utf8)
-        guard key.count <= 32 else { return nil }
-        return memories.withLock { $0.first { Array($0.name.utf8.prefix(32)) == key } }
-    }
-
-    /// The memory holding physical address `address` (`remoteproc_get_io_with_pa`), and the
-    /// address's offset in its region. Asks the `memory` op when no record matches.
-    public func memory(containingPhysical address: PhysicalAddress, size: Int = 1) -> (memory: RemoteprocMemory, offset: Int)? {
-        if let hit = memories.withLock({ list in list.lazy.compactMap { m in m.offset(ofPhysical: address, size: size).map { (m, $0) } }.first }) {
-            return hit
-        }
-        guard let extra = ops.memory(physical: address, device: nil, size: size), let offset = extra.offset(ofPhysical: address, size: size) else { return nil }
-        return (extra, offset)
-    }
-
-    /// The memory holding device address `address` (`remoteproc_get_io_with_da`), and the
-    /// address's offset in its region. Asks the `memory` op when no record matches.
-    public func memory(containingDevice address: DeviceAddress, size: Int = 1) -> (memory: RemoteprocMemory, offset: Int)? {
-        if let hit = memories.withLock({ list in list.lazy.compactMap { m in m.offset(ofDevice: address, size: size).map { (m, $0) } }.first }) {
-            return hit
-        }
-        guard let extra = ops.memory(physical: nil, device: address, size: size), let offset = extra.offset(ofDevice: address, size: size) else { return nil }
-        return (extra, offset)
-    }
-
-    /// The memory whose region holds host virtual address `address` (`remoteproc_get_io_with_va`).
-    public func memory(containingVirtual address: VirtualAddress) -> (memory: RemoteprocMemory, offset: Int)? {
-        memories.withLock { list in list.lazy.compactMap { m in m.region.offset(ofVirtual: address).map { (m, $0) } }.first }
-    }
-
-    /// Resolves a range for both sides (`remoteproc_mmap`): looks it up by physical address if
-    /// given, else by device address; when no memory covers it, asks the `map` op, registers the
-    /// memory the op returns, and resolves again.
-    /// - Throws: ``RemoteprocError/Kind/noMapping(what:device:physical:size:)`` when nothing covers it.
-    public func map(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32 = 0) throws(RemoteprocError) -> MemoryMapping {
-        try mapping(physical: physical, device: device, size: size, attributes: attributes, call: .mmap)
-    }
-
-    private func resolve(_ memory: RemoteprocMemory, physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> MemoryMapping? {
-        let offset: Int?
-        if let physical { offset = memory.offset(ofPhysical: physical, size: max(size, 1)) } else if let device {
-            offset = memory.offset(ofDevice: device, size: max(size, 1))
-        } else { offset = nil }
-        guard let offset else { return nil }
-        return MemoryMapping(device: DeviceAddress(memory.deviceAddress.rawValue + UInt64(offset)),
-                             physical: PhysicalAddress(memory.physicalAddress.rawValue + UInt64(offset)),
-                             region: memory.region, offset: offset, size: size, memoryName: memory.name)
-    }
-
-    private func mapping(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32,
-                         call: RemoteprocCall, what: String = "the range") throws(RemoteprocError) -> MemoryMapping {
-        guard size > 0, physical != nil || device != nil else {
-            throw RemoteprocError(.invalidArgument("a mapping needs a positive size and an address"), call: call)
-        }
-        let lookup: RemoteprocMemory?
-        if let physical { lookup = memory(containingPhysical: physical, size: size)?.memory } else { lookup = memory(containingDevice: device!, size: size)?.memory }
-        if let lookup, let result = resolve(lookup, physical: physical, device: device, size: size) { return result }
-        let provided: RemoteprocMemory?
-        do { provided = try ops.map(physical: physical, device: device, size: size, attributes: attributes) } catch {
-            throw RemoteprocError(.operationFailed(op: "mmap"), call: call, underlying: error)
-        }
-        if let provided, let result = resolve(provided, physical: physical ?? (device == nil ? nil : provided.physicalAddress.advanced(by: device!.rawValue &- provided.deviceAddress.rawValue)),
-                                              device: device, size: size) {
-            addMemory(provided)
-            return result
-        }
-        throw RemoteprocError(.noMapping(what: what, device: device, physical: physical, size: size), call: call)
-    }
-
-    /// Allocates `size` bytes of device memory in the memories marked as allocation pools,
-    /// avoiding everything the loaded image and its table use (for RPMsg buffer pools and the like).
-    public func allocateDeviceMemory(size: Int, alignment: Int = RemoteProcessor.allocationAlignment, purpose: String) throws(RemoteprocError) -> MemoryMapping {
-        let pools = memories.withLock { $0.filter(\.isAllocationPool) }
-        let address = allocations.withLock { $0.ranges.allocate(size: size, alignment: alignment, in: pools) }
-        guard let address else { throw RemoteprocError(.allocationFailed(what: purpose, size: size), call: .mmap) }
-        return try mapping(physical: nil, device: address, size: size, attributes: 0, call: .mmap, what: purpose)
-    }
-
-    // MARK: Notify ids
-
-    /// Takes a notify id (`remoteproc_allocate_id`): exactly `id`, or the lowest free id for ANY.
-    /// - Throws: when `id` is taken or out of range, or no id is left (never a duplicate).
-    /// The id stays taken across loads, stops and recoveries (a table asking for it fails to
-    /// load) until ``releaseNotifyID(_:)`` or ``shutdown()``.
-    public func allocateNotifyID(_ id: NotifyID = .any) throws(RemoteprocError) -> NotifyID {
-        try allocations.withLock { (a) throws(RemoteprocError) in
-            let taken = try a.notifyIDs.allocate(id, call: .allocateNotifyID)
-            a.userIDs.insert(taken.rawValue)
-            return taken
-        }
-    }
-
-    /// Gives back a notify id taken with ``allocateNotifyID(_:)``.
-    public func releaseNotifyID(_ id: NotifyID) {
-        allocations.withLock { a in
-            a.notifyIDs.release(id)
-            a.userIDs.remove(id.rawValue)
-        }
-    }
-
-    // MARK: Resource table handling
-
-    /// Handles `table` as this processor's host does (``ResourceTableHandler``).
-    private func handle(_ table: ResourceTable, location: MemoryMapping, notifyIDs: inout NotifyIDAllocator,
-                        ranges: inout DeviceRangeAllocator, call: RemoteprocCall) throws(RemoteprocError) -> ResourceTableHandler.Outcome {
-        let handler = ResourceTableHandler(
-            host: host, notifyIDCapacity: notifyIDCapacity, pools: memories.withLock { $0.filter(\.isAllocationPool) },
-            map: { (physical, device, size, attributes, what) throws(RemoteprocError) in
-                try self.mapping(physical: physical, device: device, size: size, attributes: attributes, call: call, what: what)
-            },
-            isMapped: { device, size in self.memory(containingDevice: device, size: max(size, 1)) != nil },
-            vendor: { resource, index in try self.ops.handleVendorResource(resource, entryIndex: index) },
-            call: call)
-        return try handler.handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges)
-    }
-
-    // MARK: Virtio
-
-    /// Builds the virtio device of vdev entry `index` (an index among the table's vdev entries,
-    /// not a virtio id) from the installed table (`remoteproc_create_virtio`). Creating the same
-    /// index twice returns the same device. In the device role it first waits, without holding
-    /// the life-cycle lock, up to `driverTimeout` for the host to set DRIVER_OK.
-    /// Allowed in Ready and Running.
-    public func createVirtio(index: Int, role: VirtioRole, driverTimeout: Duration = .seconds(5)) throws(RemoteprocError) -> VirtioDevice {
-        let device: VirtioDevice = try locked(.createVirtio, allowed: [.ready, .running]) { (life) throws(RemoteprocError) in
-            try createVirtioLocked(index: index, role: role, life: life)
-        }
-        if role == .device {
-            do throws(RemoteprocError) {
-                guard try device.waitForDriverOK(timeout: driverTimeout) else {
-                    let status = (try? device.status()).map { hex(UInt64($0.rawValue)) } ?? "unreadable"
-                    throw RemoteprocError(.timedOut(what: "vdev status DRIVER_OK (it is \(status))", seconds: driverTimeout.inSeconds), call: .createVirtio)
-                }
-            } catch {
-                removeVirtio(device)
-                throw error
-            }
-        }
-        return device
-    }
-
-    /// The body of ``createVirtio(index:role:driverTimeout:)`` under the life-cycle lock.
-    private func createVirtioLocked(index: Int, role: VirtioRole, life: Lifecycle) throws(RemoteprocError) -> VirtioDevice {
-            guard let installed = life.installed else { throw RemoteprocError(.noResourceTable, call: .createVirtio) }
-            let vdevs = installed.table.virtioDevices
-            guard vdevs.indices.contains(index) else {
-                throw RemoteprocError(.noSuchVirtioDevice(index: index, count: vdevs.count), call: .createVirtio)
-            }
-            if let existing = virtioDevices.withLock({ $0.first { $0.index == index } }) { return existing }
-            let (entryIndex, resource) = vdevs[index]
-            var vrings: [VringPlacement] = []
-            for (k, vring) in resource.vrings.enumerated() {
-                guard let da = vring.deviceAddress.device, let size = vring.byteSize else {
-                    throw RemoteprocError(.invalidArgument("vring \(k) of vdev \(index) has no address"), call: .createVirtio)
-                }
-                let mapping = try mapping(physical: nil, device: da, size: size, attributes: 0, call: .createVirtio, what: "vdev \(index) vring \(k)")
-                vrings.append(VringPlacement(index: k, notifyID: vring.notifyID, deviceAddress: da, alignment: Int(vring.alignment),
-                                             count: Int(vring.count), mapping: mapping))
-            }
-            var entry = installed.location
-            entry.offset += installed.table.entryOffsets[entryIndex]
-            entry.device = DeviceAddress(entry.device.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
-            entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
-            entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
-            let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry,
-                                      host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) })
-            virtioDevices.withLock { $0.append(device) }
-            return device
-    }
-
-    /// Unlinks a virtio device (`remoteproc_remove_virtio`); its notifications stop.
-    public func removeVirtio(_ device: VirtioDevice) {
-        virtioDevices.withLock { $0.removeAll { $0 === device } }
-        device.invalidate()
-    }
-
-    /// Before the core is stopped: the host's drivers let go of their devices, writing what this
-    /// host writes then (``VirtioDevice/driverRemoved()``).
-    private func removeDrivers(_ life: inout Lifecycle) {
-        for device in virtioDevices.withLock({ $0 }) where device.role == .driver {
-            life.events += device.driverRemoved().map { .vdevWrite($0) }
-        }
-    }
-
-    /// Unlinks every virtio device and marks it unavailable, so blocked users fail at once.
-    private func dropVirtioDevices() {
-        let devices = virtioDevices.withLock { list in
-            defer { list.removeAll() }
-            return list
-        }
-        for device in devices { device.invalidate() }
-    }
-
-    /// The virtio devices created and not removed.
-    public var virtioDeviceList: [VirtioDevice] { virtioDevices.withLock { $0 } }
-
-    /// Routes an incoming notification to the virtqueues it names (`remoteproc_get_notification`):
-    /// every vring whose notify id is `id`, or every vring for ANY. Safe from an interrupt thread.
-    /// Returns how many vring handlers ran.
-    @discardableResult
-    public func handleNotification(_ id: NotifyID) -> Int {
-        let devices = virtioDevices.withLock { $0 }
-        return devices.reduce(0) { $0 + $1.dispatch(id) }
-    }
 }

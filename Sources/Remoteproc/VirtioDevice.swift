@@ -21,7 +21,7 @@ public struct VringPlacement: Sendable {
 /// (`remoteproc_create_virtio`): status, features and config space are read and written in the
 /// entry itself, in target memory, as OpenAMP's `remoteproc_virtio` dispatch does; kicks go to
 /// the platform's `notify` op; incoming notifications reach the handlers set per vring.
-public final class VirtioDevice: VirtioTransport {
+public final class VirtioDevice: Sendable {
     /// The vdev's position among the table's vdev entries.
     public let index: Int
     /// The entry's index in the table.
@@ -43,6 +43,9 @@ public final class VirtioDevice: VirtioTransport {
     private let report: @Sendable (RemoteprocEvent) -> Void
     private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
     private let available = Atomic<Bool>(true)
+
+    /// This device as a `Virtio` transport (what RPMsg runs over).
+    public var transport: VirtioDeviceTransport { VirtioDeviceTransport(self) }
 
     /// `false` once the remote crashed, stopped, shut down, or the device was removed.
     public var isAvailable: Bool { available.load(ordering: .acquiring) }
@@ -205,14 +208,9 @@ public final class VirtioDevice: VirtioTransport {
     /// writes where the platform tells them (``RemoteprocOps/hostWrites``). False when `timeout` passed first.
     public func waitForDriverOK(timeout: Duration) throws(RemoteprocError) -> Bool {
         let clock = ops.clock
-        do {
-            return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: ops.hostWrites,
-                                              status: { try status() }, clearReset: { try acknowledgeReset() })
-        } catch let error as RemoteprocError {
-            throw error
-        } catch {
-            throw RemoteprocError(.operationFailed(op: "wait for DRIVER_OK"), call: .createVirtio, underlying: error)
-        }
+        return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: ops.hostWrites,
+                                          status: { () throws(RemoteprocError) in try status() },
+                                          clearReset: { () throws(RemoteprocError) in try acknowledgeReset() })
     }
 
     /// Kicks vring `index`: calls the `notify` op with that vring's notify id.

@@ -12,7 +12,7 @@ import MetalIO
 ///     .service("rpmsg-upper") { .reply(Array(String(decoding: $0, as: UTF8.self).uppercased().utf8)) }
 ///     .crash(afterMessages: 5)
 /// ```
-public struct ScriptedRemote: NativeFirmware {
+public struct ScriptedRemote: FirmwareProgram {
     /// What the remote does with one message.
     public enum Response: Sendable {
         case reply([UInt8])

@@ -21,7 +21,7 @@ public enum TestFirmware: Sendable {
     /// headers, start-up code and remote-side library (``FirmwareKit/FirmwareBuilder/build(directory:name:architecture:)``).
     case sources(directory: String, architecture: CPUArchitecture)
     /// A native (Swift) firmware model, e.g. `EchoFirmware()`, or a ``ScriptedRemote``.
-    case native(any NativeFirmware)
+    case native(any FirmwareProgram)
 
     /// A scripted remote (see ``ScriptedRemote``).
     public static func scripted(_ remote: ScriptedRemote) -> TestFirmware { .native(remote) }
@@ -71,7 +71,7 @@ public final class SimulatedRemote: @unchecked Sendable {
                 debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment)) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
-        let runner: any NativeFirmware
+        let runner: any FirmwareProgram
         func cpu(_ architecture: CPUArchitecture, elf: String) throws -> (EmulatedCPU, GDBServer?) {
             guard let debug else { return (EmulatedCPU(architecture), nil) }
             let server = try GDBServer(architecture: architecture, options: debug)

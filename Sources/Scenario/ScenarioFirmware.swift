@@ -7,7 +7,7 @@ enum ScenarioFirmware {
     static func programs() -> [String] { (try? FirmwareBuilder.forThisPackage().programs()) ?? [] }
     static func programExists(_ name: String) -> Bool { programs().contains(name) }
 
-    static func native(_ name: String) -> (any NativeFirmware)? {
+    static func native(_ name: String) -> (any FirmwareProgram)? {
         switch name {
         case "echo": EchoFirmware()
         case "ping": PingFirmware()
@@ -21,7 +21,7 @@ enum ScenarioFirmware {
     }
 
     /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
-    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil) throws -> (firmware: any NativeFirmware, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
+    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil) throws -> (firmware: any FirmwareProgram, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
         func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
             let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
             guard let debug else { return (EmulatedCPU(architecture), nil) }

@@ -11,12 +11,12 @@ import MetalIO
 ///   - status: reads the status; `clearReset` writes 0; `checkStop` throws to end the wait early
 ///     (a stopped core). What they throw is rethrown.
 /// - Returns: whether DRIVER_OK came before `deadline`.
-public func waitForDriverOK(clock: any WaitClock, until deadline: ClockInstant, changes: ConditionWaiters?,
-                            status: () throws -> VirtioStatus, clearReset: () throws -> Void,
-                            checkStop: () throws -> Void = {}) throws -> Bool {
-    var failure: (any Error)?
+public func waitForDriverOK<Failure: Error>(clock: any WaitClock, until deadline: ClockInstant, changes: ConditionWaiters?,
+                                           status: () throws(Failure) -> VirtioStatus, clearReset: () throws(Failure) -> Void,
+                                           checkStop: () throws(Failure) -> Void = {}) throws(Failure) -> Bool {
+    var failure: Failure?
     func look() -> Bool {
-        do {
+        do throws(Failure) {
             try checkStop()
             let current = try status()
             if current.contains(.needsReset) {

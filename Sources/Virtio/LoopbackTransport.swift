@@ -72,35 +72,35 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
 
     fileprivate func raise(_ vring: Int) { interrupts.raise(vring) }
 
-    public func status() throws -> VirtioStatus { VirtioStatus(rawValue: shared.status.load(ordering: .acquiring)) }
-    public func setStatus(_ status: VirtioStatus) throws {
+    public func status() throws(VirtioError) -> VirtioStatus { VirtioStatus(rawValue: shared.status.load(ordering: .acquiring)) }
+    public func setStatus(_ status: VirtioStatus) throws(VirtioError) {
         shared.status.store(status.rawValue, ordering: .releasing)
         shared.statusChanges.changed()
     }
-    public func acknowledgeReset() throws {
+    public func acknowledgeReset() throws(VirtioError) {
         shared.status.store(0, ordering: .releasing)
         shared.statusChanges.changed()
     }
-    public func waitForDriverOK(timeout: Duration) throws -> Bool {
+    public func waitForDriverOK(timeout: Duration) throws(VirtioError) -> Bool {
         let clock = RealTimeClock.shared
         return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: shared.statusChanges,
-                                          status: { try status() }, clearReset: { try acknowledgeReset() })
+                                          status: { () throws(VirtioError) in try status() }, clearReset: { () throws(VirtioError) in try acknowledgeReset() })
     }
-    public func deviceFeatures() throws -> VirtioFeatures { VirtioFeatures(rawValue: shared.deviceFeatureBits) }
-    public func driverFeatures() throws -> VirtioFeatures { VirtioFeatures(rawValue: shared.driverFeatureBits.load(ordering: .acquiring)) }
-    public func negotiateFeatures(supported: VirtioFeatures) throws -> VirtioFeatures {
+    public func deviceFeatures() throws(VirtioError) -> VirtioFeatures { VirtioFeatures(rawValue: shared.deviceFeatureBits) }
+    public func driverFeatures() throws(VirtioError) -> VirtioFeatures { VirtioFeatures(rawValue: shared.driverFeatureBits.load(ordering: .acquiring)) }
+    public func negotiateFeatures(supported: VirtioFeatures) throws(VirtioError) -> VirtioFeatures {
         let accepted = VirtioFeatures(rawValue: shared.deviceFeatureBits).intersection(supported)
         shared.driverFeatureBits.store(accepted.rawValue, ordering: .releasing)
         return accepted
     }
-    public func readConfig(at offset: Int, count: Int) throws -> [UInt8] {
+    public func readConfig(at offset: Int, count: Int) throws(VirtioError) -> [UInt8] {
         guard offset == 0, count == 0 else { throw VirtioError(.invalidArgument("a loopback device has no config space")) }
         return []
     }
-    public func writeConfig(_ bytes: [UInt8], at offset: Int) throws {
+    public func writeConfig(_ bytes: [UInt8], at offset: Int) throws(VirtioError) {
         guard bytes.isEmpty else { throw VirtioError(.invalidArgument("a loopback device has no config space")) }
     }
-    public func kick(vring index: Int) throws { peer.withLock { $0 }?.raise(index) }
+    public func kick(vring index: Int) throws(VirtioError) { peer.withLock { $0 }?.raise(index) }
     public func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?) {
         handlers.withLock { $0[index] = handler }
     }

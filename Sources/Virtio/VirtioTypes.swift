@@ -91,27 +91,27 @@ public protocol VirtioTransport: AnyObject, Sendable {
     var vringLocations: [VringLocation] { get }
     /// Which host stack the driver side behaves as (status writes, kicks, buffers, addresses).
     var host: HostPersonality { get }
-    func status() throws -> VirtioStatus
+    func status() throws(VirtioError) -> VirtioStatus
     /// Writes the status byte (driver role); whether the peer is notified is the host's behaviour
     /// (``HostPersonality/notifiesOnVdevWrites``).
-    func setStatus(_ status: VirtioStatus) throws
+    func setStatus(_ status: VirtioStatus) throws(VirtioError)
     /// Acknowledges a NEEDS_RESET request (device role): status = 0.
-    func acknowledgeReset() throws
+    func acknowledgeReset() throws(VirtioError)
     /// The device role's wait for DRIVER_OK (``waitForDriverOK(clock:until:changes:status:clearReset:checkStop:)``),
     /// woken by the driver's status writes where the transport can tell them; false when `timeout` passed first.
-    func waitForDriverOK(timeout: Duration) throws -> Bool
-    func deviceFeatures() throws -> VirtioFeatures
-    func driverFeatures() throws -> VirtioFeatures
+    func waitForDriverOK(timeout: Duration) throws(VirtioError) -> Bool
+    func deviceFeatures() throws(VirtioError) -> VirtioFeatures
+    func driverFeatures() throws(VirtioError) -> VirtioFeatures
     /// Driver role: gfeatures = dfeatures ∩ `supported`; returns it.
-    func negotiateFeatures(supported: VirtioFeatures) throws -> VirtioFeatures
-    func readConfig(at offset: Int, count: Int) throws -> [UInt8]
-    func writeConfig(_ bytes: [UInt8], at offset: Int) throws
+    func negotiateFeatures(supported: VirtioFeatures) throws(VirtioError) -> VirtioFeatures
+    func readConfig(at offset: Int, count: Int) throws(VirtioError) -> [UInt8]
+    func writeConfig(_ bytes: [UInt8], at offset: Int) throws(VirtioError)
     /// Driver role, as the queue is set up (`find_vqs`): a transport whose vring addresses the
     /// host publishes late (Linux writes an allocated vring's `da` into the table only now, after
     /// the remote started) does it here. The queue itself zeroes the ring.
-    func prepareDriverQueue(_ index: Int) throws
+    func prepareDriverQueue(_ index: Int) throws(VirtioError)
     /// Kicks vring `index` (its notify id goes to the other side).
-    func kick(vring index: Int) throws
+    func kick(vring index: Int) throws(VirtioError)
     /// What runs when vring `index` is notified.
     func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?)
     /// `false` once the device is gone (the remote crashed, stopped or was removed): users stop
@@ -121,7 +121,7 @@ public protocol VirtioTransport: AnyObject, Sendable {
 
 extension VirtioTransport {
     public var isAvailable: Bool { true }
-    public func prepareDriverQueue(_ index: Int) throws {}
+    public func prepareDriverQueue(_ index: Int) throws(VirtioError) {}
 }
 
 /// The memory buffers live in (the shared window), addressed on the wire by device address.
@@ -163,6 +163,9 @@ public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
         case invalidArgument(String)
         /// Memory the ring says is there could not be read.
         case unreadable(address: UInt64, length: Int)
+        /// An operation of the transport itself (status, features, config space, a kick) failed
+        /// in the platform under it; its error is kept.
+        case transport(operation: String, underlying: UnderlyingError)
     }
     public var kind: Kind
     public init(_ kind: Kind) { self.kind = kind }
@@ -175,8 +178,18 @@ public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .io(error): error.description
         case let .invalidArgument(why): why
         case let .unreadable(address, length): "\(length) bytes at \(hex(address)) cannot be read"
+        case let .transport(operation, underlying): "\(operation): \(underlying)"
         }
     }
+}
+
+/// An error from a lower layer, kept inside a `Hashable` error: two are equal when they read the same.
+public struct UnderlyingError: Hashable, Sendable, CustomStringConvertible {
+    public let error: any Error
+    public init(_ error: any Error) { self.error = error }
+    public var description: String { "\(error)" }
+    public static func == (a: UnderlyingError, b: UnderlyingError) -> Bool { String(reflecting: a.error) == String(reflecting: b.error) }
+    public func hash(into hasher: inout Hasher) { hasher.combine(String(reflecting: error)) }
 }
 
 /// Counts of malformed data read from shared memory, per virtqueue. Each bad item was dropped.

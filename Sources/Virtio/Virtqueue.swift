@@ -56,11 +56,11 @@ public class Virtqueue: @unchecked Sendable {
     public let window: BufferWindow
     /// Whether `VIRTIO_RING_F_EVENT_IDX` was negotiated.
     public let usesEventIndex: Bool
-    let kick: @Sendable () throws -> Void
+    let kick: @Sendable () throws(VirtioError) -> Void
     let errors = MetalMutex(VirtqueueErrorCounts())
     let kicks = Atomic<Int>(0)
 
-    init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
+    init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws(VirtioError) -> Void) throws(VirtioError) {
         let layout = try VringLayout(count: location.count, alignment: location.alignment)
         guard location.region.contains(offset: location.offset, count: layout.byteSize) else {
             throw VirtioError(.invalidRing("the \(layout.byteSize)-byte vring at offset \(location.offset) does not fit its \(location.region.size)-byte region"))
@@ -113,7 +113,7 @@ public class Virtqueue: @unchecked Sendable {
         published != seen && Int(published &- seen) <= count
     }
 
-    func sendKick() throws {
+    func sendKick() throws(VirtioError) {
         kicks.add(1, ordering: .relaxed)
         try kick()
     }
@@ -135,7 +135,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     private let state: MetalMutex<State>
 
     /// Lays out an empty ring (the driver zeroes the vring memory, as OpenAMP's driver role does).
-    public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
+    public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws(VirtioError) -> Void) throws(VirtioError) {
         state = MetalMutex(State(free: Array(0..<location.count)))
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
         do { try location.region.fill(0, at: location.offset, count: layout.byteSize) } catch { throw VirtioError(.io(error)) }
@@ -177,7 +177,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// Kicks the device if it wants to know about the buffers added since the last kick
     /// (`virtqueue_kick`). Returns whether it kicked.
     @discardableResult
-    public func kickIfNeeded() throws -> Bool {
+    public func kickIfNeeded() throws(VirtioError) -> Bool {
         let needed = kickPrepare()
         if needed { try sendKick() }
         return needed
@@ -194,7 +194,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     }
 
     /// Kicks the device (`virtqueue_notify`), after ``kickPrepare()`` said it wants to know.
-    public func notify() throws { try sendKick() }
+    public func notify() throws(VirtioError) { try sendKick() }
 
     /// Takes the next used buffer (`virtqueue_get_buffer`), or `nil` when there is none. Used
     /// elements naming unknown descriptors, and index jumps, are counted and skipped.
@@ -263,7 +263,7 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
     /// Uses the ring the driver laid out (the device does not zero it), from its used index:
     /// buffers the driver posted before the device came up (as the host's receive buffers before
     /// DRIVER_OK) are taken first.
-    public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws -> Void) throws(VirtioError) {
+    public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws(VirtioError) -> Void) throws(VirtioError) {
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
         // Everything before the used index was handled by an earlier device (none on a fresh ring).
         state.withLock { s in
@@ -339,7 +339,7 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
     /// Notifies the driver if it wants to know about the buffers used since the last
     /// notification. Returns whether it kicked.
     @discardableResult
-    public func notifyIfNeeded() throws -> Bool {
+    public func notifyIfNeeded() throws(VirtioError) -> Bool {
         let needed = state.withLock { s in
             defer { s.queued = 0 }
             return peerWantsNotification(queued: s.queued, published: s.usedIndex, eventOffset: layout.usedEvent,

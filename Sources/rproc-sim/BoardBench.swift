@@ -28,7 +28,7 @@ enum BoardBench {
     }
 
     /// Boots `firmware` on a fresh board and returns the host's RPMsg endpoint bound to the announced service.
-    static func boot(_ firmware: any NativeFirmware, onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws
+    static func boot(_ firmware: any FirmwareProgram, onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws
         -> (Board, RemoteProcessor, RPMsgEndpoint) {
         let board = try Board(firmware: firmware)
         let processor = try board.makeProcessor()

@@ -37,7 +37,7 @@ enum EmulatedBench {
     }
 
     /// Boots `firmware` with `image` and returns the endpoint bound to the announced service.
-    static func boot(_ firmware: any NativeFirmware, elf: URL, service: String = "rpmsg-echo",
+    static func boot(_ firmware: any FirmwareProgram, elf: URL, service: String = "rpmsg-echo",
                      onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws -> (Board, RemoteProcessor, RPMsgEndpoint) {
         let board = try Board(firmware: firmware)
         let processor = try board.makeProcessor()

@@ -154,7 +154,7 @@ final class SoakBoard: @unchecked Sendable {
         self.kind = kind
         self.options = options
         random = SplitMix64(seed: seed)
-        let firmware: any NativeFirmware
+        let firmware: any FirmwareProgram
         switch kind {
         case .native:
             firmware = EchoFirmware()

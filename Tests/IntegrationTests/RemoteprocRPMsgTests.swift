@@ -64,7 +64,7 @@ struct RemoteprocRPMsgTests {
         let shared = try #require(host.memory(named: "shared"))
         let window = BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue)
         let pool = try host.allocateDeviceMemory(size: 32 * 512, purpose: "rpmsg buffers")
-        let hostRPMsg = try RPMsgDevice(host: hostVdev, window: window, pool: pool.offset..<(pool.offset + pool.size))
+        let hostRPMsg = try RPMsgDevice(host: hostVdev.transport, window: window, pool: pool.offset..<(pool.offset + pool.size))
 
         // The remote's own remoteproc instance attaches to the table the host completed.
         let remote = try RemoteProcessor(ops: MailboxPlatform(mailbox: mailbox, isHost: false))
@@ -73,7 +73,7 @@ struct RemoteprocRPMsgTests {
         try remote.setResourceTable(at: DeviceAddress(0x2000_0000), size: table.bytes.count)
         let remoteVdev = try remote.createVirtio(index: 0, role: .device, driverTimeout: .seconds(1))
         #expect(remoteVdev.vrings.map(\.notifyID) == hostVdev.vrings.map(\.notifyID))
-        let remoteRPMsg = try RPMsgDevice(remote: remoteVdev, window: window)
+        let remoteRPMsg = try RPMsgDevice(remote: remoteVdev.transport, window: window)
         #expect(remoteRPMsg.features == [.rpmsgNameService, .ringEventIndex])
 
         func pump() {
@@ -121,7 +121,7 @@ struct RemoteprocRPMsgTests {
         try host.start()
         let shared = try #require(host.memory(named: "shared"))
         let pool = try host.allocateDeviceMemory(size: 32 * 512, purpose: "rpmsg buffers")
-        let rpmsg = try RPMsgDevice(host: try host.createVirtio(index: 0, role: .driver),
+        let rpmsg = try RPMsgDevice(host: try host.createVirtio(index: 0, role: .driver).transport,
                                     window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
                                     pool: pool.offset..<(pool.offset + pool.size))
         let endpoint = try rpmsg.createEndpoint(destination: RPMsgAddress(1024)) { _ in }

@@ -258,7 +258,7 @@ struct BoardTraceTests {
 }
 
 /// `firmware` on a fresh board, configured, loaded from ``NativeImage`` and started.
-func startedBoard(_ firmware: any NativeFirmware, pollMode: Bool = false, vringCount: UInt32 = 256) throws -> (Board, RemoteProcessor) {
+func startedBoard(_ firmware: any FirmwareProgram, pollMode: Bool = false, vringCount: UInt32 = 256) throws -> (Board, RemoteProcessor) {
     let board = try Board(firmware: firmware, pollMode: pollMode)
     let processor = try board.makeProcessor()
     try processor.configure()
@@ -268,7 +268,7 @@ func startedBoard(_ firmware: any NativeFirmware, pollMode: Bool = false, vringC
 }
 
 /// Boots `firmware` on a fresh board with a host RPMsg device.
-func bootBoard(_ firmware: any NativeFirmware) throws -> (Board, RemoteProcessor, RPMsgDevice) {
+func bootBoard(_ firmware: any FirmwareProgram) throws -> (Board, RemoteProcessor, RPMsgDevice) {
     let (board, processor) = try startedBoard(firmware)
     return (board, processor, try hostRPMsg(processor))
 }

@@ -46,7 +46,7 @@ enum StartupStep: Equatable, CustomStringConvertible {
 }
 
 /// A native firmware image and board under `host`, started, with the host's RPMsg on it.
-private func nativeBoard(_ firmware: any NativeFirmware, host: HostPersonality, image: [UInt8]) throws -> (Board, RemoteProcessor, RPMsgDevice) {
+private func nativeBoard(_ firmware: any FirmwareProgram, host: HostPersonality, image: [UInt8]) throws -> (Board, RemoteProcessor, RPMsgDevice) {
     let board = try Board(firmware: firmware)
     let processor = try board.makeProcessor(host: host)
     try processor.configure()

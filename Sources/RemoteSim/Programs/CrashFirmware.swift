@@ -3,7 +3,7 @@ import Synchronization
 
 /// Native firmware that echoes like ``EchoFirmware`` and, after `afterMessages` messages, loads
 /// from an address no memory covers: a fault.
-public struct CrashFirmware: NativeFirmware {
+public struct CrashFirmware: FirmwareProgram {
     public let afterMessages: Int
     public let faultAddress: UInt64
     public init(afterMessages: Int = 10, faultAddress: UInt64 = 0xDEAD_BEEF) {
@@ -17,7 +17,7 @@ public struct CrashFirmware: NativeFirmware {
         let counter = MessageCounter()
         _ = try device.createEndpoint(name: "rpmsg-echo") { message in
             counter.increment()
-            try? device.send(message.payload, from: message.destination, to: message.source, timeout: .seconds(5))
+            try? rpmsg.reply(to: message, with: message.payload)
         }
         while true {
             try rpmsg.waitAndProcess()

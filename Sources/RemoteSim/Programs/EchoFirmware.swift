@@ -1,7 +1,7 @@
 import RPMsg
 
 /// Native firmware: announces `rpmsg-echo` and sends every message back to its sender.
-public struct EchoFirmware: NativeFirmware {
+public struct EchoFirmware: FirmwareProgram {
     public let serviceName: String
     public init(serviceName: String = "rpmsg-echo") { self.serviceName = serviceName }
 
@@ -9,12 +9,12 @@ public struct EchoFirmware: NativeFirmware {
         let rpmsg = try core.rpmsg()
         let device = rpmsg.device
         _ = try device.createEndpoint(name: serviceName) { message in
-            do { try device.send(message.payload, from: message.destination, to: message.source, timeout: .seconds(5)) } catch {
+            do { try rpmsg.reply(to: message, with: message.payload) } catch {
                 core.print("echo: reply to \(message.source) failed: \(error)")
             }
         }
         core.print("echo: ready")
         core.trace("echo: serving \(serviceName)")
-        while true { try rpmsg.waitAndProcess() }
+        try rpmsg.serve()
     }
 }

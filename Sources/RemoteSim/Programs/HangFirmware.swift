@@ -1,5 +1,5 @@
 /// Native firmware that arms its watchdog, kicks it for a while, then spins without kicking.
-public struct HangFirmware: NativeFirmware {
+public struct HangFirmware: FirmwareProgram {
     public let watchdogMilliseconds: UInt32
     public let healthyIterations: Int
     public init(watchdogMilliseconds: UInt32 = 20, healthyIterations: Int = 5) {

@@ -1,5 +1,5 @@
 /// Native firmware that reports a fatal error through the PANIC register after a delay.
-public struct PanicFirmware: NativeFirmware {
+public struct PanicFirmware: FirmwareProgram {
     public let code: UInt32
     public let afterMicroseconds: UInt32
     public init(code: UInt32 = 0xDEAD_BEEF, afterMicroseconds: UInt32 = 1000) {

@@ -6,7 +6,7 @@ import MetalIO
 /// Native firmware that waits for the host to announce `service`, sends it `count` messages one
 /// at a time and checks each reply equals what it sent. It prints `ping: N/N replies ok` when
 /// done, and panics with code 0x0B0B_0000 | i on the first wrong or missing reply.
-public struct PingFirmware: NativeFirmware {
+public struct PingFirmware: FirmwareProgram {
     public let service: String
     public let count: Int
     public init(service: String = "rpmsg-ping", count: Int = 100) {
@@ -36,6 +36,6 @@ public struct PingFirmware: NativeFirmware {
             guard lastReply.withLock({ $0 }) == payload else { try core.panic(0x0B0B_0000 | UInt32(i & 0xFFFF)) }
         }
         core.print("ping: \(count)/\(count) replies ok")
-        while true { try rpmsg.waitAndProcess() }
+        try rpmsg.serve()
     }
 }

@@ -4,7 +4,7 @@ import Synchronization
 /// Native firmware that announces `rpmsg-sink` and consumes every message; a message whose
 /// payload is the text `count?` is answered with the number of messages received before it
 /// (4 bytes, little-endian), so a host can tell when a stream has fully arrived.
-public struct SinkFirmware: NativeFirmware {
+public struct SinkFirmware: FirmwareProgram {
     public let serviceName: String
     public init(serviceName: String = "rpmsg-sink") { self.serviceName = serviceName }
 
@@ -16,12 +16,11 @@ public struct SinkFirmware: NativeFirmware {
         _ = try device.createEndpoint(name: serviceName) { message in
             if message.length == query.count && message.payload == query {
                 let n = UInt32(truncatingIfNeeded: received.value)
-                try? device.send((0..<4).map { UInt8(truncatingIfNeeded: n >> (8 * UInt32($0))) }, from: message.destination,
-                                 to: message.source, timeout: .seconds(5))
+                try? rpmsg.reply(to: message, with: n.littleEndianBytes)
             } else {
                 received.increment()
             }
         }
-        while true { try rpmsg.waitAndProcess() }
+        try rpmsg.serve()
     }
 }
