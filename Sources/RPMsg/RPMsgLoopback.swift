@@ -26,7 +26,7 @@ public struct RPMsgLoopback: Sendable {
         let layout = try VringLayout(count: vringCount, alignment: 4096)
         let stride = (layout.byteSize + 4095) / 4096 * 4096
         let vrings = (0..<2).map { i in
-            VringLocation(index: i, notifyID: UInt32(i + 1), deviceAddress: Self.sharedBase + UInt64(i * stride), region: region,
+            VringLocation(index: i, notifyID: NotifyID(UInt32(i + 1)), deviceAddress: DeviceAddress(Self.sharedBase + UInt64(i * stride)), region: region,
                           offset: i * stride, count: vringCount, alignment: 4096)
         }
         (hostTransport, remoteTransport) = try LoopbackTransport.makePair(vrings: vrings, features: features, interruptThreads: interruptThreads, host: personality)

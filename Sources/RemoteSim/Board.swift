@@ -71,7 +71,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     }
 
     /// Whether a kick may pass, after its delay; counts down a drop.
-    private func passKick(toRemote: Bool, id: UInt32) -> Bool {
+    private func passKick(toRemote: Bool, id: NotifyID) -> Bool {
         let (drop, delay): (Bool, Duration) = kickFaults.withLock { f in
             if toRemote {
                 if f.dropToRemote > 0 { f.dropToRemote -= 1; return (true, .zero) }
@@ -148,7 +148,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         core.withLock { $0.processor = processor }
         mailbox.setKickHandler { [weak processor, weak self] id in
             guard self?.passKick(toRemote: false, id: id) ?? true else { return }
-            processor?.handleNotification(NotifyID(id))
+            processor?.handleNotification(id)
         }
         // gdb's `kill` stops the processor as the host would.
         debugger?.onKill = { [weak processor] in try? processor?.stop() }
@@ -333,8 +333,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     }
 
     public func notify(_ id: NotifyID) throws {
-        guard passKick(toRemote: true, id: id.rawValue) else { return }
-        mailbox.notify(id.rawValue)
+        guard passKick(toRemote: true, id: id) else { return }
+        mailbox.notify(id)
     }
 }
 

@@ -8,11 +8,11 @@ import MetalIO
 /// Something the mailbox saw, for the board's trace.
 public enum MailboxEvent: Hashable, Sendable {
     /// The remote kicked the host with this notify id.
-    case kick(UInt32)
+    case kick(NotifyID)
     /// The remote wrote a KICK value above 31 (ignored; a firmware error).
     case invalidKick(UInt32)
     /// The host notified the remote with this id.
-    case notify(UInt32)
+    case notify(NotifyID)
     /// A complete console line.
     case consoleLine(String)
     /// The remote wrote PANIC.
@@ -89,7 +89,7 @@ public final class Mailbox: Sendable {
     /// panics — an emulated core uses it to end its run.
     public func setStopListener(_ listener: (@Sendable () -> Void)?) { callbacks.withLock { $0.stopListener = listener } }
     /// Remote → host interrupts (numbered by notify id).
-    public let hostInterrupts: InterruptLine
+    public let hostInterrupts: InterruptLine<NotifyID>
 
     /// - Parameter interruptThread: `false` for poll mode: kicks reach the host only in ``poll()``.
     /// - Parameters:
@@ -109,22 +109,16 @@ public final class Mailbox: Sendable {
     public func setEventHandler(_ handler: (@Sendable (MailboxEvent) -> Void)?) { callbacks.withLock { $0.events = handler } }
 
     /// Sets what handles a remote → host kick (the board forwards it to the core's notification entry).
-    public func setKickHandler(_ handler: (@Sendable (UInt32) -> Void)?) {
-        guard let handler else {
-            hostInterrupts.setHandler(nil)
-            return
-        }
-        hostInterrupts.setHandler { id in handler(UInt32(id)) }
-    }
+    public func setKickHandler(_ handler: (@Sendable (NotifyID) -> Void)?) { hostInterrupts.setHandler(handler) }
 
     private func emit(_ event: MailboxEvent) { callbacks.withLock { $0.events }?(event) }
 
     // MARK: Host side
 
     /// Interrupts the remote with notify id `id` (0–31): sets its PENDING bit and wakes the core.
-    public func notify(_ id: UInt32) {
-        guard id < UInt32(Self.notifyIDCount) else { return }
-        state.withLock { $0.pending |= 1 << id }
+    public func notify(_ id: NotifyID) {
+        guard id.rawValue < UInt32(Self.notifyIDCount) else { return }
+        state.withLock { $0.pending |= 1 << id.rawValue }
         emit(.notify(id))
         wake.signal()
     }
@@ -248,7 +242,7 @@ public final class Mailbox: Sendable {
     /// A 32-bit register write. Unknown offsets and read-only registers ignore it.
     public func write(_ offset: Int, _ value: UInt32) {
         switch Register(rawValue: offset) {
-        case .kick: kick(value)
+        case .kick: kick(NotifyID(value))
         case .ack: acknowledge(value)
         case .console: console(UInt8(truncatingIfNeeded: value))
         case .panic: panic(value)
@@ -258,14 +252,15 @@ public final class Mailbox: Sendable {
         }
     }
 
-    /// KICK: notifies the host with id `id`; above 31 it is ignored and reported.
-    public func kick(_ id: UInt32) {
-        guard id < UInt32(Self.notifyIDCount) else {
-            emit(.invalidKick(id))
+    /// KICK: notifies the host with id `id`; above 31 it is ignored and reported (the register's
+    /// value is the firmware's, unchecked until here).
+    public func kick(_ id: NotifyID) {
+        guard id.rawValue < UInt32(Self.notifyIDCount) else {
+            emit(.invalidKick(id.rawValue))
             return
         }
         emit(.kick(id))
-        hostInterrupts.raise(Int(id))
+        hostInterrupts.raise(id)
     }
 
     /// PENDING: the ids the host kicked and the firmware has not acknowledged.

@@ -88,7 +88,7 @@ public final class RemoteCore: Sendable {
         return pending
     }
 
-    public func kick(_ id: UInt32) { mailbox.kick(id) }
+    public func kick(_ id: NotifyID) { mailbox.kick(id) }
 
     /// Writes `text` to the CONSOLE register.
     public func print(_ text: String) {
@@ -249,7 +249,7 @@ final class RemoteSideOps: RemoteprocOps {
     init(mailbox: Mailbox) { self.mailbox = mailbox }
     func start(bootAddress: DeviceAddress) throws {}
     func stop() throws {}
-    func notify(_ id: NotifyID) throws { mailbox.kick(id.rawValue) }
+    func notify(_ id: NotifyID) throws { mailbox.kick(id) }
     var clock: any WaitClock { mailbox.clock }
     var hostWrites: ConditionWaiters? { mailbox.hostWrites }
 }

@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 import Remoteproc
 import RPMsg
 import Synchronization
@@ -7,10 +8,10 @@ import Synchronization
 public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
     public enum Kind: Sendable, Hashable {
         case stateChanged(from: RemoteprocState, to: RemoteprocState, call: RemoteprocCall)
-        /// The host kicked the remote (notify id).
-        case kickToRemote(UInt32)
-        /// The remote kicked the host (notify id).
-        case kickToHost(UInt32)
+        /// The host kicked the remote.
+        case kickToRemote(NotifyID)
+        /// The remote kicked the host.
+        case kickToHost(NotifyID)
         /// The firmware wrote an invalid KICK value.
         case invalidKick(UInt32)
         /// A console line, from the CONSOLE register or the resource table's trace buffer.

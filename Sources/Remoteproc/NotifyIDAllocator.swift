@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 /// Notify-id bookkeeping (`remoteproc_allocate_id`), with a fixed capacity and errors where
 /// OpenAMP wraps around: an id in use or none left is an error, never a duplicate.
 struct NotifyIDAllocator: Sendable {

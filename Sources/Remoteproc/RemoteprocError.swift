@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 
 /// Why a remote-processor call failed. The state is unchanged whenever a call throws.
 public struct RemoteprocError: Error, CustomStringConvertible {

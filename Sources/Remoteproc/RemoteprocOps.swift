@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 
 /// What the platform answers for a vendor-specific resource-table entry.
 public enum VendorResourceDisposition: Sendable, Hashable {

@@ -1,18 +1,6 @@
 import MetalIO
 import Virtio
 
-/// A notify id: the number a kick carries between host and remote (OpenAMP's `notifyid`).
-public struct NotifyID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
-    public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public init(_ rawValue: UInt32) { self.rawValue = rawValue }
-    /// `RSC_NOTIFY_ID_ANY`: the host chooses the id.
-    public static let any = NotifyID(0xFFFF_FFFF)
-    public var isAny: Bool { self == .any }
-    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
-    public var description: String { isAny ? "ANY" : String(rawValue) }
-}
-
 /// A 32-bit address field of the resource table, where all ones means "the host chooses"
 /// (`FW_RSC_U32_ADDR_ANY`).
 public struct ResourceAddress: RawRepresentable, Hashable, Sendable, CustomStringConvertible {

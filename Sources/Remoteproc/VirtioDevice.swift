@@ -70,7 +70,7 @@ public final class VirtioDevice: Sendable {
 
     /// The vrings as the `Virtio` module's queues need them.
     public var vringLocations: [VringLocation] {
-        vrings.map { VringLocation(index: $0.index, notifyID: $0.notifyID.rawValue, deviceAddress: $0.deviceAddress.rawValue,
+        vrings.map { VringLocation(index: $0.index, notifyID: $0.notifyID, deviceAddress: $0.deviceAddress,
                                    region: $0.mapping.region, offset: $0.mapping.offset, count: $0.count, alignment: $0.alignment) }
     }
 

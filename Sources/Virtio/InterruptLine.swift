@@ -5,12 +5,12 @@ import MetalIO
 /// default) the handler runs there, as an interrupt handler would; in poll mode nothing runs until
 /// ``poll()``, which makes tests deterministic. Raises of one number that arrive before it is
 /// handled coalesce into one, as a real interrupt controller's pending bit does; none is lost.
-public final class InterruptLine: @unchecked Sendable {
+public final class InterruptLine<Number: Hashable & Comparable & Sendable>: @unchecked Sendable {
     // Mutable state is in Mutexes and atomics; the signals are thread-safe.
-    private let pending = MetalMutex<(numbers: Set<Int>, stop: Bool)>(([], false))
+    private let pending = MetalMutex<(numbers: Set<Number>, stop: Bool)>(([], false))
     /// The handler, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
     /// every access, so each interrupt would have called through a longer chain than the last.
-    private struct Handler { var call: (@Sendable (Int) -> Void)? }
+    private struct Handler { var call: (@Sendable (Number) -> Void)? }
     private let handler = MetalMutex(Handler())
     private let wake = WakeSignal()
     private let stopped = WakeSignal()
@@ -28,10 +28,10 @@ public final class InterruptLine: @unchecked Sendable {
     }
 
     /// Sets what handles an interrupt (it receives the interrupt's number).
-    public func setHandler(_ handler: (@Sendable (Int) -> Void)?) { self.handler.withLock { $0.call = handler } }
+    public func setHandler(_ handler: (@Sendable (Number) -> Void)?) { self.handler.withLock { $0.call = handler } }
 
     /// Raises interrupt `number`.
-    public func raise(_ number: Int) {
+    public func raise(_ number: Number) {
         raised.add(1, ordering: .relaxed)
         let stop = pending.withLock { p in
             p.numbers.insert(number)
@@ -65,14 +65,14 @@ public final class InterruptLine: @unchecked Sendable {
         stopped.wait(timeout: .seconds(5))
     }
 
-    private func take() -> Set<Int> {
+    private func take() -> Set<Number> {
         pending.withLock { p in
             defer { p.numbers = [] }
             return p.numbers
         }
     }
 
-    private func deliver(_ numbers: Set<Int>) {
+    private func deliver(_ numbers: Set<Number>) {
         guard !numbers.isEmpty, let handler = handler.withLock({ $0.call }) else { return }
         for number in numbers.sorted() { handler(number) }
     }

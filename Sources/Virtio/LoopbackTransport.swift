@@ -28,7 +28,8 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     let shared: LoopbackVirtioDevice
     private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
     private let peer = MetalMutex<LoopbackTransport?>(nil)
-    private let interrupts: InterruptLine
+    /// Numbered by vring index.
+    private let interrupts: InterruptLine<Int>
     public let usesInterruptThread: Bool
     public let host: HostPersonality
 

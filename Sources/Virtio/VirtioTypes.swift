@@ -58,9 +58,9 @@ public enum VirtioRole: String, Sendable, Hashable {
 public struct VringLocation: Sendable {
     public var index: Int
     /// The id a kick of this vring carries.
-    public var notifyID: UInt32
+    public var notifyID: NotifyID
     /// The vring's device address (what the resource table says).
-    public var deviceAddress: UInt64
+    public var deviceAddress: DeviceAddress
     public var region: IORegion
     /// Offset of the descriptor table in ``region``.
     public var offset: Int
@@ -69,7 +69,7 @@ public struct VringLocation: Sendable {
     /// Alignment of the used ring.
     public var alignment: Int
 
-    public init(index: Int, notifyID: UInt32, deviceAddress: UInt64, region: IORegion, offset: Int, count: Int, alignment: Int) {
+    public init(index: Int, notifyID: NotifyID, deviceAddress: DeviceAddress, region: IORegion, offset: Int, count: Int, alignment: Int) {
         self.index = index
         self.notifyID = notifyID
         self.deviceAddress = deviceAddress

@@ -1,4 +1,5 @@
 import MetalIO
+import Virtio
 import Remoteproc
 
 /// A platform with the board's memory map and no CPU: enough to configure and load an image

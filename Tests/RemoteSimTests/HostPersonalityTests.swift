@@ -14,7 +14,7 @@ enum StartupStep: Equatable, CustomStringConvertible {
     case status(UInt8, available: [UInt16])
     case features(UInt32)
     case vringAddress(Int)
-    case kick(UInt32)
+    case kick(NotifyID)
 
     var description: String {
         switch self {

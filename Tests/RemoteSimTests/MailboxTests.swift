@@ -103,7 +103,7 @@ struct MailboxTests {
     func kicks() throws {
         let mailbox = try Mailbox(interruptThread: false)
         let events = EventRecorder(mailbox)
-        let seen = MetalMutex<[UInt32]>([])
+        let seen = MetalMutex<[NotifyID]>([])
         mailbox.setKickHandler { id in seen.withLock { $0.append(id) } }
         for _ in 0..<10 { mailbox.write(R.kick.rawValue, 1) }
         mailbox.write(R.kick.rawValue, 2)
@@ -187,7 +187,7 @@ struct MailboxLongRunTests {
         mailbox.setEventHandler { _ in events.add(1, ordering: .relaxed) }
         mailbox.setKickHandler { _ in kicks.add(1, ordering: .relaxed) }
         for i in 0..<250_000 {
-            mailbox.notify(UInt32(i % 8))
+            mailbox.notify(NotifyID(UInt32(i % 8)))
             mailbox.kick(1)
             if i % 64 == 0 { mailbox.poll() }
         }

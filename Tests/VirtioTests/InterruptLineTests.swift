@@ -7,7 +7,7 @@ import MetalIO
 struct InterruptLineTests {
     @Test("poll mode: nothing runs until poll; a burst for one number coalesces; none is lost")
     func pollMode() throws {
-        let line = try InterruptLine(thread: false)
+        let line = try InterruptLine<Int>(thread: false)
         let handled = MetalMutex<[Int]>([])
         line.setHandler { n in handled.withLock { $0.append(n) } }
         for _ in 0..<5 { line.raise(3) }
@@ -24,7 +24,7 @@ struct InterruptLineTests {
 
     @Test("thread mode: the handler runs on the line's thread for every raise, and stops at shutdown")
     func threadMode() throws {
-        let line = try InterruptLine()
+        let line = try InterruptLine<Int>()
         let count = Atomic<Int>(0)
         let done = WakeSignal()
         line.setHandler { _ in
@@ -41,7 +41,7 @@ struct InterruptLineTests {
 
     @Test("a raise that arrives while the handler runs is handled afterwards, never lost")
     func raiseDuringHandler() throws {
-        let line = try InterruptLine()
+        let line = try InterruptLine<Int>()
         let count = Atomic<Int>(0)
         let second = WakeSignal()
         line.setHandler { _ in
@@ -70,7 +70,7 @@ struct InterruptLineTests {
 struct InterruptLineLongRunTests {
     @Test("a quarter of a million deliveries reach the handler", .timeLimit(.minutes(1)))
     func manyDeliveries() throws {
-        let line = try InterruptLine(thread: false)
+        let line = try InterruptLine<Int>(thread: false)
         let handled = Atomic<Int>(0)
         line.setHandler { _ in handled.add(1, ordering: .relaxed) }
         for _ in 0..<250_000 {

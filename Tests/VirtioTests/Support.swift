@@ -63,7 +63,7 @@ struct VirtioFixture: Sendable {
         let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(Self.deviceBase))
         let window = BufferWindow(region: region, deviceBase: Self.deviceBase)
         let location = VringLocation(
-            index: 0, notifyID: 1, deviceAddress: Self.deviceBase, region: region, offset: 0,
+            index: 0, notifyID: 1, deviceAddress: DeviceAddress(Self.deviceBase), region: region, offset: 0,
             count: Self.ringCount, alignment: Self.ringAlignment)
         let driverKicks = Counter(), deviceKicks = Counter()
         // The driver first: it zeroes the ring. The device uses the ring as the driver laid it out.
