@@ -39,15 +39,21 @@ public struct ELFImage: Hashable, Sendable {
         let ehdr = ByteReader(bytes: try store.bytes(at: 0, count: headerSize))
 
         // Where the two header tables are, to read just enough of the file for libelf.
+        func field<T: FixedWidthInteger & UnsignedInteger>(_ name: String, at offset: Int, as: T.Type = T.self) throws(ImageError) -> T {
+            guard let value = ehdr.integer(at: offset, as: T.self) else {
+                throw fail(.truncated(what: "\(fileClass) file header field \(name)", needed: offset + MemoryLayout<T>.size, fileSize: ehdr.bytes.count))
+            }
+            return value
+        }
         let is64 = fileClass == .elf64
-        let phoff: UInt64 = is64 ? ehdr.integer(at: 32)! : UInt64(ehdr.integer(at: 28, as: UInt32.self)!)
-        let shoff: UInt64 = is64 ? ehdr.integer(at: 40)! : UInt64(ehdr.integer(at: 32, as: UInt32.self)!)
+        let phoff: UInt64 = is64 ? try field("e_phoff", at: 32) : UInt64(try field("e_phoff", at: 28, as: UInt32.self))
+        let shoff: UInt64 = is64 ? try field("e_shoff", at: 40) : UInt64(try field("e_shoff", at: 32, as: UInt32.self))
         let base = is64 ? 54 : 42
-        let phentsize = UInt64(ehdr.integer(at: base, as: UInt16.self)!)
-        let phnum = UInt64(ehdr.integer(at: base + 2, as: UInt16.self)!)
-        let shentsize = UInt64(ehdr.integer(at: base + 4, as: UInt16.self)!)
-        let shnum = UInt64(ehdr.integer(at: base + 6, as: UInt16.self)!)
-        let type = ehdr.integer(at: 16, as: UInt16.self)!
+        let phentsize = UInt64(try field("e_phentsize", at: base, as: UInt16.self))
+        let phnum = UInt64(try field("e_phnum", at: base + 2, as: UInt16.self))
+        let shentsize = UInt64(try field("e_shentsize", at: base + 4, as: UInt16.self))
+        let shnum = UInt64(try field("e_shnum", at: base + 6, as: UInt16.self))
+        let type: UInt16 = try field("e_type", at: 16)
         guard type == 2 else { throw fail(.unsupportedType(type)) }
         let expectedPh: UInt64 = is64 ? 56 : 32, expectedSh: UInt64 = is64 ? 64 : 40
         if phnum > 0 && phentsize != expectedPh {

@@ -33,17 +33,14 @@ extension ELFImage {
         var result: [ELFSymbol] = []
         for index in 0..<(Int(table.size) / entrySize) {
             let at = index * entrySize
-            let nameOffset = Int(bytes.integer(at: at, as: UInt32.self)!)
-            let info: UInt8, value: UInt64, size: UInt64
-            if entrySize == 24 {
-                info = bytes.integer(at: at + 4, as: UInt8.self)!
-                value = bytes.integer(at: at + 8, as: UInt64.self)!
-                size = bytes.integer(at: at + 16, as: UInt64.self)!
-            } else {
-                value = UInt64(bytes.integer(at: at + 4, as: UInt32.self)!)
-                size = UInt64(bytes.integer(at: at + 8, as: UInt32.self)!)
-                info = bytes.integer(at: at + 12, as: UInt8.self)!
+            let fields: (name: UInt32?, info: UInt8?, value: UInt64?, size: UInt64?) = entrySize == 24
+                ? (bytes.integer(at: at), bytes.integer(at: at + 4), bytes.integer(at: at + 8), bytes.integer(at: at + 16))
+                : (bytes.integer(at: at), bytes.integer(at: at + 12), bytes.integer(at: at + 4, as: UInt32.self).map(UInt64.init),
+                   bytes.integer(at: at + 8, as: UInt32.self).map(UInt64.init))
+            guard let nameField = fields.name, let info = fields.info, let value = fields.value, let size = fields.size else {
+                throw fail("symbol \(index) runs past the end of the table")
             }
+            let nameOffset = Int(nameField)
             guard nameOffset < names.bytes.count, let name = names.string(at: nameOffset, length: names.bytes.count - nameOffset), !name.isEmpty else { continue }
             result.append(ELFSymbol(name: name, value: value, size: size, isFunction: info & 0xF == 2))
         }
