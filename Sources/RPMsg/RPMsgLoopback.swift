@@ -7,7 +7,7 @@ import Virtio
 /// would; without, nothing moves until ``pump()``, which makes tests deterministic.
 public struct RPMsgLoopback: Sendable {
     /// The device address of the shared window.
-    public static let sharedBase: UInt64 = 0x3000_0000
+    public static let sharedBase = DeviceAddress(0x3000_0000)
 
     public let host: RPMsgDevice
     public let remote: RPMsgDevice
@@ -21,12 +21,13 @@ public struct RPMsgLoopback: Sendable {
                 features: VirtioFeatures = [.rpmsgNameService, .ringEventIndex],
                 configuration: RPMsgConfiguration = RPMsgConfiguration(), host personality: HostPersonality = .default) throws {
         let memory = try SharedMemory(size: 1 << 20)
-        let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(Self.sharedBase))
-        window = BufferWindow(region: region, deviceBase: Self.sharedBase)
+        let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(Self.sharedBase.rawValue))
+        let window = BufferWindow(region: region, deviceBase: Self.sharedBase)
+        self.window = window
         let layout = try VringLayout(count: vringCount, alignment: 4096)
         let stride = (layout.byteSize + 4095) / 4096 * 4096
         let vrings = (0..<2).map { i in
-            VringLocation(index: i, notifyID: NotifyID(UInt32(i + 1)), deviceAddress: DeviceAddress(Self.sharedBase + UInt64(i * stride)), region: region,
+            VringLocation(index: i, notifyID: NotifyID(UInt32(i + 1)), deviceAddress: window.address(of: i * stride), region: region,
                           offset: i * stride, count: vringCount, alignment: 4096)
         }
         (hostTransport, remoteTransport) = try LoopbackTransport.makePair(vrings: vrings, features: features, interruptThreads: interruptThreads, host: personality)

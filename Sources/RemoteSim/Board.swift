@@ -121,15 +121,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             case let .watchdog(ms): trace.record(.watchdog(ms))
             }
         }
-        memories = try layout.windows.map { window in
-            let memory = try SharedMemory(size: window.size)
-            // The shared window's region is indexed by device address: what appears on the wire.
-            let regionBase = window.name == layout.shared.name ? window.deviceAddress : window.physicalAddress
-            let region = try IORegion(name: window.name, memory: memory, physicalBase: PhysicalAddress(regionBase))
-            return RemoteprocMemory(name: window.name, physicalAddress: PhysicalAddress(window.physicalAddress),
-                                    deviceAddress: DeviceAddress(window.deviceAddress), region: region,
-                                    isAllocationPool: window.name == layout.shared.name)
-        }
+        memories = try layout.makeMemories()
         // The debugger halting or releasing the core changes what the board's waits count.
         debugger?.session.setHaltedObserver { trace.waiters.changed() }
     }

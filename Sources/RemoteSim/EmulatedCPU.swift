@@ -46,8 +46,8 @@ public struct EmulatedCPU: FirmwareProgram {
         }, write: { [weak mailbox] offset, _, value in
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
         })
-        do { try engine.mapMMIO(at: core.layout.mailboxAddress, size: 4096, mmio) } catch {
-            throw FirmwareHalt(.fault(address: core.layout.mailboxAddress, message: "cannot map the mailbox: \(error)"))
+        do { try engine.mapMMIO(at: core.layout.mailboxAddress.rawValue, size: 4096, mmio) } catch {
+            throw FirmwareHalt(.fault(address: core.layout.mailboxAddress.rawValue, message: "cannot map the mailbox: \(error)"))
         }
 
         // Boot: Cortex-M from the vector table at 0; RV32 at the entry point, sp at the top of sram.
@@ -55,11 +55,11 @@ public struct EmulatedCPU: FirmwareProgram {
         do {
             switch architecture {
             case .cortexM4:
-                let vectorBase = core.layout.code.deviceAddress
+                let vectorBase = core.layout.code.deviceAddress.rawValue
                 try engine.setStackPointer(UInt64(try core.load32(vectorBase)))
                 pc = UInt64(try core.load32(vectorBase + 4)) & ~1
             case .rv32:
-                try engine.setStackPointer(core.layout.sram.deviceAddress + UInt64(core.layout.sram.size))
+                try engine.setStackPointer(core.layout.sram.deviceAddress.rawValue + UInt64(core.layout.sram.size))
                 pc = core.bootAddress.rawValue
             }
         } catch let halt as FirmwareHalt { throw halt } catch {

@@ -40,7 +40,7 @@ extension RemoteProcessor {
             throw RemoteprocError(.invalidArgument("no memory is registered as the allocation pool for RPMsg buffers"), call: .createVirtio)
         }
         let pool = try allocateDeviceMemory(size: poolSize, purpose: "rpmsg buffers")
-        return try RPMsgDevice(host: vdev.transport, window: BufferWindow(region: window.region, deviceBase: window.deviceAddress.rawValue),
+        return try RPMsgDevice(host: vdev.transport, window: BufferWindow(region: window.region, deviceBase: window.deviceAddress),
                                pool: pool.offset..<(pool.offset + pool.size), configuration: configuration)
     }
 }

@@ -181,7 +181,7 @@ public final class RemoteCore: Sendable {
         try processor.adoptResourceTable(at: table.address, size: table.size)
         let device = try processor.createVirtio(index: index, role: .device, driverTimeout: .milliseconds(100))
         let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
-        let rpmsg = try RPMsgDevice(remote: device.transport, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+        let rpmsg = try RPMsgDevice(remote: device.transport, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress),
                                     configuration: configuration)
         rpmsgDevices.withLock { $0.append(rpmsg) }
         return RemoteRPMsg(processor: processor, device: rpmsg, core: self)

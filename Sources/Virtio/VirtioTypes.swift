@@ -129,23 +129,23 @@ extension VirtioTransport {
 public struct BufferWindow: Sendable {
     public var region: IORegion
     /// The device address of the region's offset 0.
-    public var deviceBase: UInt64
+    public var deviceBase: DeviceAddress
 
-    public init(region: IORegion, deviceBase: UInt64) {
+    public init(region: IORegion, deviceBase: DeviceAddress) {
         self.region = region
         self.deviceBase = deviceBase
     }
 
     /// The region offset of `[address, address + length)`, or `nil` when any byte is outside.
-    public func offset(of address: UInt64, length: Int) -> Int? {
+    public func offset(of address: DeviceAddress, length: Int) -> Int? {
         guard address >= deviceBase, length >= 0 else { return nil }
-        let delta = address - deviceBase
+        let delta = address.rawValue - deviceBase.rawValue
         guard delta <= UInt64(region.size), UInt64(length) <= UInt64(region.size) - delta else { return nil }
         return Int(delta)
     }
 
     /// The device address of region offset `offset`.
-    public func address(of offset: Int) -> UInt64 { deviceBase + UInt64(offset) }
+    public func address(of offset: Int) -> DeviceAddress { DeviceAddress(deviceBase.rawValue + UInt64(offset)) }
 }
 
 /// Why a virtqueue operation failed.
@@ -154,7 +154,7 @@ public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
         /// Not enough free descriptors (`ERROR_VRING_FULL`).
         case ringFull(needed: Int, free: Int)
         /// A buffer does not lie in the buffer window.
-        case bufferOutsideWindow(address: UInt64, length: Int)
+        case bufferOutsideWindow(address: DeviceAddress, length: Int)
         /// A head returned to the ring is not one the device took (`ERROR_VRING_NO_BUFF`).
         case unknownHead(Int)
         /// The vring geometry is invalid (count not a power of two, memory too small, …).
@@ -172,7 +172,7 @@ public struct VirtioError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch kind {
         case let .ringFull(needed, free): "vring full: \(needed) descriptor(s) needed, \(free) free"
-        case let .bufferOutsideWindow(address, length): "buffer at \(hex(address)) (\(length) bytes) is outside the shared buffer window"
+        case let .bufferOutsideWindow(address, length): "buffer at \(address) (\(length) bytes) is outside the shared buffer window"
         case let .unknownHead(head): "descriptor \(head) was not taken from this ring"
         case let .invalidRing(why): "invalid vring: \(why)"
         case let .io(error): error.description

@@ -4,9 +4,9 @@ import Synchronization
 /// A buffer handed to the driver side of a virtqueue: a device address and a length inside the
 /// buffer window.
 public struct VirtqueueBuffer: Hashable, Sendable {
-    public var address: UInt64
+    public var address: DeviceAddress
     public var length: Int
-    public init(address: UInt64, length: Int) {
+    public init(address: DeviceAddress, length: Int) {
         self.address = address
         self.length = length
     }
@@ -160,7 +160,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
             s.free.removeLast(all.count)
             for (i, (buffer, writable)) in all.enumerated() {
                 let d = layout.descriptor(chain[i])
-                write64(buffer.address, d)
+                write64(buffer.address.rawValue, d)
                 write32(UInt32(buffer.length), d + 8)
                 let more = i + 1 < chain.count
                 write16((more ? VringLayout.next : 0) | (writable ? VringLayout.write : 0), d + 12)
@@ -305,7 +305,7 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
             let d = layout.descriptor(index)
             let address = read64(d), length = Int(read32(d + 8)), flags = read16(d + 12)
             guard flags & VringLayout.indirect == 0 else { count(\.unsupportedFlags); return nil }
-            guard let offset = window.offset(of: address, length: length) else { count(\.bufferOutsideWindow); return nil }
+            guard let offset = window.offset(of: DeviceAddress(address), length: length) else { count(\.bufferOutsideWindow); return nil }
             let writable = flags & VringLayout.write != 0
             // Readable parts come first, then writable ones (virtio 1.x §2.7.4.2).
             guard writable || !(segments.last?.isWritable ?? false) else { count(\.wrongDirection); return nil }

@@ -62,7 +62,7 @@ struct RemoteprocRPMsgTests {
         try host.start()
         let hostVdev = try host.createVirtio(index: 0, role: .driver)
         let shared = try #require(host.memory(named: "shared"))
-        let window = BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue)
+        let window = BufferWindow(region: shared.region, deviceBase: shared.deviceAddress)
         let pool = try host.allocateDeviceMemory(size: 32 * 512, purpose: "rpmsg buffers")
         let hostRPMsg = try RPMsgDevice(host: hostVdev.transport, window: window, pool: pool.offset..<(pool.offset + pool.size))
 
@@ -122,7 +122,7 @@ struct RemoteprocRPMsgTests {
         let shared = try #require(host.memory(named: "shared"))
         let pool = try host.allocateDeviceMemory(size: 32 * 512, purpose: "rpmsg buffers")
         let rpmsg = try RPMsgDevice(host: try host.createVirtio(index: 0, role: .driver).transport,
-                                    window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress.rawValue),
+                                    window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress),
                                     pool: pool.offset..<(pool.offset + pool.size))
         let endpoint = try rpmsg.createEndpoint(destination: RPMsgAddress(1024)) { _ in }
         for i in 0..<16 { try endpoint.trySend([UInt8(i)]) }   // nobody consumes: every buffer is out

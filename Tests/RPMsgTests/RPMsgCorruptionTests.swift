@@ -33,7 +33,7 @@ struct RPMsgCorruptionTests {
             let head = Int(try region.read(UInt16.self, at: location.offset + layout.availRing((index - 1) & (layout.count - 1))))
             let descriptor = location.offset + layout.descriptor(head)
             let address = try region.read(UInt64.self, at: descriptor)
-            return (descriptor, Int(address - RPMsgPair.sharedBase))
+            return (descriptor, Int(address - RPMsgPair.sharedBase.rawValue))
         }
 
         /// The region offset of the last used element on `vring`.
@@ -79,7 +79,7 @@ struct RPMsgCorruptionTests {
         // The used element names the host receive descriptor the remote filled.
         let head = Int(try f.region.read(UInt32.self, at: try f.lastUsedElement(vring: 0)))
         let address = try f.region.read(UInt64.self, at: f.pair.hostTransport.vringLocations[0].offset + 16 * head)
-        let buffer = try #require(f.pair.window.offset(of: address, length: 16))
+        let buffer = try #require(f.pair.window.offset(of: DeviceAddress(address), length: 16))
         // The used length says 20 bytes were written; claim a 400-byte payload in the header.
         try f.region.write(UInt16(400), at: buffer + 12)
         f.pair.pump()

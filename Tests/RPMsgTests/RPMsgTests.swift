@@ -26,7 +26,7 @@ struct RPMsgTests {
     func remoteHandshakeTimeout() throws {
         let memory = try SharedMemory(size: 1 << 16)
         let region = try IORegion(memory: memory, physicalBase: PhysicalAddress(0x3000_0000))
-        let window = BufferWindow(region: region, deviceBase: 0x3000_0000)
+        let window = BufferWindow(region: region, deviceBase: DeviceAddress(0x3000_0000))
         let vrings = (0..<2).map { VringLocation(index: $0, notifyID: NotifyID(UInt32($0)), deviceAddress: DeviceAddress(0x3000_0000 + UInt64($0 * 0x1000)), region: region,
                                                  offset: $0 * 0x1000, count: 16, alignment: 16) }
         let (driver, transport) = try LoopbackTransport.makePair(vrings: vrings, features: [.rpmsgNameService], interruptThreads: false)

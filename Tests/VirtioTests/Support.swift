@@ -61,7 +61,7 @@ struct VirtioFixture: Sendable {
     init(usesEventIndex: Bool = false) throws {
         let memory = try SharedMemory(size: Self.memorySize)
         let region = try IORegion(name: "shared", memory: memory, physicalBase: PhysicalAddress(Self.deviceBase))
-        let window = BufferWindow(region: region, deviceBase: Self.deviceBase)
+        let window = BufferWindow(region: region, deviceBase: DeviceAddress(Self.deviceBase))
         let location = VringLocation(
             index: 0, notifyID: 1, deviceAddress: DeviceAddress(Self.deviceBase), region: region, offset: 0,
             count: Self.ringCount, alignment: Self.ringAlignment)
@@ -100,7 +100,7 @@ struct VirtioFixture: Sendable {
 
     /// A buffer in slot `slot`.
     func buffer(_ slot: Int, length: Int = VirtioFixture.slotSize) -> VirtqueueBuffer {
-        VirtqueueBuffer(address: address(ofSlot: slot), length: length)
+        VirtqueueBuffer(address: DeviceAddress(address(ofSlot: slot)), length: length)
     }
 
     // MARK: Raw ring access (what the other side, or a corrupting peer, sees and writes)

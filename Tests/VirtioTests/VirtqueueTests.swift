@@ -138,12 +138,12 @@ struct VirtqueueTests {
         let f = try VirtioFixture()
         let base = VirtioFixture.deviceBase, end = VirtioFixture.deviceBase + UInt64(f.region.size)
         let outside: [(String, VirtqueueBuffer)] = [
-            ("below the base", VirtqueueBuffer(address: base - 0x100, length: 16)),
-            ("straddling the base", VirtqueueBuffer(address: base - 8, length: 16)),
-            ("at the end", VirtqueueBuffer(address: end, length: 1)),
-            ("straddling the end", VirtqueueBuffer(address: end - 8, length: 16)),
-            ("far beyond", VirtqueueBuffer(address: UInt64.max - 4, length: 16)),
-            ("negative length", VirtqueueBuffer(address: base, length: -1)),
+            ("below the base", VirtqueueBuffer(address: DeviceAddress(base - 0x100), length: 16)),
+            ("straddling the base", VirtqueueBuffer(address: DeviceAddress(base - 8), length: 16)),
+            ("at the end", VirtqueueBuffer(address: DeviceAddress(end), length: 1)),
+            ("straddling the end", VirtqueueBuffer(address: DeviceAddress(end - 8), length: 16)),
+            ("far beyond", VirtqueueBuffer(address: DeviceAddress(UInt64.max - 4), length: 16)),
+            ("negative length", VirtqueueBuffer(address: DeviceAddress(base), length: -1)),
         ]
         for (what, bad) in outside {
             // Alone, as the readable part, and after a valid buffer as the writable part.
@@ -157,7 +157,7 @@ struct VirtqueueTests {
         #expect(f.device.takeAvailable() == nil)
 
         // The window's last bytes are inside.
-        try f.driver.add(readable: [VirtqueueBuffer(address: end - 16, length: 16)], writable: [], token: 3)
+        try f.driver.add(readable: [VirtqueueBuffer(address: DeviceAddress(end - 16), length: 16)], writable: [], token: 3)
         let chain = try #require(f.device.takeAvailable())
         #expect(chain.segments == [ChainSegment(offset: f.region.size - 16, length: 16, isWritable: false)])
     }

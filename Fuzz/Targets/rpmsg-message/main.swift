@@ -17,14 +17,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
        let index = try? fixture.region.read(UInt16.self, at: offset + layout.availIndex),
        let head = try? fixture.region.read(UInt16.self, at: offset + layout.availRing((Int(index) &- 1) & (layout.count - 1))),
        let address = try? fixture.region.read(UInt64.self, at: offset + layout.descriptor(Int(head) & (layout.count - 1))) {
-        fixture.poke(toRemote.prefix(512), at: Int(truncatingIfNeeded: address &- RingFixture.sharedBase))
+        fixture.poke(toRemote.prefix(512), at: Int(truncatingIfNeeded: address &- RingFixture.sharedBase.rawValue))
     }
     // Remote → host: the newest element the remote put in vring 0's used ring.
     if let (offset, layout) = try? fixture.vring(0),
        let index = try? fixture.region.read(UInt16.self, at: offset + layout.usedIndex),
        let id = try? fixture.region.read(UInt32.self, at: offset + layout.usedRing((Int(index) &- 1) & (layout.count - 1))),
        let address = try? fixture.region.read(UInt64.self, at: offset + layout.descriptor(Int(id) & (layout.count - 1))) {
-        fixture.poke(toHost.prefix(512), at: Int(truncatingIfNeeded: address &- RingFixture.sharedBase))
+        fixture.poke(toHost.prefix(512), at: Int(truncatingIfNeeded: address &- RingFixture.sharedBase.rawValue))
     }
     fixture.pumpAndProbe()
     return 0
