@@ -68,6 +68,8 @@ final class UnicornEngine {
     private var retained: [AnyObject] = []
     private var hooks: [uc_hook] = []
     private let context = HookContext()
+    /// The one way other threads reach the engine (to stop a run); closed before `uc_close`.
+    private let stopGate: EngineStopGate
 
     /// What the hooks record, passed to them as `user_data`.
     final class HookContext {
@@ -101,11 +103,15 @@ final class UnicornEngine {
             context.pcRegister = Int32(UC_RISCV_REG_PC.rawValue)
         }
         handle = engine!
+        stopGate = EngineStopGate(handle)
         self.architecture = architecture
         try installFaultHooks()
     }
 
     deinit {
+        // A stopper on another thread may still hold this engine's stop handle: after this, its
+        // uc_emu_stop is not made (it would write into the closed engine's freed memory).
+        stopGate.close()
         for hook in hooks + breakpointHooks.values + (everyInstructionHook.map { [$0] } ?? []) { uc_hook_del(handle, hook) }
         if let snapshot = debugHooks?.snapshot {
             uc_context_free(snapshot)
@@ -443,18 +449,38 @@ final class UnicornEngine {
     func stopFromCallback() { uc_emu_stop(handle) }
 
     /// A handle another thread may use to stop the run.
-    var stopper: EmulationStopper { EmulationStopper(handle: handle) }
+    var stopper: EmulationStopper { EmulationStopper(gate: stopGate) }
+}
+
+/// The engine handle as seen from other threads: `uc_emu_stop` is the one call they may make, and
+/// only while the engine is open. A stopper can outlive its engine (a stop listener or a
+/// debugger's halt request copied out just before the run ended); without the gate its
+/// `uc_emu_stop` would land in the memory `uc_close` freed.
+final class EngineStopGate: @unchecked Sendable {
+    // @unchecked: `handle` is only read or cleared under `lock`; uc_emu_stop is thread-safe in
+    // Unicorn (it sets a flag and asks the vCPU to exit) and never calls back.
+    private let lock = MetalMutex(())
+    private var handle: OpaquePointer?
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+
+    /// `uc_emu_stop` if the engine is still open.
+    func stop() { lock.withLock { _ in if let handle { uc_emu_stop(handle) } } }
+
+    /// From now on ``stop()`` does nothing; returns once no stop is in progress.
+    func close() { lock.withLock { _ in handle = nil } }
+
+    /// Whether the engine is still open.
+    var isOpen: Bool { lock.withLock { _ in handle != nil } }
 }
 
 /// Stops an engine's run from another thread. `uc_emu_stop` can be lost if it lands just before
 /// the run starts, so ``stop(while:)`` repeats it until the emulation thread says it has returned.
-struct EmulationStopper: @unchecked Sendable {
-    // uc_emu_stop is the one engine call meant for other threads; the engine outlives every use
-    // (the emulation thread waits for the stopper before closing it).
-    let handle: OpaquePointer
+struct EmulationStopper: Sendable {
+    let gate: EngineStopGate
 
     /// One `uc_emu_stop`, for use inside the engine's own callbacks.
-    func stopOnce() { uc_emu_stop(handle) }
+    func stopOnce() { gate.stop() }
 
     func stop(while run: RunFlag, limit: Duration = .seconds(5)) {
         let clock = RealTimeClock.shared
@@ -462,7 +488,7 @@ struct EmulationStopper: @unchecked Sendable {
         run.stoppers.add(1, ordering: .sequentiallyConsistent)
         defer { run.stoppers.subtract(1, ordering: .sequentiallyConsistent) }
         while run.value.load(ordering: .sequentiallyConsistent) && clock.now < deadline {
-            uc_emu_stop(handle)
+            gate.stop()
             // Woken when the run returns; a stop that landed just before the run began is repeated.
             _ = clock.wait(for: run.returned, timeout: .microseconds(200))
         }
