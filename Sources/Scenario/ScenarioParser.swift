@@ -338,7 +338,7 @@ public enum ScenarioParser {
             case "random", "counter", "pattern": return .exact(try generated(key, value))
             default:
                 let pattern = try string(value, "regex")
-                guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(value, "invalid regular expression") }
+                do { _ = try ScenarioRegex(pattern) } catch { throw self.error(value, "\(error)") }
                 return .regex(pattern)
             }
         }
@@ -445,7 +445,7 @@ public enum ScenarioParser {
                 if let console = args["console"] {
                     try allowOnly(args, ["console", "within"], context: "expect console")
                     let pattern = try string(console, "console")
-                    guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(console, "invalid regular expression") }
+                    do { _ = try ScenarioRegex(pattern) } catch { throw self.error(console, "\(error)") }
                     return .expectConsole(regex: pattern, within: within)
                 }
                 if let crash = args["crash"] {
@@ -463,7 +463,7 @@ public enum ScenarioParser {
                 if let trace = args["trace"] {
                     try allowOnly(args, ["trace", "within"], context: "expect trace")
                     let pattern = try string(trace, "trace")
-                    guard (try? NSRegularExpression(pattern: pattern)) != nil else { throw error(trace, "invalid regular expression") }
+                    do { _ = try ScenarioRegex(pattern) } catch { throw self.error(trace, "\(error)") }
                     return .expectTrace(regex: pattern, within: within)
                 }
                 for (keyNode, _) in args {

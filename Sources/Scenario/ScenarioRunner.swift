@@ -282,7 +282,7 @@ public final class ScenarioRunner {
         case let .expectConsole(regex, within):
             // Console lines are a queue too, as a UART is to Renode's `Wait For Line On Uart`: the
             // first line after the last one taken that matches is taken, with the lines before it.
-            let expression = try NSRegularExpression(pattern: regex)
+            let expression = try ScenarioRegex(regex)
             var taken: (line: String, through: Int)?
             // Each look reads only the events recorded since the last one (the trace holds up to 100k).
             var scanned = consoleTaken
@@ -291,7 +291,7 @@ public final class ScenarioRunner {
                 let (events, recorded) = board.trace.events(after: scanned)
                 for (i, event) in events.enumerated() {
                     guard case let .console(line, _) = event.kind,
-                          expression.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) != nil else { continue }
+                          expression.matches(line) else { continue }
                     taken = (line, recorded - events.count + i + 1)
                     return true
                 }
@@ -314,9 +314,9 @@ public final class ScenarioRunner {
             }
             return "\(malformedCount()) counted"
         case let .expectTrace(regex, within):
-            let expression = try NSRegularExpression(pattern: regex)
+            let expression = try ScenarioRegex(regex)
             func found() -> TraceEvent? {
-                board.trace.events.first { let text = "\($0)"; return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil }
+                board.trace.events.first { expression.matches("\($0)") }
             }
             guard try waitAlive(within, for: "a trace event matching /\(regex)/", { found() != nil }) else {
                 throw Failure("expected: a trace event matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.last(3).map(\.description).joined(separator: " · "))")
@@ -430,10 +430,9 @@ public final class ScenarioRunner {
         case let .exact(bytes): return { $0 == bytes }
         case let .prefix(bytes): return { $0.starts(with: bytes) }
         case let .regex(pattern):
-            let expression = try NSRegularExpression(pattern: pattern)
+            let expression = try ScenarioRegex(pattern)
             return { payload in
-                let text = String(decoding: payload, as: UTF8.self)
-                return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+                expression.matches(String(decoding: payload, as: UTF8.self))
             }
         }
     }

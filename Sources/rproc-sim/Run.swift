@@ -58,7 +58,7 @@ struct Run: ParsableCommand {
         guard (1...100_000).contains(repetitions) else { throw ValidationError("--repeat must be from 1 to 100000") }
         guard (0...100).contains(retry) else { throw ValidationError("--retry must be from 0 to 100") }
         if let shard, Self.parseShard(shard) == nil { throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N ≤ 10000, e.g. 2/4") }
-        if let filter, (try? NSRegularExpression(pattern: filter)) == nil { throw ValidationError("--filter: '\(filter)' is not a regular expression") }
+        if let filter { do { _ = try ScenarioRegex(filter) } catch { throw ValidationError("--filter: '\(filter)': \(error)") } }
         if gdb != nil && jobs > 1 { throw ValidationError("--gdb serves one debugger: use it with --jobs 1") }
     }
 
@@ -149,9 +149,8 @@ struct Run: ParsableCommand {
             do { scenarios.append(try ScenarioParser.parse(file: file)) } catch { problems.append("\(error)") }
         }
         guard problems.isEmpty else { throw RunError(problems.joined(separator: "\nerror: ")) }
-        if let filter, let expression = try? NSRegularExpression(pattern: filter) {
-            func matches(_ text: String) -> Bool { expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil }
-            scenarios = scenarios.filter { matches($0.name) || matches($0.path) || $0.tags.contains(filter) }
+        if let filter, let expression = try? ScenarioRegex(filter) {
+            scenarios = scenarios.filter { expression.matches($0.name) || expression.matches($0.path) || $0.tags.contains(filter) }
         }
         guard !scenarios.isEmpty else {
             throw RunError(files.isEmpty ? "no scenario files found" + (shard.map { " (shard \($0))" } ?? "") : "no scenario matches --filter \(filter ?? "")")

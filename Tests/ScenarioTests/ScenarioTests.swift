@@ -183,6 +183,14 @@ struct ScenarioParserTests {
                                             .expectTrace(regex: "kick", within: .seconds(5))])
         #expect(parseError("firmware: echo\nsteps:\n  - corrupt: { vring: 1, field: colour, value: 1 }\n")?.message.contains("field must be one of") == true)
         #expect(parseError("firmware: echo\nsteps:\n  - inject: { crash: meteor }\n")?.message.contains("fault or panic") == true)
+        // Regular expressions: invalid ones and ones over 256 characters (Foundation leaks above that) are refused at their line.
+        #expect(parseError("firmware: echo\nsteps:\n  - expect: { trace: \"a(b\" }\n")?.message == "invalid regular expression")
+        let long = String(repeating: "a", count: 257)
+        for step in ["expect: { trace: \(long) }", "expect: { console: \(long) }", "expect: { regex: \(long) }"] {
+            let error = parseError("firmware: echo\nsteps:\n  - \(step)\n")
+            #expect(error?.message == "regular expression too long (257 characters; at most 256)" && error?.location.line == 3, "\(step): \(String(describing: error))")
+        }
+        #expect(parseError("firmware: echo\nsteps:\n  - expect: { trace: \(String(repeating: "a", count: 256)) }\n") == nil)
     }
 
     @Test("send for a duration or a file's bytes in 496-byte chunks")
