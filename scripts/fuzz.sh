@@ -33,6 +33,9 @@ echo "fuzz: building the targets (release, -sanitize=fuzzer,address)"
 # SwiftPM's --sanitize=fuzzer instruments only the targets' own modules for coverage: every Swift
 # module (the package's libraries included) is compiled with -sanitize=fuzzer, and C with its
 # no-link form, so libFuzzer sees the parsers' edges and comparisons.
+# The package is a path dependency here: SwiftPM may keep its cached build plan (and so its list
+# of source files) for it, so a file added since the last fuzz build would be missed; plan afresh.
+rm -f "$work/build/release.yaml" "$work/build/release/description.json"
 swift build -c release --sanitize=fuzzer --sanitize=address --package-path Fuzz --scratch-path "$work/build" \
   -Xswiftc -sanitize=fuzzer -Xcc -fsanitize=fuzzer-no-link >"$work/build.log" 2>&1 \
   || { tail -40 "$work/build.log"; echo "fuzz: build failed"; exit 1; }
