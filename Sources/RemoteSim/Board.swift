@@ -21,9 +21,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public let clock: any WaitClock
     private let firmware: any FirmwareProgram
     /// How many bytes of the resource table's trace buffer were turned into lines already.
-    private let traceBufferRead = MetalMutex<(consumed: Int, partial: [UInt8])>((0, []))
+    let traceBufferRead = MetalMutex<(consumed: Int, partial: [UInt8])>((0, []))
 
-    private struct Core {
+    struct Core {
         var powered = false
         /// The core's thread runs (from start until stop has seen it end).
         var running = false
@@ -44,60 +44,52 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var injected: CrashReport?
     }
 
-    /// Kicks to lose or hold back (fault injection).
-    private struct KickFaults {
+    /// Kicks to lose or hold back (see ``BoardFaults``).
+    struct KickFaults {
         var dropToRemote = 0
         var dropToHost = 0
         var delayToRemote: Duration = .zero
         var delayToHost: Duration = .zero
     }
-    private let kickFaults = MetalMutex(KickFaults())
+    let kickFaults = MetalMutex(KickFaults())
 
-    /// Loses the next `toRemote` host → remote and `toHost` remote → host kicks (each dropped
-    /// kick is traced as a warning).
-    public func dropKicks(toRemote: Int = 0, toHost: Int = 0) {
-        kickFaults.withLock { f in
-            f.dropToRemote += max(0, toRemote)
-            f.dropToHost += max(0, toHost)
-        }
-    }
-
-    /// Holds every later kick back by the given time (zero: deliver at once again).
-    public func delayKicks(toRemote: Duration? = nil, toHost: Duration? = nil) {
-        kickFaults.withLock { f in
-            if let toRemote { f.delayToRemote = toRemote }
-            if let toHost { f.delayToHost = toHost }
-        }
-    }
+    /// Fault injection: kicks lost or held back, crashes, vring and resource-table corruption.
+    public var faults: BoardFaults { BoardFaults(board: self) }
 
     /// Whether a kick may pass, after its delay; counts down a drop.
-    private func passKick(toRemote: Bool, id: NotifyID) -> Bool {
+    private func passKick(_ direction: KickDirection, id: NotifyID) -> Bool {
         let (drop, delay): (Bool, Duration) = kickFaults.withLock { f in
-            if toRemote {
+            switch direction {
+            case .toRemote:
                 if f.dropToRemote > 0 { f.dropToRemote -= 1; return (true, .zero) }
                 return (false, f.delayToRemote)
+            case .toHost:
+                if f.dropToHost > 0 { f.dropToHost -= 1; return (true, .zero) }
+                return (false, f.delayToHost)
             }
-            if f.dropToHost > 0 { f.dropToHost -= 1; return (true, .zero) }
-            return (false, f.delayToHost)
         }
         if drop {
-            trace.record(.warning("fault injection: dropped kick \(toRemote ? "host → remote" : "remote → host") id \(id)"))
+            trace.record(.warning("fault injection: dropped kick \(direction) id \(id)"))
             return false
         }
         if delay > .zero { clock.sleep(for: delay) }
         return true
     }
 
-    /// Halts the running core and reports `report` as its crash (fault injection).
-    public func injectCrash(_ report: CrashReport) {
+    /// Halts the running core and reports `report` as its crash; `false` when it is not running.
+    func injectCrash(_ report: CrashReport) -> Bool {
         guard core.withLock({ c in
             guard c.running else { return false }
             c.injected = report
             return true
-        }) else { return }
+        }) else { return false }
         mailbox.requestStop()
+        return true
     }
-    private let core = MetalMutex(Core())
+
+    /// The processor driving the board, once it has made one.
+    var processor: RemoteProcessor? { core.withLock { $0.processor } }
+    let core = MetalMutex(Core())
 
     /// A board running `firmware`.
     /// - Parameters:
@@ -139,7 +131,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         for memory in memories { processor.addMemory(memory) }
         core.withLock { $0.processor = processor }
         mailbox.setKickHandler { [weak processor, weak self] id in
-            guard self?.passKick(toRemote: false, id: id) ?? true else { return }
+            guard self?.passKick(.toHost, id: id) ?? true else { return }
             processor?.handleNotification(id)
         }
         // gdb's `kill` stops the processor as the host would.
@@ -205,8 +197,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
 
     public func start(bootAddress: DeviceAddress) throws {
         try core.withLock { (c) throws in
-            guard c.powered else { throw BoardError("the core is not powered (configure first)") }
-            guard !c.running else { throw BoardError("the core is already running") }
+            guard c.powered else { throw BoardError("start", .notPowered) }
+            guard !c.running else { throw BoardError("start", .alreadyRunning) }
             mailbox.reset()
             traceBufferRead.withLock { $0 = (0, []) }
             let processor = c.processor
@@ -220,8 +212,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             context.ended = ended
             context.generation = c.generation
             // Never joined: a stop waits for `ended`, not for a crash report that needs the processor's lock.
-            do { try PlatformThread(name: "rproc-core") { context.run() }.detach() } catch {
-                throw BoardError("cannot start the core's thread: \(error)")
+            do throws(ThreadError) { try PlatformThread(name: "rproc-core") { context.run() }.detach() } catch {
+                throw BoardError("start", .thread(error))
             }
             c.running = true
             c.finished = finished
@@ -244,7 +236,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             }.detach()
         } catch {
             mailbox.requestStop()
-            throw BoardError("cannot start the watchdog's thread: \(error)")
+            throw BoardError("start", .thread(error))
         }
     }
 
@@ -279,37 +271,13 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         }
     }
 
-    /// Turns new text in the resource table's trace buffer (RSC_TRACE) into console lines in the
-    /// trace. Runs when the core halts; call it to see trace-buffer output while the core runs.
-    public func collectTraceBuffer() {
-        guard let buffer = core.withLock({ $0.processor })?.installedResourceTable?.traceBuffers.first,
-              let bytes = try? buffer.mapping.region.readBytes(at: buffer.mapping.offset, count: buffer.length) else { return }
-        let text = bytes.prefix { $0 != 0 }
-        let lines: [String] = traceBufferRead.withLock { state in
-            // The firmware restarted its ring (or wrapped): start over.
-            if text.count < state.consumed { state = (0, []) }
-            var lines: [String] = []
-            for byte in text.dropFirst(state.consumed) {
-                if byte == UInt8(ascii: "\n") {
-                    lines.append(String(decoding: state.partial, as: UTF8.self))
-                    state.partial = []
-                } else if byte != UInt8(ascii: "\r") {
-                    state.partial.append(byte)
-                }
-            }
-            state.consumed = text.count
-            return lines
-        }
-        for line in lines { trace.record(.console(line, fromTraceBuffer: true)) }
-    }
-
     public func stop() throws {
         let (running, finished, ended) = core.withLock { ($0.running, $0.finished, $0.ended) }
         guard running, let finished else { return }
         mailbox.requestStop()
-        guard finished.wait(timeout: .seconds(5)) else { throw BoardError("the core did not stop within 5 s") }
+        guard finished.wait(timeout: Self.stopLimit) else { throw BoardError("stop", .didNotStop(within: Self.stopLimit)) }
         // What the thread does after the firmware has stopped takes microseconds (no lock it waits on).
-        guard ended?.wait(timeout: .seconds(5)) ?? true else { throw BoardError("the core's thread did not finish within 5 s") }
+        guard ended?.wait(timeout: Self.stopLimit) ?? true else { throw BoardError("stop", .threadDidNotFinish(within: Self.stopLimit)) }
         collectTraceBuffer()
         core.withLock { c in
             c.running = false
@@ -318,6 +286,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         }
     }
 
+    /// How long a stop waits for the core's thread.
+    static let stopLimit: Duration = .seconds(5)
+
     public func shutdown() throws {
         try stop()
         core.withLock { $0.powered = false }
@@ -325,7 +296,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     }
 
     public func notify(_ id: NotifyID) throws {
-        guard passKick(toRemote: true, id: id) else { return }
+        guard passKick(.toRemote, id: id) else { return }
         mailbox.notify(id)
     }
 }
@@ -364,10 +335,4 @@ final class CoreThreadContext: @unchecked Sendable {
 
 extension Board {
     var firmwareProgram: any FirmwareProgram { firmware }
-}
-
-/// A board operation that could not be done.
-public struct BoardError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
 }

@@ -189,10 +189,11 @@ public final class RemoteCore: Sendable {
 }
 
 extension RemoteCore {
-    /// Waits for the host to set DRIVER_OK in vdev `index`'s status byte, idling in WAIT so a
-    /// stop ends the wait at once. The wait wakes on any kick (an OpenAMP host kicks the vdev's
-    /// id after each status write, a Linux host the receive vring after DRIVER_OK) and looks
-    /// again every millisecond (a host may kick nothing at all).
+    /// Waits for the host to set DRIVER_OK in vdev `index`'s status byte, counted as idle (as a
+    /// core in WAIT) so a stop ends the wait at once. It wakes on every host write into a vdev
+    /// entry the board sees (`Mailbox.hostWrites`), kicked or not — an OpenAMP host kicks the
+    /// vdev's id after each status write, a Linux host the receive vring after DRIVER_OK, and a
+    /// host may kick nothing at all.
     fileprivate func waitForDriver(table: (address: DeviceAddress, size: Int), vdev index: Int, timeout: Duration) throws {
         guard let (region, offset) = memories.locate(table.address.rawValue, size: table.size),
               let bytes = try? region.readBytes(at: offset, count: table.size) else {

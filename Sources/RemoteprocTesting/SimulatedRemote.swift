@@ -53,6 +53,8 @@ public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
 public final class SimulatedRemote: @unchecked Sendable {
     // The mutable fields are only touched by the test's own thread; shared state is in Mutexes.
     public let board: Board
+    /// Fault injection on the board: kicks lost or delayed, crashes, corrupted vrings and table.
+    public var faults: BoardFaults { board.faults }
     public let processor: RemoteProcessor
     public private(set) var rpmsg: RPMsgDevice?
     private var closed = false

@@ -87,12 +87,11 @@ public enum ScenarioStep: Hashable, Sendable {
     case expectMalformed(atLeast: Int, within: Duration)
     case expectTrace(regex: String, within: Duration)
     /// Fault injection: halt the core as a fault, or make it panic with a code.
-    case inject(kind: String, code: UInt32)
-    case dropKicks(toRemote: Bool, count: Int)
-    case delayKicks(toRemote: Bool, by: Duration)
-    /// Write a 16-bit value over a vring field: avail-idx, used-idx, avail-flags, used-flags,
-    /// or a 32-bit value over desc-len (descriptor 0).
-    case corruptVring(index: Int, field: String, value: UInt32)
+    case inject(InjectedCrash)
+    case dropKicks(KickDirection, count: Int)
+    case delayKicks(KickDirection, by: Duration)
+    /// Write a value over a vring field (``VringField``).
+    case corruptVring(index: Int, field: VringField, value: UInt32)
     /// Write a 32-bit value at a byte offset of the installed resource table in target memory.
     case corruptTable(offset: Int, value: UInt32)
     /// Halt the emulated core here for a debugger; the step ends when the debugger lets it run
@@ -121,9 +120,13 @@ public enum ScenarioStep: Hashable, Sendable {
         case let .expectCrash(kind, _): "expect crash" + (kind.map { " (\($0))" } ?? "")
         case let .expectMalformed(n, _): "expect ≥ \(n) malformed item(s) counted"
         case let .expectTrace(regex, _): "expect trace /\(regex)/"
-        case let .inject(kind, code): "inject \(kind)" + (kind == "panic" ? " \(hex(UInt64(code)))" : "")
-        case let .dropKicks(toRemote, count): "drop \(count) kick(s) to the \(toRemote ? "remote" : "host")"
-        case let .delayKicks(toRemote, by): "delay kicks to the \(toRemote ? "remote" : "host") by \(scenarioText(by))"
+        case let .inject(crash):
+            switch crash {
+            case .fault: "inject fault"
+            case let .panic(code): "inject panic \(hex(UInt64(code)))"
+            }
+        case let .dropKicks(direction, count): "drop \(count) kick(s) to the \(direction.rawValue)"
+        case let .delayKicks(direction, by): "delay kicks to the \(direction.rawValue) by \(scenarioText(by))"
         case let .corruptVring(index, field, value): "corrupt vring \(index) \(field) = \(value)"
         case let .corruptTable(offset, value): "corrupt table +\(offset) = \(hex(UInt64(value)))"
         case .debug: "debug (halt for gdb)"

@@ -287,7 +287,7 @@ public enum ScenarioParser {
 
         func duration(_ node: Node, _ field: String) throws(ScenarioError) -> Duration {
             guard let text = node.scalar?.string, let d = ScenarioParser.duration(text) else {
-                throw error(node, "\(field) must be a duration such as 200ms, 2s or 500us")
+                throw error(node, "\(field) must be a duration such as 200ms, 2s or 10m")
             }
             return d
         }
@@ -479,19 +479,18 @@ public enum ScenarioParser {
                 let kind = try string(crash, "crash")
                 guard ["fault", "panic"].contains(kind) else { throw error(crash, "inject crash must be fault or panic") }
                 let code = try args["code"].map { (n) throws(ScenarioError) in try uint32(n, "code") } ?? 0xDEAD
-                return .inject(kind: kind, code: code)
+                return .inject(kind == "panic" ? .panic(code: code) : .fault(code: code))
             case "drop-kicks", "delay-kicks":
                 guard let args = value.mapping else { throw error(value, "\(key) needs a mapping: { to: remote, … }") }
                 try allowOnly(args, key == "drop-kicks" ? ["to", "count"] : ["to", "by"], context: key)
                 guard let toNode = args["to"] else { throw error(value, "\(key) needs 'to' (remote or host)") }
-                let to = try string(toNode, "to")
-                guard to == "remote" || to == "host" else { throw error(toNode, "to must be remote or host") }
+                guard let to = KickDirection(rawValue: try string(toNode, "to")) else { throw error(toNode, "to must be remote or host") }
                 if key == "drop-kicks" {
                     let count = try args["count"].map { (n) throws(ScenarioError) in try int(n, "count", range: 1...1_000_000) } ?? 1
-                    return .dropKicks(toRemote: to == "remote", count: count)
+                    return .dropKicks(to, count: count)
                 }
                 guard let by = args["by"] else { throw error(value, "delay-kicks needs 'by' (a duration; 0ms clears it)") }
-                return .delayKicks(toRemote: to == "remote", by: try duration(by, "by"))
+                return .delayKicks(to, by: try duration(by, "by"))
             case "corrupt":
                 guard let args = value.mapping else { throw error(value, "corrupt needs a mapping: { vring: 1, field: avail-idx, value: 999 } or { table: 24, value: 0 }") }
                 guard let valueNode = args["value"] else { throw error(value, "corrupt needs 'value'") }
@@ -499,9 +498,9 @@ public enum ScenarioParser {
                 if let vring = args["vring"] {
                     try allowOnly(args, ["vring", "field", "value"], context: "corrupt vring")
                     guard let fieldNode = args["field"] else { throw error(value, "corrupt vring needs 'field'") }
-                    let field = try string(fieldNode, "field")
-                    let fields = ["avail-idx", "used-idx", "avail-flags", "used-flags", "desc-len"]
-                    guard fields.contains(field) else { throw error(fieldNode, "field must be one of \(fields.joined(separator: ", "))") }
+                    guard let field = VringField(rawValue: try string(fieldNode, "field")) else {
+                        throw error(fieldNode, "field must be one of \(VringField.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
                     return .corruptVring(index: try int(vring, "vring", range: 0...255), field: field, value: number)
                 }
                 if let table = args["table"] {
@@ -562,7 +561,7 @@ public enum ScenarioParser {
     public static let defaultDebugAttachWithin: Duration = .seconds(30)
 
     public static func duration(_ text: String) -> Duration? {
-        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1)]
+        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1), ("m", 60)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
             guard let value = Double(text.dropLast(suffix.count)), value >= 0, value * scale <= 3600 else { return nil }
             return .nanoseconds(Int64(value * scale * 1e9))

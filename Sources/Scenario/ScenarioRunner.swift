@@ -322,31 +322,20 @@ public final class ScenarioRunner {
                 throw Failure("expected: a trace event matching /\(regex)/ within \(scenarioText(within))\n      saw:      \(board.trace.last(3).map(\.description).joined(separator: " · "))")
             }
             return "\(found()!)"
-        case let .inject(kind, code):
+        case let .inject(crash):
             guard processor.state == .running else { throw Failure("expected: a running remote to inject into\n      saw:      state \(processor.state)") }
-            if kind == "panic" { board.mailbox.panic(code) } else {
-                board.injectCrash(CrashReport(kind: .fault, code: UInt64(code), message: "injected fault"))
-            }
+            try board.faults.inject(crash)
             return ""
-        case let .dropKicks(toRemote, count):
-            board.dropKicks(toRemote: toRemote ? count : 0, toHost: toRemote ? 0 : count)
+        case let .dropKicks(direction, count):
+            board.faults.dropKicks(direction, count: count)
             return ""
-        case let .delayKicks(toRemote, by):
-            board.delayKicks(toRemote: toRemote ? by : nil, toHost: toRemote ? nil : by)
+        case let .delayKicks(direction, by):
+            board.faults.delayKicks(direction, by: by)
             return ""
         case let .corruptVring(index, field, value):
-            guard let vdev = processor.virtioDeviceList.first, vdev.vrings.indices.contains(index) else {
-                throw Failure("expected: a vring \(index) to corrupt\n      saw:      \(processor.virtioDeviceList.first?.vrings.count ?? 0) vring(s)")
-            }
-            let vring = vdev.vrings[index]
-            let layout = try VringLayout(count: vring.count, alignment: vring.alignment)
-            let region = vring.mapping.region, base = vring.mapping.offset
-            switch field {
-            case "avail-idx": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.availIndex)
-            case "used-idx": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.usedIndex)
-            case "avail-flags": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.availFlags)
-            case "used-flags": try region.write(UInt16(truncatingIfNeeded: value), at: base + layout.usedFlags)
-            default: for d in 0..<layout.count { try region.write(value, at: base + layout.descriptor(d) + 8) }
+            do { try board.faults.corruptVring(index, field, value: value) } catch {
+                guard case let .noSuchVring(_, available) = error.kind else { throw error }
+                throw Failure("expected: a vring \(index) to corrupt\n      saw:      \(available) vring(s)")
             }
             return ""
         case let .debug(attachWithin, within):
@@ -375,11 +364,13 @@ public final class ScenarioRunner {
             }
             return "held \(scenarioText(clock.now - started))"
         case let .corruptTable(offset, value):
-            guard let installed = processor.installedResourceTable else { throw Failure("expected: an installed resource table\n      saw:      none (load first)") }
-            guard offset >= 0, offset + 4 <= installed.table.bytes.count else {
-                throw Failure("expected: an offset inside the \(installed.table.bytes.count)-byte table\n      saw:      \(offset)")
+            do { try board.faults.corruptResourceTable(at: offset, value: value) } catch {
+                switch error.kind {
+                case .noResourceTable: throw Failure("expected: an installed resource table\n      saw:      none (load first)")
+                case let .outsideResourceTable(_, size): throw Failure("expected: an offset inside the \(size)-byte table\n      saw:      \(offset)")
+                default: throw error
+                }
             }
-            try installed.location.region.write(value, at: installed.location.offset + offset)
             return ""
         }
     }

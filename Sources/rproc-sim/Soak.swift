@@ -188,11 +188,15 @@ final class SoakBoard: @unchecked Sendable {
                 switch name {
                 case "traffic": try traffic()
                 case "dropped kick":
-                    board.dropKicks(toRemote: 1)
+                    board.faults.dropKicks(.toRemote)
                     try traffic()
                 case "delayed kicks":
-                    board.delayKicks(toRemote: .microseconds(Int64.random(in: 50...2000, using: &random)), toHost: .microseconds(Int64.random(in: 50...2000, using: &random)))
-                    defer { board.delayKicks(toRemote: .zero, toHost: .zero) }
+                    board.faults.delayKicks(.toRemote, by: .microseconds(Int64.random(in: 50...2000, using: &random)))
+                    board.faults.delayKicks(.toHost, by: .microseconds(Int64.random(in: 50...2000, using: &random)))
+                    defer {
+                        board.faults.delayKicks(.toRemote, by: .zero)
+                        board.faults.delayKicks(.toHost, by: .zero)
+                    }
                     try traffic()
                 case "crash in traffic":
                     // The remote dies while messages are in flight: what was not echoed by then
@@ -215,7 +219,7 @@ final class SoakBoard: @unchecked Sendable {
                     try boot()
                 default:
                     let kind: CrashReport.Kind = name == "crash+recover" ? .fault : .panic
-                    board.injectCrash(CrashReport(kind: kind, code: UInt64(random.next() & 0xFFFF), message: "soak: injected \(kind)"))
+                    try board.faults.crash(CrashReport(kind: kind, code: UInt64(random.next() & 0xFFFF), message: "soak: injected \(kind)"))
                     guard board.waitWhileLive(upTo: .seconds(10), until: { false }) == .remoteEnded(.crashed) else {
                         throw SoakFailure("an injected \(kind) did not crash the remote (state \(processor.state))")
                     }
@@ -246,8 +250,14 @@ final class SoakBoard: @unchecked Sendable {
         let payloads = (0..<count).map { _ in random.bytes(Int.random(in: 1...496, using: &random)) }
         replies.withLock { $0.removeAll() }
         var sent = 0, failedSends = 0
+        func injectInFlightCrash() {
+            do { try board.faults.crash(CrashReport(kind: .fault, message: "soak: crashed with messages in flight")) } catch {
+                // Only `notRunning`: the remote ended first (it crashed or was stopped); the sends
+                // below are then counted against that end.
+            }
+        }
         for payload in payloads {
-            if sent == crashAfter { board.injectCrash(CrashReport(kind: .fault, message: "soak: crashed with messages in flight")) }
+            if sent == crashAfter { injectInFlightCrash() }
             do { try endpoint.send(payload, timeout: .seconds(5)) } catch {
                 // The device closes when its remote crashes or stops, and says so.
                 let reported = processor.state != .running || error.kind == .deviceClosed
@@ -265,7 +275,7 @@ final class SoakBoard: @unchecked Sendable {
             }
             sent += 1
         }
-        if let crashAfter, crashAfter >= sent { board.injectCrash(CrashReport(kind: .fault, message: "soak: crashed with messages in flight")) }
+        if let crashAfter, crashAfter >= sent { injectInFlightCrash() }
         _ = board.waitWhileLive(upTo: options.replyTimeout) { replies.withLock { $0.count } >= sent }
         let got = replies.withLock { $0 }
         let live = processor.state == .running

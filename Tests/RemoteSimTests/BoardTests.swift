@@ -536,7 +536,7 @@ struct BoardFaultInjectionTests {
         // The remote must be idle with every earlier kick handled: a remote still busy with one
         // looks at every vring when it is done, and would find the message without its kick.
         #expect(waitUntil { board.mailbox.isCoreWaiting && board.mailbox.pendingBits == 0 })
-        board.dropKicks(toRemote: 1)
+        board.faults.dropKicks(.toRemote)
         try client.send([1], timeout: .seconds(5))
         #expect(board.trace.events.contains { if case let .warning(text) = $0.kind { text.contains("dropped kick host → remote") } else { false } })
         usleep(100_000)
@@ -547,10 +547,41 @@ struct BoardFaultInjectionTests {
         try processor.shutdown()
     }
 
+    @Test("fault injection refuses what it cannot do with a typed error naming the operation; what it can do lands in shared memory", .timeLimit(.minutes(1)))
+    func faultErrors() throws {
+        let (board, processor, _) = try bootBoard(EchoFirmware())
+        #expect {
+            try board.faults.corruptVring(9, .availIndex, value: 1)
+        } throws: { error in
+            guard let error = error as? BoardError, case .noSuchVring(index: 9, available: 2) = error.kind else { return false }
+            return error.description == "corrupt vring 9 avail-idx: no vring 9 (the vdev has 2)"
+        }
+        let table = try #require(processor.installedResourceTable)
+        let size = table.table.bytes.count
+        #expect {
+            try board.faults.corruptResourceTable(at: size - 3, value: 0)
+        } throws: { error in
+            guard let error = error as? BoardError, case .outsideResourceTable(offset: size - 3, size: size) = error.kind else { return false }
+            return true
+        }
+        // A write that fits lands where the remote reads its table.
+        let offset = size - 4
+        let before: UInt32 = try table.location.region.read(UInt32.self, at: table.location.offset + offset)
+        try board.faults.corruptResourceTable(at: offset, value: ~before)
+        #expect(try table.location.region.read(UInt32.self, at: table.location.offset + offset) == ~before)
+        let vring = try #require(processor.virtioDeviceList.first?.vrings[0])
+        let layout = try VringLayout(count: vring.count, alignment: vring.alignment)
+        try board.faults.corruptVring(0, .availFlags, value: 0x1_0001)
+        #expect(try vring.mapping.region.read(UInt16.self, at: vring.mapping.offset + layout.availFlags) == 1, "a 16-bit field takes the low half")
+        try processor.shutdown()
+        #expect(throws: BoardError.self) { try board.faults.inject(.panic(code: 1)) }
+        #expect(throws: BoardError.self) { try board.faults.crash(CrashReport(kind: .fault, message: "not running")) }
+    }
+
     @Test("an injected crash halts the core and is reported as given", .timeLimit(.minutes(1)))
     func injectedCrash() throws {
         let (board, processor, _) = try bootBoard(EchoFirmware())
-        board.injectCrash(CrashReport(kind: .fault, code: 7, message: "injected"))
+        try board.faults.crash(CrashReport(kind: .fault, code: 7, message: "injected"))
         #expect(waitUntil { processor.state == .crashed })
         #expect(processor.crashReport?.message == "injected" && processor.crashReport?.code == 7)
         try processor.shutdown()

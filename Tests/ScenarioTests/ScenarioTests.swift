@@ -177,8 +177,8 @@ struct ScenarioParserTests {
               - expect: { malformed: 1 }
               - expect: { trace: "kick" }
             """, path: "faults.yaml")
-        #expect(file.steps.map(\.step) == [.inject(kind: "panic", code: 0xBAD), .dropKicks(toRemote: true, count: 2),
-                                            .delayKicks(toRemote: false, by: .milliseconds(5)), .corruptVring(index: 1, field: "avail-idx", value: 999),
+        #expect(file.steps.map(\.step) == [.inject(.panic(code: 0xBAD)), .dropKicks(.toRemote, count: 2),
+                                            .delayKicks(.toHost, by: .milliseconds(5)), .corruptVring(index: 1, field: .availIndex, value: 999),
                                             .corruptTable(offset: 24, value: 0), .expectMalformed(atLeast: 1, within: .seconds(5)),
                                             .expectTrace(regex: "kick", within: .seconds(5))])
         #expect(parseError("firmware: echo\nsteps:\n  - corrupt: { vring: 1, field: colour, value: 1 }\n")?.message.contains("field must be one of") == true)
@@ -219,6 +219,9 @@ struct ScenarioParserTests {
         #expect(ScenarioParser.duration("1.5s") == .milliseconds(1500))
         #expect(ScenarioParser.duration("500us") == .microseconds(500))
         #expect(ScenarioParser.duration("soon") == nil)
+        // Minutes, as `rproc-sim soak --for 10m` says; at most an hour in any unit.
+        #expect(ScenarioParser.duration("10m") == .seconds(600))
+        #expect(ScenarioParser.duration("60m") == .seconds(3600) && ScenarioParser.duration("61m") == nil && ScenarioParser.duration("3601s") == nil)
         #expect(ScenarioParser.duration("-1s") == nil)
         #expect(ScenarioParser.duration("2h") == nil)
     }

@@ -19,9 +19,9 @@ public final class GDBClient {
 
     /// Sends `packet` and returns the reply's payload (an empty string is the "unsupported" reply).
     /// Console output that comes first is added to ``output``.
-    /// - Throws: ``BoardError`` when no reply comes within `timeout` or the server has gone.
+    /// - Throws: ``GDBConnectionError`` when no reply comes within `timeout` or the server has gone.
     public func request(_ packet: String, timeout: Duration = .seconds(10)) throws -> String {
-        guard LoopbackSocket.send(fd, GDBPacketReader.frame(packet)) else { throw BoardError("gdb client: the server has gone") }
+        guard LoopbackSocket.send(fd, GDBPacketReader.frame(packet)) else { throw GDBConnectionError(.closed) }
         return try reply(timeout: timeout)
     }
 
@@ -42,7 +42,7 @@ public final class GDBClient {
             while !pending.isEmpty {
                 switch pending.removeFirst() {
                 case .ack, .interrupt: continue
-                case .nack, .rejected: throw BoardError("gdb client: the server refused a packet")
+                case .nack, .rejected: throw GDBConnectionError(.refused)
                 case let .packet(payload):
                     LoopbackSocket.send(fd, [UInt8(ascii: "+")])
                     let text = String(decoding: payload, as: UTF8.self)
@@ -54,9 +54,9 @@ public final class GDBClient {
                 }
             }
             let left = deadline - clock.now
-            guard left > .zero else { throw BoardError("gdb client: no reply within \(timeout)") }
+            guard left > .zero else { throw GDBConnectionError(.noReply(within: timeout)) }
             let milliseconds = Int32(clamping: max(1, left.totalMilliseconds))
-            guard let bytes = LoopbackSocket.receive(fd, milliseconds: min(milliseconds, 100)) else { throw BoardError("gdb client: the server closed the connection") }
+            guard let bytes = LoopbackSocket.receive(fd, milliseconds: min(milliseconds, 100)) else { throw GDBConnectionError(.closed) }
             pending += reader.feed(bytes)
         }
     }
@@ -65,7 +65,7 @@ public final class GDBClient {
     public func monitor(_ command: String) throws -> String {
         output = ""
         let reply = try request("qRcmd," + hexString(Array(command.utf8)))
-        guard reply == "OK" else { throw BoardError("gdb client: monitor \(command) answered \(reply)") }
+        guard reply == "OK" else { throw GDBConnectionError(.monitorFailed(command: command, reply: reply)) }
         return output
     }
 }

@@ -6,9 +6,9 @@ import Glibc
 /// off (packets are small and interactive), no SIGPIPE when the peer has gone.
 enum LoopbackSocket {
     /// A listening socket on 127.0.0.1:`port` (0: the kernel picks) and the port it got.
-    static func listen(port: UInt16) throws(BoardError) -> (fd: Int32, port: UInt16) {
+    static func listen(port: UInt16) throws(GDBConnectionError) -> (fd: Int32, port: UInt16) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw BoardError("gdb: socket failed (errno \(errno))") }
+        guard fd >= 0 else { throw GDBConnectionError(.socket(errno: errno)) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = loopback(port)
@@ -16,7 +16,7 @@ enum LoopbackSocket {
         guard bound == 0, Glibc.listen(fd, 2) == 0 else {
             let error = errno
             close(fd)
-            throw BoardError("gdb: cannot listen on 127.0.0.1:\(port) (errno \(error)\(error == EADDRINUSE ? ", the port is in use" : ""))")
+            throw GDBConnectionError(.listen(port: port, errno: error))
         }
         var actual = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -37,15 +37,15 @@ enum LoopbackSocket {
     }
 
     /// A connection to 127.0.0.1:`port`.
-    static func connect(port: UInt16) throws(BoardError) -> Int32 {
+    static func connect(port: UInt16) throws(GDBConnectionError) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw BoardError("gdb: socket failed (errno \(errno))") }
+        guard fd >= 0 else { throw GDBConnectionError(.socket(errno: errno)) }
         var address = loopback(port)
         let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard result == 0 else {
             let error = errno
             close(fd)
-            throw BoardError("gdb: cannot connect to 127.0.0.1:\(port) (errno \(error))")
+            throw GDBConnectionError(.connect(port: port, errno: error))
         }
         noDelay(fd)
         return fd
