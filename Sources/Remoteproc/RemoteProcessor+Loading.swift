@@ -21,67 +21,67 @@ extension RemoteProcessor {
 
     /// The body of ``load(_:from:)``, under the life-cycle lock; recovery reuses it.
     func loadLocked(_ path: String, from store: ImageStore, life: inout Lifecycle, call: RemoteprocCall) throws(RemoteprocError) {
-            func image<R>(_ body: () throws(ImageError) -> R) throws(RemoteprocError) -> R {
-                do throws(ImageError) { return try body() } catch { throw RemoteprocError(.image(error), call: call) }
-            }
-            let size = try image { () throws(ImageError) in try store.open(path) }
-            defer { store.close() }
-            let elf = try image { () throws(ImageError) in try ELFImage(store: store, fileSize: size, path: path) }
+        func image<R>(_ body: () throws(ImageError) -> R) throws(RemoteprocError) -> R {
+            do throws(ImageError) { return try body() } catch { throw RemoteprocError(.image(error), call: call) }
+        }
+        let size = try image { () throws(ImageError) in try store.open(path) }
+        defer { store.close() }
+        let elf = try image { () throws(ImageError) in try ELFImage(store: store, fileSize: size, path: path) }
 
-            // Where every segment goes, checked before anything is written.
-            var placements: [(ELFProgramHeader, MemoryMapping)] = []
-            for segment in elf.loadableSegments where segment.memorySize > 0 {
-                guard let mapping = try? mapping(physical: nil, device: DeviceAddress(segment.physicalAddress),
-                                                 size: Int(segment.memorySize), attributes: 0, call: call) else {
-                    throw RemoteprocError(.image(ImageError(.segmentUnmapped(index: segment.index, address: segment.physicalAddress,
-                                                                             size: segment.memorySize), path: path)), call: call)
-                }
-                placements.append((segment, mapping))
+        // Where every segment goes, checked before anything is written.
+        var placements: [(ELFProgramHeader, MemoryMapping)] = []
+        for segment in elf.loadableSegments where segment.memorySize > 0 {
+            guard let mapping = try? mapping(physical: nil, device: DeviceAddress(segment.physicalAddress),
+                                             size: Int(segment.memorySize), attributes: 0, call: call) else {
+                throw RemoteprocError(.image(ImageError(.segmentUnmapped(index: segment.index, address: segment.physicalAddress,
+                                                                         size: segment.memorySize), path: path)), call: call)
             }
+            placements.append((segment, mapping))
+        }
 
-            var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
-            var ranges = DeviceRangeAllocator()
-            for (segment, _) in placements { ranges.claim(DeviceAddress(segment.physicalAddress), size: Int(segment.memorySize)) }
+        var notifyIDs = allocations.withLock { Allocations.fresh(capacity: notifyIDCapacity, reserving: $0.userIDs) }
+        var ranges = DeviceRangeAllocator()
+        for (segment, _) in placements { ranges.claim(DeviceAddress(segment.physicalAddress), size: Int(segment.memorySize)) }
 
-            var handled: ResourceTableHandler.Outcome?
-            var events: [RemoteprocEvent] = []
-            if let bytes = try image({ () throws(ImageError) in try elf.resourceTableBytes(from: store) }), let section = elf.resourceTableSection {
-                let table: ResourceTable
-                do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
-                let location = try mapping(physical: nil, device: DeviceAddress(section.address), size: bytes.count, attributes: 0,
-                                           call: call, what: "the resource table")
-                handled = try handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, call: call)
-                events += handled!.events
-            }
+        var handled: ResourceTableHandler.Outcome?
+        var events: [RemoteprocEvent] = []
+        if let bytes = try image({ () throws(ImageError) in try elf.resourceTableBytes(from: store) }), let section = elf.resourceTableSection {
+            let table: ResourceTable
+            do throws(ResourceTableError) { table = try ResourceTable(bytes: bytes) } catch { throw RemoteprocError(.resourceTable(error), call: call) }
+            let location = try mapping(physical: nil, device: DeviceAddress(section.address), size: bytes.count, attributes: 0,
+                                       call: call, what: "the resource table")
+            handled = try handle(table, location: location, notifyIDs: &notifyIDs, ranges: &ranges, call: call)
+            events += handled!.events
+        }
 
-            for (segment, target) in placements {
-                try image { () throws(ImageError) in
-                    try store.copy(from: Int(segment.offset), count: Int(segment.fileSize), into: target.region, at: target.offset)
-                }
-                let padding = Int(segment.memorySize - segment.fileSize)
-                do throws(MetalIOError) { try target.region.fill(0, at: target.offset + Int(segment.fileSize), count: padding) } catch {
-                    throw RemoteprocError(.io(error), call: call)
-                }
+        for (segment, target) in placements {
+            try image { () throws(ImageError) in
+                try store.copy(from: Int(segment.offset), count: Int(segment.fileSize), into: target.region, at: target.offset)
             }
-            if let handled {
-                let location = handled.installed.location
-                do throws(MetalIOError) { try location.region.write(handled.memoryTable.bytes, at: location.offset) } catch {
-                    throw RemoteprocError(.io(error), call: call)
-                }
-            } else {
-                events.append(.warning("\(path): no \(ELFImage.resourceTableSection) section; the image has no resources"))
+            let padding = Int(segment.memorySize - segment.fileSize)
+            do throws(MetalIOError) { try target.region.fill(0, at: target.offset + Int(segment.fileSize), count: padding) } catch {
+                throw RemoteprocError(.io(error), call: call)
             }
+        }
+        if let handled {
+            let location = handled.installed.location
+            do throws(MetalIOError) { try location.region.write(handled.memoryTable.bytes, at: location.offset) } catch {
+                throw RemoteprocError(.io(error), call: call)
+            }
+        } else {
+            events.append(.warning("\(path): no \(ELFImage.resourceTableSection) section; the image has no resources"))
+        }
 
-            dropVirtioDevices()
-            allocations.withLock { a in
-                a.notifyIDs = notifyIDs
-                a.ranges = ranges
-            }
-            life.installed = handled?.installed
-            life.image = elf
-            life.imageSource = ImageSource(path: path, store: store)
-            life.bootAddress = DeviceAddress(elf.entry)
-            life.events += events
+        dropVirtioDevices()
+        allocations.withLock { a in
+            a.notifyIDs = notifyIDs
+            a.ranges = ranges
+        }
+        life.installed = handled?.installed
+        life.image = elf
+        life.imageSource = ImageSource(path: path, store: store)
+        life.bootAddress = DeviceAddress(elf.entry)
+        life.events += events
     }
 
     /// The `size`-byte resource table at `device` in the remote's memory: where it lies, its

@@ -30,31 +30,31 @@ extension RemoteProcessor {
 
     /// The body of ``createVirtio(index:role:driverTimeout:)`` under the life-cycle lock.
     func createVirtioLocked(index: Int, role: VirtioRole, life: Lifecycle) throws(RemoteprocError) -> VirtioDevice {
-            guard let installed = life.installed else { throw RemoteprocError(.noResourceTable, call: .createVirtio) }
-            let vdevs = installed.table.virtioDevices
-            guard vdevs.indices.contains(index) else {
-                throw RemoteprocError(.noSuchVirtioDevice(index: index, count: vdevs.count), call: .createVirtio)
+        guard let installed = life.installed else { throw RemoteprocError(.noResourceTable, call: .createVirtio) }
+        let vdevs = installed.table.virtioDevices
+        guard vdevs.indices.contains(index) else {
+            throw RemoteprocError(.noSuchVirtioDevice(index: index, count: vdevs.count), call: .createVirtio)
+        }
+        if let existing = virtioDevices.withLock({ $0.first { $0.index == index } }) { return existing }
+        let (entryIndex, resource) = vdevs[index]
+        var vrings: [VringPlacement] = []
+        for (k, vring) in resource.vrings.enumerated() {
+            guard let da = vring.deviceAddress.device, let size = vring.byteSize else {
+                throw RemoteprocError(.invalidArgument("vring \(k) of vdev \(index) has no address"), call: .createVirtio)
             }
-            if let existing = virtioDevices.withLock({ $0.first { $0.index == index } }) { return existing }
-            let (entryIndex, resource) = vdevs[index]
-            var vrings: [VringPlacement] = []
-            for (k, vring) in resource.vrings.enumerated() {
-                guard let da = vring.deviceAddress.device, let size = vring.byteSize else {
-                    throw RemoteprocError(.invalidArgument("vring \(k) of vdev \(index) has no address"), call: .createVirtio)
-                }
-                let mapping = try mapping(physical: nil, device: da, size: size, attributes: 0, call: .createVirtio, what: "vdev \(index) vring \(k)")
-                vrings.append(VringPlacement(index: k, notifyID: vring.notifyID, deviceAddress: da, alignment: Int(vring.alignment),
-                                             count: Int(vring.count), mapping: mapping))
-            }
-            var entry = installed.location
-            entry.offset += installed.table.entryOffsets[entryIndex]
-            entry.device = DeviceAddress(entry.device.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
-            entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
-            entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
-            let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry,
-                                      host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) })
-            virtioDevices.withLock { $0.append(device) }
-            return device
+            let mapping = try mapping(physical: nil, device: da, size: size, attributes: 0, call: .createVirtio, what: "vdev \(index) vring \(k)")
+            vrings.append(VringPlacement(index: k, notifyID: vring.notifyID, deviceAddress: da, alignment: Int(vring.alignment),
+                                         count: Int(vring.count), mapping: mapping))
+        }
+        var entry = installed.location
+        entry.offset += installed.table.entryOffsets[entryIndex]
+        entry.device = DeviceAddress(entry.device.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
+        entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
+        entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
+        let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry,
+                                  host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) })
+        virtioDevices.withLock { $0.append(device) }
+        return device
     }
 
     /// Unlinks a virtio device (`remoteproc_remove_virtio`); its notifications stop.

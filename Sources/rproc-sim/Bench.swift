@@ -164,18 +164,9 @@ struct Bench: ParsableCommand {
     }
 
     private func measure(_ name: String, bytes: Int, _ body: () throws -> Void) throws -> Result {
-        let clock = ContinuousClock()
-        var samples: [Double] = []
-        for _ in 0..<(iterations + 2) {
-            let start = clock.now
-            try body()
-            let d = clock.now - start
-            samples.append(d.inMicroseconds)
-        }
-        samples = Array(samples.dropFirst(2)).sorted()   // the first runs warm caches and page tables
-        let median = samples[samples.count / 2]
-        let p99 = samples[min(samples.count - 1, Int(Double(samples.count) * 0.99))]
-        return Result(name: name, bytes: bytes, medianMicroseconds: median, p99Microseconds: p99,
-                      megabytesPerSecond: Double(bytes) / median)
+        // The first runs warm caches and page tables.
+        let samples = try BenchHarness.time(iterations, warmUp: 2, body)
+        return Result(name: name, bytes: bytes, medianMicroseconds: samples.median, p99Microseconds: samples.p99,
+                      megabytesPerSecond: Double(bytes) / samples.median)
     }
 }

@@ -51,17 +51,7 @@ enum BoardBench {
         let reply = WakeSignal()
         let (_, echoProcessor, echo) = try boot(EchoFirmware()) { _ in reply.signal() }
         let bytes = [UInt8](repeating: 0x3C, count: payload)
-        let clock = ContinuousClock()
-        var samples: [Double] = []
-        let echoStart = clock.now
-        for _ in 0..<roundTrips {
-            let sent = clock.now
-            try echo.send(bytes, timeout: .seconds(10))
-            guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-            samples.append((clock.now - sent).inSeconds * 1e6)
-        }
-        let echoRate = Double(roundTrips) / (clock.now - echoStart).inSeconds
-        samples.sort()
+        let trips = try BenchHarness.echo(echo, payload: bytes, reply: reply, count: roundTrips)
         try echoProcessor.shutdown()
 
         // A one-way stream into the sink, then one query that waits for all of it.
@@ -72,32 +62,28 @@ enum BoardBench {
             if b.count == 4 { counted.withLock { $0 = b.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } } }
             answered.signal()
         }
-        let streamStart = clock.now
-        for _ in 0..<messages { try sink.send(bytes, timeout: .seconds(10)) }
-        try sink.send(Array("count?".utf8), timeout: .seconds(10))
-        guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
-            throw BenchError("stream: the sink counted \(String(describing: counted.withLock { $0 })) of \(messages)")
+        let streamRate = try BenchHarness.rate(messages) {
+            for _ in 0..<messages { try sink.send(bytes, timeout: .seconds(10)) }
+            try sink.send(Array("count?".utf8), timeout: .seconds(10))
+            guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
+                throw BenchError("stream: the sink counted \(String(describing: counted.withLock { $0 })) of \(messages)")
+            }
         }
-        let streamRate = Double(messages) / (clock.now - streamStart).inSeconds
         try sinkProcessor.shutdown()
 
         // configure → load → start → stop → shutdown.
         let board = try Board(firmware: EchoFirmware())
         let processor = try board.makeProcessor()
         let store = MemoryImageStore(["fw": try image()])
-        var cycleSamples: [Double] = []
-        for _ in 0..<cycles {
-            let start = clock.now
+        let cycle = try BenchHarness.time(cycles) {
             try processor.configure()
             try processor.load("fw", from: store)
             try processor.start()
             try processor.stop()
             try processor.shutdown()
-            cycleSamples.append((clock.now - start).inSeconds * 1e6)
         }
-        cycleSamples.sort()
-        return Result(echoPayload: payload, echoRoundTripsPerSecond: echoRate, echoP50Microseconds: samples[samples.count / 2],
-                      echoP99Microseconds: samples[min(samples.count - 1, samples.count * 99 / 100)], streamPayload: payload,
-                      streamMessagesPerSecond: streamRate, streamMegabytesPerSecond: streamRate * Double(payload) / 1e6, lifecycleCycleMedianMicroseconds: cycleSamples[cycleSamples.count / 2])
+        return Result(echoPayload: payload, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
+                      echoP99Microseconds: trips.latency.p99, streamPayload: payload, streamMessagesPerSecond: streamRate,
+                      streamMegabytesPerSecond: streamRate * Double(payload) / 1e6, lifecycleCycleMedianMicroseconds: cycle.median)
     }
 }

@@ -29,14 +29,13 @@ enum DebugBench {
             let (board, processor, server) = try boot(elf: elf, cpu: cpu)
             let client = try GDBClient(port: server.port)
             _ = try client.request("?")
-            let step = try timings(requests) { let reply = try client.request("s"); guard reply.hasPrefix("T05") else { throw BenchError("step answered \(reply)") } }
-            let registers = try timings(requests) { _ = try client.request("g") }
-            let memory = try timings(requests) { _ = try client.request("m20000000,100") }
-            let clock = ContinuousClock()
-            let started = clock.now
-            client.post("c")
-            try waitForConsole(board, "compute: done")
-            let attachedRate = 4 * 50_000_000 / (clock.now - started).inSeconds
+            let step = try BenchHarness.time(requests) { let reply = try client.request("s"); guard reply.hasPrefix("T05") else { throw BenchError("step answered \(reply)") } }
+            let registers = try BenchHarness.time(requests) { _ = try client.request("g") }
+            let memory = try BenchHarness.time(requests) { _ = try client.request("m20000000,100") }
+            let attachedRate = try BenchHarness.rate(4 * 50_000_000) {
+                client.post("c")
+                try waitForConsole(board, "compute: done")
+            }
             try processor.shutdown()
             server.shutdown()
 
@@ -47,17 +46,17 @@ enum DebugBench {
             _ = try watcher.request("?")
             guard try watcher.request("Z2,20000ff0,4") == "OK" else { throw BenchError("the watchpoint was refused") }
             let before = counter.value
-            let watchStart = clock.now
+            let watchStart = BenchHarness.clock.now
             watcher.post("c")
             RealTimeClock.shared.sleep(for: .seconds(1))
             watcher.interrupt()
             _ = try watcher.reply()
-            let watchRate = Double(counter.value - before) / (clock.now - watchStart).inSeconds
+            let watchRate = Double(counter.value - before) / (BenchHarness.clock.now - watchStart).inSeconds
             try watched.shutdown()
             watchedServer.shutdown()
 
-            return Result(architecture: architecture.rawValue, stepP50Microseconds: step.p50, stepP99Microseconds: step.p99,
-                          registersP50Microseconds: registers.p50, memoryReadP50Microseconds: memory.p50,
+            return Result(architecture: architecture.rawValue, stepP50Microseconds: step.median, stepP99Microseconds: step.p99,
+                          registersP50Microseconds: registers.median, memoryReadP50Microseconds: memory.median,
                           attachedInstructionsPerSecond: attachedRate, watchpointInstructionsPerSecond: watchRate)
         }
     }
@@ -79,16 +78,4 @@ enum DebugBench {
         }
     }
 
-    /// Median and p99 in µs of `count` runs of `body`.
-    private static func timings(_ count: Int, _ body: () throws -> Void) throws -> (p50: Double, p99: Double) {
-        let clock = ContinuousClock()
-        var samples: [Double] = []
-        for _ in 0..<count {
-            let start = clock.now
-            try body()
-            samples.append((clock.now - start).inSeconds * 1e6)
-        }
-        samples.sort()
-        return (samples[samples.count / 2], samples[min(samples.count - 1, samples.count * 99 / 100)])
-    }
 }

@@ -53,20 +53,9 @@ enum EmulatedBench {
         return (board, processor, try rpmsg.createEndpoint(destination: address, onReceive: onReceive))
     }
 
-    /// Round trips per second and the p50 and p99 latencies of `count` 16-byte echoes.
-    static func echo(_ endpoint: RPMsgEndpoint, reply: WakeSignal, count: Int) throws -> (Double, Double, Double) {
-        let clock = ContinuousClock()
-        var samples: [Double] = []
-        let bytes = [UInt8](repeating: 0x42, count: 16)
-        let start = clock.now
-        for _ in 0..<count {
-            let sent = clock.now
-            try endpoint.send(bytes, timeout: .seconds(10))
-            guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-            samples.append((clock.now - sent).inSeconds * 1e6)
-        }
-        samples.sort()
-        return (Double(count) / (clock.now - start).inSeconds, samples[count / 2], samples[min(count - 1, count * 99 / 100)])
+    /// `count` 16-byte echoes.
+    static func echo(_ endpoint: RPMsgEndpoint, reply: WakeSignal, count: Int) throws -> BenchHarness.RoundTrips {
+        try BenchHarness.echo(endpoint, payload: [UInt8](repeating: 0x42, count: 16), reply: reply, count: count)
     }
 
     /// `count` messages of `payload` bytes into rpmsg-sink, then one echo through rpmsg-echo of the
@@ -81,13 +70,12 @@ enum EmulatedBench {
         }
         let sink = try rpmsg.createEndpoint(destination: rpmsg.announcedServices.first { $0.name == "rpmsg-sink" }!.address) { _ in }
         let bytes = [UInt8](repeating: 0x5A, count: payload)
-        let clock = ContinuousClock()
-        let start = clock.now
-        for _ in 0..<count { try sink.send(bytes, timeout: .seconds(10)) }
-        try echo.send([1], timeout: .seconds(10))
-        guard marker.wait(timeout: .seconds(60)) else { throw BenchError("stream: the end marker did not come back") }
-        let seconds = (clock.now - start).inSeconds
-        return Stream(payload: payload, messagesPerSecond: Double(count) / seconds, megabytesPerSecond: Double(count * payload) / seconds / 1e6)
+        let rate = try BenchHarness.rate(count) {
+            for _ in 0..<count { try sink.send(bytes, timeout: .seconds(10)) }
+            try echo.send([1], timeout: .seconds(10))
+            guard marker.wait(timeout: .seconds(60)) else { throw BenchError("stream: the end marker did not come back") }
+        }
+        return Stream(payload: payload, messagesPerSecond: rate, megabytesPerSecond: rate * Double(payload) / 1e6)
     }
 
     static func run(roundTrips: Int) throws -> Report {
@@ -96,15 +84,14 @@ enum EmulatedBench {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-fw-\(getpid())")
         defer { try? FileManager.default.removeItem(at: scratch) }
         let builder = try FirmwareBuilder(sourceRoot: source, outputDirectory: scratch)
-        let clock = ContinuousClock()
-        let buildStart = clock.now
         var elves: [String: URL] = [:]
-        for program in builder.programs() {
-            for architecture in FirmwareArchitecture.allCases {
-                elves["\(program)-\(architecture.rawValue)"] = try builder.build(program: program, architecture: architecture)
+        let buildSeconds = try BenchHarness.time(1) {
+            for program in builder.programs() {
+                for architecture in FirmwareArchitecture.allCases {
+                    elves["\(program)-\(architecture.rawValue)"] = try builder.build(program: program, architecture: architecture)
+                }
             }
-        }
-        let buildSeconds = (clock.now - buildStart).inSeconds
+        }.median / 1e6
 
         var results: [Result] = []
         for architecture in FirmwareArchitecture.allCases {
@@ -116,7 +103,7 @@ enum EmulatedBench {
             // Echo, no hooks.
             let reply = WakeSignal()
             let (_, processor, endpoint) = try boot(EmulatedCPU(cpu), elf: echoELF) { _ in reply.signal() }
-            let (rate, p50, p99) = try echo(endpoint, reply: reply, count: roundTrips)
+            let trips = try echo(endpoint, reply: reply, count: roundTrips)
             try processor.shutdown()
 
             // The same echo with every instruction counted, for instructions per round trip.
@@ -134,24 +121,24 @@ enum EmulatedBench {
             let compute = try board.makeProcessor()
             try compute.configure()
             try compute.load(computeELF.path, from: FileImageStore())
-            let start = clock.now
-            try compute.start()
-            guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix("compute: done") } }) else {
-                throw BenchError("compute did not finish")
+            let computeRate = try BenchHarness.rate(4 * 50_000_000) {
+                try compute.start()
+                guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix("compute: done") } }) else {
+                    throw BenchError("compute did not finish")
+                }
             }
-            let computeRate = 4 * 50_000_000 / (clock.now - start).inSeconds
             try compute.shutdown()
 
             let streams = try [16, 496].map { try stream(elf: multiELF, cpu: cpu, payload: $0, count: roundTrips * 4) }
-            results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: rate, echoP50Microseconds: p50,
-                                  echoP99Microseconds: p99, stream: streams,
-                                  computeInstructionsPerSecond: computeRate, echoWorkloadInstructionsPerSecond: perTrip * rate,
+            results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
+                                  echoP99Microseconds: trips.latency.p99, stream: streams,
+                                  computeInstructionsPerSecond: computeRate, echoWorkloadInstructionsPerSecond: perTrip * trips.perSecond,
                                   echoInstructionsPerRoundTrip: perTrip))
         }
 
         let nativeReply = WakeSignal()
         let (_, nativeProcessor, native) = try BoardBench.boot(EchoFirmware()) { _ in nativeReply.signal() }
-        let (nativeRate, _, _) = try echo(native, reply: nativeReply, count: roundTrips)
+        let nativeRate = try echo(native, reply: nativeReply, count: roundTrips).perSecond
         try nativeProcessor.shutdown()
         return Report(firmwareBuildSeconds: buildSeconds, programs: elves.count, emulated: results, nativeEchoRoundTripsPerSecond: nativeRate)
     }

@@ -36,14 +36,13 @@ enum RPMsgBench {
         }
         let sender = try pair.host.createEndpoint(address: RPMsgAddress(200), destination: RPMsgAddress(100)) { _ in }
         let bytes = [UInt8](repeating: 0x5A, count: payload)
-        let clock = ContinuousClock()
-        let start = clock.now
-        for _ in 0..<count { try sender.send(bytes, timeout: .seconds(10)) }
-        guard done.wait(timeout: .seconds(60)) else { throw BenchError("stream: only \(received.load(ordering: .relaxed)) of \(count) arrived") }
-        let elapsed = (clock.now - start).inSeconds
+        let rate = try BenchHarness.rate(count) {
+            for _ in 0..<count { try sender.send(bytes, timeout: .seconds(10)) }
+            guard done.wait(timeout: .seconds(60)) else { throw BenchError("stream: only \(received.load(ordering: .relaxed)) of \(count) arrived") }
+        }
         let kicks = pair.host.statistics.transmitQueueKicks + pair.remote.statistics.receiveQueueKicks
-        return StreamResult(payload: payload, messages: count, messagesPerSecond: Double(count) / elapsed,
-                            megabytesPerSecond: Double(count * payload) / elapsed / 1e6, kicksPerMessage: Double(kicks) / Double(count))
+        return StreamResult(payload: payload, messages: count, messagesPerSecond: rate,
+                            megabytesPerSecond: rate * Double(payload) / 1e6, kicksPerMessage: Double(kicks) / Double(count))
     }
 
     /// One message to a remote echo endpoint, wait for the reply, repeat.
@@ -56,23 +55,11 @@ enum RPMsgBench {
         }
         let reply = WakeSignal()
         let client = try pair.host.createEndpoint(address: RPMsgAddress(200), destination: RPMsgAddress(100)) { _ in reply.signal() }
-        let bytes = [UInt8](repeating: 0xA5, count: payload)
-        let clock = ContinuousClock()
-        var samples: [Double] = []
-        samples.reserveCapacity(count)
-        let start = clock.now
-        for _ in 0..<count {
-            let sent = clock.now
-            try client.send(bytes, timeout: .seconds(10))
-            guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-            samples.append((clock.now - sent).inMicroseconds)
-        }
-        let elapsed = (clock.now - start).inSeconds
-        samples.sort()
+        let trips = try BenchHarness.echo(client, payload: [UInt8](repeating: 0xA5, count: payload), reply: reply, count: count)
         let kicks = pair.host.statistics.transmitQueueKicks + pair.host.statistics.receiveQueueKicks
             + pair.remote.statistics.transmitQueueKicks + pair.remote.statistics.receiveQueueKicks
-        return EchoResult(payload: payload, roundTrips: count, roundTripsPerSecond: Double(count) / elapsed,
-                          p50Microseconds: samples[count / 2], p99Microseconds: samples[min(count - 1, count * 99 / 100)],
+        return EchoResult(payload: payload, roundTrips: count, roundTripsPerSecond: trips.perSecond,
+                          p50Microseconds: trips.latency.median, p99Microseconds: trips.latency.p99,
                           kicksPerRoundTrip: Double(kicks) / Double(count))
     }
 
@@ -86,19 +73,13 @@ enum RPMsgBench {
                 pong.signal()
             }
         }
-        let clock = ContinuousClock()
-        let start = clock.now
-        for _ in 0..<count {
-            ping.signal()
-            guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
+        let rate = try BenchHarness.rate(count) {
+            for _ in 0..<count {
+                ping.signal()
+                guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
+            }
         }
-        let elapsed = (clock.now - start).inSeconds
         thread.join()
-        return Double(count) / elapsed
+        return rate
     }
-}
-
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
