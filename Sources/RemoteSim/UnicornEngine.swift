@@ -456,22 +456,21 @@ final class UnicornEngine {
 /// only while the engine is open. A stopper can outlive its engine (a stop listener or a
 /// debugger's halt request copied out just before the run ended); without the gate its
 /// `uc_emu_stop` would land in the memory `uc_close` freed.
-final class EngineStopGate: @unchecked Sendable {
-    // @unchecked: `handle` is only read or cleared under `lock`; uc_emu_stop is thread-safe in
-    // Unicorn (it sets a flag and asks the vCPU to exit) and never calls back.
-    private let lock = MetalMutex(())
-    private var handle: OpaquePointer?
+final class EngineStopGate: Sendable {
+    // uc_emu_stop is thread-safe in Unicorn (it sets a flag and asks the vCPU to exit) and never
+    // calls back; the handle is read and cleared only under the lock.
+    private let handle: MetalMutex<OpaquePointer?>
 
-    init(_ handle: OpaquePointer) { self.handle = handle }
+    init(_ handle: OpaquePointer) { self.handle = MetalMutex(handle) }
 
     /// `uc_emu_stop` if the engine is still open.
-    func stop() { lock.withLock { _ in if let handle { uc_emu_stop(handle) } } }
+    func stop() { handle.withLock { if let open = $0 { uc_emu_stop(open) } } }
 
     /// From now on ``stop()`` does nothing; returns once no stop is in progress.
-    func close() { lock.withLock { _ in handle = nil } }
+    func close() { handle.withLock { $0 = nil } }
 
     /// Whether the engine is still open.
-    var isOpen: Bool { lock.withLock { _ in handle != nil } }
+    var isOpen: Bool { handle.withLock { $0 != nil } }
 }
 
 /// Stops an engine's run from another thread. `uc_emu_stop` can be lost if it lands just before
