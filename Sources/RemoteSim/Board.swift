@@ -44,29 +44,28 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         var injected: CrashReport?
     }
 
-    /// Kicks to lose or hold back (see ``BoardFaults``).
-    struct KickFaults {
-        var dropToRemote = 0
-        var dropToHost = 0
-        var delayToRemote: Duration = .zero
-        var delayToHost: Duration = .zero
+    /// Kicks to lose or hold back in one direction (see ``BoardFaults``).
+    struct KickFault {
+        var drop = 0
+        var delay: Duration = .zero
+        var isArmed: Bool { drop > 0 || delay > .zero }
     }
-    let kickFaults = MetalMutex(KickFaults())
+    /// Per direction. `kickFaultsArmed` lets every kick skip the lock while no fault is set
+    /// (the kick path is hot); it is only ever set under the lock.
+    let kickFaults = MetalMutex<[KickDirection: KickFault]>([:])
+    let kickFaultsArmed = Atomic<Bool>(false)
 
     /// Fault injection: kicks lost or held back, crashes, vring and resource-table corruption.
     public var faults: BoardFaults { BoardFaults(board: self) }
 
     /// Whether a kick may pass, after its delay; counts down a drop.
     private func passKick(_ direction: KickDirection, id: NotifyID) -> Bool {
-        let (drop, delay): (Bool, Duration) = kickFaults.withLock { f in
-            switch direction {
-            case .toRemote:
-                if f.dropToRemote > 0 { f.dropToRemote -= 1; return (true, .zero) }
-                return (false, f.delayToRemote)
-            case .toHost:
-                if f.dropToHost > 0 { f.dropToHost -= 1; return (true, .zero) }
-                return (false, f.delayToHost)
-            }
+        guard kickFaultsArmed.load(ordering: .acquiring) else { return true }
+        let (drop, delay): (Bool, Duration) = kickFaults.withLock { faults in
+            var fault = faults[direction, default: KickFault()]
+            defer { faults[direction] = fault }
+            if fault.drop > 0 { fault.drop -= 1; return (true, .zero) }
+            return (false, fault.delay)
         }
         if drop {
             trace.record(.warning("fault injection: dropped kick \(direction) id \(id)"))

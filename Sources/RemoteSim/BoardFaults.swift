@@ -48,21 +48,19 @@ public struct BoardFaults: Sendable {
 
     /// Loses the next `count` kicks going `direction` (each dropped kick is traced as a warning).
     public func dropKicks(_ direction: KickDirection, count: Int = 1) {
-        board.kickFaults.withLock { f in
-            switch direction {
-            case .toRemote: f.dropToRemote += max(0, count)
-            case .toHost: f.dropToHost += max(0, count)
-            }
-        }
+        change(direction) { $0.drop += max(0, count) }
     }
 
     /// Holds every later kick going `direction` back by `delay` (zero: deliver at once again).
     public func delayKicks(_ direction: KickDirection, by delay: Duration) {
-        board.kickFaults.withLock { f in
-            switch direction {
-            case .toRemote: f.delayToRemote = delay
-            case .toHost: f.delayToHost = delay
-            }
+        change(direction) { $0.delay = max(.zero, delay) }
+    }
+
+    private func change(_ direction: KickDirection, _ body: (inout Board.KickFault) -> Void) {
+        board.kickFaults.withLock { faults in
+            body(&faults[direction, default: Board.KickFault()])
+            // Armed stays set once a fault was: a drop counted down to zero costs one lock per kick.
+            if faults.values.contains(where: \.isArmed) { board.kickFaultsArmed.store(true, ordering: .releasing) }
         }
     }
 

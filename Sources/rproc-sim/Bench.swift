@@ -50,6 +50,8 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard (1...64).contains(sizeMiB) else { throw ValidationError("--size-mib must be between 1 and 64") }
         guard (3...10_000).contains(iterations) else { throw ValidationError("--iterations must be between 3 and 10000") }
+        guard (1...100_000_000).contains(messages) else { throw ValidationError("--messages must be between 1 and 100000000") }
+        guard (1...10_000_000).contains(roundTrips) else { throw ValidationError("--round-trips must be between 1 and 10000000") }
     }
 
     func run() throws {

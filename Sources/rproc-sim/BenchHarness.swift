@@ -31,11 +31,16 @@ enum BenchHarness {
         return Samples(samples)
     }
 
-    /// The rate of `count` operations done by `body` (all of them, timed as one).
-    static func rate(_ count: Int, _ body: () throws -> Void) rethrows -> Double {
+    /// How long `body` took, in seconds.
+    static func seconds(_ body: () throws -> Void) rethrows -> Double {
         let start = clock.now
         try body()
-        return Double(count) / (clock.now - start).inSeconds
+        return (clock.now - start).inSeconds
+    }
+
+    /// The rate of `count` operations done by `body` (all of them, timed as one).
+    static func rate(_ count: Int, _ body: () throws -> Void) rethrows -> Double {
+        Double(count) / (try seconds(body))
     }
 
     /// Echo round trips: each sends with `send`, then waits for `reply` (signalled by whoever

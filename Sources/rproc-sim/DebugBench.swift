@@ -46,12 +46,13 @@ enum DebugBench {
             _ = try watcher.request("?")
             guard try watcher.request("Z2,20000ff0,4") == "OK" else { throw BenchError("the watchpoint was refused") }
             let before = counter.value
-            let watchStart = BenchHarness.clock.now
-            watcher.post("c")
-            RealTimeClock.shared.sleep(for: .seconds(1))
-            watcher.interrupt()
-            _ = try watcher.reply()
-            let watchRate = Double(counter.value - before) / (BenchHarness.clock.now - watchStart).inSeconds
+            let watchSeconds = try BenchHarness.seconds {
+                watcher.post("c")
+                RealTimeClock.shared.sleep(for: .seconds(1))
+                watcher.interrupt()
+                _ = try watcher.reply()
+            }
+            let watchRate = Double(counter.value - before) / watchSeconds
             try watched.shutdown()
             watchedServer.shutdown()
 

@@ -313,7 +313,7 @@ struct CLIDebugTests {
     @Test("bad arguments are refused before anything runs")
     func refuses() throws {
         for arguments in [["debug", "echo", "--arch", "z80"], ["debug", "echo", "--for", "soon"], ["debug", "echo", "--send", "no-colon"],
-                          ["debug", "echo", "--repeat", "0"]] {
+                          ["debug", "echo", "--repeat", "0"], ["bench", "--round-trips", "0"], ["bench", "--messages", "-1"]] {
             #expect(throws: (any Error).self, "\(arguments)") { _ = try RprocSim.parseAsRoot(arguments) }
         }
     }

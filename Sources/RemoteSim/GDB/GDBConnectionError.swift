@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A GDB connection that could not be made or used: the server's listening socket, or the
 /// ``GDBClient``'s conversation with a server.
 public struct GDBConnectionError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -24,7 +28,7 @@ public struct GDBConnectionError: Error, Sendable, Hashable, CustomStringConvert
     public var description: String {
         switch kind {
         case let .socket(errno): "gdb: socket failed (errno \(errno))"
-        case let .listen(port, errno): "gdb: cannot listen on 127.0.0.1:\(port) (errno \(errno)\(errno == 98 ? ", the port is in use" : ""))"
+        case let .listen(port, errno): "gdb: cannot listen on 127.0.0.1:\(port) (errno \(errno)\(errno == EADDRINUSE ? ", the port is in use" : ""))"
         case let .connect(port, errno): "gdb: cannot connect to 127.0.0.1:\(port) (errno \(errno))"
         case .closed: "gdb: the other side closed the connection"
         case .refused: "gdb: the server refused a packet"
