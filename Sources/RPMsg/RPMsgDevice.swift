@@ -278,6 +278,10 @@ public final class RPMsgDevice: Sendable {
             guard let self, transmitWaiters.load(ordering: .acquiring) > 0 else { return }
             transmitReturned.signal()
         }
+        // A device that goes away (its remote stopped or crashed) takes this RPMsg with it, as
+        // Linux removes the rpmsg bus of a stopped remote: endpoints, whose handlers usually
+        // capture this device, are dropped.
+        transport.setRemovalHandler { [weak self] in self?.close() }
     }
 
     /// Asks the peer to notify when transmit buffers come back (`enable`) or not.
@@ -352,16 +356,23 @@ public final class RPMsgDevice: Sendable {
     /// Stops the device: later sends fail with ``RPMsgError/Kind/deviceClosed``, blocked senders
     /// wake with it, and notifications are ignored.
     public func close() {
-        state.withLock { s in
-            s.closed = true
-            s.endpoints.removeAll()
-            s.onActivity = nil
-            s.onTraffic = nil
+        // What the device let go of is released after its locks: an endpoint's handler may hold
+        // the last reference to something whose deinit comes back here (a remoteproc instance
+        // whose devices go away closes this device again).
+        let released = state.withLock { s in
+            defer {
+                s.closed = true
+                s.endpoints.removeAll()
+                s.onActivity = nil
+                s.onTraffic = nil
+            }
+            return (s.endpoints, s.onActivity, s.onTraffic)
         }
         // Waits for a ring operation in progress on another thread; none starts after.
         ringGate.withLock { $0 = true }
         transmitReturned.signal()   // a waiting sender looks again and finds the device closed
         transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
+        withExtendedLifetime(released) {}
     }
 
     /// Closed, or its transport is gone (the remote crashed or stopped).

@@ -60,7 +60,8 @@ extension RemoteProcessor {
     /// Unlinks a virtio device (`remoteproc_remove_virtio`); its notifications stop.
     public func removeVirtio(_ device: VirtioDevice) {
         virtioDevices.withLock { $0.removeAll { $0 === device } }
-        device.invalidate()
+        invalidate([device])
+        announceRemovals()
     }
 
     /// Before the core is stopped: the host's drivers let go of their devices, writing what this
@@ -77,7 +78,24 @@ extension RemoteProcessor {
             defer { list.removeAll() }
             return list
         }
+        invalidate(devices)
+    }
+
+    /// Marks `devices` gone at once (blocked users fail now); their removal handlers wait for
+    /// ``announceRemovals()``.
+    func invalidate(_ devices: [VirtioDevice]) {
+        guard !devices.isEmpty else { return }
         for device in devices { device.invalidate() }
+        pendingRemovals.withLock { $0 += devices }
+    }
+
+    /// Runs the removal handlers of the devices marked gone; never under the life-cycle lock.
+    func announceRemovals() {
+        let devices = pendingRemovals.withLock { list in
+            defer { list.removeAll() }
+            return list
+        }
+        for device in devices { device.announceRemoval() }
     }
 
     /// The virtio devices created and not removed.

@@ -96,6 +96,9 @@ public final class RemoteProcessor: Sendable {
     let lockOwner = Atomic<UInt>(0)
     let memories = MetalMutex<[RemoteprocMemory]>([])
     let virtioDevices = MetalMutex<[VirtioDevice]>([])
+    /// Devices marked gone whose removal handlers have not run yet: they run once the life-cycle
+    /// lock is released (``announceRemovals()``), so the drivers on top may call the processor.
+    let pendingRemovals = MetalMutex<[VirtioDevice]>([])
     let observers = MetalMutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
     let sequence = Atomic<UInt64>(0)
     let recoversAutomatically = Atomic<Bool>(false)
@@ -121,6 +124,13 @@ public final class RemoteProcessor: Sendable {
         self.notifyIDCapacity = notifyIDCapacity
         self.allocations = MetalMutex(Allocations(notifyIDs: NotifyIDAllocator(capacity: notifyIDCapacity)))
         do { try ops.initialize() } catch { throw RemoteprocError(.operationFailed(op: "init"), call: .initialize, underlying: error) }
+    }
+
+    /// A processor nobody holds can no longer drive its devices: they go away, and the drivers on
+    /// them (RPMsg) let go of what they hold.
+    deinit {
+        dropVirtioDevices()
+        announceRemovals()
     }
 
     // MARK: State and observers
@@ -193,6 +203,7 @@ public final class RemoteProcessor: Sendable {
             published.withLock { $0 = snapshot }
             return (outcome, events)
         }
+        announceRemovals()
         deliver(events)
         return try result.get()
     }
@@ -211,6 +222,7 @@ public final class RemoteProcessor: Sendable {
             life.removed = true
         }
         dropVirtioDevices()
+        announceRemovals()
     }
 
     /// Powers and prepares the remote (`remoteproc_config`): Offline → Configured.
@@ -238,7 +250,7 @@ public final class RemoteProcessor: Sendable {
             removeDrivers(&life)
             try op("stop", .stop) { try ops.stop() }
             allocations.withLock { $0.resetNotifyIDs(capacity: notifyIDCapacity) }
-            for device in virtioDevices.withLock({ $0 }) { device.invalidate() }
+            invalidate(virtioDevices.withLock { $0 })
             transition(&life, to: .stopped, call: .stop)
         }
     }
@@ -327,7 +339,7 @@ public final class RemoteProcessor: Sendable {
             life.crash = report
             // Users of the vdevs (a sender waiting for a buffer) fail now instead of waiting for
             // a remote that is gone; recovery builds new devices.
-            for device in virtioDevices.withLock({ $0 }) { device.invalidate() }
+            invalidate(virtioDevices.withLock { $0 })
             transition(&life, to: .crashed, call: .reportCrash, reason: report.description)
         }
     }

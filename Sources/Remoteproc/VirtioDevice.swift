@@ -43,13 +43,41 @@ public final class VirtioDevice: Sendable {
     private let report: @Sendable (RemoteprocEvent) -> Void
     private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
     private let available = Atomic<Bool>(true)
+    /// The removal handler (in a struct: a `Mutex` whose value is a closure re-wraps it in thunks)
+    /// and whether the removal was announced.
+    private struct Removal { var handler: (@Sendable () -> Void)?; var announced = false }
+    private let removal = MetalMutex(Removal())
 
     /// This device as a `Virtio` transport (what RPMsg runs over).
     public var transport: VirtioDeviceTransport { VirtioDeviceTransport(self) }
 
     /// `false` once the remote crashed, stopped, shut down, or the device was removed.
     public var isAvailable: Bool { available.load(ordering: .acquiring) }
+    /// Marks the device gone; the processor calls ``announceRemoval()`` once its lock is released.
     func invalidate() { available.store(false, ordering: .releasing) }
+
+    /// Runs the removal handler of a device marked gone (once; later calls do nothing).
+    func announceRemoval() {
+        guard !isAvailable else { return }
+        let handler = removal.withLock { r -> (@Sendable () -> Void)? in
+            guard !r.announced else { return nil }
+            r.announced = true
+            defer { r.handler = nil }
+            return r.handler
+        }
+        handler?()
+    }
+
+    /// Sets what runs when the device goes away (``Virtio/VirtioTransport/setRemovalHandler(_:)``):
+    /// after the remoteproc call that stopped, crashed or removed it released the life-cycle lock,
+    /// on that call's thread; at once when the removal was already announced.
+    public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) {
+        let runNow = removal.withLock { r -> Bool in
+            r.handler = r.announced ? nil : handler
+            return r.announced
+        }
+        if runNow { handler?() }
+    }
 
     init(index: Int, entryIndex: Int, role: VirtioRole, resource: VirtioDeviceResource, vrings: [VringPlacement],
          entry: MemoryMapping, host: HostPersonality, ops: any RemoteprocOps, report: @escaping @Sendable (RemoteprocEvent) -> Void) {

@@ -51,4 +51,5 @@ public final class VirtioDeviceTransport: VirtioTransport {
     public func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?) {
         device.setNotificationHandler(forVring: index, handler)
     }
+    public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) { device.setRemovalHandler(handler) }
 }

@@ -47,22 +47,28 @@ public final class InterruptLine<Number: Hashable & Comparable & Sendable>: @unc
     /// With a handler thread it does nothing: that thread handles them, and only it.
     @discardableResult
     public func poll() -> Int {
-        guard !usesThread else { return 0 }
+        guard !usesThread, !pending.withLock({ $0.stop }) else { return 0 }
         let numbers = take()
         deliver(numbers)
         return numbers.count
     }
 
-    /// Stops the handler thread, waiting up to 5 s for it; later raises are only recorded.
+    /// Stops the handler thread, waiting up to 5 s for it, and lets go of the handler (which often
+    /// captures what owns the line); later raises are only recorded and never handled.
     public func shutdown() {
-        guard usesThread else { return }
         let already = pending.withLock { p in
             defer { p.stop = true }
             return p.stop
         }
-        guard !already else { return }
-        wake.signal()
-        stopped.wait(timeout: .seconds(5))
+        if usesThread && !already {
+            wake.signal()
+            stopped.wait(timeout: .seconds(5))
+        }
+        let released = handler.withLock { h in
+            defer { h.call = nil }
+            return h.call
+        }
+        withExtendedLifetime(released) {}   // released here, outside the lock
     }
 
     private func take() -> Set<Number> {

@@ -27,7 +27,10 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     public let vringLocations: [VringLocation]
     let shared: LoopbackVirtioDevice
     private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
-    private let peer = MetalMutex<LoopbackTransport?>(nil)
+    /// The other end, held weakly: the two ends point at each other, and an end nobody holds any
+    /// more is gone (its kicks are lost, as a removed device's would be).
+    private struct Peer { weak var transport: LoopbackTransport? }
+    private let peer = MetalMutex(Peer())
     /// Numbered by vring index.
     private let interrupts: InterruptLine<Int>
     public let usesInterruptThread: Bool
@@ -52,15 +55,14 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
         let shared = LoopbackVirtioDevice(deviceFeatures: features)
         let driver = try LoopbackTransport(role: .driver, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
         let device = try LoopbackTransport(role: .device, deviceID: deviceID, vrings: vrings, shared: shared, interruptThread: interruptThreads, host: host)
-        driver.peer.withLock { $0 = device }
-        device.peer.withLock { $0 = driver }
+        driver.peer.withLock { $0.transport = device }
+        device.peer.withLock { $0.transport = driver }
         return (driver, device)
     }
 
     /// Stops the interrupt thread (waits up to 5 s for it) and disconnects from the peer.
     public func shutdown() {
-        peer.withLock { $0 = nil }
-        interrupts.setHandler(nil)
+        peer.withLock { $0.transport = nil }
         interrupts.shutdown()
     }
 
@@ -101,7 +103,7 @@ public final class LoopbackTransport: VirtioTransport, @unchecked Sendable {
     public func writeConfig(_ bytes: [UInt8], at offset: Int) throws(VirtioError) {
         guard bytes.isEmpty else { throw VirtioError(.invalidArgument("a loopback device has no config space")) }
     }
-    public func kick(vring index: Int) throws(VirtioError) { peer.withLock { $0 }?.raise(index) }
+    public func kick(vring index: Int) throws(VirtioError) { peer.withLock { $0.transport }?.raise(index) }
     public func setNotificationHandler(forVring index: Int, _ handler: (@Sendable () -> Void)?) {
         handlers.withLock { $0[index] = handler }
     }

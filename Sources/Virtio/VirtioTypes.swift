@@ -117,10 +117,18 @@ public protocol VirtioTransport: AnyObject, Sendable {
     /// `false` once the device is gone (the remote crashed, stopped or was removed): users stop
     /// waiting on it and fail their calls.
     var isAvailable: Bool { get }
+    /// What runs, once, when the device goes away (``isAvailable`` turns false: the remote crashed
+    /// or stopped, or the device was removed) — Linux's virtio driver `remove`: the driver on top
+    /// lets go of what it holds (RPMsg closes, dropping its endpoints). It runs on the thread that
+    /// removed the device, after that call released its locks; set on a device already gone, it
+    /// runs at once.
+    func setRemovalHandler(_ handler: (@Sendable () -> Void)?)
 }
 
 extension VirtioTransport {
     public var isAvailable: Bool { true }
+    /// A transport that is never removed (``isAvailable`` stays true) has no removal to report.
+    public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) {}
     public func prepareDriverQueue(_ index: Int) throws(VirtioError) {}
 }
 

@@ -71,6 +71,8 @@ struct BoardCrashTests {
         let attachment = try healthy.attachHostRPMsg()
         #expect(attachment.device != nil)
         attachment.device?.close()
+        try healthy.shutdown()
+        try processor.shutdown()
     }
 
     @Test("a PANIC write moves the core to Crashed with its code; stop and shutdown follow", .timeLimit(.minutes(1)))

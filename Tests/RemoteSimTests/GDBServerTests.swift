@@ -22,7 +22,9 @@ func runGDB(elf: String, port: UInt16, commands: [String], timeout: TimeInterval
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning { process.terminate() }
-    return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()   // Foundation lets go of a process only once it has seen it exit
+    return String(decoding: output, as: UTF8.self)
 }
 
 /// `Firmware/programs/PROGRAM` on an emulated core of `architecture` with a GDB server, halted

@@ -262,7 +262,8 @@ struct LifecycleTests {
         let platform = try TestPlatform()
         let processor = try platform.processor()
         let inner = MetalMutex<RemoteprocError?>(nil)
-        platform.onOp("configure") { [processor] in
+        platform.onOp("configure") { [weak processor] in   // the platform is the processor's
+            guard let processor else { return }
             let error = remoteprocError { try processor.shutdown() }
             inner.withLock { $0 = error }
             // Lookups, accessors and notify-id allocation do not wait for the life-cycle lock.

@@ -410,14 +410,15 @@ struct ScenarioRunnerTests {
         #expect(result.steps[1].passed)
         #expect(!result.steps[2].passed)
         let junit = ScenarioReports.junit([result])
-        try ScenarioReports.withXML {
+        let (suite, lastCase) = try ScenarioReports.withXML {
             let xml = try XMLDocument(xmlString: junit)
-            let suite = try #require(xml.rootElement()?.elements(forName: "testsuite").first)
-            #expect(suite.attribute(forName: "name")?.stringValue == "panicking")
-            #expect(suite.attribute(forName: "tests")?.stringValue == "3" && suite.attribute(forName: "failures")?.stringValue == "1")
-            let failure = try #require(suite.elements(forName: "testcase").last?.elements(forName: "failure").first)
-            #expect(failure.attribute(forName: "message")?.stringValue?.hasPrefix("expected: a crash (watchdog) within") == true)
+            let suite = xml.rootElement()?.elements(forName: "testsuite").first
+            let failure = suite?.elements(forName: "testcase").last?.elements(forName: "failure").first
+            return (["name", "tests", "failures"].map { suite?.attribute(forName: $0)?.stringValue },
+                    failure?.attribute(forName: "message")?.stringValue)
         }
+        #expect(suite == ["panicking", "3", "1"])
+        #expect(lastCase?.hasPrefix("expected: a crash (watchdog) within") == true)
         let trace = try JSONSerialization.jsonObject(with: try ScenarioReports.chromeTrace([result])) as? [String: Any]
         let events = try #require(trace?["traceEvents"] as? [[String: Any]])
         #expect(events.contains { ($0["ph"] as? String) == "X" && ($0["name"] as? String) == "boot" })
@@ -447,17 +448,27 @@ struct ScenarioRunnerTests {
             var hostile = result
             hostile.steps[3].failure! += "\u{1B}]0;title\u{07}\u{0}\u{FFFE}"
             let xml = ScenarioReports.junit([hostile])
-            try ScenarioReports.withXML {
+            // Plain values out of the parsed tree; no XML node outlives the lock (nor reaches an
+            // expectation, which may keep what it is given).
+            struct Case { var name: String; var skipped: Bool; var failure: String?; var properties: [String] }
+            let cases = try ScenarioReports.withXML {
                 let document = try XMLDocument(xmlString: xml)
-                let cases = try #require(document.rootElement()?.elements(forName: "testsuite").first?.elements(forName: "testcase"))
-                #expect(cases.count == 6)
-                #expect(cases.map { $0.attribute(forName: "name")?.stringValue ?? "" }.last?.hasSuffix(" / shutdown") == true)
-                #expect(cases.suffix(2).allSatisfy { !$0.elements(forName: "skipped").isEmpty }, "the steps after the failure are skipped")
-                let failure = try #require(cases[3].elements(forName: "failure").first?.stringValue)
-                #expect(failure.contains("hex ") || failure.contains("\""), "the payload shown as text or hex: \(failure)")
-                #expect(failure.contains("\\x1B]0;title\\x07\\x00\\u{FFFE}"), "\(failure)")
-                #expect(cases[3].elements(forName: "properties").first?.elements(forName: "property").contains { $0.attribute(forName: "name")?.stringValue == "line" } == true)
+                return (document.rootElement()?.elements(forName: "testsuite").first?.elements(forName: "testcase") ?? []).map { element in
+                    Case(name: element.attribute(forName: "name")?.stringValue ?? "",
+                         skipped: !element.elements(forName: "skipped").isEmpty,
+                         failure: element.elements(forName: "failure").first?.stringValue,
+                         properties: (element.elements(forName: "properties").first?.elements(forName: "property") ?? []).map {
+                             $0.attribute(forName: "name")?.stringValue ?? ""
+                         })
+                }
             }
+            try #require(cases.count == 6)
+            #expect(cases.last?.name.hasSuffix(" / shutdown") == true)
+            #expect(cases.suffix(2).allSatisfy { $0.skipped }, "the steps after the failure are skipped")
+            let failure = try #require(cases[3].failure)
+            #expect(failure.contains("hex ") || failure.contains("\""), "the payload shown as text or hex: \(failure)")
+            #expect(failure.contains("\\x1B]0;title\\x07\\x00\\u{FFFE}"), "\(failure)")
+            #expect(cases[3].properties.contains("line"))
         }
     }
 

@@ -54,6 +54,29 @@ struct InterruptLineTests {
         line.shutdown()
     }
 
+    @Test("shutdown lets go of the handler, which may capture the line: nothing stays alive, and later raises are not handled",
+          arguments: [true, false])
+    func shutdownReleasesHandler(thread: Bool) throws {
+        final class Witness: Sendable {}
+        weak var weakLine: InterruptLine<Int>?
+        weak var witness: Witness?
+        let handled = Atomic<Int>(0)
+        do {
+            let line = try InterruptLine<Int>(thread: thread)
+            let held = Witness()
+            weakLine = line
+            witness = held
+            line.setHandler { _ in _ = (line, held); handled.add(1, ordering: .relaxed) }   // a cycle until shutdown
+            line.shutdown()
+            line.raise(1)
+            #expect(line.poll() == 0)
+        }
+        #expect(witness == nil, "the handler was released")
+        // A handler thread holds its line until the thread has returned, a moment after shutdown.
+        if !thread { #expect(weakLine == nil) }
+        #expect(handled.load(ordering: .relaxed) == 0)
+    }
+
     @Test("a wake signal times out when nobody signals")
     func wakeSignalTimeout() {
         let signal = WakeSignal()
