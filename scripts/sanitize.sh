@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 kind=${1:-}
 case "$kind" in
   thread) export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}" ;;
-  address) export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" ;;
+  address)
+    export ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+    # Only third-party allocations are suppressed; the file says which and why.
+    export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=1${LSAN_OPTIONS:+:$LSAN_OPTIONS}" ;;
   *) echo "usage: scripts/sanitize.sh thread|address [swift test options…]" >&2; exit 2 ;;
 esac
 shift
