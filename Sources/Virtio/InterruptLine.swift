@@ -1,13 +1,60 @@
 import Synchronization
 import MetalIO
 
+/// What numbers an interrupt line: anything that is a 32-bit interrupt number underneath (a
+/// notify id, a vring index). The line keeps raised numbers in that form — a bit per number
+/// below 64, with no allocation and no generic hashing on the interrupt path.
+public protocol InterruptNumber: Sendable {
+    init(interruptNumber: UInt32)
+    var interruptNumber: UInt32 { get }
+}
+
+extension NotifyID: InterruptNumber {
+    public init(interruptNumber: UInt32) { self.init(rawValue: interruptNumber) }
+    public var interruptNumber: UInt32 { rawValue }
+}
+
+extension Int: InterruptNumber {
+    /// - Precondition: 0 ≤ self ≤ `UInt32.max` when used as one.
+    public init(interruptNumber: UInt32) { self = Int(interruptNumber) }
+    public var interruptNumber: UInt32 {
+        precondition(self >= 0 && self <= Int(UInt32.max), "interrupt number \(self) is out of range")
+        return UInt32(self)
+    }
+}
+
+/// Interrupt numbers raised and not yet handled: numbers below 64 as bits, the rest in a set.
+struct PendingInterrupts: Sendable {
+    private var low: UInt64 = 0
+    private var high: Set<UInt32> = []
+
+    var isEmpty: Bool { low == 0 && high.isEmpty }
+
+    mutating func insert(_ number: UInt32) {
+        if number < 64 { low |= 1 << UInt64(number) } else { high.insert(number) }
+    }
+
+    /// Every number, ascending.
+    func forEach(_ body: (UInt32) -> Void) {
+        var bits = low
+        while bits != 0 {
+            body(UInt32(bits.trailingZeroBitCount))
+            bits &= bits - 1
+        }
+        if !high.isEmpty { for number in high.sorted() { body(number) } }
+    }
+
+    var count: Int { low.nonzeroBitCount + high.count }
+}
+
 /// Numbered interrupts raised by one side and handled by the other: with a dedicated thread (the
 /// default) the handler runs there, as an interrupt handler would; in poll mode nothing runs until
 /// ``poll()``, which makes tests deterministic. Raises of one number that arrive before it is
 /// handled coalesce into one, as a real interrupt controller's pending bit does; none is lost.
-public final class InterruptLine<Number: Hashable & Comparable & Sendable>: @unchecked Sendable {
+/// Pending numbers are handled in ascending order.
+public final class InterruptLine<Number: InterruptNumber>: @unchecked Sendable {
     // Mutable state is in Mutexes and atomics; the signals are thread-safe.
-    private let pending = MetalMutex<(numbers: Set<Number>, stop: Bool)>(([], false))
+    private let pending = MetalMutex<(numbers: PendingInterrupts, stop: Bool)>((PendingInterrupts(), false))
     /// The handler, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
     /// every access, so each interrupt would have called through a longer chain than the last.
     private struct Handler { var call: (@Sendable (Number) -> Void)? }
@@ -33,8 +80,9 @@ public final class InterruptLine<Number: Hashable & Comparable & Sendable>: @unc
     /// Raises interrupt `number`.
     public func raise(_ number: Number) {
         raised.add(1, ordering: .relaxed)
+        let value = number.interruptNumber
         let stop = pending.withLock { p in
-            p.numbers.insert(number)
+            p.numbers.insert(value)
             return p.stop
         }
         if usesThread && !stop { wake.signal() }
@@ -71,16 +119,16 @@ public final class InterruptLine<Number: Hashable & Comparable & Sendable>: @unc
         withExtendedLifetime(released) {}   // released here, outside the lock
     }
 
-    private func take() -> Set<Number> {
+    private func take() -> PendingInterrupts {
         pending.withLock { p in
-            defer { p.numbers = [] }
+            defer { p.numbers = PendingInterrupts() }
             return p.numbers
         }
     }
 
-    private func deliver(_ numbers: Set<Number>) {
+    private func deliver(_ numbers: PendingInterrupts) {
         guard !numbers.isEmpty, let handler = handler.withLock({ $0.call }) else { return }
-        for number in numbers.sorted() { handler(number) }
+        numbers.forEach { handler(Number(interruptNumber: $0)) }
     }
 
     private func run() {

@@ -22,6 +22,16 @@ struct InterruptLineTests {
         #expect(handled.withLock { $0 } == [1, 3, 3])
     }
 
+    @Test("numbers past the 64 kept as bits, and notify ids up to UInt32.max, are handled too, all in ascending order")
+    func wideNumbers() throws {
+        let line = try InterruptLine<NotifyID>(thread: false)
+        let handled = MetalMutex<[NotifyID]>([])
+        line.setHandler { n in handled.withLock { $0.append(n) } }
+        for id: NotifyID in [70, 3, 64, 63, 0xFFFF_FFFF, 1000, 0, 64, 3] { line.raise(id) }
+        #expect(line.poll() == 7)
+        #expect(handled.withLock { $0 } == [0, 3, 63, 64, 70, 1000, .any])
+    }
+
     @Test("thread mode: the handler runs on the line's thread for every raise, and stops at shutdown")
     func threadMode() throws {
         let line = try InterruptLine<Int>()
