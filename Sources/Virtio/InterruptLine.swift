@@ -95,8 +95,7 @@ public final class InterruptLine<Number: InterruptNumber>: @unchecked Sendable {
     /// With a handler thread it does nothing: that thread handles them, and only it.
     @discardableResult
     public func poll() -> Int {
-        guard !usesThread, !pending.withLock({ $0.stop }) else { return 0 }
-        let numbers = take()
+        guard !usesThread, let numbers = take() else { return 0 }
         deliver(numbers)
         return numbers.count
     }
@@ -119,8 +118,11 @@ public final class InterruptLine<Number: InterruptNumber>: @unchecked Sendable {
         withExtendedLifetime(released) {}   // released here, outside the lock
     }
 
-    private func take() -> PendingInterrupts {
+    /// The numbers raised so far, taken in the same lock that says whether the line was shut
+    /// down (`nil`: it was; nothing is handled any more).
+    private func take() -> PendingInterrupts? {
         pending.withLock { p in
+            guard !p.stop else { return nil }
             defer { p.numbers = PendingInterrupts() }
             return p.numbers
         }
@@ -134,8 +136,8 @@ public final class InterruptLine<Number: InterruptNumber>: @unchecked Sendable {
     private func run() {
         while true {
             wake.wait()
-            if pending.withLock({ $0.stop }) { break }
-            deliver(take())
+            guard let numbers = take() else { break }
+            deliver(numbers)
         }
         stopped.signal()
     }
