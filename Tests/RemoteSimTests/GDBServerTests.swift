@@ -83,19 +83,33 @@ struct GDBServerFaultTests {
 
 /// A raw TCP client for protocol-level tests.
 final class RawClient {
-    let fd: Int32
+    /// The connection, or -1 once ``disconnect()`` closed it: a descriptor is closed exactly once
+    /// (closing it twice closes whatever another test thread opened under the same number since).
+    private(set) var fd: Int32
     init(port: UInt16) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socketFD >= 0 else { throw GDBConnectionError(.socket(errno: errno)) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard result == 0 else { throw GDBConnectionError(.connect(port: port, errno: errno)) }
+        let result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard result == 0 else {
+            let code = errno
+            close(socketFD)
+            throw GDBConnectionError(.connect(port: port, errno: code))
+        }
         var noDelay: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(socketFD, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
+        fd = socketFD
     }
-    deinit { close(fd) }
+    /// Leaves: closes the connection now (deinit then has nothing to close).
+    func disconnect() {
+        guard fd >= 0 else { return }
+        close(fd)
+        fd = -1
+    }
+    deinit { disconnect() }
     func send(_ text: String) { _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
     /// Reads until `marker` appears or `timeout` passes.
@@ -158,8 +172,7 @@ struct GDBServerRobustnessTests {
         #expect(second.read(until: "already attached").contains("already attached"))
         first.send(GDBPacketReader.frame("c"))
         usleep(50_000)
-        _ = first   // the first client disconnects while the core runs
-        close(first.fd)
+        first.disconnect()   // the first client leaves while the core runs
         let deadline = ContinuousClock.now + .seconds(10)
         while !board.trace.consoleLines.contains(where: { $0.hasPrefix("minimal: hello") }) && ContinuousClock.now < deadline { usleep(1000) }
         #expect(board.trace.consoleLines.contains { $0.hasPrefix("minimal: hello") })
