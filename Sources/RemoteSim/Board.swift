@@ -78,7 +78,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     /// Halts the running core and reports `report` as its crash; `false` when it is not running.
     func injectCrash(_ report: CrashReport) -> Bool {
         guard core.withLock({ c in
-            guard c.running else { return false }
+            guard c.running, !mailbox.isGateRequested else { return false }
             c.injected = report
             return true
         }) else { return false }
@@ -110,6 +110,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             case let .consoleLine(line): trace.record(.console(line, fromTraceBuffer: false))
             case .panic: break
             case let .watchdog(ms): trace.record(.watchdog(ms))
+            case let .power(event): trace.record(.power(event))
             }
         }
         memories = try layout.makeMemories()
@@ -162,7 +163,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     private var stateDescription: String {
         let (processor, running, lastHalt, halted) = core.withLock { ($0.processor, $0.running, $0.lastHalt, $0.halted) }
         var out = "life cycle: \(processor.map { "\($0.state)" } ?? "no processor")\n"
-        out += "core: " + (!running ? "not running" : halted ? "halted (the firmware stopped)" : isHaltedInDebugger ? "halted in the debugger" : "running") + "\n"
+        let core = !running ? "not running" : halted ? "halted (the firmware stopped)" : mailbox.isGated ? "suspended (clock gated)"
+            : mailbox.isGateRequested ? "suspending" : isHaltedInDebugger ? "halted in the debugger" : "running"
+        out += "core: \(core)\n"
         if let lastHalt { out += "last halt: \(lastHalt)\n" }
         if let report = processor?.crashReport { out += "crash: \(report)\n" }
         return out
@@ -294,6 +297,24 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         mailbox.reset()
     }
 
+    /// Gates the core's clock (``SuspendKind/forced``), or asks the firmware first and gates it
+    /// on its ACK; see ``PowerRegisters`` for the handshake. The core parks at an instruction
+    /// boundary with its registers, memory and PENDING bits kept.
+    public func suspend(_ kind: SuspendKind, timeout: Duration) throws {
+        let (running, halted) = core.withLock { ($0.running, $0.halted) }
+        guard running, !halted else { throw BoardError("suspend", .notRunning) }
+        try mailbox.suspendCore(kind, timeout: timeout, parkLimit: Self.stopLimit)
+    }
+
+    /// Lets the gated core run on where it parked.
+    public func resume() throws {
+        guard mailbox.isGateRequested else { throw BoardError("resume", .notRunning) }
+        mailbox.resumeCore()
+    }
+
+    /// Whether the core's clock is gated (suspended).
+    public var isSuspended: Bool { mailbox.isGated }
+
     public func notify(_ id: NotifyID) throws {
         guard passKick(.toRemote, id: id) else { return }
         mailbox.notify(id)
@@ -327,6 +348,7 @@ final class CoreThreadContext: @unchecked Sendable {
             }
         }
         core.firmwareEnded()
+        core.mailbox.coreEnded()
         finished?.signal()
         if let halt { board.firmwareEnded(halt, generation: generation, ended: ended) } else { ended?.signal() }
     }

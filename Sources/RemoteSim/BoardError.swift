@@ -28,6 +28,12 @@ public struct BoardError: Error, Sendable, CustomStringConvertible {
         case memory(MetalIOError)
         /// A vring's geometry is not one the board can lay out.
         case vring(VirtioError)
+        /// The core's firmware ended (a crash, a stop) before it could be suspended.
+        case coreHalted
+        /// The core did not reach an instruction boundary (a board access, for native firmware) in time.
+        case didNotPark(within: Duration)
+        /// The core's clock is gated (suspended): it cannot crash or run until resumed.
+        case suspended
     }
 
     /// What was being done: "start", "stop", "corrupt vring 1 avail-idx", …
@@ -48,6 +54,9 @@ public struct BoardError: Error, Sendable, CustomStringConvertible {
         case let .threadDidNotFinish(within): "the core's thread did not finish within \(within)"
         case .noProcessor: "no processor drives the board"
         case .notRunning: "the core is not running"
+        case .coreHalted: "the core's firmware ended before its clock could be gated"
+        case let .didNotPark(within): "the core did not reach an instruction boundary within \(within) (native firmware parks at its next board access)"
+        case .suspended: "the core is suspended (its clock is gated); resume it first"
         case let .noSuchVring(index, available): "no vring \(index) (the vdev has \(available))"
         case .noResourceTable: "no resource table is installed (load first)"
         case let .outsideResourceTable(offset, size): "offset \(offset) is not inside the \(size)-byte resource table"

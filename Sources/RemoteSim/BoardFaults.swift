@@ -67,6 +67,7 @@ public struct BoardFaults: Sendable {
     /// Halts the running core and reports `report` as its crash.
     /// - Throws: ``BoardError/Kind/notRunning`` when the core is not running.
     public func crash(_ report: CrashReport) throws(BoardError) {
+        guard !board.mailbox.isGateRequested else { throw BoardError("inject \(report.kind)", .suspended) }
         guard board.injectCrash(report) else { throw BoardError("inject \(report.kind)", .notRunning) }
     }
 
@@ -76,8 +77,15 @@ public struct BoardFaults: Sendable {
         case let .fault(code): try self.crash(CrashReport(kind: .fault, code: UInt64(code), message: "injected fault"))
         case let .panic(code):
             guard board.isRunning else { throw BoardError("inject \(crash)", .notRunning) }
+            guard !board.mailbox.isGateRequested else { throw BoardError("inject \(crash)", .suspended) }
             board.mailbox.panic(code)
         }
+    }
+
+    /// Makes the firmware cancel every cooperative suspend request, or lose its answers so every
+    /// request runs out its timeout; `nil` restores the firmware's own answers.
+    public func powerReplies(_ fault: PowerReplyFault?) {
+        board.mailbox.setPowerReplyFault(fault)
     }
 
     /// Writes `value` over `field` of vring `index` of the first vdev (16-bit fields take its low

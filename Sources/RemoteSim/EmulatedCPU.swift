@@ -40,8 +40,10 @@ public struct EmulatedCPU: FirmwareProgram {
         let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
             guard let mailbox else { return 0 }
             let value = UInt64(mailbox.read(Int(offset)))
-            // A stop, or a debugger's halt, while the core waited in WAIT: end the run here.
-            if mailbox.isStopRequested || session?.haltRequested.load(ordering: .acquiring) == true { callbackStopper.stopOnce() }
+            // A stop, a debugger's halt or the clock gated while the core waited in WAIT: end the run here.
+            if mailbox.isStopRequested || mailbox.isGateRequested || session?.haltRequested.load(ordering: .acquiring) == true {
+                callbackStopper.stopOnce()
+            }
             return value
         }, write: { [weak mailbox] offset, _, value in
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
@@ -78,8 +80,13 @@ public struct EmulatedCPU: FirmwareProgram {
             }
             session?.wakeCore()
         }
+        // Gating the clock ends the run the same way; the core then parks between two instructions.
+        mailbox.setGateListener { [running] in
+            if running.isEmulationThread { stopper.stopOnce() } else { stopper.stop(while: running) }
+        }
         defer {
             mailbox.setStopListener(nil)
+            mailbox.setGateListener(nil)
         }
         guard let session, let debugger else {
             try runFreely(engine: engine, core: core, running: running, pc: pc)
@@ -111,17 +118,20 @@ public struct EmulatedCPU: FirmwareProgram {
         var pc = start
         let mailbox = core.mailbox
         while true {
-            try running.enter(core)
+            mailbox.parkIfGated()
+            guard try running.enter(core) else { continue }
             let outcome = engine.run(from: pc)
             running.leave()
             switch outcome {
             case let .fault(fault):
-                try core.checkStop()   // a PANIC or a stop that interrupted the run wins
+                try core.throwIfStopped()   // a PANIC or a stop that interrupted the run wins
                 throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                    registers: fault.registers)
             case let .returned(next):
-                try core.checkStop()
+                try core.throwIfStopped()
                 pc = next
+                // Ended for the clock gate: park at the top (a wfi that ended just then wakes spuriously, as WFI may).
+                if mailbox.isGateRequested { continue }
                 // wfi: idle until the host kicks (PENDING ≠ 0) or a stop; the firmware acknowledges.
                 _ = mailbox.waitForInterrupt()
             }
@@ -157,11 +167,11 @@ public struct EmulatedCPU: FirmwareProgram {
                     let served = session.serve(engine: engine, pc: &pc, abandon: { mailbox.isHostStopRequested })
                     mailbox.setHaltedByDebugger(false)
                     guard let step = served else {
-                        try core.checkStop()
+                        try core.throwIfStopped()
                         continue
                     }
                     // Continuing after a PANIC or a fault sends the core down the crash path.
-                    if panicShown || mailbox.isHostStopRequested { try core.checkStop() }
+                    if panicShown || mailbox.isHostStopRequested { try core.throwIfStopped() }
                     if let fault = pendingFault {
                         throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                            registers: fault.registers)
@@ -171,11 +181,17 @@ public struct EmulatedCPU: FirmwareProgram {
                 }
             }
             if unshownPanic() != nil && session.attached.load(ordering: .acquiring) { continue }   // show it first
-            try core.checkStop()
+            try core.throwIfStopped()
+            // Gated: park here; a debugger's halt request releases the park (the debugger is served
+            // at the top while the clock stays gated).
+            if mailbox.isGateRequested {
+                mailbox.parkIfGated(releaseOnBreak: true)
+                continue
+            }
             do { try engine.syncDebugHooks() } catch {
                 throw FirmwareHalt(.fault(address: pc, message: "the debugger's hooks cannot be set: \(error)"), programCounter: pc)
             }
-            try running.enter(core)
+            guard try running.enter(core) else { continue }
             let outcome = engine.run(from: pc)
             running.leave()
             guard session.attached.load(ordering: .acquiring) else {
@@ -192,13 +208,13 @@ public struct EmulatedCPU: FirmwareProgram {
                 }
                 switch outcome {
                 case let .fault(fault):
-                    try core.checkStop()
+                    try core.throwIfStopped()
                     throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                        registers: fault.registers)
                 case let .returned(next):
-                    try core.checkStop()
+                    try core.throwIfStopped()
                     pc = next
-                    if session.haltRequested.load(ordering: .acquiring) { continue }
+                    if session.haltRequested.load(ordering: .acquiring) || mailbox.isGateRequested { continue }
                     _ = mailbox.waitForInterrupt()
                     continue
                 }
@@ -227,18 +243,22 @@ public struct EmulatedCPU: FirmwareProgram {
                     session.reportStop(.interrupt)
                     continue
                 }
-                try core.checkStop()
+                try core.throwIfStopped()
+                if mailbox.isGateRequested {
+                    if wasStepping { hooks.stepping = true }   // the step is still to be made after the resume
+                    continue
+                }
                 _ = mailbox.waitForInterrupt()
                 // A step onto `wfi` completes when the core wakes (a kick, or Ctrl-C).
                 if wasStepping {
-                    try core.checkStop()
+                    try core.throwIfStopped()
                     session.reportStop(session.haltRequested.exchange(false, ordering: .acquiringAndReleasing) ? .interrupt : .trap)
                 }
             case let .fault(fault):
                 hooks.watchHit = nil
                 hooks.stoppedAt = nil
                 hooks.stepping = false
-                if mailbox.isStopRequested && unshownPanic() == nil { try core.checkStop() }
+                if mailbox.isStopRequested && unshownPanic() == nil { try core.throwIfStopped() }
                 pendingFault = fault
                 pc = fault.programCounter
                 session.reportStop(DebugStop(signal: fault.kind == .illegalInstruction ? 4 : 11))
@@ -268,15 +288,20 @@ final class RunFlag: Sendable {
         if stoppers.load(ordering: .sequentiallyConsistent) > 0 { returned.signal() }
     }
 
-    /// Marks the run as started, then checks for a stop: a stop requested before this is seen
-    /// here, one requested after finds the flag set and is repeated until the run has returned —
-    /// none is lost in between. (Sequentially consistent: a store then a load on each side.)
-    func enter(_ core: RemoteCore) throws(FirmwareHalt) {
+    /// Marks the run as started, then checks for a stop and the clock gate: one requested before
+    /// this is seen here, one requested after finds the flag set and is repeated until the run has
+    /// returned — none is lost in between. (Sequentially consistent: a store then a load on each
+    /// side.) `false`: the gate was requested, no run may start (park first).
+    func enter(_ core: RemoteCore) throws(FirmwareHalt) -> Bool {
         value.store(true, ordering: .sequentiallyConsistent)
-        do { try core.checkStop() } catch {
+        let gated = core.mailbox.isGateRequested
+        if gated { value.store(false, ordering: .sequentiallyConsistent) }
+        guard !core.mailbox.isStopRequested else {
             value.store(false, ordering: .sequentiallyConsistent)
-            throw error
+            try core.throwIfStopped()
+            return false
         }
+        return !gated
     }
 
     private let thread = Atomic<UInt>(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))))

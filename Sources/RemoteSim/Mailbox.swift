@@ -19,6 +19,8 @@ public enum MailboxEvent: Hashable, Sendable {
     case panic(UInt32)
     /// The remote armed (ms > 0) or disarmed (0) its watchdog.
     case watchdog(milliseconds: UInt32)
+    /// Suspend and resume: requests, answers, the clock gate, misuse of the registers.
+    case power(PowerEvent)
 }
 
 /// The board's mailbox (design.md, "Mailbox registers", version 1): 32-bit little-endian
@@ -34,16 +36,19 @@ public final class Mailbox: Sendable {
     public enum Register: Int, CaseIterable, Sendable {
         case magic = 0x00, version = 0x04, kick = 0x08, pending = 0x0C, ack = 0x10, wait = 0x14
         case console = 0x18, panic = 0x1C, ticksLow = 0x20, ticksHigh = 0x24, watchdog = 0x28, sleep = 0x2C
+        /// Version 2: power management (see ``PowerRegisters``).
+        case pmControl = 0x30, pmRequest = 0x34, pmReply = 0x38, pmStatus = 0x3C
     }
     /// "RSIM".
     public static let magic: UInt32 = 0x5253_494D
-    public static let version: UInt32 = 1
+    /// 2: the power-management registers (0x30–0x3C) exist; everything of version 1 is unchanged.
+    public static let version: UInt32 = 2
     /// Notify ids 0–31 fit the PENDING word.
     public static let notifyIDCount = 32
     /// Console lines wrap at this many bytes.
     public static let consoleLineLimit = 256
 
-    private struct State {
+    struct State {
         var pending: UInt32 = 0
         var stop = false
         /// Whether the host (or the watchdog) asked for the stop, rather than a PANIC.
@@ -65,11 +70,20 @@ public final class Mailbox: Sendable {
         var started: ClockInstant
         /// Counts resets: a monitor of an earlier start ends.
         var generation = 0
+        /// The clock gate and the suspend handshake (Mailbox+Power.swift).
+        var power = PowerState()
     }
-    private let state: MetalMutex<State>
-    private let wake = WakeSignal()
-    /// Wakes the watchdog's monitor: a stop, a reset, or an arm that brings the expiry forward.
-    private let watchdogWake = WakeSignal()
+    let state: MetalMutex<State>
+    /// Wakes the core: a kick, a stop, a suspend request, a resume.
+    let wake = WakeSignal()
+    /// Wakes the watchdog's monitor: a stop, a reset, an arm that brings the expiry forward, a resume.
+    let watchdogWake = WakeSignal()
+    /// Wakes a host waiting in ``suspendCore(_:timeout:parkLimit:)``: the firmware answered, the
+    /// core parked, or it ended.
+    let powerWake = WakeSignal()
+    /// Whether the host wants the core's clock gated (read at every instruction-boundary check
+    /// without the lock; written under it).
+    let gateRequested = Atomic<Bool>(false)
     /// The board's clock: WAIT/SLEEP timeouts, TICKS and the watchdog's time.
     public let clock: any WaitClock
     private let idleWaiters: ConditionWaiters?
@@ -79,11 +93,12 @@ public final class Mailbox: Sendable {
     /// The callbacks, in a struct: a `Mutex` whose value *is* a closure re-wraps it in thunks on
     /// every access (each event would call through a longer chain than the last, until the stack
     /// overflowed).
-    private struct Callbacks {
+    struct Callbacks {
         var events: (@Sendable (MailboxEvent) -> Void)?
         var stopListener: (@Sendable () -> Void)?
+        var gateListener: (@Sendable () -> Void)?
     }
-    private let callbacks = MetalMutex(Callbacks())
+    let callbacks = MetalMutex(Callbacks())
 
     /// Sets what runs (on the requesting thread) when a stop is requested or the firmware
     /// panics — an emulated core uses it to end its run.
@@ -111,7 +126,7 @@ public final class Mailbox: Sendable {
     /// Sets what handles a remote → host kick (the board forwards it to the core's notification entry).
     public func setKickHandler(_ handler: (@Sendable (NotifyID) -> Void)?) { hostInterrupts.setHandler(handler) }
 
-    private func emit(_ event: MailboxEvent) { callbacks.withLock { $0.events }?(event) }
+    func emit(_ event: MailboxEvent) { callbacks.withLock { $0.events }?(event) }
 
     // MARK: Host side
 
@@ -135,6 +150,7 @@ public final class Mailbox: Sendable {
         }
         wake.signal()
         watchdogWake.signal()
+        powerWake.signal()
         hostWrites.changed()
         callbacks.withLock { $0.stopListener }?()
     }
@@ -160,6 +176,7 @@ public final class Mailbox: Sendable {
     public func reset() {
         let now = clock.now
         state.withLock { s in s = State(started: now, generation: s.generation + 1) }
+        gateRequested.store(false, ordering: .sequentiallyConsistent)
         watchdogWake.signal()
     }
 
@@ -187,7 +204,8 @@ public final class Mailbox: Sendable {
             let now = clock.now
             let (over, left): (Bool, Duration?) = state.withLock { s in
                 guard !s.stop, s.generation == generation else { return (true, nil) }
-                guard let timeout = s.watchdogTimeout else {
+                // No timeout armed, or the clock gated (frozen; a resume wakes this): nothing to look at.
+                guard let timeout = s.watchdogTimeout, s.power.gatedSince == nil else {
                     s.watchdogLookAt = nil
                     return (false, nil)
                 }
@@ -206,7 +224,7 @@ public final class Mailbox: Sendable {
 
     private func activeTime(_ s: State, at now: ClockInstant) -> Duration {
         let blockedNow = (s.blockedSince.map { now - $0 } ?? .zero) + (s.debugHaltedSince.map { now - $0 } ?? .zero)
-        return (now - s.started) - s.blocked - blockedNow
+        return (now - s.started) - s.blocked - blockedNow - s.power.gatedTime(at: now)
     }
 
     /// A debugger halted (`true`) or released (`false`) the core. Like a hardware debug unit
@@ -231,10 +249,11 @@ public final class Mailbox: Sendable {
         case .magic: Self.magic
         case .version: Self.version
         case .pending: pendingBits
-        case .wait: waitForInterrupt()
+        case .wait: waitForInterrupt(releasingForGate: true)
         case .ticksLow:
             latchTicks()
         case .ticksHigh: state.withLock { $0.ticksHighLatch }
+        case .pmControl, .pmRequest, .pmReply, .pmStatus: readPowerRegister(offset)
         default: 0
         }
     }
@@ -247,7 +266,8 @@ public final class Mailbox: Sendable {
         case .console: console(UInt8(truncatingIfNeeded: value))
         case .panic: panic(value)
         case .watchdog: armWatchdog(milliseconds: value)
-        case .sleep: sleep(microseconds: value)
+        case .sleep: sleep(microseconds: value, releasingForGate: true)
+        case .pmControl, .pmRequest, .pmReply, .pmStatus: writePowerRegister(offset, value)
         default: break
         }
     }
@@ -269,18 +289,29 @@ public final class Mailbox: Sendable {
     /// ACK (write 1 to clear).
     public func acknowledge(_ bits: UInt32) { state.withLock { $0.pending &= ~bits } }
 
-    /// WAIT: blocks until PENDING ≠ 0, a stop, or `timeout`; returns PENDING without clearing it
-    /// (0 when released by a stop or the timeout). The time blocked does not count for the watchdog.
-    public func waitForInterrupt(timeout: Duration? = nil) -> UInt32 {
-        let deadline = timeout.map { clock.now + $0 }
+    /// WAIT: blocks until PENDING ≠ 0, a suspend request or a resume the firmware has not been
+    /// woken for yet, a stop, or `timeout`; returns PENDING without clearing it (0 when released
+    /// by a stop or the timeout). The time blocked does not count for the watchdog.
+    /// - Parameter releasingForGate: what happens when the host gates the clock meanwhile —
+    ///   `false` (native firmware; an emulated core's `wfi`, outside a run) parks here until the
+    ///   resume, and the timeout does not run while parked; `true` (an emulated core's MMIO read,
+    ///   inside a run) returns 0 so the core parks at the next instruction boundary.
+    public func waitForInterrupt(timeout: Duration? = nil, releasingForGate: Bool = false) -> UInt32 {
+        var deadline = timeout.map { clock.now + $0 }
         return whileIdle {
             while true {
-                let (pending, stop, breakWait) = state.withLock { s in
+                let (pending, stop, breakWait, gated, powerEvent) = state.withLock { s in
                     defer { s.breakWait = false }
-                    return (s.pending, s.stop, s.breakWait)
+                    return (s.pending, s.stop, s.breakWait, s.power.gate != .open, s.power.takeWakeEvent())
                 }
                 if stop || breakWait { return 0 }
-                if pending != 0 { return pending }
+                if gated {
+                    if releasingForGate { return 0 }
+                    let parked = parkIfGated()
+                    deadline = deadline.map { $0 + parked }
+                    continue
+                }
+                if pending != 0 || powerEvent { return pending }
                 if let deadline, clock.now >= deadline { return 0 }
                 _ = clock.wait(for: wake, until: deadline)
             }
@@ -301,9 +332,9 @@ public final class Mailbox: Sendable {
         return try body()
     }
 
-    /// SLEEP: the core sleeps `microseconds`, or until PENDING ≠ 0 or a stop.
-    public func sleep(microseconds: UInt32) {
-        _ = waitForInterrupt(timeout: .microseconds(Int64(microseconds)))
+    /// SLEEP: the core sleeps `microseconds` of its own time, or until PENDING ≠ 0 or a stop.
+    public func sleep(microseconds: UInt32, releasingForGate: Bool = false) {
+        _ = waitForInterrupt(timeout: .microseconds(Int64(microseconds)), releasingForGate: releasingForGate)
     }
 
     /// CONSOLE: appends a byte; `\n` ends the line, `\r` is dropped, lines wrap at 256 bytes.
@@ -357,9 +388,10 @@ public final class Mailbox: Sendable {
         return UInt32(truncatingIfNeeded: now)
     }
 
-    /// Microseconds since the last reset (what TICKS_LO/HI read).
+    /// Microseconds of the core's time since the last reset (what TICKS_LO/HI read): time with
+    /// the clock gated (suspended) does not count — the core's timer stops with its clock.
     public var ticks: UInt64 {
         let now = clock.now
-        return UInt64(clamping: (now - state.withLock { $0.started }).totalMicroseconds)
+        return UInt64(clamping: state.withLock { s in (now - s.started) - s.power.gatedTime(at: now) }.totalMicroseconds)
     }
 }

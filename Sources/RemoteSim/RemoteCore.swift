@@ -51,6 +51,9 @@ public final class RemoteCore: Sendable {
     /// firmware ends, as a reset tears down the remote's RPMsg stack. Closing drops the endpoints,
     /// whose handlers usually capture the device.
     private let rpmsgDevices = MetalMutex<[RPMsgDevice]>([])
+    /// How native firmware answers suspend requests (in a struct: a `Mutex` whose value is a closure re-wraps it).
+    private struct PowerPolicy { var decide: (@Sendable (SuspendKind) -> SuspendAnswer)? }
+    private let powerPolicy = MetalMutex(PowerPolicy())
 
     /// What a debugger's `monitor` commands read (set by the board).
     let inspector: BoardInspector?
@@ -71,27 +74,59 @@ public final class RemoteCore: Sendable {
     }
 
     /// Throws ``FirmwareHalt`` when the host asked the core to stop (or it panicked): native
-    /// firmware calls it (``waitForInterrupt()`` does) so a stop halts it promptly.
+    /// firmware calls it (``waitForInterrupt()`` does) so a stop halts it promptly. It is also
+    /// where native firmware parks while the host has its clock gated (suspended).
     public func checkStop() throws(FirmwareHalt) {
+        mailbox.parkIfGated()
+        try throwIfStopped()
+    }
+
+    /// ``checkStop()`` without parking: an emulated core parks only between runs, where a
+    /// debugger can still reach it.
+    func throwIfStopped() throws(FirmwareHalt) {
         guard mailbox.isStopRequested else { return }
         if let code = mailbox.panicCode { throw FirmwareHalt(.panic(code)) }
         throw FirmwareHalt(.stopped)
     }
 
     /// WAIT then ACK: blocks until the host kicks, acknowledges what it returned (before
-    /// processing, so no kick is lost) and returns those bits. Throws on a stop.
+    /// processing, so no kick is lost) and returns those bits. Throws on a stop. A suspend
+    /// request that woke it is answered by the handler given to ``answerSuspendRequests(_:)``.
     @discardableResult
     public func waitForInterrupt() throws(FirmwareHalt) -> UInt32 {
-        let pending = mailbox.read(Mailbox.Register.wait.rawValue)
+        try waitForInterrupt(answering: true)
+    }
+
+    func waitForInterrupt(answering: Bool) throws(FirmwareHalt) -> UInt32 {
+        let pending = mailbox.waitForInterrupt()
         try checkStop()
         mailbox.acknowledge(pending)
+        if answering { answerSuspendRequest() }
         return pending
     }
 
-    public func kick(_ id: NotifyID) { mailbox.kick(id) }
+    public func kick(_ id: NotifyID) {
+        mailbox.parkIfGated()
+        mailbox.kick(id)
+    }
+
+    /// Takes part in the suspend handshake (``PowerRegisters``): each request the host makes is
+    /// answered with what `decide` returns for it, after the WAIT that it woke; `nil` stops
+    /// taking part (the host then gates the clock without asking).
+    public func answerSuspendRequests(_ decide: (@Sendable (SuspendKind) -> SuspendAnswer)?) {
+        powerPolicy.withLock { $0.decide = decide }
+        mailbox.setAnswersSuspendRequests(decide != nil)
+    }
+
+    /// Answers the request waiting, if any, with the handler's decision.
+    func answerSuspendRequest() {
+        guard let kind = mailbox.suspendRequest, let decide = powerPolicy.withLock({ $0.decide }) else { return }
+        mailbox.answerSuspendRequest(decide(kind))
+    }
 
     /// Writes `text` to the CONSOLE register.
     public func print(_ text: String) {
+        mailbox.parkIfGated()
         for byte in text.utf8 { mailbox.console(byte) }
         mailbox.console(UInt8(ascii: "\n"))
     }
@@ -149,12 +184,14 @@ public final class RemoteCore: Sendable {
 
     /// A 32-bit load at a device address, as the core would do it; outside every memory it is a fault.
     public func load32(_ address: UInt64) throws(FirmwareHalt) -> UInt32 {
+        mailbox.parkIfGated()
         let (region, offset) = try locate(address, size: 4, "load from")
         return (try? region.read(UInt32.self, at: offset)) ?? 0
     }
 
     /// A 32-bit store at a device address; outside every memory it is a fault.
     public func store32(_ value: UInt32, at address: UInt64) throws(FirmwareHalt) {
+        mailbox.parkIfGated()
         let (region, offset) = try locate(address, size: 4, "store to")
         try? region.write(value, at: offset)
     }
@@ -227,9 +264,11 @@ public struct RemoteRPMsg: Sendable {
 
     /// The firmware main loop's step: waits for a kick, then processes every vring
     /// (`remoteproc_get_notification(…, ANY)`). Throws when the core is stopped.
+    /// A suspend request is answered after the vrings are processed: the remote has quiesced then.
     public func waitAndProcess() throws {
-        try core.waitForInterrupt()
+        _ = try core.waitForInterrupt(answering: false)
         processor.handleNotification(.any)
+        core.answerSuspendRequest()
     }
 
     /// The firmware's main loop: ``waitAndProcess()`` until the core is stopped (then it throws).
@@ -250,7 +289,10 @@ final class RemoteSideOps: RemoteprocOps {
     init(mailbox: Mailbox) { self.mailbox = mailbox }
     func start(bootAddress: DeviceAddress) throws {}
     func stop() throws {}
-    func notify(_ id: NotifyID) throws { mailbox.kick(id) }
+    func notify(_ id: NotifyID) throws {
+        mailbox.parkIfGated()
+        mailbox.kick(id)
+    }
     var clock: any WaitClock { mailbox.clock }
     var hostWrites: ConditionWaiters? { mailbox.hostWrites }
 }

@@ -25,6 +25,8 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         /// The host wrote into a vdev entry: status (with the buffers made available so far),
         /// features, a vring address.
         case vdevWrite(VdevWrite)
+        /// Suspend and resume on the board: requests, answers, the clock gate (``PowerEvent``).
+        case power(PowerEvent)
     }
     /// Time since the board was created.
     public var time: Duration
@@ -44,6 +46,7 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case let .warning(text): what = "warning: " + visibleText(text)
         case let .watchdog(ms): what = ms == 0 ? "watchdog disarmed" : "watchdog \(ms) ms"
         case let .vdevWrite(write): what = "host wrote \(write)"
+        case let .power(event): what = "power: " + visibleText(event.description)
         case let .message(m):
             let bytes = m.prefix.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ")
             what = "message \(m.direction.rawValue) \(m.source) → \(m.destination), \(m.length) B: \(bytes)"

@@ -51,8 +51,11 @@ extension RemoteProcessor {
         entry.device = DeviceAddress(entry.device.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
         entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
         entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
+        var beforeKick: (@Sendable () -> Void)?
+        if role == .driver { beforeKick = { @Sendable [weak self] in self?.hostWillKick() } }
         let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry,
-                                  host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) })
+                                  host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) },
+                                  beforeKick: beforeKick)
         virtioDevices.withLock { $0.append(device) }
         return device
     }
@@ -106,6 +109,7 @@ extension RemoteProcessor {
     /// Returns how many vring handlers ran.
     @discardableResult
     public func handleNotification(_ id: NotifyID) -> Int {
+        remoteKicked()
         let devices = virtioDevices.withLock { $0 }
         return devices.reduce(0) { $0 + $1.dispatch(id) }
     }

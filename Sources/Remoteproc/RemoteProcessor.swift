@@ -102,6 +102,12 @@ public final class RemoteProcessor: Sendable {
     let observers = MetalMutex<(next: UInt64, handlers: [(UInt64, @Sendable (RemoteprocEvent) -> Void)])>((0, []))
     let sequence = Atomic<UInt64>(0)
     let recoversAutomatically = Atomic<Bool>(false)
+    /// Suspension counters and the autosuspend setting (``RemoteProcessor/powerStatistics``).
+    let power = MetalMutex(PowerManagement())
+    let autosuspendWake = AutosuspendWake()
+    /// Kicks either way while autosuspend is armed (it has been set once): what "idle" is measured by.
+    let trafficCount = Atomic<UInt64>(0)
+    let autosuspendArmed = Atomic<Bool>(false)
 
     /// When set, a reported crash is followed by ``recover()`` on a thread of its own, as Linux
     /// remoteproc does unless recovery is disabled. Off by default.
@@ -129,6 +135,8 @@ public final class RemoteProcessor: Sendable {
     /// A processor nobody holds can no longer drive its devices: they go away, and the drivers on
     /// them (RPMsg) let go of what they hold.
     deinit {
+        autosuspendWake.processorGone.store(true, ordering: .releasing)
+        autosuspendWake.signal.signal()
         dropVirtioDevices()
         announceRemovals()
     }
@@ -174,10 +182,12 @@ public final class RemoteProcessor: Sendable {
 
     func transition(_ life: inout Lifecycle, to state: RemoteprocState, call: RemoteprocCall, reason: String? = nil) {
         guard life.state != state else { return }
+        if life.state == .suspended && call != .resume { suspensionEnded(resumed: false) }
         let change = StateChange(from: life.state, to: state, call: call, reason: reason,
                                  sequence: sequence.add(1, ordering: .relaxed).newValue)
         life.state = state
         life.events.append(.stateChanged(change))
+        if autosuspendArmed.load(ordering: .relaxed) { autosuspendWake.signal.signal() }
     }
 
     /// Runs `body` under the life-cycle lock, refusing re-entrant calls and calls in states
@@ -321,7 +331,8 @@ public final class RemoteProcessor: Sendable {
         }
     }
 
-    /// Reports that the running remote crashed (called by the platform): Running or Suspended → Crashed.
+    /// Reports that the running remote crashed (called by the platform): Running → Crashed. A
+    /// suspended remote's clock is stopped: it cannot crash, and a report then is refused.
     public func reportCrash(_ report: CrashReport) throws(RemoteprocError) {
         try reportCrash(report, ifCurrent: { true })
     }
@@ -333,7 +344,7 @@ public final class RemoteProcessor: Sendable {
     public func reportCrash(_ report: CrashReport, ifCurrent isCurrent: () -> Bool) throws(RemoteprocError) {
         var reported = false
         defer { if reported && automaticRecovery { recoverInBackground() } }
-        try locked(.reportCrash, allowed: [.running, .suspended]) { life in
+        try locked(.reportCrash, allowed: [.running]) { life in
             guard isCurrent() else { return }
             reported = true
             life.crash = report

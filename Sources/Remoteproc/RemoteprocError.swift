@@ -34,6 +34,12 @@ public struct RemoteprocError: Error, CustomStringConvertible {
         /// A wait ran out of time.
         case timedOut(what: String, seconds: Double)
         case invalidArgument(String)
+        /// The platform cannot do this (it says why): a platform without suspend and resume.
+        case unsupported(String)
+        /// The remote answered a suspend request with CANCEL; it keeps running.
+        case refusedByRemote(SuspendKind)
+        /// The remote did not answer a suspend request in time (Linux's `-EBUSY`); it keeps running.
+        case busy(SuspendKind, timeout: Duration)
     }
 
     public var kind: Kind
@@ -76,6 +82,9 @@ public struct RemoteprocError: Error, CustomStringConvertible {
         case let .noSuchVirtioDevice(index, count): why = "no vdev entry \(index) (the table has \(count))"
         case let .timedOut(what, seconds): why = "timed out after \(seconds) s waiting for \(what)"
         case let .invalidArgument(text): why = text
+        case let .unsupported(text): why = "unsupported: \(text)"
+        case let .refusedByRemote(kind): why = "the remote refused the \(kind) suspend request (CANCEL); it keeps running"
+        case let .busy(kind, timeout): why = "busy: the remote did not answer the \(kind) suspend request within \(timeout); it keeps running"
         }
         return "\(call): \(why)"
     }

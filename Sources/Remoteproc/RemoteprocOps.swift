@@ -37,6 +37,15 @@ public protocol RemoteprocOps: AnyObject, Sendable {
     func stop() throws
     /// Powers the remote off and releases what configure and start took (`shutdown`).
     func shutdown() throws
+    /// Suspends the running remote (Linux's runtime/system PM suspend of a remoteproc): for
+    /// ``SuspendKind/forced`` it gates the core's clock at once; for ``SuspendKind/auto`` and
+    /// ``SuspendKind/system`` it asks the remote and waits up to `timeout` for its answer. When it
+    /// returns, the core executes nothing until ``resume()``.
+    /// - Throws: ``SuspendRefusal`` when the platform cannot suspend, the remote cancelled or did
+    ///   not answer (the core keeps running); any other error is an op failure.
+    func suspend(_ kind: SuspendKind, timeout: Duration) throws
+    /// Lets a suspended remote run on, at the instruction where it stopped.
+    func resume() throws
     /// Interrupts the remote with notify id `id` (`notify`): a vring kick or a vdev status change.
     func notify(_ id: NotifyID) throws
     /// Looks up memory the processor has no record of (`get_mem`).
@@ -55,7 +64,40 @@ extension RemoteprocOps {
     public func handleVendorResource(_ resource: VendorResource, entryIndex: Int) throws -> VendorResourceDisposition { .skipped }
     public func configure(data: (any Sendable)?) throws {}
     public func shutdown() throws {}
+    public func suspend(_ kind: SuspendKind, timeout: Duration) throws { throw SuspendRefusal.unsupported("this platform cannot suspend its remote") }
+    public func resume() throws { throw SuspendRefusal.unsupported("this platform cannot resume its remote") }
     public func memory(physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> RemoteprocMemory? { nil }
     public var clock: any WaitClock { RealTimeClock.shared }
     public var hostWrites: ConditionWaiters? { nil }
+}
+
+/// How the host suspends a running remote.
+public enum SuspendKind: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// The host gates the core's clock without asking; the firmware does not take part.
+    case forced
+    /// Runtime PM (OMAP's `RP_MBOX_SUSPEND_AUTO`): the host asks, the firmware may cancel.
+    case auto
+    /// System suspend (`RP_MBOX_SUSPEND_SYSTEM`): the host asks, the firmware may cancel.
+    case system
+    public var description: String { rawValue }
+    /// Whether the firmware is asked first.
+    public var isCooperative: Bool { self != .forced }
+}
+
+/// Why a platform's ``RemoteprocOps/suspend(_:timeout:)`` (or ``RemoteprocOps/resume()``) did
+/// not do it; the core turns it into a ``RemoteprocError`` and leaves the state unchanged.
+public enum SuspendRefusal: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The platform cannot suspend (or resume) its remote; says why.
+    case unsupported(String)
+    /// The remote answered the request with CANCEL.
+    case cancelled
+    /// The remote did not answer within the time given.
+    case noAnswer(within: Duration)
+    public var description: String {
+        switch self {
+        case let .unsupported(why): why
+        case .cancelled: "the remote cancelled the request"
+        case let .noAnswer(timeout): "the remote did not answer within \(timeout)"
+        }
+    }
 }

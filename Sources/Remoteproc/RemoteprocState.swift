@@ -16,7 +16,8 @@ public enum RemoteprocState: String, Hashable, Sendable, CaseIterable, CustomStr
     case stopped
     /// The remote faulted, panicked or missed its watchdog while running.
     case crashed
-    /// Suspended while running.
+    /// Suspended while running: the core's clock is stopped, memory and registers kept
+    /// (``RemoteProcessor/suspend(_:timeout:)``, ``RemoteProcessor/resume()``).
     case suspended
 
     public var description: String { rawValue.prefix(1).uppercased() + rawValue.dropFirst() }
@@ -42,6 +43,8 @@ public enum RemoteprocCall: String, Hashable, Sendable, CustomStringConvertible 
     case notification
     case reportCrash = "report crash"
     case recover
+    case suspend
+    case resume
     public var description: String { rawValue }
 }
 

@@ -41,6 +41,8 @@ public final class VirtioDevice: Sendable {
     private let ops: any RemoteprocOps
     /// Tells the processor's observers about every write into the vdev entry.
     private let report: @Sendable (RemoteprocEvent) -> Void
+    /// Runs before each vring kick of the host's driver (autosuspend resumes the remote there).
+    private let beforeKick: (@Sendable () -> Void)?
     private let handlers = MetalMutex<[Int: @Sendable () -> Void]>([:])
     private let available = Atomic<Bool>(true)
     /// The removal handler (in a struct: a `Mutex` whose value is a closure re-wraps it in thunks)
@@ -80,8 +82,10 @@ public final class VirtioDevice: Sendable {
     }
 
     init(index: Int, entryIndex: Int, role: VirtioRole, resource: VirtioDeviceResource, vrings: [VringPlacement],
-         entry: MemoryMapping, host: HostPersonality, ops: any RemoteprocOps, report: @escaping @Sendable (RemoteprocEvent) -> Void) {
+         entry: MemoryMapping, host: HostPersonality, ops: any RemoteprocOps, report: @escaping @Sendable (RemoteprocEvent) -> Void,
+         beforeKick: (@Sendable () -> Void)? = nil) {
         self.index = index
+        self.beforeKick = beforeKick
         self.host = host
         self.report = report
         self.entryIndex = entryIndex
@@ -246,6 +250,7 @@ public final class VirtioDevice: Sendable {
         guard vrings.indices.contains(index) else {
             throw RemoteprocError(.invalidArgument("no vring \(index) (the vdev has \(vrings.count))"), call: .notification)
         }
+        beforeKick?()
         do { try ops.notify(vrings[index].notifyID) } catch { throw RemoteprocError(.operationFailed(op: "notify"), call: .notification, underlying: error) }
     }
 

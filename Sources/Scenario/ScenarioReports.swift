@@ -104,7 +104,7 @@ public enum ScenarioReports {
         var events: [[String: Any]] = []
         for (pid, result) in results.enumerated() {
             events.append(["name": "process_name", "ph": "M", "pid": pid, "args": ["name": result.name]])
-            for (tid, name) in [(1, "host steps"), (2, "remote core"), (3, "mailbox"), (4, "rpmsg")] {
+            for (tid, name) in [(1, "host steps"), (2, "remote core"), (3, "mailbox"), (4, "rpmsg"), (5, "power")] {
                 events.append(["name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": ["name": name]])
             }
             var at = 0.0
@@ -119,11 +119,28 @@ public enum ScenarioReports {
                 let (tid, name): (Int, String)
                 switch event.kind {
                 case .stateChanged, .crash, .warning: (tid, name) = (2, "\(event)")
+                case .power: (tid, name) = (5, "\(event)")
                 case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (3, "\(event)")
                 case .console: (tid, name) = (2, "\(event)")
                 case .message: (tid, name) = (4, "\(event)")
                 }
                 events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])
+            }
+            // Each suspension as a slice on the power track, from Running → Suspended until it left Suspended.
+            var suspendedAt: (time: Double, call: String)?
+            for event in result.trace {
+                guard case let .stateChanged(from, to, call) = event.kind else { continue }
+                let ts = event.time.inMicroseconds
+                if to == .suspended { suspendedAt = (ts, "\(call)") }
+                if from == .suspended, let start = suspendedAt {
+                    events.append(["name": "suspended", "ph": "X", "pid": pid, "tid": 5, "ts": start.time, "dur": max(ts - start.time, 1),
+                                   "args": ["ended by": "\(call)"]])
+                    suspendedAt = nil
+                }
+            }
+            if let start = suspendedAt, let last = result.trace.last {
+                events.append(["name": "suspended", "ph": "X", "pid": pid, "tid": 5, "ts": start.time,
+                               "dur": max(last.time.inMicroseconds - start.time, 1), "args": ["ended by": "the end of the scenario"]])
             }
         }
         return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])

@@ -21,8 +21,9 @@ struct MailboxTests {
     func identification() throws {
         let mailbox = try Mailbox(interruptThread: false)
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)
-        #expect(mailbox.read(R.version.rawValue) == 1)
-        #expect(mailbox.read(0x30) == 0)
+        #expect(mailbox.read(R.version.rawValue) == 2, "version 2: the power-management registers")
+        #expect(mailbox.read(R.pmControl.rawValue) == 0, "no firmware takes part in the handshake until it says so")
+        #expect(mailbox.read(0x40) == 0)
         #expect(mailbox.read(0x0FFC) == 0)
         mailbox.write(R.magic.rawValue, 7)          // read-only: ignored
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)

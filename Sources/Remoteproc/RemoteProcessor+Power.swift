@@ -1,0 +1,222 @@
+import MetalIO
+import Synchronization
+import Virtio
+
+/// What a processor counts of its suspensions (``RemoteProcessor/powerStatistics``).
+public struct PowerStatistics: Hashable, Sendable, CustomStringConvertible {
+    /// Running → Suspended transitions (autosuspend's included).
+    public var suspensions = 0
+    /// Suspended → Running transitions.
+    public var resumes = 0
+    /// Suspensions the autosuspend monitor made.
+    public var autosuspensions = 0
+    /// Requests the remote cancelled or left unanswered.
+    public var refusals = 0
+    /// Time spent in Suspended, on the platform's clock (the current suspension included).
+    public var timeSuspended: Duration = .zero
+
+    public var description: String {
+        "\(suspensions) suspension(s) (\(autosuspensions) automatic), \(resumes) resume(s), \(refusals) refusal(s), \(timeSuspended) suspended"
+    }
+}
+
+/// The power-management side of a processor: counters, the autosuspend setting and the host
+/// traffic it watches. Guarded by its own lock, held briefly and never across an op.
+struct PowerManagement: Sendable {
+    var statistics = PowerStatistics()
+    var suspendedSince: ClockInstant?
+    /// The current suspension was made by the autosuspend monitor: the next host kick resumes.
+    var autosuspended = false
+    var autosuspendDelay: Duration?
+    /// The monitor's thread runs (it ends when the delay is cleared or the processor goes).
+    var monitorRunning = false
+    /// When host traffic (a kick either way) was last seen.
+    var lastTraffic: ClockInstant?
+}
+
+/// Wakes the autosuspend monitor; held strongly by its thread, which holds the processor weakly.
+final class AutosuspendWake: Sendable {
+    let signal = WakeSignal()
+    let processorGone = Atomic<Bool>(false)
+}
+
+extension RemoteProcessor {
+    /// How long ``suspend(_:timeout:)`` waits for a remote's answer by default (Linux's OMAP driver waits 1 s).
+    public static let defaultSuspendTimeout: Duration = .seconds(1)
+
+    /// Suspends the running remote: Running → Suspended (Linux's `rproc_pm_suspend` over the
+    /// platform's PM ops). ``SuspendKind/forced`` stops the core's clock at once; ``SuspendKind/auto``
+    /// and ``SuspendKind/system`` ask the firmware first and wait up to `timeout` for its ACK. The
+    /// remote's memory, registers and pending interrupts are kept; what the host sends meanwhile
+    /// waits in the vrings.
+    /// - Throws: ``RemoteprocError`` — ``RemoteprocError/Kind/refusedByRemote(_:)`` when the
+    ///   firmware cancelled, ``RemoteprocError/Kind/busy(_:timeout:)`` when it did not answer,
+    ///   ``RemoteprocError/Kind/unsupported(_:)`` when the platform cannot suspend, a wrong state
+    ///   outside Running; the state is unchanged then.
+    public func suspend(_ kind: SuspendKind = .forced, timeout: Duration = RemoteProcessor.defaultSuspendTimeout) throws(RemoteprocError) {
+        try suspend(kind, timeout: timeout, automatic: false)
+    }
+
+    /// Lets a suspended remote run on where it stopped: Suspended → Running.
+    public func resume() throws(RemoteprocError) {
+        try locked(.resume, allowed: [.suspended]) { (life) throws(RemoteprocError) in
+            try resumeLocked(&life)
+        }
+    }
+
+    /// The counters of suspensions, resumes and time suspended since the processor was made.
+    public var powerStatistics: PowerStatistics {
+        let now = ops.clock.now
+        return power.withLock { p in
+            var statistics = p.statistics
+            if let since = p.suspendedSince { statistics.timeSuspended += now - since }
+            return statistics
+        }
+    }
+
+    /// Runtime PM's autosuspend: when set, a running remote that has seen no host traffic (a kick
+    /// either way) for this long is suspended with ``SuspendKind/auto`` — the firmware is asked if
+    /// it takes part, its clock gated otherwise — and the next kick the host sends resumes it
+    /// first, transparently to the sender. A refusal is retried after another delay. `nil` (the
+    /// default) turns it off.
+    public var autosuspendDelay: Duration? {
+        get { power.withLock { $0.autosuspendDelay } }
+        set {
+            if newValue != nil { autosuspendArmed.store(true, ordering: .sequentiallyConsistent) }
+            let start = power.withLock { p -> Bool in
+                p.autosuspendDelay = newValue.map { max($0, .zero) }
+                p.lastTraffic = ops.clock.now
+                guard newValue != nil, !p.monitorRunning else { return false }
+                p.monitorRunning = true
+                return true
+            }
+            autosuspendWake.signal.signal()
+            if start { startAutosuspendMonitor() }
+        }
+    }
+
+    func suspend(_ kind: SuspendKind, timeout: Duration, automatic: Bool) throws(RemoteprocError) {
+        let traffic = trafficCount.load(ordering: .sequentiallyConsistent)
+        try locked(.suspend, allowed: [.running]) { (life) throws(RemoteprocError) in
+            if automatic {
+                // Traffic since the monitor decided: the remote is not idle after all.
+                guard trafficCount.load(ordering: .sequentiallyConsistent) == traffic else { return }
+            }
+            do {
+                try ops.suspend(kind, timeout: timeout)
+            } catch let refusal as SuspendRefusal {
+                switch refusal {
+                case let .unsupported(why): throw RemoteprocError(.unsupported(why), call: .suspend, underlying: refusal)
+                case .cancelled:
+                    power.withLock { $0.statistics.refusals += 1 }
+                    throw RemoteprocError(.refusedByRemote(kind), call: .suspend, underlying: refusal)
+                case let .noAnswer(within):
+                    power.withLock { $0.statistics.refusals += 1 }
+                    throw RemoteprocError(.busy(kind, timeout: within), call: .suspend, underlying: refusal)
+                }
+            } catch {
+                throw RemoteprocError(.operationFailed(op: "suspend"), call: .suspend, underlying: error)
+            }
+            let now = ops.clock.now
+            power.withLock { p in
+                p.statistics.suspensions += 1
+                if automatic { p.statistics.autosuspensions += 1 }
+                p.suspendedSince = now
+                p.autosuspended = automatic
+            }
+            transition(&life, to: .suspended, call: .suspend, reason: automatic ? "autosuspend (\(kind))" : "\(kind)")
+            guard automatic else { return }
+            // A host kick that saw Running before this suspension was published resumes here; one
+            // that comes later sees Suspended and resumes itself (it counts first, then looks).
+            published.withLock { $0.state = .suspended }
+            if trafficCount.load(ordering: .sequentiallyConsistent) != traffic { try resumeLocked(&life) }
+        }
+    }
+
+    private func resumeLocked(_ life: inout Lifecycle) throws(RemoteprocError) {
+        do {
+            try ops.resume()
+        } catch let refusal as SuspendRefusal {
+            throw RemoteprocError(.unsupported(refusal.description), call: .resume, underlying: refusal)
+        } catch {
+            throw RemoteprocError(.operationFailed(op: "resume"), call: .resume, underlying: error)
+        }
+        suspensionEnded(resumed: true)
+        transition(&life, to: .running, call: .resume)
+    }
+
+    /// Books the end of a suspension (a resume, or a stop or shutdown of a suspended remote).
+    func suspensionEnded(resumed: Bool) {
+        let now = ops.clock.now
+        power.withLock { p in
+            guard let since = p.suspendedSince else { return }
+            p.statistics.timeSuspended += now - since
+            if resumed { p.statistics.resumes += 1 }
+            p.suspendedSince = nil
+            p.autosuspended = false
+            p.lastTraffic = now
+        }
+        autosuspendWake.signal.signal()
+    }
+
+    /// A host driver is about to kick the remote: traffic for autosuspend, and a remote the
+    /// monitor suspended is resumed first so the kick reaches a running core. (From inside a
+    /// life-cycle call the resume cannot run; the kick is then latched by the platform.)
+    func hostWillKick() {
+        guard autosuspendArmed.load(ordering: .sequentiallyConsistent) else { return }
+        trafficCount.add(1, ordering: .sequentiallyConsistent)
+        guard published.withLock({ $0.state == .suspended }), power.withLock({ $0.autosuspended }) else { return }
+        do { try resume() } catch {
+            if case .wrongState = error.kind { return }       // resumed (or stopped) by another thread meanwhile
+            if case .reentrantCall = error.kind { return }
+            deliver([.warning("autosuspend: resuming for a host kick failed: \(error)")])
+        }
+    }
+
+    /// The remote kicked the host: traffic for autosuspend.
+    func remoteKicked() {
+        guard autosuspendArmed.load(ordering: .relaxed) else { return }
+        trafficCount.add(1, ordering: .relaxed)
+    }
+
+    private func startAutosuspendMonitor() {
+        let wake = autosuspendWake, clock = ops.clock
+        do {
+            try PlatformThread(name: "rproc-autosuspend") { [weak self] in
+                var seen = self?.trafficCount.load(ordering: .sequentiallyConsistent) ?? 0
+                var idleSince = clock.now
+                while !wake.processorGone.load(ordering: .acquiring) {
+                    guard let processor = self else { return }
+                    let (delay, state) = (processor.power.withLock { $0.autosuspendDelay }, processor.state)
+                    guard let delay else {
+                        processor.power.withLock { $0.monitorRunning = false }
+                        return
+                    }
+                    let traffic = processor.trafficCount.load(ordering: .sequentiallyConsistent)
+                    let now = clock.now
+                    let lastChange = processor.power.withLock { $0.lastTraffic } ?? idleSince
+                    if traffic != seen || lastChange > idleSince {
+                        seen = traffic
+                        idleSince = max(now, lastChange)
+                    }
+                    var deadline: ClockInstant?
+                    if state == .running {
+                        if now - idleSince >= delay {
+                            do throws(RemoteprocError) { try processor.suspend(.auto, timeout: RemoteProcessor.defaultSuspendTimeout, automatic: true) } catch {
+                                if case .wrongState = error.kind {} else { processor.deliver([.warning("autosuspend: \(error)")]) }
+                            }
+                            idleSince = clock.now       // refused or busy: try again after another delay
+                            continue
+                        }
+                        deadline = idleSince + delay
+                    }
+                    // Not running: wait for a transition (it signals); running: for the delay to pass.
+                    _ = clock.wait(for: wake.signal, until: deadline)
+                }
+            }.detach()
+        } catch {
+            power.withLock { $0.monitorRunning = false }
+            deliver([.warning("autosuspend cannot start its thread: \(error)")])
+        }
+    }
+}

@@ -1,0 +1,296 @@
+import FirmwareKit
+import Foundation
+import MetalIO
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Synchronization
+import Testing
+import Virtio
+
+/// An echo board with its service endpoint on the host side; replies collect in order.
+final class EchoClient: Sendable {
+    let board: Board
+    let processor: RemoteProcessor
+    let rpmsg: RPMsgDevice
+    let endpoint: RPMsgEndpoint
+    let replies = MetalMutex<[[UInt8]]>([])
+    let got = WakeSignal()
+
+    init(_ firmware: EchoFirmware = EchoFirmware()) throws {
+        (board, processor, rpmsg) = try bootBoard(firmware)
+        let announced = MetalMutex<RPMsgAddress?>(nil)
+        let ready = WakeSignal()
+        rpmsg.onNameServiceAnnouncement { name, address in
+            if name == "rpmsg-echo" { announced.withLock { $0 = address }; ready.signal() }
+        }
+        guard ready.wait(timeout: .seconds(30)), let service = announced.withLock({ $0 }) else {
+            throw BoardError("boot", .notRunning)
+        }
+        let replies = self.replies, got = self.got
+        endpoint = try rpmsg.createEndpoint(destination: service) { message in
+            replies.withLock { $0.append(message.payload) }
+            got.signal()
+        }
+    }
+
+    /// Waits until `count` replies have come (bounded).
+    func waitForReplies(_ count: Int, timeout: Duration = .seconds(30)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while replies.withLock({ $0.count }) < count {
+            guard ContinuousClock.now < deadline, got.wait(timeout: .milliseconds(100)) || true else { return false }
+        }
+        return true
+    }
+
+    func close() { try? processor.shutdown() }
+}
+
+/// Native firmware that keeps its watchdog (100 ms) kicked every 5 ms and does nothing else.
+struct WatchdogKeeper: FirmwareProgram {
+    func run(on core: RemoteCore) throws {
+        while true {
+            core.mailbox.armWatchdog(milliseconds: 100)
+            core.mailbox.sleep(microseconds: 5_000)
+            try core.checkStop()
+        }
+    }
+}
+
+@Suite("Suspend and resume on the board", .serialized)
+struct SuspendResumeTests {
+    @Test("forced suspend of native firmware: the host's messages wait in the vring (kicks latched) and all arrive, in order, after resume",
+          .timeLimit(.minutes(1)))
+    func forcedNative() throws {
+        let echo = try EchoClient()
+        defer { echo.close() }
+        try echo.endpoint.send(Array("before".utf8), timeout: .seconds(5))
+        #expect(echo.waitForReplies(1))
+        try echo.processor.suspend()
+        #expect(echo.processor.state == .suspended)
+        #expect(echo.board.isSuspended)
+        #expect(echo.board.inspector.answer(monitor: "state").contains("suspended (clock gated)"))
+        for i in 0..<100 { try echo.endpoint.send(Array("while suspended \(i)".utf8), timeout: .seconds(5)) }
+        usleep(200_000)
+        #expect(echo.replies.withLock { $0.count } == 1, "nothing is answered while suspended")
+        #expect(echo.board.mailbox.pendingBits != 0, "the host's kicks are latched in PENDING")
+        try echo.processor.resume()
+        #expect(echo.processor.state == .running)
+        #expect(echo.waitForReplies(101))
+        #expect(echo.replies.withLock { Array($0.dropFirst()) } == (0..<100).map { Array("while suspended \($0)".utf8) })
+        let statistics = echo.processor.powerStatistics
+        #expect(statistics.suspensions == 1 && statistics.resumes == 1)
+        #expect(statistics.timeSuspended >= .milliseconds(200))
+        let power = echo.board.trace.events.compactMap { if case let .power(event) = $0.kind { event } else { nil } }
+        #expect(power == [.gated(.forced), .ungated])
+    }
+
+    @Test("while suspended the watchdog is frozen and TICKS stands still; stop from Suspended ends the core at once",
+          .timeLimit(.minutes(1)))
+    func watchdogAndTicks() throws {
+        let (board, processor) = try startedBoard(WatchdogKeeper())
+        defer { try? processor.shutdown() }
+        usleep(30_000)
+        try processor.suspend()
+        let ticks = board.mailbox.ticks
+        usleep(400_000)       // four times the watchdog's timeout
+        #expect(board.mailbox.ticks - ticks < 20_000, "TICKS advanced \(board.mailbox.ticks - ticks) µs while suspended")
+        #expect(processor.state == .suspended)
+        try processor.resume()
+        usleep(50_000)
+        #expect(processor.state == .running, "the watchdog did not count the suspension")
+        #expect(board.mailbox.ticks - ticks >= 40_000, "TICKS runs again after the resume")
+        try processor.suspend()
+        let start = ContinuousClock.now
+        try processor.stop()
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(processor.state == .stopped)
+        #expect(!board.isRunning)
+    }
+
+    @Test("cooperative suspend of native firmware: ACK suspends (RESUMED set after the resume), CANCEL refuses, silence is busy, firmware outside the handshake is gated",
+          .timeLimit(.minutes(1)))
+    func cooperativeNative() throws {
+        let answer = MetalMutex<SuspendAnswer>(.ack)
+        let echo = try EchoClient(EchoFirmware(answersSuspend: { _ in answer.withLock { $0 } }))
+        defer { echo.close() }
+        try echo.processor.suspend(.auto)
+        #expect(echo.processor.state == .suspended)
+        try echo.processor.resume()
+        #expect(echo.board.mailbox.takeResumed(), "the firmware can tell it was resumed")
+        let power = echo.board.trace.events.compactMap { if case let .power(event) = $0.kind { event } else { nil } }
+        #expect(power == [.requested(.auto), .answered(.ack), .gated(.auto), .ungated])
+
+        answer.withLock { $0 = .cancel }
+        let refused = try #require(remoteprocErrorOf { try echo.processor.suspend(.system) })
+        guard case .refusedByRemote(.system) = refused.kind else { Issue.record("got \(refused)"); return }
+        #expect(echo.processor.state == .running)
+
+        echo.board.faults.powerReplies(.ignore)
+        let clock = ContinuousClock(), start = clock.now
+        let busy = try #require(remoteprocErrorOf { try echo.processor.suspend(.auto, timeout: .milliseconds(150)) })
+        guard case .busy(.auto, _) = busy.kind else { Issue.record("got \(busy)"); return }
+        #expect(clock.now - start >= .milliseconds(150))
+        #expect(echo.processor.state == .running)
+        echo.board.faults.powerReplies(.cancel)
+        #expect(remoteprocErrorOf { try echo.processor.suspend(.auto) }.map { if case .refusedByRemote = $0.kind { true } else { false } } == true)
+        echo.board.faults.powerReplies(nil)
+        #expect(echo.processor.powerStatistics.refusals == 3)
+        // Still serving after three refusals.
+        try echo.endpoint.send(Array("after".utf8), timeout: .seconds(5))
+        #expect(echo.waitForReplies(1))
+
+        // Firmware that does not take part (version 1) is gated without being asked.
+        let plain = try EchoClient()
+        defer { plain.close() }
+        try plain.processor.suspend(.system)
+        #expect(plain.processor.state == .suspended)
+        #expect(!plain.board.trace.events.contains { if case .power(.requested) = $0.kind { true } else { false } })
+        try plain.processor.resume()
+        #expect(!plain.board.mailbox.takeResumed(), "a gated firmware is not told")
+    }
+
+    @Test("autosuspend: an idle remote is suspended after the delay; the next send resumes it and is answered",
+          .timeLimit(.minutes(1)))
+    func autosuspend() throws {
+        let echo = try EchoClient(EchoFirmware(answersSuspend: { _ in .ack }))
+        defer { echo.close() }
+        let suspended = WakeSignal()
+        echo.processor.addObserver { event in
+            if case let .stateChanged(change) = event, change.to == .suspended { suspended.signal() }
+        }
+        echo.processor.autosuspendDelay = .milliseconds(50)
+        for round in 1...3 {
+            #expect(suspended.wait(timeout: .seconds(10)), "round \(round): not autosuspended")
+            #expect(echo.processor.state == .suspended)
+            try echo.endpoint.send(Array("wake \(round)".utf8), timeout: .seconds(5))
+            #expect(echo.waitForReplies(round))
+            #expect(echo.replies.withLock { $0.last } == Array("wake \(round)".utf8))
+        }
+        echo.processor.autosuspendDelay = nil
+        let statistics = echo.processor.powerStatistics
+        #expect(statistics.autosuspensions >= 3 && statistics.resumes >= 3)
+    }
+
+    @Test("a suspension in the middle of 100,000 echoed messages loses none and duplicates none", .timeLimit(.minutes(3)))
+    func nothingLost() throws {
+        let echo = try EchoClient()
+        defer { echo.close() }
+        let total = 100_000
+        let suspender = try PlatformThread(name: "suspender") {
+            while echo.replies.withLock({ $0.count }) < total / 2 { usleep(1000) }
+            do {
+                try echo.processor.suspend()
+                usleep(50_000)
+                try echo.processor.resume()
+            } catch { Issue.record("suspend/resume: \(error)") }
+        }
+        for i in 0..<total {
+            try echo.endpoint.send(withUnsafeBytes(of: UInt32(i).littleEndian, Array.init), timeout: .seconds(10))
+        }
+        suspender.join()
+        #expect(echo.waitForReplies(total, timeout: .seconds(60)))
+        let replies = echo.replies.withLock { $0 }
+        #expect(replies.count == total)
+        let numbers = replies.map { $0.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) } }
+        #expect(numbers == (0..<UInt32(total)).map { $0 }, "in order, none lost, none twice")
+        #expect(echo.processor.powerStatistics.suspensions == 1)
+    }
+
+    @Test("suspend racing a crash, a stop, a recovery or another suspend ends in one consistent state", .timeLimit(.minutes(3)))
+    func races() throws {
+        for round in 0..<120 {
+            let (board, processor) = try startedBoard(WatchdogKeeper())
+            processor.automaticRecovery = round % 4 == 2
+            let other = try PlatformThread(name: "racer") {
+                switch round % 4 {
+                case 0: try? board.faults.inject(.fault(code: 7))
+                case 1: try? processor.stop()
+                case 2: try? board.faults.inject(.panic(code: 3))
+                default: try? processor.suspend()
+                }
+            }
+            try? processor.suspend()
+            other.join()
+            let state = processor.state
+            switch state {
+            case .suspended: #expect(board.isSuspended && board.isRunning, "round \(round)")
+            case .running: #expect(!board.isSuspended, "round \(round)")
+            case .crashed, .stopped: break
+            default: Issue.record("round \(round): state \(state)")
+            }
+            if state == .suspended { try processor.resume() }
+            try processor.shutdown()
+            #expect(processor.state == .offline)
+        }
+    }
+}
+
+/// Emulated cores: the clock stops between two instructions, and nothing executes until the resume.
+@Suite("Suspend and resume of emulated cores", .serialized)
+struct EmulatedSuspendTests {
+    @Test("forced suspend stops the instruction counter; resume continues from there", .timeLimit(.minutes(1)),
+          arguments: FirmwareArchitecture.allCases)
+    func instructionCounter(architecture: FirmwareArchitecture) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "compute", architecture: architecture)
+        let counter = InstructionCounter()
+        let board = try Board(firmware: EmulatedCPU(architecture.cpu, countingInto: counter))
+        let processor = try board.makeProcessor()
+        defer { try? processor.shutdown() }
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        #expect(waitUntil { counter.value > 10_000 })
+        try processor.suspend()
+        let atSuspend = counter.value
+        usleep(200_000)
+        #expect(counter.value == atSuspend, "no instruction runs while the clock is gated")
+        try processor.resume()
+        #expect(waitUntil { counter.value > atSuspend + 10_000 })
+    }
+
+    @Test("registers and PC read through the GDB server are identical across a suspension; a step after the resume executes one instruction",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func registersKept(architecture: FirmwareArchitecture) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "compute", architecture: architecture)
+        let counter = InstructionCounter()
+        let server = try GDBServer(architecture: architecture.cpu)
+        let board = try Board(firmware: EmulatedCPU(architecture.cpu, countingInto: counter, debugger: server))
+        let processor = try board.makeProcessor()
+        defer { server.shutdown(); try? processor.shutdown() }
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        #expect(waitUntil { counter.value > 10_000 })
+        try processor.suspend()
+        let client = try GDBClient(port: server.port)      // attaching halts the core, parked or not
+        #expect(try client.request("?").hasPrefix("T"))
+        let before = try client.request("g")
+        let countBefore = counter.value
+        let state = try client.monitor("state")
+        #expect(state.contains("life cycle: Suspended") && state.contains("suspended (clock gated)"), "monitor state: \(state)")
+        client.post("c")
+        usleep(150_000)
+        client.interrupt()
+        #expect(try client.reply().hasPrefix("T"))
+        #expect(try client.request("g") == before, "registers unchanged across the suspension")
+        #expect(counter.value == countBefore)
+        client.post("s")
+        #expect(throws: (any Error).self, "the step waits for the clock") { _ = try client.reply(timeout: .milliseconds(200)) }
+        try processor.resume()
+        #expect(try client.reply(timeout: .seconds(10)).hasPrefix("T05"))
+        let stepAcrossResume = counter.value - countBefore
+        // The same step again, with nothing suspended: the counter moves by as much (its hook
+        // also sees the instruction a step stops at).
+        let beforeSecond = counter.value
+        #expect(try client.request("s").hasPrefix("T05"))
+        #expect(stepAcrossResume == counter.value - beforeSecond, "one instruction after the resume, as any step")
+        #expect(try client.request("D") == "OK")
+    }
+}
+
+/// The RemoteprocError `body` throws, if any.
+func remoteprocErrorOf(_ body: () throws -> Void) -> RemoteprocError? {
+    do { try body() } catch let error as RemoteprocError { return error } catch { return nil }
+    return nil
+}
