@@ -35,7 +35,7 @@
 /* ------------------------------------------------------------------------ */
 
 #define RSIM_MBOX_MAGIC     0x00u /* R   0x5253494D ("RSIM") */
-#define RSIM_MBOX_VERSION   0x04u /* R   1 */
+#define RSIM_MBOX_VERSION   0x04u /* R   2 (1 had no power-management registers) */
 #define RSIM_MBOX_KICK      0x08u /* W   notify the host: value = notify id 0..31 */
 #define RSIM_MBOX_PENDING   0x0Cu /* R   bit n: host kicked notify id n, not yet acked */
 #define RSIM_MBOX_ACK       0x10u /* W1C clear PENDING bits */
@@ -47,9 +47,24 @@
 #define RSIM_MBOX_TICKS_HI  0x24u /* R   high word */
 #define RSIM_MBOX_WATCHDOG  0x28u /* W   arm/kick: timeout in ms, 0 disarms */
 #define RSIM_MBOX_SLEEP     0x2Cu /* W   sleep value us, or until PENDING != 0 or stop */
+/* Version 2: suspend/resume handshake (see rsim_pm.h and docs/remotesim.md). */
+#define RSIM_MBOX_PM_CONTROL 0x30u /* RW  bit 0: the firmware answers suspend requests */
+#define RSIM_MBOX_PM_REQUEST 0x34u /* R   0 none, 1 auto (runtime PM), 2 system */
+#define RSIM_MBOX_PM_REPLY   0x38u /* W   1 ACK (quiesced: gate my clock), 2 CANCEL */
+#define RSIM_MBOX_PM_STATUS  0x3Cu /* R   bit 0 RESUMED (W1C), bit 1 a request awaits an answer */
+
+#define RSIM_PM_CONTROL_ANSWERS 0x1u
+#define RSIM_PM_REQUEST_NONE    0u
+#define RSIM_PM_REQUEST_AUTO    1u
+#define RSIM_PM_REQUEST_SYSTEM  2u
+#define RSIM_PM_REPLY_ACK       1u
+#define RSIM_PM_REPLY_CANCEL    2u
+#define RSIM_PM_STATUS_RESUMED  0x1u
+#define RSIM_PM_STATUS_REQUEST  0x2u
 
 #define RSIM_MAGIC_VALUE    0x5253494Du /* "RSIM" */
-#define RSIM_VERSION_VALUE  1u
+#define RSIM_VERSION_VALUE  2u
+#define RSIM_VERSION_PM     2u /* the first version with the PM registers */
 #define RSIM_NOTIFY_ID_MAX  31u /* KICK values above this are firmware errors */
 
 /* ------------------------------------------------------------------------ */
@@ -154,11 +169,12 @@ static inline void rsim_sleep_us(uint32_t us)
     rsim_mbox_write(RSIM_MBOX_SLEEP, us);
 }
 
-/* True when the mailbox identifies itself as an rsim mailbox of version 1. */
+/* True when the mailbox identifies itself as an rsim mailbox (any version:
+ * each version keeps every register of the ones before). */
 static inline int rsim_mbox_present(void)
 {
     return rsim_mbox_read(RSIM_MBOX_MAGIC) == RSIM_MAGIC_VALUE &&
-           rsim_mbox_read(RSIM_MBOX_VERSION) == RSIM_VERSION_VALUE;
+           rsim_mbox_read(RSIM_MBOX_VERSION) >= 1u;
 }
 
 #endif /* RSIM_H */

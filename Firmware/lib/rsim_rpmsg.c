@@ -8,6 +8,7 @@
  *   NS msg   0 char name[32] (NUL-padded) | 32 u32 addr | 36 u32 flags (0 create, 1 destroy)
  */
 #include "rsim_rpmsg.h"
+#include "rsim_pm.h"
 
 /* ------------------------------------------------------------------------ */
 /* State                                                                     */
@@ -507,5 +508,7 @@ int rsim_rpmsg_wait_and_poll(void)
         pending = rsim_wait();
     if (pending != 0)
         rsim_ack(pending); /* before processing, so no kick is lost */
-    return rsim_rpmsg_poll();
+    int handled = rsim_rpmsg_poll();
+    rsim_pm_poll(); /* a suspend request is answered once the vrings are processed */
+    return handled;
 }

@@ -17,8 +17,15 @@ final class EchoClient: Sendable {
     let replies = MetalMutex<[[UInt8]]>([])
     let got = WakeSignal()
 
-    init(_ firmware: EchoFirmware = EchoFirmware()) throws {
-        (board, processor, rpmsg) = try bootBoard(firmware)
+    convenience init(_ firmware: EchoFirmware = EchoFirmware()) throws {
+        let (board, processor) = try startedBoard(firmware)
+        try self.init(board: board, processor: processor)
+    }
+
+    init(board: Board, processor: RemoteProcessor) throws {
+        self.board = board
+        self.processor = processor
+        rpmsg = try hostRPMsg(processor)
         let announced = MetalMutex<RPMsgAddress?>(nil)
         let ready = WakeSignal()
         rpmsg.onNameServiceAnnouncement { name, address in
@@ -287,10 +294,110 @@ struct EmulatedSuspendTests {
         #expect(stepAcrossResume == counter.value - beforeSecond, "one instruction after the resume, as any step")
         #expect(try client.request("D") == "OK")
     }
+
+    @Test("C firmware with the handshake library: ACK suspends and it hears of the resume; while it holds on it CANCELs; it keeps echoing",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func cooperative(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("power", architecture)
+        let echo = try EchoClient(board: board, processor: processor)
+        defer { echo.close() }
+        func console(_ line: String) -> Bool { waitUntil(.seconds(10)) { board.trace.consoleLines.contains(line) } }
+        try processor.suspend(.auto)
+        #expect(processor.state == .suspended)
+        #expect(console("power: request auto: ACK"))
+        try processor.resume()
+        #expect(console("power: resumed 1"), "the firmware learns it was resumed")
+        try echo.endpoint.send(Array("hold".utf8), timeout: .seconds(5))
+        #expect(echo.waitForReplies(1))
+        let refused = try #require(remoteprocErrorOf { try processor.suspend(.system) })
+        guard case .refusedByRemote(.system) = refused.kind else { Issue.record("got \(refused)"); return }
+        #expect(console("power: request system: CANCEL"))
+        #expect(processor.state == .running)
+        try echo.endpoint.send(Array("release".utf8), timeout: .seconds(5))
+        #expect(echo.waitForReplies(2))
+        try processor.suspend(.system)
+        #expect(processor.state == .suspended)
+        try echo.endpoint.send(Array("queued".utf8), timeout: .seconds(5))
+        try processor.resume()
+        #expect(echo.waitForReplies(3))
+        #expect(echo.replies.withLock { $0.last } == Array("queued".utf8))
+        #expect(console("power: resumed 2"))
+        let misuse = board.trace.events.contains { if case .power(.misuse) = $0.kind { true } else { false } }
+        #expect(!misuse, "the library uses the registers as documented")
+    }
 }
 
 /// The RemoteprocError `body` throws, if any.
 func remoteprocErrorOf(_ body: () throws -> Void) -> RemoteprocError? {
     do { try body() } catch let error as RemoteprocError { return error } catch { return nil }
     return nil
+}
+
+/// Native firmware that takes part in the handshake but panics when asked to suspend.
+struct PanicsWhenAsked: FirmwareProgram {
+    func run(on core: RemoteCore) throws {
+        core.mailbox.setAnswersSuspendRequests(true)
+        while true {
+            try core.waitForInterrupt()
+            if core.mailbox.suspendRequest != nil { try core.panic(0x5E) }
+        }
+    }
+}
+
+@Suite("The power registers under misuse")
+struct PowerRegisterMisuseTests {
+    typealias R = Mailbox.Register
+
+    @Test("answers nobody asked for, answers twice, garbage values and writes to read-only registers are traced and ignored")
+    func misuse() throws {
+        let mailbox = try Mailbox(interruptThread: false)
+        let events = MetalMutex<[PowerEvent]>([])
+        mailbox.setEventHandler { event in if case let .power(power) = event { events.withLock { $0.append(power) } } }
+        mailbox.write(R.pmReply.rawValue, PowerRegisters.replyAck)           // no request
+        mailbox.write(R.pmReply.rawValue, 0xDEAD_BEEF)                       // neither ACK nor CANCEL
+        mailbox.write(R.pmRequest.rawValue, 1)                               // read-only
+        mailbox.write(R.pmControl.rawValue, 0xFFFF_FFFF)                     // only bit 0 is defined
+        #expect(mailbox.read(R.pmControl.rawValue) == 1)
+        mailbox.write(R.pmStatus.rawValue, 0xFF)
+        #expect(mailbox.read(R.pmStatus.rawValue) == 0)
+        #expect(mailbox.read(R.pmReply.rawValue) == 0, "write-only")
+        let misuses = events.withLock { $0 }.filter { if case .misuse = $0 { true } else { false } }
+        #expect(misuses.count == 5, "\(events.withLock { $0 })")
+        #expect(mailbox.suspendRequest == nil)
+    }
+
+    @Test("a request shows in PM_STATUS and PM_REQUEST; a second answer is refused and traced; the host's wait ends with the first")
+    func answeredTwice() throws {
+        let (board, processor) = try startedBoard(WatchdogKeeper())
+        defer { try? processor.shutdown() }
+        board.mailbox.setAnswersSuspendRequests(true)
+        // Answer from a firmware-side thread as soon as the request shows in PM_STATUS, then again.
+        let answerer = try PlatformThread(name: "answerer") {
+            #expect(waitUntil(.seconds(10)) { board.mailbox.read(R.pmStatus.rawValue) & PowerRegisters.statusRequest != 0 })
+            #expect(board.mailbox.read(R.pmRequest.rawValue) == PowerRegisters.requestSystem)
+            board.mailbox.write(R.pmReply.rawValue, PowerRegisters.replyAck)
+            board.mailbox.write(R.pmReply.rawValue, PowerRegisters.replyCancel)
+        }
+        try processor.suspend(.system)
+        answerer.join()
+        #expect(processor.state == .suspended)
+        let power = board.trace.events.compactMap { if case let .power(event) = $0.kind { event } else { nil } }
+        #expect(power.contains(.answered(.ack)) && !power.contains(.answered(.cancel)))
+        #expect(power.contains { if case .misuse = $0 { true } else { false } }, "the second answer is traced")
+        try processor.resume()
+        #expect(processor.state == .running)
+    }
+
+    @Test("firmware that crashes during the handshake: the suspend fails at once, the crash is reported", .timeLimit(.minutes(1)))
+    func crashDuringHandshake() throws {
+        let (board, processor) = try startedBoard(PanicsWhenAsked())
+        defer { try? processor.shutdown() }
+        #expect(waitUntil(.seconds(10)) { board.mailbox.read(Mailbox.Register.pmControl.rawValue) == 1 }, "the firmware takes part")
+        let clock = ContinuousClock(), start = clock.now
+        let error = try #require(remoteprocErrorOf { try processor.suspend(.auto, timeout: .seconds(20)) })
+        #expect(clock.now - start < .seconds(5), "not the whole timeout")
+        guard case .operationFailed = error.kind else { Issue.record("got \(error)"); return }
+        #expect(waitUntil(.seconds(10)) { processor.state == .crashed })
+        #expect(processor.crashReport?.code == 0x5E)
+    }
 }
