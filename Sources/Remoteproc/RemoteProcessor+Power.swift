@@ -203,7 +203,11 @@ extension RemoteProcessor {
                     if state == .running {
                         if now - idleSince >= delay {
                             do throws(RemoteprocError) { try processor.suspend(.auto, timeout: RemoteProcessor.defaultSuspendTimeout, automatic: true) } catch {
-                                if case .wrongState = error.kind {} else { processor.deliver([.warning("autosuspend: \(error)")]) }
+                                // A refusal or a busy remote is counted (and traced by the platform), not a warning.
+                                switch error.kind {
+                                case .wrongState, .refusedByRemote, .busy: break
+                                default: processor.deliver([.warning("autosuspend: \(error)")])
+                                }
                             }
                             idleSince = clock.now       // refused or busy: try again after another delay
                             continue

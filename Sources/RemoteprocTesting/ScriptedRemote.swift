@@ -1,3 +1,4 @@
+import Remoteproc
 import RemoteSim
 import RPMsg
 import Synchronization
@@ -28,8 +29,18 @@ public struct ScriptedRemote: FirmwareProgram {
     var services: [(name: String, handler: Handler)] = []
     var crashAfter: Int?
     var consoleLines: [String] = []
+    var suspendAnswer: (@Sendable (SuspendKind) -> SuspendAnswer)?
 
     public init() {}
+
+    /// Takes part in the suspend handshake, answering each request with what `decide` returns
+    /// (``SuspendAnswer/ack`` to let the host suspend it, ``SuspendAnswer/cancel`` to refuse).
+    /// Without it the remote is suspended by gating its clock, unasked.
+    public func answeringSuspend(_ decide: @escaping @Sendable (SuspendKind) -> SuspendAnswer) -> ScriptedRemote {
+        var copy = self
+        copy.suspendAnswer = decide
+        return copy
+    }
 
     /// Announces `name` and answers each message to it with `handler`.
     public func service(_ name: String, _ handler: @escaping Handler) -> ScriptedRemote {
@@ -53,6 +64,7 @@ public struct ScriptedRemote: FirmwareProgram {
     }
 
     public func run(on core: RemoteCore) throws {
+        if let suspendAnswer { core.answerSuspendRequests(suspendAnswer) }
         let rpmsg = try core.rpmsg()
         let device = rpmsg.device
         let received = Atomic<Int>(0)

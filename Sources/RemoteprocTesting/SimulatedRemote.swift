@@ -143,6 +143,25 @@ public final class SimulatedRemote: @unchecked Sendable {
         try attachRPMsg()
     }
 
+    /// Suspends the remote (``RemoteProcessor/suspend(_:timeout:)``): `forced` gates its clock at
+    /// once; `auto` and `system` ask firmware that takes part in the handshake, which may refuse.
+    /// What the test sends meanwhile waits in the vrings and is delivered after ``resume()``.
+    public func suspend(_ kind: SuspendKind = .forced, timeout: Duration = RemoteProcessor.defaultSuspendTimeout) throws {
+        try processor.suspend(kind, timeout: timeout)
+    }
+
+    /// Resumes a suspended remote where it stopped.
+    public func resume() throws {
+        try processor.resume()
+    }
+
+    /// Runtime PM's autosuspend on the remote (``RemoteProcessor/autosuspendDelay``): suspended
+    /// after this long without traffic, resumed by the next send. `nil` turns it off.
+    public var autosuspendDelay: Duration? {
+        get { processor.autosuspendDelay }
+        set { processor.autosuspendDelay = newValue }
+    }
+
     /// The console lines so far (CONSOLE register and trace buffer).
     public var consoleLines: [String] {
         board.collectTraceBuffer()

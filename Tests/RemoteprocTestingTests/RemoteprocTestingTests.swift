@@ -75,6 +75,31 @@ struct RemoteprocTestingTests {
         }
     }
 
+    @Test("suspend and resume through the fixture: a scripted remote answers the handshake; what is sent while suspended arrives after the resume",
+          .timeLimit(.minutes(1)))
+    func suspendResume() throws {
+        let refuseRuntimePM = Atomic<Bool>(true)
+        let script = ScriptedRemote()
+            .service("upper") { .reply(Array(String(decoding: $0, as: UTF8.self).uppercased().utf8)) }
+            .answeringSuspend { $0 == .auto && refuseRuntimePM.load(ordering: .relaxed) ? .cancel : .ack }
+        try withSimulatedRemote(.scripted(script)) { remote in
+            let upper = try remote.connect(to: "upper")
+            #expect(try upper.request("a") == "A")
+            #expect(throws: RemoteprocError.self, "the script cancels runtime PM") { try remote.suspend(.auto) }
+            #expect(remote.processor.state == .running)
+            try remote.suspend(.system)
+            #expect(remote.processor.state == .suspended)
+            try upper.send("while suspended")
+            try remote.resume()
+            #expect(try upper.next() == Array("WHILE SUSPENDED".utf8))
+            refuseRuntimePM.store(false, ordering: .relaxed)
+            remote.autosuspendDelay = .milliseconds(20)
+            try remote.waitForState(.suspended)
+            #expect(try upper.request("wakes it") == "WAKES IT")
+            remote.autosuspendDelay = nil
+        }
+    }
+
     @Test("a failed wait is exactly one issue, at the caller's line, with what was expected, what came, and the console and trace")
     func failureMessage() throws {
         try withSimulatedRemote(.scripted(ScriptedRemote().printing("remote: hello").service("real") { .reply($0) })) { remote in
