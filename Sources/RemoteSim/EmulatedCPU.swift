@@ -40,10 +40,9 @@ public struct EmulatedCPU: FirmwareProgram {
         let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
             guard let mailbox else { return 0 }
             let value = UInt64(mailbox.read(Int(offset)))
-            // A stop, a debugger's halt or the clock gated while the core waited in WAIT: end the run here.
-            if mailbox.isStopRequested || mailbox.isGateRequested || session?.haltRequested.load(ordering: .acquiring) == true {
-                callbackStopper.stopOnce()
-            }
+            // A stop, or a debugger's halt, while the core waited in WAIT: end the run here. (The
+            // clock gate does not: WAIT parks inside, and the run goes on after the resume.)
+            if mailbox.isStopRequested || session?.haltRequested.load(ordering: .acquiring) == true { callbackStopper.stopOnce() }
             return value
         }, write: { [weak mailbox] offset, _, value in
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))

@@ -205,8 +205,10 @@ extension Mailbox {
     /// Returns at once when nothing is gated; otherwise after the resume, a stop, or — with
     /// `releaseOnBreak` — a debugger's halt request. Returns how long it was parked. The time
     /// parked counts as gated (not as idle) for the watchdog and TICKS.
+    /// - Parameter consumingBreak: whether a debugger's request that ends the park is taken here
+    ///   (`false`: a WAIT that parked returns 0 for it).
     @discardableResult
-    public func parkIfGated(releaseOnBreak: Bool = false) -> Duration {
+    public func parkIfGated(releaseOnBreak: Bool = false, consumingBreak: Bool = true) -> Duration {
         guard gateRequested.load(ordering: .sequentiallyConsistent) else { return .zero }
         var parkedAt: ClockInstant?
         var wasIdle = false
@@ -215,7 +217,7 @@ extension Mailbox {
             let (done, justParked, kind) = state.withLock { s -> (Bool, Bool, SuspendKind) in
                 if s.stop || s.power.gate == .open { return (true, false, s.power.kind) }
                 if releaseOnBreak && s.breakWait {
-                    s.breakWait = false
+                    if consumingBreak { s.breakWait = false }
                     return (true, false, s.power.kind)
                 }
                 guard parkedAt == nil else { return (false, false, s.power.kind) }
@@ -273,24 +275,43 @@ extension Mailbox {
     ///   gated then, and the request is withdrawn.
     func suspendCore(_ kind: SuspendKind, timeout: Duration, parkLimit: Duration) throws {
         if kind.isCooperative { try askFirmware(kind, timeout: timeout) }
-        state.withLock { s in
+        let idle = state.withLock { s -> Bool in
             s.power.gate = .closing
             s.power.kind = kind
+            return s.blockedSince != nil
         }
         gateRequested.store(true, ordering: .sequentiallyConsistent)
         wake.signal()
-        callbacks.withLock { $0.gateListener }?()
-        let deadline = clock.now + parkLimit
+        // A core idle in WAIT, SLEEP or wfi parks there by itself, and firmware that acknowledged
+        // a request goes there next; only a busy core has its run stopped — a stop inside a run
+        // may make Unicorn re-execute the block it was in (docs/remotesim.md).
+        let start = clock.now
+        let deadline = start + parkLimit
+        var listenerCalled = false
+        if !idle && !kind.isCooperative {
+            callbacks.withLock { $0.gateListener }?()
+            listenerCalled = true
+        }
         while true {
             let (gate, ended, stop) = state.withLock { ($0.power.gate, $0.power.coreEnded, $0.stop) }
             if gate == .closed { return }
-            if ended || stop || clock.now >= deadline {
+            let now = clock.now
+            if ended || stop || now >= deadline {
                 reopenGate(cooperative: false)
                 throw BoardError("suspend", ended || stop ? .coreHalted : .didNotPark(within: parkLimit))
             }
-            _ = clock.wait(for: powerWake, until: deadline)
+            if !listenerCalled && now - start >= Self.selfParkGrace {
+                // Acknowledged but still busy (or it became busy): gate it where it stands.
+                callbacks.withLock { $0.gateListener }?()
+                listenerCalled = true
+            }
+            _ = clock.wait(for: powerWake, until: listenerCalled ? deadline : min(deadline, start + Self.selfParkGrace))
         }
     }
+
+    /// How long a core that acknowledged a request (or was idle) has to park by itself in WAIT,
+    /// SLEEP or `wfi` before the board stops it where it stands.
+    static let selfParkGrace: Duration = .milliseconds(50)
 
     private func askFirmware(_ kind: SuspendKind, timeout: Duration) throws {
         let (asked, fault) = state.withLock { s -> (Bool, PowerReplyFault?) in

@@ -249,7 +249,7 @@ public final class Mailbox: Sendable {
         case .magic: Self.magic
         case .version: Self.version
         case .pending: pendingBits
-        case .wait: waitForInterrupt(releasingForGate: true)
+        case .wait: waitForInterrupt(releasingForDebugger: true)
         case .ticksLow:
             latchTicks()
         case .ticksHigh: state.withLock { $0.ticksHighLatch }
@@ -266,7 +266,7 @@ public final class Mailbox: Sendable {
         case .console: console(UInt8(truncatingIfNeeded: value))
         case .panic: panic(value)
         case .watchdog: armWatchdog(milliseconds: value)
-        case .sleep: sleep(microseconds: value, releasingForGate: true)
+        case .sleep: sleep(microseconds: value, releasingForDebugger: true)
         case .pmControl, .pmRequest, .pmReply, .pmStatus: writePowerRegister(offset, value)
         default: break
         }
@@ -292,11 +292,13 @@ public final class Mailbox: Sendable {
     /// WAIT: blocks until PENDING ≠ 0, a suspend request or a resume the firmware has not been
     /// woken for yet, a stop, or `timeout`; returns PENDING without clearing it (0 when released
     /// by a stop or the timeout). The time blocked does not count for the watchdog.
-    /// - Parameter releasingForGate: what happens when the host gates the clock meanwhile —
-    ///   `false` (native firmware; an emulated core's `wfi`, outside a run) parks here until the
-    ///   resume, and the timeout does not run while parked; `true` (an emulated core's MMIO read,
-    ///   inside a run) returns 0 so the core parks at the next instruction boundary.
-    public func waitForInterrupt(timeout: Duration? = nil, releasingForGate: Bool = false) -> UInt32 {
+    ///
+    /// When the host gates the clock meanwhile, the core parks right here, inside the WAIT (an
+    /// emulated core inside its MMIO read, so its run is not stopped: a stop inside a run makes
+    /// Unicorn re-execute the block, see docs/remotesim.md), and the timeout does not run while parked.
+    /// - Parameter releasingForDebugger: an emulated core's MMIO read: a debugger's halt request
+    ///   ends the park too (WAIT then returns 0 and the core halts between runs, still gated).
+    public func waitForInterrupt(timeout: Duration? = nil, releasingForDebugger: Bool = false) -> UInt32 {
         var deadline = timeout.map { clock.now + $0 }
         return whileIdle {
             while true {
@@ -306,8 +308,7 @@ public final class Mailbox: Sendable {
                 }
                 if stop || breakWait { return 0 }
                 if gated {
-                    if releasingForGate { return 0 }
-                    let parked = parkIfGated()
+                    let parked = parkIfGated(releaseOnBreak: releasingForDebugger, consumingBreak: false)
                     deadline = deadline.map { $0 + parked }
                     continue
                 }
@@ -333,8 +334,8 @@ public final class Mailbox: Sendable {
     }
 
     /// SLEEP: the core sleeps `microseconds` of its own time, or until PENDING ≠ 0 or a stop.
-    public func sleep(microseconds: UInt32, releasingForGate: Bool = false) {
-        _ = waitForInterrupt(timeout: .microseconds(Int64(microseconds)), releasingForGate: releasingForGate)
+    public func sleep(microseconds: UInt32, releasingForDebugger: Bool = false) {
+        _ = waitForInterrupt(timeout: .microseconds(Int64(microseconds)), releasingForDebugger: releasingForDebugger)
     }
 
     /// CONSOLE: appends a byte; `\n` ends the line, `\r` is dropped, lines wrap at 256 bytes.

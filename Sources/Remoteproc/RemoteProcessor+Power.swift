@@ -165,6 +165,7 @@ extension RemoteProcessor {
     func hostWillKick() {
         guard autosuspendArmed.load(ordering: .sequentiallyConsistent) else { return }
         trafficCount.add(1, ordering: .sequentiallyConsistent)
+        noteTrafficTime()
         guard published.withLock({ $0.state == .suspended }), power.withLock({ $0.autosuspended }) else { return }
         do { try resume() } catch {
             if case .wrongState = error.kind { return }       // resumed (or stopped) by another thread meanwhile
@@ -177,6 +178,12 @@ extension RemoteProcessor {
     func remoteKicked() {
         guard autosuspendArmed.load(ordering: .relaxed) else { return }
         trafficCount.add(1, ordering: .relaxed)
+        noteTrafficTime()
+    }
+
+    /// When the last kick either way was, for the monitor to suspend exactly `delay` after it.
+    private func noteTrafficTime() {
+        lastTrafficAt.store(ops.clock.now.sinceOrigin.totalNanoseconds, ordering: .relaxed)
     }
 
     private func startAutosuspendMonitor() {
@@ -186,36 +193,39 @@ extension RemoteProcessor {
                 var seen = self?.trafficCount.load(ordering: .sequentiallyConsistent) ?? 0
                 var idleSince = clock.now
                 while !wake.processorGone.load(ordering: .acquiring) {
-                    guard let processor = self else { return }
-                    let (delay, state) = (processor.power.withLock { $0.autosuspendDelay }, processor.state)
-                    guard let delay else {
-                        processor.power.withLock { $0.monitorRunning = false }
-                        return
-                    }
-                    let traffic = processor.trafficCount.load(ordering: .sequentiallyConsistent)
-                    let now = clock.now
-                    let lastChange = processor.power.withLock { $0.lastTraffic } ?? idleSince
-                    if traffic != seen || lastChange > idleSince {
-                        seen = traffic
-                        idleSince = max(now, lastChange)
-                    }
-                    var deadline: ClockInstant?
-                    if state == .running {
-                        if now - idleSince >= delay {
-                            do throws(RemoteprocError) { try processor.suspend(.auto, timeout: RemoteProcessor.defaultSuspendTimeout, automatic: true) } catch {
-                                // A refusal or a busy remote is counted (and traced by the platform), not a warning.
-                                switch error.kind {
-                                case .wrongState, .refusedByRemote, .busy: break
-                                default: processor.deliver([.warning("autosuspend: \(error)")])
-                                }
-                            }
-                            idleSince = clock.now       // refused or busy: try again after another delay
-                            continue
+                    // What to wait for is decided with the processor held; the wait itself holds
+                    // only the wake (a processor nobody else holds goes away meanwhile).
+                    let step: (deadline: ClockInstant?, stop: Bool) = {
+                        guard let processor = self else { return (nil, true) }
+                        let (delay, state) = (processor.power.withLock { $0.autosuspendDelay }, processor.state)
+                        guard let delay else {
+                            processor.power.withLock { $0.monitorRunning = false }
+                            return (nil, true)
                         }
-                        deadline = idleSince + delay
-                    }
-                    // Not running: wait for a transition (it signals); running: for the delay to pass.
-                    _ = clock.wait(for: wake.signal, until: deadline)
+                        let traffic = processor.trafficCount.load(ordering: .sequentiallyConsistent)
+                        if traffic != seen {
+                            seen = traffic
+                            idleSince = max(idleSince, ClockInstant(sinceOrigin: .nanoseconds(processor.lastTrafficAt.load(ordering: .relaxed))))
+                        }
+                        idleSince = max(idleSince, processor.power.withLock { $0.lastTraffic } ?? idleSince)
+                        // Not running: wait for a transition (it signals); running: for the delay to pass.
+                        guard state == .running else { return (nil, false) }
+                        guard clock.now - idleSince >= delay else { return (idleSince + delay, false) }
+                        do throws(RemoteprocError) {
+                            try processor.suspend(.auto, timeout: RemoteProcessor.defaultSuspendTimeout, automatic: true)
+                        } catch {
+                            // A refusal or a busy remote is counted (and traced by the platform), not a warning.
+                            switch error.kind {
+                            case .wrongState, .refusedByRemote, .busy: break
+                            default: processor.deliver([.warning("autosuspend: \(error)")])
+                            }
+                        }
+                        idleSince = clock.now       // refused or busy: try again after another delay
+                        return (clock.now, false)   // look again at once
+                    }()
+                    if step.stop { return }
+                    if let deadline = step.deadline, deadline <= clock.now { continue }
+                    _ = clock.wait(for: wake.signal, until: step.deadline)
                 }
             }.detach()
         } catch {

@@ -107,6 +107,8 @@ public final class RemoteProcessor: Sendable {
     let autosuspendWake = AutosuspendWake()
     /// Kicks either way while autosuspend is armed (it has been set once): what "idle" is measured by.
     let trafficCount = Atomic<UInt64>(0)
+    /// The platform clock's time of the last kick either way (nanoseconds since its origin), while armed.
+    let lastTrafficAt = Atomic<Int64>(0)
     let autosuspendArmed = Atomic<Bool>(false)
 
     /// When set, a reported crash is followed by ``recover()`` on a thread of its own, as Linux
@@ -187,7 +189,6 @@ public final class RemoteProcessor: Sendable {
                                  sequence: sequence.add(1, ordering: .relaxed).newValue)
         life.state = state
         life.events.append(.stateChanged(change))
-        if autosuspendArmed.load(ordering: .relaxed) { autosuspendWake.signal.signal() }
     }
 
     /// Runs `body` under the life-cycle lock, refusing re-entrant calls and calls in states
@@ -211,6 +212,10 @@ public final class RemoteProcessor: Sendable {
             life.events = []
             let snapshot = life
             published.withLock { $0 = snapshot }
+            // The autosuspend monitor looks at the published state: wake it once that has changed.
+            if autosuspendArmed.load(ordering: .relaxed), events.contains(where: { if case .stateChanged = $0 { true } else { false } }) {
+                autosuspendWake.signal.signal()
+            }
             return (outcome, events)
         }
         announceRemovals()

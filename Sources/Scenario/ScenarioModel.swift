@@ -1,6 +1,7 @@
 import Foundation
 import MetalIO
 import RemoteSim
+import Remoteproc
 import Virtio
 import Yams
 
@@ -67,6 +68,11 @@ public func scenarioText(_ d: Duration) -> String {
 /// One step of a scenario.
 public enum ScenarioStep: Hashable, Sendable {
     case configure, load, start, boot, stop, shutdown, recover
+    /// `suspend` / `suspend: auto` / `suspend: { kind: system, timeout: 200ms, expect: refused }`.
+    case suspend(SuspendKind, timeout: Duration, expect: SuspendOutcome)
+    case resume
+    /// `power-replies: cancel | ignore | normal`: the firmware's handshake answers, faulted.
+    case powerReplies(PowerReplyFault?)
     case wait(Duration)
     case send(to: String, payload: [UInt8], count: Int)
     /// Sends `payload` (in chunks of at most 496 bytes) again and again for `duration`.
@@ -107,6 +113,9 @@ public enum ScenarioStep: Hashable, Sendable {
         case .stop: "stop"
         case .shutdown: "shutdown"
         case .recover: "recover"
+        case let .suspend(kind, _, expect): "suspend \(kind)" + (expect == .suspended ? "" : " (expect \(expect))")
+        case .resume: "resume"
+        case let .powerReplies(fault): "power replies \(fault.map(\.rawValue) ?? "normal")"
         case let .wait(d): "wait \(scenarioText(d))"
         case let .send(to, payload, count): "send \(count) × \(payload.count) B to \(to)"
         case let .sendFor(to, payload, duration): "send \(payload.count) B to \(to) for \(scenarioText(duration))"
@@ -134,12 +143,25 @@ public enum ScenarioStep: Hashable, Sendable {
     }
 }
 
+/// What a `suspend` step expects of the request.
+public enum SuspendOutcome: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// The remote is suspended.
+    case suspended
+    /// The firmware cancelled the request.
+    case refused
+    /// The firmware did not answer in time.
+    case busy
+    public var description: String { rawValue }
+}
+
 /// A parsed scenario file.
 public struct ScenarioFile: Sendable {
     public var path: String
     public var name: String
     public var firmware: FirmwareChoice
     public var pollMode: Bool
+    /// `board: { autosuspend: 50ms }`: runtime PM suspends the idle remote after this long.
+    public var autosuspend: Duration?
     /// Memory sizes in bytes (nil: the design's default).
     public var codeSize: Int?
     public var sramSize: Int?

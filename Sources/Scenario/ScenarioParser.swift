@@ -159,11 +159,13 @@ public enum ScenarioParser {
             }
         }
         var pollMode = false
+        var autosuspend: Duration?
         var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend"], context: "board")
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
+            if let node = map["autosuspend"] { autosuspend = try p.duration(node, "board.autosuspend") }
             for name in ["code", "sram", "shared"] {
                 guard let node = map[name] else { continue }
                 guard let text = node.scalar?.string, let bytes = ScenarioParser.size(text), bytes >= 4096, bytes <= 256 << 20, bytes % 4096 == 0 else {
@@ -207,8 +209,10 @@ public enum ScenarioParser {
         if arch == "native", let debugStep = parsed.first(where: { if case .debug = $0.step { true } else { false } }) {
             throw ScenarioError(location: debugStep.location, message: "debug halts an emulated CPU for gdb: set arch to cortex-m4 or rv32")
         }
-        return ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
+        var file = ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
                             sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
+        file.autosuspend = autosuspend
+        return file
     }
 
     /// The emulated core an ELF file was built for, from its header: 32-bit ARM → cortex-m4,
@@ -353,6 +357,8 @@ public enum ScenarioParser {
                 case "stop": return .stop
                 case "shutdown": return .shutdown
                 case "recover": return .recover
+                case "suspend": return .suspend(.forced, timeout: ScenarioParser.defaultSuspendTimeout, expect: .suspended)
+                case "resume": return .resume
                 case "debug": return .debug(attachWithin: ScenarioParser.defaultDebugAttachWithin, within: ScenarioParser.defaultDebugWithin)
                 default:
                     let hint = ScenarioParser.closest(to: word, in: ScenarioParser.stepNames).map { " — did you mean '\($0)'?" } ?? ""
@@ -480,6 +486,35 @@ public enum ScenarioParser {
                 guard ["fault", "panic"].contains(kind) else { throw error(crash, "inject crash must be fault or panic") }
                 let code = try args["code"].map { (n) throws(ScenarioError) in try uint32(n, "code") } ?? 0xDEAD
                 return .inject(kind == "panic" ? .panic(code: code) : .fault(code: code))
+            case "suspend":
+                func kind(_ node: Node) throws(ScenarioError) -> SuspendKind {
+                    let name = try string(node, "kind")
+                    guard let kind = SuspendKind(rawValue: name) else {
+                        throw error(node, "suspend kind must be one of \(SuspendKind.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
+                    }
+                    return kind
+                }
+                if value.scalar != nil { return .suspend(try kind(value), timeout: ScenarioParser.defaultSuspendTimeout, expect: .suspended) }
+                guard let args = value.mapping else { throw error(value, "suspend is a word, a kind (suspend: auto) or a mapping: { kind: system, timeout: 1s, expect: refused }") }
+                try allowOnly(args, ["kind", "timeout", "expect"], context: "suspend")
+                var outcome = SuspendOutcome.suspended
+                if let node = args["expect"] {
+                    let name = try string(node, "expect")
+                    guard let chosen = SuspendOutcome(rawValue: name) else {
+                        throw error(node, "suspend expect must be one of \(SuspendOutcome.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
+                    }
+                    outcome = chosen
+                }
+                return .suspend(try args["kind"].map { (n) throws(ScenarioError) in try kind(n) } ?? .forced,
+                                timeout: try args["timeout"].map { (n) throws(ScenarioError) in try duration(n, "timeout") } ?? ScenarioParser.defaultSuspendTimeout,
+                                expect: outcome)
+            case "power-replies":
+                let name = try string(value, "power-replies")
+                if name == "normal" { return .powerReplies(nil) }
+                guard let fault = PowerReplyFault(rawValue: name) else {
+                    throw error(value, "power-replies must be cancel, ignore or normal, not '\(name)'")
+                }
+                return .powerReplies(fault)
             case "drop-kicks", "delay-kicks":
                 guard let args = value.mapping else { throw error(value, "\(key) needs a mapping: { to: remote, … }") }
                 try allowOnly(args, key == "drop-kicks" ? ["to", "count"] : ["to", "by"], context: key)
@@ -516,8 +551,10 @@ public enum ScenarioParser {
     }
 
     /// Every step, in one list for every message that names them.
-    public static let stepNames = ["configure", "load", "start", "boot", "stop", "shutdown", "recover", "debug", "wait", "send", "expect",
-                                   "inject", "drop-kicks", "delay-kicks", "corrupt", "repeat", "include"]
+    public static let stepNames = ["configure", "load", "start", "boot", "stop", "shutdown", "recover", "suspend", "resume", "debug", "wait",
+                                   "send", "expect", "inject", "drop-kicks", "delay-kicks", "corrupt", "power-replies", "repeat", "include"]
+    /// How long a `suspend` step's request waits for the firmware's answer unless it says (Linux's OMAP driver: 1 s).
+    public static let defaultSuspendTimeout: Duration = .seconds(1)
     /// What an `expect` step can check.
     public static let expectKinds = ["state", "announce", "received", "hex", "prefix", "regex", "random", "counter", "pattern", "count",
                                      "none", "no-crash", "console", "crash", "malformed", "trace"]

@@ -77,6 +77,7 @@ public final class ScenarioRunner {
         if let size = file.sharedSize { layout.shared.size = size }
         board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode)
         processor = try board.makeProcessor(host: file.host)
+        processor.autosuspendDelay = file.autosuspend
         imagePath = path
         if let bytes { store = MemoryImageStore([path: bytes]) } else { store = FileImageStore() }
     }
@@ -185,6 +186,26 @@ public final class ScenarioRunner {
         case .stop: rpmsg?.close(); try processor.stop(); return ""
         case .shutdown: rpmsg?.close(); try processor.shutdown(); return ""
         case .recover: try processor.recover(); return try attachRPMsg()
+        case let .suspend(kind, timeout, expect):
+            let outcome: SuspendOutcome
+            do {
+                try processor.suspend(kind, timeout: timeout)
+                outcome = .suspended
+            } catch {
+                switch error.kind {
+                case .refusedByRemote: outcome = .refused
+                case .busy: outcome = .busy
+                default: throw error
+                }
+                guard outcome == expect else {
+                    throw Failure("expected: \(expect == .suspended ? "the remote suspended" : "the request \(expect)")\n      saw:      \(error)")
+                }
+                return "\(outcome)"
+            }
+            guard outcome == expect else { throw Failure("expected: the \(kind) request \(expect)\n      saw:      the remote suspended") }
+            return "\(processor.powerStatistics.suspensions) suspension(s) so far"
+        case .resume: try processor.resume(); return ""
+        case let .powerReplies(fault): board.faults.powerReplies(fault); return ""
         case let .wait(duration):
             _ = waitFor(duration) { false }
             return ""

@@ -53,6 +53,31 @@ struct ScenarioParserTests {
         #expect(directory.message.contains("not a regular file"), "\(directory.message)")
     }
 
+    @Test("suspend, resume, power-replies and board.autosuspend parse; bad kinds, outcomes and durations are refused at their line")
+    func powerSteps() throws {
+        let base = "firmware: echo\narch: native\nsteps:\n  - boot\n"
+        let file = try ScenarioParser.parse("firmware: echo\narch: native\nboard: { autosuspend: 50ms }\nsteps:\n  - boot\n  - suspend\n  - resume\n"
+                                            + "  - suspend: auto\n  - suspend: { kind: system, timeout: 200ms, expect: refused }\n"
+                                            + "  - power-replies: ignore\n  - power-replies: normal\n  - expect: { state: suspended }\n", path: "p.yaml")
+        #expect(file.autosuspend == .milliseconds(50))
+        #expect(file.steps.map(\.step.title) == ["boot", "suspend forced", "resume", "suspend auto", "suspend system (expect refused)",
+                                                  "power replies ignore", "power replies normal", "expect state suspended"])
+        for (yaml, message) in [
+            ("  - suspend: sideways\n", "suspend kind must be one of forced, auto, system, not 'sideways'"),
+            ("  - suspend: { kind: auto, expect: maybe }\n", "suspend expect must be one of suspended, refused, busy, not 'maybe'"),
+            ("  - suspend: { kind: auto, timeout: soon }\n", nil),
+            ("  - suspend: { kind: auto, wait: 1s }\n", nil),
+            ("  - power-replies: loud\n", "power-replies must be cancel, ignore or normal, not 'loud'"),
+            ("  - resme\n", nil),
+        ] {
+            let error = try #require(parseError(base + yaml), "\(yaml) is refused")
+            #expect(error.location.line == 5, "\(yaml): \(error)")
+            if let message { #expect(error.message == message) }
+        }
+        #expect(parseError(base + "  - resme\n")?.message.contains("did you mean 'resume'") == true)
+        #expect(parseError("firmware: echo\narch: native\nboard: { autosuspend: later }\nsteps: [boot]\n")?.location.line == 3)
+    }
+
     @Test("strict: conflicting fields refused at their line; misspelt keys and steps named with the closest valid one; count with file repeats it")
     func strictness() throws {
         let base = "firmware: echo\narch: native\nsteps:\n  - boot\n"
