@@ -103,9 +103,10 @@ final class UnicornEngine {
             context.pcRegister = Int32(UC_RISCV_REG_PC.rawValue)
         }
         handle = engine!
-        stopGate = EngineStopGate(handle)
+        stopGate = EngineStopGate()
         self.architecture = architecture
         try installFaultHooks()
+        try installSafePoint()
     }
 
     deinit {
@@ -182,6 +183,20 @@ final class UnicornEngine {
         hooks.append(hook)
     }
 
+    /// The block hook that stops a run at a block boundary when the stop gate's flag is up.
+    private func installSafePoint() throws(UnicornError) {
+        let user = Unmanaged.passUnretained(stopGate).toOpaque()
+        retained.append(stopGate)
+        var hook: uc_hook = 0
+        let block: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, _, _, user in
+            let gate = Unmanaged<EngineStopGate>.fromOpaque(user!).takeUnretainedValue()
+            if gate.attention.load(ordering: .relaxed) { uc_emu_stop(uc) }
+        }
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_BLOCK.rawValue), unsafeBitCast(block, to: UnsafeMutableRawPointer.self),
+                                     user, 1, 0), "uc_hook_add(block)")
+        hooks.append(hook)
+    }
+
     func readRegister(_ id: Int32) -> UInt64 {
         var value: UInt64 = 0
         uc_reg_read(handle, id, &value)
@@ -230,6 +245,8 @@ final class UnicornEngine {
         context.interrupt = nil
         context.invalidInstructionPC = nil
         let begin = architecture == .cortexM4 ? pc | 1 : pc
+        // A stop asked for before this run is repeated by its stopper while the run lasts.
+        stopGate.attention.store(false, ordering: .sequentiallyConsistent)
         let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
         if let interrupt = context.interrupt {
             // Unicorn 2.0.1 advances a RISC-V PC by 4 before the interrupt hook runs, whatever the
@@ -445,40 +462,38 @@ final class UnicornEngine {
         }
     }
 
-    /// Stops the run from inside a callback (reliable there).
-    func stopFromCallback() { uc_emu_stop(handle) }
-
     /// A handle another thread may use to stop the run.
     var stopper: EmulationStopper { EmulationStopper(gate: stopGate) }
 }
 
-/// The engine handle as seen from other threads: `uc_emu_stop` is the one call they may make, and
-/// only while the engine is open. A stopper can outlive its engine (a stop listener or a
-/// debugger's halt request copied out just before the run ended); without the gate its
-/// `uc_emu_stop` would land in the memory `uc_close` freed.
+/// How other threads (and the engine's own MMIO callbacks) stop a run: they raise an attention
+/// flag, and a block hook stops the run at the start of the next translation block, before any
+/// of its instructions. A `uc_emu_stop` made anywhere else lands mid-block: Unicorn 2.0.1 checks
+/// for an exit after every guest load and store and, without a code hook, rewinds the PC to the
+/// start of the block — re-executing every instruction of it up to there (an MMIO store written
+/// twice, a counter incremented twice). The flag outlives the engine, so a stopper kept after
+/// the engine closed touches nothing of it.
 final class EngineStopGate: Sendable {
-    // uc_emu_stop is thread-safe in Unicorn (it sets a flag and asks the vCPU to exit) and never
-    // calls back; the handle is read and cleared only under the lock.
-    private let handle: MetalMutex<OpaquePointer?>
+    let attention = Atomic<Bool>(false)
+    private let open = Atomic<Bool>(true)
 
-    init(_ handle: OpaquePointer) { self.handle = MetalMutex(handle) }
+    /// Asks the run to stop at the next block boundary (nothing once the engine is closed).
+    func stop() { if open.load(ordering: .acquiring) { attention.store(true, ordering: .sequentiallyConsistent) } }
 
-    /// `uc_emu_stop` if the engine is still open.
-    func stop() { handle.withLock { if let open = $0 { uc_emu_stop(open) } } }
-
-    /// From now on ``stop()`` does nothing; returns once no stop is in progress.
-    func close() { handle.withLock { $0 = nil } }
+    /// From now on ``stop()`` does nothing.
+    func close() { open.store(false, ordering: .releasing) }
 
     /// Whether the engine is still open.
-    var isOpen: Bool { handle.withLock { $0 != nil } }
+    var isOpen: Bool { open.load(ordering: .acquiring) }
 }
 
-/// Stops an engine's run from another thread. `uc_emu_stop` can be lost if it lands just before
-/// the run starts, so ``stop(while:)`` repeats it until the emulation thread says it has returned.
+/// Stops an engine's run, at the next block boundary (see ``EngineStopGate``). The run clears the
+/// request as it starts, so one made just before would be lost: ``stop(while:)`` repeats it until
+/// the emulation thread says the run has returned.
 struct EmulationStopper: Sendable {
     let gate: EngineStopGate
 
-    /// One `uc_emu_stop`, for use inside the engine's own callbacks.
+    /// One request, for use inside the engine's own callbacks: the run ends before the next block.
     func stopOnce() { gate.stop() }
 
     func stop(while run: RunFlag, limit: Duration = .seconds(5)) {

@@ -401,3 +401,27 @@ struct PowerRegisterMisuseTests {
         #expect(processor.crashReport?.code == 0x5E)
     }
 }
+
+/// A core always busy with stores (the `count` program prints 1, 2, 3, … one per line).
+@Suite("Stopping a busy emulated core executes nothing twice", .serialized)
+struct BusyCoreStopTests {
+    @Test("50 forced suspensions of a core busy with stores: the console lines stay consecutive (no instruction re-executed or skipped)",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func consecutive(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("count", architecture)
+        defer { try? processor.shutdown() }
+        for _ in 0..<50 {
+            usleep(UInt32.random(in: 200...2_000))
+            try processor.suspend()
+            try processor.resume()
+        }
+        try processor.stop()
+        let lines = board.trace.consoleLines
+        #expect(lines.count > 100)
+        guard let first = lines.first.flatMap({ Int($0) }) else { Issue.record("not a number: \(lines.first ?? "none")"); return }
+        for (offset, line) in lines.enumerated() where line != String(first + offset) {
+            Issue.record("line \(offset): \"\(line)\" where \(first + offset) was due")
+            break
+        }
+    }
+}
