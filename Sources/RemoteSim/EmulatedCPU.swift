@@ -80,9 +80,8 @@ public struct EmulatedCPU: FirmwareProgram {
             session?.wakeCore()
         }
         // Gating the clock ends the run the same way; the core then parks between two instructions.
-        mailbox.setGateListener { [running] in
-            if running.isEmulationThread { stopper.stopOnce() } else { stopper.stop(while: running) }
-        }
+        // Not waited for: a core parked inside WAIT stays in its run until the resume.
+        mailbox.setGateListener { stopper.stopOnce() }
         defer {
             mailbox.setStopListener(nil)
             mailbox.setGateListener(nil)
@@ -118,7 +117,7 @@ public struct EmulatedCPU: FirmwareProgram {
         let mailbox = core.mailbox
         while true {
             mailbox.parkIfGated()
-            guard try running.enter(core) else { continue }
+            guard try running.enter(core, clearing: engine.stopper) else { continue }
             let outcome = engine.run(from: pc)
             running.leave()
             switch outcome {
@@ -129,8 +128,8 @@ public struct EmulatedCPU: FirmwareProgram {
             case let .returned(next):
                 try core.throwIfStopped()
                 pc = next
-                // Ended for the clock gate: park at the top (a wfi that ended just then wakes spuriously, as WFI may).
-                if mailbox.isGateRequested { continue }
+                // Ended on request (the clock gate, a stale request): not a wfi — look again at the top.
+                if engine.stoppedOnRequest || mailbox.isGateRequested { continue }
                 // wfi: idle until the host kicks (PENDING ≠ 0) or a stop; the firmware acknowledges.
                 _ = mailbox.waitForInterrupt()
             }
@@ -190,7 +189,7 @@ public struct EmulatedCPU: FirmwareProgram {
             do { try engine.syncDebugHooks() } catch {
                 throw FirmwareHalt(.fault(address: pc, message: "the debugger's hooks cannot be set: \(error)"), programCounter: pc)
             }
-            guard try running.enter(core) else { continue }
+            guard try running.enter(core, clearing: engine.stopper) else { continue }
             let outcome = engine.run(from: pc)
             running.leave()
             guard session.attached.load(ordering: .acquiring) else {
@@ -213,7 +212,7 @@ public struct EmulatedCPU: FirmwareProgram {
                 case let .returned(next):
                     try core.throwIfStopped()
                     pc = next
-                    if session.haltRequested.load(ordering: .acquiring) || mailbox.isGateRequested { continue }
+                    if session.haltRequested.load(ordering: .acquiring) || mailbox.isGateRequested || engine.stoppedOnRequest { continue }
                     _ = mailbox.waitForInterrupt()
                     continue
                 }
@@ -243,8 +242,8 @@ public struct EmulatedCPU: FirmwareProgram {
                     continue
                 }
                 try core.throwIfStopped()
-                if mailbox.isGateRequested {
-                    if wasStepping { hooks.stepping = true }   // the step is still to be made after the resume
+                if mailbox.isGateRequested || engine.stoppedOnRequest {
+                    if wasStepping { hooks.stepping = true }   // the step is still to be made
                     continue
                 }
                 _ = mailbox.waitForInterrupt()
@@ -291,7 +290,8 @@ final class RunFlag: Sendable {
     /// this is seen here, one requested after finds the flag set and is repeated until the run has
     /// returned — none is lost in between. (Sequentially consistent: a store then a load on each
     /// side.) `false`: the gate was requested, no run may start (park first).
-    func enter(_ core: RemoteCore) throws(FirmwareHalt) -> Bool {
+    func enter(_ core: RemoteCore, clearing stopper: EmulationStopper) throws(FirmwareHalt) -> Bool {
+        stopper.clear()
         value.store(true, ordering: .sequentiallyConsistent)
         let gated = core.mailbox.isGateRequested
         if gated { value.store(false, ordering: .sequentiallyConsistent) }

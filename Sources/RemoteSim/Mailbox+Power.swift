@@ -220,14 +220,16 @@ extension Mailbox {
                     if consumingBreak { s.breakWait = false }
                     return (true, false, s.power.kind)
                 }
-                guard parkedAt == nil else { return (false, false, s.power.kind) }
-                parkedAt = now
-                // Idle time stops counting while parked (gated time is counted instead).
-                if let since = s.blockedSince {
-                    s.blocked += now - since
-                    s.blockedSince = nil
-                    wasIdle = true
+                if parkedAt == nil {
+                    parkedAt = now
+                    // Idle time stops counting while parked (gated time is counted instead).
+                    if let since = s.blockedSince {
+                        s.blocked += now - since
+                        s.blockedSince = nil
+                        wasIdle = true
+                    }
                 }
+                // Closing: a new suspension (also one made again before this thread woke from the last).
                 guard s.power.gate == .closing else { return (false, false, s.power.kind) }
                 s.power.gate = .closed
                 s.power.gatedSince = now

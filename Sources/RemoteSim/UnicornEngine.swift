@@ -190,7 +190,10 @@ final class UnicornEngine {
         var hook: uc_hook = 0
         let block: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, _, _, user in
             let gate = Unmanaged<EngineStopGate>.fromOpaque(user!).takeUnretainedValue()
-            if gate.attention.load(ordering: .relaxed) { uc_emu_stop(uc) }
+            if gate.attention.load(ordering: .relaxed) {
+                gate.stoppedOnRequest.store(true, ordering: .relaxed)
+                uc_emu_stop(uc)
+            }
         }
         try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_BLOCK.rawValue), unsafeBitCast(block, to: UnsafeMutableRawPointer.self),
                                      user, 1, 0), "uc_hook_add(block)")
@@ -245,8 +248,7 @@ final class UnicornEngine {
         context.interrupt = nil
         context.invalidInstructionPC = nil
         let begin = architecture == .cortexM4 ? pc | 1 : pc
-        // A stop asked for before this run is repeated by its stopper while the run lasts.
-        stopGate.attention.store(false, ordering: .sequentiallyConsistent)
+        stopGate.stoppedOnRequest.store(false, ordering: .relaxed)
         let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
         if let interrupt = context.interrupt {
             // Unicorn 2.0.1 advances a RISC-V PC by 4 before the interrupt hook runs, whatever the
@@ -462,6 +464,9 @@ final class UnicornEngine {
         }
     }
 
+    /// Whether the last run ended because a stop was requested (rather than at a `wfi`).
+    var stoppedOnRequest: Bool { stopGate.stoppedOnRequest.load(ordering: .relaxed) }
+
     /// A handle another thread may use to stop the run.
     var stopper: EmulationStopper { EmulationStopper(gate: stopGate) }
 }
@@ -475,6 +480,8 @@ final class UnicornEngine {
 /// the engine closed touches nothing of it.
 final class EngineStopGate: Sendable {
     let attention = Atomic<Bool>(false)
+    /// Set by the block hook when it ended the run for ``attention`` (not a `wfi`, not a fault).
+    let stoppedOnRequest = Atomic<Bool>(false)
     private let open = Atomic<Bool>(true)
 
     /// Asks the run to stop at the next block boundary (nothing once the engine is closed).
@@ -487,14 +494,19 @@ final class EngineStopGate: Sendable {
     var isOpen: Bool { open.load(ordering: .acquiring) }
 }
 
-/// Stops an engine's run, at the next block boundary (see ``EngineStopGate``). The run clears the
-/// request as it starts, so one made just before would be lost: ``stop(while:)`` repeats it until
-/// the emulation thread says the run has returned.
+/// Stops an engine's run, at the next block boundary (see ``EngineStopGate``). The emulation
+/// thread clears the request before it checks whether a run may start (``RunFlag/enter(_:clearing:)``),
+/// so a request made with its reason already visible is never lost; ``stop(while:)`` also waits
+/// for the run to return.
 struct EmulationStopper: Sendable {
     let gate: EngineStopGate
 
-    /// One request, for use inside the engine's own callbacks: the run ends before the next block.
+    /// One request without waiting (inside the engine's own callbacks, or when the caller waits
+    /// for something else): the run ends before the next block.
     func stopOnce() { gate.stop() }
+
+    /// Withdraws requests made before a run's reasons are checked (the emulation thread only).
+    func clear() { gate.attention.store(false, ordering: .sequentiallyConsistent) }
 
     func stop(while run: RunFlag, limit: Duration = .seconds(5)) {
         let clock = RealTimeClock.shared

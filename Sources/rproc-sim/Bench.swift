@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
         discussion: "Build with -c release for meaningful figures: swift run -c release rproc-sim bench"
     )
 
-    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated, debug }
+    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated, debug, power }
 
     @Option(name: .customLong("suite"), help: "Which benchmarks to run: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default: all).")
     var suites: [Suite] = []
@@ -26,6 +26,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions (the median is reported).")
     var iterations: Int = 30
 
+    @Option(name: .customLong("idle-seconds"), help: "How long the power suite measures the host CPU of a running-idle and of a suspended board.")
+    var idleSeconds: Double = 10
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -37,6 +40,7 @@ struct Bench: ParsableCommand {
         var board: [BoardBench.Result]?
         var emulated: EmulatedBench.Report?
         var debug: [DebugBench.Result]?
+        var power: PowerBench.Report?
     }
 
     struct Result: Codable {
@@ -51,6 +55,7 @@ struct Bench: ParsableCommand {
         guard (1...64).contains(sizeMiB) else { throw ValidationError("--size-mib must be between 1 and 64") }
         guard (3...10_000).contains(iterations) else { throw ValidationError("--iterations must be between 3 and 10000") }
         guard (1...100_000_000).contains(messages) else { throw ValidationError("--messages must be between 1 and 100000000") }
+        guard idleSeconds >= 0.1 && idleSeconds <= 600 else { throw ValidationError("--idle-seconds must be between 0.1 and 600") }
         guard (1...10_000_000).contains(roundTrips) else { throw ValidationError("--round-trips must be between 1 and 10000000") }
     }
 
@@ -73,6 +78,9 @@ struct Bench: ParsableCommand {
         }
         if chosen.contains(.debug) {
             report.debug = try DebugBench.run(requests: min(max(roundTrips / 10, 100), 5_000))
+        }
+        if chosen.contains(.power) {
+            report.power = try PowerBench.run(cycles: max(iterations * 10, 100), idleSeconds: idleSeconds)
         }
         if json {
             let encoder = JSONEncoder()
@@ -127,6 +135,18 @@ struct Bench: ParsableCommand {
                              r.stepP50Microseconds, r.stepP99Microseconds, r.registersP50Microseconds, r.memoryReadP50Microseconds))
                 print(String(format: "             attached, running: %6.0f M insn/s   with a watchpoint set: %6.2f M insn/s",
                              r.attachedInstructionsPerSecond / 1e6, r.watchpointInstructionsPerSecond / 1e6))
+            }
+        }
+        if let power = report.power {
+            print("Suspend and resume (the calls, host side; \(max(iterations * 10, 100)) cycles each)")
+            for r in power.latency {
+                print("  " + RprocSimReport.pad("\(r.firmware), \(r.kind), core \(r.core)", 36)
+                      + String(format: "suspend p50 %7.1f µs p99 %7.1f µs   resume p50 %6.1f µs p99 %6.1f µs",
+                               r.suspendP50Microseconds, r.suspendP99Microseconds, r.resumeP50Microseconds, r.resumeP99Microseconds))
+            }
+            for c in power.idleCPU {
+                print("  " + RprocSimReport.pad("host CPU, \(c.firmware)", 36)
+                      + String(format: "running idle %5.2f %%   suspended %5.2f %%   (%.0f s each)", c.runningIdlePercent, c.suspendedPercent, c.seconds))
             }
         }
         if let futex = report.futexPingPongRoundTripsPerSecond {

@@ -425,3 +425,26 @@ struct BusyCoreStopTests {
         }
     }
 }
+
+@Suite("Suspend and resume back to back", .serialized)
+struct SuspendCycleTests {
+    @Test("500 cooperative and forced suspend/resume cycles in a row, as fast as the host can: every one answered, the remote still echoes",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func cycles(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("power", architecture)
+        let echo = try EchoClient(board: board, processor: processor)
+        defer { echo.close() }
+        for cycle in 0..<500 {
+            do {
+                try processor.suspend(cycle % 2 == 0 ? .auto : .forced)
+                try processor.resume()
+            } catch {
+                let power = board.trace.events.filter { if case .power = $0.kind { true } else { false } }.suffix(12)
+                Issue.record("cycle \(cycle): \(error)\n\(power.map(\.description).joined(separator: "\n"))")
+                return
+            }
+        }
+        try echo.endpoint.send(Array("still there".utf8), timeout: .seconds(5))
+        #expect(echo.waitForReplies(1))
+    }
+}
