@@ -450,6 +450,34 @@ struct ScenarioRunnerTests {
         #expect(events.contains { ($0["ph"] as? String) == "i" && (($0["name"] as? String) ?? "").contains("crash") })
     }
 
+    @Test("suspensions are slices on the Perfetto timeline's power track; a suspend step that expected a refusal fails saying what happened",
+          .timeLimit(.minutes(1)))
+    func powerTimeline() throws {
+        let file = try ScenarioParser.parse("""
+            name: power
+            firmware: echo
+            arch: native
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - suspend
+              - wait: 20ms
+              - resume
+              - suspend: { kind: auto, expect: refused }
+            """, path: "power.yaml")
+        let result = try ScenarioRunner(file).run()
+        try #require(result.steps.count == 6)
+        #expect(result.steps[2].passed && result.steps[4].passed)
+        #expect(!result.steps[5].passed)
+        #expect(result.steps[5].failure?.contains("saw:      the remote suspended") == true, "\(result.steps[5].failure ?? "")")
+        let trace = try JSONSerialization.jsonObject(with: try ScenarioReports.chromeTrace([result])) as? [String: Any]
+        let events = try #require(trace?["traceEvents"] as? [[String: Any]])
+        let slices = events.filter { ($0["name"] as? String) == "suspended" && ($0["ph"] as? String) == "X" && ($0["tid"] as? Int) == 5 }
+        #expect(slices.count == 2, "the forced one (ended by resume) and the last one (still suspended at the end)")
+        #expect(slices.first.flatMap { $0["dur"] as? Double }.map { $0 >= 20_000 } == true)
+        #expect(events.contains { ($0["name"] as? String) == "thread_name" && (($0["args"] as? [String: Any])?["name"] as? String) == "power" })
+    }
+
     @Test("JUnit is well-formed whatever a firmware sent: random binary payloads, control bytes in names and failures; names are stable; steps not run are skipped",
           .timeLimit(.minutes(1)))
     func junitWithBinaryPayloads() throws {
