@@ -13,4 +13,19 @@ static inline uc_err swuc_hook_add(uc_engine *uc, uc_hook *hh, int type, void *c
                                    void *user_data, uint64_t begin, uint64_t end) {
     return uc_hook_add(uc, hh, type, callback, user_data, begin, end);
 }
+
+// The stop gate's safe point (see EngineStopGate): a block hook in C, run before every
+// translation block, so it must cost next to nothing. `flags` is two bytes: [0] a stop is
+// requested (set by any thread), [1] the hook ended the run for it.
+static inline void swuc_safepoint_block(uc_engine *uc, uint64_t address, uint32_t size, void *flags) {
+    (void)address; (void)size;
+    unsigned char *f = (unsigned char *)flags;
+    if (__atomic_load_n(&f[0], __ATOMIC_RELAXED)) {
+        __atomic_store_n(&f[1], 1, __ATOMIC_RELAXED);
+        uc_emu_stop(uc);
+    }
+}
+static inline void *swuc_safepoint_block_callback(void) { return (void *)&swuc_safepoint_block; }
+static inline void swuc_flag_store(unsigned char *flag, int value) { __atomic_store_n(flag, (unsigned char)value, __ATOMIC_SEQ_CST); }
+static inline int swuc_flag_load(unsigned char *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }
 #endif

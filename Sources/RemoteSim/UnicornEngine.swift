@@ -183,20 +183,13 @@ final class UnicornEngine {
         hooks.append(hook)
     }
 
-    /// The block hook that stops a run at a block boundary when the stop gate's flag is up.
+    /// The block hook (in C: it runs before every block) that stops a run at a block boundary
+    /// when the stop gate's flag is up.
     private func installSafePoint() throws(UnicornError) {
-        let user = Unmanaged.passUnretained(stopGate).toOpaque()
         retained.append(stopGate)
         var hook: uc_hook = 0
-        let block: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, _, _, user in
-            let gate = Unmanaged<EngineStopGate>.fromOpaque(user!).takeUnretainedValue()
-            if gate.attention.load(ordering: .relaxed) {
-                gate.stoppedOnRequest.store(true, ordering: .relaxed)
-                uc_emu_stop(uc)
-            }
-        }
-        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_BLOCK.rawValue), unsafeBitCast(block, to: UnsafeMutableRawPointer.self),
-                                     user, 1, 0), "uc_hook_add(block)")
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_BLOCK.rawValue), swuc_safepoint_block_callback(), stopGate.hookData, 1, 0),
+                       "uc_hook_add(block)")
         hooks.append(hook)
     }
 
@@ -248,7 +241,7 @@ final class UnicornEngine {
         context.interrupt = nil
         context.invalidInstructionPC = nil
         let begin = architecture == .cortexM4 ? pc | 1 : pc
-        stopGate.stoppedOnRequest.store(false, ordering: .relaxed)
+        stopGate.runStarts()
         let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
         if let interrupt = context.interrupt {
             // Unicorn 2.0.1 advances a RISC-V PC by 4 before the interrupt hook runs, whatever the
@@ -465,7 +458,7 @@ final class UnicornEngine {
     }
 
     /// Whether the last run ended because a stop was requested (rather than at a `wfi`).
-    var stoppedOnRequest: Bool { stopGate.stoppedOnRequest.load(ordering: .relaxed) }
+    var stoppedOnRequest: Bool { stopGate.stoppedOnRequest }
 
     /// A handle another thread may use to stop the run.
     var stopper: EmulationStopper { EmulationStopper(gate: stopGate) }
@@ -478,14 +471,31 @@ final class UnicornEngine {
 /// start of the block — re-executing every instruction of it up to there (an MMIO store written
 /// twice, a counter incremented twice). The flag outlives the engine, so a stopper kept after
 /// the engine closed touches nothing of it.
-final class EngineStopGate: Sendable {
-    let attention = Atomic<Bool>(false)
-    /// Set by the block hook when it ended the run for ``attention`` (not a `wfi`, not a fault).
-    let stoppedOnRequest = Atomic<Bool>(false)
+final class EngineStopGate: @unchecked Sendable {
+    // @unchecked: the two flag bytes are allocated once, never move, and are only read and
+    // written with C atomics (the block hook reads them on the emulation thread).
+    private let flags: UnsafeMutablePointer<UInt8>
     private let open = Atomic<Bool>(true)
 
+    init() {
+        flags = .allocate(capacity: 2)
+        flags.initialize(repeating: 0, count: 2)
+    }
+
+    deinit { flags.deallocate() }
+
     /// Asks the run to stop at the next block boundary (nothing once the engine is closed).
-    func stop() { if open.load(ordering: .acquiring) { attention.store(true, ordering: .sequentiallyConsistent) } }
+    func stop() { if open.load(ordering: .acquiring) { swuc_flag_store(flags, 1) } }
+
+    /// Withdraws the request (the emulation thread, before it checks whether a run may start).
+    func clear() { swuc_flag_store(flags, 0) }
+
+    /// Whether the last run ended for a request (cleared as a run starts).
+    var stoppedOnRequest: Bool { swuc_flag_load(flags + 1) != 0 }
+    func runStarts() { swuc_flag_store(flags + 1, 0) }
+
+    /// What the block hook is given.
+    var hookData: UnsafeMutableRawPointer { UnsafeMutableRawPointer(flags) }
 
     /// From now on ``stop()`` does nothing.
     func close() { open.store(false, ordering: .releasing) }
@@ -506,7 +516,7 @@ struct EmulationStopper: Sendable {
     func stopOnce() { gate.stop() }
 
     /// Withdraws requests made before a run's reasons are checked (the emulation thread only).
-    func clear() { gate.attention.store(false, ordering: .sequentiallyConsistent) }
+    func clear() { gate.clear() }
 
     func stop(while run: RunFlag, limit: Duration = .seconds(5)) {
         let clock = RealTimeClock.shared
