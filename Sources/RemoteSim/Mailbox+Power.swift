@@ -366,18 +366,13 @@ extension Mailbox {
     /// Resumes a gated core at the instruction where it parked. After an acknowledged request the
     /// firmware finds PM_STATUS.RESUMED set and its WAIT returns once.
     func resumeCore() {
-        let now = clock.now
-        let opened = state.withLock { s -> Bool in
-            guard s.power.gate != .open else { return false }
-            return true
-        }
-        guard opened else { return }
-        reopenGate(cooperative: true, at: now)
+        guard state.withLock({ $0.power.gate != .open }) else { return }
+        reopenGate(cooperative: true)
         emit(.power(.ungated))
     }
 
-    private func reopenGate(cooperative: Bool, at now: ClockInstant? = nil) {
-        let now = now ?? clock.now
+    private func reopenGate(cooperative: Bool) {
+        let now = clock.now
         state.withLock { s in
             if let since = s.power.gatedSince { s.power.gated += now - since }
             s.power.gatedSince = nil

@@ -30,8 +30,6 @@ struct PowerManagement: Sendable {
     var autosuspendDelay: Duration?
     /// The monitor's thread runs (it ends when the delay is cleared or the processor goes).
     var monitorRunning = false
-    /// When host traffic (a kick either way) was last seen.
-    var lastTraffic: ClockInstant?
 }
 
 /// Wakes the autosuspend monitor; held strongly by its thread, which holds the processor weakly.
@@ -83,9 +81,9 @@ extension RemoteProcessor {
         get { power.withLock { $0.autosuspendDelay } }
         set {
             if newValue != nil { autosuspendArmed.store(true, ordering: .sequentiallyConsistent) }
+            noteTrafficTime()       // the delay counts from now
             let start = power.withLock { p -> Bool in
                 p.autosuspendDelay = newValue.map { max($0, .zero) }
-                p.lastTraffic = ops.clock.now
                 guard newValue != nil, !p.monitorRunning else { return false }
                 p.monitorRunning = true
                 return true
@@ -154,8 +152,8 @@ extension RemoteProcessor {
             if resumed { p.statistics.resumes += 1 }
             p.suspendedSince = nil
             p.autosuspended = false
-            p.lastTraffic = now
         }
+        noteTrafficTime()           // a resumed remote gets a whole delay again
         autosuspendWake.signal.signal()
     }
 
@@ -181,7 +179,8 @@ extension RemoteProcessor {
         noteTrafficTime()
     }
 
-    /// When the last kick either way was, for the monitor to suspend exactly `delay` after it.
+    /// When the last kick either way (or a resume, or a new delay) was: the monitor suspends
+    /// exactly `delay` after it.
     private func noteTrafficTime() {
         lastTrafficAt.store(ops.clock.now.sinceOrigin.totalNanoseconds, ordering: .relaxed)
     }
@@ -190,7 +189,6 @@ extension RemoteProcessor {
         let wake = autosuspendWake, clock = ops.clock
         do {
             try PlatformThread(name: "rproc-autosuspend") { [weak self] in
-                var seen = self?.trafficCount.load(ordering: .sequentiallyConsistent) ?? 0
                 var idleSince = clock.now
                 while !wake.processorGone.load(ordering: .acquiring) {
                     // What to wait for is decided with the processor held; the wait itself holds
@@ -202,12 +200,7 @@ extension RemoteProcessor {
                             processor.power.withLock { $0.monitorRunning = false }
                             return (nil, true)
                         }
-                        let traffic = processor.trafficCount.load(ordering: .sequentiallyConsistent)
-                        if traffic != seen {
-                            seen = traffic
-                            idleSince = max(idleSince, ClockInstant(sinceOrigin: .nanoseconds(processor.lastTrafficAt.load(ordering: .relaxed))))
-                        }
-                        idleSince = max(idleSince, processor.power.withLock { $0.lastTraffic } ?? idleSince)
+                        idleSince = max(idleSince, ClockInstant(sinceOrigin: .nanoseconds(processor.lastTrafficAt.load(ordering: .relaxed))))
                         // Not running: wait for a transition (it signals); running: for the delay to pass.
                         guard state == .running else { return (nil, false) }
                         guard clock.now - idleSince >= delay else { return (idleSince + delay, false) }

@@ -165,7 +165,11 @@ public enum ScenarioParser {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
             try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend"], context: "board")
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
-            if let node = map["autosuspend"] { autosuspend = try p.duration(node, "board.autosuspend") }
+            if let node = map["autosuspend"] {
+                let delay = try p.duration(node, "board.autosuspend")
+                guard delay >= .milliseconds(1) else { throw p.error(node, "board.autosuspend must be at least 1ms (the idle time before the remote is suspended)") }
+                autosuspend = delay
+            }
             for name in ["code", "sram", "shared"] {
                 guard let node = map[name] else { continue }
                 guard let text = node.scalar?.string, let bytes = ScenarioParser.size(text), bytes >= 4096, bytes <= 256 << 20, bytes % 4096 == 0 else {

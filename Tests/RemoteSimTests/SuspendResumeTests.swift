@@ -45,7 +45,8 @@ final class EchoClient: Sendable {
     func waitForReplies(_ count: Int, timeout: Duration = .seconds(30)) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while replies.withLock({ $0.count }) < count {
-            guard ContinuousClock.now < deadline, got.wait(timeout: .milliseconds(100)) || true else { return false }
+            guard ContinuousClock.now < deadline else { return false }
+            _ = got.wait(timeout: .milliseconds(100))
         }
         return true
     }

@@ -76,6 +76,7 @@ struct ScenarioParserTests {
         }
         #expect(parseError(base + "  - resme\n")?.message.contains("did you mean 'resume'") == true)
         #expect(parseError("firmware: echo\narch: native\nboard: { autosuspend: later }\nsteps: [boot]\n")?.location.line == 3)
+        #expect(parseError("firmware: echo\narch: native\nboard: { autosuspend: 0ms }\nsteps: [boot]\n")?.message.contains("at least 1ms") == true)
     }
 
     @Test("strict: conflicting fields refused at their line; misspelt keys and steps named with the closest valid one; count with file repeats it")
