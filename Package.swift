@@ -61,13 +61,15 @@ let package = Package(
 
         // Test-run settings that must be in place before Swift Testing starts (see the C file).
         .target(name: "TestParallelism", path: "Tests/TestParallelism"),
+        // Where tests write files: one directory per test process, removed at exit.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "MetalIOTests", dependencies: ["MetalIO"]),
         .testTarget(name: "VirtioTests", dependencies: ["TestParallelism", "Virtio", "MetalIO"]),
         .testTarget(name: "RPMsgTests", dependencies: ["RPMsg", "Virtio", "MetalIO"]),
-        .testTarget(name: "RemoteSimTests", dependencies: ["RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
-        .testTarget(name: "ScenarioTests", dependencies: ["Scenario", "RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
-        .testTarget(name: "CLITests", dependencies: ["rproc-sim", "FirmwareKit", "Remoteproc", "Scenario", "MetalIO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        .testTarget(name: "RemoteprocTestingTests", dependencies: ["RemoteprocTesting", "RemoteSim", "Remoteproc", "RPMsg"]),
+        .testTarget(name: "RemoteSimTests", dependencies: ["TestSupport", "RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
+        .testTarget(name: "ScenarioTests", dependencies: ["TestSupport", "Scenario", "RemoteSim", "Remoteproc", "RPMsg", "Virtio", "MetalIO", "FirmwareKit"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "rproc-sim", "FirmwareKit", "Remoteproc", "Scenario", "MetalIO", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "RemoteprocTestingTests", dependencies: ["TestSupport", "RemoteprocTesting", "RemoteSim", "Remoteproc", "RPMsg"]),
         .testTarget(name: "ExampleTests", dependencies: ["RemoteprocTesting", "RPMsg", "MetalIO"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Remoteproc", "RPMsg", "Virtio", "MetalIO"]),
         .testTarget(

@@ -9,6 +9,7 @@ import Remoteproc
 import Scenario
 import Synchronization
 import Testing
+import TestSupport
 import MetalIO
 
 /// Runs a subcommand in-process and returns its exit code (0 when it returns normally).
@@ -23,8 +24,7 @@ func exitCode(_ arguments: [String]) throws -> Int32 {
 }
 
 func temporaryFile(_ name: String, _ contents: String) throws -> String {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-cli-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let directory = try TestScratch.directory("rproc-sim-cli")
     let path = directory.appendingPathComponent(name).path
     try contents.write(toFile: path, atomically: true, encoding: .utf8)
     return path
@@ -85,7 +85,7 @@ struct CLITests {
 
     @Test("inspect, load and run refuse a FIFO, a device or a folder as firmware or output, at once, with exit 2", .timeLimit(.minutes(1)))
     func specialPaths() throws {
-        let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("cli-fifo-\(getpid())")
+        let fifo = TestScratch.path("cli-fifo")
         unlink(fifo)
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }

@@ -6,6 +6,7 @@ import RemoteSim
 import RPMsg
 import Synchronization
 import Testing
+import TestSupport
 
 /// gdb-multiarch against the echo firmware while the host sends it messages: the things a
 /// firmware engineer does first — arguments, globals, `next`, a watchpoint, the vrings.
@@ -18,7 +19,7 @@ struct GDBSessionTests {
         defer { server.shutdown(); try? processor.shutdown() }
         let rpmsg = try #require(try processor.makeHostRPMsg())
         let replies = MetalMutex<[[UInt8]]>([])
-        let flag = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-gdb-\(UInt64.random(in: 0...UInt64.max))")
+        let flag = URL(fileURLWithPath: TestScratch.path("rproc-gdb-flag"))
         defer { try? FileManager.default.removeItem(at: flag) }
         // The host: once the firmware announced its service and sits halted at its main loop,
         // send three messages (they stay in flight while the core is halted), then tell gdb.

@@ -6,6 +6,7 @@ import RemoteSim
 import RPMsg
 import Synchronization
 import Testing
+import TestSupport
 import Virtio
 
 /// What a remote sees of the host's start-up, from the board's trace: every write into the vdev
@@ -86,7 +87,7 @@ private func linkwaitWithVdevID(_ id: UInt8, _ architecture: FirmwareArchitectur
     let hits = (0...(bytes.count - pattern.count)).filter { Array(bytes[$0..<($0 + pattern.count)]) == pattern }
     try #require(hits.count == 1, "the vdev entry appears \(hits.count) times")
     bytes[hits[0] + 8] = id
-    let patched = FileManager.default.temporaryDirectory.appendingPathComponent("linkwait-vdev\(id)-\(architecture)-\(getpid()).elf")
+    let patched = URL(fileURLWithPath: TestScratch.path("linkwait-vdev\(id)-\(architecture).elf"))
     try Data(bytes).write(to: patched)
     return patched
 }

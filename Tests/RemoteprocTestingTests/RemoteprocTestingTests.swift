@@ -6,6 +6,7 @@ import Remoteproc
 import RPMsg
 import Synchronization
 import Testing
+import TestSupport
 import XCTest
 
 @Suite("RemoteprocTesting with a debugger", .serialized)
@@ -162,8 +163,7 @@ struct RemoteprocTestingTests {
     @Test("your own firmware directory, outside the package, built against the board headers and library", .timeLimit(.minutes(2)),
           arguments: [CPUArchitecture.cortexM4, .rv32])
     func ownFirmware(architecture: CPUArchitecture) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("my-firmware-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestScratch.directory("my-firmware")
         defer { try? FileManager.default.removeItem(at: directory) }
         try """
             #include "rsim_rpmsg.h"

@@ -8,12 +8,12 @@ import RemoteSim
 import RPMsg
 import Synchronization
 import Testing
+import TestSupport
 import Virtio
 import MetalIO
 
 func temporaryScenarioFile(_ name: String, contents: Data) throws -> String {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let directory = try TestScratch.directory("scenario")
     let path = directory.appendingPathComponent(name).path
     try contents.write(to: URL(fileURLWithPath: path))
     return path
@@ -221,8 +221,7 @@ struct ScenarioParserTests {
 
     @Test("send for a duration or a file's bytes in 496-byte chunks")
     func sendVariants() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("scenario-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try TestScratch.directory("scenario")
         try Data((0..<1000).map { UInt8($0 & 0xFF) }).write(to: directory.appendingPathComponent("blob.bin"))
         let file = try ScenarioParser.parse("""
             firmware: sink
@@ -788,7 +787,7 @@ struct ScenarioLanguageTests {
         #expect(throws: ScenarioError.self) { try ScenarioParser.parse(file: binary) }
         do { _ = try ScenarioParser.parse(file: binary) } catch { #expect(error.message.contains("not UTF-8 text (byte 2)"), "\(error)") }
 
-        let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("scenario-fifo-\(getpid()).yaml")
+        let fifo = TestScratch.path("scenario-fifo.yaml")
         unlink(fifo)
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
@@ -822,7 +821,7 @@ struct ScenarioLanguageTests {
 
     @Test("a FIFO, a device, a folder or /proc named as firmware, payload file, scenario or include: refused for what it is, at once", .timeLimit(.minutes(1)))
     func specialPaths() throws {
-        let fifo = (NSTemporaryDirectory() as NSString).appendingPathComponent("special-fifo-\(getpid())")
+        let fifo = TestScratch.path("special-fifo")
         unlink(fifo)
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
