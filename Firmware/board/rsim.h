@@ -68,6 +68,23 @@
 #define RSIM_NOTIFY_ID_MAX  31u /* KICK values above this are firmware errors */
 
 /* ------------------------------------------------------------------------ */
+/* Interrupts and timers (docs/remotesim.md, "Interrupts and timers")        */
+/* ------------------------------------------------------------------------ */
+
+/* The core clock the timers count at: the board's default (board option
+ * core-clock). Firmware for a board run at another rate defines it first. */
+#ifndef RSIM_CORE_CLOCK_HZ
+#define RSIM_CORE_CLOCK_HZ  100000000u
+#endif
+
+/* RV32: a CLINT (the SiFive layout RISC-V RTOS ports expect). The mailbox's
+ * PENDING != 0 is the machine external interrupt (mip.MEIP); ACK lowers it. */
+#define RSIM_CLINT_BASE      0x02000000u
+#define RSIM_CLINT_MSIP      0x0000u /* RW  bit 0: machine software interrupt */
+#define RSIM_CLINT_MTIMECMP  0x4000u /* RW  64-bit compare, low word (high at +4) */
+#define RSIM_CLINT_MTIME     0xBFF8u /* RW  64-bit core-clock count, low word (high at +4) */
+
+/* ------------------------------------------------------------------------ */
 /* Accessors                                                                 */
 /* ------------------------------------------------------------------------ */
 

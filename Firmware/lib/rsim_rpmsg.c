@@ -8,6 +8,7 @@
  *   NS msg   0 char name[32] (NUL-padded) | 32 u32 addr | 36 u32 flags (0 create, 1 destroy)
  */
 #include "rsim_rpmsg.h"
+#include "rsim_irq.h"
 #include "rsim_pm.h"
 
 /* ------------------------------------------------------------------------ */
@@ -510,5 +511,23 @@ int rsim_rpmsg_wait_and_poll(void)
         rsim_ack(pending); /* before processing, so no kick is lost */
     int handled = rsim_rpmsg_poll();
     rsim_pm_poll(); /* a suspend request is answered once the vrings are processed */
+    return handled;
+}
+
+int rsim_rpmsg_irq_wait_and_poll(void)
+{
+    /* Decide to sleep with interrupts disabled: wfi still wakes on a pending
+     * one, which is taken as soon as they are enabled again. */
+    for (;;) {
+        rsim_irq_disable();
+        if (rsim_irq_take_mailbox_events() != 0 || dev.kick_seen) {
+            rsim_irq_enable();
+            break;
+        }
+        rsim_wfi();
+        rsim_irq_enable();
+    }
+    int handled = rsim_rpmsg_poll();
+    rsim_pm_poll();
     return handled;
 }

@@ -288,6 +288,12 @@ int rsim_rpmsg_poll(void);
  * lost); rsim_rpmsg_poll(). Returns what rsim_rpmsg_poll returned. */
 int rsim_rpmsg_wait_and_poll(void);
 
+/* Interrupt-driven variant (rsim_irq.h): idles in wfi until the mailbox
+ * interrupt has acknowledged a kick, then processes the vrings as
+ * rsim_rpmsg_poll() does. Call rsim_irq_init(), rsim_irq_enable_mailbox()
+ * and rsim_irq_enable() after rsim_rpmsg_init(). */
+int rsim_rpmsg_irq_wait_and_poll(void);
+
 const struct rsim_rpmsg_stats *rsim_rpmsg_get_stats(void);
 
 #endif /* RSIM_RPMSG_H */

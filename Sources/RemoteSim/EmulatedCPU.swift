@@ -8,16 +8,22 @@ import Synchronization
 /// Firmware that is the loaded ELF itself, executed on an emulated CPU (Unicorn) in the core's
 /// thread: the board's memories are mapped at their device addresses over the same host memory
 /// the host side reads, and the mailbox is MMIO. `wfi` and WAIT idle the thread until a host
-/// kick or a stop. A fault, an illegal instruction or a CPU exception halts the core and is
-/// reported with the PC and the registers.
+/// kick, a timer interrupt or a stop. RV32 has machine-mode interrupts and a CLINT
+/// (``MachineInterrupts``): the mailbox is its external interrupt, `ecall` and `ebreak` trap into
+/// `mtvec`. A fault, an illegal instruction or a CPU exception halts the core and is reported
+/// with the PC and the registers.
 public struct EmulatedCPU: FirmwareProgram {
     public let architecture: CPUArchitecture
     /// When set, every executed instruction is counted into it (slow; for measurements).
     public let instructionCounter: InstructionCounter?
     /// A GDB server that debugs this core while it runs.
     public let debugger: GDBServer?
-    public init(_ architecture: CPUArchitecture, countingInto counter: InstructionCounter? = nil, debugger: GDBServer? = nil) {
+    /// What the core's timers count at (RV32: the CLINT's `mtime`).
+    public let coreClock: CoreClockRate
+    public init(_ architecture: CPUArchitecture, coreClock: CoreClockRate = .default, countingInto counter: InstructionCounter? = nil,
+                debugger: GDBServer? = nil) {
         self.architecture = architecture
+        self.coreClock = coreClock
         self.instructionCounter = counter
         self.debugger = debugger
     }
@@ -50,6 +56,16 @@ public struct EmulatedCPU: FirmwareProgram {
         do { try engine.mapMMIO(at: core.layout.mailboxAddress.rawValue, size: 4096, mmio) } catch {
             throw FirmwareHalt(.fault(address: core.layout.mailboxAddress.rawValue, message: "cannot map the mailbox: \(error)"))
         }
+        let interrupts = architecture == .rv32 ? MachineInterrupts(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs) : nil
+        if let interrupts {
+            let clint = UnicornEngine.MMIO(read: { offset, size in interrupts.read(Int(offset), size: size) },
+                                           write: { offset, size, value in interrupts.write(Int(offset), size: size, value) })
+            do { try engine.mapMMIO(at: MachineInterrupts.clintBase, size: MachineInterrupts.clintSize, clint) } catch {
+                throw FirmwareHalt(.fault(address: MachineInterrupts.clintBase, message: "cannot map the CLINT: \(error)"))
+            }
+            mailbox.setExternalInterruptLine(interrupts.externalLine)
+        }
+        defer { mailbox.setExternalInterruptLine(nil) }
 
         // Boot: Cortex-M from the vector table at 0; RV32 at the entry point, sp at the top of sram.
         var pc: UInt64
@@ -87,7 +103,9 @@ public struct EmulatedCPU: FirmwareProgram {
             mailbox.setGateListener(nil)
         }
         guard let session, let debugger else {
-            try runFreely(engine: engine, core: core, running: running, pc: pc)
+            try withDeadlines(of: interrupts) {
+                try runFreely(engine: engine, core: core, interrupts: interrupts, running: running, pc: pc)
+            }
         }
         // The server halts the core: a busy one by ending its run (repeated until it has returned),
         // an idle one by breaking it out of its wait.
@@ -99,7 +117,10 @@ public struct EmulatedCPU: FirmwareProgram {
         if session.beginRun() { session.reportStop(.trap) }
         var pendingFault: CPUFault?
         do {
-            try runDebugged(engine: engine, core: core, session: session, running: running, pc: pc, pendingFault: &pendingFault)
+            try withDeadlines(of: interrupts) {
+                try runDebugged(engine: engine, core: core, interrupts: interrupts, session: session, running: running, pc: pc,
+                                pendingFault: &pendingFault)
+            }
         } catch let halt as FirmwareHalt {
             let signal = switch halt.reason {
             case .stopped: 9
@@ -111,35 +132,102 @@ public struct EmulatedCPU: FirmwareProgram {
         }
     }
 
+    /// Runs `body` with the thread that raises the timer interrupt at its deadline, when the
+    /// core has timers; ends and joins it afterwards.
+    private func withDeadlines(of interrupts: MachineInterrupts?, _ body: () throws -> Never) throws -> Never {
+        guard let interrupts else { try body() }
+        let thread: PlatformThread
+        do { thread = try PlatformThread(name: "rproc-core-timer") { interrupts.runDeadlines() } } catch {
+            throw FirmwareHalt(.fault(address: 0, message: "cannot start the core's timer: \(error)"))
+        }
+        let outcome = Result { try body() }
+        interrupts.end()
+        thread.join()
+        try outcome.get()
+    }
+
+    /// Takes the interrupt the core should take now, if any (between runs: the PC is at a block
+    /// boundary, the instruction to return to).
+    private func takeInterrupt(_ interrupts: MachineInterrupts?, engine: UnicornEngine, pc: inout UInt64) throws(FirmwareHalt) {
+        guard let interrupts, let interrupt = interrupts.interruptToTake(on: engine) else { return }
+        pc = try enterTrap(.interrupt(interrupt), at: pc, engine: engine)
+    }
+
+    /// A CPU exception the firmware handles itself (RV32 `ecall` and `ebreak` into `mtvec`):
+    /// the handler's address, or `nil` for a fault that halts the core.
+    private func trapFor(_ fault: CPUFault, _ interrupts: MachineInterrupts?, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        guard interrupts != nil else { return nil }
+        let exception: MachineException
+        switch fault.kind {
+        case .exception(8): exception = .environmentCall          // Unicorn's intno for ecall, from any mode
+        case .exception(3): exception = .breakpoint
+        default: return nil
+        }
+        return try enterTrap(.exception(exception, value: 0), at: fault.programCounter, engine: engine)
+    }
+
+    private func enterTrap(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
+        do {
+            return UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
+        } catch {
+            var registers = engine.registers
+            registers["pc"] = pc
+            throw FirmwareHalt(.fault(address: pc, message: "\(error)"), programCounter: pc, registers: registers)
+        }
+    }
+
+    /// `wfi`: idles until the host kicks (PENDING ≠ 0, as in version 1 of the contract), an
+    /// enabled interrupt is pending (RV32: `mip & mie`, whatever `mstatus.MIE` says), the timer's
+    /// deadline when its interrupt is enabled, or a stop.
+    private func idle(_ mailbox: Mailbox, _ interrupts: MachineInterrupts?, engine: UnicornEngine) {
+        guard let interrupts else {
+            _ = mailbox.waitForInterrupt()
+            return
+        }
+        let enabled = engine.read(.mie)
+        guard interrupts.pendingBits & enabled == 0 else { return }
+        let deadline = interrupts.timerDeadline(timerEnabled: enabled & MachineInterrupt.timer.bit != 0)
+        _ = mailbox.waitForInterrupt(timeout: deadline.map { $0 - mailbox.clock.now })
+    }
+
     /// The run loop without a debugger.
-    private func runFreely(engine: UnicornEngine, core: RemoteCore, running: RunFlag, pc start: UInt64) throws -> Never {
+    private func runFreely(engine: UnicornEngine, core: RemoteCore, interrupts: MachineInterrupts?, running: RunFlag,
+                           pc start: UInt64) throws -> Never {
         var pc = start
         let mailbox = core.mailbox
         while true {
             mailbox.parkIfGated()
             guard try running.enter(core, clearing: engine.stopper) else { continue }
+            // After the request flag was cleared: an interrupt raised from here on stops the run again.
+            do { try takeInterrupt(interrupts, engine: engine, pc: &pc) } catch {
+                running.leave()
+                throw error
+            }
             let outcome = engine.run(from: pc)
             running.leave()
             switch outcome {
             case let .fault(fault):
                 try core.throwIfStopped()   // a PANIC or a stop that interrupted the run wins
+                if let handler = try trapFor(fault, interrupts, engine: engine) {
+                    pc = handler
+                    continue
+                }
                 throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                    registers: fault.registers)
             case let .returned(next):
                 try core.throwIfStopped()
                 pc = next
-                // Ended on request (the clock gate, a stale request): not a wfi — look again at the top.
+                // Ended on request (the clock gate, an interrupt, a stale request): not a wfi — look again at the top.
                 if engine.stoppedOnRequest || mailbox.isGateRequested { continue }
-                // wfi: idle until the host kicks (PENDING ≠ 0) or a stop; the firmware acknowledges.
-                _ = mailbox.waitForInterrupt()
+                idle(mailbox, interrupts, engine: engine)
             }
         }
     }
 
     /// The run loop with a GDB server: while a debugger is attached, breakpoints, steps,
     /// watchpoints, faults and a PANIC halt the core and are reported; commands run while halted.
-    private func runDebugged(engine: UnicornEngine, core: RemoteCore, session: DebugSession, running: RunFlag, pc start: UInt64,
-                             pendingFault: inout CPUFault?) throws -> Never {
+    private func runDebugged(engine: UnicornEngine, core: RemoteCore, interrupts: MachineInterrupts?, session: DebugSession,
+                             running: RunFlag, pc start: UInt64, pendingFault: inout CPUFault?) throws -> Never {
         var pc = start
         let mailbox = core.mailbox
         let hooks = session.hooks
@@ -190,8 +278,16 @@ public struct EmulatedCPU: FirmwareProgram {
                 throw FirmwareHalt(.fault(address: pc, message: "the debugger's hooks cannot be set: \(error)"), programCounter: pc)
             }
             guard try running.enter(core, clearing: engine.stopper) else { continue }
+            do { try takeInterrupt(interrupts, engine: engine, pc: &pc) } catch {
+                running.leave()
+                throw error
+            }
             let outcome = engine.run(from: pc)
             running.leave()
+            if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try trapFor(fault, interrupts, engine: engine) {
+                pc = handler
+                continue
+            }
             guard session.attached.load(ordering: .acquiring) else {
                 // The debugger left during this run: a stop its hooks made is not a wfi, just resume.
                 let hookStopped = hooks.stoppedAt != nil || hooks.watchHit != nil
@@ -213,7 +309,7 @@ public struct EmulatedCPU: FirmwareProgram {
                     try core.throwIfStopped()
                     pc = next
                     if session.haltRequested.load(ordering: .acquiring) || mailbox.isGateRequested || engine.stoppedOnRequest { continue }
-                    _ = mailbox.waitForInterrupt()
+                    idle(mailbox, interrupts, engine: engine)
                     continue
                 }
             }
@@ -246,7 +342,7 @@ public struct EmulatedCPU: FirmwareProgram {
                     if wasStepping { hooks.stepping = true }   // the step is still to be made
                     continue
                 }
-                _ = mailbox.waitForInterrupt()
+                idle(mailbox, interrupts, engine: engine)
                 // A step onto `wfi` completes when the core wakes (a kick, or Ctrl-C).
                 if wasStepping {
                     try core.throwIfStopped()

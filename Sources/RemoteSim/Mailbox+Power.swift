@@ -387,5 +387,6 @@ extension Mailbox {
         gateRequested.store(false, ordering: .sequentiallyConsistent)
         wake.signal()
         watchdogWake.signal()
+        timerWake.signal()
     }
 }

@@ -72,12 +72,21 @@ public final class Mailbox: Sendable {
         var generation = 0
         /// The clock gate and the suspend handshake (Mailbox+Power.swift).
         var power = PowerState()
+        /// Where PENDING ≠ 0 is raised as an interrupt into the core (an emulated core with an
+        /// interrupt controller); set for a run of the core, dropped at a reset.
+        var externalLine: (any InterruptLevelSink)?
+
+        /// PENDING changed: the interrupt line follows it (under the lock, so levels never cross).
+        mutating func pendingChanged() { externalLine?.setLevel(pending != 0) }
     }
     let state: MetalMutex<State>
     /// Wakes the core: a kick, a stop, a suspend request, a resume.
     let wake = WakeSignal()
     /// Wakes the watchdog's monitor: a stop, a reset, an arm that brings the expiry forward, a resume.
     let watchdogWake = WakeSignal()
+    /// Wakes the core's timer (the CLINT's or SysTick's deadline thread): a stop, a reset, a
+    /// resume (core time runs again), a write of its compare register.
+    public let timerWake = WakeSignal()
     /// Wakes a host waiting in ``suspendCore(_:timeout:parkLimit:)``: the firmware answered, the
     /// core parked, or it ended.
     let powerWake = WakeSignal()
@@ -133,7 +142,10 @@ public final class Mailbox: Sendable {
     /// Interrupts the remote with notify id `id` (0–31): sets its PENDING bit and wakes the core.
     public func notify(_ id: NotifyID) {
         guard id.rawValue < UInt32(Self.notifyIDCount) else { return }
-        state.withLock { $0.pending |= 1 << id.rawValue }
+        state.withLock { s in
+            s.pending |= 1 << id.rawValue
+            s.pendingChanged()
+        }
         emit(.notify(id))
         wake.signal()
     }
@@ -150,6 +162,7 @@ public final class Mailbox: Sendable {
         }
         wake.signal()
         watchdogWake.signal()
+        timerWake.signal()
         powerWake.signal()
         hostWrites.changed()
         callbacks.withLock { $0.stopListener }?()
@@ -178,6 +191,16 @@ public final class Mailbox: Sendable {
         state.withLock { s in s = State(started: now, generation: s.generation + 1) }
         gateRequested.store(false, ordering: .sequentiallyConsistent)
         watchdogWake.signal()
+        timerWake.signal()
+    }
+
+    /// Raises PENDING ≠ 0 as an interrupt on `line` from now on (its level is set at once), or
+    /// stops raising it (`nil`).
+    func setExternalInterruptLine(_ line: (any InterruptLevelSink)?) {
+        state.withLock { s in
+            s.externalLine = line
+            s.pendingChanged()
+        }
     }
 
     /// Which start the mailbox serves (it counts ``reset()``s).
@@ -287,7 +310,12 @@ public final class Mailbox: Sendable {
     public var pendingBits: UInt32 { state.withLock { $0.pending } }
 
     /// ACK (write 1 to clear).
-    public func acknowledge(_ bits: UInt32) { state.withLock { $0.pending &= ~bits } }
+    public func acknowledge(_ bits: UInt32) {
+        state.withLock { s in
+            s.pending &= ~bits
+            s.pendingChanged()
+        }
+    }
 
     /// WAIT: blocks until PENDING ≠ 0, a suspend request or a resume the firmware has not been
     /// woken for yet, a stop, or `timeout`; returns PENDING without clearing it (0 when released
@@ -365,6 +393,7 @@ public final class Mailbox: Sendable {
         emit(.panic(code))
         wake.signal()
         watchdogWake.signal()
+        timerWake.signal()
         hostWrites.changed()
         callbacks.withLock { $0.stopListener }?()
     }
@@ -391,8 +420,21 @@ public final class Mailbox: Sendable {
 
     /// Microseconds of the core's time since the last reset (what TICKS_LO/HI read): time with
     /// the clock gated (suspended) does not count — the core's timer stops with its clock.
-    public var ticks: UInt64 {
+    public var ticks: UInt64 { UInt64(clamping: coreTime.totalMicroseconds) }
+
+    /// The core's own time since the last reset: what TICKS, the CLINT's `mtime` and SysTick
+    /// count. Time with the clock gated (suspended) does not count.
+    public var coreTime: Duration {
         let now = clock.now
-        return UInt64(clamping: state.withLock { s in (now - s.started) - s.power.gatedTime(at: now) }.totalMicroseconds)
+        return state.withLock { s in (now - s.started) - s.power.gatedTime(at: now) }
     }
+
+    /// Whether the core's clock is gated now (suspended: core time stands still).
+    public var isClockGated: Bool { state.withLock { $0.power.gatedSince != nil } }
+}
+
+/// An interrupt input of the core that a device drives with a level (the mailbox's PENDING ≠ 0).
+/// Called under the device's lock: it must only record the level (an atomic), never block.
+public protocol InterruptLevelSink: Sendable {
+    func setLevel(_ raised: Bool)
 }

@@ -103,7 +103,7 @@ final class UnicornEngine {
             context.pcRegister = Int32(UC_RISCV_REG_PC.rawValue)
         }
         handle = engine!
-        stopGate = EngineStopGate()
+        stopGate = EngineStopGate(architecture: architecture)
         self.architecture = architecture
         try installFaultHooks()
         try installSafePoint()
@@ -457,11 +457,39 @@ final class UnicornEngine {
         }
     }
 
-    /// Whether the last run ended because a stop was requested (rather than at a `wfi`).
+    /// Whether the last run ended because a stop was requested or an interrupt came in (rather
+    /// than at a `wfi`).
     var stoppedOnRequest: Bool { stopGate.stoppedOnRequest }
 
     /// A handle another thread may use to stop the run.
     var stopper: EmulationStopper { EmulationStopper(gate: stopGate) }
+
+    /// The interrupt inputs the block hook watches (raised by devices on any thread).
+    var interruptInputs: InterruptInputs { InterruptInputs(gate: stopGate) }
+}
+
+extension UnicornEngine: MachineTrapCPU {
+    private static func id(_ csr: MachineCSR) -> Int32 {
+        let register = switch csr {
+        case .mstatus: UC_RISCV_REG_MSTATUS
+        case .mie: UC_RISCV_REG_MIE
+        case .mtvec: UC_RISCV_REG_MTVEC
+        case .mepc: UC_RISCV_REG_MEPC
+        case .mcause: UC_RISCV_REG_MCAUSE
+        case .mtval: UC_RISCV_REG_MTVAL
+        }
+        return Int32(register.rawValue)
+    }
+
+    func read(_ csr: MachineCSR) -> UInt32 {
+        precondition(architecture == .rv32, "a RISC-V CSR of a \(architecture) core")
+        return UInt32(truncatingIfNeeded: readRegister(Self.id(csr)))
+    }
+
+    func write(_ csr: MachineCSR, _ value: UInt32) throws(UnicornError) {
+        precondition(architecture == .rv32, "a RISC-V CSR of a \(architecture) core")
+        try writeRegister(Self.id(csr), UInt64(value))
+    }
 }
 
 /// How other threads (and the engine's own MMIO callbacks) stop a run: they raise an attention
@@ -472,30 +500,41 @@ final class UnicornEngine {
 /// twice, a counter incremented twice). The flag outlives the engine, so a stopper kept after
 /// the engine closed touches nothing of it.
 final class EngineStopGate: @unchecked Sendable {
-    // @unchecked: the two flag bytes are allocated once, never move, and are only read and
-    // written with C atomics (the block hook reads them on the emulation thread).
-    private let flags: UnsafeMutablePointer<UInt8>
+    // @unchecked: the attention block (shim.h's `struct swuc_attention`: the stop request, the
+    // stopped flag, the pending interrupts) is allocated once, never moves, and is only read and
+    // written with C atomics (the block hook reads it on the emulation thread).
+    private let flags: UnsafeMutableRawPointer
     private let open = Atomic<Bool>(true)
 
-    init() {
-        flags = .allocate(capacity: 2)
-        flags.initialize(repeating: 0, count: 2)
+    init(architecture: CPUArchitecture) {
+        flags = .allocate(byteCount: swuc_attention_size(), alignment: 8)
+        swuc_attention_init(flags, architecture == .rv32 ? SWUC_ARCH_RISCV : SWUC_ARCH_ARM)
     }
 
     deinit { flags.deallocate() }
 
+    /// Raises (`on`) or lowers interrupt-pending bits the block hook looks at: while any is
+    /// raised, every block boundary checks the CPU's mask registers and ends the run once they
+    /// let the interrupt in (RV32: mip bit numbers; Cortex-M: bit 0, "something may preempt").
+    func setPending(_ bits: UInt32, _ on: Bool) { swuc_attention_pending_set(flags, bits, on ? 1 : 0) }
+    /// The raised pending bits.
+    var pendingBits: UInt32 { swuc_attention_pending(flags) }
+    /// Cortex-M: the group priority of the best pending exception (BASEPRI holds back a priority
+    /// value at or above its own).
+    func setPendingPriority(_ priority: UInt32) { swuc_attention_set_priority(flags, priority) }
+
     /// Asks the run to stop at the next block boundary (nothing once the engine is closed).
-    func stop() { if open.load(ordering: .acquiring) { swuc_flag_store(flags, 1) } }
+    func stop() { if open.load(ordering: .acquiring) { swuc_flag_store(flags.assumingMemoryBound(to: UInt8.self), 1) } }
 
     /// Withdraws the request (the emulation thread, before it checks whether a run may start).
-    func clear() { swuc_flag_store(flags, 0) }
+    func clear() { swuc_flag_store(flags.assumingMemoryBound(to: UInt8.self), 0) }
 
     /// Whether the last run ended for a request (cleared as a run starts).
-    var stoppedOnRequest: Bool { swuc_flag_load(flags + 1) != 0 }
-    func runStarts() { swuc_flag_store(flags + 1, 0) }
+    var stoppedOnRequest: Bool { swuc_flag_load(flags.assumingMemoryBound(to: UInt8.self) + 1) != 0 }
+    func runStarts() { swuc_flag_store(flags.assumingMemoryBound(to: UInt8.self) + 1, 0) }
 
     /// What the block hook is given.
-    var hookData: UnsafeMutableRawPointer { UnsafeMutableRawPointer(flags) }
+    var hookData: UnsafeMutableRawPointer { flags }
 
     /// From now on ``stop()`` does nothing.
     func close() { open.store(false, ordering: .releasing) }

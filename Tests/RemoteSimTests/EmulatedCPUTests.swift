@@ -73,6 +73,15 @@ struct EmulatedProgramTests {
         return (board, processor, rpmsg, address)
     }
 
+    @Test("every program in Firmware/programs builds for both architectures (the board library and both crt0s with it)",
+          .timeLimit(.minutes(5)), arguments: FirmwareArchitecture.allCases)
+    func everyProgramBuilds(architecture: FirmwareArchitecture) throws {
+        let builder = try FirmwareBuilder.forThisPackage()
+        let programs = builder.programs()
+        #expect(programs.contains("irq-echo") && programs.contains("tick"))
+        for program in programs { _ = try builder.build(program: program, architecture: architecture) }
+    }
+
     @Test("echo: 10,000 messages with content checked through the real core and the emulated CPU", .timeLimit(.minutes(3)),
           arguments: FirmwareArchitecture.allCases)
     func echo(architecture: FirmwareArchitecture) throws {

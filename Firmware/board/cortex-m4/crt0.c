@@ -6,9 +6,8 @@
  * CODE, zeroes .bss, calls main() and then idles on the mailbox WAIT
  * register if main returns.
  *
- * Exceptions are not vectored into firmware by the simulator (version 1);
- * the other system vectors point to a handler that reports a panic, so the
- * table is also sane on a real core.
+ * The system vectors without a handler of rsim_irq.c point to one that
+ * reports a panic, so the table is also sane on a real core.
  */
 #include "crt0_common.h"
 
@@ -25,9 +24,18 @@ __attribute__((noreturn)) static void default_handler(void)
 
 typedef void (*vector_t)(void);
 
-/* Initial SP, reset, and the other Cortex-M system exception vectors.
- * Addresses of Thumb functions have bit 0 set. */
-__attribute__((used, section(".vectors"))) const vector_t rsim_vectors[16] = {
+/* Interrupt handlers of rsim_irq.c (Firmware/lib); a program built without it
+ * gets the panicking default. */
+void rsim_irq_svc_isr(void) __attribute__((weak, alias("default_handler")));
+void rsim_irq_pendsv_isr(void) __attribute__((weak, alias("default_handler")));
+void rsim_irq_systick_isr(void) __attribute__((weak, alias("default_handler")));
+void rsim_irq_mailbox_isr(void) __attribute__((weak, alias("default_handler")));
+
+#define RSIM_EXTERNAL_IRQS 32
+
+/* Initial SP, reset, the Cortex-M system exception vectors and 32 external
+ * interrupts (0: the mailbox). Addresses of Thumb functions have bit 0 set. */
+__attribute__((used, section(".vectors"))) const vector_t rsim_vectors[16 + RSIM_EXTERNAL_IRQS] = {
     (vector_t)(uintptr_t)_stack_top, /*  0: initial SP = top of sram */
     reset_handler,                   /*  1: reset */
     default_handler,                 /*  2: NMI */
@@ -36,11 +44,13 @@ __attribute__((used, section(".vectors"))) const vector_t rsim_vectors[16] = {
     default_handler,                 /*  5: BusFault */
     default_handler,                 /*  6: UsageFault */
     0, 0, 0, 0,                      /*  7-10: reserved */
-    default_handler,                 /* 11: SVCall */
+    rsim_irq_svc_isr,                /* 11: SVCall */
     default_handler,                 /* 12: DebugMonitor */
     0,                               /* 13: reserved */
-    default_handler,                 /* 14: PendSV */
-    default_handler,                 /* 15: SysTick */
+    rsim_irq_pendsv_isr,             /* 14: PendSV */
+    rsim_irq_systick_isr,            /* 15: SysTick */
+    rsim_irq_mailbox_isr,            /* 16: IRQ 0, the mailbox */
+    [17 ... 16 + RSIM_EXTERNAL_IRQS - 1] = default_handler,
 };
 
 void reset_handler(void)
