@@ -35,7 +35,7 @@
 /* ------------------------------------------------------------------------ */
 
 #define RSIM_MBOX_MAGIC     0x00u /* R   0x5253494D ("RSIM") */
-#define RSIM_MBOX_VERSION   0x04u /* R   2 (1 had no power-management registers) */
+#define RSIM_MBOX_VERSION   0x04u /* R   3 (2 added power management, 3 interrupts) */
 #define RSIM_MBOX_KICK      0x08u /* W   notify the host: value = notify id 0..31 */
 #define RSIM_MBOX_PENDING   0x0Cu /* R   bit n: host kicked notify id n, not yet acked */
 #define RSIM_MBOX_ACK       0x10u /* W1C clear PENDING bits */
@@ -52,6 +52,8 @@
 #define RSIM_MBOX_PM_REQUEST 0x34u /* R   0 none, 1 auto (runtime PM), 2 system */
 #define RSIM_MBOX_PM_REPLY   0x38u /* W   1 ACK (quiesced: gate my clock), 2 CANCEL */
 #define RSIM_MBOX_PM_STATUS  0x3Cu /* R   bit 0 RESUMED (W1C), bit 1 a request awaits an answer */
+/* Version 3: interrupts (rsim_irq.h and docs/remotesim.md). */
+#define RSIM_MBOX_CORE_CLOCK 0x40u /* R   the core clock in Hz (what the timers count at); 0: none */
 
 #define RSIM_PM_CONTROL_ANSWERS 0x1u
 #define RSIM_PM_REQUEST_NONE    0u
@@ -63,16 +65,18 @@
 #define RSIM_PM_STATUS_REQUEST  0x2u
 
 #define RSIM_MAGIC_VALUE    0x5253494Du /* "RSIM" */
-#define RSIM_VERSION_VALUE  2u
+#define RSIM_VERSION_VALUE  3u
 #define RSIM_VERSION_PM     2u /* the first version with the PM registers */
+#define RSIM_VERSION_IRQ    3u /* the first with CORE_CLOCK and the mailbox as an interrupt */
 #define RSIM_NOTIFY_ID_MAX  31u /* KICK values above this are firmware errors */
 
 /* ------------------------------------------------------------------------ */
 /* Interrupts and timers (docs/remotesim.md, "Interrupts and timers")        */
 /* ------------------------------------------------------------------------ */
 
-/* The core clock the timers count at: the board's default (board option
- * core-clock). Firmware for a board run at another rate defines it first. */
+/* The core clock the timers count at when the board does not say (CORE_CLOCK
+ * reads 0, or a version-2 board): the board's default. rsim_core_clock_hz()
+ * reads what this board runs at (board option core-clock). */
 #ifndef RSIM_CORE_CLOCK_HZ
 #define RSIM_CORE_CLOCK_HZ  100000000u
 #endif
@@ -184,6 +188,13 @@ static inline void rsim_watchdog(uint32_t ms)
 static inline void rsim_sleep_us(uint32_t us)
 {
     rsim_mbox_write(RSIM_MBOX_SLEEP, us);
+}
+
+/* The core clock in Hz: CORE_CLOCK on a version-3 board, else the default. */
+static inline uint32_t rsim_core_clock_hz(void)
+{
+    uint32_t hz = rsim_mbox_read(RSIM_MBOX_VERSION) >= RSIM_VERSION_IRQ ? rsim_mbox_read(RSIM_MBOX_CORE_CLOCK) : 0u;
+    return hz != 0u ? hz : RSIM_CORE_CLOCK_HZ;
 }
 
 /* True when the mailbox identifies itself as an rsim mailbox (any version:

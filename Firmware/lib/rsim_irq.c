@@ -95,7 +95,7 @@ void rsim_timer_start(uint32_t hz)
         set_mtimecmp(UINT64_MAX);
         return;
     }
-    timer_period = RSIM_CORE_CLOCK_HZ / hz;
+    timer_period = rsim_core_clock_hz() / hz;
     set_mtimecmp(rsim_timer_now() + timer_period);
     __asm__ volatile("csrs mie, %0" ::"r"(MIE_MTIE) : "memory");
 }
@@ -214,7 +214,7 @@ void rsim_timer_start(uint32_t hz)
     SYST_CSR = 0;
     if (hz == 0)
         return;
-    SYST_RVR = RSIM_CORE_CLOCK_HZ / hz - 1u;
+    SYST_RVR = rsim_core_clock_hz() / hz - 1u;
     SYST_CVR = 0;
     SYST_CSR = 7u; /* enable, interrupt, core clock */
 }

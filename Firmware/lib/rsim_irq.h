@@ -62,7 +62,7 @@ uint32_t rsim_irq_take_mailbox_events(void);
  * disabled while deciding to sleep; wfi wakes on a pending one). */
 void rsim_irq_wait(void);
 
-/* The core timer: `hz` ticks per second from the core clock (RSIM_CORE_CLOCK_HZ);
+/* The core timer: `hz` ticks per second from the core clock (rsim_core_clock_hz());
  * each tick calls rsim_irq_on_tick(). 0 stops it. */
 void rsim_timer_start(uint32_t hz);
 extern volatile uint32_t rsim_timer_ticks;

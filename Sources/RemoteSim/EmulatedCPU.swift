@@ -64,6 +64,7 @@ public struct EmulatedCPU: FirmwareProgram {
                 throw FirmwareHalt(.fault(address: MachineInterrupts.clintBase, message: "cannot map the CLINT: \(error)"))
             }
             mailbox.setExternalInterruptLine(interrupts.externalLine)
+            mailbox.setCoreClock(coreClock)
         }
         defer { mailbox.setExternalInterruptLine(nil) }
 

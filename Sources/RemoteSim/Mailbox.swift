@@ -38,11 +38,15 @@ public final class Mailbox: Sendable {
         case console = 0x18, panic = 0x1C, ticksLow = 0x20, ticksHigh = 0x24, watchdog = 0x28, sleep = 0x2C
         /// Version 2: power management (see ``PowerRegisters``).
         case pmControl = 0x30, pmRequest = 0x34, pmReply = 0x38, pmStatus = 0x3C
+        /// Version 3: the core clock in Hz (0: the core has no timers — native firmware).
+        case coreClock = 0x40
     }
     /// "RSIM".
     public static let magic: UInt32 = 0x5253_494D
-    /// 2: the power-management registers (0x30–0x3C) exist; everything of version 1 is unchanged.
-    public static let version: UInt32 = 2
+    /// 2: the power-management registers (0x30–0x3C) exist; 3: CORE_CLOCK (0x40), and PENDING ≠ 0
+    /// is an interrupt into an emulated core that has an interrupt controller (RV32: MEIP).
+    /// Everything of the earlier versions is unchanged.
+    public static let version: UInt32 = 3
     /// Notify ids 0–31 fit the PENDING word.
     public static let notifyIDCount = 32
     /// Console lines wrap at this many bytes.
@@ -75,6 +79,8 @@ public final class Mailbox: Sendable {
         /// Where PENDING ≠ 0 is raised as an interrupt into the core (an emulated core with an
         /// interrupt controller); set for a run of the core, dropped at a reset.
         var externalLine: (any InterruptLevelSink)?
+        /// CORE_CLOCK: what the core's timers count at, set for a run of an emulated core.
+        var coreClockHertz: UInt32 = 0
 
         /// PENDING changed: the interrupt line follows it (under the lock, so levels never cross).
         mutating func pendingChanged() { externalLine?.setLevel(pending != 0) }
@@ -203,6 +209,11 @@ public final class Mailbox: Sendable {
         }
     }
 
+    /// What CORE_CLOCK reads for the rest of this start (`nil`: 0, no core timers).
+    func setCoreClock(_ rate: CoreClockRate?) {
+        state.withLock { $0.coreClockHertz = rate.map { UInt32(clamping: $0.hertz) } ?? 0 }
+    }
+
     /// Which start the mailbox serves (it counts ``reset()``s).
     public var generation: Int { state.withLock { $0.generation } }
 
@@ -277,6 +288,7 @@ public final class Mailbox: Sendable {
             latchTicks()
         case .ticksHigh: state.withLock { $0.ticksHighLatch }
         case .pmControl, .pmRequest, .pmReply, .pmStatus: readPowerRegister(offset)
+        case .coreClock: state.withLock { $0.coreClockHertz }
         default: 0
         }
     }

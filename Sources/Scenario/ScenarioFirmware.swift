@@ -21,12 +21,13 @@ enum ScenarioFirmware {
     }
 
     /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
-    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil) throws -> (firmware: any FirmwareProgram, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
+    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil, coreClock: CoreClockRate = .default) throws
+        -> (firmware: any FirmwareProgram, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
         func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
             let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
-            guard let debug else { return (EmulatedCPU(architecture), nil) }
+            guard let debug else { return (EmulatedCPU(architecture, coreClock: coreClock), nil) }
             let server = try GDBServer(architecture: architecture, options: debug)
-            return (EmulatedCPU(architecture, debugger: server), server)
+            return (EmulatedCPU(architecture, coreClock: coreClock, debugger: server), server)
         }
         switch choice {
         case let .program(name, arch):

@@ -162,6 +162,8 @@ public struct ScenarioFile: Sendable {
     public var pollMode: Bool
     /// `board: { autosuspend: 50ms }`: runtime PM suspends the idle remote after this long.
     public var autosuspend: Duration?
+    /// `board: { core-clock: 48MHz }`: what an emulated core's timers count at (default 100 MHz).
+    public var coreClock: CoreClockRate?
     /// Memory sizes in bytes (nil: the design's default).
     public var codeSize: Int?
     public var sramSize: Int?

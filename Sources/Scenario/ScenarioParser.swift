@@ -160,15 +160,22 @@ public enum ScenarioParser {
         }
         var pollMode = false
         var autosuspend: Duration?
+        var coreClock: CoreClockRate?
         var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock"], context: "board")
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
             if let node = map["autosuspend"] {
                 let delay = try p.duration(node, "board.autosuspend")
                 guard delay >= .milliseconds(1) else { throw p.error(node, "board.autosuspend must be at least 1ms (the idle time before the remote is suspended)") }
                 autosuspend = delay
+            }
+            if let node = map["core-clock"] {
+                guard let text = node.scalar?.string, let rate = ScenarioParser.frequency(text) else {
+                    throw p.error(node, "board.core-clock must be a frequency such as 100MHz, 48MHz or 32768Hz, from 1kHz to 1GHz")
+                }
+                coreClock = rate
             }
             for name in ["code", "sram", "shared"] {
                 guard let node = map[name] else { continue }
@@ -216,7 +223,19 @@ public enum ScenarioParser {
         var file = ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
                             sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
         file.autosuspend = autosuspend
+        file.coreClock = coreClock
         return file
+    }
+
+    /// "100MHz", "48 MHz", "32768Hz", "1GHz", "12.5MHz": a core clock the board accepts.
+    static func frequency(_ text: String) -> CoreClockRate? {
+        let trimmed = text.replacingOccurrences(of: " ", with: "").lowercased()
+        let units: [(String, Double)] = [("ghz", 1e9), ("mhz", 1e6), ("khz", 1e3), ("hz", 1)]
+        guard let (suffix, scale) = units.first(where: { trimmed.hasSuffix($0.0) }),
+              let number = Double(trimmed.dropLast(suffix.count)), number.isFinite, number > 0 else { return nil }
+        let hertz = (number * scale).rounded()
+        guard abs(hertz - number * scale) < 1e-3, hertz <= 1e12 else { return nil }          // whole hertz
+        return CoreClockRate(hertz: UInt64(hertz))
     }
 
     /// The emulated core an ELF file was built for, from its header: 32-bit ARM → cortex-m4,

@@ -157,4 +157,21 @@ struct MachineInterruptTests {
         #expect(board.lastHalt?.reason == .stopped)
         try processor.shutdown()
     }
+
+    @Test("tick (RV32) on a 10 MHz core: the firmware reads CORE_CLOCK and its 500 Hz stay 500 Hz", .timeLimit(.minutes(2)))
+    func otherCoreClock() throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "tick", architecture: .rv32)
+        let board = try Board(firmware: EmulatedCPU(.rv32, coreClock: try #require(CoreClockRate(hertz: 10_000_000))))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
+                "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
+        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
+        #expect(abs((Int(line.split(separator: " ")[4]) ?? 0) - 1_000_000) <= 10_000, "\(line)")
+        #expect(board.mailbox.read(Mailbox.Register.coreClock.rawValue) == 10_000_000)
+        try processor.stop()
+        try processor.shutdown()
+    }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import RemoteSim
+@testable import RemoteSim
 import Synchronization
 import Testing
 import Virtio
@@ -21,9 +21,14 @@ struct MailboxTests {
     func identification() throws {
         let mailbox = try Mailbox(interruptThread: false)
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)
-        #expect(mailbox.read(R.version.rawValue) == 2, "version 2: the power-management registers")
+        #expect(mailbox.read(R.version.rawValue) == 3, "version 3: power management (2) and interrupts")
         #expect(mailbox.read(R.pmControl.rawValue) == 0, "no firmware takes part in the handshake until it says so")
-        #expect(mailbox.read(0x40) == 0)
+        #expect(mailbox.read(R.coreClock.rawValue) == 0, "no core timers until an emulated core says its clock")
+        mailbox.setCoreClock(CoreClockRate(hertz: 48_000_000))
+        #expect(mailbox.read(R.coreClock.rawValue) == 48_000_000)
+        mailbox.write(R.coreClock.rawValue, 5)      // read-only
+        #expect(mailbox.read(R.coreClock.rawValue) == 48_000_000)
+        #expect(mailbox.read(0x44) == 0)
         #expect(mailbox.read(0x0FFC) == 0)
         mailbox.write(R.magic.rawValue, 7)          // read-only: ignored
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)

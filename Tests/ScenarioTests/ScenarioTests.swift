@@ -79,6 +79,19 @@ struct ScenarioParserTests {
         #expect(parseError("firmware: echo\narch: native\nboard: { autosuspend: 0ms }\nsteps: [boot]\n")?.message.contains("at least 1ms") == true)
     }
 
+    @Test("board.core-clock: frequencies with units from 1kHz to 1GHz; anything else refused at its line")
+    func coreClock() throws {
+        for (text, hertz) in [("100MHz", 100_000_000), ("48 MHz", 48_000_000), ("32768Hz", 32_768), ("12.5MHz", 12_500_000), ("1GHz", 1_000_000_000), ("1kHz", 1_000)] {
+            let file = try ScenarioParser.parse("firmware: echo\narch: rv32\nboard: { core-clock: \(text) }\nsteps: [boot]\n", path: "c.yaml")
+            #expect(file.coreClock?.hertz == UInt64(hertz), "\(text)")
+        }
+        for bad in ["fast", "100", "0MHz", "2GHz", "999Hz", "-5MHz", "1.5Hz", "nanMHz"] {
+            let error = parseError("firmware: echo\narch: rv32\nboard: { core-clock: \(bad) }\nsteps: [boot]\n")
+            #expect(error?.location.line == 3 && error?.message.contains("board.core-clock must be a frequency") == true, "\(bad): \(String(describing: error))")
+        }
+        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nsteps: [boot]\n", path: "c.yaml").coreClock == nil)
+    }
+
     @Test("strict: conflicting fields refused at their line; misspelt keys and steps named with the closest valid one; count with file repeats it")
     func strictness() throws {
         let base = "firmware: echo\narch: native\nsteps:\n  - boot\n"
