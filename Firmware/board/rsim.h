@@ -54,6 +54,7 @@
 #define RSIM_MBOX_PM_STATUS  0x3Cu /* R   bit 0 RESUMED (W1C), bit 1 a request awaits an answer */
 /* Version 3: interrupts (rsim_irq.h and docs/remotesim.md). */
 #define RSIM_MBOX_CORE_CLOCK 0x40u /* R   the core clock in Hz (what the timers count at); 0: none */
+#define RSIM_MBOX_IRQ_ENABLE 0x44u /* RW  PENDING bits that raise the core's mailbox interrupt (0 after reset) */
 
 #define RSIM_PM_CONTROL_ANSWERS 0x1u
 #define RSIM_PM_REQUEST_NONE    0u
@@ -82,7 +83,8 @@
 #endif
 
 /* RV32: a CLINT (the SiFive layout RISC-V RTOS ports expect). The mailbox's
- * PENDING != 0 is the machine external interrupt (mip.MEIP); ACK lowers it. */
+ * PENDING & IRQ_ENABLE != 0 is the machine external interrupt (mip.MEIP); ACK
+ * lowers it. */
 #define RSIM_CLINT_BASE      0x02000000u
 #define RSIM_CLINT_MSIP      0x0000u /* RW  bit 0: machine software interrupt */
 #define RSIM_CLINT_MTIMECMP  0x4000u /* RW  64-bit compare, low word (high at +4) */

@@ -79,7 +79,11 @@ void rsim_irq_restore(uint32_t state)
         rsim_irq_enable();
 }
 
-void rsim_irq_enable_mailbox(void) { __asm__ volatile("csrs mie, %0" ::"r"(MIE_MEIE) : "memory"); }
+void rsim_irq_enable_mailbox(void)
+{
+    rsim_mbox_write(RSIM_MBOX_IRQ_ENABLE, 0xFFFFFFFFu);
+    __asm__ volatile("csrs mie, %0" ::"r"(MIE_MEIE) : "memory");
+}
 
 void rsim_irq_raise_software(void)
 {
@@ -206,7 +210,11 @@ uint32_t rsim_irq_save(void)
 
 void rsim_irq_restore(uint32_t state) { __asm__ volatile("msr primask, %0" ::"r"(state) : "memory"); }
 
-void rsim_irq_enable_mailbox(void) { NVIC_ISER0 = 1u; /* IRQ 0 */ }
+void rsim_irq_enable_mailbox(void)
+{
+    rsim_mbox_write(RSIM_MBOX_IRQ_ENABLE, 0xFFFFFFFFu);
+    NVIC_ISER0 = 1u; /* IRQ 0 */
+}
 void rsim_irq_raise_software(void) { SCB_ICSR = ICSR_PENDSVSET; }
 
 void rsim_timer_start(uint32_t hz)

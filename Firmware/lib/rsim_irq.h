@@ -52,7 +52,8 @@ void rsim_irq_disable(void);
 uint32_t rsim_irq_save(void);
 void rsim_irq_restore(uint32_t state);
 
-/* Lets the mailbox interrupt in (it still needs rsim_irq_enable()). */
+/* Lets the mailbox interrupt in: every PENDING bit raises it (IRQ_ENABLE) and
+ * the CPU takes it (it still needs rsim_irq_enable()). */
 void rsim_irq_enable_mailbox(void);
 
 /* Mailbox bits acknowledged by the interrupt since the last call. */

@@ -38,13 +38,15 @@ public final class Mailbox: Sendable {
         case console = 0x18, panic = 0x1C, ticksLow = 0x20, ticksHigh = 0x24, watchdog = 0x28, sleep = 0x2C
         /// Version 2: power management (see ``PowerRegisters``).
         case pmControl = 0x30, pmRequest = 0x34, pmReply = 0x38, pmStatus = 0x3C
-        /// Version 3: the core clock in Hz (0: the core has no timers — native firmware).
-        case coreClock = 0x40
+        /// Version 3: the core clock in Hz (0: the core has no timers — native firmware); which
+        /// PENDING bits raise the core's interrupt (none after reset).
+        case coreClock = 0x40, irqEnable = 0x44
     }
     /// "RSIM".
     public static let magic: UInt32 = 0x5253_494D
-    /// 2: the power-management registers (0x30–0x3C) exist; 3: CORE_CLOCK (0x40), and PENDING ≠ 0
-    /// is an interrupt into an emulated core that has an interrupt controller (RV32: MEIP).
+    /// 2: the power-management registers (0x30–0x3C) exist; 3: CORE_CLOCK (0x40) and IRQ_ENABLE
+    /// (0x44): PENDING bits it enables are an interrupt into an emulated core that has an
+    /// interrupt controller (RV32: MEIP).
     /// Everything of the earlier versions is unchanged.
     public static let version: UInt32 = 3
     /// Notify ids 0–31 fit the PENDING word.
@@ -81,9 +83,13 @@ public final class Mailbox: Sendable {
         var externalLine: (any InterruptLevelSink)?
         /// CORE_CLOCK: what the core's timers count at, set for a run of an emulated core.
         var coreClockHertz: UInt32 = 0
+        /// IRQ_ENABLE: the PENDING bits that raise the interrupt line (like a real mailbox's
+        /// interrupt-enable register; 0 after reset, so polling firmware never pays for it).
+        var irqEnable: UInt32 = 0
 
-        /// PENDING changed: the interrupt line follows it (under the lock, so levels never cross).
-        mutating func pendingChanged() { externalLine?.setLevel(pending != 0) }
+        /// PENDING or IRQ_ENABLE changed: the interrupt line follows them (under the lock, so
+        /// levels never cross).
+        mutating func pendingChanged() { externalLine?.setLevel(pending & irqEnable != 0) }
     }
     let state: MetalMutex<State>
     /// Wakes the core: a kick, a stop, a suspend request, a resume.
@@ -289,6 +295,7 @@ public final class Mailbox: Sendable {
         case .ticksHigh: state.withLock { $0.ticksHighLatch }
         case .pmControl, .pmRequest, .pmReply, .pmStatus: readPowerRegister(offset)
         case .coreClock: state.withLock { $0.coreClockHertz }
+        case .irqEnable: state.withLock { $0.irqEnable }
         default: 0
         }
     }
@@ -303,6 +310,11 @@ public final class Mailbox: Sendable {
         case .watchdog: armWatchdog(milliseconds: value)
         case .sleep: sleep(microseconds: value, releasingForDebugger: true)
         case .pmControl, .pmRequest, .pmReply, .pmStatus: writePowerRegister(offset, value)
+        case .irqEnable:
+            state.withLock { s in
+                s.irqEnable = value
+                s.pendingChanged()
+            }
         default: break
         }
     }

@@ -87,9 +87,16 @@ struct MachineInterruptTests {
 
         mailbox.setExternalInterruptLine(clint.externalLine)
         mailbox.notify(NotifyID(2))
-        #expect(gate.pendingBits == MachineInterrupt.external.bit, "PENDING ≠ 0 is MEIP")
+        #expect(gate.pendingBits == 0, "IRQ_ENABLE is 0 after reset: polling firmware raises nothing")
+        mailbox.write(Mailbox.Register.irqEnable.rawValue, 1 << 3)
+        #expect(gate.pendingBits == 0 && mailbox.read(Mailbox.Register.irqEnable.rawValue) == 1 << 3)
+        mailbox.write(Mailbox.Register.irqEnable.rawValue, 1 << 2)
+        #expect(gate.pendingBits == MachineInterrupt.external.bit, "PENDING & IRQ_ENABLE ≠ 0 is MEIP")
         mailbox.acknowledge(1 << 2)
         #expect(gate.pendingBits == 0, "ACK lowers it")
+        mailbox.notify(NotifyID(2))
+        mailbox.write(Mailbox.Register.irqEnable.rawValue, 0)
+        #expect(gate.pendingBits == 0, "disabling lowers it")
         #expect(clint.read(0x20, size: 4) == 0, "unknown offsets read 0")
     }
 

@@ -28,7 +28,8 @@ struct MailboxTests {
         #expect(mailbox.read(R.coreClock.rawValue) == 48_000_000)
         mailbox.write(R.coreClock.rawValue, 5)      // read-only
         #expect(mailbox.read(R.coreClock.rawValue) == 48_000_000)
-        #expect(mailbox.read(0x44) == 0)
+        #expect(mailbox.read(R.irqEnable.rawValue) == 0, "no PENDING bit raises the interrupt after reset")
+        #expect(mailbox.read(0x48) == 0)
         #expect(mailbox.read(0x0FFC) == 0)
         mailbox.write(R.magic.rawValue, 7)          // read-only: ignored
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)
