@@ -85,22 +85,9 @@ struct EmulatedProgramTests {
     @Test("echo: 10,000 messages with content checked through the real core and the emulated CPU", .timeLimit(.minutes(3)),
           arguments: FirmwareArchitecture.allCases)
     func echo(architecture: FirmwareArchitecture) throws {
-        let (_, processor, rpmsg, service) = try boot("echo", architecture)
-        let reply = MetalMutex<[UInt8]?>(nil)
-        let got = WakeSignal()
-        let client = try rpmsg.createEndpoint(destination: service) { m in
-            reply.withLock { $0 = m.payload }
-            got.signal()
-        }
-        var ok = 0
-        for i in 0..<10_000 {
-            let payload = Array("emulated \(i) ".utf8) + [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: i % 300)
-            try client.send(payload, timeout: .seconds(5))
-            guard got.wait(timeout: .seconds(5)) else { Issue.record("no reply to \(i)"); break }
-            guard reply.withLock({ $0 }) == payload else { Issue.record("reply \(i) differs"); break }
-            ok += 1
-        }
-        #expect(ok == 10_000)
+        let (board, processor) = try emulatedBoard("echo", architecture)
+        let echo = try EchoClient(board: board, processor: processor)
+        #expect(try echo.roundTrips(10_000, tag: "emulated") == 10_000)
         try processor.stop()
         try processor.shutdown()
     }

@@ -119,25 +119,10 @@ struct MachineInterruptTests {
     @Test("irq-echo (RV32): 10,000 messages echoed byte-exact by an interrupt-driven firmware; the mailbox interrupt was taken",
           .timeLimit(.minutes(3)))
     func interruptDrivenEcho() throws {
-        let (board, processor, rpmsg, service) = try EmulatedProgramTests().boot("irq-echo", .rv32)
-        let reply = MetalMutex<[UInt8]?>(nil)
-        let got = WakeSignal()
-        let client = try rpmsg.createEndpoint(destination: service) { m in
-            reply.withLock { $0 = m.payload }
-            got.signal()
-        }
-        var ok = 0
-        for i in 0..<10_000 {
-            let payload = Array("irq \(i) ".utf8) + [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: i % 300)
-            try client.send(payload, timeout: .seconds(5))
-            guard got.wait(timeout: .seconds(5)) else { Issue.record("no reply to \(i); console \(board.trace.consoleLines)"); break }
-            guard reply.withLock({ $0 }) == payload else { Issue.record("reply \(i) differs"); break }
-            ok += 1
-        }
-        #expect(ok == 10_000)
-        try client.send(Array("irq-count?".utf8), timeout: .seconds(5))
-        #expect(got.wait(timeout: .seconds(5)))
-        let answer = String(decoding: reply.withLock { $0 } ?? [], as: UTF8.self)
+        let (board, processor) = try emulatedBoard("irq-echo", .rv32)
+        let echo = try EchoClient(board: board, processor: processor)
+        #expect(try echo.roundTrips(10_000, tag: "irq") == 10_000, "console \(board.trace.consoleLines)")
+        let answer = String(decoding: try echo.ask(Array("irq-count?".utf8)) ?? [], as: UTF8.self)
         let count = Int(answer.dropFirst("irq-count ".count)) ?? 0
         // Every message needed a kick to wake the sleeping firmware; the host kicks at most a few
         // times per message (its send, a returned buffer), some coalesced before the interrupt ran.

@@ -51,6 +51,25 @@ final class EchoClient: Sendable {
         return true
     }
 
+    /// Sends `payload` and waits up to 5 s for its reply (the next one to come).
+    func ask(_ payload: [UInt8]) throws -> [UInt8]? {
+        let before = replies.withLock { $0.count }
+        try endpoint.send(payload, timeout: .seconds(5))
+        guard waitForReplies(before + 1, timeout: .seconds(5)) else { return nil }
+        return replies.withLock { $0[before] }
+    }
+
+    /// `count` round trips, one message at a time, of payloads of 0–299 bytes after a numbered
+    /// `tag`: how many came back identical before the first that did not (recorded as an issue).
+    func roundTrips(_ count: Int, tag: String) throws -> Int {
+        for i in 0..<count {
+            let payload = Array("\(tag) \(i) ".utf8) + [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: i % 300)
+            guard let answer = try ask(payload) else { Issue.record("no reply to \(i)"); return i }
+            guard answer == payload else { Issue.record("reply \(i) differs"); return i }
+        }
+        return count
+    }
+
     func close() { try? processor.shutdown() }
 }
 
