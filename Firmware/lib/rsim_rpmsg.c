@@ -531,3 +531,16 @@ int rsim_rpmsg_irq_wait_and_poll(void)
     rsim_pm_poll();
     return handled;
 }
+
+struct rsim_rpmsg_ept *rsim_rpmsg_start_service(struct fw_rsc_vdev *vdev, const char *name, rsim_rpmsg_cb cb,
+                                                void *priv)
+{
+    int rc = rsim_rpmsg_init(vdev);
+    if (rc < 0)
+        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
+    struct rsim_rpmsg_ept *ept;
+    rc = rsim_rpmsg_create_ept(&ept, name, RSIM_RPMSG_ADDR_ANY, cb, priv);
+    if (rc < 0)
+        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
+    return ept;
+}

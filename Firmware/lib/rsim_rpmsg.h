@@ -245,6 +245,12 @@ void rsim_rpmsg_set_ns_callback(rsim_rpmsg_ns_cb cb, void *priv);
 int rsim_rpmsg_create_ept(struct rsim_rpmsg_ept **out, const char *name, uint32_t addr,
                           rsim_rpmsg_cb cb, void *priv);
 
+/* Start-up of a program that serves one endpoint: rsim_rpmsg_init(vdev), then
+ * an endpoint named `name` at a dynamic address, announced to the host. A
+ * failure panics with RSIM_PANIC_RPMSG | -rc. Returns the endpoint. */
+struct rsim_rpmsg_ept *rsim_rpmsg_start_service(struct fw_rsc_vdev *vdev, const char *name, rsim_rpmsg_cb cb,
+                                                void *priv);
+
 /* Destroys `ept`: announces NS destroy if its creation was announced, then
  * frees it. Safe inside the endpoint's own callback. */
 void rsim_rpmsg_destroy_ept(struct rsim_rpmsg_ept *ept);

@@ -26,14 +26,7 @@ int main(void)
 {
     rsim_trace_attach(rsim_trace_buf, RSIM_TRACE_BUF_LEN);
 
-    int rc = rsim_rpmsg_init(&rsim_rsc_table.vdev);
-    if (rc < 0)
-        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
-
-    struct rsim_rpmsg_ept *ept;
-    rc = rsim_rpmsg_create_ept(&ept, "rpmsg-echo", RSIM_RPMSG_ADDR_ANY, on_message, 0);
-    if (rc < 0)
-        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
+    (void)rsim_rpmsg_start_service(&rsim_rsc_table.vdev, "rpmsg-echo", on_message, 0);
     rsim_printf("crash: ready, faulting after %u messages\n", CRASH_AFTER);
 
     for (;;) {

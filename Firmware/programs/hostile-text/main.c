@@ -24,14 +24,7 @@ int main(void)
 {
     rsim_trace_attach(rsim_trace_buf, RSIM_TRACE_BUF_LEN);
 
-    int rc = rsim_rpmsg_init(&rsim_rsc_table.vdev);
-    if (rc < 0)
-        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
-
-    struct rsim_rpmsg_ept *ept;
-    rc = rsim_rpmsg_create_ept(&ept, "evil\x1b]0;owned\x07\x1b[2J", RSIM_RPMSG_ADDR_ANY, on_message, 0);
-    if (rc < 0)
-        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
+    (void)rsim_rpmsg_start_service(&rsim_rsc_table.vdev, "evil\x1b]0;owned\x07\x1b[2J", on_message, 0);
 
     rsim_printf("title \x1b]0;owned\x07 clear \x1b[2J c1 \xc2\x9b" "31m bidi \xe2\x80\xae" "dne\n");
     rsim_trace_printf("trace \x1b]0;owned\x07 \x1b[2J\n");

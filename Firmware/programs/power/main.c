@@ -54,14 +54,7 @@ static void resumed(void *priv)
 int main(void)
 {
     rsim_pm_enable(decide, resumed, 0);
-    int rc = rsim_rpmsg_init(&rsim_rsc_table.vdev);
-    if (rc < 0)
-        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
-
-    struct rsim_rpmsg_ept *ept;
-    rc = rsim_rpmsg_create_ept(&ept, "rpmsg-echo", RSIM_RPMSG_ADDR_ANY, on_message, 0);
-    if (rc < 0)
-        rsim_panic(RSIM_PANIC_RPMSG | (uint16_t)-rc);
+    (void)rsim_rpmsg_start_service(&rsim_rsc_table.vdev, "rpmsg-echo", on_message, 0);
 
     rsim_printf("power: ready\n");
     for (;;)
