@@ -125,6 +125,10 @@ struct Bench: ParsableCommand {
                 for s in r.stream {
                     print(String(format: "             stream %3d B into rpmsg-sink: %8.0f msg/s  %6.2f MB/s", s.payload, s.messagesPerSecond, s.megabytesPerSecond))
                 }
+                if let irq = r.interruptEcho {
+                    print(String(format: "             interrupt-driven echo (irq-echo): %7.0f rt/s (p50 %6.1f µs, p99 %6.1f µs) = %.2f× the WAIT echo",
+                                 irq.roundTripsPerSecond, irq.p50Microseconds, irq.p99Microseconds, irq.ofWaitEcho))
+                }
             }
             print(String(format: "  native echo firmware, same host side: %7.0f rt/s", emulated.nativeEchoRoundTripsPerSecond))
         }

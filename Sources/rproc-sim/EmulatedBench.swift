@@ -21,6 +21,16 @@ enum EmulatedBench {
         var computeInstructionsPerSecond: Double
         var echoWorkloadInstructionsPerSecond: Double
         var echoInstructionsPerRoundTrip: Double
+        /// The same echo by interrupt-driven firmware (`irq-echo`), on the cores that take interrupts.
+        var interruptEcho: InterruptEcho?
+    }
+
+    struct InterruptEcho: Codable {
+        var roundTripsPerSecond: Double
+        var p50Microseconds: Double
+        var p99Microseconds: Double
+        /// Against the WAIT-based echo of the same run.
+        var ofWaitEcho: Double
     }
 
     struct Stream: Codable {
@@ -130,10 +140,21 @@ enum EmulatedBench {
             try compute.shutdown()
 
             let streams = try [16, 496].map { try stream(elf: multiELF, cpu: cpu, payload: $0, count: roundTrips * 4) }
+
+            // Interrupt-driven echo (RV32: machine-mode interrupts; the Cortex-M4 NVIC is to come).
+            var interruptEcho: InterruptEcho?
+            if cpu == .rv32, let irqELF = elves["irq-echo-\(architecture.rawValue)"] {
+                let irqReply = WakeSignal()
+                let (_, irqProcessor, irqEndpoint) = try boot(EmulatedCPU(cpu), elf: irqELF) { _ in irqReply.signal() }
+                let irqTrips = try echo(irqEndpoint, reply: irqReply, count: roundTrips)
+                try irqProcessor.shutdown()
+                interruptEcho = InterruptEcho(roundTripsPerSecond: irqTrips.perSecond, p50Microseconds: irqTrips.latency.median,
+                                              p99Microseconds: irqTrips.latency.p99, ofWaitEcho: irqTrips.perSecond / trips.perSecond)
+            }
             results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
                                   echoP99Microseconds: trips.latency.p99, stream: streams,
                                   computeInstructionsPerSecond: computeRate, echoWorkloadInstructionsPerSecond: perTrip * trips.perSecond,
-                                  echoInstructionsPerRoundTrip: perTrip))
+                                  echoInstructionsPerRoundTrip: perTrip, interruptEcho: interruptEcho))
         }
 
         let nativeReply = WakeSignal()
