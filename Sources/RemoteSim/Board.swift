@@ -111,6 +111,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             case .panic: break
             case let .watchdog(ms): trace.record(.watchdog(ms))
             case let .power(event): trace.record(.power(event))
+            case let .trap(entry): trace.record(.trap(entry))
             }
         }
         memories = try layout.makeMemories()

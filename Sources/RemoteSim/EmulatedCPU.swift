@@ -151,25 +151,27 @@ public struct EmulatedCPU: FirmwareProgram {
     /// boundary, the instruction to return to).
     private func takeInterrupt(_ interrupts: MachineInterrupts?, engine: UnicornEngine, pc: inout UInt64) throws(FirmwareHalt) {
         guard let interrupts, let interrupt = interrupts.interruptToTake(on: engine) else { return }
-        pc = try enterTrap(.interrupt(interrupt), at: pc, engine: engine)
+        pc = try enterTrap(.interrupt(interrupt), at: pc, engine: engine, mailbox: interrupts.mailbox)
     }
 
     /// A CPU exception the firmware handles itself (RV32 `ecall` and `ebreak` into `mtvec`):
     /// the handler's address, or `nil` for a fault that halts the core.
     private func trapFor(_ fault: CPUFault, _ interrupts: MachineInterrupts?, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
-        guard interrupts != nil else { return nil }
+        guard let interrupts else { return nil }
         let exception: MachineException
         switch fault.kind {
         case .exception(8): exception = .environmentCall          // Unicorn's intno for ecall, from any mode
         case .exception(3): exception = .breakpoint
         default: return nil
         }
-        return try enterTrap(.exception(exception, value: 0), at: fault.programCounter, engine: engine)
+        return try enterTrap(.exception(exception, value: 0), at: fault.programCounter, engine: engine, mailbox: interrupts.mailbox)
     }
 
-    private func enterTrap(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
+    private func enterTrap(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine, mailbox: Mailbox) throws(FirmwareHalt) -> UInt64 {
         do {
-            return UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
+            let handler = UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
+            mailbox.tookTrap(TrapEntry(cause: "\(cause)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))
+            return handler
         } catch {
             var registers = engine.registers
             registers["pc"] = pc

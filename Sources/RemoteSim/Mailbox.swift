@@ -21,6 +21,18 @@ public enum MailboxEvent: Hashable, Sendable {
     case watchdog(milliseconds: UInt32)
     /// Suspend and resume: requests, answers, the clock gate, misuse of the registers.
     case power(PowerEvent)
+    /// The emulated core took an interrupt or a trap (``TrapEntry``).
+    case trap(TrapEntry)
+}
+
+/// An interrupt or trap an emulated core took: what, where it left off, where its handler is.
+public struct TrapEntry: Hashable, Sendable, CustomStringConvertible {
+    /// "machine timer interrupt", "environment call from M-mode", …
+    public var cause: String
+    /// The instruction the handler returns to (an interrupt) or that trapped (an exception).
+    public var programCounter: DeviceAddress
+    public var handler: DeviceAddress
+    public var description: String { "\(cause) at \(programCounter), handler \(handler)" }
 }
 
 /// The board's mailbox (design.md, "Mailbox registers", version 1): 32-bit little-endian
@@ -148,6 +160,9 @@ public final class Mailbox: Sendable {
     public func setKickHandler(_ handler: (@Sendable (NotifyID) -> Void)?) { hostInterrupts.setHandler(handler) }
 
     func emit(_ event: MailboxEvent) { callbacks.withLock { $0.events }?(event) }
+
+    /// The core took an interrupt or a trap (for the trace).
+    func tookTrap(_ entry: TrapEntry) { emit(.trap(entry)) }
 
     // MARK: Host side
 

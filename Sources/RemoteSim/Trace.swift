@@ -27,6 +27,8 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case vdevWrite(VdevWrite)
         /// Suspend and resume on the board: requests, answers, the clock gate (``PowerEvent``).
         case power(PowerEvent)
+        /// The emulated core took an interrupt or a trap.
+        case trap(TrapEntry)
     }
     /// Time since the board was created.
     public var time: Duration
@@ -47,6 +49,7 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case let .watchdog(ms): what = ms == 0 ? "watchdog disarmed" : "watchdog \(ms) ms"
         case let .vdevWrite(write): what = "host wrote \(write)"
         case let .power(event): what = "power: " + visibleText(event.description)
+        case let .trap(entry): what = "trap: \(entry)"
         case let .message(m):
             let bytes = m.prefix.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ")
             what = "message \(m.direction.rawValue) \(m.source) → \(m.destination), \(m.length) B: \(bytes)"

@@ -121,7 +121,7 @@ public enum ScenarioReports {
                 case .stateChanged, .crash, .warning: (tid, name) = (2, "\(event)")
                 case .power: (tid, name) = (5, "\(event)")
                 case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (3, "\(event)")
-                case .console: (tid, name) = (2, "\(event)")
+                case .console, .trap: (tid, name) = (2, "\(event)")
                 case .message: (tid, name) = (4, "\(event)")
                 }
                 events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])

@@ -139,6 +139,11 @@ struct MachineInterruptTests {
         #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
                 "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
         #expect(board.trace.consoleLines.contains("tick: ecall 1"))
+        // The trace shows the traps: the ecall first, then timer interrupts, each with its handler.
+        let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry } else { nil } }
+        #expect(traps.first?.cause == "environment call from M-mode", "\(traps.prefix(3))")
+        #expect(traps.filter { $0.cause == "machine timer interrupt" }.count >= 500)
+        #expect(Set(traps.map(\.handler)).count == 1, "direct mode: one handler")
         let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
         let micros = Int(line.split(separator: " ")[4]) ?? 0
         #expect(abs(micros - 1_000_000) <= 10_000, "\(line)")
