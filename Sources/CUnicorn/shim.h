@@ -21,33 +21,18 @@ static inline uc_err swuc_hook_add(uc_engine *uc, uc_hook *hh, int type, void *c
 struct swuc_attention {
     unsigned char stop;      // a stop is requested (set by any thread)
     unsigned char stopped;   // the hook ended the run for a request or an interrupt
-    unsigned char arch;      // SWUC_ARCH_*
-    unsigned char pad;
-    uint32_t pending;        // RV32: mip bits pending (MSIP 3, MTIP 7, MEIP 11); Cortex-M: nonzero when
-                             // an exception could preempt the current execution priority
-    uint32_t priority;       // Cortex-M: the group priority of the best pending exception
-    uint32_t pad2;
+    unsigned char pad[2];
+    uint32_t pending;        // RV32 mip bits raised by the board's devices (MSIP 3, MTIP 7, MEIP 11)
 };
-#define SWUC_ARCH_ARM 0
-#define SWUC_ARCH_RISCV 1
 
-// Whether the mask registers let a pending interrupt in: RV32 mstatus.MIE and mie;
-// Cortex-M PRIMASK, FAULTMASK and BASEPRI (0 disables it; a lower value is a higher priority).
-static inline int swuc_interrupt_unmasked(uc_engine *uc, const struct swuc_attention *a, uint32_t pending) {
-    if (a->arch == SWUC_ARCH_RISCV) {
-        uint64_t mstatus = 0, mie = 0;
-        uc_reg_read(uc, UC_RISCV_REG_MSTATUS, &mstatus);
-        if (!(mstatus & 0x8)) return 0;
-        uc_reg_read(uc, UC_RISCV_REG_MIE, &mie);
-        return (mie & pending) != 0;
-    }
-    uint64_t primask = 0, faultmask = 0, basepri = 0;
-    uc_reg_read(uc, UC_ARM_REG_PRIMASK, &primask);
-    uc_reg_read(uc, UC_ARM_REG_FAULTMASK, &faultmask);
-    if ((primask & 1) || (faultmask & 1)) return 0;
-    uc_reg_read(uc, UC_ARM_REG_BASEPRI, &basepri);
-    basepri &= 0xFF;
-    return basepri == 0 || __atomic_load_n(&a->priority, __ATOMIC_RELAXED) < basepri;
+// Whether RV32's mask registers (mstatus.MIE, mie) let a raised interrupt in. Only the RV32
+// model raises pending bits (the Cortex-M4 exception model is not there yet).
+static inline int swuc_interrupt_unmasked(uc_engine *uc, uint32_t pending) {
+    uint64_t mstatus = 0, mie = 0;
+    uc_reg_read(uc, UC_RISCV_REG_MSTATUS, &mstatus);
+    if (!(mstatus & 0x8)) return 0;
+    uc_reg_read(uc, UC_RISCV_REG_MIE, &mie);
+    return (mie & pending) != 0;
 }
 
 static inline void swuc_safepoint_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
@@ -59,17 +44,16 @@ static inline void swuc_safepoint_block(uc_engine *uc, uint64_t address, uint32_
         return;
     }
     uint32_t pending = __atomic_load_n(&a->pending, __ATOMIC_RELAXED);
-    if (pending && swuc_interrupt_unmasked(uc, a, pending)) {
+    if (pending && swuc_interrupt_unmasked(uc, pending)) {
         __atomic_store_n(&a->stopped, 1, __ATOMIC_RELAXED);
         uc_emu_stop(uc);
     }
 }
 static inline void *swuc_safepoint_block_callback(void) { return (void *)&swuc_safepoint_block; }
 static inline size_t swuc_attention_size(void) { return sizeof(struct swuc_attention); }
-static inline void swuc_attention_init(void *data, int arch) {
+static inline void swuc_attention_init(void *data) {
     struct swuc_attention *a = (struct swuc_attention *)data;
-    a->stop = 0; a->stopped = 0; a->arch = (unsigned char)arch; a->pad = 0;
-    a->pending = 0; a->priority = 0; a->pad2 = 0;
+    a->stop = 0; a->stopped = 0; a->pad[0] = 0; a->pad[1] = 0; a->pending = 0;
 }
 static inline void swuc_attention_pending_set(void *data, uint32_t bits, int on) {
     struct swuc_attention *a = (struct swuc_attention *)data;
@@ -78,9 +62,6 @@ static inline void swuc_attention_pending_set(void *data, uint32_t bits, int on)
 }
 static inline uint32_t swuc_attention_pending(void *data) {
     return __atomic_load_n(&((struct swuc_attention *)data)->pending, __ATOMIC_SEQ_CST);
-}
-static inline void swuc_attention_set_priority(void *data, uint32_t priority) {
-    __atomic_store_n(&((struct swuc_attention *)data)->priority, priority, __ATOMIC_SEQ_CST);
 }
 static inline void swuc_flag_store(unsigned char *flag, int value) { __atomic_store_n(flag, (unsigned char)value, __ATOMIC_SEQ_CST); }
 static inline int swuc_flag_load(unsigned char *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }

@@ -160,8 +160,8 @@ public struct EmulatedCPU: FirmwareProgram {
         guard let interrupts else { return nil }
         let exception: MachineException
         switch fault.kind {
-        case .exception(8): exception = .environmentCall          // Unicorn's intno for ecall, from any mode
-        case .exception(3): exception = .breakpoint
+        case .environmentCall: exception = .environmentCall
+        case .breakpoint: exception = .breakpoint
         default: return nil
         }
         return try enterTrap(.exception(exception, value: 0), at: fault.programCounter, engine: engine, mailbox: interrupts.mailbox)

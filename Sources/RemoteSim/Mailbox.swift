@@ -90,8 +90,8 @@ public final class Mailbox: Sendable {
         var generation = 0
         /// The clock gate and the suspend handshake (Mailbox+Power.swift).
         var power = PowerState()
-        /// Where PENDING ≠ 0 is raised as an interrupt into the core (an emulated core with an
-        /// interrupt controller); set for a run of the core, dropped at a reset.
+        /// Where PENDING & IRQ_ENABLE ≠ 0 is raised as an interrupt into the core (an emulated core
+        /// with an interrupt controller); set for a run of the core, dropped at a reset.
         var externalLine: (any InterruptLevelSink)?
         /// CORE_CLOCK: what the core's timers count at, set for a run of an emulated core.
         var coreClockHertz: UInt32 = 0
@@ -110,7 +110,7 @@ public final class Mailbox: Sendable {
     let watchdogWake = WakeSignal()
     /// Wakes the core's timer (the CLINT's or SysTick's deadline thread): a stop, a reset, a
     /// resume (core time runs again), a write of its compare register.
-    public let timerWake = WakeSignal()
+    let timerWake = WakeSignal()
     /// Wakes a host waiting in ``suspendCore(_:timeout:parkLimit:)``: the firmware answered, the
     /// core parked, or it ended.
     let powerWake = WakeSignal()
@@ -221,8 +221,8 @@ public final class Mailbox: Sendable {
         timerWake.signal()
     }
 
-    /// Raises PENDING ≠ 0 as an interrupt on `line` from now on (its level is set at once), or
-    /// stops raising it (`nil`).
+    /// Raises PENDING & IRQ_ENABLE ≠ 0 as an interrupt on `line` from now on (its level is set at
+    /// once), or stops raising it (`nil`).
     func setExternalInterruptLine(_ line: (any InterruptLevelSink)?) {
         state.withLock { s in
             s.externalLine = line

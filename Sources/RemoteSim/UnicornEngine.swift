@@ -23,6 +23,8 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
         case unmappedRead, unmappedWrite, unmappedFetch
         case protectedRead, protectedWrite, protectedFetch
         case illegalInstruction
+        /// RV32 `ecall` and `ebreak`: traps the firmware handles itself when it has a trap vector.
+        case environmentCall, breakpoint
         /// A CPU exception Unicorn does not deliver into the firmware (ARM: 1 UDEF, 2 SVC,
         /// 3 prefetch abort, 4 data abort, 7 BKPT, …; RISC-V: the trap cause).
         case exception(UInt32)
@@ -47,6 +49,8 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
         case .protectedWrite: what = "write to protected memory"
         case .protectedFetch: what = "instruction fetch from protected memory"
         case .illegalInstruction: what = "illegal instruction"
+        case .environmentCall: what = "environment call (ecall)"
+        case .breakpoint: what = "breakpoint (ebreak)"
         case let .exception(n): what = "CPU exception \(n)"
         case let .other(text): what = text
         }
@@ -103,7 +107,7 @@ final class UnicornEngine {
             context.pcRegister = Int32(UC_RISCV_REG_PC.rawValue)
         }
         handle = engine!
-        stopGate = EngineStopGate(architecture: architecture)
+        stopGate = EngineStopGate()
         self.architecture = architecture
         try installFaultHooks()
         try installSafePoint()
@@ -249,7 +253,13 @@ final class UnicornEngine {
             let pc = architecture == .rv32 ? interrupt.pc &- 4 : interrupt.pc
             var registers = self.registers
             registers["pc"] = pc
-            let kind: CPUFault.Kind = architecture == .rv32 && interrupt.number == 2 ? .illegalInstruction : .exception(interrupt.number)
+            // RISC-V exception codes (Unicorn reports an ecall as 8, the user-mode code, from any mode).
+            let kind: CPUFault.Kind = switch (architecture, interrupt.number) {
+            case (.rv32, 2): .illegalInstruction
+            case (.rv32, 3): .breakpoint
+            case (.rv32, 8): .environmentCall
+            default: .exception(interrupt.number)
+            }
             return .fault(CPUFault(kind: kind, address: nil, programCounter: pc, registers: registers))
         }
         if let fault = context.memoryFault {
@@ -506,22 +516,19 @@ final class EngineStopGate: @unchecked Sendable {
     private let flags: UnsafeMutableRawPointer
     private let open = Atomic<Bool>(true)
 
-    init(architecture: CPUArchitecture) {
+    init() {
         flags = .allocate(byteCount: swuc_attention_size(), alignment: 8)
-        swuc_attention_init(flags, architecture == .rv32 ? SWUC_ARCH_RISCV : SWUC_ARCH_ARM)
+        swuc_attention_init(flags)
     }
 
     deinit { flags.deallocate() }
 
-    /// Raises (`on`) or lowers interrupt-pending bits the block hook looks at: while any is
-    /// raised, every block boundary checks the CPU's mask registers and ends the run once they
-    /// let the interrupt in (RV32: mip bit numbers; Cortex-M: bit 0, "something may preempt").
+    /// Raises (`on`) or lowers interrupt-pending bits (RV32 `mip` bits) the block hook looks at:
+    /// while any is raised, every block boundary checks the CPU's mask registers and ends the run
+    /// once they let the interrupt in.
     func setPending(_ bits: UInt32, _ on: Bool) { swuc_attention_pending_set(flags, bits, on ? 1 : 0) }
     /// The raised pending bits.
     var pendingBits: UInt32 { swuc_attention_pending(flags) }
-    /// Cortex-M: the group priority of the best pending exception (BASEPRI holds back a priority
-    /// value at or above its own).
-    func setPendingPriority(_ priority: UInt32) { swuc_attention_set_priority(flags, priority) }
 
     /// Asks the run to stop at the next block boundary (nothing once the engine is closed).
     func stop() { if open.load(ordering: .acquiring) { swuc_flag_store(flags.assumingMemoryBound(to: UInt8.self), 1) } }

@@ -38,7 +38,7 @@ final class MachineInterrupts: Sendable {
         self.inputs = inputs
     }
 
-    /// The mailbox's PENDING ≠ 0, as MEIP.
+    /// The mailbox's PENDING & IRQ_ENABLE ≠ 0, as MEIP.
     var externalLine: any InterruptLevelSink { inputs.line(MachineInterrupt.external.bit) }
 
     private func mtime(_ s: State) -> UInt64 { rate.cycles(in: mailbox.coreTime) &+ s.mtimeOffset }
