@@ -218,8 +218,13 @@ public final class RemoteCore: Sendable {
         try processor.adoptResourceTable(at: table.address, size: table.size)
         let device = try processor.createVirtio(index: index, role: .device, driverTimeout: .milliseconds(100))
         let shared = memories.first { $0.name == layout.shared.name } ?? memories[memories.count - 1]
+        // DRIVER_OK was seen above (a stop ends that wait): RPMsg's own look at it is brief, for
+        // a host that resets the device in between (it is stopping the core) must not leave the
+        // core in a long wait that a stop does not end.
+        var afterHandshake = configuration
+        afterHandshake.handshakeTimeout = .milliseconds(100)
         let rpmsg = try RPMsgDevice(remote: device.transport, window: BufferWindow(region: shared.region, deviceBase: shared.deviceAddress),
-                                    configuration: configuration)
+                                    configuration: afterHandshake)
         rpmsgDevices.withLock { $0.append(rpmsg) }
         return RemoteRPMsg(processor: processor, device: rpmsg, core: self)
     }

@@ -35,12 +35,20 @@ struct RPMsgRemovalTests {
         case .stop: try processor?.stop()
         case .crash: try processor?.reportCrash(CrashReport(kind: .fault, message: "injected by the test"))
         case .shutdown: try processor?.shutdown()
-        case .droppedProcessor: processor = nil
+        case .droppedProcessor:
+            processor = nil
+            // The processor goes away when its last reference does, and that may be the board's
+            // interrupt thread finishing a kick it was handling (it holds the processor for the
+            // call): the device then closes on that thread, a moment later — wait for it, bounded.
+            _ = waitUntil(.seconds(10)) { device?.isClosed == true && witness == nil }
         }
         #expect(device?.isClosed == true, "the host's RPMsg is closed once its device is gone")
         #expect(device?.endpoint(at: address) == nil)
         #expect(witness == nil, "the endpoint's handler was released")
         device = nil
+        // A kick the interrupt thread was delivering when the device closed holds the device
+        // until that call returns: wait for it, bounded.
+        _ = waitUntil(.seconds(10)) { weakDevice == nil }
         #expect(weakDevice == nil, "nothing keeps the RPMsg device alive")
         try? processor?.shutdown()
         try board.shutdown()
