@@ -22,12 +22,17 @@ struct swuc_attention {
     unsigned char stop;      // a stop is requested (set by any thread)
     unsigned char stopped;   // the hook ended the run for a request or an interrupt
     unsigned char pad[2];
-    uint32_t pending;        // RV32 mip bits raised by the board's devices (MSIP 3, MTIP 7, MEIP 11)
+    uint32_t pending;        // raised interrupt lines: RV32 mip bits (MSIP 3, MTIP 7, MEIP 11);
+                             // ARMv7-M bit 0, the mailbox's line (IRQ 0)
+    // ARMv7-M only (priorities: lower is more urgent; group priorities, AIRCR.PRIGROUP applied)
+    int32_t pending_priority; // the most urgent enabled pending exception but the line (INT32_MAX: none)
+    int32_t line_priority;    // IRQ 0's, while it is enabled and not active (INT32_MAX otherwise)
+    int32_t active_priority;  // the execution priority the active exceptions make (256: none active)
+    uint32_t group_mask;      // the group-priority bits of a priority byte
 };
 
-// Whether RV32's mask registers (mstatus.MIE, mie) let a raised interrupt in. Only the RV32
-// model raises pending bits (the Cortex-M4 exception model is not there yet).
-static inline int swuc_interrupt_unmasked(uc_engine *uc, uint32_t pending) {
+// Whether RV32's mask registers (mstatus.MIE, mie) let a raised interrupt in.
+static inline int swuc_rv32_unmasked(uc_engine *uc, uint32_t pending) {
     uint64_t mstatus = 0, mie = 0;
     uc_reg_read(uc, UC_RISCV_REG_MSTATUS, &mstatus);
     if (!(mstatus & 0x8)) return 0;
@@ -35,25 +40,54 @@ static inline int swuc_interrupt_unmasked(uc_engine *uc, uint32_t pending) {
     return (mie & pending) != 0;
 }
 
-static inline void swuc_safepoint_block(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+// The ARMv7-M masks over a pending group priority: FAULTMASK lets only NMI (-2) in, PRIMASK
+// only NMI and HardFault (< 0), BASEPRI (when not 0) only what is more urgent than its group.
+static inline int swuc_armv7m_unmasked(uc_engine *uc, int32_t priority, uint32_t group_mask) {
+    uint32_t value = 0;
+    uc_reg_read(uc, UC_ARM_REG_FAULTMASK, &value);
+    if (value & 1) return priority < -1;
+    uc_reg_read(uc, UC_ARM_REG_PRIMASK, &value);
+    if (value & 1) return priority < 0;
+    uc_reg_read(uc, UC_ARM_REG_BASEPRI, &value);
+    value &= 0xFF;
+    if (value) return priority < (int32_t)(value & group_mask);
+    return 1;
+}
+
+static inline void swuc_attention_stop_run(uc_engine *uc, struct swuc_attention *a) {
+    __atomic_store_n(&a->stopped, 1, __ATOMIC_RELAXED);
+    uc_emu_stop(uc);
+}
+
+static inline void swuc_safepoint_block_rv32(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
     (void)address; (void)size;
     struct swuc_attention *a = (struct swuc_attention *)data;
-    if (__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) {
-        __atomic_store_n(&a->stopped, 1, __ATOMIC_RELAXED);
-        uc_emu_stop(uc);
-        return;
-    }
+    if (__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) { swuc_attention_stop_run(uc, a); return; }
     uint32_t pending = __atomic_load_n(&a->pending, __ATOMIC_RELAXED);
-    if (pending && swuc_interrupt_unmasked(uc, pending)) {
-        __atomic_store_n(&a->stopped, 1, __ATOMIC_RELAXED);
-        uc_emu_stop(uc);
-    }
+    if (pending && swuc_rv32_unmasked(uc, pending)) swuc_attention_stop_run(uc, a);
 }
-static inline void *swuc_safepoint_block_callback(void) { return (void *)&swuc_safepoint_block; }
+
+static inline void swuc_safepoint_block_armv7m(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    (void)address; (void)size;
+    struct swuc_attention *a = (struct swuc_attention *)data;
+    if (__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) { swuc_attention_stop_run(uc, a); return; }
+    int32_t priority = __atomic_load_n(&a->pending_priority, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&a->pending, __ATOMIC_RELAXED) & 1) {
+        int32_t line = __atomic_load_n(&a->line_priority, __ATOMIC_RELAXED);
+        if (line < priority) priority = line;
+    }
+    if (priority >= __atomic_load_n(&a->active_priority, __ATOMIC_RELAXED)) return;
+    if (swuc_armv7m_unmasked(uc, priority, __atomic_load_n(&a->group_mask, __ATOMIC_RELAXED))) swuc_attention_stop_run(uc, a);
+}
+
+static inline void *swuc_safepoint_block_callback(int armv7m) {
+    return armv7m ? (void *)&swuc_safepoint_block_armv7m : (void *)&swuc_safepoint_block_rv32;
+}
 static inline size_t swuc_attention_size(void) { return sizeof(struct swuc_attention); }
 static inline void swuc_attention_init(void *data) {
     struct swuc_attention *a = (struct swuc_attention *)data;
     a->stop = 0; a->stopped = 0; a->pad[0] = 0; a->pad[1] = 0; a->pending = 0;
+    a->pending_priority = INT32_MAX; a->line_priority = INT32_MAX; a->active_priority = 256; a->group_mask = 0xFF;
 }
 static inline void swuc_attention_pending_set(void *data, uint32_t bits, int on) {
     struct swuc_attention *a = (struct swuc_attention *)data;
@@ -62,6 +96,14 @@ static inline void swuc_attention_pending_set(void *data, uint32_t bits, int on)
 }
 static inline uint32_t swuc_attention_pending(void *data) {
     return __atomic_load_n(&((struct swuc_attention *)data)->pending, __ATOMIC_SEQ_CST);
+}
+// The ARMv7-M priorities the hook compares (the board computes them under its own lock).
+static inline void swuc_attention_set_priorities(void *data, int32_t pending, int32_t line, int32_t active, uint32_t group_mask) {
+    struct swuc_attention *a = (struct swuc_attention *)data;
+    __atomic_store_n(&a->group_mask, group_mask, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&a->line_priority, line, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&a->active_priority, active, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&a->pending_priority, pending, __ATOMIC_SEQ_CST);
 }
 static inline void swuc_flag_store(unsigned char *flag, int value) { __atomic_store_n(flag, (unsigned char)value, __ATOMIC_SEQ_CST); }
 static inline int swuc_flag_load(unsigned char *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }

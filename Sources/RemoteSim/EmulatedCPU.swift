@@ -8,10 +8,12 @@ import Synchronization
 /// Firmware that is the loaded ELF itself, executed on an emulated CPU (Unicorn) in the core's
 /// thread: the board's memories are mapped at their device addresses over the same host memory
 /// the host side reads, and the mailbox is MMIO. `wfi` and WAIT idle the thread until a host
-/// kick, a timer interrupt or a stop. RV32 has machine-mode interrupts and a CLINT
-/// (``MachineInterrupts``): the mailbox is its external interrupt, `ecall` and `ebreak` trap into
-/// `mtvec`. A fault, an illegal instruction or a CPU exception halts the core and is reported
-/// with the PC and the registers.
+/// kick, a timer interrupt or a stop. Interrupts (``CoreInterruptController``): RV32 has
+/// machine-mode interrupts and a CLINT (``MachineInterrupts``), `ecall` and `ebreak` trap into
+/// `mtvec`; the Cortex-M4 has the ARMv7-M exception model with NVIC, SCB and SysTick
+/// (``SystemControlSpace``), SVC and PendSV. The mailbox is an interrupt on both. A fault, an
+/// illegal instruction or a CPU exception halts the core and is reported with the PC and the
+/// registers.
 public struct EmulatedCPU: FirmwareProgram {
     public let architecture: CPUArchitecture
     /// When set, every executed instruction is counted into it (slow; for measurements).
@@ -56,16 +58,20 @@ public struct EmulatedCPU: FirmwareProgram {
         do { try engine.mapMMIO(at: core.layout.mailboxAddress.rawValue, size: 4096, mmio) } catch {
             throw FirmwareHalt(.fault(address: core.layout.mailboxAddress.rawValue, message: "cannot map the mailbox: \(error)"))
         }
-        let interrupts = architecture == .rv32 ? MachineInterrupts(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs) : nil
-        if let interrupts {
-            let clint = UnicornEngine.MMIO(read: { offset, size in interrupts.read(Int(offset), size: size) },
-                                           write: { offset, size, value in interrupts.write(Int(offset), size: size, value) })
-            do { try engine.mapMMIO(at: MachineInterrupts.clintBase, size: MachineInterrupts.clintSize, clint) } catch {
-                throw FirmwareHalt(.fault(address: MachineInterrupts.clintBase, message: "cannot map the CLINT: \(error)"))
-            }
-            mailbox.setExternalInterruptLine(interrupts.externalLine)
-            mailbox.setCoreClock(coreClock)
+        let interrupts: any CoreInterruptController = switch architecture {
+        case .rv32: MachineInterrupts(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs)
+        case .cortexM4:
+            SystemControlSpace(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs, stopper: engine.stopper,
+                               vectorTable: UInt32(truncatingIfNeeded: core.layout.code.deviceAddress.rawValue))
         }
+        let window = interrupts.window
+        let registers = UnicornEngine.MMIO(read: { offset, size in interrupts.read(Int(offset), size: size) },
+                                           write: { offset, size, value in interrupts.write(Int(offset), size: size, value) })
+        do { try engine.mapMMIO(at: window.base, size: window.size, registers) } catch {
+            throw FirmwareHalt(.fault(address: window.base, message: "cannot map \(window.name): \(error)"))
+        }
+        mailbox.setExternalInterruptLine(interrupts.externalLine)
+        mailbox.setCoreClock(coreClock)
         defer { mailbox.setExternalInterruptLine(nil) }
 
         // Boot: Cortex-M from the vector table at 0; RV32 at the entry point, sp at the top of sram.
@@ -133,10 +139,9 @@ public struct EmulatedCPU: FirmwareProgram {
         }
     }
 
-    /// Runs `body` with the thread that raises the timer interrupt at its deadline, when the
-    /// core has timers; ends and joins it afterwards.
-    private func withDeadlines(of interrupts: MachineInterrupts?, _ body: () throws -> Never) throws -> Never {
-        guard let interrupts else { try body() }
+    /// Runs `body` with the thread that raises the timer interrupt at its deadline; ends and
+    /// joins it afterwards.
+    private func withDeadlines(of interrupts: any CoreInterruptController, _ body: () throws -> Never) throws -> Never {
         let thread: PlatformThread
         do { thread = try PlatformThread(name: "rproc-core-timer") { interrupts.runDeadlines() } } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot start the core's timer: \(error)"))
@@ -149,52 +154,20 @@ public struct EmulatedCPU: FirmwareProgram {
 
     /// Takes the interrupt the core should take now, if any (between runs: the PC is at a block
     /// boundary, the instruction to return to).
-    private func takeInterrupt(_ interrupts: MachineInterrupts?, engine: UnicornEngine, pc: inout UInt64) throws(FirmwareHalt) {
-        guard let interrupts, let interrupt = interrupts.interruptToTake(on: engine) else { return }
-        pc = try enterTrap(.interrupt(interrupt), at: pc, engine: engine, mailbox: interrupts.mailbox)
-    }
-
-    /// A CPU exception the firmware handles itself (RV32 `ecall` and `ebreak` into `mtvec`):
-    /// the handler's address, or `nil` for a fault that halts the core.
-    private func trapFor(_ fault: CPUFault, _ interrupts: MachineInterrupts?, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
-        guard let interrupts else { return nil }
-        let exception: MachineException
-        switch fault.kind {
-        case .environmentCall: exception = .environmentCall
-        case .breakpoint: exception = .breakpoint
-        default: return nil
-        }
-        return try enterTrap(.exception(exception, value: 0), at: fault.programCounter, engine: engine, mailbox: interrupts.mailbox)
-    }
-
-    private func enterTrap(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine, mailbox: Mailbox) throws(FirmwareHalt) -> UInt64 {
-        do {
-            let handler = UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
-            mailbox.tookTrap(TrapEntry(cause: "\(cause)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))
-            return handler
-        } catch {
-            var registers = engine.registers
-            registers["pc"] = pc
-            throw FirmwareHalt(.fault(address: pc, message: "\(error)"), programCounter: pc, registers: registers)
-        }
+    private func takeInterrupt(_ interrupts: any CoreInterruptController, engine: UnicornEngine, pc: inout UInt64) throws(FirmwareHalt) {
+        if let handler = try interrupts.takeInterrupt(at: pc, engine: engine) { pc = handler }
     }
 
     /// `wfi`: idles until the host kicks (PENDING ≠ 0, as in version 1 of the contract), an
-    /// enabled interrupt is pending (RV32: `mip & mie`, whatever `mstatus.MIE` says), the timer's
+    /// interrupt is there that wakes the core (whatever the global mask says), the timer's
     /// deadline when its interrupt is enabled, or a stop.
-    private func idle(_ mailbox: Mailbox, _ interrupts: MachineInterrupts?, engine: UnicornEngine) {
-        guard let interrupts else {
-            _ = mailbox.waitForInterrupt()
-            return
-        }
-        let enabled = engine.read(.mie)
-        guard interrupts.pendingBits & enabled == 0 else { return }
-        let deadline = interrupts.timerDeadline(timerEnabled: enabled & MachineInterrupt.timer.bit != 0)
+    private func idle(_ mailbox: Mailbox, _ interrupts: any CoreInterruptController, engine: UnicornEngine) {
+        guard let deadline = interrupts.idleDeadline(engine: engine) else { return }
         _ = mailbox.waitForInterrupt(timeout: deadline.map { $0 - mailbox.clock.now })
     }
 
     /// The run loop without a debugger.
-    private func runFreely(engine: UnicornEngine, core: RemoteCore, interrupts: MachineInterrupts?, running: RunFlag,
+    private func runFreely(engine: UnicornEngine, core: RemoteCore, interrupts: any CoreInterruptController, running: RunFlag,
                            pc start: UInt64) throws -> Never {
         var pc = start
         let mailbox = core.mailbox
@@ -211,7 +184,7 @@ public struct EmulatedCPU: FirmwareProgram {
             switch outcome {
             case let .fault(fault):
                 try core.throwIfStopped()   // a PANIC or a stop that interrupted the run wins
-                if let handler = try trapFor(fault, interrupts, engine: engine) {
+                if let handler = try interrupts.handle(fault, engine: engine) {
                     pc = handler
                     continue
                 }
@@ -229,7 +202,7 @@ public struct EmulatedCPU: FirmwareProgram {
 
     /// The run loop with a GDB server: while a debugger is attached, breakpoints, steps,
     /// watchpoints, faults and a PANIC halt the core and are reported; commands run while halted.
-    private func runDebugged(engine: UnicornEngine, core: RemoteCore, interrupts: MachineInterrupts?, session: DebugSession,
+    private func runDebugged(engine: UnicornEngine, core: RemoteCore, interrupts: any CoreInterruptController, session: DebugSession,
                              running: RunFlag, pc start: UInt64, pendingFault: inout CPUFault?) throws -> Never {
         var pc = start
         let mailbox = core.mailbox
@@ -287,7 +260,7 @@ public struct EmulatedCPU: FirmwareProgram {
             }
             let outcome = engine.run(from: pc)
             running.leave()
-            if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try trapFor(fault, interrupts, engine: engine) {
+            if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try interrupts.handle(fault, engine: engine) {
                 pc = handler
                 continue
             }

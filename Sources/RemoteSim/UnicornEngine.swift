@@ -25,6 +25,10 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
         case illegalInstruction
         /// RV32 `ecall` and `ebreak`: traps the firmware handles itself when it has a trap vector.
         case environmentCall, breakpoint
+        /// Cortex-M `svc`: the SVCall exception (the PC is past the instruction).
+        case supervisorCall
+        /// Cortex-M: a branch to an EXC_RETURN value (`address`), which the board performs.
+        case exceptionReturn
         /// A CPU exception Unicorn does not deliver into the firmware (ARM: 1 UDEF, 2 SVC,
         /// 3 prefetch abort, 4 data abort, 7 BKPT, …; RISC-V: the trap cause).
         case exception(UInt32)
@@ -51,6 +55,8 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
         case .illegalInstruction: what = "illegal instruction"
         case .environmentCall: what = "environment call (ecall)"
         case .breakpoint: what = "breakpoint (ebreak)"
+        case .supervisorCall: what = "supervisor call (svc)"
+        case .exceptionReturn: what = "exception return"
         case let .exception(n): what = "CPU exception \(n)"
         case let .other(text): what = text
         }
@@ -192,7 +198,7 @@ final class UnicornEngine {
     private func installSafePoint() throws(UnicornError) {
         retained.append(stopGate)
         var hook: uc_hook = 0
-        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_BLOCK.rawValue), swuc_safepoint_block_callback(), stopGate.hookData, 1, 0),
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_BLOCK.rawValue), swuc_safepoint_block_callback(architecture == .cortexM4 ? 1 : 0), stopGate.hookData, 1, 0),
                        "uc_hook_add(block)")
         hooks.append(hook)
     }
@@ -254,27 +260,33 @@ final class UnicornEngine {
             var registers = self.registers
             registers["pc"] = pc
             // RISC-V exception codes (Unicorn reports an ecall as 8, the user-mode code, from any mode).
+            // Arm: 2 SVC; 3 (prefetch abort) or 8 (exception exit, once QEMU's flags say Handler
+            // mode) for a branch to an EXC_RETURN value.
             let kind: CPUFault.Kind = switch (architecture, interrupt.number) {
             case (.rv32, 2): .illegalInstruction
             case (.rv32, 3): .breakpoint
             case (.rv32, 8): .environmentCall
+            case (.cortexM4, 2): .supervisorCall
+            case (.cortexM4, 3), (.cortexM4, 8) where ArmExceptionReturn.range.contains(pc): .exceptionReturn
             default: .exception(interrupt.number)
             }
-            return .fault(CPUFault(kind: kind, address: nil, programCounter: pc, registers: registers))
+            return .fault(CPUFault(kind: kind, address: kind == .exceptionReturn ? pc | 1 : nil, programCounter: pc, registers: registers))
         }
         if let fault = context.memoryFault {
             let kind: CPUFault.Kind
             switch uc_mem_type(rawValue: fault.type) {
             case UC_MEM_READ_UNMAPPED: kind = .unmappedRead
             case UC_MEM_WRITE_UNMAPPED: kind = .unmappedWrite
-            case UC_MEM_FETCH_UNMAPPED: kind = .unmappedFetch
+            case UC_MEM_FETCH_UNMAPPED:
+                kind = architecture == .cortexM4 && ArmExceptionReturn.range.contains(fault.address) ? .exceptionReturn : .unmappedFetch
             case UC_MEM_READ_PROT: kind = .protectedRead
             case UC_MEM_WRITE_PROT: kind = .protectedWrite
             default: kind = .protectedFetch
             }
             var registers = self.registers
             registers["pc"] = fault.pc
-            return .fault(CPUFault(kind: kind, address: fault.address, programCounter: fault.pc, registers: registers))
+            let address = kind == .exceptionReturn ? fault.address | 1 : fault.address
+            return .fault(CPUFault(kind: kind, address: address, programCounter: fault.pc, registers: registers))
         }
         if error == UC_ERR_INSN_INVALID || context.invalidInstructionPC != nil {
             let at = context.invalidInstructionPC ?? programCounter
@@ -502,6 +514,47 @@ extension UnicornEngine: MachineTrapCPU {
     }
 }
 
+extension UnicornEngine: ArmExceptionCPU {
+    private static func id(_ register: ArmRegister) -> Int32 {
+        let id = switch register {
+        case .r0: UC_ARM_REG_R0
+        case .r1: UC_ARM_REG_R1
+        case .r2: UC_ARM_REG_R2
+        case .r3: UC_ARM_REG_R3
+        case .r12: UC_ARM_REG_R12
+        case .lr: UC_ARM_REG_LR
+        case .sp: UC_ARM_REG_SP
+        case .msp: UC_ARM_REG_MSP
+        case .psp: UC_ARM_REG_PSP
+        case .xpsr: UC_ARM_REG_XPSR
+        case .control: UC_ARM_REG_CONTROL
+        case .primask: UC_ARM_REG_PRIMASK
+        case .basepri: UC_ARM_REG_BASEPRI
+        case .faultmask: UC_ARM_REG_FAULTMASK
+        }
+        return Int32(id.rawValue)
+    }
+
+    func read(_ register: ArmRegister) -> UInt32 {
+        precondition(architecture == .cortexM4, "an Arm register of a \(architecture) core")
+        return UInt32(truncatingIfNeeded: readRegister(Self.id(register)))
+    }
+
+    func write(_ register: ArmRegister, _ value: UInt32) throws(UnicornError) {
+        precondition(architecture == .cortexM4, "an Arm register of a \(architecture) core")
+        try writeRegister(Self.id(register), UInt64(value))
+    }
+
+    func load32(_ address: UInt32) -> UInt32? {
+        guard let bytes = readMemory(UInt64(address), count: 4) else { return nil }
+        return UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
+    }
+
+    func store32(_ address: UInt32, _ value: UInt32) -> Bool {
+        writeMemory(UInt64(address), (0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * UInt32($0))) })
+    }
+}
+
 /// How other threads (and the engine's own MMIO callbacks) stop a run: they raise an attention
 /// flag, and a block hook stops the run at the start of the next translation block, before any
 /// of its instructions. A `uc_emu_stop` made anywhere else lands mid-block: Unicorn 2.0.1 checks
@@ -523,10 +576,15 @@ final class EngineStopGate: @unchecked Sendable {
 
     deinit { flags.deallocate() }
 
-    /// Raises (`on`) or lowers interrupt-pending bits (RV32 `mip` bits) the block hook looks at:
-    /// while any is raised, every block boundary checks the CPU's mask registers and ends the run
-    /// once they let the interrupt in.
+    /// Raises (`on`) or lowers interrupt lines the block hook looks at (RV32 `mip` bits; Cortex-M
+    /// bit 0, IRQ 0): while one is raised, every block boundary checks the CPU's mask registers
+    /// and ends the run once they let the interrupt in.
     func setPending(_ bits: UInt32, _ on: Bool) { swuc_attention_pending_set(flags, bits, on ? 1 : 0) }
+
+    /// Cortex-M: the group priorities the block hook compares (see shim.h, `struct swuc_attention`).
+    func setPriorities(pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
+        swuc_attention_set_priorities(flags, pending, line, active, UInt32(groupMask))
+    }
     /// The raised pending bits.
     var pendingBits: UInt32 { swuc_attention_pending(flags) }
 

@@ -109,18 +109,14 @@ final class MachineInterrupts: Sendable {
     /// compare value is pending or the clock is gated — and looks again when woken (a compare or
     /// `mtime` write, a resume, a stop). Returns after ``end()``.
     func runDeadlines() {
-        let clock = mailbox.clock
-        while true {
-            let now = clock.now
-            let (ended, deadline): (Bool, ClockInstant?) = state.withLock { s in
-                guard !s.ended else { return (true, nil) }
+        runTimerDeadlines(mailbox: mailbox) { [self] in
+            state.withLock { s in
+                guard !s.ended else { return nil }
                 let time = mtime(s)
                 updateTimerLevel(s)
-                guard time < s.mtimecmp, s.mtimecmp != .max, !mailbox.isClockGated else { return (false, nil) }
-                return (false, now + rate.duration(of: s.mtimecmp - time))
+                guard time < s.mtimecmp, s.mtimecmp != .max, !mailbox.isClockGated else { return .some(nil) }
+                return .some(rate.duration(of: s.mtimecmp - time))
             }
-            if ended { return }
-            _ = clock.wait(for: mailbox.timerWake, until: deadline)
         }
     }
 
@@ -261,6 +257,9 @@ struct InterruptInputs: Sendable {
 
     func set(_ bits: UInt32, _ raised: Bool) { gate.setPending(bits, raised) }
     var pendingBits: UInt32 { gate.pendingBits }
+    func setPriorities(pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
+        gate.setPriorities(pending: pending, line: line, active: active, groupMask: groupMask)
+    }
 
     /// One input driven by a device's level.
     func line(_ bits: UInt32) -> any InterruptLevelSink { Line(gate: gate, bits: bits) }

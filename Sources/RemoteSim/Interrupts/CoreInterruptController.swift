@@ -1,0 +1,134 @@
+import MetalIO
+
+/// An emulated core's interrupt hardware, as the run loop (``EmulatedCPU``) uses it between
+/// runs: RV32's machine-mode interrupts and CLINT (``MachineInterrupts``), the Cortex-M4's System
+/// Control Space (``SystemControlSpace``). Everything here runs on the core's thread while the
+/// CPU is stopped, except ``runDeadlines()`` (its own thread) and the MMIO callbacks (the core's
+/// thread, inside a run).
+protocol CoreInterruptController: AnyObject, Sendable {
+    var mailbox: Mailbox { get }
+    /// Where its registers are, and what they are called in errors.
+    var window: (base: UInt64, size: Int, name: String) { get }
+    func read(_ offset: Int, size: Int) -> UInt64
+    func write(_ offset: Int, size: Int, _ value: UInt64)
+    /// The input the mailbox's PENDING & IRQ_ENABLE ≠ 0 drives.
+    var externalLine: any InterruptLevelSink { get }
+    /// The timer's deadline thread (``runTimerDeadlines(mailbox:next:)``), until ``end()``.
+    func runDeadlines()
+    func end()
+    /// Takes the interrupt due now, the CPU stopped at `pc` (a block boundary: the instruction
+    /// to return to). Returns the handler's address, or `nil` when none is due.
+    func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64?
+    /// A CPU exception the firmware handles itself: where the CPU goes on, or `nil` for a fault
+    /// that halts the core.
+    func handle(_ fault: CPUFault, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64?
+    /// Before a `wfi` idles: `nil` when an interrupt is already there to wake it, else the
+    /// timer's deadline that would (`.some(nil)`: none; a host kick or a stop still wakes it).
+    func idleDeadline(engine: UnicornEngine) -> ClockInstant??
+}
+
+extension CoreInterruptController {
+    /// The crash a trap the board cannot take makes, with the CPU's registers at `pc`.
+    func halt(_ error: some Error, at pc: UInt64, engine: UnicornEngine) -> FirmwareHalt {
+        var registers = engine.registers
+        registers["pc"] = pc
+        return FirmwareHalt(.fault(address: pc, message: "\(error)"), programCounter: pc, registers: registers)
+    }
+}
+
+extension MachineInterrupts: CoreInterruptController {
+    var window: (base: UInt64, size: Int, name: String) { (Self.clintBase, Self.clintSize, "the CLINT") }
+
+    func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        guard let interrupt = interruptToTake(on: engine) else { return nil }
+        return try enter(.interrupt(interrupt), at: pc, engine: engine)
+    }
+
+    /// `ecall` and `ebreak` trap into `mtvec`.
+    func handle(_ fault: CPUFault, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        switch fault.kind {
+        case .environmentCall: try enter(.exception(.environmentCall, value: 0), at: fault.programCounter, engine: engine)
+        case .breakpoint: try enter(.exception(.breakpoint, value: 0), at: fault.programCounter, engine: engine)
+        default: nil
+        }
+    }
+
+    /// `wfi` wakes on `mip & mie`, whatever `mstatus.MIE` says, and on the timer when MTIE is set.
+    func idleDeadline(engine: UnicornEngine) -> ClockInstant?? {
+        let enabled = engine.read(.mie)
+        guard pendingBits & enabled == 0 else { return nil }
+        return .some(timerDeadline(timerEnabled: enabled & MachineInterrupt.timer.bit != 0))
+    }
+
+    private func enter(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
+        do {
+            let handler = UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
+            mailbox.tookTrap(TrapEntry(cause: "\(cause)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))
+            return handler
+        } catch {
+            throw halt(error, at: pc, engine: engine)
+        }
+    }
+}
+
+extension SystemControlSpace: CoreInterruptController {
+    var window: (base: UInt64, size: Int, name: String) { (Self.base, Self.size, "the System Control Space") }
+
+    func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        if resetRequested {
+            throw halt(ResetRequest(), at: pc, engine: engine)
+        }
+        guard let exception = exceptionToTake(masks: ArmExceptionEntry.masks(of: engine)) else { return nil }
+        return try enter(exception, at: pc, engine: engine) { () throws(ArmExceptionError) in
+            try ArmExceptionEntry.enter(exception, returnAddress: UInt32(truncatingIfNeeded: pc), cpu: engine, scs: self)
+        }
+    }
+
+    /// SVC enters SVCall; a branch to EXC_RETURN returns from the exception (or tail-chains).
+    func handle(_ fault: CPUFault, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        let pc = fault.programCounter
+        switch fault.kind {
+        case .supervisorCall:
+            return try enter(.svCall, at: pc, engine: engine) { () throws(ArmExceptionError) in
+                try ArmExceptionEntry.enterSynchronous(.svCall, returnAddress: UInt32(truncatingIfNeeded: pc), cpu: engine, scs: self)
+            }
+        case .exceptionReturn:
+            let value = UInt32(truncatingIfNeeded: fault.address ?? pc | 1)
+            do {
+                switch try ArmExceptionEntry.returnFrom(value, cpu: engine, scs: self) {
+                case let .returned(to: address):
+                    return UInt64(address)
+                case let .tailChained(next, handler):
+                    mailbox.tookTrap(TrapEntry(cause: "\(next) (tail-chained)", programCounter: DeviceAddress(pc), handler: DeviceAddress(UInt64(handler))))
+                    return UInt64(handler)
+                }
+            } catch {
+                throw halt(error, at: pc, engine: engine)
+            }
+        default:
+            return nil
+        }
+    }
+
+    /// WFI wakes on an exception that would preempt were PRIMASK clear, and on SysTick's deadline.
+    func idleDeadline(engine: UnicornEngine) -> ClockInstant?? {
+        guard exceptionToTake(masks: ArmExceptionEntry.masks(of: engine), ignoringPrimask: true) == nil else { return nil }
+        return .some(timerDeadline())
+    }
+
+    private func enter(_ exception: ArmException, at pc: UInt64, engine: UnicornEngine,
+                       _ body: () throws(ArmExceptionError) -> UInt32) throws(FirmwareHalt) -> UInt64 {
+        do {
+            let handler = UInt64(try body())
+            mailbox.tookTrap(TrapEntry(cause: "\(exception)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))
+            return handler
+        } catch {
+            throw halt(error, at: pc, engine: engine)
+        }
+    }
+
+    /// AIRCR.SYSRESETREQ, reported as a crash: the host's remoteproc recovers a remote that reset itself.
+    struct ResetRequest: Error, CustomStringConvertible {
+        var description: String { "the firmware requested a system reset (AIRCR.SYSRESETREQ)" }
+    }
+}

@@ -1,0 +1,70 @@
+import FirmwareKit
+import Foundation
+import MetalIO
+import Remoteproc
+@testable import RemoteSim
+import RPMsg
+import Testing
+
+/// The interrupt-driven programs of Firmware/ on both emulated cores.
+@Suite("Interrupt-driven firmware")
+struct InterruptFirmwareTests {
+    @Test("irq-echo: 10,000 messages echoed byte-exact by an interrupt-driven firmware; the mailbox interrupt was taken",
+          .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
+    func interruptDrivenEcho(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("irq-echo", architecture)
+        let echo = try EchoClient(board: board, processor: processor)
+        #expect(try echo.roundTrips(10_000, tag: "irq") == 10_000, "console \(board.trace.consoleLines)")
+        let answer = String(decoding: try echo.ask(Array("irq-count?".utf8)) ?? [], as: UTF8.self)
+        let count = Int(answer.dropFirst("irq-count ".count)) ?? 0
+        // Every message needed a kick to wake the sleeping firmware; the host kicks at most a few
+        // times per message (its send, a returned buffer), some coalesced before the interrupt ran.
+        #expect(answer.hasPrefix("irq-count ") && count >= 10_000 && count <= 30_003, "\(answer)")
+        #expect(board.trace.consoleLines.contains("irq-echo: ready"))
+        try processor.stop()
+        try processor.shutdown()
+    }
+
+    @Test("tick: an ecall or SVC traps and returns; the timer interrupt (mtimecmp, SysTick) comes at 500 Hz within 1 % over a second; a stop ends the idle core at once",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func timerTicks(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("tick", architecture)
+        let (call, timer) = architecture == .rv32 ? ("environment call from M-mode", "machine timer interrupt") : ("SVCall", "SysTick")
+        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
+                "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
+        #expect(board.trace.consoleLines.contains("tick: ecall 1"))
+        // The trace shows the traps: the ecall first, then timer interrupts, each with its handler.
+        let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry } else { nil } }
+        #expect(traps.first?.cause == call, "\(traps.prefix(3))")
+        let ticks = traps.filter { $0.cause == timer }
+        #expect(ticks.count >= 500)
+        #expect(Set(ticks.map(\.handler)).count == 1, "one handler")
+        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
+        let micros = Int(line.split(separator: " ")[4]) ?? 0
+        #expect(abs(micros - 1_000_000) <= 10_000, "\(line)")
+        let clock = ContinuousClock()
+        let start = clock.now
+        try processor.stop()
+        #expect(clock.now - start < .seconds(2))
+        #expect(board.lastHalt?.reason == .stopped)
+        try processor.shutdown()
+    }
+
+    @Test("tick on a 10 MHz core: the firmware reads CORE_CLOCK and its 500 Hz stay 500 Hz", .timeLimit(.minutes(2)),
+          arguments: FirmwareArchitecture.allCases)
+    func otherCoreClock(architecture: FirmwareArchitecture) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "tick", architecture: architecture)
+        let board = try Board(firmware: EmulatedCPU(architecture.cpu, coreClock: try #require(CoreClockRate(hertz: 10_000_000))))
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
+                "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
+        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
+        #expect(abs((Int(line.split(separator: " ")[4]) ?? 0) - 1_000_000) <= 10_000, "\(line)")
+        #expect(board.mailbox.read(Mailbox.Register.coreClock.rawValue) == 10_000_000)
+        try processor.stop()
+        try processor.shutdown()
+    }
+}
