@@ -107,4 +107,11 @@ static inline void swuc_attention_set_priorities(void *data, int32_t pending, in
 }
 static inline void swuc_flag_store(unsigned char *flag, int value) { __atomic_store_n(flag, (unsigned char)value, __ATOMIC_SEQ_CST); }
 static inline int swuc_flag_load(unsigned char *flag) { return __atomic_load_n(flag, __ATOMIC_SEQ_CST); }
+static inline void swuc_attention_priorities(void *data, int32_t *pending, int32_t *line, int32_t *active, uint32_t *group_mask) {
+    struct swuc_attention *a = (struct swuc_attention *)data;
+    *pending = __atomic_load_n(&a->pending_priority, __ATOMIC_SEQ_CST);
+    *line = __atomic_load_n(&a->line_priority, __ATOMIC_SEQ_CST);
+    *active = __atomic_load_n(&a->active_priority, __ATOMIC_SEQ_CST);
+    *group_mask = __atomic_load_n(&a->group_mask, __ATOMIC_SEQ_CST);
+}
 #endif

@@ -585,6 +585,13 @@ final class EngineStopGate: @unchecked Sendable {
     func setPriorities(pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
         swuc_attention_set_priorities(flags, pending, line, active, UInt32(groupMask))
     }
+
+    /// What ``setPriorities(pending:line:active:groupMask:)`` last gave the block hook.
+    var priorities: (pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
+        var pending: Int32 = 0, line: Int32 = 0, active: Int32 = 0, mask: UInt32 = 0
+        swuc_attention_priorities(flags, &pending, &line, &active, &mask)
+        return (pending, line, active, UInt8(truncatingIfNeeded: mask))
+    }
     /// The raised pending bits.
     var pendingBits: UInt32 { swuc_attention_pending(flags) }
 
