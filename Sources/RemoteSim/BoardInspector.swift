@@ -72,6 +72,7 @@ public struct BoardInspector: Sendable {
         case "vrings": return vrings()
         case "trace": return traceTail(count ?? Self.defaultCount)
         case "console": return consoleTail(count ?? Self.defaultCount)
+        case "irq": return mailbox.interruptReport ?? "this core has no interrupt controller (native firmware, or not running)\n"
         default:
             return """
                 monitor commands:
@@ -79,6 +80,7 @@ public struct BoardInspector: Sendable {
                   vrings       each vring: indices, descriptors, buffers in flight with RPMsg headers decoded
                   trace [N]    the last N board trace events (default \(Self.defaultCount))
                   console [N]  the last N console lines (default \(Self.defaultCount))
+                  irq          interrupts: enabled, pending, active, priorities, timers
 
                 """
         }

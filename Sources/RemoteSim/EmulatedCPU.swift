@@ -72,7 +72,11 @@ public struct EmulatedCPU: FirmwareProgram {
         }
         mailbox.setExternalInterruptLine(interrupts.externalLine)
         mailbox.setCoreClock(coreClock)
-        defer { mailbox.setExternalInterruptLine(nil) }
+        mailbox.setInterruptReport { [weak interrupts] in interrupts?.report ?? "the core is not running\n" }
+        defer {
+            mailbox.setExternalInterruptLine(nil)
+            mailbox.setInterruptReport(nil)
+        }
 
         // Boot: Cortex-M from the vector table at 0; RV32 at the entry point, sp at the top of sram.
         var pc: UInt64

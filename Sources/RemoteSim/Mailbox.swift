@@ -130,8 +130,14 @@ public final class Mailbox: Sendable {
         var events: (@Sendable (MailboxEvent) -> Void)?
         var stopListener: (@Sendable () -> Void)?
         var gateListener: (@Sendable () -> Void)?
+        var interruptReport: (@Sendable () -> String)?
     }
     let callbacks = MetalMutex(Callbacks())
+
+    /// Sets what describes the core's interrupt controller for this start (`monitor irq`), or none.
+    func setInterruptReport(_ report: (@Sendable () -> String)?) { callbacks.withLock { $0.interruptReport = report } }
+    /// The core's interrupts now: enabled, pending and active, with priorities and timers.
+    public var interruptReport: String? { callbacks.withLock { $0.interruptReport }?() }
 
     /// Sets what runs (on the requesting thread) when a stop is requested or the firmware
     /// panics — an emulated core uses it to end its run.

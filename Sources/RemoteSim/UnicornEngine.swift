@@ -68,6 +68,16 @@ public struct CPUFault: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// A register the GDB server shows: its name and number in GDB's target description, the
+/// feature it is listed in, and the engine's register id.
+struct DebugRegister: Sendable, Hashable {
+    let name: String
+    let number: Int
+    let type: String
+    let feature: String
+    let id: Int32
+}
+
 /// One Unicorn engine (`uc_engine`), owned by the thread that emulates with it. The only code in
 /// the project that calls Unicorn. Memory is mapped over the board's own host memory
 /// (`uc_mem_map_ptr`), so the emulated core and the host side share the same bytes.
@@ -468,15 +478,49 @@ final class UnicornEngine {
         bytes.withUnsafeBytes { uc_mem_write(handle, address, $0.baseAddress, bytes.count) } == UC_ERR_OK
     }
 
-    /// The debugger's register list: ARM r0–r12, sp, lr, pc, xpsr; RISC-V x0–x31, pc.
-    var debugRegisterIDs: [Int32] {
+    /// The debugger's register list, in GDB's numbering (``DebugRegister``).
+    var debugRegisterIDs: [Int32] { Self.debugRegisters(architecture).map(\.id) }
+
+    /// The registers a debugger sees, ordered by their GDB number: Arm r0–r12, sp, lr, pc, xpsr
+    /// (25) in the m-profile feature, msp and psp (m-system), primask, basepri, faultmask and
+    /// control; RISC-V x0–x31, pc and the machine CSRs (numbered 65 + the CSR's address, as GDB does).
+    static func debugRegisters(_ architecture: CPUArchitecture) -> [DebugRegister] {
+        func id(_ register: uc_arm_reg) -> Int32 { Int32(register.rawValue) }
+        func id(_ register: uc_riscv_reg) -> Int32 { Int32(register.rawValue) }
         switch architecture {
         case .cortexM4:
-            return (0...12).map { Int32(UC_ARM_REG_R0.rawValue) + Int32($0) }
-                + [Int32(UC_ARM_REG_SP.rawValue), Int32(UC_ARM_REG_LR.rawValue), Int32(UC_ARM_REG_PC.rawValue), Int32(UC_ARM_REG_XPSR.rawValue)]
+            let core = "org.gnu.gdb.arm.m-profile", system = "org.gnu.gdb.arm.m-system", special = "org.rproc-sim.arm.m-special"
+            return (0...12).map { DebugRegister(name: "r\($0)", number: $0, type: "uint32", feature: core, id: id(UC_ARM_REG_R0) + Int32($0)) } + [
+                DebugRegister(name: "sp", number: 13, type: "data_ptr", feature: core, id: id(UC_ARM_REG_SP)),
+                DebugRegister(name: "lr", number: 14, type: "uint32", feature: core, id: id(UC_ARM_REG_LR)),
+                DebugRegister(name: "pc", number: 15, type: "code_ptr", feature: core, id: id(UC_ARM_REG_PC)),
+                DebugRegister(name: "xpsr", number: 25, type: "uint32", feature: core, id: id(UC_ARM_REG_XPSR)),
+                DebugRegister(name: "msp", number: 26, type: "data_ptr", feature: system, id: id(UC_ARM_REG_MSP)),
+                DebugRegister(name: "psp", number: 27, type: "data_ptr", feature: system, id: id(UC_ARM_REG_PSP)),
+                DebugRegister(name: "primask", number: 28, type: "uint32", feature: special, id: id(UC_ARM_REG_PRIMASK)),
+                DebugRegister(name: "basepri", number: 29, type: "uint32", feature: special, id: id(UC_ARM_REG_BASEPRI)),
+                DebugRegister(name: "faultmask", number: 30, type: "uint32", feature: special, id: id(UC_ARM_REG_FAULTMASK)),
+                DebugRegister(name: "control", number: 31, type: "uint32", feature: special, id: id(UC_ARM_REG_CONTROL)),
+            ]
         case .rv32:
-            return (0...31).map { Int32(UC_RISCV_REG_X0.rawValue) + Int32($0) } + [Int32(UC_RISCV_REG_PC.rawValue)]
+            let cpu = "org.gnu.gdb.riscv.cpu", csr = "org.gnu.gdb.riscv.csr"
+            let names = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "fp", "s1"] + (0...7).map { "a\($0)" } + (2...11).map { "s\($0)" } + (3...6).map { "t\($0)" }
+            let csrs: [(String, Int, uc_riscv_reg)] = [("mstatus", 0x300, UC_RISCV_REG_MSTATUS), ("mie", 0x304, UC_RISCV_REG_MIE),
+                                                      ("mtvec", 0x305, UC_RISCV_REG_MTVEC), ("mscratch", 0x340, UC_RISCV_REG_MSCRATCH),
+                                                      ("mepc", 0x341, UC_RISCV_REG_MEPC), ("mcause", 0x342, UC_RISCV_REG_MCAUSE),
+                                                      ("mtval", 0x343, UC_RISCV_REG_MTVAL), ("mip", 0x344, UC_RISCV_REG_MIP)]
+            return names.enumerated().map { DebugRegister(name: $1, number: $0, type: $1 == "sp" ? "data_ptr" : "int", feature: cpu,
+                                                          id: id(UC_RISCV_REG_X0) + Int32($0)) }
+                + [DebugRegister(name: "pc", number: 32, type: "code_ptr", feature: cpu, id: id(UC_RISCV_REG_PC))]
+                + csrs.map { DebugRegister(name: $0.0, number: 65 + $0.1, type: "int", feature: csr, id: id($0.2)) }
         }
+    }
+
+    /// A register as the debugger reads it: RV32 `mip` with the machine interrupts the board
+    /// raises (Unicorn 2.0.1 keeps none of them in its own `mip`).
+    func readDebugRegister(_ id: Int32) -> UInt64 {
+        let value = readRegister(id)
+        return architecture == .rv32 && id == Int32(UC_RISCV_REG_MIP.rawValue) ? value | UInt64(stopGate.pendingBits) : value
     }
 
     /// Whether the last run ended because a stop was requested or an interrupt came in (rather

@@ -206,7 +206,7 @@ final class DebugSession: @unchecked Sendable {
             var reply: Reply = .done(true)
             switch command {
             case .readRegisters:
-                var values = engine.debugRegisterIDs.map { engine.readRegister($0) }
+                var values = engine.debugRegisterIDs.map { engine.readDebugRegister($0) }
                 // pc: where the core stands (the engine's PC register is stale while halted).
                 if let index = engine.debugRegisterIDs.firstIndex(of: engine.pcRegisterID) { values[index] = pc }
                 reply = .registers(values)

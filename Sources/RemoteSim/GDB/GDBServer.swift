@@ -149,28 +149,23 @@ public final class GDBServer: @unchecked Sendable {
     private func fromHex(_ text: Substring) -> [UInt8]? { bytes(fromHex: text) }
     private func le32(_ value: UInt64) -> String { hex((0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }) }
 
+    /// The target description: the architecture and each register of ``UnicornEngine/debugRegisters(_:)``, by feature.
     var targetXML: String {
-        switch architecture {
-        case .cortexM4:
-            let regs = (0...12).map { "<reg name=\"r\($0)\" bitsize=\"32\" type=\"uint32\"/>" }.joined()
-            return "<?xml version=\"1.0\"?><!DOCTYPE target SYSTEM \"gdb-target.dtd\"><target><architecture>arm</architecture>"
-                + "<feature name=\"org.gnu.gdb.arm.m-profile\">\(regs)<reg name=\"sp\" bitsize=\"32\" type=\"data_ptr\"/>"
-                + "<reg name=\"lr\" bitsize=\"32\"/><reg name=\"pc\" bitsize=\"32\" type=\"code_ptr\"/>"
-                + "<reg name=\"xpsr\" bitsize=\"32\" regnum=\"25\"/></feature></target>"
-        case .rv32:
-            let names = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "fp", "s1"] + (0...7).map { "a\($0)" } + (2...11).map { "s\($0)" } + (3...6).map { "t\($0)" }
-            let regs = names.map { "<reg name=\"\($0)\" bitsize=\"32\" type=\"\($0 == "sp" ? "data_ptr" : "int")\"/>" }.joined()
-            return "<?xml version=\"1.0\"?><!DOCTYPE target SYSTEM \"gdb-target.dtd\"><target><architecture>riscv:rv32</architecture>"
-                + "<feature name=\"org.gnu.gdb.riscv.cpu\">\(regs)<reg name=\"pc\" bitsize=\"32\" type=\"code_ptr\"/></feature></target>"
-        }
+        let registers = UnicornEngine.debugRegisters(architecture)
+        var features: [String] = []
+        for register in registers where !features.contains(register.feature) { features.append(register.feature) }
+        let body = features.map { feature in
+            "<feature name=\"\(feature)\">" + registers.filter { $0.feature == feature }.map {
+                "<reg name=\"\($0.name)\" bitsize=\"32\" type=\"\($0.type)\" regnum=\"\($0.number)\"/>"
+            }.joined() + "</feature>"
+        }.joined()
+        let name = architecture == .cortexM4 ? "arm" : "riscv:rv32"
+        return "<?xml version=\"1.0\"?><!DOCTYPE target SYSTEM \"gdb-target.dtd\"><target><architecture>\(name)</architecture>\(body)</target>"
     }
 
-    /// Maps a GDB register number to our list index (ARM xpsr is regnum 25).
+    /// Maps a GDB register number to its index in the register list.
     private func registerIndex(_ number: Int) -> Int? {
-        switch architecture {
-        case .cortexM4: return number <= 15 ? number : (number == 25 ? 16 : nil)
-        case .rv32: return number <= 32 ? number : nil
-        }
+        UnicornEngine.debugRegisters(architecture).firstIndex { $0.number == number }
     }
 
     fileprivate func serve(_ fd: Int32) {

@@ -25,6 +25,8 @@ protocol CoreInterruptController: AnyObject, Sendable {
     /// Before a `wfi` idles: `nil` when an interrupt is already there to wake it, else the
     /// timer's deadline that would (`.some(nil)`: none; a host kick or a stop still wakes it).
     func idleDeadline(engine: UnicornEngine) -> ClockInstant??
+    /// `monitor irq`: what is enabled, pending and active, priorities, the timer (any thread).
+    var report: String { get }
 }
 
 extension CoreInterruptController {
@@ -68,6 +70,50 @@ extension MachineInterrupts: CoreInterruptController {
         } catch {
             throw halt(error, at: pc, engine: engine)
         }
+    }
+}
+
+extension MachineInterrupts {
+    var report: String {
+        let pending = pendingBits
+        let raised = MachineInterrupt.byPriority.filter { pending & $0.bit != 0 }.map { "\($0) (mcause 0x8000000\(String($0.rawValue, radix: 16)))" }
+        let compare = mtimecmp
+        return "RV32 machine-mode interrupts (mstatus, mie, mip, mtvec: `info registers` in gdb)\n"
+            + "raised: " + (raised.isEmpty ? "none" : raised.joined(separator: ", ")) + "\n"
+            + "mtime \(mtime), mtimecmp " + (compare == .max ? "not armed" : "\(compare)") + ", core clock \(rate)\n"
+    }
+}
+
+extension SystemControlSpace {
+    var report: String {
+        let s = snapshot
+        let line = inputs.pendingBits & 1 != 0
+        var out = "Cortex-M4 exceptions: PRIGROUP \(s.priorityGrouping) (group mask 0x\(String(s.groupMask & Self.implementedPriorityMask, radix: 16))), "
+            + "IPSR \(s.current)" + (s.current == 0 ? " (Thread mode)" : " (\(ArmException(number: s.current).map(\.description) ?? "?"))") + ", "
+            + "execution priority from active exceptions: " + (s.activePriority == Self.threadPriority ? "none" : "\(s.activePriority)") + "\n"
+        out += "exception          enabled        pending active priority\n"
+        var rows: [ArmException] = [.nmi, .hardFault, .memManage, .busFault, .usageFault, .svCall, .debugMonitor, .pendSV, .sysTick]
+        for irq in 0..<Self.irqCount {
+            let e = ArmException.irq(irq)
+            let mask = UInt32(1) << UInt32(irq)
+            if irq == 0 || (s.enabled | s.pendingIRQ | s.activeIRQ) & mask != 0 || s.irqPriority[irq] != 0 { rows.append(e) }
+        }
+        for e in rows {
+            let enabled: String
+            if let irq = e.irq { enabled = s.enabled & (1 << UInt32(irq)) != 0 ? "yes" : "no" } else {
+                let bit = SHCSR.enable(e)
+                enabled = bit == 0 ? "always" : (s.faultEnables & bit != 0 ? "yes" : "no (HardFault)")
+            }
+            let priority = e.fixedPriority.map { "\($0) (fixed)" } ?? "0x" + String(s.priority(of: e), radix: 16)
+            func column(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(1, width - text.count)) }
+            out += column(e.description, 19) + column(enabled, 15) + column(s.isPending(e, line: line) ? "yes" : "no", 8)
+                + column(s.isActive(e) ? "yes" : "no", 7) + priority + "\n"
+        }
+        let tick = s.sysTick
+        out += "SysTick: " + (tick.enabled ? "counting" : "off") + (tick.interrupts ? ", TICKINT" : "")
+            + ", RVR \(tick.reload), CVR \(tick.value(at: rate.cycles(in: mailbox.coreTime))), core clock \(rate)\n"
+        out += "VTOR 0x\(String(s.vtor, radix: 16)), CFSR 0x\(String(s.cfsr, radix: 16)), HFSR 0x\(String(s.hfsr, radix: 16))\n"
+        return out
     }
 }
 

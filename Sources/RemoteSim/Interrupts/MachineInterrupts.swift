@@ -46,6 +46,9 @@ final class MachineInterrupts: Sendable {
     /// `mtime` now.
     var mtime: UInt64 { state.withLock { mtime($0) } }
 
+    /// `mtimecmp` (all ones: not armed).
+    var mtimecmp: UInt64 { state.withLock { $0.mtimecmp } }
+
     /// MTIP follows `mtime ≥ mtimecmp` (called under the lock whenever either may have moved).
     private func updateTimerLevel(_ s: State) {
         inputs.set(MachineInterrupt.timer.bit, mtime(s) >= s.mtimecmp)

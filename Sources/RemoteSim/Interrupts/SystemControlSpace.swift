@@ -183,7 +183,7 @@ final class SystemControlSpace: Sendable {
     private let state: MetalMutex<State>
     let rate: CoreClockRate
     let mailbox: Mailbox
-    private let inputs: InterruptInputs
+    let inputs: InterruptInputs
     /// Ends the current run (from the core's own MMIO write: a reset request).
     private let stopper: EmulationStopper
 
