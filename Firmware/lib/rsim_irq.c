@@ -24,6 +24,9 @@ static void mailbox_interrupt(void)
     rsim_irq_on_mailbox(pending);
 }
 
+/* What a task's entry function returns to: there is nothing to go back to. */
+static void task_returned(void) { rsim_panic(RSIM_PANIC_TASK_RETURNED); }
+
 uint32_t rsim_irq_take_mailbox_events(void)
 {
     uint32_t state = rsim_irq_save();
@@ -184,6 +187,31 @@ void rsim_irq_init(void)
     __asm__ volatile("csrw mtvec, %0" ::"r"((uint32_t)(uintptr_t)&rsim_irq_trap_entry) : "memory");
 }
 
+#define MSTATUS_MPIE (1u << 7)
+#define MSTATUS_MPP_M (3u << 11)
+
+struct rsim_irq_frame *rsim_irq_task_frame(void *stack_top, void (*entry)(void *), void *arg)
+{
+    /* The trap entry restores a frame and then pops it (sp = frame + 144), so
+     * the frame sits at the very top and the task starts on an empty,
+     * 16-byte aligned stack, as the psABI wants. */
+    uintptr_t top = (uintptr_t)stack_top & ~(uintptr_t)15;
+    struct rsim_irq_frame *f = (struct rsim_irq_frame *)(top - sizeof *f);
+    uint32_t *w = (uint32_t *)f;
+    for (uint32_t i = 0; i < sizeof *f / 4; i++)
+        w[i] = 0;
+    uint32_t gp, tp;
+    __asm__ volatile("mv %0, gp\n mv %1, tp" : "=r"(gp), "=r"(tp));
+    f->mepc = (uint32_t)(uintptr_t)entry;
+    f->x[1] = (uint32_t)(uintptr_t)&task_returned; /* ra */
+    f->x[3] = gp;                                  /* the linker relaxes globals against it */
+    f->x[4] = tp;
+    f->x[10] = (uint32_t)(uintptr_t)arg;           /* a0 */
+    /* mret: MIE <- MPIE (interrupts on in the task), privilege <- MPP (machine). */
+    f->mstatus = MSTATUS_MPP_M | MSTATUS_MPIE;
+    return f;
+}
+
 #elif defined(__arm__)
 
 /* ARMv7-M: the System Control Space. */
@@ -252,6 +280,56 @@ void rsim_irq_systick_isr(void)
 }
 
 void rsim_irq_svc_isr(void) { rsim_irq_on_syscall(); }
-void rsim_irq_pendsv_isr(void) { rsim_irq_on_software(); }
+
+/* PendSV's C half: the software hook as before, then the scheduler with
+ * PRIMASK set, so the tick or SVC hooks (higher priorities) never see its
+ * bookkeeping half done. PendSV itself is only entered with PRIMASK clear. */
+__attribute__((used)) struct rsim_irq_frame *rsim_irq_pendsv_dispatch(struct rsim_irq_frame *frame)
+{
+    rsim_irq_on_software();
+    uint32_t state = rsim_irq_save();
+    frame = rsim_irq_schedule(frame);
+    rsim_irq_restore(state);
+    return frame;
+}
+
+/* PendSV: see rsim_irq.h. Naked because it must reach r4-r11 and the PSP
+ * before any compiled code touches them. EXC_RETURN bit 2 tells which stack
+ * the interrupted code used; only a process-stack context becomes a frame. */
+__attribute__((naked)) void rsim_irq_pendsv_isr(void)
+{
+    __asm__ volatile(
+        "movs   r0, #0\n"
+        "tst    lr, #4\n"             /* interrupted code on the main stack: no frame */
+        "beq    1f\n"
+        "mrs    r0, psp\n"
+        "stmdb  r0!, {r4-r11}\n"      /* below the core's 8 words: one struct rsim_irq_frame */
+        "1:\n"
+        "push   {r0, lr}\n"           /* EXC_RETURN; two words keep the MSP 8-byte aligned */
+        "bl     rsim_irq_pendsv_dispatch\n"
+        "pop    {r1, lr}\n"
+        "cbz    r0, 2f\n"             /* NULL: back where PendSV came from, unchanged */
+        "ldmia  r0!, {r4-r11}\n"
+        "msr    psp, r0\n"            /* the core pops the other 8 words from here */
+        "mvn    lr, #2\n"             /* 0xFFFFFFFD: Thread mode, process stack (sets CONTROL.SPSEL) */
+        "2:\n"
+        "bx     lr\n");
+}
+
+struct rsim_irq_frame *rsim_irq_task_frame(void *stack_top, void (*entry)(void *), void *arg)
+{
+    /* Exception return pops the 8 hardware words and leaves the PSP at the
+     * top: the task starts on an empty, 8-byte aligned stack (AAPCS). */
+    uintptr_t top = (uintptr_t)stack_top & ~(uintptr_t)7;
+    struct rsim_irq_frame *f = (struct rsim_irq_frame *)(top - sizeof *f);
+    uint32_t *w = (uint32_t *)f;
+    for (uint32_t i = 0; i < sizeof *f / 4; i++)
+        w[i] = 0;
+    f->r0 = (uint32_t)(uintptr_t)arg;
+    f->lr = (uint32_t)(uintptr_t)&task_returned;   /* a Thumb address: bit 0 set */
+    f->pc = (uint32_t)(uintptr_t)entry & ~1u;      /* the stacked return address is a halfword address */
+    f->xpsr = 1u << 24;                            /* Thumb; IPSR 0 (Thread mode); no padding word */
+    return f;
+}
 
 #endif

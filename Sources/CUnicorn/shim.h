@@ -83,6 +83,13 @@ static inline void swuc_safepoint_block_armv7m(uc_engine *uc, uint64_t address, 
 static inline void *swuc_safepoint_block_callback(int armv7m) {
     return armv7m ? (void *)&swuc_safepoint_block_armv7m : (void *)&swuc_safepoint_block_rv32;
 }
+// An empty code hook: with one over an instruction, Unicorn 2.0.1 keeps the guest PC exact at
+// it, so a memory fault reports the faulting instruction (without, the PC still holds the start
+// of its translated block, though the instructions before it in the block have run).
+static inline void swuc_precise_pc_code(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    (void)uc; (void)address; (void)size; (void)data;
+}
+static inline void *swuc_precise_pc_callback(void) { return (void *)&swuc_precise_pc_code; }
 static inline size_t swuc_attention_size(void) { return sizeof(struct swuc_attention); }
 static inline void swuc_attention_init(void *data) {
     struct swuc_attention *a = (struct swuc_attention *)data;

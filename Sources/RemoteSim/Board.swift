@@ -256,13 +256,16 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         }
         collectTraceBuffer()
         var report: CrashReport?
+        // A crash inside the firmware's handler of a (vectored) fault names that fault.
+        let inHandler = mailbox.faultBeingHandled.map { ", in the firmware's handler of: \($0)" } ?? ""
         switch halt.reason {
         case .stopped:
-            report = injected ?? (watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog") : nil)
-        case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic")
+            report = injected ?? (watchdog ? CrashReport(kind: .watchdog, message: "the firmware stopped kicking its watchdog" + inHandler) : nil)
+        case let .panic(code): report = CrashReport(kind: .panic, code: UInt64(code), message: "firmware panic" + inHandler)
         case let .fault(address, message):
+            let named = mailbox.faultBeingHandled.map { message.contains($0) } ?? true
             report = CrashReport(kind: .fault, address: DeviceAddress(address), programCounter: halt.programCounter.map { DeviceAddress($0) },
-                                 message: message, registers: halt.registers)
+                                 message: named ? message : message + inHandler, registers: halt.registers)
         }
         if report != nil {
             report!.console = Array(trace.consoleLines.suffix(10))

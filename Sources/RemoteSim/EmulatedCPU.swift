@@ -20,12 +20,15 @@ public struct EmulatedCPU: FirmwareProgram {
     public let instructionCounter: InstructionCounter?
     /// A GDB server that debugs this core while it runs.
     public let debugger: GDBServer?
-    /// What the core's timers count at (RV32: the CLINT's `mtime`).
+    /// What the core's timers count at (RV32: the CLINT's `mtime`; Cortex-M4: SysTick).
     public let coreClock: CoreClockRate
-    public init(_ architecture: CPUArchitecture, coreClock: CoreClockRate = .default, countingInto counter: InstructionCounter? = nil,
-                debugger: GDBServer? = nil) {
+    /// Whether a fault crashes the core or enters the firmware's own handler.
+    public let faults: FaultHandling
+    public init(_ architecture: CPUArchitecture, coreClock: CoreClockRate = .default, faults: FaultHandling = .crash,
+                countingInto counter: InstructionCounter? = nil, debugger: GDBServer? = nil) {
         self.architecture = architecture
         self.coreClock = coreClock
+        self.faults = faults
         self.instructionCounter = counter
         self.debugger = debugger
     }
@@ -38,6 +41,7 @@ public struct EmulatedCPU: FirmwareProgram {
                 try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
             }
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
+            if faults == .vectored { try engine.makeFaultPCsExact() }
             if let debugger { try engine.installDebugHooks(debugger.session.hooks) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
@@ -59,10 +63,10 @@ public struct EmulatedCPU: FirmwareProgram {
             throw FirmwareHalt(.fault(address: core.layout.mailboxAddress.rawValue, message: "cannot map the mailbox: \(error)"))
         }
         let interrupts: any CoreInterruptController = switch architecture {
-        case .rv32: MachineInterrupts(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs)
+        case .rv32: MachineInterrupts(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs, faults: faults)
         case .cortexM4:
-            SystemControlSpace(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs, stopper: engine.stopper,
-                               vectorTable: UInt32(truncatingIfNeeded: core.layout.code.deviceAddress.rawValue))
+            SystemControlSpace(rate: coreClock, mailbox: mailbox, inputs: engine.interruptInputs,
+                               vectorTable: UInt32(truncatingIfNeeded: core.layout.code.deviceAddress.rawValue), faults: faults)
         }
         let window = interrupts.window
         let registers = UnicornEngine.MMIO(read: { offset, size in interrupts.read(Int(offset), size: size) },
@@ -188,7 +192,7 @@ public struct EmulatedCPU: FirmwareProgram {
             switch outcome {
             case let .fault(fault):
                 try core.throwIfStopped()   // a PANIC or a stop that interrupted the run wins
-                if let handler = try interrupts.handle(fault, engine: engine) {
+                if let handler = try interrupts.handle(fault, engine: engine) ?? interrupts.deliver(fault, engine: engine) {
                     pc = handler
                     continue
                 }
@@ -239,8 +243,13 @@ public struct EmulatedCPU: FirmwareProgram {
                     // Continuing after a PANIC or a fault sends the core down the crash path.
                     if panicShown || mailbox.isHostStopRequested { try core.throwIfStopped() }
                     if let fault = pendingFault {
-                        throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
-                                           registers: fault.registers)
+                        // Vectored faults: the debugger saw the fault; continuing enters the firmware's handler.
+                        guard let handler = try interrupts.deliver(fault, engine: engine) else {
+                            throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
+                                               registers: fault.registers)
+                        }
+                        pendingFault = nil
+                        pc = handler
                     }
                     hooks.stepping = step
                     hooks.skip = pc
@@ -283,6 +292,10 @@ public struct EmulatedCPU: FirmwareProgram {
                 switch outcome {
                 case let .fault(fault):
                     try core.throwIfStopped()
+                    if let handler = try interrupts.deliver(fault, engine: engine) {
+                        pc = handler
+                        continue
+                    }
                     throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                        registers: fault.registers)
                 case let .returned(next):

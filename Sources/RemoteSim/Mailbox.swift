@@ -95,6 +95,8 @@ public final class Mailbox: Sendable {
         var externalLine: (any InterruptLevelSink)?
         /// CORE_CLOCK: what the core's timers count at, set for a run of an emulated core.
         var coreClockHertz: UInt32 = 0
+        /// The fault whose handler the firmware runs (vectored faults), for a crash report.
+        var faultBeingHandled: String?
         /// IRQ_ENABLE: the PENDING bits that raise the interrupt line (like a real mailbox's
         /// interrupt-enable register; 0 after reset, so polling firmware never pays for it).
         var irqEnable: UInt32 = 0
@@ -240,6 +242,11 @@ public final class Mailbox: Sendable {
     func setCoreClock(_ rate: CoreClockRate?) {
         state.withLock { $0.coreClockHertz = rate.map { UInt32(clamping: $0.hertz) } ?? 0 }
     }
+
+    /// Records the fault whose handler runs now (`nil`: none), for a crash report to name it.
+    func setFaultBeingHandled(_ fault: String?) { state.withLock { $0.faultBeingHandled = fault } }
+    /// The fault whose handler the firmware runs, if any (vectored faults).
+    public var faultBeingHandled: String? { state.withLock { $0.faultBeingHandled } }
 
     /// Which start the mailbox serves (it counts ``reset()``s).
     public var generation: Int { state.withLock { $0.generation } }

@@ -21,13 +21,14 @@ enum ScenarioFirmware {
     }
 
     /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
-    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil, coreClock: CoreClockRate = .default) throws
+    static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil, coreClock: CoreClockRate = .default,
+                        faults: FaultHandling = .crash) throws
         -> (firmware: any FirmwareProgram, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
         func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
             let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
-            guard let debug else { return (EmulatedCPU(architecture, coreClock: coreClock), nil) }
+            guard let debug else { return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults), nil) }
             let server = try GDBServer(architecture: architecture, options: debug)
-            return (EmulatedCPU(architecture, coreClock: coreClock, debugger: server), server)
+            return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults, debugger: server), server)
         }
         switch choice {
         case let .program(name, arch):

@@ -164,6 +164,8 @@ public struct ScenarioFile: Sendable {
     public var autosuspend: Duration?
     /// `board: { core-clock: 48MHz }`: what an emulated core's timers count at (default 100 MHz).
     public var coreClock: CoreClockRate?
+    /// `board: { faults: vectored }`: faults enter the firmware's handler (default: crash).
+    public var faults: FaultHandling?
     /// Memory sizes in bytes (nil: the design's default).
     public var codeSize: Int?
     public var sramSize: Int?

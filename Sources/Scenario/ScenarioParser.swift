@@ -161,10 +161,11 @@ public enum ScenarioParser {
         var pollMode = false
         var autosuspend: Duration?
         var coreClock: CoreClockRate?
+        var faults: FaultHandling?
         var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults"], context: "board")
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
             if let node = map["autosuspend"] {
                 let delay = try p.duration(node, "board.autosuspend")
@@ -176,6 +177,15 @@ public enum ScenarioParser {
                     throw p.error(node, "board.core-clock must be a frequency such as 100MHz, 48MHz or 32768Hz, from 1kHz to 1GHz")
                 }
                 coreClock = rate
+            }
+            if let node = map["faults"] {
+                guard let text = node.scalar?.string, let handling = FaultHandling(rawValue: text) else {
+                    throw p.error(node, "board.faults must be crash (a fault crashes the core) or vectored (it enters the firmware's fault handler)")
+                }
+                guard handling == .crash || arch != "native" else {
+                    throw p.error(node, "board.faults: vectored enters the fault handler of an emulated CPU: set arch to cortex-m4 or rv32")
+                }
+                faults = handling
             }
             for name in ["code", "sram", "shared"] {
                 guard let node = map[name] else { continue }
@@ -224,6 +234,7 @@ public enum ScenarioParser {
                             sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
         file.autosuspend = autosuspend
         file.coreClock = coreClock
+        file.faults = faults
         return file
     }
 

@@ -69,7 +69,8 @@ public final class ScenarioRunner {
         let hasDebugStep = file.steps.contains { if case .debug = $0.step { true } else { false } }
         let debug = gdbPort.map { DebuggerOptions(port: $0, waitForDebugger: true) } ?? file.debug
             ?? (hasDebugStep ? DebuggerOptions(port: 3333, waitForDebugger: false) : nil)
-        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, debug: debug, coreClock: file.coreClock ?? .default)
+        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, debug: debug, coreClock: file.coreClock ?? .default,
+                                                                            faults: file.faults ?? .crash)
         self.gdb = gdb
         var layout = BoardLayout()
         if let size = file.codeSize { layout.code.size = size }

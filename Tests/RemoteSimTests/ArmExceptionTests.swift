@@ -40,7 +40,7 @@ private final class ModelArmCPU: ArmExceptionCPU {
 private func makeSCS(vtor: UInt32 = 0x2000_0000) throws -> (SystemControlSpace, EngineStopGate) {
     let mailbox = try Mailbox(interruptThread: false)
     let gate = EngineStopGate()
-    let scs = SystemControlSpace(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate), stopper: EmulationStopper(gate: gate),
+    let scs = SystemControlSpace(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate),
                                  vectorTable: vtor)
     return (scs, gate)
 }
@@ -310,7 +310,7 @@ struct ArmExceptionTests {
     func registers() throws {
         let mailbox = try Mailbox(interruptThread: false)
         let gate = EngineStopGate()
-        let scs = SystemControlSpace(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate), stopper: EmulationStopper(gate: gate),
+        let scs = SystemControlSpace(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate),
                                      vectorTable: 0)
         typealias R = SystemControlSpace.Register
         #expect(scs.read32(R.cpuid.rawValue) == 0x410F_C241)

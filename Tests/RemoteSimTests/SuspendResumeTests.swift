@@ -22,14 +22,16 @@ final class EchoClient: Sendable {
         try self.init(board: board, processor: processor)
     }
 
-    init(board: Board, processor: RemoteProcessor) throws {
+    /// - Parameter service: the name the firmware announces.
+    init(board: Board, processor: RemoteProcessor, service name: String = "rpmsg-echo") throws {
         self.board = board
         self.processor = processor
         rpmsg = try hostRPMsg(processor)
         let announced = MetalMutex<RPMsgAddress?>(nil)
         let ready = WakeSignal()
+        let wanted = name
         rpmsg.onNameServiceAnnouncement { name, address in
-            if name == "rpmsg-echo" { announced.withLock { $0 = address }; ready.signal() }
+            if name == wanted { announced.withLock { $0 = address }; ready.signal() }
         }
         guard ready.wait(timeout: .seconds(30)), let service = announced.withLock({ $0 }) else {
             throw BoardError("boot", .notRunning)
@@ -50,6 +52,9 @@ final class EchoClient: Sendable {
         }
         return true
     }
+
+    /// Sends `payload` without waiting for a reply.
+    func sendOnly(_ payload: [UInt8]) throws { try endpoint.send(payload, timeout: .seconds(5)) }
 
     /// Sends `payload` and waits up to 5 s for its reply (the next one to come).
     func ask(_ payload: [UInt8]) throws -> [UInt8]? {

@@ -30,6 +30,11 @@ void rsim_irq_svc_isr(void) __attribute__((weak, alias("default_handler")));
 void rsim_irq_pendsv_isr(void) __attribute__((weak, alias("default_handler")));
 void rsim_irq_systick_isr(void) __attribute__((weak, alias("default_handler")));
 void rsim_irq_mailbox_isr(void) __attribute__((weak, alias("default_handler")));
+/* Fault handlers a program may define (with the board's `faults: vectored`). */
+void rsim_hardfault_isr(void) __attribute__((weak, alias("default_handler")));
+void rsim_memmanage_isr(void) __attribute__((weak, alias("default_handler")));
+void rsim_busfault_isr(void) __attribute__((weak, alias("default_handler")));
+void rsim_usagefault_isr(void) __attribute__((weak, alias("default_handler")));
 
 #define RSIM_EXTERNAL_IRQS 32
 
@@ -39,10 +44,10 @@ __attribute__((used, section(".vectors"))) const vector_t rsim_vectors[16 + RSIM
     (vector_t)(uintptr_t)_stack_top, /*  0: initial SP = top of sram */
     reset_handler,                   /*  1: reset */
     default_handler,                 /*  2: NMI */
-    default_handler,                 /*  3: HardFault */
-    default_handler,                 /*  4: MemManage */
-    default_handler,                 /*  5: BusFault */
-    default_handler,                 /*  6: UsageFault */
+    rsim_hardfault_isr,              /*  3: HardFault */
+    rsim_memmanage_isr,              /*  4: MemManage */
+    rsim_busfault_isr,               /*  5: BusFault */
+    rsim_usagefault_isr,             /*  6: UsageFault */
     0, 0, 0, 0,                      /*  7-10: reserved */
     rsim_irq_svc_isr,                /* 11: SVCall */
     default_handler,                 /* 12: DebugMonitor */

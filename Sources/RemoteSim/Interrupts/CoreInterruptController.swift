@@ -27,9 +27,22 @@ protocol CoreInterruptController: AnyObject, Sendable {
     func idleDeadline(engine: UnicornEngine) -> ClockInstant??
     /// `monitor irq`: what is enabled, pending and active, priorities, the timer (any thread).
     var report: String { get }
+    /// The fault whose handler runs, and whether faults are vectored at all.
+    var faults: FaultWatch { get }
+    /// With ``FaultHandling/vectored``: enters the firmware's handler of `fault` (the CPU
+    /// stopped at the faulting instruction). `nil` for a fault it has no handler for (it crashes).
+    func deliver(_ fault: CPUFault, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64?
 }
 
 extension CoreInterruptController {
+    /// The earlier of a deadline and a time from now (`nil` when neither is set).
+    func earliest(_ deadline: ClockInstant?, _ left: Duration?) -> ClockInstant? {
+        let other = left.map { mailbox.clock.now + $0 }
+        guard let deadline else { return other }
+        guard let other else { return deadline }
+        return min(deadline, other)
+    }
+
     /// The crash a trap the board cannot take makes, with the CPU's registers at `pc`.
     func halt(_ error: some Error, at pc: UInt64, engine: UnicornEngine) -> FirmwareHalt {
         var registers = engine.registers
@@ -42,8 +55,25 @@ extension MachineInterrupts: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.clintBase, Self.clintSize, "the CLINT") }
 
     func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        if faults.handling != nil {
+            if faultHandlerReturned(engine: engine) { faults.ended() } else { try faults.checkHung(at: pc, controller: self, engine: engine) }
+        }
         guard let interrupt = interruptToTake(on: engine) else { return nil }
         return try enter(.interrupt(interrupt), at: pc, engine: engine)
+    }
+
+    /// A memory fault or an illegal instruction into the trap handler, with `mcause` and `mtval`;
+    /// one raised before the handler of the last returned is a lockup.
+    func deliver(_ fault: CPUFault, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        guard faults.mode == .vectored, let (exception, value) = exception(for: fault, engine: engine) else { return nil }
+        let described = "\(exception) at \(hex(fault.programCounter))" + (fault.address.map { " (address \(hex($0)))" } ?? "")
+        if let handling = faults.handling, !faultHandlerReturned(engine: engine) {
+            throw halt(FaultWatch.Lockup(fault: described, during: handling.fault), at: fault.programCounter, engine: engine)
+        }
+        let interruptsWereEnabled = engine.read(.mstatus) & MachineStatus.mie != 0
+        let handler = try enter(.exception(exception, value: value), at: fault.programCounter, engine: engine)
+        faults.began(described, interruptsWereEnabled: interruptsWereEnabled)
+        return handler
     }
 
     /// `ecall` and `ebreak` trap into `mtvec`.
@@ -59,7 +89,7 @@ extension MachineInterrupts: CoreInterruptController {
     func idleDeadline(engine: UnicornEngine) -> ClockInstant?? {
         let enabled = engine.read(.mie)
         guard pendingBits & enabled == 0 else { return nil }
-        return .some(timerDeadline(timerEnabled: enabled & MachineInterrupt.timer.bit != 0))
+        return .some(earliest(timerDeadline(timerEnabled: enabled & MachineInterrupt.timer.bit != 0), faults.timeLeft))
     }
 
     private func enter(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
@@ -124,6 +154,9 @@ extension SystemControlSpace: CoreInterruptController {
         if resetRequested {
             throw halt(ResetRequest(), at: pc, engine: engine)
         }
+        if faults.handling != nil {
+            if faultHandlerReturned() { faults.ended() } else { try faults.checkHung(at: pc, controller: self, engine: engine) }
+        }
         guard let exception = exceptionToTake(masks: ArmExceptionEntry.masks(of: engine)) else { return nil }
         return try enter(exception, at: pc, engine: engine) { () throws(ArmExceptionError) in
             try ArmExceptionEntry.enter(exception, returnAddress: UInt32(truncatingIfNeeded: pc), cpu: engine, scs: self)
@@ -149,7 +182,7 @@ extension SystemControlSpace: CoreInterruptController {
                     return UInt64(handler)
                 }
             } catch {
-                throw halt(error, at: pc, engine: engine)
+                return try recover(error, at: pc, engine: engine)
             }
         default:
             return nil
@@ -159,7 +192,22 @@ extension SystemControlSpace: CoreInterruptController {
     /// WFI wakes on an exception that would preempt were PRIMASK clear, and on SysTick's deadline.
     func idleDeadline(engine: UnicornEngine) -> ClockInstant?? {
         guard exceptionToTake(masks: ArmExceptionEntry.masks(of: engine), ignoringPrimask: true) == nil else { return nil }
-        return .some(timerDeadline())
+        return .some(earliest(timerDeadline(), faults.timeLeft))
+    }
+
+    /// A memory fault, an undefined instruction or a BKPT into the firmware's fault handler.
+    func deliver(_ fault: CPUFault, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
+        guard faults.mode == .vectored, let (exception, cfsr, hfsr, bfar) = armFault(for: fault) else { return nil }
+        let described = "\(fault.summary) at \(hex(fault.programCounter))" + (fault.address.map { " (address \(hex($0)))" } ?? "")
+        return try enterFault(exception, cfsr: cfsr, hfsr: hfsr, bfar: bfar, described: described, at: fault.programCounter, engine: engine)
+    }
+
+    /// What a refused entry or return becomes: with vectored faults, the fault it is (a bad
+    /// EXC_RETURN is a UsageFault, an SVC that cannot be taken a HardFault), entered at `pc` —
+    /// the handler's address is returned; else (or for a stacking or vector error) the crash.
+    private func recover(_ error: ArmExceptionError, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
+        guard faults.mode == .vectored, let (exception, cfsr, hfsr) = armFault(for: error) else { throw halt(error, at: pc, engine: engine) }
+        return try enterFault(exception, cfsr: cfsr, hfsr: hfsr, bfar: nil, described: "\(error)", at: pc, engine: engine)
     }
 
     private func enter(_ exception: ArmException, at pc: UInt64, engine: UnicornEngine,
@@ -169,7 +217,7 @@ extension SystemControlSpace: CoreInterruptController {
             mailbox.tookTrap(TrapEntry(cause: "\(exception)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))
             return handler
         } catch {
-            throw halt(error, at: pc, engine: engine)
+            return try recover(error, at: pc, engine: engine)
         }
     }
 

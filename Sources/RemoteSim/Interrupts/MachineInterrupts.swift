@@ -31,11 +31,13 @@ final class MachineInterrupts: Sendable {
     let rate: CoreClockRate
     let mailbox: Mailbox
     private let inputs: InterruptInputs
+    let faults: FaultWatch
 
-    init(rate: CoreClockRate, mailbox: Mailbox, inputs: InterruptInputs) {
+    init(rate: CoreClockRate, mailbox: Mailbox, inputs: InterruptInputs, faults: FaultHandling = .crash) {
         self.rate = rate
         self.mailbox = mailbox
         self.inputs = inputs
+        self.faults = FaultWatch(faults, mailbox: mailbox, stopper: EmulationStopper(gate: inputs.gate))
     }
 
     /// The mailbox's PENDING & IRQ_ENABLE ≠ 0, as MEIP.
@@ -112,7 +114,7 @@ final class MachineInterrupts: Sendable {
     /// compare value is pending or the clock is gated — and looks again when woken (a compare or
     /// `mtime` write, a resume, a stop). Returns after ``end()``.
     func runDeadlines() {
-        runTimerDeadlines(mailbox: mailbox) { [self] in
+        runTimerDeadlines(mailbox: mailbox, faults: faults) { [self] in
             state.withLock { s in
                 guard !s.ended else { return nil }
                 let time = mtime(s)

@@ -186,13 +186,15 @@ final class SystemControlSpace: Sendable {
     let inputs: InterruptInputs
     /// Ends the current run (from the core's own MMIO write: a reset request).
     private let stopper: EmulationStopper
+    let faults: FaultWatch
 
     /// - Parameter vectorTable: VTOR's reset value (the code memory's base).
-    init(rate: CoreClockRate, mailbox: Mailbox, inputs: InterruptInputs, stopper: EmulationStopper, vectorTable: UInt32) {
+    init(rate: CoreClockRate, mailbox: Mailbox, inputs: InterruptInputs, vectorTable: UInt32, faults: FaultHandling = .crash) {
         self.rate = rate
         self.mailbox = mailbox
         self.inputs = inputs
-        self.stopper = stopper
+        stopper = EmulationStopper(gate: inputs.gate)
+        self.faults = FaultWatch(faults, mailbox: mailbox, stopper: stopper)
         state = MetalMutex(State(vtor: vectorTable))
         publish(State(vtor: vectorTable))
     }
@@ -263,7 +265,7 @@ final class SystemControlSpace: Sendable {
     /// limit while SysTick is off or the clock gated; looks again when woken (a SysTick write, a
     /// resume, a stop). Returns after ``end()``.
     func runDeadlines() {
-        runTimerDeadlines(mailbox: mailbox) { [self] in
+        runTimerDeadlines(mailbox: mailbox, faults: faults) { [self] in
             let now = cycle
             return state.withLock { s in
                 guard !s.ended else { return nil }

@@ -5,11 +5,13 @@ import MetalIO
 /// (`.some(nil)`: not armed, sleep until woken; `nil`: the run ended, return). The thread sleeps
 /// on the board's clock until then, or until ``Mailbox/timerWake`` is signalled (a timer
 /// register written, a resume, a stop).
-func runTimerDeadlines(mailbox: Mailbox, next: () -> Duration??) {
+/// A fault handler's time limit (``FaultWatch``) is watched by the same thread.
+func runTimerDeadlines(mailbox: Mailbox, faults: FaultWatch, next: () -> Duration??) {
     let clock = mailbox.clock
     while true {
         let now = clock.now
-        guard let wait = next() else { return }
+        guard let timer = next() else { return }
+        let wait = [timer, faults.deadlineWait()].compactMap { $0 }.min()
         _ = clock.wait(for: mailbox.timerWake, until: wait.map { now + $0 })
     }
 }
