@@ -112,6 +112,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             case let .watchdog(ms): trace.record(.watchdog(ms))
             case let .power(event): trace.record(.power(event))
             case let .trap(entry): trace.record(.trap(entry))
+            case let .trapReturn(exit): trace.record(.trapReturn(exit))
             }
         }
         memories = try layout.makeMemories()

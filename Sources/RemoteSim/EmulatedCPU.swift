@@ -41,7 +41,8 @@ public struct EmulatedCPU: FirmwareProgram {
                 try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
             }
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
-            if faults == .vectored { try engine.makeFaultPCsExact() }
+            // A debugger shows a fault where it is; a vectored fault's handler returns past it.
+            if faults == .vectored || debugger != nil { try engine.makeFaultPCsExact() }
             if let debugger { try engine.installDebugHooks(debugger.session.hooks) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
@@ -74,6 +75,7 @@ public struct EmulatedCPU: FirmwareProgram {
         do { try engine.mapMMIO(at: window.base, size: window.size, registers) } catch {
             throw FirmwareHalt(.fault(address: window.base, message: "cannot map \(window.name): \(error)"))
         }
+        try interrupts.attach(to: engine, code: core.memories.first { $0.name == core.layout.code.name })
         mailbox.setExternalInterruptLine(interrupts.externalLine)
         mailbox.setCoreClock(coreClock)
         mailbox.setInterruptReport { [weak interrupts] in interrupts?.report ?? "the core is not running\n" }
@@ -201,6 +203,10 @@ public struct EmulatedCPU: FirmwareProgram {
             case let .returned(next):
                 try core.throwIfStopped()
                 pc = next
+                if let hit = engine.takeWatchHit() {
+                    interrupts.watched(at: hit, engine: engine)
+                    continue
+                }
                 // Ended on request (the clock gate, an interrupt, a stale request): not a wfi — look again at the top.
                 if engine.stoppedOnRequest || mailbox.isGateRequested { continue }
                 idle(mailbox, interrupts, engine: engine)
@@ -273,6 +279,11 @@ public struct EmulatedCPU: FirmwareProgram {
             }
             let outcome = engine.run(from: pc)
             running.leave()
+            if case let .returned(next) = outcome, let hit = engine.takeWatchHit() {
+                interrupts.watched(at: hit, engine: engine)
+                pc = next
+                continue
+            }
             if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try interrupts.handle(fault, engine: engine) {
                 pc = handler
                 continue

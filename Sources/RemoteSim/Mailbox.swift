@@ -23,6 +23,8 @@ public enum MailboxEvent: Hashable, Sendable {
     case power(PowerEvent)
     /// The emulated core took an interrupt or a trap (``TrapEntry``).
     case trap(TrapEntry)
+    /// The emulated core returned from an interrupt or trap handler (``TrapReturn``).
+    case trapReturn(TrapReturn)
 }
 
 /// An interrupt or trap an emulated core took: what, where it left off, where its handler is.
@@ -33,6 +35,15 @@ public struct TrapEntry: Hashable, Sendable, CustomStringConvertible {
     public var programCounter: DeviceAddress
     public var handler: DeviceAddress
     public var description: String { "\(cause) at \(programCounter), handler \(handler)" }
+}
+
+/// A return from an interrupt or trap handler: which one (as its ``TrapEntry`` named it) and
+/// where the core went on — Cortex-M4 an exception return, RV32 an `mret`.
+public struct TrapReturn: Hashable, Sendable, CustomStringConvertible {
+    /// "SysTick", "IRQ 0 (mailbox)"; RV32: "mret" (the trap it ends is the one `mcause` names).
+    public var cause: String
+    public var returnAddress: DeviceAddress
+    public var description: String { "\(cause) returned to \(returnAddress)" }
 }
 
 /// The board's mailbox (design.md, "Mailbox registers", version 1): 32-bit little-endian
@@ -171,6 +182,7 @@ public final class Mailbox: Sendable {
 
     /// The core took an interrupt or a trap (for the trace).
     func tookTrap(_ entry: TrapEntry) { emit(.trap(entry)) }
+    func returnedFromTrap(_ exit: TrapReturn) { emit(.trapReturn(exit)) }
 
     // MARK: Host side
 

@@ -29,6 +29,8 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case power(PowerEvent)
         /// The emulated core took an interrupt or a trap.
         case trap(TrapEntry)
+        /// ... and returned from its handler.
+        case trapReturn(TrapReturn)
     }
     /// Time since the board was created.
     public var time: Duration
@@ -50,6 +52,7 @@ public struct TraceEvent: Sendable, Hashable, CustomStringConvertible {
         case let .vdevWrite(write): what = "host wrote \(write)"
         case let .power(event): what = "power: " + visibleText(event.description)
         case let .trap(entry): what = "trap: \(entry)"
+        case let .trapReturn(exit): what = "trap return: \(exit)"
         case let .message(m):
             let bytes = m.prefix.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ")
             what = "message \(m.direction.rawValue) \(m.source) → \(m.destination), \(m.length) B: \(bytes)"

@@ -104,7 +104,7 @@ public enum ScenarioReports {
         var events: [[String: Any]] = []
         for (pid, result) in results.enumerated() {
             events.append(["name": "process_name", "ph": "M", "pid": pid, "args": ["name": result.name]])
-            for (tid, name) in [(1, "host steps"), (2, "remote core"), (3, "mailbox"), (4, "rpmsg"), (5, "power")] {
+            for (tid, name) in [(1, "host steps"), (2, "remote core"), (3, "mailbox"), (4, "rpmsg"), (5, "power"), (6, "interrupts")] {
                 events.append(["name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": ["name": name]])
             }
             var at = 0.0
@@ -117,11 +117,21 @@ public enum ScenarioReports {
             for event in result.trace {
                 let ts = event.time.inMicroseconds
                 let (tid, name): (Int, String)
+                // Interrupt and trap handlers as slices, nested as they nest, on their own track.
+                if case let .trap(entry) = event.kind {
+                    events.append(["name": entry.cause, "ph": "B", "pid": pid, "tid": 6, "ts": ts,
+                                   "args": ["from": "\(entry.programCounter)", "handler": "\(entry.handler)"]])
+                    continue
+                }
+                if case let .trapReturn(exit) = event.kind {
+                    events.append(["ph": "E", "pid": pid, "tid": 6, "ts": ts, "args": ["to": "\(exit.returnAddress)"]])
+                    continue
+                }
                 switch event.kind {
                 case .stateChanged, .crash, .warning: (tid, name) = (2, "\(event)")
                 case .power: (tid, name) = (5, "\(event)")
                 case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (3, "\(event)")
-                case .console, .trap: (tid, name) = (2, "\(event)")
+                case .console, .trap, .trapReturn: (tid, name) = (2, "\(event)")
                 case .message: (tid, name) = (4, "\(event)")
                 }
                 events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])

@@ -39,6 +39,10 @@ struct InterruptFirmwareTests {
         let ticks = traps.filter { $0.cause == timer }
         #expect(ticks.count >= 500)
         #expect(Set(ticks.map(\.handler)).count == 1, "one handler")
+        // ... and each returned: an exception return (Cortex-M4) or an mret (RV32) the board saw.
+        let returns = board.trace.events.compactMap { if case let .trapReturn(exit) = $0.kind { exit } else { nil } }
+        #expect(returns.filter { $0.cause == timer }.count >= 500, "\(returns.prefix(3))")
+        #expect(returns.first?.cause == call, "the \(call) returned first: \(returns.prefix(3))")
         let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
         let micros = Int(line.split(separator: " ")[4]) ?? 0
         #expect(abs(micros - 1_000_000) <= 10_000, "\(line)")

@@ -27,7 +27,9 @@
  * "switches <n> preempted <n> yields <n> errors <n>" and, for "checks?",
  * "checks <n> preempted-in-check <n> preempted-in-spin <n> ticks <n>"
  * (register checks done, preemptions that interrupted one — and of those,
- * one of its spin loops — and timer ticks so far).
+ * one of its spin loops — and timer ticks so far). Every 100,000 switches
+ * the console gets "sched: <n> switches in <ms> ms: preempted <n> yields <n>
+ * errors <n>" (time since "sched: ready").
  *
  * The RPMsg library is single-threaded (one static device state, vring
  * indices and "in poll" flags read and written without atomics): a task
@@ -71,7 +73,7 @@ RSIM_RPMSG_RESOURCE_TABLE(RSIM_RPMSG_VRING_NUM);
 #define NWORKERS 3u
 #define SERVICE NWORKERS          /* the task index of the service task */
 #define NTASKS (NWORKERS + 1u)
-#define STACK_WORDS 1024u         /* 4 KiB each: a 500-byte reply buffer, printf and a trap frame fit easily */
+#define STACK_WORDS 1024u         /* 4 KiB each; under 1 KiB was ever used (a 498-byte reply buffer, printf, a trap frame) */
 #define STACK_GUARD 0x5AC0FFEEu
 /* Spin iterations before and after the yield in the register check: long
  * enough that many ticks preempt a spin loop, short enough that a worker
@@ -514,6 +516,8 @@ static void worker_task(void *arg)
     }
 }
 
+#define MILESTONE 100000u
+
 /* The vrings, in thread context: after the mailbox interrupt saw a kick, and
  * once per tick besides — a blocking send that had to wait for a host buffer
  * acknowledges kicks itself (the interrupt never sees those), and one of them
@@ -525,8 +529,18 @@ static void service_task(void *arg)
     sched_lock();
     rsim_printf("sched: ready\n");
     sched_unlock();
-    uint32_t polled_at = ~0u;
+    uint64_t started_us = rsim_ticks_us();
+    uint32_t polled_at = ~0u, milestone = MILESTONE;
     for (;;) {
+        if (switches >= milestone) {
+            /* For the host to wait on: the time since "sched: ready" at every 100,000 switches. */
+            uint32_t ms = (uint32_t)(rsim_ticks_us() - started_us) / 1000u; /* 32 bits: 71 minutes, plenty */
+            sched_lock();
+            rsim_printf("sched: %u switches in %u ms: preempted %u yields %u errors %u\n", milestone, ms, preempted,
+                        yields, errors);
+            sched_unlock();
+            milestone += MILESTONE;
+        }
         uint32_t now = rsim_timer_ticks;
         if (rsim_irq_take_mailbox_events() != 0 || now != polled_at) {
             polled_at = now;

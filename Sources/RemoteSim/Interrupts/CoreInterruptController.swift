@@ -1,4 +1,5 @@
 import MetalIO
+import Remoteproc
 
 /// An emulated core's interrupt hardware, as the run loop (``EmulatedCPU``) uses it between
 /// runs: RV32's machine-mode interrupts and CLINT (``MachineInterrupts``), the Cortex-M4's System
@@ -11,6 +12,10 @@ protocol CoreInterruptController: AnyObject, Sendable {
     var window: (base: UInt64, size: Int, name: String) { get }
     func read(_ offset: Int, size: Int) -> UInt64
     func write(_ offset: Int, size: Int, _ value: UInt64)
+    /// Sets up what it needs in the engine before the first run (`code`: the loaded code memory).
+    func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt)
+    /// A run stopped before an instruction it watches (``UnicornEngine/watchInstructions(at:)``).
+    func watched(at address: UInt64, engine: UnicornEngine)
     /// The input the mailbox's PENDING & IRQ_ENABLE ≠ 0 drives.
     var externalLine: any InterruptLevelSink { get }
     /// The timer's deadline thread (``runTimerDeadlines(mailbox:next:)``), until ``end()``.
@@ -53,6 +58,20 @@ extension CoreInterruptController {
 
 extension MachineInterrupts: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.clintBase, Self.clintSize, "the CLINT") }
+
+    /// The trace shows returns from trap handlers: the run stops before each `mret` of the code
+    /// memory (the CPU executes `mret` itself; this is how the board sees it), and
+    /// ``watched(at:engine:)`` records it.
+    func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {
+        guard let code, let bytes = try? code.region.readBytes(at: 0, count: code.size) else { return }
+        let base = code.deviceAddress.rawValue
+        do { try engine.watchInstructions(at: Self.mretOffsets(in: bytes).map { base + UInt64($0) }) } catch {
+            throw FirmwareHalt(.fault(address: base, message: "cannot watch the firmware's mret instructions: \(error)"))
+        }
+    }
+
+    /// The core stands before an `mret`: the trap `mcause` names returns to `mepc`.
+    func watched(at address: UInt64, engine: UnicornEngine) { returning(engine: engine) }
 
     func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
         if faults.handling != nil {
@@ -150,6 +169,10 @@ extension SystemControlSpace {
 extension SystemControlSpace: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.base, Self.size, "the System Control Space") }
 
+    /// Exception returns are the board's own (``ArmExceptionEntry/returnFrom(_:cpu:scs:)``): nothing to set up.
+    func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {}
+    func watched(at address: UInt64, engine: UnicornEngine) {}
+
     func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
         if resetRequested {
             throw halt(ResetRequest(), at: pc, engine: engine)
@@ -173,11 +196,15 @@ extension SystemControlSpace: CoreInterruptController {
             }
         case .exceptionReturn:
             let value = UInt32(truncatingIfNeeded: fault.address ?? pc | 1)
+            let returning = ArmException(number: Int(engine.read(.xpsr) & 0x1FF))?.description ?? "Thread mode"
             do {
-                switch try ArmExceptionEntry.returnFrom(value, cpu: engine, scs: self) {
+                let outcome = try ArmExceptionEntry.returnFrom(value, cpu: engine, scs: self)
+                switch outcome {
                 case let .returned(to: address):
+                    mailbox.returnedFromTrap(TrapReturn(cause: returning, returnAddress: DeviceAddress(UInt64(address))))
                     return UInt64(address)
                 case let .tailChained(next, handler):
+                    mailbox.returnedFromTrap(TrapReturn(cause: returning, returnAddress: DeviceAddress(UInt64(handler))))
                     mailbox.tookTrap(TrapEntry(cause: "\(next) (tail-chained)", programCounter: DeviceAddress(pc), handler: DeviceAddress(UInt64(handler))))
                     return UInt64(handler)
                 }
