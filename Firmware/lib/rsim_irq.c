@@ -166,6 +166,16 @@ __attribute__((naked, aligned(4))) void rsim_irq_trap_entry(void)
         "sw x28, 116(sp)\n sw x29, 120(sp)\n sw x30, 124(sp)\n sw x31, 128(sp)\n"
         "csrr t0, mepc\n    sw t0, 0(sp)\n"
         "csrr t0, mstatus\n sw t0, 132(sp)\n"
+        /* Unwind information, so a debugger's backtrace from a handler continues into the
+         * interrupted code: the frame is a trap frame whose return address is the saved mepc
+         * (DWARF register 4096 + 0x341), its CFA the interrupted sp, ra and s0 in their slots. */
+        ".cfi_signal_frame\n"
+        ".cfi_def_cfa sp, 144\n"
+        ".cfi_return_column 4929\n"
+        ".cfi_offset 4929, -144\n"
+        ".cfi_offset ra, -136\n"
+        ".cfi_offset s0, -108\n"
+        ".cfi_offset s1, -104\n"
         "mv a0, sp\n"
         "call rsim_irq_dispatch\n"
         "mv sp, a0\n"
