@@ -483,11 +483,16 @@ final class Inbox: Sendable {
             }
         }
     }
-    /// The waiting messages with sequence numbers from `start` on.
+    /// The waiting messages with sequence numbers from `start` on. (The queue is in sequence
+    /// order but has gaps where messages were taken: the first of them is searched for.)
     func pending(from start: Int = 0) -> [Message] {
         state.withLock { s in
-            guard let first = s.messages.first?.sequence else { return [] }
-            return Array(s.messages.dropFirst(max(0, start - first)))
+            var low = s.messages.startIndex, high = s.messages.endIndex
+            while low < high {
+                let middle = low + (high - low) / 2
+                if s.messages[middle].sequence < start { low = middle + 1 } else { high = middle }
+            }
+            return Array(s.messages[low...])
         }
     }
     var count: Int { state.withLock { $0.messages.count } }

@@ -293,6 +293,18 @@ struct ScenarioRunnerTests {
         }
     }
 
+    @Test("the queue's scan from a sequence number finds every later message when earlier ones were taken from the middle (gaps)")
+    func scanAcrossGaps() {
+        let inbox = Inbox()
+        for i in 0..<20 { inbox.append(source: RPMsgAddress(UInt32(1024 + i % 2)), payload: [UInt8(i)]) }
+        inbox.take(stride(from: 0, to: 20, by: 2).map { $0 })                 // every other one: ten gaps
+        #expect(inbox.pending(from: 0).map(\.sequence) == Array(stride(from: 1, to: 20, by: 2)))
+        for i in 20..<40 { inbox.append(source: RPMsgAddress(1025), payload: [UInt8(i)]) }
+        #expect(inbox.pending(from: 20).map(\.sequence) == Array(20..<40), "nothing after the gaps is skipped")
+        #expect(inbox.pending(from: 6).first?.sequence == 7)
+        #expect(inbox.pending(from: 40).isEmpty)
+    }
+
     @Test("messages not taken stay queued: the later expectation finds them; leftovers: fail names what is left", .timeLimit(.minutes(1)))
     func leftovers() throws {
         let result = try run("""
