@@ -83,13 +83,60 @@ static inline void swuc_safepoint_block_armv7m(uc_engine *uc, uint64_t address, 
 static inline void *swuc_safepoint_block_callback(int armv7m) {
     return armv7m ? (void *)&swuc_safepoint_block_armv7m : (void *)&swuc_safepoint_block_rv32;
 }
-// An empty code hook: with one over an instruction, Unicorn 2.0.1 keeps the guest PC exact at
-// it, so a memory fault reports the faulting instruction (without, the PC still holds the start
-// of its translated block, though the instructions before it in the block have run).
-static inline void swuc_precise_pc_code(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
-    (void)uc; (void)address; (void)size; (void)data;
+// The exact-PC code hook, over every instruction: with it Unicorn 2.0.1 keeps the guest PC
+// exact at each instruction, so a memory fault reports the faulting one (without, the PC still
+// holds the start of its translated block, though the instructions before it ran) and a stop
+// lands where it is made. It also ends the run before a watched instruction (RV32 `mret`: the
+// board sees returns from trap handlers) — a hook bounded to just those addresses corrupts RV32
+// execution in Unicorn 2.0.1, one over everything does not.
+#define SWUC_WATCH_MAX 16
+struct swuc_watch {
+    uint64_t addresses[SWUC_WATCH_MAX];
+    uint32_t count;
+    unsigned char has_skip, has_hit, pad[2];
+    uint64_t skip;           // a run that starts here executes it (the watch was served)
+    uint64_t hit;            // the watched instruction the last run stopped before
+};
+static inline void swuc_exact_code(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    (void)size;
+    struct swuc_watch *w = (struct swuc_watch *)data;
+    for (uint32_t i = 0; i < w->count; i++) {
+        if (w->addresses[i] != address) continue;
+        if (w->has_skip && w->skip == address) { w->has_skip = 0; return; }
+        w->has_skip = 0;
+        w->hit = address;
+        w->has_hit = 1;
+        uc_emu_stop(uc);
+        return;
+    }
 }
-static inline void *swuc_precise_pc_callback(void) { return (void *)&swuc_precise_pc_code; }
+static inline void *swuc_exact_code_callback(void) { return (void *)&swuc_exact_code; }
+static inline size_t swuc_watch_size(void) { return sizeof(struct swuc_watch); }
+static inline int swuc_watch_max(void) { return SWUC_WATCH_MAX; }
+static inline void swuc_watch_init(void *data) {
+    struct swuc_watch *w = (struct swuc_watch *)data;
+    w->count = 0; w->has_skip = 0; w->has_hit = 0; w->skip = 0; w->hit = 0;
+}
+static inline void swuc_watch_add(void *data, uint64_t address) {
+    struct swuc_watch *w = (struct swuc_watch *)data;
+    if (w->count < SWUC_WATCH_MAX) w->addresses[w->count++] = address;
+}
+// Before a run from `pc`: a served watch there is executed, any other skip forgotten.
+static inline void swuc_watch_run_starts(void *data, uint64_t pc) {
+    struct swuc_watch *w = (struct swuc_watch *)data;
+    if (w->has_skip && w->skip != pc) w->has_skip = 0;
+    w->has_hit = 0;
+}
+// The watched instruction the last run stopped before (taken once: the next run from it executes it).
+static inline int swuc_watch_take_hit(void *data, uint64_t *address) {
+    struct swuc_watch *w = (struct swuc_watch *)data;
+    if (!w->has_hit) return 0;
+    *address = w->hit;
+    w->has_hit = 0;
+    w->skip = w->hit;
+    w->has_skip = 1;
+    return 1;
+}
 static inline size_t swuc_attention_size(void) { return sizeof(struct swuc_attention); }
 static inline void swuc_attention_init(void *data) {
     struct swuc_attention *a = (struct swuc_attention *)data;

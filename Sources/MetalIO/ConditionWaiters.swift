@@ -36,10 +36,11 @@ public final class ConditionWaiters: Sendable {
         }
         while true {
             if condition() { return true }
-            if !clock.wait(for: signal, until: deadline()) {
-                // The deadline may have moved while this waited; only a passed one ends the wait.
-                if let limit = deadline(), clock.now >= limit { return condition() }
-            }
+            // Checked after every wake, not only after a timeout: changes that keep coming (a
+            // core spinning on WAIT signals one per read) must not hold a waiter past its deadline.
+            // The deadline may move while this waits; only a passed one ends the wait.
+            if let limit = deadline(), clock.now >= limit { return condition() }
+            _ = clock.wait(for: signal, until: deadline())
         }
     }
 

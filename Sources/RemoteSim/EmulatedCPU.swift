@@ -174,6 +174,7 @@ public struct EmulatedCPU: FirmwareProgram {
     private func idle(_ mailbox: Mailbox, _ interrupts: any CoreInterruptController, engine: UnicornEngine) {
         guard let deadline = interrupts.idleDeadline(engine: engine) else { return }
         _ = mailbox.waitForInterrupt(timeout: deadline.map { $0 - mailbox.clock.now })
+        interrupts.woke()
     }
 
     /// The run loop without a debugger.
@@ -204,6 +205,9 @@ public struct EmulatedCPU: FirmwareProgram {
                 try core.throwIfStopped()
                 pc = next
                 if let hit = engine.takeWatchHit() {
+                    // Before the watched instruction: everything before it ran (the engine's PC
+                    // may still name the start of its block).
+                    pc = hit
                     interrupts.watched(at: hit, engine: engine)
                     continue
                 }
@@ -279,9 +283,9 @@ public struct EmulatedCPU: FirmwareProgram {
             }
             let outcome = engine.run(from: pc)
             running.leave()
-            if case let .returned(next) = outcome, let hit = engine.takeWatchHit() {
+            if case .returned = outcome, let hit = engine.takeWatchHit() {
                 interrupts.watched(at: hit, engine: engine)
-                pc = next
+                pc = hit
                 continue
             }
             if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try interrupts.handle(fault, engine: engine) {

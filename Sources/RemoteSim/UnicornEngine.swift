@@ -139,6 +139,7 @@ final class UnicornEngine {
             debugHooks?.snapshot = nil
         }
         uc_close(handle)
+        exactPC?.deallocate()
     }
 
     private static func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
@@ -261,11 +262,7 @@ final class UnicornEngine {
         context.interrupt = nil
         context.invalidInstructionPC = nil
         let begin = architecture == .cortexM4 ? pc | 1 : pc
-        if let watch = instructionWatch {
-            // Starting at the watched instruction the last run stopped before: it runs now.
-            if watch.skip != pc { watch.skip = nil }
-            watch.hit = nil
-        }
+        if let exactPC { swuc_watch_run_starts(exactPC, pc) }
         stopGate.runStarts()
         let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
         if let interrupt = context.interrupt {
@@ -313,57 +310,39 @@ final class UnicornEngine {
         return .returned(pc: programCounter)
     }
 
-    /// Makes the PC of a memory fault exact: an empty code hook over every instruction (Unicorn
-    /// 2.0.1 otherwise reports the start of the faulting instruction's translated block, after
-    /// the instructions before it ran). Costs about a tenth of the emulation speed; vectored
-    /// faults need it (the handler must see where the fault was, and return past it).
+    /// The exact-PC hook's data (shim.h, `struct swuc_watch`); allocated once, freed in deinit.
+    private var exactPC: UnsafeMutableRawPointer?
+
+    /// Makes the PC of a memory fault exact: a code hook over every instruction (Unicorn 2.0.1
+    /// otherwise reports the start of the faulting instruction's translated block, after the
+    /// instructions before it ran). Costs a little emulation speed (docs/remotesim.md); vectored
+    /// faults and a debugger need it, and so do watched instructions. Idempotent.
     func makeFaultPCsExact() throws(UnicornError) {
+        guard exactPC == nil else { return }
+        let data = UnsafeMutableRawPointer.allocate(byteCount: swuc_watch_size(), alignment: 8)
+        swuc_watch_init(data)
+        exactPC = data
         var hook: uc_hook = 0
-        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), swuc_precise_pc_callback(), nil, 1, 0), "uc_hook_add(exact pc)")
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), swuc_exact_code_callback(), data, 1, 0), "uc_hook_add(exact pc)")
         hooks.append(hook)
     }
 
-    /// The instructions ``watchInstructions(at:)`` stops at, and where the last run stopped for one.
-    final class InstructionWatch {
-        /// The watched instruction the last run stopped before.
-        var hit: UInt64?
-        /// A run starting at this address executes it without stopping (the watch was served).
-        var skip: UInt64?
-    }
-    private var instructionWatch: InstructionWatch?
+    /// How many instructions ``watchInstructions(at:)`` can watch.
+    static var watchLimit: Int { Int(swuc_watch_max()) }
 
-    /// Ends the run before each execution of an instruction at one of `addresses` (a code hook
-    /// on each single address, so nothing else slows down), for the core thread to look at the
-    /// CPU between runs — Unicorn 2.0.1 corrupts RV32 state when a CSR is read inside a hook.
-    /// ``takeWatchHit()`` says which; the next run from there executes it. Set before the first run.
+    /// Ends the run before each execution of an instruction at one of `addresses` (at most
+    /// ``watchLimit``), for the core thread to look at the CPU between runs; ``takeWatchHit()``
+    /// says which, and the next run from there executes it. Set before the first run.
     func watchInstructions(at addresses: [UInt64]) throws(UnicornError) {
-        let watch = InstructionWatch()
-        instructionWatch = watch
-        retained.append(watch)
-        let callback: @convention(c) (OpaquePointer?, UInt64, UInt32, UnsafeMutableRawPointer?) -> Void = { uc, address, _, user in
-            let watch = Unmanaged<InstructionWatch>.fromOpaque(user!).takeUnretainedValue()
-            if watch.skip == address {
-                watch.skip = nil
-                return
-            }
-            watch.skip = nil
-            watch.hit = address
-            uc_emu_stop(uc)
-        }
-        for address in addresses {
-            var hook: uc_hook = 0
-            try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), unsafeBitCast(callback, to: UnsafeMutableRawPointer.self),
-                                         Unmanaged.passUnretained(watch).toOpaque(), address, address), "uc_hook_add(watch \(hex(address)))")
-            hooks.append(hook)
-        }
+        try makeFaultPCsExact()
+        for address in addresses.prefix(Self.watchLimit) { swuc_watch_add(exactPC, address) }
     }
 
     /// The watched instruction the last run stopped before, if it did (taken once).
     func takeWatchHit() -> UInt64? {
-        guard let watch = instructionWatch, let hit = watch.hit else { return nil }
-        watch.hit = nil
-        watch.skip = hit
-        return hit
+        guard let exactPC else { return nil }
+        var address: UInt64 = 0
+        return swuc_watch_take_hit(exactPC, &address) != 0 ? address : nil
     }
 
     /// Counts every executed instruction into `counter` (a `UC_HOOK_CODE` hook: it slows

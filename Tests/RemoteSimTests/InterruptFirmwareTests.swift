@@ -4,6 +4,7 @@ import MetalIO
 import Remoteproc
 @testable import RemoteSim
 import RPMsg
+import Synchronization
 import Testing
 
 /// The interrupt-driven programs of Firmware/ on both emulated cores.
@@ -70,5 +71,35 @@ struct InterruptFirmwareTests {
         #expect(board.mailbox.read(Mailbox.Register.coreClock.rawValue) == 10_000_000)
         try processor.stop()
         try processor.shutdown()
+    }
+
+    @Test("sched: three tasks preempted by the tick (PendSV; the timer trap) and yielding (SVC; ecall), each serving its own endpoint; every task's registers are intact over 100,000 switches",
+          .timeLimit(.minutes(4)), arguments: FirmwareArchitecture.allCases)
+    func preemptiveScheduler(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("sched", architecture)
+        defer { try? processor.shutdown() }
+        let rpmsg = try hostRPMsg(processor)
+        #expect(waitUntil(.seconds(30)) { rpmsg.announcedServices.count == 3 }, "\(rpmsg.announcedServices)")
+        let replies = MetalMutex<[String]>([])
+        for service in rpmsg.announcedServices.sorted(by: { $0.name < $1.name }) {
+            let client = try rpmsg.createEndpoint(destination: service.address) { message in
+                replies.withLock { $0.append(String(decoding: message.payload, as: UTF8.self)) }
+            }
+            try client.send(Array("hello".utf8), timeout: .seconds(5))
+        }
+        #expect(waitUntil(.seconds(30)) { replies.withLock { $0.count } == 3 }, "\(replies.withLock { $0 })")
+        #expect(Set(replies.withLock { $0 }) == ["0:hello", "1:hello", "2:hello"], "each task answers on its own endpoint")
+        // The firmware reports the 100,000th switch: how many the tick forced, how many were
+        // yields, and how many register checks failed.
+        let milestone = #/sched: 100000 switches in \d+ ms: preempted (\d+) yields (\d+) errors (\d+)/#
+        #expect(waitUntil(.seconds(200)) { board.trace.consoleLines.contains { $0.contains(milestone) } || processor.state != .running },
+                "console \(board.trace.consoleLines.suffix(5)), halt \(String(describing: board.lastHalt))")
+        let line = try #require(board.trace.consoleLines.first { $0.contains(milestone) })
+        let match = try #require(line.firstMatch(of: milestone))
+        #expect(Int(match.1) ?? 0 > 0, "the tick preempted tasks: \(line)")
+        #expect(Int(match.2) ?? 0 > 0, "tasks yielded: \(line)")
+        #expect(match.3 == "0", "no register was corrupted by a switch: \(line)")
+        #expect(!board.trace.consoleLines.contains { $0.contains(" holds ") }, "\(board.trace.consoleLines.filter { $0.contains(" holds ") }.prefix(3))")
+        #expect(processor.state == .running)
     }
 }

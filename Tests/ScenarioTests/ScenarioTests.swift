@@ -693,7 +693,8 @@ struct ScenarioDebugStepTests {
         #expect(result.passed, "\(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
         let seen = replies.withLock { $0 }
         #expect(seen.first?.hasPrefix("T02") == true, "the debugger found the core halted: \(seen)")
-        #expect(seen.count == 3 && seen[1].count == 33 * 8 && seen[2] == "OK", "\(seen)")
+        // g: x0–x31, pc and the eight machine CSRs, 8 hex digits each.
+        #expect(seen.count == 3 && seen[1].count == 41 * 8 && seen[2] == "OK", "\(seen)")
         #expect(result.steps[2].title == "debug (halt for gdb)" && result.steps[2].duration >= .milliseconds(300))
         #expect(notices.withLock { $0 }.contains { $0.contains("target remote :\(port)") })
     }

@@ -30,6 +30,9 @@ protocol CoreInterruptController: AnyObject, Sendable {
     /// Before a `wfi` idles: `nil` when an interrupt is already there to wake it, else the
     /// timer's deadline that would (`.some(nil)`: none; a host kick or a stop still wakes it).
     func idleDeadline(engine: UnicornEngine) -> ClockInstant??
+    /// The core woke from `wfi`: timers that came due while it slept raise their interrupt now
+    /// (not when the deadline thread next looks).
+    func woke()
     /// `monitor irq`: what is enabled, pending and active, priorities, the timer (any thread).
     var report: String { get }
     /// The fault whose handler runs, and whether faults are vectored at all.
@@ -69,6 +72,8 @@ extension MachineInterrupts: CoreInterruptController {
             throw FirmwareHalt(.fault(address: base, message: "cannot watch the firmware's mret instructions: \(error)"))
         }
     }
+
+    func woke() { _ = timerDeadline(timerEnabled: true) }
 
     /// The core stands before an `mret`: the trap `mcause` names returns to `mepc`.
     func watched(at address: UInt64, engine: UnicornEngine) { returning(engine: engine) }
@@ -172,6 +177,7 @@ extension SystemControlSpace: CoreInterruptController {
     /// Exception returns are the board's own (``ArmExceptionEntry/returnFrom(_:cpu:scs:)``): nothing to set up.
     func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {}
     func watched(at address: UInt64, engine: UnicornEngine) {}
+    func woke() { _ = timerDeadline() }
 
     func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
         if resetRequested {

@@ -62,7 +62,10 @@ final class MachineInterrupts: Sendable {
     func read(_ offset: Int, size: Int) -> UInt64 {
         let word = offset & ~3
         let value: UInt32 = state.withLock { s in
-            switch Register(rawValue: word) {
+            // MTIP is pending whenever mtime ≥ mtimecmp: firmware that reads mtime past the
+            // compare value finds it raised, whether or not the deadline thread has looked yet.
+            updateTimerLevel(s)
+            return switch Register(rawValue: word) {
             case .msip: s.msip ? 1 : 0
             case .mtimecmpLow: UInt32(truncatingIfNeeded: s.mtimecmp)
             case .mtimecmpHigh: UInt32(truncatingIfNeeded: s.mtimecmp >> 32)
@@ -147,7 +150,7 @@ final class MachineInterrupts: Sendable {
     /// `mret` (0x30200073): where in `bytes` (at 2-byte steps: RV32C code) it is encoded — the
     /// instructions whose execution is a return from a trap handler (a code hook on each; any
     /// such word the core executes is an `mret`). At most `limit`.
-    static func mretOffsets(in bytes: [UInt8], limit: Int = 64) -> [Int] {
+    static func mretOffsets(in bytes: [UInt8], limit: Int = UnicornEngine.watchLimit) -> [Int] {
         var found: [Int] = []
         var i = 0
         while i + 4 <= bytes.count && found.count < limit {
@@ -286,6 +289,7 @@ struct InterruptInputs: Sendable {
     func setPriorities(pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
         gate.setPriorities(pending: pending, line: line, active: active, groupMask: groupMask)
     }
+    var priorities: (pending: Int32, line: Int32, active: Int32, groupMask: UInt8) { gate.priorities }
 
     /// One input driven by a device's level.
     func line(_ bits: UInt32) -> any InterruptLevelSink { Line(gate: gate, bits: bits) }

@@ -302,7 +302,11 @@ final class SystemControlSpace: Sendable {
         let word = offset & ~3
         let line = lineRaised
         let now = cycle
-        let value: UInt32 = withState { s in readWord(word, &s, line: line, cycle: now) }
+        // SysTick first: a counter read past zero finds the exception pended (COUNTFLAG, ICSR).
+        let value: UInt32 = withState { s in
+            s.catchUpSysTick(at: now)
+            return readWord(word, &s, line: line, cycle: now)
+        }
         let shifted = UInt64(value >> (UInt32(offset & 3) * 8))
         return size >= 4 ? shifted : shifted & ((1 << (UInt64(size) * 8)) - 1)
     }
