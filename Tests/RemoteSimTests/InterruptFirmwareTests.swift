@@ -102,4 +102,23 @@ struct InterruptFirmwareTests {
         #expect(!board.trace.consoleLines.contains { $0.contains(" holds ") }, "\(board.trace.consoleLines.filter { $0.contains(" holds ") }.prefix(3))")
         #expect(processor.state == .running)
     }
+
+    @Test("irq-prio: the interrupt rules on the hardware itself — preemption by priority and none at equal priority, grouping and subpriority, masking (PRIMASK, BASEPRI, FAULTMASK; mstatus.MIE, mie), tail-chaining and back-to-back traps, WFI waking under a mask, nesting, the NVIC's active bits",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func interruptRules(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("irq-prio", architecture)
+        defer { try? processor.shutdown() }
+        // The host's RPMsg set-up ends with a Linux host's kick: the first check takes it as the
+        // mailbox interrupt (IRQ 0; MEI, ordered before MSI and MTI).
+        _ = try hostRPMsg(processor)
+        let done = #/irq-prio: done (\d+)/(\d+)/#
+        #expect(waitUntil(.seconds(60)) { board.trace.consoleLines.contains { $0.contains(done) } || processor.state != .running },
+                "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
+        let lines = board.trace.consoleLines.filter { $0.hasPrefix("irq-prio: ") }
+        let failures = lines.filter { !$0.hasSuffix(" ok") && !$0.contains(" done ") && !$0.contains(" start") }
+        #expect(failures.isEmpty, "\(failures)")
+        let summary = try #require(lines.last?.firstMatch(of: done), "\(lines)")
+        #expect(summary.1 == summary.2 && Int(summary.2) ?? 0 >= (architecture == .cortexM4 ? 14 : 9), "\(lines)")
+        #expect(processor.state == .running)
+    }
 }
