@@ -325,6 +325,8 @@ final class UnicornEngine {
         var hook: uc_hook = 0
         try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), swuc_exact_code_callback(), data, 1, 0), "uc_hook_add(exact pc)")
         hooks.append(hook)
+        // Code translated before has no hook call: translate it again (between runs only).
+        try Self.check(swuc_ctl_flush_tb(handle), "uc_ctl(flush translated code)")
     }
 
     /// How many instructions ``watchInstructions(at:)`` can watch.
@@ -332,7 +334,7 @@ final class UnicornEngine {
 
     /// Ends the run before each execution of an instruction at one of `addresses` (at most
     /// ``watchLimit``), for the core thread to look at the CPU between runs; ``takeWatchHit()``
-    /// says which, and the next run from there executes it. Set before the first run.
+    /// says which, and the next run from there executes it. Call between runs.
     func watchInstructions(at addresses: [UInt64]) throws(UnicornError) {
         try makeFaultPCsExact()
         for address in addresses.prefix(Self.watchLimit) { swuc_watch_add(exactPC, address) }

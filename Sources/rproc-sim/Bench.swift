@@ -128,6 +128,10 @@ struct Bench: ParsableCommand {
                 if let irq = r.interruptEcho {
                     print(String(format: "             interrupt-driven echo (irq-echo): %7.0f rt/s (p50 %6.1f µs, p99 %6.1f µs) = %.2f× the WAIT echo",
                                  irq.roundTripsPerSecond, irq.p50Microseconds, irq.p99Microseconds, irq.ofWaitEcho))
+                    print(String(format: "             interrupt latency, host kick → handler (core in wfi, 0 instructions between): p50 %6.1f µs, p99 %6.1f µs",
+                                 irq.latencyP50Microseconds, irq.latencyP99Microseconds))
+                    print(String(format: "             compute loop with a 1 kHz timer interrupt: %6.0f M insn/s = %.2f× without",
+                                 irq.computeWithInterruptsInstructionsPerSecond / 1e6, irq.computeWithInterruptsOfWithout))
                 }
             }
             print(String(format: "  native echo firmware, same host side: %7.0f rt/s", emulated.nativeEchoRoundTripsPerSecond))

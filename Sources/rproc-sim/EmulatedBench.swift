@@ -31,6 +31,14 @@ enum EmulatedBench {
         var p99Microseconds: Double
         /// Against the WAIT-based echo of the same run.
         var ofWaitEcho: Double
+        /// Host kick → the mailbox handler's first instruction (the board's trace: the kick, then
+        /// the trap entry), the core asleep in `wfi`; no instruction runs in between.
+        var latencyP50Microseconds: Double
+        var latencyP99Microseconds: Double
+        /// The compute loop with the core timer interrupting at 1 kHz (compute-irq) against
+        /// without (compute), instructions per second.
+        var computeWithInterruptsInstructionsPerSecond: Double
+        var computeWithInterruptsOfWithout: Double
     }
 
     struct Stream: Codable {
@@ -88,6 +96,41 @@ enum EmulatedBench {
         return Stream(payload: payload, messagesPerSecond: rate, megabytesPerSecond: rate * Double(payload) / 1e6)
     }
 
+    /// Instructions per second of a compute program: 4 instructions × 50 M iterations between
+    /// start and its console line `done`.
+    static func computeRate(elf: URL, cpu: CPUArchitecture, done: String) throws -> Double {
+        let board = try Board(firmware: EmulatedCPU(cpu))
+        let compute = try board.makeProcessor()
+        try compute.configure()
+        try compute.load(elf.path, from: FileImageStore())
+        let rate = try BenchHarness.rate(4 * 50_000_000) {
+            try compute.start()
+            guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix(done) } }) else {
+                throw BenchError("\(done) did not come")
+            }
+        }
+        try compute.shutdown()
+        return rate
+    }
+
+    /// For each host kick in `events`, the time until the mailbox interrupt's handler was entered
+    /// (kicks that coalesced into one interrupt count from the first).
+    static func interruptLatency(_ events: [TraceEvent]) -> BenchHarness.Samples {
+        var kickedAt: Duration?
+        var samples: [Double] = []
+        for event in events {
+            switch event.kind {
+            case .kickToRemote:
+                if kickedAt == nil { kickedAt = event.time }
+            case let .trap(entry) where entry.cause.hasPrefix("IRQ 0") || entry.cause == "\(MachineInterrupt.external)":
+                if let kicked = kickedAt { samples.append((event.time - kicked).inMicroseconds) }
+                kickedAt = nil
+            default: break
+            }
+        }
+        return BenchHarness.Samples(samples.isEmpty ? [0] : samples)
+    }
+
     static func run(roundTrips: Int) throws -> Report {
         // Build every program for both architectures from scratch.
         let source = try FirmwareBuilder.locateSourceRoot()
@@ -126,30 +169,24 @@ enum EmulatedBench {
             let perTrip = Double(counter.value - before) / Double(countedTrips)
             try countedProcessor.shutdown()
 
-            // Compute loop: 4 instructions × 50 M iterations between start and its console line.
-            let board = try Board(firmware: EmulatedCPU(cpu))
-            let compute = try board.makeProcessor()
-            try compute.configure()
-            try compute.load(computeELF.path, from: FileImageStore())
-            let computeRate = try BenchHarness.rate(4 * 50_000_000) {
-                try compute.start()
-                guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix("compute: done") } }) else {
-                    throw BenchError("compute did not finish")
-                }
-            }
-            try compute.shutdown()
+            let computeRate = try Self.computeRate(elf: computeELF, cpu: cpu, done: "compute: done")
 
             let streams = try [16, 496].map { try stream(elf: multiELF, cpu: cpu, payload: $0, count: roundTrips * 4) }
 
-            // Interrupt-driven echo (RV32: machine-mode interrupts; the Cortex-M4 NVIC is to come).
+            // Interrupt-driven echo: round trips, and from the board's trace the latency of each kick.
             var interruptEcho: InterruptEcho?
-            if cpu == .rv32, let irqELF = elves["irq-echo-\(architecture.rawValue)"] {
+            if let irqELF = elves["irq-echo-\(architecture.rawValue)"], let computeIrqELF = elves["compute-irq-\(architecture.rawValue)"] {
                 let irqReply = WakeSignal()
-                let (_, irqProcessor, irqEndpoint) = try boot(EmulatedCPU(cpu), elf: irqELF) { _ in irqReply.signal() }
+                let (irqBoard, irqProcessor, irqEndpoint) = try boot(EmulatedCPU(cpu), elf: irqELF) { _ in irqReply.signal() }
                 let irqTrips = try echo(irqEndpoint, reply: irqReply, count: roundTrips)
+                let latency = interruptLatency(irqBoard.trace.events)
                 try irqProcessor.shutdown()
+                let interruptRate = try Self.computeRate(elf: computeIrqELF, cpu: cpu, done: "compute-irq: done")
                 interruptEcho = InterruptEcho(roundTripsPerSecond: irqTrips.perSecond, p50Microseconds: irqTrips.latency.median,
-                                              p99Microseconds: irqTrips.latency.p99, ofWaitEcho: irqTrips.perSecond / trips.perSecond)
+                                              p99Microseconds: irqTrips.latency.p99, ofWaitEcho: irqTrips.perSecond / trips.perSecond,
+                                              latencyP50Microseconds: latency.median, latencyP99Microseconds: latency.p99,
+                                              computeWithInterruptsInstructionsPerSecond: interruptRate,
+                                              computeWithInterruptsOfWithout: interruptRate / computeRate)
             }
             results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
                                   echoP99Microseconds: trips.latency.p99, stream: streams,

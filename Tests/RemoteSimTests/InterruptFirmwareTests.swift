@@ -10,6 +10,26 @@ import Testing
 /// The interrupt-driven programs of Firmware/ on both emulated cores.
 @Suite("Interrupt-driven firmware")
 struct InterruptFirmwareTests {
+    /// The timer's period as the firmware gets it — the median time between two of its
+    /// interrupts in the board's trace — is within 1 % of `hertz`; and the firmware's own count
+    /// (500 ticks against TICKS) agrees within 10 %. The count alone is no measure of the period
+    /// on a loaded host: core time is wall time until the virtual clock, so a core thread kept
+    /// off the CPU for longer than a period sees SysTick reach zero more than once, which pends
+    /// the exception once, as on hardware (RV32's mtimecmp, re-armed from the last compare
+    /// value, catches up instead).
+    private func expectPeriod(_ board: Board, timer: String, hertz: Double, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let times = board.trace.events.compactMap { event -> Double? in
+            guard case let .trap(entry) = event.kind, entry.cause == timer else { return nil }
+            return event.time.inMicroseconds
+        }
+        let intervals = zip(times.dropFirst(), times).map { $0 - $1 }.sorted()
+        #expect(intervals.count >= 400, sourceLocation: sourceLocation)
+        let median = intervals.isEmpty ? 0 : intervals[intervals.count / 2]
+        #expect(abs(median - 1e6 / hertz) <= 1e6 / hertz / 100, "median period \(median) µs", sourceLocation: sourceLocation)
+        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") }, sourceLocation: sourceLocation)
+        #expect(abs((Int(line.split(separator: " ")[4]) ?? 0) - 1_000_000) <= 100_000, "\(line)", sourceLocation: sourceLocation)
+    }
+
     @Test("irq-echo: 10,000 messages echoed byte-exact by an interrupt-driven firmware; the mailbox interrupt was taken",
           .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
     func interruptDrivenEcho(architecture: FirmwareArchitecture) throws {
@@ -26,7 +46,7 @@ struct InterruptFirmwareTests {
         try processor.shutdown()
     }
 
-    @Test("tick: an ecall or SVC traps and returns; the timer interrupt (mtimecmp, SysTick) comes at 500 Hz within 1 % over a second; a stop ends the idle core at once",
+    @Test("tick: an ecall or SVC traps and returns; the timer interrupt (mtimecmp, SysTick) comes at 500 Hz within 1 % (the median period); a stop ends the idle core at once",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
     func timerTicks(architecture: FirmwareArchitecture) throws {
         let (board, processor) = try emulatedBoard("tick", architecture)
@@ -44,9 +64,7 @@ struct InterruptFirmwareTests {
         let returns = board.trace.events.compactMap { if case let .trapReturn(exit) = $0.kind { exit } else { nil } }
         #expect(returns.filter { $0.cause == timer }.count >= 500, "\(returns.prefix(3))")
         #expect(returns.first?.cause == call, "the \(call) returned first: \(returns.prefix(3))")
-        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
-        let micros = Int(line.split(separator: " ")[4]) ?? 0
-        #expect(abs(micros - 1_000_000) <= 10_000, "\(line)")
+        try expectPeriod(board, timer: timer, hertz: 500)
         let clock = ContinuousClock()
         let start = clock.now
         try processor.stop()
@@ -66,8 +84,7 @@ struct InterruptFirmwareTests {
         try processor.start()
         #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
                 "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
-        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") })
-        #expect(abs((Int(line.split(separator: " ")[4]) ?? 0) - 1_000_000) <= 10_000, "\(line)")
+        try expectPeriod(board, timer: architecture == .rv32 ? "machine timer interrupt" : "SysTick", hertz: 500)
         #expect(board.mailbox.read(Mailbox.Register.coreClock.rawValue) == 10_000_000)
         try processor.stop()
         try processor.shutdown()

@@ -64,13 +64,12 @@ extension MachineInterrupts: CoreInterruptController {
 
     /// The trace shows returns from trap handlers: the run stops before each `mret` of the code
     /// memory (the CPU executes `mret` itself; this is how the board sees it), and
-    /// ``watched(at:engine:)`` records it.
+    /// ``watched(at:engine:)`` records it. The watch costs a code hook over every instruction,
+    /// so it is set at the first trap the firmware takes: polling firmware never pays for it.
     func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {
         guard let code, let bytes = try? code.region.readBytes(at: 0, count: code.size) else { return }
         let base = code.deviceAddress.rawValue
-        do { try engine.watchInstructions(at: Self.mretOffsets(in: bytes).map { base + UInt64($0) }) } catch {
-            throw FirmwareHalt(.fault(address: base, message: "cannot watch the firmware's mret instructions: \(error)"))
-        }
+        setReturnWatch(Self.mretOffsets(in: bytes).map { base + UInt64($0) })
     }
 
     func woke() { _ = timerDeadline(timerEnabled: true) }
@@ -117,6 +116,11 @@ extension MachineInterrupts: CoreInterruptController {
     }
 
     private func enter(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
+        if let addresses = takeReturnWatch() {
+            do { try engine.watchInstructions(at: addresses) } catch {
+                throw halt(error, at: pc, engine: engine)
+            }
+        }
         do {
             let handler = UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
             mailbox.tookTrap(TrapEntry(cause: "\(cause)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))

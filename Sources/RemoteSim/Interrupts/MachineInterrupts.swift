@@ -19,6 +19,8 @@ final class MachineInterrupts: Sendable {
     }
 
     struct State {
+        /// The `mret` addresses to watch from the first trap on (``attach(to:code:)``).
+        var returnWatch: [UInt64]?
         var msip = false
         /// All ones until the firmware writes it: no timer interrupt.
         var mtimecmp = UInt64.max
@@ -144,6 +146,16 @@ final class MachineInterrupts: Sendable {
             updateTimerLevel(s)            // due already: raised now, not when the deadline thread looks
             guard s.mtimecmp != .max else { return nil }
             return time >= s.mtimecmp ? now : now + rate.duration(of: s.mtimecmp - time)
+        }
+    }
+
+    /// Keeps the `mret` addresses for the first trap.
+    func setReturnWatch(_ addresses: [UInt64]) { state.withLock { $0.returnWatch = addresses } }
+    /// The `mret` addresses, once: the first trap installs the watch.
+    func takeReturnWatch() -> [UInt64]? {
+        state.withLock { s in
+            defer { s.returnWatch = nil }
+            return s.returnWatch
         }
     }
 
