@@ -329,6 +329,9 @@ final class UnicornEngine {
         try Self.check(swuc_ctl_flush_tb(handle), "uc_ctl(flush translated code)")
     }
 
+    /// Whether the exact-PC hook is installed (``makeFaultPCsExact()``).
+    var keepsExactPCs: Bool { exactPC != nil }
+
     /// How many instructions ``watchInstructions(at:)`` can watch.
     static var watchLimit: Int { Int(swuc_watch_max()) }
 

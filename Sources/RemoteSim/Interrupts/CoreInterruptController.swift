@@ -62,10 +62,12 @@ extension CoreInterruptController {
 extension MachineInterrupts: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.clintBase, Self.clintSize, "the CLINT") }
 
-    /// The trace shows returns from trap handlers: the run stops before each `mret` of the code
-    /// memory (the CPU executes `mret` itself; this is how the board sees it), and
-    /// ``watched(at:engine:)`` records it. The watch costs a code hook over every instruction,
-    /// so it is set at the first trap the firmware takes: polling firmware never pays for it.
+    /// The trace shows returns from trap handlers when the engine keeps exact PCs (a debugger,
+    /// `faults: vectored`): the run stops before each `mret` of the code memory (the CPU executes
+    /// `mret` itself; this is how the board sees it) and ``watched(at:engine:)`` records it. The
+    /// watch needs the exact-PC hook over every instruction — a hook bounded to the `mret`
+    /// addresses corrupts RV32 execution in Unicorn 2.0.1 — which costs an interrupt-driven core
+    /// most of its speed (`rproc-sim bench --suite emulated`), so it is not installed for this alone.
     func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {
         guard let code, let bytes = try? code.region.readBytes(at: 0, count: code.size) else { return }
         let base = code.deviceAddress.rawValue
@@ -116,7 +118,7 @@ extension MachineInterrupts: CoreInterruptController {
     }
 
     private func enter(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
-        if let addresses = takeReturnWatch() {
+        if engine.keepsExactPCs, let addresses = takeReturnWatch() {
             do { try engine.watchInstructions(at: addresses) } catch {
                 throw halt(error, at: pc, engine: engine)
             }
