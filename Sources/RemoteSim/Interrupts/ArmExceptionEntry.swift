@@ -115,11 +115,7 @@ enum ArmExceptionEntry {
         } catch {
             throw ArmExceptionError(exception: exception, reason: .register("\(error)"))
         }
-        scs.withState { s in
-            s.setActive(exception, true)
-            s.setPending(exception, false)
-            s.current = exception.number
-        }
+        scs.activate(exception)
         return handler & ~1
     }
 
@@ -186,11 +182,7 @@ enum ArmExceptionEntry {
             } catch {
                 throw ArmExceptionError(exception: next, reason: .register("\(error)"))
             }
-            scs.withState { s in
-                s.setActive(next, true)
-                s.setPending(next, false)
-                s.current = next.number
-            }
+            scs.activate(next)
             return .tailChained(next, handler: handler & ~1)
         }
         let padding: UInt32 = stacked & stackPadding != 0 && s.ccr & SystemControlSpace.CCR.stackAlign != 0 ? 4 : 0

@@ -221,6 +221,15 @@ final class SystemControlSpace: Sendable {
         }
     }
 
+    /// `exception` is entered: active, no longer pending, in IPSR.
+    func activate(_ exception: ArmException) {
+        withState { s in
+            s.setActive(exception, true)
+            s.setPending(exception, false)
+            s.current = exception.number
+        }
+    }
+
     /// A copy of the state (tests, the debugger's `monitor irq`).
     var snapshot: State { state.withLock { $0 } }
 
