@@ -41,8 +41,8 @@ public struct EmulatedCPU: FirmwareProgram {
                 try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
             }
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
-            // A debugger shows a fault where it is; a vectored fault's handler returns past it.
-            if faults == .vectored || debugger != nil { try engine.makeFaultPCsExact() }
+            // A vectored fault's handler must see where the fault was, and return past it.
+            if faults == .vectored { try engine.makeFaultPCsExact() }
             if let debugger { try engine.installDebugHooks(debugger.session.hooks) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))

@@ -6,13 +6,14 @@ import Remoteproc
 import RPMsg
 import Synchronization
 import Testing
+import TestSupport
 
 /// The interrupt-driven programs of Firmware/ on both emulated cores.
 @Suite("Interrupt-driven firmware")
 struct InterruptFirmwareTests {
     /// The timer's period as the firmware gets it — the median time between two of its
     /// interrupts in the board's trace — is within 1 % of `hertz`; and the firmware's own count
-    /// (500 ticks against TICKS) agrees within 10 %. The count alone is no measure of the period
+    /// (100 ticks against TICKS) agrees within 10 %. The count alone is no measure of the period
     /// on a loaded host: core time is wall time until the virtual clock, so a core thread kept
     /// off the CPU for longer than a period sees SysTick reach zero more than once, which pends
     /// the exception once, as on hardware (RV32's mtimecmp, re-armed from the last compare
@@ -23,10 +24,10 @@ struct InterruptFirmwareTests {
             return event.time.inMicroseconds
         }
         let intervals = zip(times.dropFirst(), times).map { $0 - $1 }.sorted()
-        #expect(intervals.count >= 400, sourceLocation: sourceLocation)
+        #expect(intervals.count >= 80, sourceLocation: sourceLocation)
         let median = intervals.isEmpty ? 0 : intervals[intervals.count / 2]
         #expect(abs(median - 1e6 / hertz) <= 1e6 / hertz / 100, "median period \(median) µs", sourceLocation: sourceLocation)
-        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 500 ticks in") }, sourceLocation: sourceLocation)
+        let line = try #require(board.trace.consoleLines.first { $0.hasPrefix("tick: 100 ticks in") }, sourceLocation: sourceLocation)
         #expect(abs((Int(line.split(separator: " ")[4]) ?? 0) - 1_000_000) <= 100_000, "\(line)", sourceLocation: sourceLocation)
     }
 
@@ -46,30 +47,30 @@ struct InterruptFirmwareTests {
         try processor.shutdown()
     }
 
-    @Test("tick: an ecall or SVC traps and returns; the timer interrupt (mtimecmp, SysTick) comes at 500 Hz within 1 % (the median period); a stop ends the idle core at once",
+    @Test("tick: an ecall or SVC traps and returns; the timer interrupt (mtimecmp, SysTick) comes at 100 Hz within 1 % (the median period); a stop ends the idle core at once",
           .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
     func timerTicks(architecture: FirmwareArchitecture) throws {
         let (board, processor) = try emulatedBoard("tick", architecture)
         let (call, timer) = architecture == .rv32 ? ("environment call from M-mode", "machine timer interrupt") : ("SVCall", "SysTick")
-        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
+        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 100 ticks in") } },
                 "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
         #expect(board.trace.consoleLines.contains("tick: ecall 1"))
         // The trace shows the traps: the ecall first, then timer interrupts, each with its handler.
         let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry } else { nil } }
         #expect(traps.first?.cause == call, "\(traps.prefix(3))")
         let ticks = traps.filter { $0.cause == timer }
-        #expect(ticks.count >= 500)
+        #expect(ticks.count >= 100)
         #expect(Set(ticks.map(\.handler)).count == 1, "one handler")
         // ... and each returned: an exception return the board made (Cortex-M4). RV32 returns are
         // `mret`s the CPU executes itself, seen only with the exact-PC hook (VectoredFaultTests).
         let returns = board.trace.events.compactMap { if case let .trapReturn(exit) = $0.kind { exit } else { nil } }
         if architecture == .cortexM4 {
-            #expect(returns.filter { $0.cause == timer }.count >= 500, "\(returns.prefix(3))")
+            #expect(returns.filter { $0.cause == timer }.count >= 100, "\(returns.prefix(3))")
             #expect(returns.first?.cause == call, "the \(call) returned first: \(returns.prefix(3))")
         } else {
             #expect(returns.isEmpty, "\(returns.prefix(3))")
         }
-        try expectPeriod(board, timer: timer, hertz: 500)
+        try expectPeriod(board, timer: timer, hertz: 100)
         let clock = ContinuousClock()
         let start = clock.now
         try processor.stop()
@@ -78,7 +79,7 @@ struct InterruptFirmwareTests {
         try processor.shutdown()
     }
 
-    @Test("tick on a 10 MHz core: the firmware reads CORE_CLOCK and its 500 Hz stay 500 Hz", .timeLimit(.minutes(2)),
+    @Test("tick on a 10 MHz core: the firmware reads CORE_CLOCK and its 100 Hz stay 100 Hz", .timeLimit(.minutes(2)),
           arguments: FirmwareArchitecture.allCases)
     func otherCoreClock(architecture: FirmwareArchitecture) throws {
         let elf = try FirmwareBuilder.forThisPackage().build(program: "tick", architecture: architecture)
@@ -87,9 +88,9 @@ struct InterruptFirmwareTests {
         try processor.configure()
         try processor.load(elf.path, from: FileImageStore())
         try processor.start()
-        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 500 ticks in") } },
+        #expect(waitUntil(.seconds(30)) { board.trace.consoleLines.contains { $0.hasPrefix("tick: 100 ticks in") } },
                 "console \(board.trace.consoleLines), halt \(String(describing: board.lastHalt))")
-        try expectPeriod(board, timer: architecture == .rv32 ? "machine timer interrupt" : "SysTick", hertz: 500)
+        try expectPeriod(board, timer: architecture == .rv32 ? "machine timer interrupt" : "SysTick", hertz: 100)
         #expect(board.mailbox.read(Mailbox.Register.coreClock.rawValue) == 10_000_000)
         try processor.stop()
         try processor.shutdown()
@@ -111,16 +112,19 @@ struct InterruptFirmwareTests {
         }
         #expect(waitUntil(.seconds(30)) { replies.withLock { $0.count } == 3 }, "\(replies.withLock { $0 })")
         #expect(Set(replies.withLock { $0 }) == ["0:hello", "1:hello", "2:hello"], "each task answers on its own endpoint")
-        // The firmware reports the 100,000th switch: how many the tick forced, how many were
-        // yields, and how many register checks failed.
-        let milestone = #/sched: 100000 switches in \d+ ms: preempted (\d+) yields (\d+) errors (\d+)/#
+        // The firmware reports every 10,000th switch: how many the tick forced, how many were
+        // yields, and how many register checks failed. 100,000 of them; under a sanitizer, whose
+        // slowness the firmware cannot make up, 10,000.
+        let wanted = Sanitizer.isActive ? 10_000 : 100_000
+        let milestone = try Regex("sched: \(wanted) switches in \\d+ ms: preempted (\\d+) yields (\\d+) errors (\\d+)")
         #expect(waitUntil(.seconds(200)) { board.trace.consoleLines.contains { $0.contains(milestone) } || processor.state != .running },
                 "console \(board.trace.consoleLines.suffix(5)), halt \(String(describing: board.lastHalt))")
         let line = try #require(board.trace.consoleLines.first { $0.contains(milestone) })
         let match = try #require(line.firstMatch(of: milestone))
-        #expect(Int(match.1) ?? 0 > 0, "the tick preempted tasks: \(line)")
-        #expect(Int(match.2) ?? 0 > 0, "tasks yielded: \(line)")
-        #expect(match.3 == "0", "no register was corrupted by a switch: \(line)")
+        let counts = (1...3).map { match.output[$0].substring.map { Int($0) ?? -1 } ?? -1 }
+        #expect(counts[0] > 0, "the tick preempted tasks: \(line)")
+        #expect(counts[1] > 0, "tasks yielded: \(line)")
+        #expect(counts[2] == 0, "no register was corrupted by a switch: \(line)")
         #expect(!board.trace.consoleLines.contains { $0.contains(" holds ") }, "\(board.trace.consoleLines.filter { $0.contains(" holds ") }.prefix(3))")
         #expect(processor.state == .running)
     }

@@ -516,7 +516,7 @@ static void worker_task(void *arg)
     }
 }
 
-#define MILESTONE 100000u
+#define MILESTONE 10000u
 
 /* The vrings, in thread context: after the mailbox interrupt saw a kick, and
  * once per tick besides — a blocking send that had to wait for a host buffer
@@ -533,7 +533,7 @@ static void service_task(void *arg)
     uint32_t polled_at = ~0u, milestone = MILESTONE;
     for (;;) {
         if (switches >= milestone) {
-            /* For the host to wait on: the time since "sched: ready" at every 100,000 switches. */
+            /* For the host to wait on: the time since "sched: ready" at every 10,000 switches. */
             uint32_t ms = (uint32_t)(rsim_ticks_us() - started_us) / 1000u; /* 32 bits: 71 minutes, plenty */
             sched_lock();
             rsim_printf("sched: %u switches in %u ms: preempted %u yields %u errors %u\n", milestone, ms, preempted,

@@ -1,7 +1,7 @@
 /*
- * tick — the core timer at 500 Hz, the main loop asleep in wfi between
+ * tick — the core timer at 100 Hz, the main loop asleep in wfi between
  * interrupts. Prints "tick: <n> ticks in <us> us" (TICKS, the board's
- * microsecond count) for every 500 ticks from the first, and "tick: ready".
+ * microsecond count) for every 100 ticks from the first, and "tick: ready".
  * An ecall from the main loop before the timer starts proves the trap path:
  * "tick: ecall <n>" once it returned.
  */
@@ -11,8 +11,8 @@
 
 RSIM_RPMSG_RESOURCE_TABLE(RSIM_RPMSG_VRING_NUM); /* the board's loader expects one; unused here */
 
-#define RATE_HZ 500u
-#define WINDOW  500u
+#define RATE_HZ 100u
+#define WINDOW  100u
 
 static volatile uint32_t ecalls;
 static uint64_t first_us;

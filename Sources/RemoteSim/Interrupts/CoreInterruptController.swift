@@ -62,8 +62,8 @@ extension CoreInterruptController {
 extension MachineInterrupts: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.clintBase, Self.clintSize, "the CLINT") }
 
-    /// The trace shows returns from trap handlers when the engine keeps exact PCs (a debugger,
-    /// `faults: vectored`): the run stops before each `mret` of the code memory (the CPU executes
+    /// The trace shows returns from trap handlers when the engine keeps exact PCs (`faults:
+    /// vectored`): the run stops before each `mret` of the code memory (the CPU executes
     /// `mret` itself; this is how the board sees it) and ``watched(at:engine:)`` records it. The
     /// watch needs the exact-PC hook over every instruction — a hook bounded to the `mret`
     /// addresses corrupts RV32 execution in Unicorn 2.0.1 — which costs an interrupt-driven core
