@@ -29,6 +29,12 @@ struct swuc_attention {
     int32_t line_priority;    // IRQ 0's, while it is enabled and not active (INT32_MAX otherwise)
     int32_t active_priority;  // the execution priority the active exceptions make (256: none active)
     uint32_t group_mask;      // the group-priority bits of a priority byte
+    // RV32 only: traps entered and not yet returned from; a block starting at `mepc` while one is
+    // open is the return (`mret`, which the CPU executes itself): the run ends there, noted.
+    uint32_t trap_depth;
+    unsigned char returned;   // a return was seen (the core thread takes it)
+    unsigned char pad2[3];
+    uint64_t returned_to;
 };
 
 // Whether RV32's mask registers (mstatus.MIE, mie) let a raised interrupt in.
@@ -60,9 +66,20 @@ static inline void swuc_attention_stop_run(uc_engine *uc, struct swuc_attention 
 }
 
 static inline void swuc_safepoint_block_rv32(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
-    (void)address; (void)size;
+    (void)size;
     struct swuc_attention *a = (struct swuc_attention *)data;
     if (__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) { swuc_attention_stop_run(uc, a); return; }
+    if (a->trap_depth) {
+        uint64_t mepc = 0;
+        uc_reg_read(uc, UC_RISCV_REG_MEPC, &mepc);
+        if ((mepc & ~(uint64_t)1) == address) {
+            a->trap_depth--;
+            a->returned = 1;
+            a->returned_to = address;
+            swuc_attention_stop_run(uc, a);
+            return;
+        }
+    }
     uint32_t pending = __atomic_load_n(&a->pending, __ATOMIC_RELAXED);
     if (pending && swuc_rv32_unmasked(uc, pending)) swuc_attention_stop_run(uc, a);
 }
@@ -83,65 +100,32 @@ static inline void swuc_safepoint_block_armv7m(uc_engine *uc, uint64_t address, 
 static inline void *swuc_safepoint_block_callback(int armv7m) {
     return armv7m ? (void *)&swuc_safepoint_block_armv7m : (void *)&swuc_safepoint_block_rv32;
 }
-// The exact-PC code hook, over every instruction: with it Unicorn 2.0.1 keeps the guest PC
-// exact at each instruction, so a memory fault reports the faulting one (without, the PC still
-// holds the start of its translated block, though the instructions before it ran) and a stop
-// lands where it is made. It also ends the run before a watched instruction (RV32 `mret`: the
-// board sees returns from trap handlers) — a hook bounded to just those addresses corrupts RV32
-// execution in Unicorn 2.0.1, one over everything does not.
-#define SWUC_WATCH_MAX 16
-struct swuc_watch {
-    uint64_t addresses[SWUC_WATCH_MAX];
-    uint32_t count;
-    unsigned char has_skip, has_hit, pad[2];
-    uint64_t skip;           // a run that starts here executes it (the watch was served)
-    uint64_t hit;            // the watched instruction the last run stopped before
-};
-static inline void swuc_exact_code(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
-    (void)size;
-    struct swuc_watch *w = (struct swuc_watch *)data;
-    for (uint32_t i = 0; i < w->count; i++) {
-        if (w->addresses[i] != address) continue;
-        if (w->has_skip && w->skip == address) { w->has_skip = 0; return; }
-        w->has_skip = 0;
-        w->hit = address;
-        w->has_hit = 1;
-        uc_emu_stop(uc);
-        return;
-    }
+// An empty code hook: with one over an instruction, Unicorn 2.0.1 keeps the guest PC exact at
+// it, so a memory fault reports the faulting instruction (without, the PC still holds the start
+// of its translated block, though the instructions before it in the block have run).
+static inline void swuc_precise_pc_code(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
+    (void)uc; (void)address; (void)size; (void)data;
 }
-static inline void *swuc_exact_code_callback(void) { return (void *)&swuc_exact_code; }
-static inline size_t swuc_watch_size(void) { return sizeof(struct swuc_watch); }
-static inline int swuc_watch_max(void) { return SWUC_WATCH_MAX; }
-static inline void swuc_watch_init(void *data) {
-    struct swuc_watch *w = (struct swuc_watch *)data;
-    w->count = 0; w->has_skip = 0; w->has_hit = 0; w->skip = 0; w->hit = 0;
-}
-static inline void swuc_watch_add(void *data, uint64_t address) {
-    struct swuc_watch *w = (struct swuc_watch *)data;
-    if (w->count < SWUC_WATCH_MAX) w->addresses[w->count++] = address;
-}
-// Before a run from `pc`: a served watch there is executed, any other skip forgotten.
-static inline void swuc_watch_run_starts(void *data, uint64_t pc) {
-    struct swuc_watch *w = (struct swuc_watch *)data;
-    if (w->has_skip && w->skip != pc) w->has_skip = 0;
-    w->has_hit = 0;
-}
-// The watched instruction the last run stopped before (taken once: the next run from it executes it).
-static inline int swuc_watch_take_hit(void *data, uint64_t *address) {
-    struct swuc_watch *w = (struct swuc_watch *)data;
-    if (!w->has_hit) return 0;
-    *address = w->hit;
-    w->has_hit = 0;
-    w->skip = w->hit;
-    w->has_skip = 1;
-    return 1;
-}
+static inline void *swuc_precise_pc_callback(void) { return (void *)&swuc_precise_pc_code; }
 static inline size_t swuc_attention_size(void) { return sizeof(struct swuc_attention); }
 static inline void swuc_attention_init(void *data) {
     struct swuc_attention *a = (struct swuc_attention *)data;
     a->stop = 0; a->stopped = 0; a->pad[0] = 0; a->pad[1] = 0; a->pending = 0;
     a->pending_priority = INT32_MAX; a->line_priority = INT32_MAX; a->active_priority = 256; a->group_mask = 0xFF;
+    a->trap_depth = 0; a->returned = 0; a->returned_to = 0;
+}
+// RV32: a trap was entered (the core thread, between runs); deep nesting is not followed.
+static inline void swuc_attention_trap_entered(void *data) {
+    struct swuc_attention *a = (struct swuc_attention *)data;
+    if (a->trap_depth < 16) a->trap_depth++;
+}
+// RV32: the return the block hook saw since the last call, if any (the core thread, between runs).
+static inline int swuc_attention_take_return(void *data, uint64_t *address) {
+    struct swuc_attention *a = (struct swuc_attention *)data;
+    if (!a->returned) return 0;
+    a->returned = 0;
+    *address = a->returned_to;
+    return 1;
 }
 static inline void swuc_attention_pending_set(void *data, uint32_t bits, int on) {
     struct swuc_attention *a = (struct swuc_attention *)data;

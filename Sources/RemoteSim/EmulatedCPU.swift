@@ -75,7 +75,6 @@ public struct EmulatedCPU: FirmwareProgram {
         do { try engine.mapMMIO(at: window.base, size: window.size, registers) } catch {
             throw FirmwareHalt(.fault(address: window.base, message: "cannot map \(window.name): \(error)"))
         }
-        try interrupts.attach(to: engine, code: core.memories.first { $0.name == core.layout.code.name })
         mailbox.setExternalInterruptLine(interrupts.externalLine)
         mailbox.setCoreClock(coreClock)
         mailbox.setInterruptReport { [weak interrupts] in interrupts?.report ?? "the core is not running\n" }
@@ -204,13 +203,7 @@ public struct EmulatedCPU: FirmwareProgram {
             case let .returned(next):
                 try core.throwIfStopped()
                 pc = next
-                if let hit = engine.takeWatchHit() {
-                    // Before the watched instruction: everything before it ran (the engine's PC
-                    // may still name the start of its block).
-                    pc = hit
-                    interrupts.watched(at: hit, engine: engine)
-                    continue
-                }
+                if let address = engine.takeTrapReturn() { interrupts.returned(to: address, engine: engine) }
                 // Ended on request (the clock gate, an interrupt, a stale request): not a wfi — look again at the top.
                 if engine.stoppedOnRequest || mailbox.isGateRequested { continue }
                 idle(mailbox, interrupts, engine: engine)
@@ -283,11 +276,7 @@ public struct EmulatedCPU: FirmwareProgram {
             }
             let outcome = engine.run(from: pc)
             running.leave()
-            if case .returned = outcome, let hit = engine.takeWatchHit() {
-                interrupts.watched(at: hit, engine: engine)
-                pc = hit
-                continue
-            }
+            if let address = engine.takeTrapReturn() { interrupts.returned(to: address, engine: engine) }
             if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try interrupts.handle(fault, engine: engine) {
                 pc = handler
                 continue

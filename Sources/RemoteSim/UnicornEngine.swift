@@ -139,7 +139,6 @@ final class UnicornEngine {
             debugHooks?.snapshot = nil
         }
         uc_close(handle)
-        exactPC?.deallocate()
     }
 
     private static func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
@@ -262,7 +261,6 @@ final class UnicornEngine {
         context.interrupt = nil
         context.invalidInstructionPC = nil
         let begin = architecture == .cortexM4 ? pc | 1 : pc
-        if let exactPC { swuc_watch_run_starts(exactPC, pc) }
         stopGate.runStarts()
         let error = uc_emu_start(handle, begin, UInt64.max, 0, 0)
         if let interrupt = context.interrupt {
@@ -310,45 +308,21 @@ final class UnicornEngine {
         return .returned(pc: programCounter)
     }
 
-    /// The exact-PC hook's data (shim.h, `struct swuc_watch`); allocated once, freed in deinit.
-    private var exactPC: UnsafeMutableRawPointer?
-
-    /// Makes the PC of a memory fault exact: a code hook over every instruction (Unicorn 2.0.1
-    /// otherwise reports the start of the faulting instruction's translated block, after the
-    /// instructions before it ran). Costs a little emulation speed (docs/remotesim.md); vectored
-    /// faults and a debugger need it, and so do watched instructions. Idempotent.
+    /// Makes the PC of a memory fault exact: an empty code hook over every instruction (Unicorn
+    /// 2.0.1 otherwise reports the start of the faulting instruction's translated block, after the
+    /// instructions before it ran). Costs emulation speed (a hook call per instruction); vectored
+    /// faults need it. Call before the first run.
     func makeFaultPCsExact() throws(UnicornError) {
-        guard exactPC == nil else { return }
-        let data = UnsafeMutableRawPointer.allocate(byteCount: swuc_watch_size(), alignment: 8)
-        swuc_watch_init(data)
-        exactPC = data
         var hook: uc_hook = 0
-        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), swuc_exact_code_callback(), data, 1, 0), "uc_hook_add(exact pc)")
+        try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), swuc_precise_pc_callback(), nil, 1, 0), "uc_hook_add(exact pc)")
         hooks.append(hook)
-        // Code translated before has no hook call: translate it again (between runs only).
-        try Self.check(swuc_ctl_flush_tb(handle), "uc_ctl(flush translated code)")
     }
 
-    /// Whether the exact-PC hook is installed (``makeFaultPCsExact()``).
-    var keepsExactPCs: Bool { exactPC != nil }
+    /// RV32: a trap was entered; the block hook reports its return (``takeTrapReturn()``).
+    func trapEntered() { stopGate.trapEntered() }
 
-    /// How many instructions ``watchInstructions(at:)`` can watch.
-    static var watchLimit: Int { Int(swuc_watch_max()) }
-
-    /// Ends the run before each execution of an instruction at one of `addresses` (at most
-    /// ``watchLimit``), for the core thread to look at the CPU between runs; ``takeWatchHit()``
-    /// says which, and the next run from there executes it. Call between runs.
-    func watchInstructions(at addresses: [UInt64]) throws(UnicornError) {
-        try makeFaultPCsExact()
-        for address in addresses.prefix(Self.watchLimit) { swuc_watch_add(exactPC, address) }
-    }
-
-    /// The watched instruction the last run stopped before, if it did (taken once).
-    func takeWatchHit() -> UInt64? {
-        guard let exactPC else { return nil }
-        var address: UInt64 = 0
-        return swuc_watch_take_hit(exactPC, &address) != 0 ? address : nil
-    }
+    /// RV32: where the last run ended because a trap handler returned there (`mret`), if it did.
+    func takeTrapReturn() -> UInt64? { stopGate.takeTrapReturn() }
 
     /// Counts every executed instruction into `counter` (a `UC_HOOK_CODE` hook: it slows
     /// emulation several times; for measurements only).
@@ -670,6 +644,12 @@ final class EngineStopGate: @unchecked Sendable {
     /// Cortex-M: the group priorities the block hook compares (see shim.h, `struct swuc_attention`).
     func setPriorities(pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
         swuc_attention_set_priorities(flags, pending, line, active, UInt32(groupMask))
+    }
+
+    func trapEntered() { swuc_attention_trap_entered(flags) }
+    func takeTrapReturn() -> UInt64? {
+        var address: UInt64 = 0
+        return swuc_attention_take_return(flags, &address) != 0 ? address : nil
     }
 
     /// What ``setPriorities(pending:line:active:groupMask:)`` last gave the block hook.

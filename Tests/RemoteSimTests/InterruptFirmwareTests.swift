@@ -61,14 +61,14 @@ struct InterruptFirmwareTests {
         let ticks = traps.filter { $0.cause == timer }
         #expect(ticks.count >= 100)
         #expect(Set(ticks.map(\.handler)).count == 1, "one handler")
-        // ... and each returned: an exception return the board made (Cortex-M4). RV32 returns are
-        // `mret`s the CPU executes itself, seen only with the exact-PC hook (VectoredFaultTests).
+        // ... and each returned: an exception return the board made (Cortex-M4), an mret the board
+        // saw land (RV32) — the ecall's to the instruction after it.
         let returns = board.trace.events.compactMap { if case let .trapReturn(exit) = $0.kind { exit } else { nil } }
-        if architecture == .cortexM4 {
-            #expect(returns.filter { $0.cause == timer }.count >= 100, "\(returns.prefix(3))")
-            #expect(returns.first?.cause == call, "the \(call) returned first: \(returns.prefix(3))")
-        } else {
-            #expect(returns.isEmpty, "\(returns.prefix(3))")
+        #expect(returns.filter { $0.cause == timer }.count >= 100, "\(returns.prefix(3))")
+        #expect(returns.first?.cause == call, "the \(call) returned first: \(returns.prefix(3))")
+        if let ecall = traps.first, let back = returns.first {
+            #expect(back.returnAddress.rawValue == ecall.programCounter.rawValue + (architecture == .rv32 ? 4 : 0),
+                    "\(call) at \(ecall.programCounter) returned to \(back.returnAddress)")
         }
         try expectPeriod(board, timer: timer, hertz: 100)
         let clock = ContinuousClock()

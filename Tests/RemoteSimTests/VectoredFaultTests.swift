@@ -44,7 +44,7 @@ struct VectoredFaultTests {
         let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry.cause } else { nil } }
         let first = try #require(traps.first { $0.contains("unmapped") || $0.contains("access fault") })
         #expect(architecture == .rv32 ? first == "load access fault" : first.hasPrefix("BusFault (read from unmapped memory at"), "\(traps)")
-        // With exact PCs (vectored faults keep them) the trace has the handlers' returns, RV32's mret too.
+        // The trace has the handlers' returns.
         let returns = board.trace.events.compactMap { if case let .trapReturn(exit) = $0.kind { exit.cause } else { nil } }
         #expect(returns.contains(architecture == .rv32 ? "load access fault" : "BusFault"), "\(returns)")
     }

@@ -1,5 +1,4 @@
 import MetalIO
-import Remoteproc
 
 /// An emulated core's interrupt hardware, as the run loop (``EmulatedCPU``) uses it between
 /// runs: RV32's machine-mode interrupts and CLINT (``MachineInterrupts``), the Cortex-M4's System
@@ -12,10 +11,8 @@ protocol CoreInterruptController: AnyObject, Sendable {
     var window: (base: UInt64, size: Int, name: String) { get }
     func read(_ offset: Int, size: Int) -> UInt64
     func write(_ offset: Int, size: Int, _ value: UInt64)
-    /// Sets up what it needs in the engine before the first run (`code`: the loaded code memory).
-    func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt)
-    /// A run stopped before an instruction it watches (``UnicornEngine/watchInstructions(at:)``).
-    func watched(at address: UInt64, engine: UnicornEngine)
+    /// A run ended because a trap handler returned to `address` (RV32 `mret`, seen by the block hook).
+    func returned(to address: UInt64, engine: UnicornEngine)
     /// The input the mailbox's PENDING & IRQ_ENABLE ≠ 0 drives.
     var externalLine: any InterruptLevelSink { get }
     /// The timer's deadline thread (``runTimerDeadlines(mailbox:next:)``), until ``end()``.
@@ -62,22 +59,10 @@ extension CoreInterruptController {
 extension MachineInterrupts: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.clintBase, Self.clintSize, "the CLINT") }
 
-    /// The trace shows returns from trap handlers when the engine keeps exact PCs (`faults:
-    /// vectored`): the run stops before each `mret` of the code memory (the CPU executes
-    /// `mret` itself; this is how the board sees it) and ``watched(at:engine:)`` records it. The
-    /// watch needs the exact-PC hook over every instruction — a hook bounded to the `mret`
-    /// addresses corrupts RV32 execution in Unicorn 2.0.1 — which costs an interrupt-driven core
-    /// most of its speed (`rproc-sim bench --suite emulated`), so it is not installed for this alone.
-    func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {
-        guard let code, let bytes = try? code.region.readBytes(at: 0, count: code.size) else { return }
-        let base = code.deviceAddress.rawValue
-        setReturnWatch(Self.mretOffsets(in: bytes).map { base + UInt64($0) })
-    }
-
     func woke() { _ = timerDeadline(timerEnabled: true) }
 
-    /// The core stands before an `mret`: the trap `mcause` names returns to `mepc`.
-    func watched(at address: UInt64, engine: UnicornEngine) { returning(engine: engine) }
+    /// The trap `mcause` names returned (`mret`) to `address`.
+    func returned(to address: UInt64, engine: UnicornEngine) { returning(to: address, engine: engine) }
 
     func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {
         if faults.handling != nil {
@@ -118,13 +103,9 @@ extension MachineInterrupts: CoreInterruptController {
     }
 
     private func enter(_ cause: MachineTrap.Cause, at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64 {
-        if engine.keepsExactPCs, let addresses = takeReturnWatch() {
-            do { try engine.watchInstructions(at: addresses) } catch {
-                throw halt(error, at: pc, engine: engine)
-            }
-        }
         do {
             let handler = UInt64(try MachineTrap.enter(cause, at: UInt32(truncatingIfNeeded: pc), on: engine))
+            engine.trapEntered()
             mailbox.tookTrap(TrapEntry(cause: "\(cause)", programCounter: DeviceAddress(pc), handler: DeviceAddress(handler)))
             return handler
         } catch {
@@ -180,9 +161,7 @@ extension SystemControlSpace {
 extension SystemControlSpace: CoreInterruptController {
     var window: (base: UInt64, size: Int, name: String) { (Self.base, Self.size, "the System Control Space") }
 
-    /// Exception returns are the board's own (``ArmExceptionEntry/returnFrom(_:cpu:scs:)``): nothing to set up.
-    func attach(to engine: UnicornEngine, code: RemoteprocMemory?) throws(FirmwareHalt) {}
-    func watched(at address: UInt64, engine: UnicornEngine) {}
+    func returned(to address: UInt64, engine: UnicornEngine) {}
     func woke() { _ = timerDeadline() }
 
     func takeInterrupt(at pc: UInt64, engine: UnicornEngine) throws(FirmwareHalt) -> UInt64? {

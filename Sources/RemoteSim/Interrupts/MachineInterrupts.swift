@@ -19,8 +19,6 @@ final class MachineInterrupts: Sendable {
     }
 
     struct State {
-        /// The `mret` addresses to watch from the first trap on (``attach(to:code:)``).
-        var returnWatch: [UInt64]?
         var msip = false
         /// All ones until the firmware writes it: no timer interrupt.
         var mtimecmp = UInt64.max
@@ -149,35 +147,12 @@ final class MachineInterrupts: Sendable {
         }
     }
 
-    /// Keeps the `mret` addresses for the first trap.
-    func setReturnWatch(_ addresses: [UInt64]) { state.withLock { $0.returnWatch = addresses } }
-    /// The `mret` addresses, once: the first trap installs the watch.
-    func takeReturnWatch() -> [UInt64]? {
-        state.withLock { s in
-            defer { s.returnWatch = nil }
-            return s.returnWatch
-        }
-    }
-
-    /// `mret` (0x30200073): where in `bytes` (at 2-byte steps: RV32C code) it is encoded — the
-    /// instructions whose execution is a return from a trap handler (a code hook on each; any
-    /// such word the core executes is an `mret`). At most `limit`.
-    static func mretOffsets(in bytes: [UInt8], limit: Int = UnicornEngine.watchLimit) -> [Int] {
-        var found: [Int] = []
-        var i = 0
-        while i + 4 <= bytes.count && found.count < limit {
-            if bytes[i] == 0x73 && bytes[i + 1] == 0x00 && bytes[i + 2] == 0x20 && bytes[i + 3] == 0x30 { found.append(i) }
-            i += 2
-        }
-        return found
-    }
-
-    /// An `mret` is about to run: the trap `mcause` names returns to `mepc`.
-    func returning(engine: some MachineTrapCPU) {
+    /// A trap handler returned (`mret`) to `address`: the trap `mcause` still names.
+    func returning(to address: UInt64, engine: some MachineTrapCPU) {
         let cause = engine.read(.mcause)
         let name = cause & 0x8000_0000 != 0 ? MachineInterrupt(rawValue: cause & 0x7FF).map { "\($0)" }
                                             : MachineException(rawValue: cause).map { "\($0)" }
-        mailbox.returnedFromTrap(TrapReturn(cause: name ?? "trap (mcause \(hex(UInt64(cause))))", returnAddress: DeviceAddress(UInt64(engine.read(.mepc)))))
+        mailbox.returnedFromTrap(TrapReturn(cause: name ?? "trap (mcause \(hex(UInt64(cause))))", returnAddress: DeviceAddress(address)))
     }
 
     /// The raised levels, as `mip`'s machine bits.
