@@ -41,8 +41,9 @@ public struct EmulatedCPU: FirmwareProgram {
                 try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
             }
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
-            // A vectored fault's handler must see where the fault was, and return past it.
-            if faults == .vectored { try engine.makeFaultPCsExact() }
+            // A vectored fault's handler must see where the fault was, and return past it; a
+            // debugger must stop at the faulting instruction, not at the start of its block.
+            if faults == .vectored || debugger != nil { try engine.makeFaultPCsExact() }
             if let debugger { try engine.installDebugHooks(debugger.session.hooks) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))

@@ -98,9 +98,12 @@ struct GDBLifecycleTests {
             for i in 0..<10 { try? client.send([UInt8(i)], timeout: .seconds(5)) }
         })
         host.start()
-        let output = try runGDB(elf: elf.path, port: server.port, commands: ["continue", "info symbol $pc", "print/x $pc", "detach"])
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["continue", "info symbol $pc", "print/x $pc", "x/i $pc", "detach"])
         #expect(output.contains("SIGSEGV"), "\(output)")
         #expect(output.contains("main + ") || output.contains("main in section"), "the PC is in main: \(output)")
+        // At the faulting load itself, not at the start of its translated block.
+        #expect(output.range(of: architecture == .cortexM4 ? #"=> 0x[0-9a-f]+ <main\+\d+>:\s+ldr"# : #"=> 0x[0-9a-f]+ <main\+\d+>:\s+lw"#,
+                             options: .regularExpression) != nil, "\(output)")
         #expect(waitUntil(.seconds(10)) { processor.state == .crashed }, "\(output)")
         #expect(processor.crashReport?.address == DeviceAddress(0xDEAD_BEEF))
     }
