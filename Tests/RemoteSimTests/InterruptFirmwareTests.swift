@@ -147,4 +147,27 @@ struct InterruptFirmwareTests {
         #expect(summary.1 == summary.2 && Int(summary.2) ?? 0 >= (architecture == .cortexM4 ? 14 : 9), "\(lines)")
         #expect(processor.state == .running)
     }
+
+    @Test("irq-storm: an interrupt whose handler raises it again keeps the core in the handler — the watchdog reports it, and a stop ends the storm at once",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func interruptStorm(architecture: FirmwareArchitecture) throws {
+        let (board, processor) = try emulatedBoard("irq-storm", architecture)
+        defer { try? processor.shutdown() }
+        #expect(waitUntil(.seconds(30)) { processor.state == .crashed }, "state \(processor.state)")
+        #expect(processor.crashReport?.kind == .watchdog, "\(String(describing: processor.crashReport))")
+        #expect(board.trace.consoleLines.contains("irq-storm: storming"))
+        let traps = board.trace.events.filter { if case .trap = $0.kind { true } else { false } }.count
+        #expect(traps > 100, "the handler ran again and again: \(traps) traps")
+
+        // A stop in the middle of the storm, on a fresh board: it comes first or the watchdog
+        // does; either way the core halts promptly.
+        let (stormy, second) = try emulatedBoard("irq-storm", architecture)
+        defer { try? second.shutdown() }
+        #expect(waitUntil(.seconds(30)) { stormy.trace.events.filter { if case .trap = $0.kind { true } else { false } }.count > 50 })
+        let clock = ContinuousClock()
+        let started = clock.now
+        if second.state == .running { try second.stop() }
+        #expect(clock.now - started < .seconds(2))
+        #expect(second.state == .stopped || second.state == .crashed)
+    }
 }
