@@ -380,7 +380,7 @@ struct CLIRunnerTests {
         }
         #expect(seen.map { ($0 as NSString).lastPathComponent }.sorted() == ["a.yaml", "b.yaml"])
         let (code, output) = try runBinary(["run", "--json", "--filter", "smoke", folder])
-        #expect(code == 0)
+        #expect(code == 0, "\(output)")
         #expect(try #require(try summary(output)["scenarios"] as? [[String: Any]]).count == 1)
         let (none, message) = try runBinary(["run", "--filter", "nothing-like-this", folder])
         #expect(none == 2 && message.contains("no scenario matches"), "\(message)")
