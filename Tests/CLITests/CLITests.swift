@@ -331,7 +331,7 @@ struct CLIRunnerTests {
     }
 
     func summary(_ output: String) throws -> [String: Any] {
-        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let line = try #require(output.split(separator: "\n").last { $0.hasPrefix("{") }, "no JSON line in: \(output)")
         return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
     }
 
