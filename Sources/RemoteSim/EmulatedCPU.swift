@@ -78,7 +78,9 @@ public struct EmulatedCPU: FirmwareProgram {
         }
         mailbox.setExternalInterruptLine(interrupts.externalLine)
         mailbox.setCoreClock(coreClock)
-        mailbox.setInterruptReport { [weak interrupts] in interrupts?.report ?? "the core is not running\n" }
+        // Held strongly: the cycle (mailbox → report → controller → mailbox) lasts only while the
+        // core runs — the defer below clears it.
+        mailbox.setInterruptReport { interrupts.report }
         defer {
             mailbox.setExternalInterruptLine(nil)
             mailbox.setInterruptReport(nil)

@@ -303,6 +303,10 @@ struct ArmExceptionTests {
         scs.write32(SystemControlSpace.ispr, 2)
         _ = try ArmExceptionEntry.enter(.irq(1), returnAddress: 0x110, cpu: cpu, scs: scs)
         #expect(failure(0xFFFF_FFF9).hasSuffix("returns to Thread mode with IRQ 0 (mailbox) still active"))
+        let nested = cpu.read(.msp)
+        cpu.memory[nested + 28] = 0x0100_0019                                    // IPSR 25: not active
+        #expect(failure(0xFFFF_FFF1).hasSuffix("returns to Handler mode but the frame's IPSR is 25, which is not an active exception"))
+        cpu.memory[nested + 28] = 0x0100_0010
         #expect(scs.snapshot.activeExceptions == [.irq(0), .irq(1)], "a refused return changes nothing")
     }
 

@@ -164,6 +164,10 @@ enum ArmExceptionEntry {
         let stackedException = Int(stacked & 0x1FF)
         if kind.returnsToThread && stackedException != 0 { throw invalid("returns to Thread mode but the frame's IPSR is \(stackedException)") }
         if !kind.returnsToThread && stackedException == 0 { throw invalid("returns to Handler mode but the frame's IPSR is 0") }
+        // The frame is firmware memory: a Handler-mode return must land in an exception that is active.
+        if !kind.returnsToThread && !(ArmException(number: stackedException).map(others.contains) ?? false) {
+            throw invalid("returns to Handler mode but the frame's IPSR is \(stackedException), which is not an active exception")
+        }
         do {
             if returning != .nmi { try cpu.write(.faultmask, 0) }
         } catch {

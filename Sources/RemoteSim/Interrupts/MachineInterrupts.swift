@@ -276,7 +276,6 @@ struct InterruptInputs: Sendable {
     func setPriorities(pending: Int32, line: Int32, active: Int32, groupMask: UInt8) {
         gate.setPriorities(pending: pending, line: line, active: active, groupMask: groupMask)
     }
-    var priorities: (pending: Int32, line: Int32, active: Int32, groupMask: UInt8) { gate.priorities }
 
     /// One input driven by a device's level.
     func line(_ bits: UInt32) -> any InterruptLevelSink { Line(gate: gate, bits: bits) }

@@ -121,8 +121,28 @@ final class SystemControlSpace: Sendable {
             return result
         }
 
-        /// The execution priority the active exceptions make (``SystemControlSpace/threadPriority`` with none).
-        var activePriority: Int32 { activeExceptions.map { groupPriority(of: $0) }.min() ?? SystemControlSpace.threadPriority }
+        /// How many exceptions are active.
+        var activeCount: Int { systemActive.nonzeroBitCount + activeIRQ.nonzeroBitCount }
+
+        /// The execution priority the active exceptions make (``SystemControlSpace/threadPriority``
+        /// with none). Every run start asks (``SystemControlSpace/exceptionToTake(masks:ignoringPrimask:)``),
+        /// so it walks the bit sets without building a list.
+        var activePriority: Int32 {
+            var lowest = SystemControlSpace.threadPriority
+            var system = systemActive
+            while system != 0 {
+                let n = system.trailingZeroBitCount
+                system &= system - 1
+                lowest = min(lowest, groupPriority(of: ArmException(number: n)!))
+            }
+            var irqs = activeIRQ
+            while irqs != 0 {
+                let line = irqs.trailingZeroBitCount
+                irqs &= irqs - 1
+                lowest = min(lowest, groupPriority(of: .irq(line)))
+            }
+            return lowest
+        }
 
         /// Whether `exception` is pending; IRQ 0 also while the mailbox's line is raised.
         func isPending(_ exception: ArmException, line: Bool) -> Bool {
@@ -365,7 +385,7 @@ final class SystemControlSpace: Sendable {
             if s.isPending(.sysTick, line: line) { value |= ICSR.pendSTSet }
             if (s.pendingIRQ | (line ? 1 : 0)) & s.enabled != 0 { value |= ICSR.isrPending }
             if let next = s.mostUrgent(line: line) { value |= UInt32(next.number & 0x1FF) << 12 }
-            if s.activeExceptions.count <= 1 { value |= ICSR.retToBase }
+            if s.activeCount <= 1 { value |= ICSR.retToBase }
             return value
         case .vtor: return s.vtor
         case .aircr: return 0xFA05_0000 | (s.priorityGrouping << 8)
