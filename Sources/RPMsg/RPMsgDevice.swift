@@ -479,6 +479,7 @@ public final class RPMsgDevice: Sendable {
     public func reserveBuffer(timeout: Duration = RPMsgDevice.defaultSendTimeout) throws(RPMsgError) -> RPMsgTxBuffer {
         if let buffer = try takeTransmitBuffer() { return buffer }
         guard timeout > .zero else { throw RPMsgError(.noBuffer(waited: .zero)) }
+        guard !transport.isPeerHeldByCurrentThread else { throw RPMsgError(.noBufferInInterruptHandler) }
         let clock = RealTimeClock.shared
         let deadline = clock.now + timeout
         if transmitWaiters.add(1, ordering: .acquiringAndReleasing).newValue == 1 { requestTransmitNotifications(true) }

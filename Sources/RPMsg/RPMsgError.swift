@@ -5,6 +5,10 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Kind: Hashable, Sendable {
         /// No buffer was free (try-send), or none became free within the timeout (`RPMSG_ERR_NO_BUFF`).
         case noBuffer(waited: Duration)
+        /// No buffer was free, and the caller runs the peer's notification inline on the peer's
+        /// own thread (``Virtio/InterruptDelivery/inline``): only the peer frees buffers, and it
+        /// cannot run until this handler returns, so the send did not wait (`RPMSG_ERR_NO_BUFF`).
+        case noBufferInInterruptHandler
         /// The payload does not fit a buffer (`RPMSG_ERR_BUFF_SIZE`); nothing was sent.
         case payloadTooLarge(size: Int, capacity: Int)
         /// The address is taken (`RPMSG_ERR_ADDR`).
@@ -32,7 +36,7 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The OpenAMP error number this corresponds to.
     public var code: Int32 {
         switch kind {
-        case .noBuffer: -2002
+        case .noBuffer, .noBufferInInterruptHandler: -2002
         case .payloadTooLarge: -2005
         case .addressInUse, .addressesExhausted: -2007
         case .invalidArgument, .notBound, .endpointDestroyed: -2003
@@ -44,6 +48,8 @@ public struct RPMsgError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch kind {
         case let .noBuffer(waited): waited == .zero ? "no free buffer" : "no buffer became free within \(waited)"
+        case .noBufferInInterruptHandler:
+            "no free buffer, and the send runs in a handler on the remote's own thread (inline interrupts): the remote cannot free one until the handler returns, so it did not wait"
         case let .payloadTooLarge(size, capacity): "payload of \(size) bytes does not fit the \(capacity)-byte buffer payload"
         case let .addressInUse(a): "address \(a) is already in use"
         case let .addressesExhausted(capacity): "all \(capacity) dynamic addresses are in use"

@@ -92,16 +92,19 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
 
     /// A board running `firmware`.
     /// - Parameters:
-    ///   - pollMode: kicks reach the processor only when ``poll()`` is called (deterministic tests).
+    ///   - pollMode: kicks reach the processor only when ``poll()`` is called (deterministic tests);
+    ///     it overrides `hostInterrupts`.
+    ///   - hostInterrupts: where the remote's kicks are handled: inline on the core's thread (the
+    ///     default: one thread hop fewer per notification) or on a host interrupt thread.
     ///   - clock: the time the board keeps (TICKS, SLEEP, the watchdog, its waits and fault delays).
     public init(firmware: any FirmwareProgram, layout: BoardLayout = BoardLayout(), pollMode: Bool = false,
-                clock: any WaitClock = RealTimeClock.shared) throws {
+                hostInterrupts: InterruptDelivery = .inline, clock: any WaitClock = RealTimeClock.shared) throws {
         self.layout = layout
         self.firmware = firmware
         self.clock = clock
         let trace = Trace(clock: clock)
         self.trace = trace
-        self.mailbox = try Mailbox(interruptThread: !pollMode, clock: clock, idleWaiters: trace.waiters)
+        self.mailbox = try Mailbox(hostInterrupts: pollMode ? .poll : hostInterrupts, clock: clock, idleWaiters: trace.waiters)
         mailbox.setEventHandler { event in
             switch event {
             case let .kick(id): trace.record(.kickToHost(id))
@@ -281,6 +284,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public func stop() throws {
         let (running, finished, ended) = core.withLock { ($0.running, $0.finished, $0.ended) }
         guard running, let finished else { return }
+        guard !isRemoteHeldByCurrentThread else { throw BoardError("stop", .insideCoreInterrupt) }
         mailbox.requestStop()
         guard finished.wait(timeout: Self.stopLimit) else { throw BoardError("stop", .didNotStop(within: Self.stopLimit)) }
         // What the thread does after the firmware has stopped takes microseconds (no lock it waits on).
@@ -308,6 +312,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public func suspend(_ kind: SuspendKind, timeout: Duration) throws {
         let (running, halted) = core.withLock { ($0.running, $0.halted) }
         guard running, !halted else { throw BoardError("suspend", .notRunning) }
+        guard !isRemoteHeldByCurrentThread else { throw BoardError("suspend", .insideCoreInterrupt) }
         try mailbox.suspendCore(kind, timeout: timeout, parkLimit: Self.stopLimit)
     }
 
@@ -316,6 +321,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         guard mailbox.isGateRequested else { throw BoardError("resume", .notRunning) }
         mailbox.resumeCore()
     }
+
+    public var isRemoteHeldByCurrentThread: Bool { mailbox.hostInterrupts.isHandlingOnCurrentThread }
 
     /// Whether the core's clock is gated (suspended).
     public var isSuspended: Bool { mailbox.isGated }

@@ -50,8 +50,9 @@ public struct TrapReturn: Hashable, Sendable, CustomStringConvertible {
 /// registers at offsets 0x00–0x2C, interrupts both ways.
 ///
 /// Host → remote: ``notify(_:)`` sets a PENDING bit and wakes the core (WAIT, SLEEP, `wfi`).
-/// Remote → host: KICK raises the host's ``InterruptLine``, handled on a host interrupt thread
-/// or, in poll mode, by ``poll()``; kicks of one id coalesce until handled and are never lost.
+/// Remote → host: KICK raises the host's ``InterruptLine``, handled inline on the core's thread
+/// (the default), on a host interrupt thread or, in poll mode, by ``poll()``; kicks of one id
+/// coalesce until handled and are never lost.
 /// Firmware reaches the registers through ``read(_:)`` / ``write(_:_:)`` (MMIO) or the typed
 /// methods below (native firmware); both are the same code.
 public final class Mailbox: Sendable {
@@ -158,18 +159,19 @@ public final class Mailbox: Sendable {
     /// Remote → host interrupts (numbered by notify id).
     public let hostInterrupts: InterruptLine<NotifyID>
 
-    /// - Parameter interruptThread: `false` for poll mode: kicks reach the host only in ``poll()``.
     /// - Parameters:
+    ///   - hostInterrupts: where the host's kick handler runs — on the core's thread inside KICK
+    ///     (``Virtio/InterruptDelivery/inline``), on a host interrupt thread, or only in ``poll()``.
     ///   - clock: the time WAIT/SLEEP timeouts, TICKS and the watchdog count in.
     ///   - idleWaiters: woken whenever the core goes idle (WAIT, SLEEP, `wfi`): what it wrote
     ///     into memory before is there to be seen (a board looks at its trace buffer then).
     /// - Throws: ``MetalIO/ThreadError`` when the interrupt thread cannot be started.
-    public init(interruptThread: Bool = true, clock: any WaitClock = RealTimeClock.shared,
+    public init(hostInterrupts delivery: InterruptDelivery = .inline, clock: any WaitClock = RealTimeClock.shared,
                 idleWaiters: ConditionWaiters? = nil) throws(ThreadError) {
         self.clock = clock
         self.idleWaiters = idleWaiters
         state = MetalMutex(State(started: clock.now))
-        hostInterrupts = try InterruptLine(thread: interruptThread)
+        hostInterrupts = try InterruptLine(delivery: delivery)
     }
 
     /// Sets what receives the mailbox's events (console lines, kicks, panics, …).

@@ -55,6 +55,10 @@ public protocol RemoteprocOps: AnyObject, Sendable {
     /// Woken whenever the host writes into a vdev entry, on a platform that can tell (a remote
     /// waiting for DRIVER_OK then wakes at once); `nil`: the remote looks at the status every 100 µs.
     var hostWrites: ConditionWaiters? { get }
+    /// Whether the calling thread is the remote's own, running a notification handler of the host
+    /// inline (a simulated board that handles kicks on the core's thread): waiting for the remote
+    /// from there would wait for itself. Default `false`.
+    var isRemoteHeldByCurrentThread: Bool { get }
 }
 
 extension RemoteprocOps {
@@ -69,6 +73,7 @@ extension RemoteprocOps {
     public func memory(physical: PhysicalAddress?, device: DeviceAddress?, size: Int) -> RemoteprocMemory? { nil }
     public var clock: any WaitClock { RealTimeClock.shared }
     public var hostWrites: ConditionWaiters? { nil }
+    public var isRemoteHeldByCurrentThread: Bool { false }
 }
 
 /// How the host suspends a running remote.

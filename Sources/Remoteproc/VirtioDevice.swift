@@ -246,6 +246,10 @@ public final class VirtioDevice: Sendable {
     }
 
     /// Kicks vring `index`: calls the `notify` op with that vring's notify id.
+    /// Whether the calling thread runs a notification from the remote inline, on the remote's
+    /// own thread (``RemoteprocOps/isRemoteHeldByCurrentThread``).
+    public var isRemoteHeldByCurrentThread: Bool { ops.isRemoteHeldByCurrentThread }
+
     public func kick(vring index: Int) throws(RemoteprocError) {
         guard vrings.indices.contains(index) else {
             throw RemoteprocError(.invalidArgument("no vring \(index) (the vdev has \(vrings.count))"), call: .notification)

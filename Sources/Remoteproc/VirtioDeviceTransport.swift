@@ -20,6 +20,7 @@ public final class VirtioDeviceTransport: VirtioTransport {
     public var vringLocations: [VringLocation] { device.vringLocations }
     public var host: HostPersonality { device.host }
     public var isAvailable: Bool { device.isAvailable }
+    public var isPeerHeldByCurrentThread: Bool { device.isRemoteHeldByCurrentThread }
 
     public func status() throws(VirtioError) -> VirtioStatus { try call("read the status") { () throws(RemoteprocError) in try device.status() } }
     public func setStatus(_ status: VirtioStatus) throws(VirtioError) {

@@ -166,6 +166,9 @@ public struct ScenarioFile: Sendable {
     public var coreClock: CoreClockRate?
     /// `board: { faults: vectored }`: faults enter the firmware's handler (default: crash).
     public var faults: FaultHandling?
+    /// `board: { host-interrupts: thread }`: where the remote's kicks are handled (default inline,
+    /// on the core's thread; `poll: true` overrides it).
+    public var hostInterrupts: InterruptDelivery = .inline
     /// Memory sizes in bytes (nil: the design's default).
     public var codeSize: Int?
     public var sramSize: Int?

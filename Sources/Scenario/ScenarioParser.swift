@@ -162,10 +162,11 @@ public enum ScenarioParser {
         var autosuspend: Duration?
         var coreClock: CoreClockRate?
         var faults: FaultHandling?
+        var hostInterrupts = InterruptDelivery.inline
         var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "host-interrupts"], context: "board")
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
             if let node = map["autosuspend"] {
                 let delay = try p.duration(node, "board.autosuspend")
@@ -186,6 +187,12 @@ public enum ScenarioParser {
                     throw p.error(node, "board.faults: vectored enters the fault handler of an emulated CPU: set arch to cortex-m4 or rv32")
                 }
                 faults = handling
+            }
+            if let node = map["host-interrupts"] {
+                guard let text = node.scalar?.string, let delivery = InterruptDelivery(rawValue: text), delivery != .poll else {
+                    throw p.error(node, "board.host-interrupts must be inline (the remote's kicks are handled on the core's thread) or thread (on a host interrupt thread)")
+                }
+                hostInterrupts = delivery
             }
             for name in ["code", "sram", "shared"] {
                 guard let node = map[name] else { continue }
@@ -235,6 +242,7 @@ public enum ScenarioParser {
         file.autosuspend = autosuspend
         file.coreClock = coreClock
         file.faults = faults
+        file.hostInterrupts = hostInterrupts
         return file
     }
 

@@ -76,7 +76,7 @@ public final class ScenarioRunner {
         if let size = file.codeSize { layout.code.size = size }
         if let size = file.sramSize { layout.sram.size = size }
         if let size = file.sharedSize { layout.shared.size = size }
-        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode)
+        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode, hostInterrupts: file.hostInterrupts)
         processor = try board.makeProcessor(host: file.host)
         processor.autosuspendDelay = file.autosuspend
         imagePath = path

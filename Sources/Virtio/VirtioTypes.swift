@@ -123,10 +123,15 @@ public protocol VirtioTransport: AnyObject, Sendable {
     /// removed the device, after that call released its locks; set on a device already gone, it
     /// runs at once.
     func setRemovalHandler(_ handler: (@Sendable () -> Void)?)
+    /// Whether the calling thread runs the peer's notification inline, on the peer's own thread
+    /// (``InterruptDelivery/inline``): the peer cannot move until it returns, so waiting for it
+    /// (for buffers it would give back) would wait for nothing.
+    var isPeerHeldByCurrentThread: Bool { get }
 }
 
 extension VirtioTransport {
     public var isAvailable: Bool { true }
+    public var isPeerHeldByCurrentThread: Bool { false }
     /// A transport that is never removed (``isAvailable`` stays true) has no removal to report.
     public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) {}
     public func prepareDriverQueue(_ index: Int) throws(VirtioError) {}

@@ -38,7 +38,7 @@ private final class ModelArmCPU: ArmExceptionCPU {
 
 /// An SCS with no mailbox traffic, its gate (what the block hook would see) and a CPU.
 private func makeSCS(vtor: UInt32 = 0x2000_0000) throws -> (SystemControlSpace, EngineStopGate) {
-    let mailbox = try Mailbox(interruptThread: false)
+    let mailbox = try Mailbox(hostInterrupts: .poll)
     let gate = EngineStopGate()
     let scs = SystemControlSpace(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate),
                                  vectorTable: vtor)
@@ -312,7 +312,7 @@ struct ArmExceptionTests {
 
     @Test("NVIC and SCB registers: enable, pend and clear; IABR; SHPR and SHCSR; ICSR; CPUID, VTOR, CCR, CFSR write-one-to-clear, STIR, CALIB; IRQ 0 is the mailbox's level; unknown offsets read 0")
     func registers() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let gate = EngineStopGate()
         let scs = SystemControlSpace(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate),
                                      vectorTable: 0)

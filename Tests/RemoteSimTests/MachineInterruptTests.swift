@@ -56,7 +56,7 @@ struct MachineInterruptTests {
 
     @Test("CLINT: mtime counts the core clock; mtimecmp raises and lowers MTIP; msip is MSIP; writes of mtime and of single bytes")
     func clint() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let gate = EngineStopGate()
         let rate = try #require(CoreClockRate(hertz: 1_000_000))
         let clint = MachineInterrupts(rate: rate, mailbox: mailbox, inputs: InterruptInputs(gate: gate))
@@ -102,7 +102,7 @@ struct MachineInterruptTests {
 
     @Test("the deadline thread raises MTIP when mtime reaches mtimecmp, and ends when asked", .timeLimit(.minutes(1)))
     func deadline() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let gate = EngineStopGate()
         let clint = MachineInterrupts(rate: .default, mailbox: mailbox, inputs: InterruptInputs(gate: gate))
         let thread = try PlatformThread(name: "test-deadline") { clint.runDeadlines() }

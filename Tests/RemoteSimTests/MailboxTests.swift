@@ -19,7 +19,7 @@ struct MailboxTests {
 
     @Test("identification registers and unknown offsets")
     func identification() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         #expect(mailbox.read(R.magic.rawValue) == 0x5253_494D)
         #expect(mailbox.read(R.version.rawValue) == 3, "version 3: power management (2) and interrupts")
         #expect(mailbox.read(R.pmControl.rawValue) == 0, "no firmware takes part in the handshake until it says so")
@@ -37,7 +37,7 @@ struct MailboxTests {
 
     @Test("host notify sets PENDING bits; ACK clears only the bits written; ids above 31 are ignored")
     func pendingAndAck() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         mailbox.notify(0)
         mailbox.notify(5)
         mailbox.notify(5)
@@ -51,7 +51,7 @@ struct MailboxTests {
 
     @Test("WAIT returns PENDING at once when set, without clearing it")
     func waitReturnsPending() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         mailbox.notify(2)
         #expect(mailbox.read(R.wait.rawValue) == 4)
         #expect(mailbox.read(R.pending.rawValue) == 4)
@@ -59,7 +59,7 @@ struct MailboxTests {
 
     @Test("WAIT blocks until the host notifies", .timeLimit(.minutes(1)))
     func waitBlocks() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let result = Atomic<UInt32>(0xDEAD)
         let done = WakeSignal()
         Thread {
@@ -74,7 +74,7 @@ struct MailboxTests {
 
     @Test("a stop releases WAIT and SLEEP with 0, and keeps doing so until reset", .timeLimit(.minutes(1)))
     func stopReleases() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let done = WakeSignal()
         let result = Atomic<UInt32>(0xDEAD)
         Thread {
@@ -95,7 +95,7 @@ struct MailboxTests {
 
     @Test("SLEEP lasts its time, or ends early on a notify")
     func sleep() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let clock = ContinuousClock()
         var start = clock.now
         mailbox.write(R.sleep.rawValue, 20_000)
@@ -108,7 +108,7 @@ struct MailboxTests {
 
     @Test("KICK reaches the host handler in poll mode only when polled; a burst for one id coalesces; above 31 is a firmware error")
     func kicks() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let events = EventRecorder(mailbox)
         let seen = MetalMutex<[NotifyID]>([])
         mailbox.setKickHandler { id in seen.withLock { $0.append(id) } }
@@ -122,9 +122,9 @@ struct MailboxTests {
         #expect(events.all.filter { $0 == .kick(1) }.count == 10)
     }
 
-    @Test("KICK reaches the host on the interrupt thread by default")
+    @Test("KICK reaches the host on the interrupt thread (threaded delivery)")
     func kickThread() throws {
-        let mailbox = try Mailbox()
+        let mailbox = try Mailbox(hostInterrupts: .thread)
         let got = WakeSignal()
         mailbox.setKickHandler { id in if id == 4 { got.signal() } }
         mailbox.kick(4)
@@ -134,7 +134,7 @@ struct MailboxTests {
 
     @Test("CONSOLE: lines end at \\n, \\r is dropped, long lines wrap at 256 bytes")
     func console() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let events = EventRecorder(mailbox)
         for byte in Array("hello\r\nworld\n".utf8) { mailbox.write(R.console.rawValue, UInt32(byte)) }
         for _ in 0..<300 { mailbox.write(R.console.rawValue, 0x100 | UInt32(UInt8(ascii: "x"))) }  // only the low byte counts
@@ -144,7 +144,7 @@ struct MailboxTests {
 
     @Test("PANIC records the first code, stops the core and is reported")
     func panic() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let events = EventRecorder(mailbox)
         mailbox.write(R.panic.rawValue, 0xBAD)
         mailbox.write(R.panic.rawValue, 0xF00)
@@ -158,7 +158,7 @@ struct MailboxTests {
 
     @Test("TICKS count microseconds; reading LO latches HI")
     func ticks() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let first = mailbox.read(R.ticksLow.rawValue)
         usleep(5_000)
         let second = mailbox.read(R.ticksLow.rawValue)
@@ -168,7 +168,7 @@ struct MailboxTests {
 
     @Test("the watchdog expires after its time of running, not of waiting; kicking and disarming reset it")
     func watchdog() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         mailbox.write(R.watchdog.rawValue, 30)
         #expect(!mailbox.watchdogExpired)
         _ = mailbox.waitForInterrupt(timeout: .milliseconds(60))   // blocked: does not count
@@ -189,7 +189,7 @@ struct MailboxLongRunTests {
     func manyEvents() throws {
         // The callbacks were once kept so that every access wrapped them in more thunks: each event
         // called through a longer chain (streams slowed down quadratically, then the stack overflowed).
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let events = Atomic<Int>(0), kicks = Atomic<Int>(0)
         mailbox.setEventHandler { _ in events.add(1, ordering: .relaxed) }
         mailbox.setKickHandler { _ in kicks.add(1, ordering: .relaxed) }

@@ -375,7 +375,7 @@ struct PowerRegisterMisuseTests {
 
     @Test("answers nobody asked for, answers twice, garbage values and writes to read-only registers are traced and ignored")
     func misuse() throws {
-        let mailbox = try Mailbox(interruptThread: false)
+        let mailbox = try Mailbox(hostInterrupts: .poll)
         let events = MetalMutex<[PowerEvent]>([])
         mailbox.setEventHandler { event in if case let .power(power) = event { events.withLock { $0.append(power) } } }
         mailbox.write(R.pmReply.rawValue, PowerRegisters.replyAck)           // no request
