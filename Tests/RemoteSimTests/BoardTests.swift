@@ -18,9 +18,11 @@ func hostRPMsg(_ processor: RemoteProcessor) throws -> RPMsgDevice {
 
 @Suite("Board")
 struct BoardTests {
-    @Test("native echo firmware through the real core: announce, 10,000 echoes with content checked, stop while waiting", .timeLimit(.minutes(2)))
-    func echo() throws {
-        let (board, processor) = try startedBoard(EchoFirmware())
+    @Test("native echo firmware through the real core: announce, 10,000 echoes with content checked, stop while waiting (kicks handled inline on the core's thread, and on a host interrupt thread)",
+          .timeLimit(.minutes(2)), arguments: [InterruptDelivery.inline, .thread])
+    func echo(delivery: InterruptDelivery) throws {
+        let (board, processor) = try startedBoard(EchoFirmware(), hostInterrupts: delivery)
+        #expect(board.mailbox.hostInterrupts.delivery == delivery)
         #expect(board.isRunning)
         let rpmsg = try hostRPMsg(processor)
         let announced = MetalMutex<RPMsgAddress?>(nil)
@@ -52,6 +54,60 @@ struct BoardTests {
         #expect(processor.state == .stopped)
         try processor.shutdown()
         #expect(processor.state == .offline)
+    }
+}
+
+@Suite("Inline host interrupts")
+struct InlineInterruptTests {
+    @Test("a handler running inline on the core's thread: stop and suspend fail at once naming why, a send that finds no free buffer fails at once (the remote cannot free one meanwhile); afterwards everything it sent is echoed and the stop works", .timeLimit(.minutes(1)))
+    func waitsForItselfAreRefused() throws {
+        let (board, processor) = try startedBoard(EchoFirmware(), vringCount: 16)
+        let rpmsg = try hostRPMsg(processor)
+        let announced = MetalMutex<RPMsgAddress?>(nil)
+        let ready = WakeSignal()
+        rpmsg.onNameServiceAnnouncement { _, address in announced.withLock { $0 = address }; ready.signal() }
+        #expect(ready.wait(timeout: .seconds(30)))
+        let service = try #require(announced.withLock { $0 })
+        struct Seen: Sendable { var stop: String?; var suspend: String?; var sent = 0; var sendError: RPMsgError?; var replies = 0; var onCoreThread = false }
+        let seen = MetalMutex(Seen())
+        let flooded = WakeSignal(), allBack = WakeSignal()
+        let endpoint = MetalMutex<RPMsgEndpoint?>(nil)
+        let client = try rpmsg.createEndpoint(destination: service) { [weak processor] message in
+            let first = seen.withLock { s -> Bool in
+                s.replies += 1
+                return s.replies == 1
+            }
+            guard first, let processor, let endpoint = endpoint.withLock({ $0 }) else {
+                if seen.withLock({ $0.replies == $0.sent + 1 }) { allBack.signal() }
+                return
+            }
+            let onCore = board.isRemoteHeldByCurrentThread
+            let stop: String? = { do { try processor.stop(); return nil } catch { return "\(error)" } }()
+            let suspend: String? = { do { try processor.suspend(); return nil } catch { return "\(error)" } }()
+            var sent = 0, failure: RPMsgError?
+            for _ in 0..<100 {
+                do { try endpoint.send([1, 2, 3], timeout: .seconds(5)); sent += 1 } catch { failure = error as? RPMsgError; break }
+            }
+            seen.withLock { $0.stop = stop; $0.suspend = suspend; $0.sent = sent; $0.sendError = failure; $0.onCoreThread = onCore }
+            flooded.signal()
+        }
+        endpoint.withLock { $0 = client }
+        let clock = ContinuousClock(), start = clock.now
+        try client.send(Array("go".utf8), timeout: .seconds(5))
+        #expect(flooded.wait(timeout: .seconds(10)))
+        #expect(clock.now - start < .seconds(3))      // nothing waited out a timeout
+        let s = seen.withLock { $0 }
+        #expect(s.onCoreThread)
+        #expect(s.stop?.contains("inline on the core's own thread") == true, "\(String(describing: s.stop))")
+        #expect(s.suspend?.contains("inline on the core's own thread") == true, "\(String(describing: s.suspend))")
+        #expect(s.sendError?.kind == .noBufferInInterruptHandler)
+        #expect(s.sent > 0 && s.sent < 100)
+        #expect(processor.state == .running)
+        #expect(allBack.wait(timeout: .seconds(10)), "\(seen.withLock { $0.replies }) replies of \(s.sent + 1)")
+        #expect(!board.isRemoteHeldByCurrentThread)
+        try processor.stop()
+        #expect(processor.state == .stopped)
+        try processor.shutdown()
     }
 }
 
@@ -260,8 +316,9 @@ struct BoardTraceTests {
 }
 
 /// `firmware` on a fresh board, configured, loaded from ``NativeImage`` and started.
-func startedBoard(_ firmware: any FirmwareProgram, pollMode: Bool = false, vringCount: UInt32 = 256) throws -> (Board, RemoteProcessor) {
-    let board = try Board(firmware: firmware, pollMode: pollMode)
+func startedBoard(_ firmware: any FirmwareProgram, pollMode: Bool = false, hostInterrupts: InterruptDelivery = .inline,
+                  vringCount: UInt32 = 256) throws -> (Board, RemoteProcessor) {
+    let board = try Board(firmware: firmware, pollMode: pollMode, hostInterrupts: hostInterrupts)
     let processor = try board.makeProcessor()
     try processor.configure()
     try processor.load("fw", from: MemoryImageStore(["fw": try nativeImage(vringCount: vringCount)]))

@@ -112,4 +112,81 @@ struct InterruptLineLongRunTests {
         }
         #expect(handled.load(ordering: .relaxed) == 250_000)
     }
+
+    @Test("inline mode: the handler runs on the raising thread before raise returns, in the line's interrupt context; a raise from inside folds into the running handler; two raising threads never run it at once")
+    func inlineMode() throws {
+        let line = try InterruptLine<Int>(delivery: .inline)
+        #expect(!line.usesThread)
+        let handled = MetalMutex<[Int]>([])
+        let contexts = MetalMutex<[Bool]>([])
+        let depth = Atomic<Int>(0), deepest = Atomic<Int>(0)
+        line.setHandler { n in
+            let now = depth.add(1, ordering: .relaxed).newValue
+            if now > deepest.load(ordering: .relaxed) { deepest.store(now, ordering: .relaxed) }
+            contexts.withLock { $0.append(line.isHandlingOnCurrentThread && InterruptContext.isActive) }
+            handled.withLock { $0.append(n) }
+            if n == 1 { line.raise(2) }    // folded: handled after this returns, by this same call
+            depth.subtract(1, ordering: .relaxed)
+        }
+        #expect(!line.isHandlingOnCurrentThread)
+        line.raise(1)
+        #expect(handled.withLock { $0 } == [1, 2])     // both done before raise returned
+        #expect(contexts.withLock { $0 } == [true, true])
+        #expect(!InterruptContext.isActive)
+        #expect(line.poll() == 0)                        // nothing left for poll: inline took it
+
+        // Two threads raising concurrently: every raise handled, one handler at a time.
+        let count = Atomic<Int>(0)
+        line.setHandler { _ in
+            let now = depth.add(1, ordering: .relaxed).newValue
+            if now > deepest.load(ordering: .relaxed) { deepest.store(now, ordering: .relaxed) }
+            count.add(1, ordering: .relaxed)
+            depth.subtract(1, ordering: .relaxed)
+        }
+        let other = try PlatformThread(name: "raiser") { for _ in 0..<20_000 { line.raise(5) } }
+        for _ in 0..<20_000 { line.raise(6) }
+        other.join()
+        #expect(deepest.load(ordering: .relaxed) == 1)
+        // Coalescing may merge raises of one number, but the last raise of each is always handled.
+        #expect(count.load(ordering: .relaxed) >= 2)
+        line.shutdown()
+        let before = count.load(ordering: .relaxed)
+        line.raise(5)
+        #expect(count.load(ordering: .relaxed) == before)
+    }
+
+    @Test("inline mode: shutdown from another thread waits for a running handler; shutdown from inside the handler returns at once")
+    func inlineShutdown() throws {
+        let line = try InterruptLine<Int>(delivery: .inline)
+        let entered = WakeSignal(), release = WakeSignal(), finished = Atomic<Bool>(false)
+        line.setHandler { n in
+            if n == 0 {
+                entered.signal()
+                release.wait(timeout: .seconds(5))
+                finished.store(true, ordering: .releasing)
+            } else {
+                line.shutdown()     // its own line, from inside: must not wait for itself
+            }
+        }
+        let raiser = try PlatformThread(name: "raiser") { line.raise(0) }
+        #expect(entered.wait(timeout: .seconds(5)))
+        let releaser = try PlatformThread(name: "releaser") {
+            RealTimeClock.shared.sleep(for: .milliseconds(20))
+            release.signal()
+        }
+        line.shutdown()
+        let finishedFirst = finished.load(ordering: .acquiring)
+        #expect(finishedFirst)     // shutdown returned only after the handler
+        raiser.join(); releaser.join()
+
+        let own = try InterruptLine<Int>(delivery: .inline)
+        let done = Atomic<Bool>(false)
+        own.setHandler { _ in
+            own.shutdown()
+            done.store(true, ordering: .releasing)
+        }
+        own.raise(1)
+        let doneInside = done.load(ordering: .acquiring)
+        #expect(doneInside)
+    }
 }
