@@ -65,4 +65,7 @@ extension timespec {
         let nanos = max(0, duration.totalNanoseconds)
         self.init(tv_sec: .init(nanos / 1_000_000_000), tv_nsec: .init(nanos % 1_000_000_000))
     }
+
+    /// Whole nanoseconds (a clock reading; no overflow for 292 years of uptime).
+    public var totalNanoseconds: Int64 { Int64(tv_sec) &* 1_000_000_000 &+ Int64(tv_nsec) }
 }

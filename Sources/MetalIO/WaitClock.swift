@@ -76,7 +76,7 @@ public final class RealTimeClock: WaitClock {
             // by more than the step).
             var wall = timespec()
             clock_gettime(CLOCK_REALTIME, &wall)
-            if signal.waitUntilWallClock(timespec(Duration(timespec: wall) + left)) { return true }
+            if signal.waitUntilWallClock(timespec(Duration(timespec: wall) + left), spinLimit: left) { return true }
         }
     }
 }

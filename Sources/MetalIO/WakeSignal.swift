@@ -1,16 +1,39 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// The one wake-up primitive of the package: a counting semaphore (POSIX `sem_t`, a futex on
 /// Linux) that one thread signals and another waits on. Each ``signal()`` lets one wait return, so
 /// a signal given before the wait starts is never lost. Waits with a deadline go through a
 /// ``WaitClock`` (``wait(timeout:clock:)``).
+///
+/// **Spin, then park.** A wait first looks for the signal in a bounded spin and only then sleeps
+/// in the kernel: a signal that comes a few microseconds later (the other side of a round trip)
+/// is taken without the futex sleep and wake-up, which cost more than the wait itself. The spin
+/// bound is measured per signal: after each wait the signal knows how long the wake took; a wake
+/// that came within ``maximumSpin`` sets the bound to twice that time, one that came later (or
+/// never) halves it, down to ``minimumSpin``. A signal that is mostly waited on for long (an idle
+/// core, a watchdog) therefore spins for about a microsecond before it parks, and the idle host
+/// stays at ≈ 0 % CPU; see docs/performance.md.
 public final class WakeSignal: @unchecked Sendable {
-    // @unchecked: the sem_t is allocated once, never moves, and the sem_* calls are thread-safe.
+    // @unchecked: the sem_t is allocated once, never moves, and the sem_* calls are thread-safe;
+    // the spin bound is an atomic.
     private let semaphore: UnsafeMutablePointer<sem_t>
+    /// The current spin bound in nanoseconds.
+    private let spinBound = Atomic<Int64>(WakeSignal.maximumSpin.totalNanoseconds)
 
-    public init() {
+    /// The longest a wait spins before it parks.
+    public static let maximumSpin: Duration = .microseconds(20)
+    /// The shortest spin bound (so a signal whose wakes became prompt again is noticed).
+    public static let minimumSpin: Duration = .microseconds(1)
+
+    /// Whether waits spin before they park.
+    public let spins: Bool
+
+    /// - Parameter spins: `false`: every wait parks at once (the futex reference of the bench).
+    public init(spins: Bool = true) {
+        self.spins = spins
         semaphore = .allocate(capacity: 1)
         sem_init(semaphore, 0, 0)
     }
@@ -20,7 +43,8 @@ public final class WakeSignal: @unchecked Sendable {
         semaphore.deallocate()
     }
 
-    /// Lets one wait return (now or, if nobody waits, the next one).
+    /// Lets one wait return (now or, if nobody waits, the next one). A signal nobody sleeps on
+    /// (its waiter spins, or none waits) is an atomic increment, without a system call.
     public func signal() { sem_post(semaphore) }
 
     /// Waits for a signal up to `timeout` on `clock` (`nil`: no limit); `false` when the time ran out first.
@@ -32,20 +56,70 @@ public final class WakeSignal: @unchecked Sendable {
     /// Takes a signal given already, without waiting; `false` when there is none.
     public func tryTake() -> Bool { sem_trywait(semaphore) == 0 }
 
+    /// The spin bound now (for the bench and tests).
+    public var currentSpinBound: Duration { .nanoseconds(spinBound.load(ordering: .relaxed)) }
+
     // The blocking calls, for clock implementations.
 
-    /// Blocks until a signal comes.
+    /// Blocks until a signal comes (spinning first).
     public func waitWithoutLimit() {
+        let start = Self.monotonicNanoseconds()
+        if spin(from: start) { return }
         while sem_wait(semaphore) != 0 && errno == EINTR {}
+        learn(wokeAfter: Self.monotonicNanoseconds() - start)
     }
 
-    /// Blocks until a signal comes or the wall clock (`CLOCK_REALTIME`) reaches `deadline`.
-    public func waitUntilWallClock(_ deadline: timespec) -> Bool {
+    /// Blocks until a signal comes or the wall clock (`CLOCK_REALTIME`) reaches `deadline`
+    /// (spinning first, never past `spinLimit`).
+    public func waitUntilWallClock(_ deadline: timespec, spinLimit: Duration) -> Bool {
+        let start = Self.monotonicNanoseconds()
+        if spin(from: start, limit: spinLimit.totalNanoseconds) { return true }
         var deadline = deadline
         while sem_timedwait(semaphore, &deadline) != 0 {
             if errno == EINTR { continue }
+            learn(wokeAfter: .max)
             return false
         }
+        learn(wokeAfter: Self.monotonicNanoseconds() - start)
         return true
+    }
+
+    /// Looks for a signal until the spin bound (or `limit`) has passed since `start`.
+    private func spin(from start: Int64, limit: Int64 = .max) -> Bool {
+        guard spins else { return false }
+        let bound = min(spinBound.load(ordering: .relaxed), limit)
+        var looks = 0
+        while true {
+            if sem_trywait(semaphore) == 0 {
+                // Taken while spinning: the bound was long enough; it may shrink towards twice
+                // what this wake took, never below the floor.
+                let took = Self.monotonicNanoseconds() - start
+                let wanted = max(Self.minimumSpin.totalNanoseconds, min(Self.maximumSpin.totalNanoseconds, 2 * took))
+                if wanted > spinBound.load(ordering: .relaxed) { spinBound.store(wanted, ordering: .relaxed) }
+                return true
+            }
+            looks += 1
+            // The clock is read every 32 looks (a vDSO call, ~20 ns).
+            if looks & 31 == 0, Self.monotonicNanoseconds() - start >= bound { return false }
+        }
+    }
+
+    /// After a park: a wake that a longer spin would have caught raises the bound to twice its
+    /// time; a later one halves it.
+    private func learn(wokeAfter nanoseconds: Int64) {
+        guard spins else { return }
+        let maximum = Self.maximumSpin.totalNanoseconds
+        if nanoseconds <= maximum {
+            spinBound.store(min(maximum, max(2 * nanoseconds, Self.minimumSpin.totalNanoseconds)), ordering: .relaxed)
+        } else {
+            let bound = spinBound.load(ordering: .relaxed)
+            spinBound.store(max(Self.minimumSpin.totalNanoseconds, bound / 2), ordering: .relaxed)
+        }
+    }
+
+    private static func monotonicNanoseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return time.totalNanoseconds
     }
 }

@@ -112,7 +112,7 @@ public final class RPMsgDevice: Sendable {
     /// Every write to the rings goes through this gate; ``close()`` shuts it, so once close has
     /// returned the device never touches shared memory again — a new device on the same rings
     /// (after a recovery) cannot be overwritten by an old one still draining.
-    private let ringGate = MetalMutex<Bool>(false)
+    private let ringGate = PassageGate()
     /// Senders waiting for a transmit buffer, and what wakes them: the peer's notification that
     /// it returned buffers (host: used buffers on vring1; remote: buffers posted on vring0),
     /// asked for only while someone waits (Linux's `rpmsg_upref_sleepers`).
@@ -121,10 +121,10 @@ public final class RPMsgDevice: Sendable {
 
     /// Runs `body` on the rings, or returns `nil` when the device is closed or its transport gone.
     private func withRings<T: Sendable>(_ body: () -> T) -> T? {
-        ringGate.withLock { closed -> T? in
-            guard !closed, transport.isAvailable else { return nil }
+        ringGate.pass { () -> T? in
+            guard transport.isAvailable else { return nil }
             return body()
-        }
+        } ?? nil
     }
 
     private struct State {
@@ -369,7 +369,7 @@ public final class RPMsgDevice: Sendable {
             return (s.endpoints, s.onActivity, s.onTraffic)
         }
         // Waits for a ring operation in progress on another thread; none starts after.
-        ringGate.withLock { $0 = true }
+        ringGate.close()
         transmitReturned.signal()   // a waiting sender looks again and finds the device closed
         transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
         withExtendedLifetime(released) {}

@@ -66,7 +66,7 @@ enum RPMsgBench {
     /// Two threads waking each other through two futex-based semaphores: the floor for any
     /// cross-thread round trip on this machine.
     static func futexPingPong(count: Int) throws -> Double {
-        let ping = WakeSignal(), pong = WakeSignal()
+        let ping = WakeSignal(spins: false), pong = WakeSignal(spins: false)
         let thread = try PlatformThread(name: "ping-pong") {
             for _ in 0..<count {
                 ping.wait()
