@@ -53,6 +53,11 @@ extension Duration {
         self = .seconds(Int64(clamping: seconds)) + .nanoseconds(Int64(nanos) + (remainder > 0 ? 1 : 0))
     }
 
+    /// The duration a C `timeval` holds (`getrusage`'s times).
+    public init(timeval time: timeval) {
+        self = .seconds(Int64(time.tv_sec)) + .microseconds(Int64(time.tv_usec))
+    }
+
     /// The duration a C `timespec` holds.
     public init(timespec time: timespec) {
         self = .seconds(Int64(time.tv_sec)) + .nanoseconds(Int64(time.tv_nsec))

@@ -143,17 +143,22 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Whether `[offset, offset + count)` lies inside the region.
+    @inlinable
     public func contains(offset: Int, count: Int) -> Bool {
         offset >= 0 && count >= 0 && offset <= size && count <= size - offset
     }
 
     // MARK: Access
 
-    @inline(__always)
-    private func check(_ offset: Int, _ count: Int, _ operation: String) throws(MetalIOError) {
-        guard contains(offset: offset, count: count) else {
-            throw MetalIOError(.outOfBounds(offset: offset, count: count, regionSize: size), operation: operation, region: name)
-        }
+    /// The bounds check of every access; the operation's name is made only for the error.
+    @inlinable @inline(__always)
+    func check(_ offset: Int, _ count: Int, _ operation: @autoclosure () -> String) throws(MetalIOError) {
+        guard contains(offset: offset, count: count) else { throw outOfBounds(offset, count, operation()) }
+    }
+
+    @usableFromInline
+    func outOfBounds(_ offset: Int, _ count: Int, _ operation: String) -> MetalIOError {
+        MetalIOError(.outOfBounds(offset: offset, count: count, regionSize: size), operation: operation, region: name)
     }
 
     /// Calls `body` with the bytes `[offset, offset + count)`. The pointer must not escape `body`.
@@ -169,6 +174,7 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Reads a little-endian integer at `offset`. Mirrors `metal_io_read8/16/32/64`.
+    @inlinable
     public func read<T: FixedWidthInteger & UnsignedInteger>(_: T.Type = T.self, at offset: Int) throws(MetalIOError) -> T {
         try check(offset, MemoryLayout<T>.size, "read\(T.bitWidth)")
         let start = memoryOffset + offset
@@ -176,23 +182,26 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Writes a little-endian integer at `offset`. Mirrors `metal_io_write8/16/32/64`.
+    @inlinable
     public func write<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at offset: Int) throws(MetalIOError) {
         try check(offset, MemoryLayout<T>.size, "write\(T.bitWidth)")
         let start = memoryOffset + offset
         memory.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: start, as: T.self) }
     }
 
-    private func atomicCheck<T>(_: T.Type, _ offset: Int, _ operation: String) throws(MetalIOError) -> Int {
-        try check(offset, MemoryLayout<T>.size, operation)
+    @inlinable @inline(__always)
+    func atomicCheck<T>(_: T.Type, _ offset: Int, _ operation: @autoclosure () -> String) throws(MetalIOError) -> Int {
+        try check(offset, MemoryLayout<T>.size, operation())
         let start = memoryOffset + offset
-        guard (Int(bitPattern: memory.baseAddress.rawValue) + start) % MemoryLayout<T>.size == 0 else {
-            throw MetalIOError(.misaligned(offset: offset, alignment: MemoryLayout<T>.size), operation: operation, region: name)
+        guard (Int(bitPattern: memory.base) + start) % MemoryLayout<T>.size == 0 else {
+            throw MetalIOError(.misaligned(offset: offset, alignment: MemoryLayout<T>.size), operation: operation(), region: name)
         }
         return start
     }
 
     /// Reads a 16-bit ring index with acquire ordering: data the other side wrote before
     /// publishing the index is visible after this read. The offset must be 2-byte aligned.
+    @inlinable
     public func readAcquiring(_: UInt16.Type = UInt16.self, at offset: Int) throws(MetalIOError) -> UInt16 {
         let start = try atomicCheck(UInt16.self, offset, "read16 acquiring")
         return memory.withUnsafeMutableBytes { bytes in
@@ -203,6 +212,7 @@ public struct IORegion: Sendable, CustomStringConvertible {
 
     /// Writes a 16-bit ring index with release ordering: everything written before it is
     /// visible to a reader that acquires the index. The offset must be 2-byte aligned.
+    @inlinable
     public func writeReleasing(_ value: UInt16, at offset: Int) throws(MetalIOError) {
         let start = try atomicCheck(UInt16.self, offset, "write16 releasing")
         memory.withUnsafeMutableBytes { bytes in
@@ -212,6 +222,7 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Reads a 32-bit value with acquire ordering. The offset must be 4-byte aligned.
+    @inlinable
     public func readAcquiring(_: UInt32.Type, at offset: Int) throws(MetalIOError) -> UInt32 {
         let start = try atomicCheck(UInt32.self, offset, "read32 acquiring")
         return memory.withUnsafeMutableBytes { bytes in
@@ -221,6 +232,7 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Writes a 32-bit value with release ordering. The offset must be 4-byte aligned.
+    @inlinable
     public func writeReleasing(_ value: UInt32, at offset: Int) throws(MetalIOError) {
         let start = try atomicCheck(UInt32.self, offset, "write32 releasing")
         memory.withUnsafeMutableBytes { bytes in
@@ -239,6 +251,7 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Copies `bytes` into the region at `offset`. Mirrors `metal_io_block_write` (no clamping).
+    @inlinable
     public func write(bytes: UnsafeRawBufferPointer, at offset: Int) throws(MetalIOError) {
         try check(offset, bytes.count, "block write")
         guard bytes.count > 0 else { return }
@@ -248,6 +261,7 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 
     /// Copies `bytes` into the region at `offset`. Mirrors `metal_io_block_write` (no clamping).
+    @inlinable
     public func write(_ bytes: [UInt8], at offset: Int) throws(MetalIOError) {
         try check(offset, bytes.count, "block write")
         guard !bytes.isEmpty else { return }
@@ -270,5 +284,5 @@ public struct IORegion: Sendable, CustomStringConvertible {
     }
 }
 
-@inline(__always) private func atomicThreadFenceAcquire() { atomicMemoryFence(ordering: .acquiring) }
-@inline(__always) private func atomicThreadFenceRelease() { atomicMemoryFence(ordering: .releasing) }
+@usableFromInline @inline(__always) func atomicThreadFenceAcquire() { atomicMemoryFence(ordering: .acquiring) }
+@usableFromInline @inline(__always) func atomicThreadFenceRelease() { atomicMemoryFence(ordering: .releasing) }

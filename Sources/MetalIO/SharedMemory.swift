@@ -13,7 +13,7 @@ import Darwin
 // The base pointer and size never change after init; the bytes are shared between threads on
 // purpose and every accessor either uses atomics or documents its ordering.
 public final class SharedMemory: @unchecked Sendable {
-    private let base: UnsafeMutableRawPointer
+    @usableFromInline let base: UnsafeMutableRawPointer
     /// The size in bytes, a multiple of the page size.
     public let size: Int
 
@@ -46,6 +46,7 @@ public final class SharedMemory: @unchecked Sendable {
     public var baseAddress: VirtualAddress { VirtualAddress(UInt(bitPattern: base)) }
 
     /// Calls `body` with the whole mapping. The pointer must not escape `body`.
+    @inlinable
     public func withUnsafeMutableBytes<R, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(UnsafeMutableRawBufferPointer(start: base, count: size))
     }

@@ -707,3 +707,52 @@ struct EmulationStopper: Sendable {
         }
     }
 }
+
+/// The reference for emulated speed: Unicorn itself, with nothing of the board — one bare engine,
+/// no hooks, no MMIO, no stop checks — running the compute loop of `Firmware/lib/rsim_compute.h`
+/// (the same four instructions the `compute` firmware runs, as the firmware's compiler encodes
+/// them: Thumb-2 16-bit forms on Cortex-M4, compressed forms on rv32imac).
+public enum RawUnicornReference {
+    /// `adds r0, r0, r1; eors r0, r2; subs r1, r1, #1; bne <start>`.
+    static let thumbLoop: [UInt8] = [0x40, 0x18, 0x50, 0x40, 0x49, 0x1E, 0xFB, 0xD1]
+    /// `c.add a0, a1; c.xor a0, a2; c.addi a1, -1; c.bnez a1, <start>`.
+    static let rv32Loop: [UInt8] = [0x2E, 0x95, 0x31, 0x8D, 0xFD, 0x15, 0xED, 0xFD]
+
+    /// Instructions per second of `iterations` passes of the loop (4 instructions each).
+    public static func computeLoopRate(_ architecture: CPUArchitecture, iterations: UInt32) throws(UnicornError) -> Double {
+        var opened: OpaquePointer?
+        func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
+            guard error == UC_ERR_OK else { throw UnicornError(code: error.rawValue, operation: operation) }
+        }
+        let registers: (counter: Int32, accumulator: Int32, mix: Int32)
+        let code: [UInt8]
+        switch architecture {
+        case .cortexM4:
+            try check(uc_open(UC_ARCH_ARM, UC_MODE_THUMB, &opened), "uc_open")
+            try check(swuc_ctl_set_cpu_model(opened, Int32(UC_CPU_ARM_CORTEX_M4.rawValue)), "uc_ctl(set cpu model)")
+            registers = (Int32(UC_ARM_REG_R1.rawValue), Int32(UC_ARM_REG_R0.rawValue), Int32(UC_ARM_REG_R2.rawValue))
+            code = thumbLoop
+        case .rv32:
+            try check(uc_open(UC_ARCH_RISCV, UC_MODE_RISCV32, &opened), "uc_open")
+            registers = (Int32(UC_RISCV_REG_A1.rawValue), Int32(UC_RISCV_REG_A0.rawValue), Int32(UC_RISCV_REG_A2.rawValue))
+            code = rv32Loop
+        }
+        guard let engine = opened else { throw UnicornError(code: UC_ERR_NOMEM.rawValue, operation: "uc_open") }
+        defer { uc_close(engine) }
+        try check(uc_mem_map(engine, 0, 4096, UC_PROT_ALL.rawValue), "uc_mem_map")
+        try check(code.withUnsafeBytes { uc_mem_write(engine, 0, $0.baseAddress, $0.count) }, "uc_mem_write")
+        for (register, value) in [(registers.counter, UInt64(iterations)), (registers.accumulator, 1), (registers.mix, 0x9E37_79B9)] {
+            var value = value
+            try check(uc_reg_write(engine, register, &value), "uc_reg_write")
+        }
+        let begin: UInt64 = architecture == .cortexM4 ? 1 : 0    // Thumb: bit 0 set
+        let clock = ContinuousClock()
+        let start = clock.now
+        try check(uc_emu_start(engine, begin, UInt64(code.count), 0, 0), "uc_emu_start")
+        let seconds = (clock.now - start).inSeconds
+        var left: UInt64 = 0
+        try check(uc_reg_read(engine, registers.counter, &left), "uc_reg_read")
+        guard left == 0 else { throw UnicornError(code: UC_ERR_EXCEPTION.rawValue, operation: "the loop ended with \(left) passes left") }
+        return Double(iterations) * 4 / seconds
+    }
+}

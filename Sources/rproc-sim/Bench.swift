@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MetalIO
 import Remoteproc
+import RemoteSim
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,8 +37,15 @@ struct Bench: ParsableCommand {
         var load: [Result]?
         var rpmsgStream: [RPMsgBench.StreamResult]?
         var rpmsgEcho: [RPMsgBench.EchoResult]?
-        var futexPingPongRoundTripsPerSecond: Double?
+        /// The floors, measured in this run: a futex ping-pong (both threads park every time) and
+        /// a spin ping-pong (both spin) between two threads.
+        var futexPingPong: BenchReferences.PingPong?
+        var spinPingPong: BenchReferences.PingPong?
         var board: [BoardBench.Result]?
+        /// Native echo firmware: start → the announcement.
+        var boardBootToAnnouncement: BoardBench.BootToAnnouncement?
+        /// Host CPU with a booted board whose firmware waits (% of one core).
+        var boardIdleCPUPercent: Double?
         var emulated: EmulatedBench.Report?
         var debug: [DebugBench.Result]?
         var power: PowerBench.Report?
@@ -68,10 +76,15 @@ struct Bench: ParsableCommand {
             report.rpmsgEcho = try [16, 496].map { try RPMsgBench.echo(payload: $0, count: roundTrips) }
         }
         if chosen.contains(.rpmsg) || chosen.contains(.board) {
-            report.futexPingPongRoundTripsPerSecond = try RPMsgBench.futexPingPong(count: roundTrips)
+            report.futexPingPong = try BenchReferences.futexPingPong(count: roundTrips)
+            report.spinPingPong = try BenchReferences.spinPingPong(count: roundTrips)
         }
         if chosen.contains(.board) {
             report.board = try [16, 496].map { try BoardBench.run(payload: $0, roundTrips: roundTrips, messages: messages, cycles: 50) }
+            report.boardBootToAnnouncement = try BoardBench.bootToAnnouncement(
+                firmware: "echo, native", count: 100, image: { try $0.load("fw", from: MemoryImageStore(["fw": try BoardBench.image()])) }
+            ) { try Board(firmware: EchoFirmware()) }
+            report.boardIdleCPUPercent = try BoardBench.idleCPUPercent(seconds: min(idleSeconds, 3))
         }
         if chosen.contains(.emulated) {
             report.emulated = try EmulatedBench.run(roundTrips: min(roundTrips, 5_000))
@@ -109,19 +122,30 @@ struct Bench: ParsableCommand {
         if let board = report.board {
             print("Through the real core and the simulated board, native firmware (echo, sink)")
             for r in board {
-                print(String(format: "  %3d-byte payload   echo %8.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)   stream %9.0f msg/s %7.1f MB/s", r.echoPayload,
-                             r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.streamMessagesPerSecond, r.streamMegabytesPerSecond))
+                let ofFutex = report.futexPingPong.map { String(format: " = %.2f× futex ping-pong", r.echoRoundTripsPerSecond / $0.roundTripsPerSecond) } ?? ""
+                print(String(format: "  %3d-byte payload   echo %8.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)%@", r.echoPayload,
+                             r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, ofFutex))
+                print(String(format: "                     per round trip: %5.2f µs CPU, %4.2f voluntary context switches, %.2f kicks to the remote, %.2f to the host",
+                             r.echoCost.cpuMicroseconds, r.echoCost.voluntarySwitches, r.echoKicks.toRemote, r.echoKicks.toHost))
+                print(String(format: "                     stream %9.0f msg/s %7.1f MB/s   per message: %5.2f µs CPU, %5.3f voluntary switches",
+                             r.streamMessagesPerSecond, r.streamMegabytesPerSecond, r.streamCost.cpuMicroseconds, r.streamCost.voluntarySwitches))
             }
             if let first = board.first {
                 print(String(format: "  configure → load → start → stop → shutdown: median %.0f µs", first.lifecycleCycleMedianMicroseconds))
             }
+            if let boot = report.boardBootToAnnouncement { print("  " + Self.describe(boot)) }
+            if let idle = report.boardIdleCPUPercent { print(String(format: "  host CPU, booted board, firmware waiting: %.2f %% of one core", idle)) }
         }
         if let emulated = report.emulated {
             print(String(format: "Emulated firmware (Unicorn): %d ELFs built in %.2f s", emulated.programs, emulated.firmwareBuildSeconds))
             for r in emulated.emulated {
-                print(String(format: "  %-9@  echo %7.0f rt/s (p50 %6.1f µs, p99 %6.1f µs)   compute loop %6.0f M insn/s   echo workload %5.1f M insn/s (%.0f insn/rt)",
-                             r.architecture, r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.computeInstructionsPerSecond / 1e6,
+                print(String(format: "  %-9@  echo %7.0f rt/s (p50 %6.1f µs, p99 %6.1f µs) = %.2f× native   echo workload %5.1f M insn/s (%.0f insn/rt)",
+                             r.architecture, r.echoRoundTripsPerSecond, r.echoP50Microseconds, r.echoP99Microseconds, r.echoOfNative,
                              r.echoWorkloadInstructionsPerSecond / 1e6, r.echoInstructionsPerRoundTrip))
+                print(String(format: "             compute loop %6.0f M insn/s = %.2f× raw Unicorn (%.0f M insn/s, same loop, bare engine)",
+                             r.computeInstructionsPerSecond / 1e6, r.computeOfRawUnicorn, r.rawUnicornComputeInstructionsPerSecond / 1e6))
+                print("             " + Self.describe(r.bootToAnnouncement))
+                print(String(format: "             echo kicks per round trip: %.2f to the remote, %.2f to the host", r.echoKicks.toRemote, r.echoKicks.toHost))
                 for s in r.stream {
                     print(String(format: "             stream %3d B into rpmsg-sink: %8.0f msg/s  %6.2f MB/s", s.payload, s.messagesPerSecond, s.megabytesPerSecond))
                 }
@@ -157,9 +181,16 @@ struct Bench: ParsableCommand {
                       + String(format: "running idle %5.2f %%   suspended %5.2f %%   (%.0f s each)", c.runningIdlePercent, c.suspendedPercent, c.seconds))
             }
         }
-        if let futex = report.futexPingPongRoundTripsPerSecond {
-            print(String(format: "Reference: futex ping-pong between two threads   %10.0f rt/s", futex))
+        for (name, pingPong) in [("futex", report.futexPingPong), ("spin ", report.spinPingPong)] {
+            guard let pingPong else { continue }
+            print(String(format: "Reference: %@ ping-pong between two threads   %10.0f rt/s   per round trip: %5.2f µs CPU, %4.2f voluntary context switches",
+                         name, pingPong.roundTripsPerSecond, pingPong.cost.cpuMicroseconds, pingPong.cost.voluntarySwitches))
         }
+    }
+
+    private static func describe(_ boot: BoardBench.BootToAnnouncement) -> String {
+        String(format: "start → announcement (%@, %d boots): p50 %.0f µs, p99 %.0f µs, max %.0f µs",
+               boot.firmware, boot.boots, boot.p50Microseconds, boot.p99Microseconds, boot.maxMicroseconds)
     }
 
     private func loadBenchmarks() throws -> [Result] {

@@ -14,6 +14,7 @@ enum BenchHarness {
         var p99: Double { microseconds[Swift.min(microseconds.count - 1, microseconds.count * 99 / 100)] }
         var min: Double { microseconds[0] }
         var max: Double { microseconds[microseconds.count - 1] }
+        var count: Int { microseconds.count }
     }
 
     /// `body` run `warmUp` times untimed (caches, page tables, lazily built state), then `count`

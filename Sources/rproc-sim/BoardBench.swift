@@ -12,10 +12,77 @@ enum BoardBench {
         var echoRoundTripsPerSecond: Double
         var echoP50Microseconds: Double
         var echoP99Microseconds: Double
+        /// Process CPU time and voluntary context switches per round trip.
+        var echoCost: OperationCost
+        /// Kicks per round trip, host → remote and remote → host.
+        var echoKicks: KicksPerOperation
         var streamPayload: Int
         var streamMessagesPerSecond: Double
         var streamMegabytesPerSecond: Double
+        /// Per message.
+        var streamCost: OperationCost
         var lifecycleCycleMedianMicroseconds: Double
+    }
+
+    /// Kicks each way per operation (a message, a round trip).
+    struct KicksPerOperation: Codable {
+        var toRemote: Double
+        var toHost: Double
+
+        /// What `body` (doing `count` operations over `rpmsg` on `board`) kicked each way.
+        static func measure(board: Board, rpmsg: RPMsgDevice, count: Int, _ body: () throws -> Void) rethrows -> KicksPerOperation {
+            func toRemote() -> Int { rpmsg.statistics.transmitQueueKicks + rpmsg.statistics.receiveQueueKicks }
+            let (remote, host) = (toRemote(), board.mailbox.hostInterrupts.raiseCount)
+            try body()
+            return KicksPerOperation(toRemote: Double(toRemote() - remote) / Double(count),
+                                     toHost: Double(board.mailbox.hostInterrupts.raiseCount - host) / Double(count))
+        }
+    }
+
+    /// `processor.start()` → the host has the firmware's name-service announcement (the host's
+    /// RPMsg set up on the way, as a Linux host does), over fresh boots.
+    struct BootToAnnouncement: Codable {
+        var firmware: String
+        var boots: Int
+        var p50Microseconds: Double
+        var p99Microseconds: Double
+        var maxMicroseconds: Double
+
+        init(firmware: String, samples: BenchHarness.Samples) {
+            self.firmware = firmware
+            boots = samples.count
+            p50Microseconds = samples.median
+            p99Microseconds = samples.p99
+            maxMicroseconds = samples.max
+        }
+    }
+
+    /// Times `count` boots of `make()`'s board with `image`, each from start to the announcement.
+    static func bootToAnnouncement(firmware name: String, count: Int, image load: (RemoteProcessor) throws -> Void,
+                                   _ make: () throws -> Board) throws -> BootToAnnouncement {
+        var samples: [Double] = []
+        for _ in 0..<count {
+            let board = try make()
+            let processor = try board.makeProcessor()
+            try processor.configure()
+            try load(processor)
+            let announced = WakeSignal()
+            let start = BenchHarness.clock.now
+            try processor.start()
+            guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
+            rpmsg.onNameServiceAnnouncement { _, _ in announced.signal() }
+            guard announced.wait(timeout: .seconds(10)) else { throw BenchError("\(name): no announcement within 10 s") }
+            samples.append((BenchHarness.clock.now - start).inMicroseconds)
+            try processor.shutdown()
+        }
+        return BootToAnnouncement(firmware: name, samples: BenchHarness.Samples(samples))
+    }
+
+    /// Host CPU (% of one core) with a booted board whose native echo firmware waits for messages.
+    static func idleCPUPercent(seconds: Double) throws -> Double {
+        let (board, processor, _) = try boot(EchoFirmware()) { _ in }
+        defer { try? processor.shutdown() }
+        return BenchReferences.idleCPUPercent(seconds: seconds, clock: board.clock)
     }
 
     static func image() throws -> [UInt8] {
@@ -49,9 +116,15 @@ enum BoardBench {
     static func run(payload: Int, roundTrips: Int, messages: Int, cycles: Int) throws -> Result {
         // Echo round trips.
         let reply = WakeSignal()
-        let (_, echoProcessor, echo) = try boot(EchoFirmware()) { _ in reply.signal() }
+        let (echoBoard, echoProcessor, echo) = try boot(EchoFirmware()) { _ in reply.signal() }
         let bytes = [UInt8](repeating: 0x3C, count: payload)
-        let trips = try BenchHarness.echo(echo, payload: bytes, reply: reply, count: roundTrips)
+        var trips: BenchHarness.RoundTrips?
+        var echoCost: OperationCost?
+        let echoKicks = try KicksPerOperation.measure(board: echoBoard, rpmsg: echo.device, count: roundTrips) {
+            echoCost = try OperationCost.measure(roundTrips) {
+                trips = try BenchHarness.echo(echo, payload: bytes, reply: reply, count: roundTrips)
+            }
+        }
         try echoProcessor.shutdown()
 
         // A one-way stream into the sink, then one query that waits for all of it.
@@ -62,11 +135,14 @@ enum BoardBench {
             if b.count == 4 { counted.withLock { $0 = b.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } } }
             answered.signal()
         }
-        let streamRate = try BenchHarness.rate(messages) {
-            for _ in 0..<messages { try sink.send(bytes, timeout: .seconds(10)) }
-            try sink.send(Array("count?".utf8), timeout: .seconds(10))
-            guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
-                throw BenchError("stream: the sink counted \(String(describing: counted.withLock { $0 })) of \(messages)")
+        var streamRate = 0.0
+        let streamCost = try OperationCost.measure(messages) {
+            streamRate = try BenchHarness.rate(messages) {
+                for _ in 0..<messages { try sink.send(bytes, timeout: .seconds(10)) }
+                try sink.send(Array("count?".utf8), timeout: .seconds(10))
+                guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
+                    throw BenchError("stream: the sink counted \(String(describing: counted.withLock { $0 })) of \(messages)")
+                }
             }
         }
         try sinkProcessor.shutdown()
@@ -82,8 +158,10 @@ enum BoardBench {
             try processor.stop()
             try processor.shutdown()
         }
+        guard let trips, let echoCost else { throw BenchError("echo: no round trips") }
         return Result(echoPayload: payload, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
-                      echoP99Microseconds: trips.latency.p99, streamPayload: payload, streamMessagesPerSecond: streamRate,
-                      streamMegabytesPerSecond: streamRate * Double(payload) / 1e6, lifecycleCycleMedianMicroseconds: cycle.median)
+                      echoP99Microseconds: trips.latency.p99, echoCost: echoCost, echoKicks: echoKicks, streamPayload: payload, streamMessagesPerSecond: streamRate,
+                      streamMegabytesPerSecond: streamRate * Double(payload) / 1e6, streamCost: streamCost,
+                      lifecycleCycleMedianMicroseconds: cycle.median)
     }
 }

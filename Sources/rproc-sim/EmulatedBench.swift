@@ -16,9 +16,16 @@ enum EmulatedBench {
         var echoRoundTripsPerSecond: Double
         var echoP50Microseconds: Double
         var echoP99Microseconds: Double
+        var echoKicks: BoardBench.KicksPerOperation
         /// Host → remote stream into multi-service's rpmsg-sink, per payload size.
         var stream: [Stream]
         var computeInstructionsPerSecond: Double
+        /// The same loop on a bare Unicorn engine (``RemoteSim/RawUnicornReference``), and the board's share of it.
+        var rawUnicornComputeInstructionsPerSecond: Double
+        var computeOfRawUnicorn: Double
+        /// Echo rate against the native echo firmware's in this run.
+        var echoOfNative: Double
+        var bootToAnnouncement: BoardBench.BootToAnnouncement
         var echoWorkloadInstructionsPerSecond: Double
         var echoInstructionsPerRoundTrip: Double
         /// The same echo by interrupt-driven firmware (`irq-echo`), on the cores that take interrupts.
@@ -155,8 +162,12 @@ enum EmulatedBench {
             }
             // Echo, no hooks.
             let reply = WakeSignal()
-            let (_, processor, endpoint) = try boot(EmulatedCPU(cpu), elf: echoELF) { _ in reply.signal() }
-            let trips = try echo(endpoint, reply: reply, count: roundTrips)
+            let (echoBoard, processor, endpoint) = try boot(EmulatedCPU(cpu), elf: echoELF) { _ in reply.signal() }
+            var measured: BenchHarness.RoundTrips?
+            let kicks = try BoardBench.KicksPerOperation.measure(board: echoBoard, rpmsg: endpoint.device, count: roundTrips) {
+                measured = try echo(endpoint, reply: reply, count: roundTrips)
+            }
+            guard let trips = measured else { throw BenchError("echo: no round trips") }
             try processor.shutdown()
 
             // The same echo with every instruction counted, for instructions per round trip.
@@ -170,6 +181,11 @@ enum EmulatedBench {
             try countedProcessor.shutdown()
 
             let computeRate = try Self.computeRate(elf: computeELF, cpu: cpu, done: "compute: done")
+            let rawRate = try RawUnicornReference.computeLoopRate(cpu, iterations: 50_000_000)
+            let boots = try BoardBench.bootToAnnouncement(firmware: "echo, \(architecture.rawValue)", count: 50,
+                                                          image: { try $0.load(echoELF.path, from: FileImageStore()) }) {
+                try Board(firmware: EmulatedCPU(cpu))
+            }
 
             let streams = try [16, 496].map { try stream(elf: multiELF, cpu: cpu, payload: $0, count: roundTrips * 4) }
 
@@ -189,8 +205,10 @@ enum EmulatedBench {
                                               computeWithInterruptsOfWithout: interruptRate / computeRate)
             }
             results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
-                                  echoP99Microseconds: trips.latency.p99, stream: streams,
-                                  computeInstructionsPerSecond: computeRate, echoWorkloadInstructionsPerSecond: perTrip * trips.perSecond,
+                                  echoP99Microseconds: trips.latency.p99, echoKicks: kicks, stream: streams,
+                                  computeInstructionsPerSecond: computeRate, rawUnicornComputeInstructionsPerSecond: rawRate,
+                                  computeOfRawUnicorn: computeRate / rawRate, echoOfNative: 0, bootToAnnouncement: boots,
+                                  echoWorkloadInstructionsPerSecond: perTrip * trips.perSecond,
                                   echoInstructionsPerRoundTrip: perTrip, interruptEcho: interruptEcho))
         }
 
@@ -198,6 +216,7 @@ enum EmulatedBench {
         let (_, nativeProcessor, native) = try BoardBench.boot(EchoFirmware()) { _ in nativeReply.signal() }
         let nativeRate = try echo(native, reply: nativeReply, count: roundTrips).perSecond
         try nativeProcessor.shutdown()
+        for i in results.indices { results[i].echoOfNative = results[i].echoRoundTripsPerSecond / nativeRate }
         return Report(firmwareBuildSeconds: buildSeconds, programs: elves.count, emulated: results, nativeEchoRoundTripsPerSecond: nativeRate)
     }
 }

@@ -99,16 +99,7 @@ enum PowerBench {
     }
 
     private static func idleCPU(board: Board, processor: RemoteProcessor, firmware: String, seconds: Double) throws -> IdleCPU {
-        func cpuPercent() -> Double {
-            func cpuSeconds() -> Double {
-                var time = timespec()
-                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
-                return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-            }
-            let (cpu0, wall) = (cpuSeconds(), BenchHarness.clock.now)
-            board.clock.sleep(for: .milliseconds(Int64(seconds * 1000)))
-            return (cpuSeconds() - cpu0) / (BenchHarness.clock.now - wall).inSeconds * 100
-        }
+        func cpuPercent() -> Double { BenchReferences.idleCPUPercent(seconds: seconds, clock: board.clock) }
         let running = cpuPercent()
         try processor.suspend()
         defer { try? processor.resume() }

@@ -62,24 +62,4 @@ enum RPMsgBench {
                           p50Microseconds: trips.latency.median, p99Microseconds: trips.latency.p99,
                           kicksPerRoundTrip: Double(kicks) / Double(count))
     }
-
-    /// Two threads waking each other through two futex-based semaphores: the floor for any
-    /// cross-thread round trip on this machine.
-    static func futexPingPong(count: Int) throws -> Double {
-        let ping = WakeSignal(spins: false), pong = WakeSignal(spins: false)
-        let thread = try PlatformThread(name: "ping-pong") {
-            for _ in 0..<count {
-                ping.wait()
-                pong.signal()
-            }
-        }
-        let rate = try BenchHarness.rate(count) {
-            for _ in 0..<count {
-                ping.signal()
-                guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
-            }
-        }
-        thread.join()
-        return rate
-    }
 }
