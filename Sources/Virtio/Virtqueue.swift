@@ -124,10 +124,16 @@ public class Virtqueue: @unchecked Sendable {
 /// `avail_event` with EVENT_IDX). Safe to use from several threads.
 public final class DriverQueue: Virtqueue, @unchecked Sendable {
     // All mutable state is in `state` (a Mutex); the superclass's properties are immutable.
-    private struct InFlight { var token: Int; var chain: [Int]; var writable: Int }
+    /// A chain the device holds: the caller's token, its length in descriptors and writable bytes.
+    private struct InFlight { var token: Int; var length: Int; var writable: Int }
     private struct State {
+        /// Free descriptors (a stack).
         var free: [Int]
-        var inFlight: [Int: InFlight] = [:]
+        /// By head descriptor: the chain the device holds (`nil`: none starts there).
+        var inFlight: [InFlight?]
+        /// The driver's own copy of each chain's links (the ring's copy is in shared memory, where
+        /// the device could rewrite it): the descriptors of a returned chain are freed from this.
+        var links: [Int]
         var availIndex: UInt16 = 0
         var lastUsed: UInt16 = 0
         var queued = 0
@@ -136,7 +142,8 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
 
     /// Lays out an empty ring (the driver zeroes the vring memory, as OpenAMP's driver role does).
     public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws(VirtioError) -> Void) throws(VirtioError) {
-        state = MetalMutex(State(free: Array(0..<location.count)))
+        state = MetalMutex(State(free: Array((0..<location.count).reversed()), inFlight: Array(repeating: nil, count: location.count),
+                                 links: Array(repeating: 0, count: location.count)))
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
         do { try location.region.fill(0, at: location.offset, count: layout.byteSize) } catch { throw VirtioError(.io(error)) }
     }
@@ -149,25 +156,43 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// - Throws: ``VirtioError`` when the ring has too few free descriptors or a buffer lies
     ///   outside the buffer window.
     public func add(readable: [VirtqueueBuffer], writable: [VirtqueueBuffer], token: Int) throws(VirtioError) {
-        let all = readable.map { ($0, false) } + writable.map { ($0, true) }
-        guard !all.isEmpty else { throw VirtioError(.invalidArgument("a chain needs at least one buffer")) }
-        for (buffer, _) in all where window.offset(of: buffer.address, length: buffer.length) == nil || buffer.length > Int(UInt32.max) {
-            throw VirtioError(.bufferOutsideWindow(address: buffer.address, length: buffer.length))
+        let total = readable.count + writable.count
+        guard total > 0 else { throw VirtioError(.invalidArgument("a chain needs at least one buffer")) }
+        for part in [readable, writable] {
+            for buffer in part where window.offset(of: buffer.address, length: buffer.length) == nil || buffer.length > Int(UInt32.max) {
+                throw VirtioError(.bufferOutsideWindow(address: buffer.address, length: buffer.length))
+            }
         }
         try state.withLock { (s) throws(VirtioError) in
-            guard s.free.count >= all.count else { throw VirtioError(.ringFull(needed: all.count, free: s.free.count)) }
-            let chain = Array(s.free.suffix(all.count))
-            s.free.removeLast(all.count)
-            for (i, (buffer, writable)) in all.enumerated() {
-                let d = layout.descriptor(chain[i])
+            guard s.free.count >= total else { throw VirtioError(.ringFull(needed: total, free: s.free.count)) }
+            // Descriptors are taken from the free stack one by one, each linked to the next.
+            var previous: Int?
+            var head = 0
+            var written = 0
+            func put(_ buffer: VirtqueueBuffer, writable: Bool) {
+                let index = s.free.removeLast()
+                if let previous {
+                    s.links[previous] = index
+                    write16(UInt16(index), layout.descriptor(previous) + 14)
+                } else {
+                    head = index
+                }
+                let d = layout.descriptor(index)
                 write64(buffer.address.rawValue, d)
                 write32(UInt32(buffer.length), d + 8)
-                let more = i + 1 < chain.count
-                write16((more ? VringLayout.next : 0) | (writable ? VringLayout.write : 0), d + 12)
-                write16(more ? UInt16(chain[i + 1]) : 0, d + 14)
+                written += 1
+                write16((written < total ? VringLayout.next : 0) | (writable ? VringLayout.write : 0), d + 12)
+                if written == total { write16(0, d + 14) }
+                previous = index
             }
-            s.inFlight[chain[0]] = InFlight(token: token, chain: chain, writable: writable.reduce(0) { $0 + $1.length })
-            write16(UInt16(chain[0]), layout.availRing(Int(s.availIndex) & (layout.count - 1)))
+            for buffer in readable { put(buffer, writable: false) }
+            var writableBytes = 0
+            for buffer in writable {
+                put(buffer, writable: true)
+                writableBytes += buffer.length
+            }
+            s.inFlight[head] = InFlight(token: token, length: total, writable: writableBytes)
+            write16(UInt16(head), layout.availRing(Int(s.availIndex) & (layout.count - 1)))
             s.availIndex &+= 1
             s.queued += 1
             publishIndex(s.availIndex, layout.availIndex)
@@ -211,8 +236,13 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
                 let id = read32(slot), length = read32(slot + 4)
                 s.lastUsed &+= 1
                 guard id < UInt32(layout.count) else { count(\.descriptorIndexOutOfRange); continue }
-                guard let flight = s.inFlight.removeValue(forKey: Int(id)) else { count(\.unknownUsedID); continue }
-                s.free.append(contentsOf: flight.chain)
+                guard let flight = s.inFlight[Int(id)] else { count(\.unknownUsedID); continue }
+                s.inFlight[Int(id)] = nil
+                var index = Int(id)
+                for part in 0..<flight.length {
+                    s.free.append(index)
+                    if part + 1 < flight.length { index = s.links[index] }
+                }
                 // A chain with nothing writable: the length means nothing (OpenAMP remotes report
                 // the buffer's size), so it is not checked.
                 guard flight.writable > 0 else { return UsedBuffer(token: flight.token, length: 0) }
@@ -256,14 +286,16 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
         var lastAvail: UInt16 = 0
         var usedIndex: UInt16 = 0
         var queued = 0
-        var taken: Set<Int> = []
+        /// By head descriptor: whether the device holds that chain now.
+        var taken: [Bool]
     }
-    private let state = MetalMutex(State())
+    private let state: MetalMutex<State>
 
     /// Uses the ring the driver laid out (the device does not zero it), from its used index:
     /// buffers the driver posted before the device came up (as the host's receive buffers before
     /// DRIVER_OK) are taken first.
     public override init(location: VringLocation, window: BufferWindow, usesEventIndex: Bool, kick: @escaping @Sendable () throws(VirtioError) -> Void) throws(VirtioError) {
+        state = MetalMutex(State(taken: Array(repeating: false, count: location.count)))
         try super.init(location: location, window: window, usesEventIndex: usesEventIndex, kick: kick)
         // Everything before the used index was handled by an earlier device (none on a fresh ring).
         state.withLock { s in
@@ -286,9 +318,9 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
                 }
                 let head = Int(read16(layout.availRing(Int(s.lastAvail) & (layout.count - 1))))
                 s.lastAvail &+= 1
-                guard head < layout.count, !s.taken.contains(head) else { count(\.descriptorIndexOutOfRange); continue }
+                guard head < layout.count, !s.taken[head] else { count(\.descriptorIndexOutOfRange); continue }
                 if let segments = walk(head) {
-                    s.taken.insert(head)
+                    s.taken[head] = true
                     return AvailableChain(head: head, segments: segments)
                 }
                 publishUsed(&s, head: head, length: 0)
@@ -331,7 +363,8 @@ public final class DeviceQueue: Virtqueue, @unchecked Sendable {
     public func returnUsed(_ head: Int, length: Int) throws(VirtioError) {
         guard length >= 0 else { throw VirtioError(.invalidArgument("used length \(length) is negative")) }
         try state.withLock { (s) throws(VirtioError) in
-            guard s.taken.remove(head) != nil else { throw VirtioError(.unknownHead(head)) }
+            guard s.taken.indices.contains(head), s.taken[head] else { throw VirtioError(.unknownHead(head)) }
+            s.taken[head] = false
             publishUsed(&s, head: head, length: length)
         }
     }
