@@ -83,6 +83,7 @@ int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32
     vr->dropped = 0;
     vr->unnotified = 0;
     vr->event_idx = 0;
+    vr->quiet = 0;
     /* Everything before the used idx was handled by an earlier device (none
      * on a ring the host has just zeroed, where this reads 0). */
     rsim_mb();
@@ -111,7 +112,7 @@ int rsim_vring_peek(struct rsim_vring *vr, int device_writes, uint32_t min_len,
     for (;;) {
         uint16_t avail_idx = rd16(vr->avail + 2u);
         if (avail_idx == vr->last_avail) {
-            if (!vr->event_idx)
+            if (!vr->event_idx || vr->quiet)
                 return 0;
             /* Ask for a kick at the next buffer (avail_event), then look
              * again: one published before the request was seen cannot be
@@ -176,4 +177,21 @@ int rsim_vring_notify(struct rsim_vring *vr)
     }
     rsim_kick(vr->notifyid);
     return 1;
+}
+
+int rsim_vring_set_kicks(struct rsim_vring *vr, int on)
+{
+    vr->quiet = !on;
+    if (vr->event_idx) {
+        /* A whole ring behind: the host's (new - event - 1) never falls inside
+         * the entries it adds between two looks of ours. */
+        wr16(vr->used + 4u + 8u * vr->num,
+             on ? vr->last_avail : (uint16_t)(vr->last_avail - vr->num - 1u));
+    } else {
+        wr16(vr->used, on ? 0u : VRING_USED_F_NO_NOTIFY);
+    }
+    if (!on)
+        return 0;
+    rsim_mb(); /* the request before the look at avail.idx */
+    return rd16(vr->avail + 2u) != vr->last_avail;
 }

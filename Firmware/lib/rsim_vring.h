@@ -36,7 +36,7 @@
 
 /* avail.flags (driver → device) and used.flags (device → driver). */
 #define VRING_AVAIL_F_NO_INTERRUPT  1u /* driver: do not kick me for used buffers */
-#define VRING_USED_F_NO_NOTIFY      1u /* device: do not kick me for new buffers (never set here) */
+#define VRING_USED_F_NO_NOTIFY      1u /* device: do not kick me for new buffers */
 
 #define RSIM_VRING_NUM_MAX          32768u
 #define RSIM_VRING_DESC_SIZE        16u
@@ -58,6 +58,7 @@ struct rsim_vring {
     uint16_t unnotified; /* used entries published since the last notification */
     uint32_t dropped;    /* bad buffers returned with length 0 */
     uint8_t event_idx;   /* VIRTIO_RING_F_EVENT_IDX negotiated: used_event/avail_event, not flags */
+    uint8_t quiet;       /* we asked the host not to kick for new buffers (rsim_vring_set_kicks) */
 };
 
 /* A buffer taken (or peeked) from the avail ring. */
@@ -111,5 +112,12 @@ void rsim_vring_put_used(struct rsim_vring *vr, uint16_t head, uint32_t len);
 /* Kicks the host if buffers were returned since the last call and the host
  * did not set VRING_AVAIL_F_NO_INTERRUPT. Returns 1 if it kicked. */
 int rsim_vring_notify(struct rsim_vring *vr);
+
+/* Whether the host should kick us when it adds buffers to this ring (it does
+ * after attach). Off: VRING_USED_F_NO_NOTIFY, or with EVENT_IDX an avail_event
+ * a whole ring behind, and peek no longer asks for a kick when it finds the
+ * ring empty. On: the request is made, then returns 1 if buffers are already
+ * there (look again before sleeping: one added meanwhile was not kicked for). */
+int rsim_vring_set_kicks(struct rsim_vring *vr, int on);
 
 #endif /* RSIM_VRING_H */
