@@ -127,6 +127,23 @@ struct ScenarioParserTests {
         #expect(error.location.line == 3)
     }
 
+    @Test("board.host-interrupts: inline (default) or thread; the same echo scenario passes under both; poll or anything else is refused at its line")
+    func hostInterrupts() throws {
+        let base = "firmware: echo\narch: native\n"
+        let steps = "steps:\n  - boot\n  - send: { to: rpmsg-echo, text: hello, count: 200 }\n  - expect: { received: hello, from: rpmsg-echo, count: 200, within: 5s }\n"
+        #expect(try ScenarioParser.parse(base + steps, path: "i.yaml").hostInterrupts == .inline)
+        for delivery in [InterruptDelivery.inline, .thread] {
+            let file = try ScenarioParser.parse(base + "board: { host-interrupts: \(delivery.rawValue) }\n" + steps, path: "i.yaml")
+            #expect(file.hostInterrupts == delivery)
+            let result = try ScenarioRunner(file).run()
+            #expect(result.passed, "\(delivery): \(result.steps.compactMap(\.failure))")
+        }
+        for bad in ["poll", "fast"] {
+            let error = try #require(parseError(base + "board: { host-interrupts: \(bad) }\nsteps: [boot]"))
+            #expect(error.location.line == 3 && error.message.contains("board.host-interrupts must be inline"), "\(error)")
+        }
+    }
+
     @Test("a scenario under openamp: an OpenAMP host refuses the linkwait vendor table at load, naming itself and the rule")
     func openampRefusesInAScenario() throws {
         let file = try ScenarioParser.parse("""
