@@ -105,6 +105,7 @@ struct InlineInterruptTests {
         #expect(processor.state == .running)
         #expect(allBack.wait(timeout: .seconds(10)), "\(seen.withLock { $0.replies }) replies of \(s.sent + 1)")
         #expect(!board.isRemoteHeldByCurrentThread)
+        endpoint.withLock { $0 = nil }     // the endpoint's handler holds this box: no cycle left behind
         try processor.stop()
         #expect(processor.state == .stopped)
         try processor.shutdown()
