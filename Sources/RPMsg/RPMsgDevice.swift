@@ -85,6 +85,8 @@ public final class RPMsgDevice: Sendable {
     private let transmitLimit: Int
     let transport: any VirtioTransport
     let window: BufferWindow
+    /// The same, for the buffers handed out per message.
+    private let sharedWindow: SharedBufferWindow
     /// The two rings, in the role this end plays: no cast picks the role.
     private enum Rings {
         /// The host's: vring 0 receives (remote → host), vring 1 transmits.
@@ -171,6 +173,7 @@ public final class RPMsgDevice: Sendable {
         self.configuration = configuration
         self.transport = transport
         self.window = window
+        self.sharedWindow = SharedBufferWindow(window)
         self.profile = profile
         self.dynamicAddressCount = configuration.dynamicAddressCount ?? profile.dynamicAddressCount
         do {
@@ -231,6 +234,7 @@ public final class RPMsgDevice: Sendable {
         self.configuration = configuration
         self.transport = transport
         self.window = window
+        self.sharedWindow = SharedBufferWindow(window)
         self.profile = nil
         self.dynamicAddressCount = configuration.dynamicAddressCount ?? 128
         self.transmitLimit = 0
@@ -514,7 +518,7 @@ public final class RPMsgDevice: Sendable {
     private func takeTransmitBuffer(from queue: DriverQueue) throws(RPMsgError) -> RPMsgTxBuffer? {
         return try state.withLock { (s) throws(RPMsgError) -> RPMsgTxBuffer? in
             guard !s.closed else { throw RPMsgError(.deviceClosed) }
-            while let used = queue.takeUsed() { s.freeTransmit.append(used.token) }
+            queue.takeAllUsed { s.freeTransmit.append($0.token) }
             let size = configuration.hostToRemoteBufferSize
             if s.freeTransmit.isEmpty, s.transmitBuffers.count < transmitLimit, s.poolNext + size <= s.poolEnd {
                 s.transmitBuffers.append(s.poolNext)
@@ -523,7 +527,7 @@ public final class RPMsgDevice: Sendable {
             }
             guard let token = s.freeTransmit.popLast() else { return nil }
             s.reservedTransmit.insert(token)
-            return RPMsgTxBuffer(token: token, window: window, bufferOffset: s.transmitBuffers[token], capacity: size - RPMsgHeader.size)
+            return RPMsgTxBuffer(token: token, window: sharedWindow, bufferOffset: s.transmitBuffers[token], capacity: size - RPMsgHeader.size)
         }
     }
 
@@ -543,7 +547,7 @@ public final class RPMsgDevice: Sendable {
                 }
                 transmitCapacity.store(Self.payloadCapacity(segment.length), ordering: .relaxed)
                 s.reservedTransmit.insert(chain.head)
-                return RPMsgTxBuffer(token: chain.head, window: window, bufferOffset: segment.offset, capacity: Self.payloadCapacity(segment.length))
+                return RPMsgTxBuffer(token: chain.head, window: sharedWindow, bufferOffset: segment.offset, capacity: Self.payloadCapacity(segment.length))
             }
         }
     }
@@ -575,8 +579,10 @@ public final class RPMsgDevice: Sendable {
                 Result { () throws(VirtioError) in
                     switch rings {
                     case let .driver(queue, _):
-                        try queue.add(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)], writable: [], token: buffer.token)
-                        try queue.kickIfNeeded()
+                        if try queue.addPreparingKick(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)],
+                                                      writable: [], token: buffer.token) {
+                            try queue.notify()
+                        }
                     case let .device(queue, _):
                         try queue.returnUsed(buffer.token, length: total)
                         try queue.notifyIfNeeded()
@@ -701,7 +707,7 @@ public final class RPMsgDevice: Sendable {
             return (endpoint, s.onTraffic)
         }
         if let observer { observe(observer, .received, header, payloadOffset: offset + RPMsgHeader.size) }
-        let buffer = RPMsgHeldBuffer(token: token, window: window, payloadOffset: offset + RPMsgHeader.size, chainLength: chainLength)
+        let buffer = RPMsgHeldBuffer(token: token, window: sharedWindow, payloadOffset: offset + RPMsgHeader.size, chainLength: chainLength)
         let message = RPMsgMessage(source: header.source, destination: header.destination, length: Int(header.length), buffer: buffer)
         if isNameService {
             handleNameService(message)

@@ -15,12 +15,12 @@ public struct RPMsgMessage: Sendable {
     let buffer: RPMsgHeldBuffer
 
     /// A copy of the payload.
-    public var payload: [UInt8] { (try? buffer.window.region.readBytes(at: buffer.payloadOffset, count: length)) ?? [] }
+    public var payload: [UInt8] { (try? buffer.shared.window.region.readBytes(at: buffer.payloadOffset, count: length)) ?? [] }
 
     /// Calls `body` with the payload in shared memory. The pointer must not escape `body`, and is
     /// valid only during the callback or while the buffer is held.
     public func withUnsafePayload<R>(_ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        try buffer.window.region.withUnsafeMutableBytes(at: buffer.payloadOffset, count: length) { try body(UnsafeRawBufferPointer($0)) }
+        try buffer.shared.window.region.withUnsafeMutableBytes(at: buffer.payloadOffset, count: length) { try body(UnsafeRawBufferPointer($0)) }
     }
 
     /// Keeps the buffer after the callback returns; release it with ``RPMsgDevice/release(_:)``.
@@ -34,15 +34,15 @@ public struct RPMsgMessage: Sendable {
 /// A received buffer kept by ``RPMsgMessage/hold()``.
 public final class RPMsgHeldBuffer: Sendable {
     let token: Int
-    let window: BufferWindow
+    let shared: SharedBufferWindow
     let payloadOffset: Int
     let chainLength: Int
     let held = Atomic<Bool>(false)
     let released = Atomic<Bool>(false)
 
-    init(token: Int, window: BufferWindow, payloadOffset: Int, chainLength: Int) {
+    init(token: Int, window: SharedBufferWindow, payloadOffset: Int, chainLength: Int) {
         self.token = token
-        self.window = window
+        self.shared = window
         self.payloadOffset = payloadOffset
         self.chainLength = chainLength
     }
@@ -51,17 +51,24 @@ public final class RPMsgHeldBuffer: Sendable {
 /// A transmit buffer reserved for zero-copy send (`rpmsg_get_tx_payload_buffer`). Fill it with
 /// ``write(_:at:)`` or ``withUnsafeMutablePayload(_:)``, then send it with
 /// ``RPMsgEndpoint/send(_:length:to:)`` or give it back unsent with ``RPMsgDevice/release(_:)``.
+/// A device's buffer window, held by reference: a buffer handed out per message retains this one
+/// object instead of copying the window (whose region holds several references).
+final class SharedBufferWindow: Sendable {
+    let window: BufferWindow
+    init(_ window: BufferWindow) { self.window = window }
+}
+
 public final class RPMsgTxBuffer: Sendable {
     let token: Int
-    let window: BufferWindow
+    let shared: SharedBufferWindow
     let bufferOffset: Int
     /// How many payload bytes fit.
     public let capacity: Int
     let owned = Atomic<Bool>(true)
 
-    init(token: Int, window: BufferWindow, bufferOffset: Int, capacity: Int) {
+    init(token: Int, window: SharedBufferWindow, bufferOffset: Int, capacity: Int) {
         self.token = token
-        self.window = window
+        self.shared = window
         self.bufferOffset = bufferOffset
         self.capacity = capacity
     }
@@ -72,13 +79,13 @@ public final class RPMsgTxBuffer: Sendable {
         guard offset >= 0, bytes.count <= capacity - offset else {
             throw RPMsgError(.payloadTooLarge(size: offset + bytes.count, capacity: capacity))
         }
-        do { try window.region.write(bytes, at: bufferOffset + RPMsgHeader.size + offset) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
+        do { try shared.window.region.write(bytes, at: bufferOffset + RPMsgHeader.size + offset) } catch { throw RPMsgError(.invalidArgument("\(error)")) }
     }
 
     /// Calls `body` with the whole payload area. The pointer must not escape `body`.
     public func withUnsafeMutablePayload<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
         guard owned.load(ordering: .relaxed) else { throw RPMsgError(.bufferNotOwned) }
-        return try window.region.withUnsafeMutableBytes(at: bufferOffset + RPMsgHeader.size, count: capacity, body)
+        return try shared.window.region.withUnsafeMutableBytes(at: bufferOffset + RPMsgHeader.size, count: capacity, body)
     }
 }
 

@@ -156,6 +156,16 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// - Throws: ``VirtioError`` when the ring has too few free descriptors or a buffer lies
     ///   outside the buffer window.
     public func add(readable: [VirtqueueBuffer], writable: [VirtqueueBuffer], token: Int) throws(VirtioError) {
+        _ = try add(readable: readable, writable: writable, token: token, preparingKick: false)
+    }
+
+    /// ``add(readable:writable:token:)`` and ``kickPrepare()`` under one hold of the lock (the
+    /// send path): returns whether the device wants a kick now (then call ``notify()``).
+    public func addPreparingKick(readable: [VirtqueueBuffer], writable: [VirtqueueBuffer], token: Int) throws(VirtioError) -> Bool {
+        try add(readable: readable, writable: writable, token: token, preparingKick: true)
+    }
+
+    private func add(readable: [VirtqueueBuffer], writable: [VirtqueueBuffer], token: Int, preparingKick: Bool) throws(VirtioError) -> Bool {
         let total = readable.count + writable.count
         guard total > 0 else { throw VirtioError(.invalidArgument("a chain needs at least one buffer")) }
         for part in [readable, writable] {
@@ -163,7 +173,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
                 throw VirtioError(.bufferOutsideWindow(address: buffer.address, length: buffer.length))
             }
         }
-        try state.withLock { (s) throws(VirtioError) in
+        return try state.withLock { (s) throws(VirtioError) -> Bool in
             guard s.free.count >= total else { throw VirtioError(.ringFull(needed: total, free: s.free.count)) }
             // Descriptors are taken from the free stack one by one, each linked to the next.
             var previous: Int?
@@ -196,6 +206,10 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
             s.availIndex &+= 1
             s.queued += 1
             publishIndex(s.availIndex, layout.availIndex)
+            guard preparingKick else { return false }
+            defer { s.queued = 0 }
+            return peerWantsNotification(queued: s.queued, published: s.availIndex, eventOffset: layout.availEvent,
+                                         flagsOffset: layout.usedFlags, suppressFlag: VringLayout.noNotify)
         }
     }
 
@@ -224,34 +238,50 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// Takes the next used buffer (`virtqueue_get_buffer`), or `nil` when there is none. Used
     /// elements naming unknown descriptors, and index jumps, are counted and skipped.
     public func takeUsed() -> UsedBuffer? {
+        state.withLock { s in takeUsed(&s) }
+    }
+
+    /// Takes every used buffer there is now, under one hold of the lock, handing each to `body`
+    /// (which must not use this queue). Returns how many.
+    @discardableResult
+    public func takeAllUsed(_ body: (UsedBuffer) -> Void) -> Int {
         state.withLock { s in
-            while true {
-                let published = readIndex(layout.usedIndex)
-                guard published != s.lastUsed else { return nil }
-                guard Int(published &- s.lastUsed) <= layout.count else {
-                    count(\.indexJump)
-                    return nil
-                }
-                let slot = layout.usedRing(Int(s.lastUsed) & (layout.count - 1))
-                let id = read32(slot), length = read32(slot + 4)
-                s.lastUsed &+= 1
-                guard id < UInt32(layout.count) else { count(\.descriptorIndexOutOfRange); continue }
-                guard let flight = s.inFlight[Int(id)] else { count(\.unknownUsedID); continue }
-                s.inFlight[Int(id)] = nil
-                var index = Int(id)
-                for part in 0..<flight.length {
-                    s.free.append(index)
-                    if part + 1 < flight.length { index = s.links[index] }
-                }
-                // A chain with nothing writable: the length means nothing (OpenAMP remotes report
-                // the buffer's size), so it is not checked.
-                guard flight.writable > 0 else { return UsedBuffer(token: flight.token, length: 0) }
-                guard Int(length) <= flight.writable else {
-                    count(\.lengthBeyondBuffer)
-                    return UsedBuffer(token: flight.token, length: nil)
-                }
-                return UsedBuffer(token: flight.token, length: Int(length))
+            var taken = 0
+            while let used = takeUsed(&s) {
+                body(used)
+                taken += 1
             }
+            return taken
+        }
+    }
+
+    private func takeUsed(_ s: inout State) -> UsedBuffer? {
+        while true {
+            let published = readIndex(layout.usedIndex)
+            guard published != s.lastUsed else { return nil }
+            guard Int(published &- s.lastUsed) <= layout.count else {
+                count(\.indexJump)
+                return nil
+            }
+            let slot = layout.usedRing(Int(s.lastUsed) & (layout.count - 1))
+            let id = read32(slot), length = read32(slot + 4)
+            s.lastUsed &+= 1
+            guard id < UInt32(layout.count) else { count(\.descriptorIndexOutOfRange); continue }
+            guard let flight = s.inFlight[Int(id)] else { count(\.unknownUsedID); continue }
+            s.inFlight[Int(id)] = nil
+            var index = Int(id)
+            for part in 0..<flight.length {
+                s.free.append(index)
+                if part + 1 < flight.length { index = s.links[index] }
+            }
+            // A chain with nothing writable: the length means nothing (OpenAMP remotes report
+            // the buffer's size), so it is not checked.
+            guard flight.writable > 0 else { return UsedBuffer(token: flight.token, length: 0) }
+            guard Int(length) <= flight.writable else {
+                count(\.lengthBeyondBuffer)
+                return UsedBuffer(token: flight.token, length: nil)
+            }
+            return UsedBuffer(token: flight.token, length: Int(length))
         }
     }
 
