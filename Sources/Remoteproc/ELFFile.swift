@@ -90,20 +90,16 @@ struct ELFFile: ~Copyable {
     private let elf: OpaquePointer
     let path: String
 
-    /// Parses an image's headers. libelf sees a buffer of `size` bytes (the image up to the end
-    /// of its last header table) that holds `pieces` — (file offset, bytes) — at their offsets and
-    /// zeros elsewhere; the zeros cost nothing until touched, so segment data is never read here.
+    /// Parses an image's headers. libelf sees a buffer of `size` bytes that holds `pieces` —
+    /// (offset, bytes) — at their offsets and zeros elsewhere: the file header and its tables,
+    /// packed by ``ELFImage`` (segment data is never read here).
     init(size: Int, pieces: [(offset: Int, bytes: [UInt8])], path: String) throws(ImageError) {
         self.path = path
         guard elf_version(UInt32(EV_CURRENT)) != UInt32(EV_NONE) else {
             throw ImageError(.libelf(operation: "elf_version", message: Self.lastMessage()), path: path)
         }
-        // Fresh anonymous pages read as zeros and cost nothing until touched (calloc would clear
-        // the whole span once glibc serves blocks this size from its heap: a memset of a whole
-        // image per load).
-        let mapped = mmap(nil, max(1, size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        guard let base = mapped, base != MAP_FAILED else {
-            throw ImageError(.libelf(operation: "mmap", message: "cannot map \(size) bytes for the headers"), path: path)
+        guard let base = calloc(max(1, size), 1) else {
+            throw ImageError(.libelf(operation: "calloc", message: "cannot allocate \(size) bytes for the headers"), path: path)
         }
         let storage = UnsafeMutableRawBufferPointer(start: base, count: max(1, size))
         for piece in pieces {
@@ -111,12 +107,12 @@ struct ELFFile: ~Copyable {
             piece.bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: storage[piece.offset...]).copyMemory(from: $0) }
         }
         guard let elf = elf_memory(base.assumingMemoryBound(to: CChar.self), size) else {
-            munmap(base, storage.count)
+            free(base)
             throw ImageError(.libelf(operation: "elf_memory", message: Self.lastMessage()), path: path)
         }
         guard elf_kind(elf) == ELF_K_ELF else {
             elf_end(elf)
-            munmap(base, storage.count)
+            free(base)
             throw ImageError(.notELF, path: path)
         }
         self.storage = storage
@@ -125,7 +121,7 @@ struct ELFFile: ~Copyable {
 
     deinit {
         elf_end(elf)
-        munmap(storage.baseAddress, storage.count)
+        free(storage.baseAddress)
     }
 
     private static func lastMessage() -> String {

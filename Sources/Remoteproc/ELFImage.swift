@@ -73,12 +73,27 @@ public struct ELFImage: Hashable, Sendable {
         guard shoff == 0 || (!shOverflow && shoff <= UInt64(fileSize) && shEnd <= UInt64(fileSize)) else {
             throw fail(.truncated(what: "section header table", needed: Int(clamping: shEnd), fileSize: fileSize))
         }
-        // What libelf is given: the header and the tables that exist (an unused e_phoff, with
-        // e_phnum = 0, may say anything and is not checked above: it must not size the buffer).
-        let span = Int(max(UInt64(headerSize), phnum == 0 ? 0 : phEnd, shoff == 0 ? 0 : shEnd))
-
-        var pieces = [(offset: 0, bytes: try store.bytes(at: 0, count: Int(max(UInt64(headerSize), phnum == 0 ? 0 : phEnd))))]
-        if shoff != 0 { pieces.append((Int(shoff), try store.bytes(at: Int(shoff), count: Int(shEnd - shoff)))) }
+        // What libelf is given: the header and the tables that exist, packed one after the other
+        // (each 8-byte aligned) with e_phoff and e_shoff pointing at them in the copy — libelf
+        // decodes only headers here (section contents are read from the store), so the bytes in
+        // between, a whole image's segments, are neither read nor allocated. (An unused e_phoff,
+        // with e_phnum = 0, may say anything and is not checked above: it is not copied.)
+        func aligned(_ n: Int) -> Int { (n + 7) & ~7 }
+        var headerCopy = try store.bytes(at: 0, count: headerSize)
+        var pieces: [(offset: Int, bytes: [UInt8])] = []
+        var next = aligned(headerSize)
+        func place(_ offset: UInt64, _ end: UInt64, field: Int) throws(ImageError) {
+            let table = try store.bytes(at: Int(offset), count: Int(end - offset))
+            pieces.append((next, table))
+            let at = UInt64(next)
+            for i in 0..<(is64 ? 8 : 4) { headerCopy[field + i] = UInt8(truncatingIfNeeded: at >> (8 * UInt64(i))) }
+            next = aligned(next + table.count)
+        }
+        for i in 0..<(is64 ? 8 : 4) { headerCopy[(is64 ? 32 : 28) + i] = 0 }
+        if phnum > 0 { try place(phoff, phEnd, field: is64 ? 32 : 28) }
+        if shoff != 0 { try place(shoff, shEnd, field: is64 ? 40 : 32) }
+        pieces.insert((0, headerCopy), at: 0)
+        let span = next
         let file = try ELFFile(size: span, pieces: pieces, path: path)
         header = try file.header()
         let phdrs = try file.programHeaders()
