@@ -140,7 +140,6 @@ public final class RPMsgDevice: Sendable {
         var poolEnd = 0
         /// Device: host receive buffers taken but not used yet (released zero-copy buffers).
         var spareChains: [AvailableChain] = []
-        var reservedTransmit: Set<Int> = []
         var heldReceive: Set<Int> = []
         var statistics = RPMsgStatistics()
         var onNameService: (@Sendable (String, RPMsgAddress) -> Void)?
@@ -526,7 +525,6 @@ public final class RPMsgDevice: Sendable {
                 s.poolNext += size
             }
             guard let token = s.freeTransmit.popLast() else { return nil }
-            s.reservedTransmit.insert(token)
             return RPMsgTxBuffer(token: token, window: sharedWindow, bufferOffset: s.transmitBuffers[token], capacity: size - RPMsgHeader.size)
         }
     }
@@ -546,7 +544,6 @@ public final class RPMsgDevice: Sendable {
                     continue
                 }
                 transmitCapacity.store(Self.payloadCapacity(segment.length), ordering: .relaxed)
-                s.reservedTransmit.insert(chain.head)
                 return RPMsgTxBuffer(token: chain.head, window: sharedWindow, bufferOffset: segment.offset, capacity: Self.payloadCapacity(segment.length))
             }
         }
@@ -568,7 +565,6 @@ public final class RPMsgDevice: Sendable {
         let total = profile?.sentLength(payload: length, bufferSize: configuration.hostToRemoteBufferSize) ?? RPMsgHeader.size + length
         do {
             let (closed, observer) = state.withLock { s in
-                s.reservedTransmit.remove(buffer.token)
                 s.statistics.messagesSent += 1
                 s.statistics.payloadBytesSent += length
                 return (s.closed, s.onTraffic)
@@ -599,7 +595,6 @@ public final class RPMsgDevice: Sendable {
     public func release(_ buffer: RPMsgTxBuffer) throws(RPMsgError) {
         guard buffer.owned.exchange(false, ordering: .acquiringAndReleasing) else { throw RPMsgError(.bufferNotOwned) }
         state.withLock { s in
-            s.reservedTransmit.remove(buffer.token)
             if role == .driver { s.freeTransmit.append(buffer.token) } else {
                 let segment = ChainSegment(offset: buffer.bufferOffset, length: buffer.capacity + RPMsgHeader.size, isWritable: true)
                 s.spareChains.append(AvailableChain(head: buffer.token, segments: [segment]))
