@@ -29,6 +29,8 @@
 
 #include <stdint.h>
 
+#include "rsim.h"
+
 /* Descriptor flags. */
 #define VRING_DESC_F_NEXT           1u
 #define VRING_DESC_F_WRITE          2u /* the device writes this buffer */
@@ -80,6 +82,38 @@ static inline uint32_t rsim_vring_size(uint32_t num, uint32_t align)
     return rsim_vring_used_offset(num, align) + 6u + 8u * num;
 }
 
+/* Volatile accessors for shared memory at a device address (the hot ring
+ * operations below are inline: under emulation every call's register saves
+ * are stores, and stores are what costs, see docs/performance.md). */
+static inline uint16_t rsim_vring_rd16(uint32_t addr)
+{
+    return *(volatile const uint16_t *)(uintptr_t)addr;
+}
+
+static inline uint32_t rsim_vring_rd32(uint32_t addr)
+{
+    return *(volatile const uint32_t *)(uintptr_t)addr;
+}
+
+static inline void rsim_vring_wr16(uint32_t addr, uint16_t v)
+{
+    *(volatile uint16_t *)(uintptr_t)addr = v;
+}
+
+static inline void rsim_vring_wr32(uint32_t addr, uint32_t v)
+{
+    *(volatile uint32_t *)(uintptr_t)addr = v;
+}
+
+/* True when [addr, addr + len) lies inside the shared window (no overflow). */
+static inline int rsim_vring_in_shared_window(uint32_t addr, uint32_t len)
+{
+    if (addr < RSIM_SHARED_BASE)
+        return 0;
+    uint32_t off = addr - RSIM_SHARED_BASE;
+    return off < RSIM_SHARED_SIZE && len <= RSIM_SHARED_SIZE - off;
+}
+
 /*
  * Sets `vr` up for the vring the host placed at `da` (read from the resource
  * table after DRIVER_OK). Checks: num a power of two in 1..32768, align a
@@ -90,6 +124,20 @@ static inline uint32_t rsim_vring_size(uint32_t num, uint32_t align)
 int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32_t num,
                       uint32_t notifyid);
 
+/* Returns buffer `head` to the host with `len` bytes written and publishes
+ * the new used.idx (after a barrier). Does not kick. */
+static inline void rsim_vring_put_used(struct rsim_vring *vr, uint16_t head, uint32_t len)
+{
+    uint32_t slot = vr->used_idx & (uint32_t)(vr->num - 1u);
+    uint32_t elem = vr->used + 4u + 8u * slot;
+    rsim_vring_wr32(elem, head);
+    rsim_vring_wr32(elem + 4u, len);
+    rsim_mb(); /* release: element (and buffer contents) before the index */
+    vr->used_idx++;
+    rsim_vring_wr16(vr->used + 2u, vr->used_idx);
+    vr->unnotified++;
+}
+
 /*
  * Looks at the next available buffer without taking it. `device_writes`
  * selects the expected direction (1: the host posted it for us to fill, i.e.
@@ -99,25 +147,104 @@ int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32
  * Returns 1 and fills `buf` when a good buffer is waiting, 0 when the ring is
  * empty, RSIM_VRING_ERR_INDEX when the host's avail idx is corrupt.
  */
-int rsim_vring_peek(struct rsim_vring *vr, int device_writes, uint32_t min_len,
-                    struct rsim_vring_buf *buf);
+static inline int rsim_vring_peek(struct rsim_vring *vr, int device_writes, uint32_t min_len,
+                                  struct rsim_vring_buf *buf)
+{
+    uint32_t mask = (uint32_t)vr->num - 1u;
+
+    for (;;) {
+        uint16_t avail_idx = rsim_vring_rd16(vr->avail + 2u);
+        if (avail_idx == vr->last_avail) {
+            if (!vr->event_idx || vr->quiet)
+                return 0;
+            /* Ask for a kick at the next buffer (avail_event), then look
+             * again: one published before the request was seen cannot be
+             * missed. */
+            rsim_vring_wr16(vr->used + 4u + 8u * vr->num, vr->last_avail);
+            rsim_mb();
+            if (rsim_vring_rd16(vr->avail + 2u) == vr->last_avail)
+                return 0;
+            continue;
+        }
+        /* More than num new entries cannot be: the host's index is corrupt.
+         * Leave the ring alone. */
+        if ((uint16_t)(avail_idx - vr->last_avail) > vr->num)
+            return RSIM_VRING_ERR_INDEX;
+        rsim_mb(); /* acquire: the index before the entry and descriptor */
+
+        uint16_t head = rsim_vring_rd16(vr->avail + 4u + 2u * (vr->last_avail & mask));
+        if (head < vr->num) {
+            uint32_t d = vr->desc + RSIM_VRING_DESC_SIZE * head;
+            uint32_t addr_lo = rsim_vring_rd32(d);
+            uint32_t addr_hi = rsim_vring_rd32(d + 4u);
+            uint32_t len = rsim_vring_rd32(d + 8u);
+            uint16_t flags = rsim_vring_rd16(d + 12u);
+            int writes = (flags & VRING_DESC_F_WRITE) != 0;
+
+            if (addr_hi == 0 && (flags & VRING_DESC_F_INDIRECT) == 0 &&
+                writes == (device_writes != 0) && len >= min_len &&
+                rsim_vring_in_shared_window(addr_lo, len)) {
+                buf->data = (uint8_t *)(uintptr_t)addr_lo;
+                buf->len = len;
+                buf->head = head;
+                return 1;
+            }
+        }
+        /* Bad entry: give it back empty and look at the next one. */
+        vr->last_avail++;
+        vr->dropped++;
+        rsim_vring_put_used(vr, head, 0);
+    }
+}
 
 /* Takes the buffer the last successful rsim_vring_peek returned. */
-void rsim_vring_take(struct rsim_vring *vr);
-
-/* Returns buffer `head` to the host with `len` bytes written and publishes
- * the new used.idx (after a barrier). Does not kick. */
-void rsim_vring_put_used(struct rsim_vring *vr, uint16_t head, uint32_t len);
+static inline void rsim_vring_take(struct rsim_vring *vr)
+{
+    vr->last_avail++;
+}
 
 /* Kicks the host if buffers were returned since the last call and the host
  * did not set VRING_AVAIL_F_NO_INTERRUPT. Returns 1 if it kicked. */
-int rsim_vring_notify(struct rsim_vring *vr);
+static inline int rsim_vring_notify(struct rsim_vring *vr)
+{
+    if (vr->unnotified == 0)
+        return 0;
+    uint16_t old = (uint16_t)(vr->used_idx - vr->unnotified);
+    vr->unnotified = 0;
+    rsim_mb(); /* our used.idx store before reading the host's flags / used_event */
+    if (vr->event_idx) {
+        /* Kick only when used.idx moved past the host's used_event:
+         * (new - event - 1) mod 2^16 < (new - old) mod 2^16. */
+        uint16_t event = rsim_vring_rd16(vr->avail + 4u + 2u * vr->num);
+        if ((uint16_t)(vr->used_idx - event - 1u) >= (uint16_t)(vr->used_idx - old))
+            return 0;
+    } else if (rsim_vring_rd16(vr->avail) & VRING_AVAIL_F_NO_INTERRUPT) {
+        return 0;
+    }
+    rsim_kick(vr->notifyid);
+    return 1;
+}
 
 /* Whether the host should kick us when it adds buffers to this ring (it does
  * after attach). Off: VRING_USED_F_NO_NOTIFY, or with EVENT_IDX an avail_event
  * a whole ring behind, and peek no longer asks for a kick when it finds the
  * ring empty. On: the request is made, then returns 1 if buffers are already
  * there (look again before sleeping: one added meanwhile was not kicked for). */
-int rsim_vring_set_kicks(struct rsim_vring *vr, int on);
+static inline int rsim_vring_set_kicks(struct rsim_vring *vr, int on)
+{
+    vr->quiet = !on;
+    if (vr->event_idx) {
+        /* A whole ring behind: the host's (new - event - 1) never falls inside
+         * the entries it adds between two looks of ours. */
+        rsim_vring_wr16(vr->used + 4u + 8u * vr->num,
+             on ? vr->last_avail : (uint16_t)(vr->last_avail - vr->num - 1u));
+    } else {
+        rsim_vring_wr16(vr->used, on ? 0u : VRING_USED_F_NO_NOTIFY);
+    }
+    if (!on)
+        return 0;
+    rsim_mb(); /* the request before the look at avail.idx */
+    return rsim_vring_rd16(vr->avail + 2u) != vr->last_avail;
+}
 
 #endif /* RSIM_VRING_H */
