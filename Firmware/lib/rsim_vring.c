@@ -22,19 +22,10 @@
  */
 #include "rsim_vring.h"
 
-#include "rsim.h"
-
-/* Volatile accessors for shared memory at a device address. */
-
-
-
-
 static inline int is_pow2(uint32_t x)
 {
     return x != 0 && (x & (x - 1u)) == 0;
 }
-
-/* True when [addr, addr + len) lies inside the shared window (no overflow). */
 
 int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32_t num,
                       uint32_t notifyid)

@@ -21,12 +21,15 @@ public final class WakeSignal: @unchecked Sendable {
     // the spin bound is an atomic.
     private let semaphore: UnsafeMutablePointer<sem_t>
     /// The current spin bound in nanoseconds.
-    private let spinBound = Atomic<Int64>(WakeSignal.maximumSpin.totalNanoseconds)
+    private let spinBound = Atomic<Int64>(WakeSignal.maximumSpinNanoseconds)
 
     /// The longest a wait spins before it parks.
     public static let maximumSpin: Duration = .microseconds(20)
     /// The shortest spin bound (so a signal whose wakes became prompt again is noticed).
     public static let minimumSpin: Duration = .microseconds(1)
+    // The same in nanoseconds, for the wait path (no Duration arithmetic per wait).
+    private static let maximumSpinNanoseconds = maximumSpin.totalNanoseconds
+    private static let minimumSpinNanoseconds = minimumSpin.totalNanoseconds
 
     /// Whether waits spin before they park.
     public let spins: Bool
@@ -55,9 +58,6 @@ public final class WakeSignal: @unchecked Sendable {
 
     /// Takes a signal given already, without waiting; `false` when there is none.
     public func tryTake() -> Bool { sem_trywait(semaphore) == 0 }
-
-    /// The spin bound now (for the bench and tests).
-    public var currentSpinBound: Duration { .nanoseconds(spinBound.load(ordering: .relaxed)) }
 
     // The blocking calls, for clock implementations.
 
@@ -91,10 +91,9 @@ public final class WakeSignal: @unchecked Sendable {
         var looks = 0
         while true {
             if sem_trywait(semaphore) == 0 {
-                // Taken while spinning: the bound was long enough; it may shrink towards twice
-                // what this wake took, never below the floor.
-                let took = Self.monotonicNanoseconds() - start
-                let wanted = max(Self.minimumSpin.totalNanoseconds, min(Self.maximumSpin.totalNanoseconds, 2 * took))
+                // Taken while spinning: the bound was long enough. It grows to twice what this
+                // wake took if that is more (it only shrinks after a park).
+                let wanted = Self.bound(forWakeAfter: Self.monotonicNanoseconds() - start)
                 if wanted > spinBound.load(ordering: .relaxed) { spinBound.store(wanted, ordering: .relaxed) }
                 return true
             }
@@ -108,13 +107,15 @@ public final class WakeSignal: @unchecked Sendable {
     /// time; a later one halves it.
     private func learn(wokeAfter nanoseconds: Int64) {
         guard spins else { return }
-        let maximum = Self.maximumSpin.totalNanoseconds
-        if nanoseconds <= maximum {
-            spinBound.store(min(maximum, max(2 * nanoseconds, Self.minimumSpin.totalNanoseconds)), ordering: .relaxed)
-        } else {
-            let bound = spinBound.load(ordering: .relaxed)
-            spinBound.store(max(Self.minimumSpin.totalNanoseconds, bound / 2), ordering: .relaxed)
-        }
+        let next = nanoseconds <= Self.maximumSpinNanoseconds
+            ? Self.bound(forWakeAfter: nanoseconds)
+            : max(Self.minimumSpinNanoseconds, spinBound.load(ordering: .relaxed) / 2)
+        spinBound.store(next, ordering: .relaxed)
+    }
+
+    /// Twice a wake's time, within the bounds.
+    private static func bound(forWakeAfter nanoseconds: Int64) -> Int64 {
+        min(maximumSpinNanoseconds, max(minimumSpinNanoseconds, 2 * nanoseconds))
     }
 
     private static func monotonicNanoseconds() -> Int64 {

@@ -48,9 +48,6 @@ public final class RPMsgHeldBuffer: Sendable {
     }
 }
 
-/// A transmit buffer reserved for zero-copy send (`rpmsg_get_tx_payload_buffer`). Fill it with
-/// ``write(_:at:)`` or ``withUnsafeMutablePayload(_:)``, then send it with
-/// ``RPMsgEndpoint/send(_:length:to:)`` or give it back unsent with ``RPMsgDevice/release(_:)``.
 /// A device's buffer window, held by reference: a buffer handed out per message retains this one
 /// object instead of copying the window (whose region holds several references).
 final class SharedBufferWindow: Sendable {
@@ -58,6 +55,9 @@ final class SharedBufferWindow: Sendable {
     init(_ window: BufferWindow) { self.window = window }
 }
 
+/// A transmit buffer reserved for zero-copy send (`rpmsg_get_tx_payload_buffer`). Fill it with
+/// ``write(_:at:)`` or ``withUnsafeMutablePayload(_:)``, then send it with
+/// ``RPMsgEndpoint/send(_:length:to:)`` or give it back unsent with ``RPMsgDevice/release(_:)``.
 public final class RPMsgTxBuffer: Sendable {
     let token: Int
     let shared: SharedBufferWindow

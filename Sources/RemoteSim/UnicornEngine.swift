@@ -111,18 +111,8 @@ final class UnicornEngine {
     }
 
     init(architecture: CPUArchitecture) throws(UnicornError) {
-        var engine: OpaquePointer?
-        switch architecture {
-        case .cortexM4:
-            // Unicorn 2.0.1: UC_MODE_MCLASS would force a Cortex-M33; Thumb plus the model is a real M4.
-            try Self.check(uc_open(UC_ARCH_ARM, UC_MODE_THUMB, &engine), "uc_open")
-            try Self.check(swuc_ctl_set_cpu_model(engine, Int32(UC_CPU_ARM_CORTEX_M4.rawValue)), "uc_ctl(set cpu model)")
-            context.pcRegister = Int32(UC_ARM_REG_PC.rawValue)
-        case .rv32:
-            try Self.check(uc_open(UC_ARCH_RISCV, UC_MODE_RISCV32, &engine), "uc_open")
-            context.pcRegister = Int32(UC_RISCV_REG_PC.rawValue)
-        }
-        handle = engine!
+        handle = try Self.open(architecture)
+        context.pcRegister = architecture == .cortexM4 ? Int32(UC_ARM_REG_PC.rawValue) : Int32(UC_RISCV_REG_PC.rawValue)
         stopGate = EngineStopGate()
         self.architecture = architecture
         try installFaultHooks()
@@ -141,8 +131,28 @@ final class UnicornEngine {
         uc_close(handle)
     }
 
-    private static func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
+    fileprivate static func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
         guard error == UC_ERR_OK else { throw UnicornError(code: error.rawValue, operation: operation) }
+    }
+
+    /// A new engine for `architecture`, its CPU model set; the caller owns (closes) it.
+    fileprivate static func open(_ architecture: CPUArchitecture) throws(UnicornError) -> OpaquePointer {
+        var opened: OpaquePointer?
+        switch architecture {
+        case .cortexM4:
+            // Unicorn 2.0.1: UC_MODE_MCLASS would force a Cortex-M33; Thumb plus the model is a real M4.
+            try check(uc_open(UC_ARCH_ARM, UC_MODE_THUMB, &opened), "uc_open")
+            guard let engine = opened else { throw UnicornError(code: UC_ERR_NOMEM.rawValue, operation: "uc_open") }
+            do { try check(swuc_ctl_set_cpu_model(engine, Int32(UC_CPU_ARM_CORTEX_M4.rawValue)), "uc_ctl(set cpu model)") } catch {
+                uc_close(engine)
+                throw error
+            }
+            return engine
+        case .rv32:
+            try check(uc_open(UC_ARCH_RISCV, UC_MODE_RISCV32, &opened), "uc_open")
+            guard let engine = opened else { throw UnicornError(code: UC_ERR_NOMEM.rawValue, operation: "uc_open") }
+            return engine
+        }
     }
 
     /// Maps `size` bytes of `memory` from `offset` at guest address `address` (4 KiB aligned).
@@ -720,38 +730,31 @@ public enum RawUnicornReference {
 
     /// Instructions per second of `iterations` passes of the loop (4 instructions each).
     public static func computeLoopRate(_ architecture: CPUArchitecture, iterations: UInt32) throws(UnicornError) -> Double {
-        var opened: OpaquePointer?
-        func check(_ error: uc_err, _ operation: String) throws(UnicornError) {
-            guard error == UC_ERR_OK else { throw UnicornError(code: error.rawValue, operation: operation) }
-        }
         let registers: (counter: Int32, accumulator: Int32, mix: Int32)
         let code: [UInt8]
         switch architecture {
         case .cortexM4:
-            try check(uc_open(UC_ARCH_ARM, UC_MODE_THUMB, &opened), "uc_open")
-            try check(swuc_ctl_set_cpu_model(opened, Int32(UC_CPU_ARM_CORTEX_M4.rawValue)), "uc_ctl(set cpu model)")
             registers = (Int32(UC_ARM_REG_R1.rawValue), Int32(UC_ARM_REG_R0.rawValue), Int32(UC_ARM_REG_R2.rawValue))
             code = thumbLoop
         case .rv32:
-            try check(uc_open(UC_ARCH_RISCV, UC_MODE_RISCV32, &opened), "uc_open")
             registers = (Int32(UC_RISCV_REG_A1.rawValue), Int32(UC_RISCV_REG_A0.rawValue), Int32(UC_RISCV_REG_A2.rawValue))
             code = rv32Loop
         }
-        guard let engine = opened else { throw UnicornError(code: UC_ERR_NOMEM.rawValue, operation: "uc_open") }
+        let engine = try UnicornEngine.open(architecture)
         defer { uc_close(engine) }
-        try check(uc_mem_map(engine, 0, 4096, UC_PROT_ALL.rawValue), "uc_mem_map")
-        try check(code.withUnsafeBytes { uc_mem_write(engine, 0, $0.baseAddress, $0.count) }, "uc_mem_write")
+        try UnicornEngine.check(uc_mem_map(engine, 0, 4096, UC_PROT_ALL.rawValue), "uc_mem_map")
+        try UnicornEngine.check(code.withUnsafeBytes { uc_mem_write(engine, 0, $0.baseAddress, $0.count) }, "uc_mem_write")
         for (register, value) in [(registers.counter, UInt64(iterations)), (registers.accumulator, 1), (registers.mix, 0x9E37_79B9)] {
             var value = value
-            try check(uc_reg_write(engine, register, &value), "uc_reg_write")
+            try UnicornEngine.check(uc_reg_write(engine, register, &value), "uc_reg_write")
         }
         let begin: UInt64 = architecture == .cortexM4 ? 1 : 0    // Thumb: bit 0 set
         let clock = ContinuousClock()
         let start = clock.now
-        try check(uc_emu_start(engine, begin, UInt64(code.count), 0, 0), "uc_emu_start")
+        try UnicornEngine.check(uc_emu_start(engine, begin, UInt64(code.count), 0, 0), "uc_emu_start")
         let seconds = (clock.now - start).inSeconds
         var left: UInt64 = 0
-        try check(uc_reg_read(engine, registers.counter, &left), "uc_reg_read")
+        try UnicornEngine.check(uc_reg_read(engine, registers.counter, &left), "uc_reg_read")
         guard left == 0 else { throw UnicornError(code: UC_ERR_EXCEPTION.rawValue, operation: "the loop ended with \(left) passes left") }
         return Double(iterations) * 4 / seconds
     }

@@ -189,6 +189,9 @@ public enum ScenarioParser {
                 faults = handling
             }
             if let node = map["host-interrupts"] {
+                guard !pollMode else {
+                    throw p.error(node, "board.host-interrupts cannot be set with poll: true (kicks then reach the host only when the runner polls)")
+                }
                 guard let text = node.scalar?.string, let delivery = InterruptDelivery(rawValue: text), delivery != .poll else {
                     throw p.error(node, "board.host-interrupts must be inline (the remote's kicks are handled on the core's thread) or thread (on a host interrupt thread)")
                 }

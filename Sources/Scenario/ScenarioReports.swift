@@ -114,27 +114,33 @@ public enum ScenarioReports {
                                "args": ["passed": step.passed, "detail": step.detail, "failure": step.failure ?? ""]])
                 at += micros
             }
+            // Interrupt and trap handlers as slices, nested as they nest, on their own track. The
+            // trace keeps only its latest events, so a return whose entry was dropped is left out,
+            // and handlers still open at the end are closed there.
+            var openHandlers = 0
             for event in result.trace {
                 let ts = event.time.inMicroseconds
                 let (tid, name): (Int, String)
-                // Interrupt and trap handlers as slices, nested as they nest, on their own track.
-                if case let .trap(entry) = event.kind {
+                switch event.kind {
+                case let .trap(entry):
                     events.append(["name": entry.cause, "ph": "B", "pid": pid, "tid": 6, "ts": ts,
                                    "args": ["from": "\(entry.programCounter)", "handler": "\(entry.handler)"]])
+                    openHandlers += 1
                     continue
-                }
-                if case let .trapReturn(exit) = event.kind {
+                case let .trapReturn(exit):
+                    guard openHandlers > 0 else { continue }
                     events.append(["ph": "E", "pid": pid, "tid": 6, "ts": ts, "args": ["to": "\(exit.returnAddress)"]])
+                    openHandlers -= 1
                     continue
-                }
-                switch event.kind {
-                case .stateChanged, .crash, .warning: (tid, name) = (2, "\(event)")
+                case .stateChanged, .crash, .warning, .console: (tid, name) = (2, "\(event)")
                 case .power: (tid, name) = (5, "\(event)")
                 case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (3, "\(event)")
-                case .console, .trap, .trapReturn: (tid, name) = (2, "\(event)")
                 case .message: (tid, name) = (4, "\(event)")
                 }
                 events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])
+            }
+            if let last = result.trace.last?.time.inMicroseconds {
+                for _ in 0..<openHandlers { events.append(["ph": "E", "pid": pid, "tid": 6, "ts": last]) }
             }
             // Each suspension as a slice on the power track, from Running → Suspended until it left Suspended.
             var suspendedAt: (time: Double, call: String)?

@@ -168,11 +168,13 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     private func add(readable: [VirtqueueBuffer], writable: [VirtqueueBuffer], token: Int, preparingKick: Bool) throws(VirtioError) -> Bool {
         let total = readable.count + writable.count
         guard total > 0 else { throw VirtioError(.invalidArgument("a chain needs at least one buffer")) }
-        for part in [readable, writable] {
-            for buffer in part where window.offset(of: buffer.address, length: buffer.length) == nil || buffer.length > Int(UInt32.max) {
+        func check(_ buffers: [VirtqueueBuffer]) throws(VirtioError) {
+            for buffer in buffers where window.offset(of: buffer.address, length: buffer.length) == nil || buffer.length > Int(UInt32.max) {
                 throw VirtioError(.bufferOutsideWindow(address: buffer.address, length: buffer.length))
             }
         }
+        try check(readable)
+        try check(writable)
         return try state.withLock { (s) throws(VirtioError) -> Bool in
             guard s.free.count >= total else { throw VirtioError(.ringFull(needed: total, free: s.free.count)) }
             // Descriptors are taken from the free stack one by one, each linked to the next.
@@ -206,10 +208,7 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
             s.availIndex &+= 1
             s.queued += 1
             publishIndex(s.availIndex, layout.availIndex)
-            guard preparingKick else { return false }
-            defer { s.queued = 0 }
-            return peerWantsNotification(queued: s.queued, published: s.availIndex, eventOffset: layout.availEvent,
-                                         flagsOffset: layout.usedFlags, suppressFlag: VringLayout.noNotify)
+            return preparingKick && prepareKick(&s)
         }
     }
 
@@ -225,11 +224,13 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// Whether the device wants to know about the buffers added since the last kick
     /// (`virtqueue_kick_prepare`); they count as told from here on. ``notify()`` then kicks.
     public func kickPrepare() -> Bool {
-        state.withLock { s in
-            defer { s.queued = 0 }
-            return peerWantsNotification(queued: s.queued, published: s.availIndex, eventOffset: layout.availEvent,
-                                         flagsOffset: layout.usedFlags, suppressFlag: VringLayout.noNotify)
-        }
+        state.withLock { s in prepareKick(&s) }
+    }
+
+    private func prepareKick(_ s: inout State) -> Bool {
+        defer { s.queued = 0 }
+        return peerWantsNotification(queued: s.queued, published: s.availIndex, eventOffset: layout.availEvent,
+                                     flagsOffset: layout.usedFlags, suppressFlag: VringLayout.noNotify)
     }
 
     /// Kicks the device (`virtqueue_notify`), after ``kickPrepare()`` said it wants to know.

@@ -10,13 +10,12 @@ import Synchronization
 struct ProcessUsage {
     var cpu: Duration
     var voluntarySwitches: Int
-    var involuntarySwitches: Int
 
     static var now: ProcessUsage {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return ProcessUsage(cpu: Duration(timeval: usage.ru_utime) + Duration(timeval: usage.ru_stime),
-                            voluntarySwitches: Int(usage.ru_nvcsw), involuntarySwitches: Int(usage.ru_nivcsw))
+                            voluntarySwitches: Int(usage.ru_nvcsw))
     }
 
     /// The CPU time of the process so far (`CLOCK_PROCESS_CPUTIME_ID`, finer than getrusage).
@@ -34,13 +33,13 @@ struct OperationCost: Codable {
     /// Voluntary context switches (a thread that blocked) per operation.
     var voluntarySwitches: Double
 
-    /// What `body`, doing `count` operations, cost each.
-    static func measure(_ count: Int, _ body: () throws -> Void) rethrows -> OperationCost {
+    /// What `body` returns, and what it cost per operation when it did `count` of them.
+    static func measure<T>(_ count: Int, _ body: () throws -> T) rethrows -> (result: T, cost: OperationCost) {
         let before = ProcessUsage.now
-        try body()
+        let result = try body()
         let after = ProcessUsage.now
-        return OperationCost(cpuMicroseconds: (after.cpu - before.cpu).inMicroseconds / Double(count),
-                             voluntarySwitches: Double(after.voluntarySwitches - before.voluntarySwitches) / Double(count))
+        return (result, OperationCost(cpuMicroseconds: (after.cpu - before.cpu).inMicroseconds / Double(count),
+                                      voluntarySwitches: Double(after.voluntarySwitches - before.voluntarySwitches) / Double(count)))
     }
 }
 
@@ -61,9 +60,8 @@ enum BenchReferences {
                 pong.signal()
             }
         }
-        var rate = 0.0
-        let cost = try OperationCost.measure(count) {
-            rate = try BenchHarness.rate(count) {
+        let (rate, cost) = try OperationCost.measure(count) {
+            try BenchHarness.rate(count) {
                 for _ in 0..<count {
                     ping.signal()
                     guard pong.wait(timeout: .seconds(10)) else { throw BenchError("futex ping-pong stalled") }
@@ -93,7 +91,7 @@ enum BenchReferences {
         let deadline = BenchHarness.clock.now + .seconds(5)
         var done = 0
         let start = BenchHarness.clock.now
-        let cost = OperationCost.measure(count) {
+        let (_, cost) = OperationCost.measure(count) {
             for i in 0..<count {
                 turn.store(2 * i + 1, ordering: .releasing)
                 var looks = 0

@@ -29,13 +29,14 @@ enum BoardBench {
         var toRemote: Double
         var toHost: Double
 
-        /// What `body` (doing `count` operations over `rpmsg` on `board`) kicked each way.
-        static func measure(board: Board, rpmsg: RPMsgDevice, count: Int, _ body: () throws -> Void) rethrows -> KicksPerOperation {
+        /// What `body` returns, and what it kicked each way per operation (it does `count` over
+        /// `rpmsg` on `board`).
+        static func measure<T>(board: Board, rpmsg: RPMsgDevice, count: Int, _ body: () throws -> T) rethrows -> (result: T, kicks: KicksPerOperation) {
             func toRemote() -> Int { rpmsg.statistics.transmitQueueKicks + rpmsg.statistics.receiveQueueKicks }
             let (remote, host) = (toRemote(), board.mailbox.hostInterrupts.raiseCount)
-            try body()
-            return KicksPerOperation(toRemote: Double(toRemote() - remote) / Double(count),
-                                     toHost: Double(board.mailbox.hostInterrupts.raiseCount - host) / Double(count))
+            let result = try body()
+            return (result, KicksPerOperation(toRemote: Double(toRemote() - remote) / Double(count),
+                                              toHost: Double(board.mailbox.hostInterrupts.raiseCount - host) / Double(count)))
         }
     }
 
@@ -118,12 +119,8 @@ enum BoardBench {
         let reply = WakeSignal()
         let (echoBoard, echoProcessor, echo) = try boot(EchoFirmware()) { _ in reply.signal() }
         let bytes = [UInt8](repeating: 0x3C, count: payload)
-        var trips: BenchHarness.RoundTrips?
-        var echoCost: OperationCost?
-        let echoKicks = try KicksPerOperation.measure(board: echoBoard, rpmsg: echo.device, count: roundTrips) {
-            echoCost = try OperationCost.measure(roundTrips) {
-                trips = try BenchHarness.echo(echo, payload: bytes, reply: reply, count: roundTrips)
-            }
+        let ((trips, echoCost), echoKicks) = try KicksPerOperation.measure(board: echoBoard, rpmsg: echo.device, count: roundTrips) {
+            try OperationCost.measure(roundTrips) { try BenchHarness.echo(echo, payload: bytes, reply: reply, count: roundTrips) }
         }
         try echoProcessor.shutdown()
 
@@ -135,9 +132,8 @@ enum BoardBench {
             if b.count == 4 { counted.withLock { $0 = b.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } } }
             answered.signal()
         }
-        var streamRate = 0.0
-        let streamCost = try OperationCost.measure(messages) {
-            streamRate = try BenchHarness.rate(messages) {
+        let (streamRate, streamCost) = try OperationCost.measure(messages) {
+            try BenchHarness.rate(messages) {
                 for _ in 0..<messages { try sink.send(bytes, timeout: .seconds(10)) }
                 try sink.send(Array("count?".utf8), timeout: .seconds(10))
                 guard answered.wait(timeout: .seconds(30)), counted.withLock({ $0 }) == UInt32(messages) else {
@@ -158,7 +154,6 @@ enum BoardBench {
             try processor.stop()
             try processor.shutdown()
         }
-        guard let trips, let echoCost else { throw BenchError("echo: no round trips") }
         return Result(echoPayload: payload, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
                       echoP99Microseconds: trips.latency.p99, echoCost: echoCost, echoKicks: echoKicks, streamPayload: payload, streamMessagesPerSecond: streamRate,
                       streamMegabytesPerSecond: streamRate * Double(payload) / 1e6, streamCost: streamCost,

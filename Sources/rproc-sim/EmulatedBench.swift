@@ -153,6 +153,12 @@ enum EmulatedBench {
             }
         }
 
+        // The native echo first: every emulated echo is given as a ratio of it.
+        let nativeReply = WakeSignal()
+        let (_, nativeProcessor, native) = try BoardBench.boot(EchoFirmware()) { _ in nativeReply.signal() }
+        let nativeRate = try echo(native, reply: nativeReply, count: roundTrips).perSecond
+        try nativeProcessor.shutdown()
+
         var results: [Result] = []
         for architecture in FirmwareArchitecture.allCases {
             let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
@@ -163,11 +169,9 @@ enum EmulatedBench {
             // Echo, no hooks.
             let reply = WakeSignal()
             let (echoBoard, processor, endpoint) = try boot(EmulatedCPU(cpu), elf: echoELF) { _ in reply.signal() }
-            var measured: BenchHarness.RoundTrips?
-            let kicks = try BoardBench.KicksPerOperation.measure(board: echoBoard, rpmsg: endpoint.device, count: roundTrips) {
-                measured = try echo(endpoint, reply: reply, count: roundTrips)
+            let (trips, kicks) = try BoardBench.KicksPerOperation.measure(board: echoBoard, rpmsg: endpoint.device, count: roundTrips) {
+                try echo(endpoint, reply: reply, count: roundTrips)
             }
-            guard let trips = measured else { throw BenchError("echo: no round trips") }
             try processor.shutdown()
 
             // The same echo with every instruction counted, for instructions per round trip.
@@ -207,16 +211,11 @@ enum EmulatedBench {
             results.append(Result(architecture: architecture.rawValue, echoRoundTripsPerSecond: trips.perSecond, echoP50Microseconds: trips.latency.median,
                                   echoP99Microseconds: trips.latency.p99, echoKicks: kicks, stream: streams,
                                   computeInstructionsPerSecond: computeRate, rawUnicornComputeInstructionsPerSecond: rawRate,
-                                  computeOfRawUnicorn: computeRate / rawRate, echoOfNative: 0, bootToAnnouncement: boots,
+                                  computeOfRawUnicorn: computeRate / rawRate, echoOfNative: trips.perSecond / nativeRate, bootToAnnouncement: boots,
                                   echoWorkloadInstructionsPerSecond: perTrip * trips.perSecond,
                                   echoInstructionsPerRoundTrip: perTrip, interruptEcho: interruptEcho))
         }
 
-        let nativeReply = WakeSignal()
-        let (_, nativeProcessor, native) = try BoardBench.boot(EchoFirmware()) { _ in nativeReply.signal() }
-        let nativeRate = try echo(native, reply: nativeReply, count: roundTrips).perSecond
-        try nativeProcessor.shutdown()
-        for i in results.indices { results[i].echoOfNative = results[i].echoRoundTripsPerSecond / nativeRate }
         return Report(firmwareBuildSeconds: buildSeconds, programs: elves.count, emulated: results, nativeEchoRoundTripsPerSecond: nativeRate)
     }
 }

@@ -127,7 +127,7 @@ struct ScenarioParserTests {
         #expect(error.location.line == 3)
     }
 
-    @Test("board.host-interrupts: inline (default) or thread; the same echo scenario passes under both; poll or anything else is refused at its line")
+    @Test("board.host-interrupts: inline (default) or thread; the same echo scenario passes under both; poll, anything else, or either with poll: true is refused at its line")
     func hostInterrupts() throws {
         let base = "firmware: echo\narch: native\n"
         let steps = "steps:\n  - boot\n  - send: { to: rpmsg-echo, text: hello, count: 200 }\n  - expect: { received: hello, from: rpmsg-echo, count: 200, within: 5s }\n"
@@ -142,6 +142,8 @@ struct ScenarioParserTests {
             let error = try #require(parseError(base + "board: { host-interrupts: \(bad) }\nsteps: [boot]"))
             #expect(error.location.line == 3 && error.message.contains("board.host-interrupts must be inline"), "\(error)")
         }
+        let both = try #require(parseError(base + "board: { poll: true, host-interrupts: thread }\nsteps: [boot]"))
+        #expect(both.location.line == 3 && both.message.contains("cannot be set with poll: true"), "\(both)")
     }
 
     @Test("a scenario under openamp: an OpenAMP host refuses the linkwait vendor table at load, naming itself and the rule")

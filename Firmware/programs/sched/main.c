@@ -27,7 +27,7 @@
  * "switches <n> preempted <n> yields <n> errors <n>" and, for "checks?",
  * "checks <n> preempted-in-check <n> preempted-in-spin <n> ticks <n>"
  * (register checks done, preemptions that interrupted one — and of those,
- * one of its spin loops — and timer ticks so far). Every 100,000 switches
+ * one of its spin loops — and timer ticks so far). Every 10,000 switches
  * the console gets "sched: <n> switches in <ms> ms: preempted <n> yields <n>
  * errors <n>" (time since "sched: ready").
  *
