@@ -29,12 +29,26 @@ public enum MailboxEvent: Hashable, Sendable {
 
 /// An interrupt or trap an emulated core took: what, where it left off, where its handler is.
 public struct TrapEntry: Hashable, Sendable, CustomStringConvertible {
-    /// "machine timer interrupt", "environment call from M-mode", …
+    /// "machine timer interrupt", "environment call from M-mode", "SysTick", … — the name its
+    /// ``TrapReturn`` carries, so entries and returns of one kind compare equal.
     public var cause: String
     /// The instruction the handler returns to (an interrupt) or that trapped (an exception).
     public var programCounter: DeviceAddress
     public var handler: DeviceAddress
-    public var description: String { "\(cause) at \(programCounter), handler \(handler)" }
+    /// How it was taken, where that is more than its cause: "tail-chained" (Cortex-M4: entered
+    /// straight from another handler's return), the fault a vectored fault handler was given.
+    public var detail: String?
+
+    public init(cause: String, programCounter: DeviceAddress, handler: DeviceAddress, detail: String? = nil) {
+        self.cause = cause
+        self.programCounter = programCounter
+        self.handler = handler
+        self.detail = detail
+    }
+
+    /// The cause with its detail: "SysTick (tail-chained)".
+    public var name: String { detail.map { "\(cause) (\($0))" } ?? cause }
+    public var description: String { "\(name) at \(programCounter), handler \(handler)" }
 }
 
 /// A return from an interrupt or trap handler: which one (as its ``TrapEntry`` named it) and

@@ -123,7 +123,7 @@ public enum ScenarioReports {
                 let (tid, name): (Int, String)
                 switch event.kind {
                 case let .trap(entry):
-                    events.append(["name": entry.cause, "ph": "B", "pid": pid, "tid": 6, "ts": ts,
+                    events.append(["name": entry.name, "ph": "B", "pid": pid, "tid": 6, "ts": ts,
                                    "args": ["from": "\(entry.programCounter)", "handler": "\(entry.handler)"]])
                     openHandlers += 1
                     continue

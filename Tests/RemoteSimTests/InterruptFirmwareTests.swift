@@ -147,6 +147,13 @@ struct InterruptFirmwareTests {
         let summary = try #require(lines.last?.firstMatch(of: done), "\(lines)")
         #expect(summary.1 == summary.2 && Int(summary.2) ?? 0 >= (architecture == .cortexM4 ? 14 : 9), "\(lines)")
         #expect(processor.state == .running)
+        if architecture == .cortexM4 {
+            // The tail-chain check's PendSV was entered from IRQ 5's return: the trace names it
+            // by its exception, as its return does, and says how it was taken.
+            let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry } else { nil } }
+            let chained = traps.filter { $0.detail == "tail-chained" }
+            #expect(chained.contains { $0.cause == "PendSV" && $0.name == "PendSV (tail-chained)" }, "\(chained)")
+        }
     }
 
     @Test("irq-storm: an interrupt whose handler raises it again keeps the core in the handler — the watchdog reports it, and a stop ends the storm at once",

@@ -41,7 +41,7 @@ struct VectoredFaultTests {
             #expect(try ask(client, "read") == "read mcause 5 mtval 0xdeadbeef")
         }
         #expect(processor.state == .running)
-        let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry.cause } else { nil } }
+        let traps = board.trace.events.compactMap { if case let .trap(entry) = $0.kind { entry.name } else { nil } }
         let first = try #require(traps.first { $0.contains("unmapped") || $0.contains("access fault") })
         #expect(architecture == .rv32 ? first == "load access fault" : first.hasPrefix("BusFault (read from unmapped memory at"), "\(traps)")
         // The trace has the handlers' returns.

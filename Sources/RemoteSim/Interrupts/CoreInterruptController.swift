@@ -196,7 +196,7 @@ extension SystemControlSpace: CoreInterruptController {
                     return UInt64(address)
                 case let .tailChained(next, handler):
                     mailbox.returnedFromTrap(TrapReturn(cause: returning, returnAddress: DeviceAddress(UInt64(handler))))
-                    mailbox.tookTrap(TrapEntry(cause: "\(next) (tail-chained)", programCounter: DeviceAddress(pc), handler: DeviceAddress(UInt64(handler))))
+                    mailbox.tookTrap(TrapEntry(cause: "\(next)", programCounter: DeviceAddress(pc), handler: DeviceAddress(UInt64(handler)), detail: "tail-chained"))
                     return UInt64(handler)
                 }
             } catch {

@@ -188,7 +188,7 @@ extension SystemControlSpace {
             throw halt(FaultWatch.Lockup(fault: "\(error)", during: described), at: pc, engine: engine)
         }
         faults.began(described)
-        mailbox.tookTrap(TrapEntry(cause: "\(target) (\(described))", programCounter: DeviceAddress(pc), handler: DeviceAddress(UInt64(handler))))
+        mailbox.tookTrap(TrapEntry(cause: "\(target)", programCounter: DeviceAddress(pc), handler: DeviceAddress(UInt64(handler)), detail: described))
         return UInt64(handler)
     }
 
