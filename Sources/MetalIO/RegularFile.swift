@@ -111,11 +111,34 @@ public final class RegularFile {
         return try file.bytes(at: 0, count: file.size)
     }
 
+    /// Writes `bytes` as the whole content of the regular file at `path` (made with mode 0644 when
+    /// it is new). A FIFO, a device, a directory or a socket there is refused before anything is
+    /// written — opened without blocking, so a FIFO cannot hold the writer.
+    public static func write(_ bytes: [UInt8], to path: String) throws(FileError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0o644)
+        guard fd >= 0 else { throw openError(errno, path: path) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw FileError(.system(call: "fstat", errno: errno), path: path) }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw FileError(.notRegular(describe(mode: info.st_mode)), path: path) }
+        guard ftruncate(fd, 0) == 0 else { throw FileError(.system(call: "ftruncate", errno: errno), path: path) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { systemWrite(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(.system(call: "write", errno: errno), path: path)
+            }
+            done += n
+        }
+    }
+
     private static func openError(_ code: Int32, path: String) -> FileError {
         switch code {
         case ENOENT, ENOTDIR: FileError(.notFound, path: path)
         case EACCES, EPERM: FileError(.permissionDenied, path: path)
         case ENXIO: FileError(.notRegular("a socket or a device with nothing behind it"), path: path)
+        case EISDIR: FileError(.notRegular("a directory"), path: path)
         default: FileError(.system(call: "open", errno: code), path: path)
         }
     }
@@ -132,3 +155,9 @@ public final class RegularFile {
         }
     }
 }
+
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+private let systemWrite = Darwin.write
+#endif

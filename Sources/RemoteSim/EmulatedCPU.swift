@@ -121,9 +121,23 @@ public struct EmulatedCPU: FirmwareProgram {
             mailbox.setStopListener(nil)
             mailbox.setGateListener(nil)
         }
+        // Every halt carries the registers where the core stopped (for crash reports and core dumps).
+        func withRegisters(_ halt: FirmwareHalt) -> FirmwareHalt {
+            var halt = halt
+            halt.cpu = engine.snapshot(pc: halt.programCounter ?? pc)
+            return halt
+        }
+        // A gated core leaves its registers where the board can take them (a snapshot of a running core).
+        let parked = ParkedCore(engine: engine)
+        mailbox.setParkCapture { parked.snapshot() }
+        defer { mailbox.setParkCapture(nil) }
         guard let session, let debugger else {
-            try withDeadlines(of: interrupts) {
-                try runFreely(engine: engine, core: core, interrupts: interrupts, running: running, pc: pc)
+            do {
+                try withDeadlines(of: interrupts) {
+                    try runFreely(engine: engine, core: core, interrupts: interrupts, running: running, parked: parked, pc: &pc)
+                }
+            } catch let halt as FirmwareHalt {
+                throw withRegisters(halt)
             }
         }
         // The server halts the core: a busy one by ending its run (repeated until it has returned),
@@ -137,10 +151,11 @@ public struct EmulatedCPU: FirmwareProgram {
         var pendingFault: CPUFault?
         do {
             try withDeadlines(of: interrupts) {
-                try runDebugged(engine: engine, core: core, interrupts: interrupts, session: session, running: running, pc: pc,
+                try runDebugged(engine: engine, core: core, interrupts: interrupts, session: session, running: running, parked: parked, pc: &pc,
                                 pendingFault: &pendingFault)
             }
         } catch let halt as FirmwareHalt {
+            let halt = withRegisters(halt)
             let signal = switch halt.reason {
             case .stopped: 9
             case .panic: 6
@@ -181,11 +196,10 @@ public struct EmulatedCPU: FirmwareProgram {
 
     /// The run loop without a debugger.
     private func runFreely(engine: UnicornEngine, core: RemoteCore, interrupts: any CoreInterruptController, running: RunFlag,
-                           pc start: UInt64) throws -> Never {
-        var pc = start
+                           parked: ParkedCore, pc: inout UInt64) throws -> Never {
         let mailbox = core.mailbox
         while true {
-            mailbox.parkIfGated()
+            parked.park(at: pc) { mailbox.parkIfGated() }
             guard try running.enter(core, clearing: engine.stopper) else { continue }
             // After the request flag was cleared: an interrupt raised from here on stops the run again.
             do { try takeInterrupt(interrupts, engine: engine, pc: &pc) } catch {
@@ -204,8 +218,8 @@ public struct EmulatedCPU: FirmwareProgram {
                 throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                    registers: fault.registers)
             case let .returned(next):
-                try core.throwIfStopped()
                 pc = next
+                try core.throwIfStopped()
                 if let address = engine.takeTrapReturn() { interrupts.returned(to: address, engine: engine) }
                 // Ended on request (the clock gate, an interrupt, a stale request): not a wfi — look again at the top.
                 if engine.stoppedOnRequest || mailbox.isGateRequested { continue }
@@ -217,8 +231,7 @@ public struct EmulatedCPU: FirmwareProgram {
     /// The run loop with a GDB server: while a debugger is attached, breakpoints, steps,
     /// watchpoints, faults and a PANIC halt the core and are reported; commands run while halted.
     private func runDebugged(engine: UnicornEngine, core: RemoteCore, interrupts: any CoreInterruptController, session: DebugSession,
-                             running: RunFlag, pc start: UInt64, pendingFault: inout CPUFault?) throws -> Never {
-        var pc = start
+                             running: RunFlag, parked: ParkedCore, pc: inout UInt64, pendingFault: inout CPUFault?) throws -> Never {
         let mailbox = core.mailbox
         let hooks = session.hooks
         var panicShown = false
@@ -266,7 +279,7 @@ public struct EmulatedCPU: FirmwareProgram {
             // Gated: park here; a debugger's halt request releases the park (the debugger is served
             // at the top while the clock stays gated).
             if mailbox.isGateRequested {
-                mailbox.parkIfGated(releaseOnBreak: true)
+                parked.park(at: pc) { mailbox.parkIfGated(releaseOnBreak: true) }
                 continue
             }
             do { try engine.syncDebugHooks() } catch {
@@ -306,8 +319,8 @@ public struct EmulatedCPU: FirmwareProgram {
                     throw FirmwareHalt(.fault(address: fault.address ?? 0, message: fault.summary), programCounter: fault.programCounter,
                                        registers: fault.registers)
                 case let .returned(next):
-                    try core.throwIfStopped()
                     pc = next
+                    try core.throwIfStopped()
                     if session.haltRequested.load(ordering: .acquiring) || mailbox.isGateRequested || engine.stoppedOnRequest { continue }
                     idle(mailbox, interrupts, engine: engine)
                     continue
@@ -359,6 +372,25 @@ public struct EmulatedCPU: FirmwareProgram {
             }
         }
     }
+}
+
+/// The core as the board's park capture sees it (``Mailbox/setParkCapture(_:)``): the engine, and
+/// where the run loop stands while it parks between runs.
+final class ParkedCore: @unchecked Sendable {
+    // Only the core's thread touches it: the run loop sets `pc` around its parks, and the capture
+    // runs inside a park — the loop's, or WAIT's inside a run (then `pc` is nil and the engine's
+    // own PC register says where the core is).
+    private let engine: UnicornEngine
+    private var pc: UInt64?
+    init(engine: UnicornEngine) { self.engine = engine }
+
+    func park(at pc: UInt64, _ body: () -> Void) {
+        self.pc = pc
+        defer { self.pc = nil }
+        body()
+    }
+
+    func snapshot() -> CPUSnapshot { engine.snapshot(pc: pc ?? engine.programCounter) }
 }
 
 /// Executed instructions of an emulated core (see ``EmulatedCPU/init(_:countingInto:)``).

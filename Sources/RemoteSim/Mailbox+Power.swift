@@ -94,6 +94,8 @@ struct PowerState: Sendable {
     var wakeUnseen = false
     var coreEnded = false
     var replyFault: PowerReplyFault?
+    /// The registers of the parked core (an emulated one), from the moment it parked until the gate opens.
+    var parkedCPU: CPUSnapshot?
 
     /// Time with the clock gated, the current interval included.
     func gatedTime(at now: ClockInstant) -> Duration { gated + (gatedSince.map { now - $0 } ?? .zero) }
@@ -236,6 +238,8 @@ extension Mailbox {
                 return (false, true, s.power.kind)
             }
             if justParked {
+                let cpu = callbacks.withLock { $0.parkCapture }?()
+                state.withLock { $0.power.parkedCPU = cpu }
                 emit(.power(.gated(kind)))
                 powerWake.signal()
             }
@@ -257,6 +261,13 @@ extension Mailbox {
     /// Sets what runs on the host's thread when it gates the clock: an emulated core ends its
     /// run there, so it parks between two instructions.
     public func setGateListener(_ listener: (@Sendable () -> Void)?) { callbacks.withLock { $0.gateListener = listener } }
+
+    /// Sets what the core's thread runs as it parks: a snapshot of its registers, kept as
+    /// ``parkedCPU`` until the gate opens (an emulated core sets it; native firmware has no registers).
+    public func setParkCapture(_ capture: (@Sendable () -> CPUSnapshot)?) { callbacks.withLock { $0.parkCapture = capture } }
+
+    /// The parked core's registers, while its clock is gated.
+    public var parkedCPU: CPUSnapshot? { state.withLock { $0.power.gate == .closed ? $0.power.parkedCPU : nil } }
 
     /// The core's thread has ended its firmware (a host waiting for the gate or an answer stops waiting).
     func coreEnded() {
@@ -377,6 +388,7 @@ extension Mailbox {
             if let since = s.power.gatedSince { s.power.gated += now - since }
             s.power.gatedSince = nil
             s.power.gate = .open
+            s.power.parkedCPU = nil
             if cooperative && s.power.reply == .ack {
                 s.power.status |= PowerRegisters.statusResumed
                 s.power.wakeUnseen = true

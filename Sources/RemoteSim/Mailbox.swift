@@ -158,6 +158,8 @@ public final class Mailbox: Sendable {
         var events: (@Sendable (MailboxEvent) -> Void)?
         var stopListener: (@Sendable () -> Void)?
         var gateListener: (@Sendable () -> Void)?
+        /// Run by the core's thread as it parks: its registers (``Mailbox/parkedCPU``).
+        var parkCapture: (@Sendable () -> CPUSnapshot)?
         var interruptReport: (@Sendable () -> String)?
     }
     let callbacks = MetalMutex(Callbacks())

@@ -19,10 +19,13 @@ public struct FirmwareHalt: Error, Sendable, CustomStringConvertible {
     public var programCounter: UInt64?
     /// The registers at the fault, for an emulated core.
     public var registers: [String: UInt64]
-    public init(_ reason: Reason, programCounter: UInt64? = nil, registers: [String: UInt64] = [:]) {
+    /// Every register where an emulated core halted, whatever the reason (a stop, a PANIC, a fault).
+    public var cpu: CPUSnapshot?
+    public init(_ reason: Reason, programCounter: UInt64? = nil, registers: [String: UInt64] = [:], cpu: CPUSnapshot? = nil) {
         self.reason = reason
         self.programCounter = programCounter
         self.registers = registers
+        self.cpu = cpu
     }
     public var description: String {
         switch reason {

@@ -34,6 +34,8 @@ public final class GDBServer: @unchecked Sendable {
     let session: DebugSession
     private let listener: Int32
     let architecture: CPUArchitecture
+    /// The dump this server serves instead of a live core.
+    let core: CoreDump?
     /// What the core and the board hook into the server, in a struct: a `Mutex` whose value *is*
     /// a closure re-wraps it in thunks on every access.
     private struct Hooks {
@@ -79,8 +81,22 @@ public final class GDBServer: @unchecked Sendable {
 
     /// Listens on 127.0.0.1:`port` (0 picks a free port; see ``port``).
     /// - Parameter startHalted: halt the core before its first instruction until a debugger continues it.
-    public init(architecture: CPUArchitecture, port: UInt16 = 0, startHalted: Bool = false) throws {
+    public convenience init(architecture: CPUArchitecture, port: UInt16 = 0, startHalted: Bool = false) throws {
+        try self.init(architecture: architecture, port: port, startHalted: startHalted, core: nil)
+    }
+
+    /// Serves a core dump, read-only, on 127.0.0.1:`port` (0 picks a free port): registers and
+    /// memory as the dump holds them, `monitor state/vrings/console/trace` from it. Writes,
+    /// breakpoints and resuming are refused (a dump does not run).
+    /// - Throws: ``CoreDumpError/Kind/noRegisters`` for a dump of native firmware (no CPU).
+    public convenience init(core: CoreDump, port: UInt16 = 0) throws {
+        guard let cpu = core.cpu else { throw CoreDumpError(.noRegisters) }
+        try self.init(architecture: cpu.architecture, port: port, startHalted: false, core: core)
+    }
+
+    private init(architecture: CPUArchitecture, port: UInt16, startHalted: Bool, core: CoreDump?) throws {
         self.architecture = architecture
+        self.core = core
         session = DebugSession(startHalted: startHalted)
         let (fd, actualPort) = try LoopbackSocket.listen(port: port)
         self.port = actualPort
@@ -106,6 +122,12 @@ public final class GDBServer: @unchecked Sendable {
 
     /// Whether the core is halted for the debugger (waits should not count this time).
     public var isHalted: Bool { session.halted.load(ordering: .acquiring) }
+
+    /// The registers of the core halted for the debugger (`nil` when it is not halted or does not answer).
+    func haltedRegisters() -> CPUSnapshot? {
+        guard isHalted, case let .registers(values) = session.perform(.readRegisters) else { return nil }
+        return CPUSnapshot(architecture: architecture, values: values)
+    }
 
     /// Whether a debugger is connected now.
     public var hasClient: Bool { session.connected.load(ordering: .acquiring) }
@@ -150,8 +172,12 @@ public final class GDBServer: @unchecked Sendable {
     private func le32(_ value: UInt64) -> String { hex((0..<4).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }) }
 
     /// The target description: the architecture and each register of ``UnicornEngine/debugRegisters(_:)``, by feature.
-    var targetXML: String {
-        let registers = UnicornEngine.debugRegisters(architecture)
+    var targetXML: String { Self.targetXML(architecture) }
+
+    /// The target description of `architecture`'s registers that `including` keeps (a core file
+    /// describes only those it can supply).
+    static func targetXML(_ architecture: CPUArchitecture, including: (DebugRegister) -> Bool = { _ in true }) -> String {
+        let registers = UnicornEngine.debugRegisters(architecture).filter(including)
         var features: [String] = []
         for register in registers where !features.contains(register.feature) { features.append(register.feature) }
         let body = features.map { feature in
@@ -172,8 +198,10 @@ public final class GDBServer: @unchecked Sendable {
         var reader = GDBPacketReader(maximumPacketSize: 0x4000)
         var lastStop = DebugStop.trap
         var lastReply: [UInt8] = []
-        // The core must be stopped while a debugger looks at it.
-        if session.ended.load(ordering: .acquiring) {
+        // The core must be stopped while a debugger looks at it (a dump always is).
+        if let core {
+            lastStop = DebugStop(signal: core.info.signal)
+        } else if session.ended.load(ordering: .acquiring) {
             lastStop = session.takeExit() ?? DebugStop(signal: 9, reason: .exited)
         } else if !session.halted.load(ordering: .acquiring) {
             requestHalt()
@@ -219,9 +247,46 @@ public final class GDBServer: @unchecked Sendable {
         }
     }
 
+    /// The reply to a packet that a core dump answers differently from a live core (`nil`: as a
+    /// live core does — the queries; `""`: unsupported). Nothing here changes the dump.
+    private func handleCore(_ packet: String, _ core: CoreDump, fd: Int32, lastStop: DebugStop) -> String?? {
+        let body = packet.dropFirst()
+        // The dump's registers, in the debugger's order (the server made sure there are some).
+        let values = core.cpu?.values ?? []
+        switch packet.first {
+        case "g": return values.map(le32).joined()
+        case "p":
+            guard let number = Int(body, radix: 16), number >= 0, let index = registerIndex(number), values.indices.contains(index) else { return "E01" }
+            return le32(values[index])
+        case "m":
+            let parts = body.split(separator: ",")
+            guard parts.count == 2, let address = UInt64(parts[0], radix: 16), let count = Int(parts[1], radix: 16), (0...0x2000).contains(count) else { return "E01" }
+            guard let bytes = core.read(address, count) else { return "E14" }
+            return hex(bytes)
+        case "P", "M", "Z": return "E01"
+        case "z": return "OK"
+        case "c", "s", "C", "S":
+            send(fd, GDBPacketReader.frame("O" + hex(Array("rproc-sim: this is a core dump; it cannot run (inspect it: bt, info registers, x, monitor)\n".utf8))))
+            return stopReply(lastStop)
+        case "D":
+            send(fd, GDBPacketReader.frame("OK"))
+            return .some(nil)
+        case "k": return .some(nil)
+        case "q" where packet.hasPrefix("qRcmd,"):
+            guard let command = fromHex(packet.dropFirst(6)) else { return "E01" }
+            let output = Array(core.answer(monitor: String(decoding: command, as: UTF8.self)).utf8)
+            for start in stride(from: 0, to: output.count, by: 2048) {
+                send(fd, GDBPacketReader.frame("O" + hex(Array(output[start..<min(output.count, start + 2048)]))))
+            }
+            return "OK"
+        default: return nil
+        }
+    }
+
     /// The reply to one packet; `nil` to close the connection.
     private func handle(_ packet: String, fd: Int32, lastStop: inout DebugStop) -> String? {
         let body = packet.dropFirst()
+        if let core, let reply = handleCore(packet, core, fd: fd, lastStop: lastStop) { return reply }
         if session.ended.load(ordering: .acquiring), lastStop.reason != .exited {
             lastStop = session.takeExit() ?? DebugStop(signal: 9, reason: .exited)
         }
