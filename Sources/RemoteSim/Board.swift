@@ -161,7 +161,11 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             guard let installed = self?.core.withLock({ $0.processor })?.installedResourceTable else { return nil }
             return (installed.location.device, installed.table.bytes.count)
         }, describeState: { [weak self] in self?.stateDescription ?? "the board is gone\n" },
-        collectTraceBuffer: { [weak self] in self?.collectTraceBuffer() })
+        collectTraceBuffer: { [weak self] in self?.collectTraceBuffer() },
+        writeCoreDump: { [weak self] path in
+            guard let self else { throw BoardError("core dump", .noProcessor) }
+            return try self.writeCoreDump(to: path)
+        })
     }
 
     /// The processor's life-cycle state, the core's and the last crash, one fact per line.

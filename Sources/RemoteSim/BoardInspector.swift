@@ -1,3 +1,4 @@
+import Foundation
 import MetalIO
 import Remoteproc
 
@@ -12,6 +13,8 @@ public struct BoardInspector: Sendable {
     let describeState: @Sendable () -> String
     /// Turns new trace-buffer text into console lines first (the board's ``Board/collectTraceBuffer()``).
     let collectTraceBuffer: @Sendable () -> Void
+    /// Writes the board's core dump to a path (``Board/writeCoreDump(to:)``); returns its size.
+    let writeCoreDump: @Sendable (String) throws -> Int
 
     /// Trace events and console lines shown when no count is given.
     public static let defaultCount = 20
@@ -60,6 +63,16 @@ public struct BoardInspector: Sendable {
     /// The answer to a debugger's `monitor` command.
     public func answer(monitor command: String) -> String {
         let words = command.split(separator: " ")
+        if words.first == "dump" {
+            let path = command.drop { $0 == " " }.dropFirst(4).trimmingCharacters(in: .whitespaces)
+            guard !path.isEmpty else { return "monitor dump: name the file to write, e.g. monitor dump remote.core\n" }
+            do {
+                let size = try writeCoreDump(path)
+                return "core dump written to \(path) (\(size) bytes); open it with: rproc-sim debug --core \(path)\n"
+            } catch {
+                return "monitor dump: \(error)\n"
+            }
+        }
         let count: Int?
         if words.count > 1 {
             guard let n = Int(words[1]), n >= 0 else { return "monitor \(words[0]): expected a count, got \"\(words[1])\"\n" }
@@ -81,6 +94,7 @@ public struct BoardInspector: Sendable {
                   trace [N]    the last N board trace events (default \(Self.defaultCount))
                   console [N]  the last N console lines (default \(Self.defaultCount))
                   irq          interrupts: enabled, pending, active, priorities, timers
+                  dump FILE    write a core dump of the remote as it is now (rproc-sim debug --core FILE opens it)
 
                 """
         }

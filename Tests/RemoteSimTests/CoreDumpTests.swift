@@ -8,7 +8,8 @@ import Testing
 import TestSupport
 
 /// The `postmortem` firmware on an emulated core, its service found; `say` makes it die (or echo).
-private func postmortemBoard(_ architecture: FirmwareArchitecture) throws -> (elf: URL, board: Board, processor: RemoteProcessor, say: (String) throws -> Void) {
+private func postmortemBoard(_ architecture: FirmwareArchitecture) throws -> (elf: URL, board: Board, processor: RemoteProcessor, replies: MetalMutex<[String]>,
+                                                                           say: (String) throws -> Void) {
     let elf = try FirmwareBuilder.forThisPackage().build(program: "postmortem", architecture: architecture)
     let board = try Board(firmware: EmulatedCPU(architecture.cpu))
     let processor = try board.makeProcessor()
@@ -18,8 +19,11 @@ private func postmortemBoard(_ architecture: FirmwareArchitecture) throws -> (el
     let rpmsg = try hostRPMsg(processor)
     #expect(waitUntil { !rpmsg.announcedServices.isEmpty })
     let service = try #require(rpmsg.announcedServices.first { $0.name == "rpmsg-postmortem" })
-    let endpoint = try rpmsg.createEndpoint(destination: service.address) { _ in }
-    return (elf, board, processor, { try endpoint.send(Array($0.utf8), timeout: .seconds(5)) })
+    let replies = MetalMutex<[String]>([])
+    let endpoint = try rpmsg.createEndpoint(destination: service.address) { message in
+        replies.withLock { $0.append(String(decoding: message.payload, as: UTF8.self)) }
+    }
+    return (elf, board, processor, replies, { try endpoint.send(Array($0.utf8), timeout: .seconds(5)) })
 }
 
 /// gdb-multiarch opening `core` itself with `elf` (no server), in batch mode.
@@ -45,7 +49,7 @@ struct CoreDumpTests {
     @Test("a fault leaves a core dump: served read-only to gdb-multiarch, bt shows the faulting function, its locals and source line; gdb opens the file itself too; the firmware's fingerprint matches its ELF",
           .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
     func faultDump(architecture: FirmwareArchitecture) throws {
-        let (elf, board, processor, say) = try postmortemBoard(architecture)
+        let (elf, board, processor, _, say) = try postmortemBoard(architecture)
         defer { try? processor.shutdown() }
         try say("fault")
         #expect(waitUntil { processor.state == .crashed }, "state \(processor.state)")
@@ -85,5 +89,158 @@ struct CoreDumpTests {
         let direct = try gdbOnCoreFile(elf: elf.path, core: path, commands: ["bt", "info locals"])
         #expect(direct.contains("sum_readings ("), "\(direct)")
         #expect(direct.contains("total = 31"), "\(direct)")
+    }
+
+    @Test("a PANIC, a watchdog expiry and an injected crash each leave a dump with their kind, signal and the registers where the core stood",
+          .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
+    func otherCrashes(architecture: FirmwareArchitecture) throws {
+        let cases: [(say: String?, kind: String, signal: Int, function: String?)] = [
+            ("panic", "panic", 6, "check_readings"), ("hang", "watchdog", 14, "wait_forever"), (nil, "fault", 11, nil),
+        ]
+        for (say, kind, signal, function) in cases {
+            let (elf, board, processor, _, send) = try postmortemBoard(architecture)
+            defer { try? processor.shutdown() }
+            if let say { try send(say) } else { try board.faults.inject(.fault(code: 0x77)) }
+            #expect(waitUntil { processor.state == .crashed }, "\(kind): state \(processor.state)")
+            let dump = try CoreDumpFile.decode(CoreDumpFile.encode(try board.coreDump()))
+            #expect(dump.info.reason == .crash && dump.info.crash?.kind == kind && dump.info.signal == signal, "\(kind): \(dump.info)")
+            if kind == "panic" { #expect(dump.info.crash?.code == 0x5EB5) }
+            let cpu = try #require(dump.cpu, "\(kind)")
+            #expect(cpu.programCounter < UInt32(board.layout.code.size), "\(kind): pc \(cpu.programCounter) in code")
+            guard let function else { continue }
+            let server = try GDBServer(core: dump)
+            defer { server.shutdown() }
+            let output = try runGDB(elf: elf.path, port: server.port, commands: ["bt", "detach"])
+            #expect(output.contains(function), "\(kind): \(output)")
+        }
+    }
+
+    @Test("native firmware's dump holds its memories and notes but no registers: the server refuses it with a typed error",
+          .timeLimit(.minutes(1)))
+    func nativeDump() throws {
+        let (board, processor) = try startedBoard(EchoFirmware())
+        defer { try? processor.shutdown() }
+        try board.faults.inject(.panic(code: 0x42))
+        #expect(waitUntil { processor.state == .crashed })
+        let dump = try CoreDumpFile.decode(CoreDumpFile.encode(try board.coreDump()))
+        #expect(dump.cpu == nil && dump.info.crash?.kind == "panic" && dump.segments.count == 3)
+        #expect(throws: CoreDumpError.self) { try GDBServer(core: dump) }
+    }
+
+    @Test("a snapshot of a running core: halted for the copy (traced as a gated clock), registers where it stood (in the main loop), and it runs on and echoes",
+          .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
+    func liveSnapshot(architecture: FirmwareArchitecture) throws {
+        let (elf, board, processor, replies, say) = try postmortemBoard(architecture)
+        defer { try? processor.shutdown() }
+        let dump = try board.coreDump()
+        #expect(dump.info.reason == .snapshot && dump.info.signal == 5)
+        #expect(processor.state == .running && !board.isSuspended, "it runs on")
+        let cpu = try #require(dump.cpu)
+        #expect(cpu.programCounter < UInt32(board.layout.code.size))
+        let powers = board.trace.events.compactMap { if case let .power(event) = $0.kind { "\(event)" } else { nil } }
+        #expect(powers.count == 2, "gated and ungated once: \(powers)")
+        // Where it stood: waiting for the host, in the firmware's main loop.
+        let server = try GDBServer(core: dump)
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["bt", "detach"])
+        server.shutdown()
+        #expect(output.contains("in main ()") || output.contains("main () at"), "\(output)")
+        try say("still here")
+        #expect(waitUntil { replies.withLock { $0 } == ["still here"] })
+    }
+
+    @Test("monitor dump FILE in a debugger halted in the firmware writes the core at the breakpoint", .timeLimit(.minutes(2)),
+          arguments: FirmwareArchitecture.allCases)
+    func monitorDump(architecture: FirmwareArchitecture) throws {
+        let (elf, server, _, processor) = try debuggedBoard("postmortem", architecture)
+        defer {
+            server.shutdown()
+            try? processor.shutdown()
+        }
+        let path = TestScratch.path("monitor.core")
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["break main", "continue", "monitor dump \(path)", "detach"])
+        #expect(output.contains("core dump written to \(path)"), "\(output)")
+        let dump = try CoreDumpFile.read(path)
+        let served = try GDBServer(core: dump)
+        defer { served.shutdown() }
+        let again = try runGDB(elf: elf.path, port: served.port, commands: ["info symbol $pc", "detach"])
+        #expect(again.contains("main in section .text") || again.contains("main + "), "\(again)")
+    }
+}
+
+@Suite("Core files from outside")
+struct HostileCoreFileTests {
+    /// A real core (the native echo board, crashed) to mutate.
+    static func sample() throws -> [UInt8] {
+        var registers = UnicornEngine.debugRegisters(.rv32).map { _ in UInt64(0) }
+        registers[32] = 0x100
+        let dump = CoreDump(cpu: CPUSnapshot(architecture: .rv32, values: registers),
+                            segments: [CoreDump.Segment(name: "code", deviceAddress: DeviceAddress(0), bytes: [UInt8](repeating: 0x13, count: 256), flags: [.read, .execute]),
+                                       CoreDump.Segment(name: "sram", deviceAddress: DeviceAddress(0x2000_0000), bytes: [UInt8](repeating: 0, count: 64), flags: [.read, .write])],
+                            info: CoreDump.Info(reason: .crash, state: "x\n", console: ["hi"], trace: [], signal: 11))
+        return CoreDumpFile.encode(dump)
+    }
+
+    @Test("a round trip keeps everything; truncations, flipped bytes and hostile sizes are typed errors, never a crash or a read outside the file")
+    func mutations() throws {
+        let bytes = try Self.sample()
+        let dump = try CoreDumpFile.decode(bytes)
+        #expect(dump.cpu?.programCounter == 0x100 && dump.segments.count == 2 && dump.info.console == ["hi"])
+        #expect(dump.read(0x2000_0000 + 60, 4) == [0, 0, 0, 0] && dump.read(0x2000_0000 + 61, 4) == nil && dump.read(0x1000, 1) == nil)
+        for length in stride(from: 0, to: bytes.count, by: 7) {
+            #expect(throws: CoreDumpError.self) { try CoreDumpFile.decode(Array(bytes.prefix(length))) }
+        }
+        var random = SplitMix64(seed: 19)
+        var refused = 0
+        for _ in 0..<3000 {
+            var mutated = bytes
+            for _ in 0..<(1 + Int(random.next() % 4)) {
+                let at = Int(random.next() % UInt64(min(mutated.count, 1200)))
+                mutated[at] = random.next() % 3 == 0 ? 0xFF : UInt8(truncatingIfNeeded: random.next())
+            }
+            do { _ = try CoreDumpFile.decode(mutated) } catch { refused += 1 }
+        }
+        #expect(refused > 0)
+    }
+
+    @Test("the wrong kind of file is named for what it is: not ELF, a firmware executable, ELF64, another machine, a Linux core, a newer format, a FIFO")
+    func wrongFiles() throws {
+        func kind(_ bytes: [UInt8]) -> CoreDumpError.Kind? {
+            do { _ = try CoreDumpFile.decode(bytes); return nil } catch { return error.kind }
+        }
+        let sample = try Self.sample()
+        #expect({ if case .notELF = kind(Array("hello world, not an elf".utf8)) { true } else { false } }())
+        let executable = ELFWriter.image(segments: [ELFWriter.Segment(address: 0, bytes: [1, 2, 3, 4])], entry: 0)
+        #expect({ if case .notCore(2) = kind(executable) { true } else { false } }())
+        var elf64 = sample
+        elf64[4] = 2
+        #expect({ if case .unsupported = kind(elf64) { true } else { false } }())
+        var x86 = sample
+        x86[18] = 62
+        #expect({ if case .unsupported = kind(x86) { true } else { false } }())
+        // A core with only a CORE note (as Linux writes).
+        let linux = CoreDumpFile.encode(CoreDump(cpu: nil, segments: [], info: CoreDump.Info(reason: .crash, state: "", console: [], trace: [], signal: 11)))
+            .replacingVendorNotes()
+        #expect({ if case .notRprocSim = kind(linux) { true } else { false } }())
+        var info = CoreDump.Info(reason: .crash, state: "", console: [], trace: [], signal: 11)
+        info.format = 99
+        #expect({ if case .newerFormat(99) = kind(CoreDumpFile.encode(CoreDump(cpu: nil, segments: [], info: info))) { true } else { false } }())
+        let fifo = TestScratch.path("core.fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(throws: CoreDumpError.self) { try CoreDumpFile.read(fifo) }
+        #expect(throws: CoreDumpError.self) { try CoreDumpFile.read("/") }
+    }
+}
+
+private extension Array where Element == UInt8 {
+    /// The file with its RPROCSIM notes renamed (so it reads as somebody else's core).
+    func replacingVendorNotes() -> [UInt8] {
+        var out = self
+        let name = Array("RPROCSIM".utf8)
+        var i = 0
+        while i + name.count <= out.count {
+            if Array(out[i..<(i + name.count)]) == name { out.replaceSubrange(i..<(i + name.count), with: Array("LINUXCOR".utf8)) }
+            i += 1
+        }
+        return out
     }
 }
