@@ -62,8 +62,8 @@ public struct CoreDumpError: Error, Sendable, CustomStringConvertible {
 /// Reading trusts nothing in the file: every offset and size is checked against the file's
 /// length before it is used, and anything that does not fit is a ``CoreDumpError``.
 public enum CoreDumpFile {
-    static let machineARM: UInt16 = 40
-    static let machineRISCV: UInt16 = 243
+    static let machineARM = ELFMachine.arm.rawValue
+    static let machineRISCV = ELFMachine.riscv.rawValue
     static let noteRegisters: UInt32 = 1
     static let noteInfo: UInt32 = 2
     static let notePRStatus: UInt32 = 1
@@ -111,7 +111,7 @@ public enum CoreDumpFile {
         appendNote(&notes, name: vendor, type: noteInfo, Array((try? encoder.encode(dump.info)) ?? Data()))
 
         let headerCount = 1 + dump.segments.count
-        var offset = align(52 + 32 * headerCount, 16)
+        let offset = align(52 + 32 * headerCount, 16)
         var out = [UInt8]()
         out.reserveCapacity(offset + notes.count + dump.segments.reduce(0) { $0 + $1.bytes.count + 16 })
         out += [0x7F, 0x45, 0x4C, 0x46, 1, 1, 1, 0] + [UInt8](repeating: 0, count: 8)
@@ -154,7 +154,6 @@ public enum CoreDumpFile {
             out += [UInt8](repeating: 0, count: start - out.count)
             out += segment.bytes
         }
-        offset = out.count
         return out
     }
 

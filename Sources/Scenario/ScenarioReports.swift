@@ -41,7 +41,8 @@ public enum ScenarioReports {
     /// scenario, one test case per step, named `scenario / step title` (a title repeated in one
     /// scenario gets ` #2`, ` #3`, … in order), so a test's history survives lines moving; the
     /// file and line are properties. A failed step carries its failure and the board's dump
-    /// (`system-out`); steps after it are `skipped`.
+    /// (`system-out`, with `[[ATTACHMENT|path]]` lines for the files ``ScenarioResult/attachments``
+    /// lists); steps after it are `skipped`.
     public static func junit(_ results: [ScenarioResult]) -> String {
         withXML { junitDocument(results) }
     }
@@ -73,12 +74,15 @@ public enum ScenarioReports {
                 element("properties", [], [element("property", [("name", "file"), ("value", location.file)]),
                                            element("property", [("name", "line"), ("value", "\(location.line)")])])
             }
+            // Files kept for the run, in the convention Jenkins and GitLab read from system-out.
+            let attachments = result.attachments.map { "[[ATTACHMENT|\($0)]]\n" }.joined()
             var cases: [XMLNode] = []
             for step in result.steps {
                 var children: [XMLNode] = [properties(step.location)]
                 if let failure = step.failure {
                     children.append(element("failure", [("message", failure.split(separator: "\n").first.map(String.init) ?? failure)], text: failure))
-                    if let dump = step.dump { children.append(element("system-out", [], text: dump)) }
+                    let out = (step.dump.map { $0 + "\n" } ?? "") + attachments
+                    if !out.isEmpty { children.append(element("system-out", [], text: out)) }
                 }
                 cases.append(element("testcase", [("classname", result.name), ("name", testName(step.title)), ("time", time(step.duration)),
                                                   ("file", step.location.file), ("line", "\(step.location.line)")], children))
@@ -88,6 +92,8 @@ public enum ScenarioReports {
                                                   ("file", step.location.file), ("line", "\(step.location.line)")],
                                      [properties(step.location), element("skipped", [("message", "not run: an earlier step failed")])]))
             }
+            // A passing run's files (kept with --artifacts-always) belong to the suite.
+            if result.passed && !attachments.isEmpty { cases.append(element("system-out", [], text: attachments)) }
             root.addChild(element("testsuite", [("name", result.name), ("tests", "\(result.steps.count + result.notRun.count)"),
                                                 ("failures", "\(result.steps.filter { !$0.passed }.count)"), ("skipped", "\(result.notRun.count)"),
                                                 ("time", time(result.duration)), ("file", result.path)], cases))

@@ -36,6 +36,25 @@ public struct ScenarioResult: Sendable {
     public var passed: Bool { steps.allSatisfy(\.passed) && !steps.isEmpty }
     /// The first failing step, if any.
     public var failure: StepResult? { steps.first { !$0.passed } }
+    /// What was kept for debugging later (``ScenarioRunner/postMortem``): at the first failure, or
+    /// at the end when every scenario keeps one.
+    public var postMortem: PostMortem?
+    /// The files written for it (`rproc-sim run --artifacts`), which reports reference.
+    public var attachments: [String] = []
+}
+
+/// What a scenario run keeps for debugging after the board is gone: a core dump of the remote
+/// and the vring report, taken when the first step failed (or at the end of a run that keeps
+/// them always), and the firmware image that ran.
+public struct PostMortem: Sendable {
+    /// `nil` when the dump could not be made (the error says why).
+    public var coreDump: CoreDump?
+    public var coreDumpError: String?
+    /// Every vring as it was (``BoardInspector/vrings()``).
+    public var vrings: String
+    /// The image's path, and its bytes for a native model's generated image.
+    public var imagePath: String
+    public var imageBytes: [UInt8]?
 }
 
 /// Runs a scenario against a fresh board through the real remoteproc core. Steps run in order;
@@ -60,6 +79,11 @@ public final class ScenarioRunner {
     /// The GDB server of an emulated core, when one was asked for.
     public let gdb: GDBServer?
 
+    /// When to keep a ``PostMortem`` in the result.
+    public enum PostMortemPolicy: Sendable { case never, onFailure, always }
+    public var postMortem = PostMortemPolicy.never
+    private let imageBytes: [UInt8]?
+
     /// - Parameter gdbPort: serve GDB on this loopback port (instead of the file's `debug:` port);
     ///   the core waits halted at reset for the debugger.
     public init(_ file: ScenarioFile, gdbPort: UInt16? = nil) throws {
@@ -80,6 +104,7 @@ public final class ScenarioRunner {
         processor = try board.makeProcessor(host: file.host)
         processor.autosuspendDelay = file.autosuspend
         imagePath = path
+        imageBytes = bytes
         if let bytes { store = MemoryImageStore([path: bytes]) } else { store = FileImageStore() }
     }
 
@@ -88,6 +113,13 @@ public final class ScenarioRunner {
         let clock = board.clock
         let started = clock.now
         var results: [StepResult] = []
+        var kept: PostMortem?
+        func keep() {
+            guard kept == nil, postMortem != .never else { return }
+            let dump = Result { try board.coreDump() }
+            kept = PostMortem(coreDump: try? dump.get(), coreDumpError: { if case let .failure(error) = dump { "\(error)" } else { nil } }(),
+                              vrings: board.inspector.vrings(), imagePath: imagePath, imageBytes: imageBytes)
+        }
         for (step, location) in file.steps {
             let before = processor.state
             let stepStart = clock.now
@@ -102,6 +134,7 @@ public final class ScenarioRunner {
                 result = StepResult(title: step.title, location: location, passed: false, duration: clock.now - stepStart, detail: "",
                                     failure: "\(error)", dump: board.inspector.dump())
             }
+            if !result.passed { keep() }
             results.append(result)
             progress(result)
             if !result.passed { break }
@@ -113,13 +146,16 @@ public final class ScenarioRunner {
                                     failure: "expected: every received message taken by an expectation (leftovers: fail)\n      saw:      \(left.count) left: "
                                         + left.prefix(5).map { readablePayload($0.payload, limit: 32) }.joined(separator: ", ") + (left.count > 5 ? ", …" : "")
                                         + (inbox.dropped > 0 ? " (and \(inbox.dropped) dropped unread: the queue was full)" : ""))
+            keep()
             results.append(result)
             progress(result)
         }
+        if postMortem == .always { keep() }
         teardown()
         let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { (title: $0.step.title, location: $0.location) }
         return ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
-                              duration: clock.now - started, trace: board.trace.events, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun))
+                              duration: clock.now - started, trace: board.trace.events, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
+                              postMortem: kept)
     }
 
     struct Failure: Error, CustomStringConvertible {

@@ -23,12 +23,30 @@ struct Debug: ParsableCommand {
             core with the host's RPMsg on its first vdev; it waits halted at reset for \
             gdb-multiarch unless --no-wait. State changes, console lines, name-service \
             announcements, messages and crashes are printed as they happen; after a crash, the \
-            board (state, vrings, trace) is printed. Ctrl-C (or --for) shuts everything down.
+            board (state, vrings, trace) is printed and a core dump is written (--core-out). \
+            Ctrl-C (or --for) shuts everything down.
+
+            With --core FILE, serves that core dump instead — read-only: registers, memory and \
+            `monitor state/vrings/console/trace` as they were — for gdb-multiarch with the \
+            firmware's ELF (FIRMWARE or --elf; a different build is refused). Exit status 2 when \
+            the core file or the ELF cannot be used.
             """
     )
 
-    @Argument(help: "An ELF file, or a Firmware/ program name such as 'echo'.")
-    var firmware: String
+    @Argument(help: "An ELF file, or a Firmware/ program name such as 'echo' (with --core: the firmware's ELF, optional).")
+    var firmware: String?
+
+    @Option(help: "Serve this core dump (read-only) instead of running firmware.")
+    var core: String?
+
+    @Option(help: "With --core: the firmware's ELF, checked against the dump's fingerprint.")
+    var elf: String?
+
+    @Flag(help: "With --core: serve the dump even when the ELF is another build than the one that ran.")
+    var allowMismatch = false
+
+    @Option(help: "Where to write the core dump when the remote crashes (default: FIRMWARE's name with .core, in the current folder).")
+    var coreOut: String?
 
     @Option(help: "The emulated CPU: \(FirmwareArchitecture.allCases.map(\.rawValue).joined(separator: ", ")).")
     var arch: String = FirmwareArchitecture.cortexM4.rawValue
@@ -55,6 +73,9 @@ struct Debug: ParsableCommand {
     var verbose = false
 
     func validate() throws {
+        if core == nil && firmware == nil { throw ValidationError("name the FIRMWARE to run, or a core dump to serve with --core") }
+        if core != nil, elf != nil, firmware != nil { throw ValidationError("--core: give the firmware's ELF once (FIRMWARE or --elf)") }
+        if core == nil && (elf != nil || allowMismatch) { throw ValidationError("--elf and --allow-mismatch go with --core") }
         guard FirmwareArchitecture(rawValue: arch) != nil else {
             throw ValidationError("unknown architecture '\(arch)'; use one of \(FirmwareArchitecture.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -66,6 +87,13 @@ struct Debug: ParsableCommand {
     }
 
     func run() throws {
+        installInterruptHandler()
+        defer { signal(SIGINT, SIG_DFL) }
+        if let core { return try serveCore(core) }
+        try runFirmware(firmware!)
+    }
+
+    private func installInterruptHandler() {
         // Ctrl-C must reach us even if whoever started us blocked SIGINT (the mask is inherited),
         // and before the board's threads start (they inherit this thread's mask).
         var interrupt = sigset_t()
@@ -78,7 +106,58 @@ struct Debug: ParsableCommand {
             interrupted.store(true, ordering: .relaxed)
             interruptSignal.signal()
         }
-        defer { signal(SIGINT, SIG_DFL) }
+    }
+
+    /// Until Ctrl-C or the end of --for.
+    private func waitForTheEnd(_ clock: any WaitClock) {
+        let end = duration.flatMap(ScenarioParser.duration).map { clock.now + $0 }
+        while !interrupted.load(ordering: .relaxed) && end.map({ clock.now < $0 }) ?? true {
+            _ = clock.wait(for: interruptSignal, until: end)
+        }
+    }
+
+    /// `--core`: the dump, checked against the ELF, served until Ctrl-C.
+    private func serveCore(_ path: String) throws {
+        let dump: CoreDump = try fileStep { try CoreDumpFile.read(path) }
+        guard let cpu = dump.cpu else {
+            Terminal.error("error: \(CoreDumpError(.noRegisters, path: path))")
+            throw ExitCode(2)
+        }
+        let elfPath = elf ?? firmware
+        if let elfPath {
+            let image = try fileStep { try ELFImage.read(elfPath, from: FileImageStore()) }
+            let expected: ELFMachine = cpu.architecture == .cortexM4 ? .arm : .riscv
+            guard image.header.machine == expected else {
+                Terminal.error("error: \(elfPath) is \(image.header.machine) firmware, but the core \(path) is of an emulated \(cpu.architecture.rawValue)")
+                throw ExitCode(2)
+            }
+            switch dump.matches(image, store: FileImageStore()) {
+            case false?:
+                let recorded = dump.info.firmware.map { "\($0.path)" } ?? "another image"
+                let message = "\(elfPath) is not the firmware that ran: the core was written for \(recorded), whose code differs (\(dump.info.firmware?.fingerprint.map { "\($0)" } ?? ""))"
+                guard allowMismatch else {
+                    Terminal.error("error: " + message + "; use the ELF of that build, or --allow-mismatch to serve the dump anyway")
+                    throw ExitCode(2)
+                }
+                Terminal.error("warning: " + message)
+            case nil: Terminal.error("warning: the core holds no fingerprint of its firmware; \(elfPath) cannot be checked against it")
+            case true?: break
+            }
+        }
+        let server = try GDBServer(core: dump, port: port)
+        defer { server.shutdown() }
+        let why = dump.info.crash.map { "\($0.kind): \($0.message)" } ?? dump.info.reason.rawValue
+        Terminal.line("▶ core dump \(path): an emulated \(cpu.architecture.rawValue), \(why), pc \(hex(UInt64(cpu.programCounter)))")
+        if let firmware = dump.info.firmware { Terminal.line("  firmware when it ran: \(firmware.path)") }
+        Terminal.line("  gdb: listening on 127.0.0.1:\(server.port) (read-only)")
+        Terminal.line("       gdb-multiarch -q \(elfPath ?? dump.info.firmware?.path ?? "FIRMWARE.elf") -ex 'target remote :\(server.port)'")
+        Terminal.line("  Ctrl-C to stop.")
+        fflush(nil)
+        waitForTheEnd(RealTimeClock.shared)
+        Terminal.line("■ \(interrupted.load(ordering: .relaxed) ? "interrupted" : "done")")
+    }
+
+    private func runFirmware(_ firmware: String) throws {
         let architecture = FirmwareArchitecture(rawValue: arch)!
         let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
         let path: String = try fileStep {
@@ -142,6 +221,14 @@ struct Debug: ParsableCommand {
                 crashShown = true
                 Terminal.line("  the remote crashed; the board now:")
                 for line in board.inspector.dump().split(separator: "\n") { Terminal.line("    " + line) }
+                let out = coreOut ?? ((path as NSString).lastPathComponent as NSString).deletingPathExtension + ".core"
+                do {
+                    let size = try board.writeCoreDump(to: out)
+                    Terminal.line("  core dump written to \(out) (\(size) bytes); open it with:")
+                    Terminal.line("       rproc-sim debug --core \(out) \(path)")
+                } catch {
+                    Terminal.error("error: the core dump could not be written: \(error)")
+                }
             }
             fflush(nil)
             // Until something happens on the board (or in its trace buffer), Ctrl-C or the end.

@@ -53,6 +53,12 @@ struct Run: ParsableCommand {
     @Option(help: "Run a failing scenario again, up to this many times; a later pass is reported as flaky, never hidden.")
     var retry = 0
 
+    @Option(help: "Write a folder per failing scenario run here: core dump, firmware image, console log, trace, vrings and a README with the commands that open them (docs/debugging.md); the JUnit report references them.")
+    var artifacts: String?
+
+    @Flag(help: "With --artifacts: keep the folder of passing runs too.")
+    var artifactsAlways = false
+
     func validate() throws {
         guard (1...64).contains(jobs) else { throw ValidationError("--jobs must be from 1 to 64") }
         guard (1...100_000).contains(repetitions) else { throw ValidationError("--repeat must be from 1 to 100000") }
@@ -60,6 +66,7 @@ struct Run: ParsableCommand {
         if let shard, Self.parseShard(shard) == nil { throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N ≤ 10000, e.g. 2/4") }
         if let filter { do { _ = try ScenarioRegex(filter) } catch { throw ValidationError("--filter: '\(filter)': \(error)") } }
         if gdb != nil && jobs > 1 { throw ValidationError("--gdb serves one debugger: use it with --jobs 1") }
+        if artifactsAlways && artifacts == nil { throw ValidationError("--artifacts-always goes with --artifacts DIR") }
     }
 
     static func parseShard(_ text: String) -> (index: Int, count: Int)? {
@@ -87,6 +94,19 @@ struct Run: ParsableCommand {
         guard FileManager.default.isWritableFile(atPath: folder) else { throw RunError("\(option) \(path): the folder \(folder) is not writable") }
     }
 
+    /// Fails (exit 2) unless `path` is a writable folder, or can be made as one (its parent exists).
+    static func prepareFolder(_ path: String, option: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw RunError("\(option) \(path): is not a folder") }
+        } else {
+            do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) } catch {
+                throw RunError("\(option) \(path): the folder cannot be made (\(error.localizedDescription))")
+            }
+        }
+        guard FileManager.default.isWritableFile(atPath: path) else { throw RunError("\(option) \(path): the folder is not writable") }
+    }
+
     struct RunError: Error, CustomStringConvertible {
         var description: String
         init(_ description: String) { self.description = description }
@@ -96,6 +116,7 @@ struct Run: ParsableCommand {
         let scenarios: [ScenarioFile]
         do {
             for (path, option) in [(junit, "--junit"), (trace, "--trace")] { if let path { try Self.checkWritable(path, option: option) } }
+            if let artifacts { try Self.prepareFolder(artifacts, option: "--artifacts") }
             scenarios = try collect()
         } catch let error as RunError {
             Terminal.error("error: \(error)")
@@ -186,7 +207,18 @@ struct Run: ParsableCommand {
                         shared.failure.withLock { $0 = "\(scenario.path): \(error)" }
                         return
                     }
-                    attempts.append(printer.run(scenario, runner: runner, emit: emit))
+                    if artifacts != nil { runner.postMortem = artifactsAlways ? .always : .onFailure }
+                    var result = printer.run(scenario, runner: runner, emit: emit)
+                    if let artifacts, !result.passed || artifactsAlways {
+                        do {
+                            result.attachments = try ScenarioArtifacts.write(result, into: artifacts)
+                            emit("  ⇣ artifacts: \(result.attachments[0])")
+                        } catch {
+                            emit("  ⇣ artifacts could not be written: \(error)")
+                        }
+                        result.postMortem = nil   // written; not kept in memory for the rest of the run
+                    }
+                    attempts.append(result)
                     if attempts.last!.passed { break }
                 }
                 let outcome = ScenarioOutcome(file: scenario, attempts: attempts)
