@@ -33,12 +33,20 @@ public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
     public var actual: String
     public var console: [String]
     public var trace: [String]
+    /// The remote at the failure (a running core halted for the copy); `nil` when it could not be made.
+    public var coreDump: CoreDump?
+    /// Where it was written (``SimulatedRemote/artifactsDirectory``).
+    public var coreDumpPath: String?
     public var description: String {
         var text = "expected: \(expected)\n  got:      \(actual)"
         if !console.isEmpty { text += "\n  console:  " + console.joined(separator: "\n            ") }
         if !trace.isEmpty { text += "\n  trace:    " + trace.joined(separator: "\n            ") }
+        if let coreDumpPath { text += "\n  core:     \(coreDumpPath) (rproc-sim debug --core \(coreDumpPath) FIRMWARE.elf)" }
         return text
     }
+
+    /// The environment variable naming a folder where failures write the remote's core dump.
+    public static let artifactsVariable = "RPROC_SIM_ARTIFACTS"
 }
 
 /// A simulated board with a chosen firmware, booted through the real remoteproc core, with the
@@ -62,6 +70,10 @@ public final class SimulatedRemote: @unchecked Sendable {
     public var timeout: Duration
     /// The GDB server of an emulated core, when one was asked for.
     public let debugger: GDBServer?
+    /// Where a failed wait writes the remote's core dump (`remote-<pid>-<n>.core`, named in the
+    /// failure); default: the `RPROC_SIM_ARTIFACTS` environment variable. Under Swift Testing the
+    /// dump is also the failure's attachment (`swift test --attachments-path DIR` keeps it).
+    public var artifactsDirectory: String? = ProcessInfo.processInfo.environment[SimulationFailure.artifactsVariable]
 
     /// Boots `firmware`: configure, load, start, and RPMsg on the first vdev.
     /// - Parameters:
@@ -178,15 +190,30 @@ public final class SimulatedRemote: @unchecked Sendable {
     /// - outside both, ``SimulationFailure`` is thrown for the caller to handle.
     func fail(_ expected: String, _ actual: String, _ location: Testing.SourceLocation, _ file: StaticString, _ line: UInt) throws -> Never {
         let report = processor.crashReport.map { "\($0)" }
-        let failure = SimulationFailure(expected: expected, actual: actual + (report.map { " — crash: \($0)" } ?? ""),
+        var failure = SimulationFailure(expected: expected, actual: actual + (report.map { " — crash: \($0)" } ?? ""),
                                         console: consoleLines.suffix(5).map { visibleText($0) }, trace: board.trace.last(5).map(\.description))
+        // The remote as it was, for the debugger later: with the failure, in a file when asked
+        // for, and as the attachment under Swift Testing.
+        failure.coreDump = try? board.coreDump()
+        let encoded = failure.coreDump.map(CoreDumpFile.encode)
+        if let encoded, let folder = artifactsDirectory, !folder.isEmpty {
+            let path = URL(fileURLWithPath: folder).appendingPathComponent("remote-\(Self.nextDumpNumber()).core").path
+            if (try? RegularFile.write(encoded, to: path)) != nil { failure.coreDumpPath = path }
+        }
         if Test.current != nil {
+            if let encoded { Attachment.record(encoded, named: "remote.core", sourceLocation: location) }
             let waitSucceeded = false
             try #require(waitSucceeded, Comment(rawValue: failure.description), sourceLocation: location)
         } else if Self.isXCTestProcess {
             _ = try XCTUnwrap(Optional<PassingWait>.none, failure.description, file: file, line: line)
         }
         throw failure
+    }
+
+    /// Numbers the core dumps this process writes (`remote-<pid>-<n>.core`).
+    private static let dumpCount = MetalMutex(0)
+    static func nextDumpNumber() -> String {
+        "\(getpid())-" + String(dumpCount.withLock { n in n += 1; return n })
     }
 
     /// What a wait that failed under XCTest did not get (named in XCTest's message:

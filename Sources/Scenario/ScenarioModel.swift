@@ -103,6 +103,9 @@ public enum ScenarioStep: Hashable, Sendable {
     /// Halt the emulated core here for a debugger; the step ends when the debugger lets it run
     /// (continue or detach), or fails after `within`.
     case debug(attachWithin: Duration, within: Duration)
+    /// Write a core dump of the remote as it is now (a running core is halted for the copy) to
+    /// `path` (relative paths are from the scenario file's folder).
+    case dump(path: String)
 
     public var title: String {
         switch self {
@@ -139,6 +142,7 @@ public enum ScenarioStep: Hashable, Sendable {
         case let .corruptVring(index, field, value): "corrupt vring \(index) \(field) = \(value)"
         case let .corruptTable(offset, value): "corrupt table +\(offset) = \(hex(UInt64(value)))"
         case .debug: "debug (halt for gdb)"
+        case let .dump(path): "dump \((path as NSString).lastPathComponent)"
         }
     }
 }

@@ -415,6 +415,10 @@ public enum ScenarioParser {
             }
             switch key {
             case "wait": return .wait(try duration(value, "wait"))
+            case "dump":
+                let name = try string(value, "dump")
+                guard !name.isEmpty else { throw error(value, "dump needs a file name: dump: remote.core") }
+                return .dump(path: name.hasPrefix("/") ? name : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path)
             case "debug":
                 guard let args = value.mapping else { throw error(value, "debug is a word, or a mapping: { within: 30m }") }
                 try allowOnly(args, ["within", "attach-within"], context: "debug")
@@ -596,7 +600,7 @@ public enum ScenarioParser {
     }
 
     /// Every step, in one list for every message that names them.
-    public static let stepNames = ["configure", "load", "start", "boot", "stop", "shutdown", "recover", "suspend", "resume", "debug", "wait",
+    public static let stepNames = ["configure", "load", "start", "boot", "stop", "shutdown", "recover", "suspend", "resume", "debug", "dump", "wait",
                                    "send", "expect", "inject", "drop-kicks", "delay-kicks", "corrupt", "power-replies", "repeat", "include"]
     /// How long a `suspend` step's request waits for the firmware's answer unless it says (Linux's OMAP driver: 1 s).
     public static let defaultSuspendTimeout: Duration = .seconds(1)

@@ -396,6 +396,12 @@ public final class ScenarioRunner {
                 throw Failure("expected: a vring \(index) to corrupt\n      saw:      \(available) vring(s)")
             }
             return ""
+        case let .dump(path):
+            let size: Int
+            do { size = try board.writeCoreDump(to: path) } catch {
+                throw Failure("expected: a core dump written to \(path)\n      saw:      \(error)")
+            }
+            return "\(size) bytes to \(path)"
         case let .debug(attachWithin, within):
             guard let gdb else { throw Failure("expected: an emulated core to debug\n      saw:      \(file.firmware.summary)") }
             gdb.halt()

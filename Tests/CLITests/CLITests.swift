@@ -263,8 +263,9 @@ struct CLIDebugTests {
     @Test("boots a firmware with a GDB server, prints the gdb command and what happens; --send drives it into a crash, whose board is printed",
           .timeLimit(.minutes(1)))
     func crashLive() throws {
+        let core = TestScratch.path("crash.core")
         let (code, output) = try runBinary(["debug", "crash", "--arch", "rv32", "--port", "0", "--no-wait", "--for", "3s",
-                                            "--send", "rpmsg-echo:x", "--repeat", "10"])
+                                            "--send", "rpmsg-echo:x", "--repeat", "10", "--core-out", core])
         #expect(code == 0, "\(output)")
         #expect(output.contains("gdb-multiarch -q "), "\(output)")
         #expect(output.contains("service \"rpmsg-echo\" at "), "\(output)")
@@ -273,6 +274,40 @@ struct CLIDebugTests {
         #expect(output.contains("crash: fault: read from unmapped memory, at 0xdead_beef"), "\(output)")
         #expect(output.contains("── vrings"), "\(output)")
         #expect(output.contains("■ done: state Offline"), "\(output)")
+        #expect(output.contains("core dump written to \(core)") && output.contains("rproc-sim debug --core \(core) "), "\(output)")
+        #expect(try CoreDumpFile.read(core).info.crash?.kind == "fault")
+    }
+
+    @Test("--core serves a dump read-only with its firmware; a truncated file, a FIFO, the firmware itself, another machine's or another build's ELF are refused (exit 2)",
+          .timeLimit(.minutes(2)))
+    func serveCore() throws {
+        let folder = try TestScratch.directory("debug-core")
+        let core = folder.appendingPathComponent("remote.core").path
+        let (crashed, output) = try runBinary(["debug", "postmortem", "--arch", "cortex-m4", "--port", "0", "--no-wait", "--for", "3s",
+                                               "--send", "rpmsg-postmortem:fault", "--core-out", core])
+        #expect(crashed == 0 && output.contains("core dump written to"), "\(output)")
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "postmortem", architecture: .cortexM4).path
+        let served = try runBinary(["debug", "--core", core, elf, "--port", "0", "--for", "300ms"])
+        #expect(served.code == 0, "\(served.output)")
+        #expect(served.output.contains("an emulated cortex-m4, fault: read from unmapped memory") && served.output.contains("(read-only)"), "\(served.output)")
+        let bytes = try RegularFile.contents(of: core, limit: 16 << 20)
+        let truncated = folder.appendingPathComponent("truncated.core").path
+        try RegularFile.write(Array(bytes.prefix(100)), to: truncated)
+        let fifo = folder.appendingPathComponent("fifo.core").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let other = try FirmwareBuilder.forThisPackage().build(program: "postmortem", architecture: .rv32).path
+        let tick = try FirmwareBuilder.forThisPackage().build(program: "tick", architecture: .cortexM4).path
+        let refusals: [([String], String)] = [
+            (["--core", truncated], "is truncated"), (["--core", fifo], "FIFO"), (["--core", elf], "an executable: the firmware"),
+            (["--core", core, other], "is RISC-V firmware"), (["--core", core, tick], "is not the firmware that ran"),
+        ]
+        for (arguments, message) in refusals {
+            let (code, text) = try runBinary(["debug"] + arguments + ["--port", "0", "--for", "100ms"])
+            #expect(code == 2, "\(arguments): \(text)")
+            #expect(text.contains(message), "\(arguments): \(text)")
+        }
+        let allowed = try runBinary(["debug", "--core", core, tick, "--allow-mismatch", "--port", "0", "--for", "100ms"])
+        #expect(allowed.code == 0 && allowed.output.contains("warning: "), "\(allowed.output)")
     }
 
     @Test("the core waits at reset for gdb-multiarch unless --no-wait; gdb continues it", .timeLimit(.minutes(1)))
@@ -410,5 +445,76 @@ struct CLIRunnerTests {
             let end = try #require(lines[start...].firstIndex { $0.hasPrefix("✓ ") || $0.hasPrefix("✗ ") })
             #expect(!lines[(start + 1)..<end].contains { $0.hasPrefix("▶") }, "a file's lines are not interleaved with another's: \(output)")
         }
+    }
+}
+
+@Suite("rproc-sim run --artifacts")
+struct CLIArtifactsTests {
+    @Test("a failing run leaves one folder: core dump, firmware, console, trace, vrings and a README whose commands open them; JUnit references each; a passing run leaves nothing unless --artifacts-always",
+          .timeLimit(.minutes(2)))
+    func artifacts() throws {
+        let failing = try temporaryFile("postmortem.yaml", """
+            name: dies on request
+            firmware: postmortem
+            arch: rv32
+            steps:
+              - boot
+              - expect: { announce: rpmsg-postmortem }
+              - send: { to: rpmsg-postmortem, text: fault }
+              - expect: { received: fault, within: 2s }
+            """)
+        let passing = try temporaryFile("fine.yaml", "name: fine\nfirmware: echo\narch: native\nsteps:\n  - boot\n  - expect: { announce: rpmsg-echo }\n  - shutdown\n")
+        let out = try TestScratch.directory("artifacts").appendingPathComponent("out").path
+        let junit = out + ".xml"
+        #expect(try exitCode(["run", failing, passing, "--artifacts", out, "--junit", junit]) == 1)
+        let folders = try FileManager.default.contentsOfDirectory(atPath: out)
+        #expect(folders == ["dies-on-request"], "only the failing scenario: \(folders)")
+        let folder = out + "/dies-on-request"
+        let files = Set(try FileManager.default.contentsOfDirectory(atPath: folder))
+        #expect(files == ["README.txt", "remote.core", "firmware.elf", "console.log", "trace.json", "vrings.txt"], "\(files)")
+        let readme = try String(contentsOfFile: folder + "/README.txt", encoding: .utf8)
+        #expect(readme.contains("rproc-sim debug --core \(folder)/remote.core \(folder)/firmware.elf"), "\(readme)")
+        #expect(readme.contains("core-file \(folder)/remote.core") && readme.contains("the remote crashed: fault"), "\(readme)")
+        #expect(try String(contentsOfFile: folder + "/console.log", encoding: .utf8).contains("postmortem: summing"))
+        #expect(try String(contentsOfFile: folder + "/vrings.txt", encoding: .utf8).contains("vring0"))
+        let dump = try CoreDumpFile.read(folder + "/remote.core")
+        #expect(dump.info.crash?.kind == "fault" && dump.cpu != nil)
+        let image = try ELFImage.read(folder + "/firmware.elf", from: FileImageStore())
+        #expect(dump.matches(image, store: FileImageStore()) == true, "the copied firmware is the one that ran")
+        _ = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/trace.json")))
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        for file in files { #expect(xml.contains("[[ATTACHMENT|\(folder)/\(file)]]"), "\(file) in \(xml)") }
+
+        let always = try TestScratch.directory("artifacts-always").path
+        #expect(try exitCode(["run", passing, "--artifacts", always, "--artifacts-always", "--junit", junit]) == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: always) == ["fine"])
+        #expect(try String(contentsOfFile: junit, encoding: .utf8).contains("[[ATTACHMENT|\(always)/fine/remote.core]]"))
+    }
+
+    @Test("--artifacts that is a file, or whose parent is missing, is refused before anything runs (exit 2); --artifacts-always alone is refused")
+    func refusals() throws {
+        let scenario = try temporaryFile("ok.yaml", "firmware: echo\narch: native\nsteps:\n  - boot\n")
+        #expect(try exitCode(["run", scenario, "--artifacts", scenario]) == 2)
+        #expect(try exitCode(["run", scenario, "--artifacts", "/nonexistent-parent/out"]) == 2)
+        #expect(throws: (any Error).self) { _ = try RprocSim.parseAsRoot(["run", scenario, "--artifacts-always"]) }
+    }
+
+    @Test("a dump step writes the remote as it is, and the scenario goes on", .timeLimit(.minutes(1)))
+    func dumpStep() throws {
+        let scenario = try temporaryFile("dump.yaml", """
+            firmware: echo
+            arch: rv32
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo }
+              - dump: before.core
+              - send: { to: rpmsg-echo, text: after }
+              - expect: { received: after }
+              - shutdown
+            """)
+        #expect(try exitCode(["run", scenario]) == 0)
+        let path = (scenario as NSString).deletingLastPathComponent + "/before.core"
+        let dump = try CoreDumpFile.read(path)
+        #expect(dump.info.reason == .snapshot && dump.cpu?.architecture == .rv32)
     }
 }

@@ -121,6 +121,28 @@ struct RemoteprocTestingTests {
         }
     }
 
+    @Test("a failed wait keeps the remote's core dump: written to the artifacts folder and named in the failure", .timeLimit(.minutes(1)))
+    func failureCoreDump() throws {
+        try withSimulatedRemote(.scripted(ScriptedRemote().printing("remote: hello").service("real") { .reply($0) })) { remote in
+            let folder = try TestScratch.directory("simulated-artifacts")
+            remote.artifactsDirectory = folder.path
+            let seen = IssueLog()
+            try withKnownIssue("the wait is meant to fail") {
+                try remote.waitForService("missing", timeout: .milliseconds(50))
+            } matching: { issue in
+                seen.append("\(issue)", line: nil)
+                return true
+            }
+            let text = seen.all.first?.text ?? ""
+            let files = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+            #expect(files.count == 1 && files[0].hasSuffix(".core"), "\(files)")
+            #expect(text.contains("core:     \(folder.path)/\(files.first ?? "")"), "\(text)")
+            let dump = try CoreDumpFile.read(folder.appendingPathComponent(files.first ?? "").path)
+            #expect(dump.info.reason == .snapshot && dump.info.console.contains("remote: hello") && dump.segments.count == 3)
+            #expect(remote.processor.state == .running, "the remote runs on after the snapshot")
+        }
+    }
+
     @Test("a crash ends a wait at once, with the crash report, instead of waiting out its time", .timeLimit(.minutes(1)))
     func crashEndsWaits() throws {
         try withSimulatedRemote(.scripted(ScriptedRemote().service("echo") { .reply($0) }.crash(afterMessages: 1))) { remote in
