@@ -12,6 +12,7 @@ let targets: [(name: String, products: [String])] = [
     ("rpmsg-message", ["RPMsg", "Virtio", "MetalIO", "support"]),
     ("scenario-file", ["Scenario"]),
     ("gdb-packets", ["RemoteSim"]),
+    ("core-file", ["RemoteSim"]),
 ]
 
 let package = Package(

@@ -4,14 +4,14 @@
 #   scripts/fuzz.sh [TARGET|all] [--runs N | --time SECONDS]     (default: all, --time 60)
 #
 # Targets (Fuzz/Targets/): resource-table elf-image vring-device vring-driver rpmsg-message
-# scenario-file gdb-packets. Each starts from its seeds (Fuzz/seeds/TARGET: *.hex are written as
+# scenario-file gdb-packets core-file. Each starts from its seeds (Fuzz/seeds/TARGET: *.hex are written as
 # bytes; scenario-file also gets Scenarios/*.yaml, elf-image the built minimal/echo firmware) and
 # keeps what it learns in .build/fuzz/corpus/TARGET. A crash, a leak or a sanitizer report stops
 # the target; the input is saved in .build/fuzz/findings/TARGET/ and the script fails. Keep a
 # finding as a regression test once fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all=(resource-table elf-image vring-device vring-driver rpmsg-message scenario-file gdb-packets)
+all=(resource-table elf-image vring-device vring-driver rpmsg-message scenario-file gdb-packets core-file)
 selected=()
 limit=(-max_total_time=60)
 while [ $# -gt 0 ]; do
