@@ -14,6 +14,11 @@ public struct CPUSnapshot: Hashable, Sendable {
     public let architecture: CPUArchitecture
     /// Every register of ``UnicornEngine/debugRegisters(_:)``, in that order.
     public let registers: [Register]
+    /// Whether `pc` is the exact instruction. Without exact PCs (``EmulatedCPU/exactPCs``) Unicorn
+    /// 2.0.1 knows only the start of the translated block inside a run: a memory fault's pc, or
+    /// that of a core parked inside a WAIT read, is then the block's start — the registers are
+    /// those at the instruction itself.
+    public var isProgramCounterExact = true
 
     /// A snapshot from values in the debugger's order; `nil` when the count is not the architecture's.
     public init?(architecture: CPUArchitecture, values: [UInt64]) {
@@ -50,11 +55,13 @@ public struct CPUSnapshot: Hashable, Sendable {
 extension UnicornEngine {
     /// The registers now, with `pc` where the core stands (the engine's own PC register lags
     /// behind between runs and inside callbacks).
-    func snapshot(pc: UInt64) -> CPUSnapshot {
+    func snapshot(pc: UInt64, exact: Bool = true) -> CPUSnapshot {
         let ids = debugRegisterIDs
         var values = ids.map { readDebugRegister($0) }
         if let index = ids.firstIndex(of: pcRegisterID) { values[index] = pc }
         // The list and the values come from one table: the count always matches.
-        return CPUSnapshot(architecture: architecture, values: values)!
+        var snapshot = CPUSnapshot(architecture: architecture, values: values)!
+        snapshot.isProgramCounterExact = exact
+        return snapshot
     }
 }

@@ -68,6 +68,8 @@ public struct CoreDump: Sendable {
         public var resourceTable: Table?
         /// The POSIX signal a debugger shows for the stop (11 fault, 6 PANIC, 14 watchdog, 5 snapshot, 9 stop).
         public var signal: Int
+        /// Whether the registers' pc is the exact instruction (``CPUSnapshot/isProgramCounterExact``); `nil` without a CPU.
+        public var programCounterExact: Bool?
     }
 
     /// `nil` for native firmware (no CPU to dump).
@@ -80,6 +82,9 @@ public struct CoreDump: Sendable {
         self.segments = segments
         self.info = info
     }
+
+    /// What `monitor state` says of a dump whose pc is the start of a translated block.
+    public static let inexactPCNote = "rproc-sim: this dump's pc is the start of the translated block the core stood in (the faulting or waiting instruction is a few after it; the other registers are those at it); run with exact PCs (EmulatedCPU(exactPCs: true), board exact-pcs: true) to have the instruction itself\n"
 
     /// How many console lines and trace events a dump keeps.
     public static let consoleTail = 50
@@ -120,6 +125,8 @@ public struct CoreDump: Sendable {
         case "state":
             var out = "core dump (\(info.reason.rawValue))\n" + info.state
             if let crash = info.crash { out += "crash: \(crash.kind): \(crash.message)\n" }
+            // (Told here, not on attach: gdb spins forever on console output answering `?`.)
+            if info.programCounterExact == false { out += Self.inexactPCNote }
             return out
         case "vrings":
             guard let table = info.resourceTable else { return "no resource table was loaded\n" }
@@ -211,7 +218,8 @@ extension Board {
         case nil: reason == .snapshot ? 5 : 9
         }
         let info = CoreDump.Info(reason: reason, crash: crash, state: inspector.state(), console: Array(trace.consoleLines.suffix(CoreDump.consoleTail)),
-                                 trace: trace.last(CoreDump.traceTail).map(\.description), firmware: firmware, resourceTable: table, signal: signal)
+                                 trace: trace.last(CoreDump.traceTail).map(\.description), firmware: firmware, resourceTable: table, signal: signal,
+                                 programCounterExact: cpu?.isProgramCounterExact)
         return CoreDump(cpu: cpu, segments: segments, info: info)
     }
 

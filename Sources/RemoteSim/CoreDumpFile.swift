@@ -297,6 +297,7 @@ public enum CoreDumpFile {
                 throw CoreDumpError(.malformed("the register note does not hold each of the \(architecture.rawValue)'s \(UnicornEngine.debugRegisters(architecture).count) registers once"))
             }
             cpu = snapshot
+            cpu?.isProgramCounterExact = info.programCounterExact ?? true
         }
         return CoreDump(cpu: cpu, segments: segments, info: info)
     }

@@ -24,11 +24,17 @@ public struct EmulatedCPU: FirmwareProgram {
     public let coreClock: CoreClockRate
     /// Whether a fault crashes the core or enters the firmware's own handler.
     public let faults: FaultHandling
+    /// Whether the PC is kept exact inside a run (a hook call per instruction: several times
+    /// slower on tight loops), so a memory fault — and a core dump of it — names the faulting
+    /// instruction rather than the start of its translated block. Always on with vectored faults
+    /// and with a debugger.
+    public let exactPCs: Bool
     public init(_ architecture: CPUArchitecture, coreClock: CoreClockRate = .default, faults: FaultHandling = .crash,
-                countingInto counter: InstructionCounter? = nil, debugger: GDBServer? = nil) {
+                exactPCs: Bool = false, countingInto counter: InstructionCounter? = nil, debugger: GDBServer? = nil) {
         self.architecture = architecture
         self.coreClock = coreClock
         self.faults = faults
+        self.exactPCs = exactPCs
         self.instructionCounter = counter
         self.debugger = debugger
     }
@@ -43,7 +49,7 @@ public struct EmulatedCPU: FirmwareProgram {
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
             // A vectored fault's handler must see where the fault was, and return past it; a
             // debugger must stop at the faulting instruction, not at the start of its block.
-            if faults == .vectored || debugger != nil { try engine.makeFaultPCsExact() }
+            if faults == .vectored || debugger != nil || exactPCs { try engine.makeFaultPCsExact() }
             if let debugger { try engine.installDebugHooks(debugger.session.hooks) }
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
@@ -124,7 +130,8 @@ public struct EmulatedCPU: FirmwareProgram {
         // Every halt carries the registers where the core stopped (for crash reports and core dumps).
         func withRegisters(_ halt: FirmwareHalt) -> FirmwareHalt {
             var halt = halt
-            halt.cpu = engine.snapshot(pc: halt.programCounter ?? pc)
+            // A fault's pc comes from inside a run: exact only when the engine keeps it so.
+            halt.cpu = engine.snapshot(pc: halt.programCounter ?? pc, exact: halt.programCounter == nil || engine.hasExactPCs)
             return halt
         }
         // A gated core leaves its registers where the board can take them (a snapshot of a running core).
@@ -390,7 +397,7 @@ final class ParkedCore: @unchecked Sendable {
         body()
     }
 
-    func snapshot() -> CPUSnapshot { engine.snapshot(pc: pc ?? engine.programCounter) }
+    func snapshot() -> CPUSnapshot { engine.snapshot(pc: pc ?? engine.programCounter, exact: pc != nil || engine.hasExactPCs) }
 }
 
 /// Executed instructions of an emulated core (see ``EmulatedCPU/init(_:countingInto:)``).

@@ -326,7 +326,11 @@ final class UnicornEngine {
         var hook: uc_hook = 0
         try Self.check(swuc_hook_add(handle, &hook, Int32(UC_HOOK_CODE.rawValue), swuc_precise_pc_callback(), nil, 1, 0), "uc_hook_add(exact pc)")
         hooks.append(hook)
+        hasExactPCs = true
     }
+
+    /// Whether the PC is exact inside a run (``makeFaultPCsExact()`` was called).
+    private(set) var hasExactPCs = false
 
     /// RV32: a trap was entered; the block hook reports its return (``takeTrapReturn()``).
     func trapEntered() { stopGate.trapEntered() }

@@ -81,17 +81,21 @@ public final class SimulatedRemote: @unchecked Sendable {
     ///     default Linux, see `docs/host-personalities.md`).
     ///   - debug: serve GDB for an emulated core (default: `RPROC_SIM_GDB=PORT` from the
     ///     environment, which also makes the core wait halted at reset for the debugger).
+    ///   - exactPCs: an emulated core keeps its PC exact (``EmulatedCPU/exactPCs``), so the core
+    ///     dump of a failure names the faulting instruction; slower on tight loops. Default: on when
+    ///     `RPROC_SIM_ARTIFACTS` is set (failures are then kept for later).
     public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
-                debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment)) throws {
+                debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
+                exactPCs: Bool = ProcessInfo.processInfo.environment[SimulationFailure.artifactsVariable].map { !$0.isEmpty } ?? false) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
         let runner: any FirmwareProgram
         func cpu(_ architecture: CPUArchitecture, elf: String) throws -> (EmulatedCPU, GDBServer?) {
-            guard let debug else { return (EmulatedCPU(architecture), nil) }
+            guard let debug else { return (EmulatedCPU(architecture, exactPCs: exactPCs), nil) }
             let server = try GDBServer(architecture: architecture, options: debug)
             FileHandle.standardError.write(Data(("rproc-sim: GDB on 127.0.0.1:\(server.port)" + (debug.waitForDebugger ? ", the core waits halted at reset" : "")
                                                  + ": gdb-multiarch -q \(elf) -ex 'target remote :\(server.port)'\n").utf8))
-            return (EmulatedCPU(architecture, debugger: server), server)
+            return (EmulatedCPU(architecture, exactPCs: exactPCs, debugger: server), server)
         }
         var server: GDBServer?
         switch firmware {

@@ -79,6 +79,9 @@ public enum ScenarioArtifacts {
             out += "failed at: \(failure.title) (\(failure.location))\n  \(visibleText(failure.failure ?? "", keepingNewlines: true).replacingOccurrences(of: "\n", with: "\n  "))\n"
         }
         if let crash = result.postMortem?.coreDump?.info.crash { out += "the remote crashed: \(crash.kind): \(visibleText(crash.message))\n" }
+        if result.postMortem?.coreDump?.info.programCounterExact == false {
+            out += "note: " + CoreDump.inexactPCNote.dropFirst("rproc-sim: ".count)
+        }
         out += "\nFiles:\n"
         if hasCore {
             out += "  \(coreFile)     the remote's core dump: memories, registers, crash, console and trace tails\n"

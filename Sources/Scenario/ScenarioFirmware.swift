@@ -22,13 +22,13 @@ enum ScenarioFirmware {
 
     /// The firmware to run and a way to load its image: (path, bytes) — bytes for native images.
     static func resolve(_ choice: FirmwareChoice, debug: DebuggerOptions? = nil, coreClock: CoreClockRate = .default,
-                        faults: FaultHandling = .crash) throws
+                        faults: FaultHandling = .crash, exactPCs: Bool = false) throws
         -> (firmware: any FirmwareProgram, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
         func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
             let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
-            guard let debug else { return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults), nil) }
+            guard let debug else { return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults, exactPCs: exactPCs), nil) }
             let server = try GDBServer(architecture: architecture, options: debug)
-            return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults, debugger: server), server)
+            return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults, exactPCs: exactPCs, debugger: server), server)
         }
         switch choice {
         case let .program(name, arch):

@@ -170,6 +170,8 @@ public struct ScenarioFile: Sendable {
     public var coreClock: CoreClockRate?
     /// `board: { faults: vectored }`: faults enter the firmware's handler (default: crash).
     public var faults: FaultHandling?
+    /// `board: { exact-pcs: true }`: an emulated core keeps its PC exact (``EmulatedCPU/exactPCs``).
+    public var exactPCs = false
     /// `board: { host-interrupts: thread }`: where the remote's kicks are handled (default inline,
     /// on the core's thread; `poll: true` overrides it).
     public var hostInterrupts: InterruptDelivery = .inline

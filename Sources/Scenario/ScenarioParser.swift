@@ -162,11 +162,16 @@ public enum ScenarioParser {
         var autosuspend: Duration?
         var coreClock: CoreClockRate?
         var faults: FaultHandling?
+        var exactPCs = false
         var hostInterrupts = InterruptDelivery.inline
         var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "host-interrupts"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "exact-pcs", "host-interrupts"], context: "board")
+            if let node = map["exact-pcs"] {
+                exactPCs = try p.bool(node, "board.exact-pcs")
+                guard !exactPCs || arch != "native" else { throw p.error(node, "board.exact-pcs is for an emulated CPU: set arch to cortex-m4 or rv32") }
+            }
             if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
             if let node = map["autosuspend"] {
                 let delay = try p.duration(node, "board.autosuspend")
@@ -245,6 +250,7 @@ public enum ScenarioParser {
         file.autosuspend = autosuspend
         file.coreClock = coreClock
         file.faults = faults
+        file.exactPCs = exactPCs
         file.hostInterrupts = hostInterrupts
         return file
     }

@@ -81,20 +81,25 @@ public final class ScenarioRunner {
 
     /// When to keep a ``PostMortem`` in the result.
     public enum PostMortemPolicy: Sendable { case never, onFailure, always }
-    public var postMortem = PostMortemPolicy.never
+    public let postMortem: PostMortemPolicy
     private let imageBytes: [UInt8]?
 
     /// - Parameter gdbPort: serve GDB on this loopback port (instead of the file's `debug:` port);
     ///   the core waits halted at reset for the debugger.
-    public init(_ file: ScenarioFile, gdbPort: UInt16? = nil) throws {
+    /// - Parameter postMortem: when to keep a ``PostMortem``. A run that may write a core dump (this,
+    ///   or a `dump` step) keeps an emulated core's PC exact, so the dump names the instruction.
+    public init(_ file: ScenarioFile, gdbPort: UInt16? = nil, postMortem: PostMortemPolicy = .never) throws {
         self.file = file
+        self.postMortem = postMortem
         // (Native models have no CPU to debug: a command-line port is ignored for them.) A `debug`
         // step needs a server: on 3333 without waiting at reset, unless the file or --gdb says.
         let hasDebugStep = file.steps.contains { if case .debug = $0.step { true } else { false } }
+        let hasDumpStep = file.steps.contains { if case .dump = $0.step { true } else { false } }
         let debug = gdbPort.map { DebuggerOptions(port: $0, waitForDebugger: true) } ?? file.debug
             ?? (hasDebugStep ? DebuggerOptions(port: 3333, waitForDebugger: false) : nil)
         let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, debug: debug, coreClock: file.coreClock ?? .default,
-                                                                            faults: file.faults ?? .crash)
+                                                                            faults: file.faults ?? .crash,
+                                                                            exactPCs: file.exactPCs || hasDumpStep || postMortem != .never)
         self.gdb = gdb
         var layout = BoardLayout()
         if let size = file.codeSize { layout.code.size = size }

@@ -203,11 +203,11 @@ struct Run: ParsableCommand {
                 while attempts.count <= retry {
                     if !attempts.isEmpty { emit("  ↻ retry \(attempts.count) of \(retry)") }
                     let runner: ScenarioRunner
-                    do { runner = try ScenarioRunner(scenario, gdbPort: gdb) } catch {
+                    let postMortem: ScenarioRunner.PostMortemPolicy = artifacts == nil ? .never : artifactsAlways ? .always : .onFailure
+                    do { runner = try ScenarioRunner(scenario, gdbPort: gdb, postMortem: postMortem) } catch {
                         shared.failure.withLock { $0 = "\(scenario.path): \(error)" }
                         return
                     }
-                    if artifacts != nil { runner.postMortem = artifactsAlways ? .always : .onFailure }
                     var result = printer.run(scenario, runner: runner, emit: emit)
                     if let artifacts, !result.passed || artifactsAlways {
                         do {

@@ -7,11 +7,12 @@ import RPMsg
 import Testing
 import TestSupport
 
-/// The `postmortem` firmware on an emulated core, its service found; `say` makes it die (or echo).
-private func postmortemBoard(_ architecture: FirmwareArchitecture) throws -> (elf: URL, board: Board, processor: RemoteProcessor, replies: MetalMutex<[String]>,
+/// The `postmortem` firmware on an emulated core (exact PCs unless told), its service found; `say`
+/// makes it die (or echo).
+private func postmortemBoard(_ architecture: FirmwareArchitecture, exactPCs: Bool = true) throws -> (elf: URL, board: Board, processor: RemoteProcessor, replies: MetalMutex<[String]>,
                                                                            say: (String) throws -> Void) {
     let elf = try FirmwareBuilder.forThisPackage().build(program: "postmortem", architecture: architecture)
-    let board = try Board(firmware: EmulatedCPU(architecture.cpu))
+    let board = try Board(firmware: EmulatedCPU(architecture.cpu, exactPCs: exactPCs))
     let processor = try board.makeProcessor()
     try processor.configure()
     try processor.load(elf.path, from: FileImageStore())
@@ -38,7 +39,7 @@ private func gdbOnCoreFile(elf: String, core: String, commands: [String]) throws
     try process.run()
     let deadline = Date().addingTimeInterval(60)
     while process.isRunning && Date() < deadline { usleep(10_000) }
-    if process.isRunning { process.terminate() }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }   // (gdb can ignore SIGTERM)
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return String(decoding: output, as: UTF8.self)
@@ -69,6 +70,7 @@ struct CoreDumpTests {
         let cpu = try #require(dump.cpu)
         #expect(cpu.architecture == architecture.cpu)
         #expect(UInt64(cpu.programCounter) == report.programCounter?.rawValue, "the dump's pc is the fault's")
+        #expect(dump.info.programCounterExact == true && cpu.isProgramCounterExact)
         #expect(dump.info.console.contains("postmortem: summing"))
         let image = try ELFImage.read(elf.path, from: FileImageStore())
         #expect(dump.matches(image, store: FileImageStore()) == true)
@@ -127,6 +129,23 @@ struct CoreDumpTests {
         #expect(throws: CoreDumpError.self) { try GDBServer(core: dump) }
     }
 
+    @Test("without exact PCs a fault's dump says its pc is the start of a translated block: recorded in the file, and the server tells gdb",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func inexactDump(architecture: FirmwareArchitecture) throws {
+        let (elf, board, processor, _, say) = try postmortemBoard(architecture, exactPCs: false)
+        defer { try? processor.shutdown() }
+        try say("fault")
+        #expect(waitUntil { processor.state == .crashed }, "state \(processor.state)")
+        let dump = try CoreDumpFile.decode(CoreDumpFile.encode(try board.coreDump()))
+        #expect(dump.info.programCounterExact == false)
+        #expect(dump.cpu?.isProgramCounterExact == false, "read back from the file")
+        let server = try GDBServer(core: dump)
+        defer { server.shutdown() }
+        let output = try runGDB(elf: elf.path, port: server.port, commands: ["bt", "monitor state", "detach"])
+        #expect(output.contains("start of the translated block"), "\(output)")
+        #expect(output.contains("sum_readings ("), "still in the faulting function: \(output)")
+    }
+
     @Test("a snapshot of a running core: halted for the copy (traced as a gated clock), registers where it stood (in the main loop), and it runs on and echoes",
           .timeLimit(.minutes(3)), arguments: FirmwareArchitecture.allCases)
     func liveSnapshot(architecture: FirmwareArchitecture) throws {
@@ -137,6 +156,7 @@ struct CoreDumpTests {
         #expect(processor.state == .running && !board.isSuspended, "it runs on")
         let cpu = try #require(dump.cpu)
         #expect(cpu.programCounter < UInt32(board.layout.code.size))
+        #expect(dump.info.programCounterExact == true, "parked inside WAIT, at the load itself")
         let powers = board.trace.events.compactMap { if case let .power(event) = $0.kind { "\(event)" } else { nil } }
         #expect(powers.count == 2, "gated and ungated once: \(powers)")
         // Where it stood: waiting for the host, in the firmware's main loop.

@@ -21,7 +21,10 @@ func runGDB(elf: String, port: UInt16, commands: [String], timeout: TimeInterval
     try process.run()
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(10_000) }
-    if process.isRunning { process.terminate() }
+    if process.isRunning {
+        // gdb can spin where it never looks at SIGTERM: kill it, so the test fails instead of hanging.
+        kill(process.processIdentifier, SIGKILL)
+    }
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()   // Foundation lets go of a process only once it has seen it exit
     return String(decoding: output, as: UTF8.self)

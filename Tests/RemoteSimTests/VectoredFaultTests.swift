@@ -62,7 +62,7 @@ struct VectoredFaultTests {
             cases.append(("badreturn", .panic, "firmware panic, in the firmware's handler of: bad exception return from IRQ 1: EXC_RETURN 0xffff_ffe5"))
         }
         for (action, kind, message) in cases {
-            let (_, processor, client) = try faultBoard(architecture)
+            let (board, processor, client) = try faultBoard(architecture)
             defer { try? processor.shutdown() }
             try client.sendOnly(Array(action.utf8))
             #expect(waitUntil(.seconds(20)) { processor.state == .crashed }, "\(action): \(processor.state)")
@@ -73,6 +73,10 @@ struct VectoredFaultTests {
                 #expect(report.message.contains("0xdead_beef") || report.message.contains("0xdeadbeef"), "\(action) names the load: \(report.message)")
             }
             if action == "panic" || action == "badreturn" { #expect(report.code == 0xFA17) }
+            // The core dump of a vectored fault that ended in a crash says so, with the registers where the core stood.
+            let dump = try board.coreDump()
+            #expect(dump.info.crash?.message == report.message && dump.info.crash?.kind == kind.rawValue, "\(action)")
+            #expect(dump.cpu.map { UInt64($0.programCounter) < UInt64(board.layout.code.size) } == true, "\(action)")
         }
     }
 }

@@ -92,6 +92,15 @@ struct ScenarioParserTests {
         #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nsteps: [boot]\n", path: "c.yaml").coreClock == nil)
     }
 
+    @Test("board.exact-pcs: a boolean for an emulated CPU; refused for native firmware at its line; a dump step turns it on")
+    func exactPCs() throws {
+        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nboard: { exact-pcs: true }\nsteps: [boot]\n", path: "x.yaml").exactPCs)
+        #expect(try !ScenarioParser.parse("firmware: echo\narch: cortex-m4\nsteps: [boot]\n", path: "x.yaml").exactPCs)
+        let native = parseError("firmware: echo\narch: native\nboard: { exact-pcs: true }\nsteps: [boot]\n")
+        #expect(native?.location.line == 3 && native?.message.contains("emulated CPU") == true, "\(String(describing: native))")
+        #expect(parseError("firmware: echo\narch: rv32\nboard: { exact-pcs: maybe }\nsteps: [boot]\n")?.location.line == 3)
+    }
+
     @Test("strict: conflicting fields refused at their line; misspelt keys and steps named with the closest valid one; count with file repeats it")
     func strictness() throws {
         let base = "firmware: echo\narch: native\nsteps:\n  - boot\n"
