@@ -163,7 +163,9 @@ struct CoreDumpTests {
         let server = try GDBServer(core: dump)
         let output = try runGDB(elf: elf.path, port: server.port, commands: ["bt", "detach"])
         server.shutdown()
-        #expect(output.contains("in main ()") || output.contains("main () at"), "\(output)")
+        // (Parked in WAIT before rsim_rpmsg_wait_and_poll's shrink-wrapped prologue, clang's CFI
+        // says the push is done: gdb then stops one frame short of main — docs/debugging.md, Limits.)
+        #expect(output.contains("in main ()") || output.contains("main () at") || output.contains("rsim_rpmsg_wait_and_poll ()"), "\(output)")
         try say("still here")
         #expect(waitUntil { replies.withLock { $0 } == ["still here"] })
     }
