@@ -185,8 +185,13 @@ struct EmulatedFaultTests {
         #expect(board.trace.consoleLines.contains { $0.hasPrefix("printf: -42 42 beef str c ") && $0.hasSuffix(" %") })
         #expect(board.trace.consoleLines.contains("printf: [   42] [42   ] [00042] [-0042] [0000beef] [BEEF]")
                 || board.trace.consoleLines.contains { $0.hasPrefix("printf: [   42] [42   ] [00042]") })
+        // Each character goes to the console, then to the trace buffer: the last line's newline
+        // reaches the buffer a few instructions after the console's (so wait for it, not stop).
+        #expect(waitUntil {
+            board.collectTraceBuffer()
+            return board.trace.events.contains { if case let .console(line, true) = $0.kind { line.hasPrefix("printf: done") } else { false } }
+        })
         try processor.stop()
-        #expect(board.trace.events.contains { if case let .console(line, true) = $0.kind { line.hasPrefix("printf: done") } else { false } })
         try processor.shutdown()
     }
 }
