@@ -18,7 +18,7 @@ public struct CPUSnapshot: Hashable, Sendable {
     /// 2.0.1 knows only the start of the translated block inside a run: a memory fault's pc, or
     /// that of a core parked inside a WAIT read, is then the block's start — the registers are
     /// those at the instruction itself.
-    public var isProgramCounterExact = true
+    public internal(set) var isProgramCounterExact = true
 
     /// A snapshot from values in the debugger's order; `nil` when the count is not the architecture's.
     public init?(architecture: CPUArchitecture, values: [UInt64]) {
@@ -54,14 +54,15 @@ public struct CPUSnapshot: Hashable, Sendable {
 
 extension UnicornEngine {
     /// The registers now, with `pc` where the core stands (the engine's own PC register lags
-    /// behind between runs and inside callbacks).
-    func snapshot(pc: UInt64, exact: Bool = true) -> CPUSnapshot {
+    /// behind between runs and inside callbacks). A pc taken inside a run (a fault's, or the
+    /// engine's inside a callback) is exact only when the engine keeps it so.
+    func snapshot(pc: UInt64, insideRun: Bool = false) -> CPUSnapshot {
         let ids = debugRegisterIDs
         var values = ids.map { readDebugRegister($0) }
         if let index = ids.firstIndex(of: pcRegisterID) { values[index] = pc }
         // The list and the values come from one table: the count always matches.
         var snapshot = CPUSnapshot(architecture: architecture, values: values)!
-        snapshot.isProgramCounterExact = exact
+        snapshot.isProgramCounterExact = !insideRun || hasExactPCs
         return snapshot
     }
 }

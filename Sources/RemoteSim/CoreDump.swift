@@ -84,7 +84,7 @@ public struct CoreDump: Sendable {
     }
 
     /// What `monitor state` says of a dump whose pc is the start of a translated block.
-    public static let inexactPCNote = "rproc-sim: this dump's pc is the start of the translated block the core stood in (the faulting or waiting instruction is a few after it; the other registers are those at it); run with exact PCs (EmulatedCPU(exactPCs: true), board exact-pcs: true) to have the instruction itself\n"
+    public static let inexactPCNote = "this dump's pc is the start of the translated block the core stood in (the faulting or waiting instruction is a few after it; the other registers are those at it); run with exact PCs (EmulatedCPU(exactPCs: true), board exact-pcs: true) to have the instruction itself"
 
     /// How many console lines and trace events a dump keeps.
     public static let consoleTail = 50
@@ -126,7 +126,7 @@ public struct CoreDump: Sendable {
             var out = "core dump (\(info.reason.rawValue))\n" + info.state
             if let crash = info.crash { out += "crash: \(crash.kind): \(crash.message)\n" }
             // (Told here, not on attach: gdb spins forever on console output answering `?`.)
-            if info.programCounterExact == false { out += Self.inexactPCNote }
+            if info.programCounterExact == false { out += "note: \(Self.inexactPCNote)\n" }
             return out
         case "vrings":
             guard let table = info.resourceTable else { return "no resource table was loaded\n" }

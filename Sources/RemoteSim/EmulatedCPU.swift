@@ -130,8 +130,8 @@ public struct EmulatedCPU: FirmwareProgram {
         // Every halt carries the registers where the core stopped (for crash reports and core dumps).
         func withRegisters(_ halt: FirmwareHalt) -> FirmwareHalt {
             var halt = halt
-            // A fault's pc comes from inside a run: exact only when the engine keeps it so.
-            halt.cpu = engine.snapshot(pc: halt.programCounter ?? pc, exact: halt.programCounter == nil || engine.hasExactPCs)
+            // A fault's pc comes from inside a run; the loop's own is between runs.
+            halt.cpu = engine.snapshot(pc: halt.programCounter ?? pc, insideRun: halt.programCounter != nil)
             return halt
         }
         // A gated core leaves its registers where the board can take them (a snapshot of a running core).
@@ -397,7 +397,7 @@ final class ParkedCore: @unchecked Sendable {
         body()
     }
 
-    func snapshot() -> CPUSnapshot { engine.snapshot(pc: pc ?? engine.programCounter, exact: pc != nil || engine.hasExactPCs) }
+    func snapshot() -> CPUSnapshot { engine.snapshot(pc: pc ?? engine.programCounter, insideRun: pc == nil) }
 }
 
 /// Executed instructions of an emulated core (see ``EmulatedCPU/init(_:countingInto:)``).

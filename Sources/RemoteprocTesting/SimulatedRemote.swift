@@ -47,6 +47,10 @@ public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
 
     /// The environment variable naming a folder where failures write the remote's core dump.
     public static let artifactsVariable = "RPROC_SIM_ARTIFACTS"
+    /// The folder `RPROC_SIM_ARTIFACTS` names, if it names one.
+    public static var artifactsFromEnvironment: String? {
+        ProcessInfo.processInfo.environment[artifactsVariable].flatMap { $0.isEmpty ? nil : $0 }
+    }
 }
 
 /// A simulated board with a chosen firmware, booted through the real remoteproc core, with the
@@ -73,7 +77,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     /// Where a failed wait writes the remote's core dump (`remote-<pid>-<n>.core`, named in the
     /// failure); default: the `RPROC_SIM_ARTIFACTS` environment variable. Under Swift Testing the
     /// dump is also the failure's attachment (`swift test --attachments-path DIR` keeps it).
-    public var artifactsDirectory: String? = ProcessInfo.processInfo.environment[SimulationFailure.artifactsVariable]
+    public var artifactsDirectory: String? = SimulationFailure.artifactsFromEnvironment
 
     /// Boots `firmware`: configure, load, start, and RPMsg on the first vdev.
     /// - Parameters:
@@ -86,7 +90,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     ///     `RPROC_SIM_ARTIFACTS` is set (failures are then kept for later).
     public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
                 debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
-                exactPCs: Bool = ProcessInfo.processInfo.environment[SimulationFailure.artifactsVariable].map { !$0.isEmpty } ?? false) throws {
+                exactPCs: Bool = SimulationFailure.artifactsFromEnvironment != nil) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
         let runner: any FirmwareProgram

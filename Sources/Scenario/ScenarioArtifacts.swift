@@ -80,7 +80,7 @@ public enum ScenarioArtifacts {
         }
         if let crash = result.postMortem?.coreDump?.info.crash { out += "the remote crashed: \(crash.kind): \(visibleText(crash.message))\n" }
         if result.postMortem?.coreDump?.info.programCounterExact == false {
-            out += "note: " + CoreDump.inexactPCNote.dropFirst("rproc-sim: ".count)
+            out += "note: \(CoreDump.inexactPCNote)\n"
         }
         out += "\nFiles:\n"
         if hasCore {

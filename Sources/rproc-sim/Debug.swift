@@ -149,7 +149,7 @@ struct Debug: ParsableCommand {
         let why = dump.info.crash.map { "\($0.kind): \($0.message)" } ?? dump.info.reason.rawValue
         Terminal.line("▶ core dump \(path): an emulated \(cpu.architecture.rawValue), \(why), pc \(hex(UInt64(cpu.programCounter)))")
         if let firmware = dump.info.firmware { Terminal.line("  firmware when it ran: \(firmware.path)") }
-        if !cpu.isProgramCounterExact { Terminal.error("warning: " + CoreDump.inexactPCNote.dropFirst("rproc-sim: ".count).trimmingCharacters(in: .newlines)) }
+        if !cpu.isProgramCounterExact { Terminal.error("warning: " + CoreDump.inexactPCNote) }
         Terminal.line("  gdb: listening on 127.0.0.1:\(server.port) (read-only)")
         Terminal.line("       gdb-multiarch -q \(elfPath ?? dump.info.firmware?.path ?? "FIRMWARE.elf") -ex 'target remote :\(server.port)'")
         Terminal.line("  Ctrl-C to stop.")

@@ -29,20 +29,8 @@ private func postmortemBoard(_ architecture: FirmwareArchitecture, exactPCs: Boo
 
 /// gdb-multiarch opening `core` itself with `elf` (no server), in batch mode.
 private func gdbOnCoreFile(elf: String, core: String, commands: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
-    process.arguments = ["-q", "-nx", "-batch", "-ex", "set pagination off", "-ex", "set osabi none", "-ex", "file \(elf)", "-ex", "core-file \(core)"]
-        + commands.flatMap { ["-ex", $0] }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let deadline = Date().addingTimeInterval(60)
-    while process.isRunning && Date() < deadline { usleep(10_000) }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }   // (gdb can ignore SIGTERM)
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: output, as: UTF8.self)
+    try GDBBatch.run(["-ex", "set pagination off", "-ex", "set osabi none", "-ex", "file \(elf)", "-ex", "core-file \(core)"]
+                     + commands.flatMap { ["-ex", $0] })
 }
 
 @Suite("Core dumps", .serialized)

@@ -7,27 +7,12 @@ import MetalIO
 import Remoteproc
 import RemoteSim
 import Testing
+import TestSupport
 
 /// Runs gdb-multiarch in batch mode with `commands` against 127.0.0.1:`port`; returns its output.
 func runGDB(elf: String, port: UInt16, commands: [String], timeout: TimeInterval = 60) throws -> String {
-    let gdb = ["/usr/bin/gdb-multiarch", "/usr/local/bin/gdb-multiarch"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try #require(gdb, "gdb-multiarch is not installed (.ci/run installs it)"))
-    process.arguments = ["-q", "-nx", "-batch", "-ex", "set pagination off", "-ex", "set confirm off", "-ex", "target remote 127.0.0.1:\(port)"]
-        + commands.flatMap { ["-ex", $0] } + [elf]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(10_000) }
-    if process.isRunning {
-        // gdb can spin where it never looks at SIGTERM: kill it, so the test fails instead of hanging.
-        kill(process.processIdentifier, SIGKILL)
-    }
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()   // Foundation lets go of a process only once it has seen it exit
-    return String(decoding: output, as: UTF8.self)
+    try GDBBatch.run(["-ex", "set pagination off", "-ex", "set confirm off", "-ex", "target remote 127.0.0.1:\(port)"]
+                     + commands.flatMap { ["-ex", $0] } + [elf], timeout: timeout)
 }
 
 /// `Firmware/programs/PROGRAM` on an emulated core of `architecture` with a GDB server, halted
