@@ -321,13 +321,7 @@ struct CLIDebugTests {
         let port = try #require(listening.range(of: "127.0.0.1:[0-9]+", options: .regularExpression).map { listening[$0].split(separator: ":").last! })
         usleep(300_000)
         #expect(!tool.output.contains("console: echo: ready"), "the core waited for the debugger")
-        let gdb = Process()
-        gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
-        gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
-        gdb.standardOutput = FileHandle.nullDevice
-        gdb.standardError = FileHandle.nullDevice
-        try gdb.run()
-        gdb.waitUntilExit()
+        _ = try GDBBatch.run(["-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf])
         #expect(tool.waitFor("console: echo: ready"), "the firmware ran once gdb let go: \(tool.output)")
         #expect(tool.interrupt() == 0, "\(tool.output)")
     }

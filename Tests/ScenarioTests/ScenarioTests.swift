@@ -632,14 +632,8 @@ struct ScenarioDebuggerTests {
         // gdb stops the core at the first message and holds it 6 s — longer than a send may wait
         // for a buffer (5 s) — while the other 39 fill the 16-entry ring.
         let debugger = Thread {
-            let gdb = Process()
-            gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
-            gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "break on_message", "-ex", "continue",
-                             "-ex", "shell sleep 6", "-ex", "delete", "-ex", "detach", elf]
-            gdb.standardOutput = FileHandle.nullDevice
-            gdb.standardError = FileHandle.nullDevice
-            try? gdb.run()
-            gdb.waitUntilExit()
+            _ = try? GDBBatch.run(["-ex", "target remote 127.0.0.1:\(port)", "-ex", "break on_message", "-ex", "continue",
+                                   "-ex", "shell sleep 6", "-ex", "delete", "-ex", "detach", elf])
         }
         debugger.start()
         let result = runner.run()
@@ -663,13 +657,7 @@ struct ScenarioDebuggerTests {
         // The core stays halted 2 s — twice the wait — before a debugger attaches and detaches.
         let debugger = Thread {
             usleep(2_000_000)
-            let gdb = Process()
-            gdb.executableURL = URL(fileURLWithPath: "/usr/bin/gdb-multiarch")
-            gdb.arguments = ["-q", "-nx", "-batch", "-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf]
-            gdb.standardOutput = FileHandle.nullDevice
-            gdb.standardError = FileHandle.nullDevice
-            try? gdb.run()
-            gdb.waitUntilExit()
+            _ = try? GDBBatch.run(["-ex", "target remote 127.0.0.1:\(port)", "-ex", "detach", elf])
         }
         debugger.start()
         let result = runner.run()
