@@ -285,6 +285,10 @@ public final class RPMsgDevice: Sendable {
         // Linux removes the rpmsg bus of a stopped remote: endpoints, whose handlers usually
         // capture this device, are dropped.
         transport.setRemovalHandler { [weak self] in self?.close() }
+        // Messages sent and not yet taken by the remote keep it from counting as idle.
+        if case let .driver(transmit, _) = rings {
+            transport.setOutstandingWork { [weak transmit] in (transmit?.unreturnedCount ?? 0) > 0 }
+        }
     }
 
     /// Asks the peer to notify when transmit buffers come back (`enable`) or not.
@@ -375,6 +379,7 @@ public final class RPMsgDevice: Sendable {
         ringGate.close()
         transmitReturned.signal()   // a waiting sender looks again and finds the device closed
         transport.setNotificationHandler(forVring: role == .driver ? 0 : 1, nil)
+        if role == .driver { transport.setOutstandingWork(nil) }
         withExtendedLifetime(released) {}
     }
 
@@ -575,6 +580,9 @@ public final class RPMsgDevice: Sendable {
                 Result { () throws(VirtioError) in
                     switch rings {
                     case let .driver(queue, _):
+                        // Kicked for or not (the remote may have asked for no kicks while it
+                        // polls), a message is a request: a remote suspended for idleness wakes first.
+                        transport.noteDriverActivity()
                         if try queue.addPreparingKick(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)],
                                                       writable: [], token: buffer.token) {
                             try queue.notify()

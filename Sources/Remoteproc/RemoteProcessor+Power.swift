@@ -76,7 +76,9 @@ extension RemoteProcessor {
     /// either way) for this long is suspended with ``SuspendKind/auto`` — the firmware is asked if
     /// it takes part, its clock gated otherwise — and the next kick the host sends resumes it
     /// first, transparently to the sender. A refusal is retried after another delay. `nil` (the
-    /// default) turns it off.
+    /// default) turns it off: once the setter returns, no automatic suspension is under way or
+    /// starts (one the monitor had begun has finished by then — a remote it suspended stays
+    /// suspended until resumed).
     public var autosuspendDelay: Duration? {
         get { power.withLock { $0.autosuspendDelay } }
         set {
@@ -90,15 +92,26 @@ extension RemoteProcessor {
             }
             autosuspendWake.signal.signal()
             if start { startAutosuspendMonitor() }
+            if newValue == nil { waitForLifecycleCalls() }
         }
+    }
+
+    /// Returns once no life-cycle call is running (an automatic suspension checks the delay
+    /// inside its call, so after this none can start with the old setting). From inside a
+    /// life-cycle call (an op that changes the setting) there is nothing to wait for.
+    private func waitForLifecycleCalls() {
+        guard lockOwner.load(ordering: .relaxed) != Self.currentThreadID else { return }
+        lifecycle.withLock { _ in }
     }
 
     func suspend(_ kind: SuspendKind, timeout: Duration, automatic: Bool) throws(RemoteprocError) {
         let traffic = trafficCount.load(ordering: .sequentiallyConsistent)
         try locked(.suspend, allowed: [.running]) { (life) throws(RemoteprocError) in
             if automatic {
-                // Traffic since the monitor decided: the remote is not idle after all.
-                guard trafficCount.load(ordering: .sequentiallyConsistent) == traffic else { return }
+                // Traffic since the monitor decided: the remote is not idle after all; or
+                // autosuspend was turned off meanwhile.
+                guard trafficCount.load(ordering: .sequentiallyConsistent) == traffic,
+                      power.withLock({ $0.autosuspendDelay != nil }), !hasOutstandingHostWork else { return }
             }
             do {
                 try ops.suspend(kind, timeout: timeout)
@@ -172,6 +185,10 @@ extension RemoteProcessor {
         }
     }
 
+    /// Whether a host driver has requests the remote has not completed (messages it has not
+    /// taken): such a remote is not idle, and autosuspend leaves it running.
+    var hasOutstandingHostWork: Bool { virtioDevices.withLock { $0 }.contains { $0.hasOutstandingWork } }
+
     /// The remote kicked the host: traffic for autosuspend.
     func remoteKicked() {
         guard autosuspendArmed.load(ordering: .relaxed) else { return }
@@ -195,15 +212,24 @@ extension RemoteProcessor {
                     // only the wake (a processor nobody else holds goes away meanwhile).
                     let step: (deadline: ClockInstant?, stop: Bool) = {
                         guard let processor = self else { return (nil, true) }
-                        let (delay, state) = (processor.power.withLock { $0.autosuspendDelay }, processor.state)
-                        guard let delay else {
-                            processor.power.withLock { $0.monitorRunning = false }
-                            return (nil, true)
+                        // Off: the thread ends, in the same look that found no delay (a setter
+                        // that comes after it starts a new monitor).
+                        let delay = processor.power.withLock { p -> Duration? in
+                            if p.autosuspendDelay == nil { p.monitorRunning = false }
+                            return p.autosuspendDelay
                         }
+                        guard let delay else { return (nil, true) }
+                        let state = processor.state
                         idleSince = max(idleSince, ClockInstant(sinceOrigin: .nanoseconds(processor.lastTrafficAt.load(ordering: .relaxed))))
                         // Not running: wait for a transition (it signals); running: for the delay to pass.
                         guard state == .running else { return (nil, false) }
                         guard clock.now - idleSince >= delay else { return (idleSince + delay, false) }
+                        // Messages the remote has not taken yet: not idle, whatever the kicks
+                        // say (a core slow to get to them sent none). Look again after a delay.
+                        guard !processor.hasOutstandingHostWork else {
+                            idleSince = clock.now
+                            return (idleSince + delay, false)
+                        }
                         do throws(RemoteprocError) {
                             try processor.suspend(.auto, timeout: RemoteProcessor.defaultSuspendTimeout, automatic: true)
                         } catch {

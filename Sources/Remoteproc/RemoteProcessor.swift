@@ -195,7 +195,7 @@ public final class RemoteProcessor: Sendable {
     /// outside `allowed`, then delivers the events it queued.
     func locked<R>(_ call: RemoteprocCall, allowed: Set<RemoteprocState>? = nil,
                            _ body: (inout Lifecycle) throws(RemoteprocError) -> R) throws(RemoteprocError) -> R {
-        let me = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        let me = Self.currentThreadID
         guard lockOwner.load(ordering: .relaxed) != me else { throw RemoteprocError(.reentrantCall, call: call) }
         let (result, events): (Result<R, RemoteprocError>, [RemoteprocEvent]) = lifecycle.withLock { life in
             lockOwner.store(me, ordering: .relaxed)
@@ -222,6 +222,9 @@ public final class RemoteProcessor: Sendable {
         deliver(events)
         return try result.get()
     }
+
+    /// The calling thread as ``lockOwner`` records the thread inside a life-cycle call.
+    static var currentThreadID: UInt { UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))) }
 
     func op(_ name: String, _ call: RemoteprocCall, _ body: () throws -> Void) throws(RemoteprocError) {
         do { try body() } catch { throw RemoteprocError(.operationFailed(op: name), call: call, underlying: error) }

@@ -49,6 +49,9 @@ public final class VirtioDevice: Sendable {
     /// and whether the removal was announced.
     private struct Removal { var handler: (@Sendable () -> Void)?; var announced = false }
     private let removal = MetalMutex(Removal())
+    /// The host driver's check for requests the remote has not completed (in a struct, as above).
+    private struct OutstandingWork { var check: (@Sendable () -> Bool)? }
+    private let outstandingWork = MetalMutex(OutstandingWork())
 
     /// This device as a `Virtio` transport (what RPMsg runs over).
     public var transport: VirtioDeviceTransport { VirtioDeviceTransport(self) }
@@ -73,6 +76,17 @@ public final class VirtioDevice: Sendable {
     /// Sets what runs when the device goes away (``Virtio/VirtioTransport/setRemovalHandler(_:)``):
     /// after the remoteproc call that stopped, crashed or removed it released the life-cycle lock,
     /// on that call's thread; at once when the removal was already announced.
+    /// The host driver is about to publish a request (``Virtio/VirtioTransport/noteDriverActivity()``):
+    /// traffic for autosuspend, and a remote suspended for idleness is resumed first.
+    public func noteDriverActivity() { beforeKick?() }
+
+    /// Sets how the host driver tells whether the remote has requests to complete
+    /// (``Virtio/VirtioTransport/setOutstandingWork(_:)``).
+    public func setOutstandingWork(_ check: (@Sendable () -> Bool)?) { outstandingWork.withLock { $0.check = check } }
+
+    /// Whether the host driver has requests the remote has not completed: the remote is not idle.
+    public var hasOutstandingWork: Bool { outstandingWork.withLock { $0.check }?() ?? false }
+
     public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) {
         let runNow = removal.withLock { r -> Bool in
             r.handler = r.announced ? nil : handler

@@ -53,4 +53,6 @@ public final class VirtioDeviceTransport: VirtioTransport {
         device.setNotificationHandler(forVring: index, handler)
     }
     public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) { device.setRemovalHandler(handler) }
+    public func noteDriverActivity() { device.noteDriverActivity() }
+    public func setOutstandingWork(_ check: (@Sendable () -> Bool)?) { device.setOutstandingWork(check) }
 }

@@ -123,6 +123,14 @@ public protocol VirtioTransport: AnyObject, Sendable {
     /// removed the device, after that call released its locks; set on a device already gone, it
     /// runs at once.
     func setRemovalHandler(_ handler: (@Sendable () -> Void)?)
+    /// Driver role, runtime power management: the driver is about to make a request of the
+    /// device (publish buffers for it), kicked for or not — Linux's `pm_runtime_get` around I/O.
+    /// A remote suspended for idleness is resumed first, and the request counts as traffic.
+    func noteDriverActivity()
+    /// Driver role: how the driver tells whether it has requests the device has not completed
+    /// (buffers it published that are not yet used) — a device with work outstanding is not
+    /// idle, and autosuspend leaves it running. `nil` removes it.
+    func setOutstandingWork(_ check: (@Sendable () -> Bool)?)
     /// Whether the calling thread runs the peer's notification inline, on the peer's own thread
     /// (``InterruptDelivery/inline``): the peer cannot move until it returns, so waiting for it
     /// (for buffers it would give back) would wait for nothing.
@@ -134,6 +142,9 @@ extension VirtioTransport {
     public var isPeerHeldByCurrentThread: Bool { false }
     /// A transport that is never removed (``isAvailable`` stays true) has no removal to report.
     public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) {}
+    /// A transport without power management has nothing to resume and no idleness to judge.
+    public func noteDriverActivity() {}
+    public func setOutstandingWork(_ check: (@Sendable () -> Bool)?) {}
     public func prepareDriverQueue(_ index: Int) throws(VirtioError) {}
 }
 

@@ -151,6 +151,17 @@ public final class DriverQueue: Virtqueue, @unchecked Sendable {
     /// Free descriptors.
     public var freeCount: Int { state.withLock { $0.free.count } }
 
+    /// Chains published that the device has not marked used yet (the ring's used index against
+    /// this driver's avail index): work still outstanding on the device's side. A used index the
+    /// device moved beyond what was published is corrupt, not work: 0 then.
+    public var unreturnedCount: Int {
+        state.withLock { s in
+            let used = readIndex(layout.usedIndex)
+            let returnedUnseen = Int(used &- s.lastUsed), inFlight = Int(s.availIndex &- s.lastUsed)
+            return returnedUnseen <= inFlight ? inFlight - returnedUnseen : 0
+        }
+    }
+
     /// Adds a chain: `readable` buffers (the device reads them), then `writable` ones (it writes
     /// them), and publishes its head in the avail ring (`virtqueue_add_buffer`).
     /// - Throws: ``VirtioError`` when the ring has too few free descriptors or a buffer lies

@@ -15,7 +15,10 @@ struct Soak: ParsableCommand {
             Each board (native echo, and the echo firmware on an emulated Cortex-M4 and RV32 core) \
             runs its own random sequence, chosen from --seed: echo traffic of random sizes and \
             contents (every reply checked byte for byte), restarts, full reboots, crashes (fault or \
-            panic) followed by recovery, and traffic with delayed kicks. At the end: operations, \
+            panic) followed by recovery, traffic with delayed kicks, suspensions (forced, auto or \
+            system) in the middle of traffic with the remote resumed from another thread while \
+            the sender waits, and autosuspend (an idle remote suspended, the next send resuming \
+            it). At the end: operations, \
             messages sent, delivered, failed with a reported error (a crash or stop the soak caused \
             itself), lost (sent to a live remote and never echoed, or echoed wrong) and hangs (an \
             operation still running 60 s after the end). Exit 1 on any loss, hang or operation \
@@ -71,6 +74,8 @@ struct Soak: ParsableCommand {
             let hung = board.currentOperation
             Terminal.line("  \(board.kind.rawValue): " + counts.summary + (hung.map { " — HUNG in \($0)" } ?? ""))
             for problem in counts.problems.prefix(5) { Terminal.line("    \(problem)") }
+            if !counts.firstLoss.isEmpty { Terminal.line("    at the first loss:") }
+            for line in counts.firstLoss { Terminal.line("      \(line)") }
             total.add(counts)
             if hung != nil { total.hangs += 1 }
         }
@@ -102,6 +107,8 @@ struct SoakCounts: Sendable {
     var operationErrors = 0
     var hangs = 0
     var problems: [String] = []
+    /// The board's state and its last trace events when it first lost a message.
+    var firstLoss: [String] = []
     /// The longest operation and how long it took.
     var slowest: (name: String, duration: Duration) = ("", .zero)
 
@@ -157,7 +164,7 @@ final class SoakBoard: @unchecked Sendable {
         let firmware: any FirmwareProgram
         switch kind {
         case .native:
-            firmware = EchoFirmware()
+            firmware = EchoFirmware(answersSuspend: { _ in .ack })
             image = ("native.elf", MemoryImageStore(["native.elf": try NativeImage.make()]))
         case .cortexM4, .rv32:
             let elf = try FirmwareBuilder.forThisPackage().build(program: "echo", architecture: kind == .rv32 ? .rv32 : .cortexM4)
@@ -180,8 +187,9 @@ final class SoakBoard: @unchecked Sendable {
         while RealTimeClock.shared.now < deadline {
             let roll = Int.random(in: 0..<100, using: &random)
             let name = options.dropKicks && roll < 10 ? "dropped kick"
-                : roll < 50 ? "traffic" : roll < 60 ? "delayed kicks" : roll < 68 ? "crash in traffic" : roll < 76 ? "restart"
-                : roll < 82 ? "reboot" : roll < 91 ? "crash+recover" : "panic+recover"
+                : roll < 42 ? "traffic" : roll < 50 ? "delayed kicks" : roll < 57 ? "crash in traffic" : roll < 64 ? "restart"
+                : roll < 69 ? "reboot" : roll < 76 ? "crash+recover" : roll < 82 ? "panic+recover"
+                : roll < 94 ? "suspend in traffic" : "autosuspend"
             state.withLock { $0.operation = name; $0.counts.operations[name, default: 0] += 1 }
             let started = RealTimeClock.shared.now
             do {
@@ -201,7 +209,7 @@ final class SoakBoard: @unchecked Sendable {
                 case "crash in traffic":
                     // The remote dies while messages are in flight: what was not echoed by then
                     // must end with a reported error, not silently.
-                    try traffic(crashAfter: Int.random(in: 0...16, using: &random))
+                    try traffic(.crash(after: Int.random(in: 0...16, using: &random)))
                     guard processor.state == .crashed || board.waitWhileLive(upTo: .seconds(10), until: { false }) == .remoteEnded(.crashed) else {
                         throw SoakFailure("an injected crash did not crash the remote (state \(processor.state))")
                     }
@@ -217,6 +225,16 @@ final class SoakBoard: @unchecked Sendable {
                     // Shut down straight from Running, and boot again.
                     rpmsg?.close()
                     try boot()
+                case "suspend in traffic":
+                    // Suspended after some of the sends (forced, or asking the firmware), resumed
+                    // by another thread a little later while this one goes on sending: what was
+                    // in flight either way and what waited in the vring or in a blocked send must
+                    // all come back, in order.
+                    let kind = SuspendKind.allCases.randomElement(using: &random)!
+                    try traffic(.suspend(after: Int.random(in: 0...16, using: &random), kind: kind,
+                                         resumeAfter: .microseconds(Int64.random(in: 0...20_000, using: &random))))
+                case "autosuspend":
+                    try autosuspend(delay: .microseconds(Int64.random(in: 1_000...5_000, using: &random)))
                 default:
                     let kind: CrashReport.Kind = name == "crash+recover" ? .fault : .panic
                     try board.faults.crash(CrashReport(kind: kind, code: UInt64(random.next() & 0xFFFF), message: "soak: injected \(kind)"))
@@ -242,31 +260,84 @@ final class SoakBoard: @unchecked Sendable {
         }
     }
 
-    /// Sends 1…64 messages of random sizes and contents and checks every echo, in order; with
-    /// `crashAfter`, crashes the remote (a fault) after that many sends.
-    private func traffic(crashAfter: Int? = nil) throws {
-        guard processor.state == .running, let endpoint else { return }
+    /// What happens to the remote in the middle of ``traffic(_:)``, after `after` sends.
+    private enum Interruption {
+        /// A crash (a fault): what was not echoed by then ends with a reported error.
+        case crash(after: Int)
+        /// A suspension of `kind`, resumed by another thread `resumeAfter` later.
+        case suspend(after: Int, kind: SuspendKind, resumeAfter: Duration)
+
+        var after: Int {
+            switch self {
+            case let .crash(after), let .suspend(after, _, _): after
+            }
+        }
+    }
+
+    /// Sends 1…64 messages of random sizes and contents and checks every echo, in order, with
+    /// the remote crashed or suspended after some of them.
+    private func traffic(_ interruption: Interruption? = nil) throws {
+        try traffic(interruption, allowed: [.running])
+    }
+
+    /// Runtime PM: an idle remote is suspended after `delay`; the next send resumes it and every
+    /// echo comes back. Autosuspend is off again at the end, the remote running.
+    private func autosuspend(delay: Duration) throws {
+        let before = processor.powerStatistics.autosuspensions
+        processor.autosuspendDelay = delay
+        let outcome = Result { () throws -> Void in
+            // A remote still holding messages is not idle (with --drop-kicks, one never kicked for
+            // may wait there): as long as a reply may take.
+            guard board.waitWhileLive(upTo: options.replyTimeout, until: { processor.powerStatistics.autosuspensions > before }) == .met else {
+                throw SoakFailure("autosuspend (\(delay)) did not suspend the remote within \(options.replyTimeout) (state \(processor.state); "
+                                  + "a remote with messages it has not taken is not idle)")
+            }
+            try traffic(nil, allowed: [.running, .suspended])
+        }
+        // Once the setter returns no automatic suspension is under way: the state is settled.
+        processor.autosuspendDelay = nil
+        if processor.state == .suspended { try processor.resume() }
+        try outcome.get()
+    }
+
+    private func traffic(_ interruption: Interruption?, allowed: Set<RemoteprocState>) throws {
+        guard allowed.contains(processor.state), let endpoint else { return }
         let count = Int.random(in: 1...64, using: &random)
         let payloads = (0..<count).map { _ in random.bytes(Int.random(in: 1...496, using: &random)) }
         replies.withLock { $0.removeAll() }
         var sent = 0, failedSends = 0
-        func injectInFlightCrash() {
-            do { try board.faults.crash(CrashReport(kind: .fault, message: "soak: crashed with messages in flight")) } catch {
-                // Only `notRunning`: the remote ended first (it crashed or was stopped); the sends
-                // below are then counted against that end.
+        var resumer: PlatformThread?, interrupted = false
+        let resumeError = MetalMutex<RemoteprocError?>(nil)
+        func interrupt() throws {
+            guard !interrupted else { return }
+            interrupted = true
+            switch interruption {
+            case nil: break
+            case .crash:
+                do { try board.faults.crash(CrashReport(kind: .fault, message: "soak: crashed with messages in flight")) } catch {
+                    // Only `notRunning`: the remote ended first (it crashed or was stopped); the
+                    // sends below are then counted against that end.
+                }
+            case let .suspend(_, kind, resumeAfter):
+                try processor.suspend(kind, timeout: .seconds(5))
+                let (processor, clock) = (processor, RealTimeClock.shared)
+                resumer = try PlatformThread(name: "rproc-soak-resume") {
+                    clock.sleep(for: resumeAfter)
+                    do throws(RemoteprocError) { try processor.resume() } catch { resumeError.withLock { $0 = error } }
+                }
             }
         }
         for payload in payloads {
-            if sent == crashAfter { injectInFlightCrash() }
+            if sent == interruption?.after { try interrupt() }
             do { try endpoint.send(payload, timeout: .seconds(5)) } catch {
                 // The device closes when its remote crashes or stops, and says so.
-                let reported = processor.state != .running || error.kind == .deviceClosed
+                let reported = !processor.state.isLive || error.kind == .deviceClosed
                 failedSends = 1
                 state.withLock { s in
                     if !reported {
                         // A live remote with no free buffer for 5 s has lost the link.
                         s.counts.lost += 1
-                        s.counts.problems.append("traffic: send \(sent + 1) of \(count) failed on a live remote: \(error)")
+                        s.counts.problems.append("traffic: send \(sent + 1) of \(count) failed on a live remote (\(processor.state); \(processor.powerStatistics)): \(error)")
                     } else {
                         s.counts.failedWithError += 1
                     }
@@ -275,10 +346,12 @@ final class SoakBoard: @unchecked Sendable {
             }
             sent += 1
         }
-        if let crashAfter, crashAfter >= sent { injectInFlightCrash() }
+        if let after = interruption?.after, after >= sent { try interrupt() }
+        if let thread = resumer.take() { thread.join() }
+        if let error = resumeError.withLock({ $0 }) { throw SoakFailure("resume after a suspension in traffic failed: \(error)") }
         _ = board.waitWhileLive(upTo: options.replyTimeout) { replies.withLock { $0.count } >= sent }
         let got = replies.withLock { $0 }
-        let live = processor.state == .running
+        let live = processor.state.isLive
         var delivered = 0, wrong = 0
         for (index, reply) in got.prefix(sent).enumerated() { if reply == payloads[index] { delivered += 1 } else { wrong += 1 } }
         let missing = sent - delivered - wrong
@@ -289,6 +362,13 @@ final class SoakBoard: @unchecked Sendable {
             s.counts.failedWithError += live ? 0 : missing
             if wrong > 0 { s.counts.problems.append("traffic: \(wrong) of \(sent) echoes differ from what was sent") }
             if live && missing > 0 { s.counts.problems.append("traffic: \(missing) of \(sent) messages never echoed by a running remote") }
+            if (wrong > 0 || (live && missing > 0)) && s.counts.firstLoss.isEmpty {
+                // What the board did up to the first loss, to find its cause.
+                let m = board.mailbox
+                s.counts.firstLoss = ["\(processor.state), \(processor.powerStatistics); mailbox PENDING \(hex(UInt64(m.pendingBits))), "
+                                      + "clock \(m.isGated ? "gated" : m.isGateRequested ? "gate requested" : "running"), core \(m.isCoreWaiting ? "in WAIT" : "not waiting")"]
+                    + board.trace.last(40).map(\.description)
+            }
         }
     }
 
@@ -326,14 +406,13 @@ final class SoakBoard: @unchecked Sendable {
         rpmsg?.close()
         rpmsg = nil
         endpoint = nil
-        switch processor.state {
-        case .crashed: try? processor.recover()
-        case .running: break
-        default:
+        // A recovered remote announces its service again; a running one would not (it did at
+        // its boot), so it is booted afresh, as from every other state.
+        if processor.state == .crashed, (try? processor.recover()) != nil {
+            try? attach()
+        } else {
             try? boot()
-            return
         }
-        try? attach()
     }
 }
 

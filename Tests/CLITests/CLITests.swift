@@ -62,7 +62,7 @@ struct CLITests {
         #expect(try exitCode(["inspect", text]) == 2)
     }
 
-    @Test("soak: random operations on native and emulated boards, every message accounted for; lost messages (dropped kicks) fail it", .timeLimit(.minutes(2)))
+    @Test("soak: random operations (suspensions and autosuspend among them) on native and emulated boards, every message accounted for; lost messages (dropped kicks) fail it", .timeLimit(.minutes(2)))
     func soak() throws {
         let (code, output) = try runBinary(["soak", "--for", "3s", "--seed", "11", "--boards", "native,rv32"])
         #expect(code == 0, "\(output)")
@@ -76,6 +76,11 @@ struct CLITests {
         #expect(sent > 100 && delivered > 0, "\(total)")
         #expect(lost == 0 && delivered + failed == sent, "every message delivered or failed with an error: \(total)")
         #expect(total.contains("0 hangs"), "\(total)")
+        // Suspensions in the middle of traffic and autosuspend ran too.
+        for operation in ["suspend in traffic", "autosuspend"] {
+            let count = total.range(of: "\(operation) ").flatMap { Int(total[$0.upperBound...].prefix { $0.isNumber }) }
+            #expect((count ?? 0) > 0, "no \(operation) operation: \(total)")
+        }
 
         let (lossy, lossyOutput) = try runBinary(["soak", "--for", "2s", "--seed", "3", "--boards", "native", "--drop-kicks", "--reply-timeout", "200ms"])
         #expect(lossy == 1, "\(lossyOutput)")

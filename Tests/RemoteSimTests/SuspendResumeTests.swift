@@ -78,6 +78,31 @@ final class EchoClient: Sendable {
     func close() { try? processor.shutdown() }
 }
 
+/// Native echo firmware that does not look at its vrings until released (a core slow to get to
+/// its messages); meanwhile it passes a board access every 2 ms, where a gated clock parks it.
+struct LateEcho: FirmwareProgram {
+    final class Release: Sendable {
+        let signal = WakeSignal()
+        let done = Atomic<Bool>(false)
+        func open() {
+            done.store(true, ordering: .releasing)
+            signal.signal()
+        }
+    }
+    let release: Release
+    func run(on core: RemoteCore) throws {
+        let rpmsg = try core.rpmsg()
+        _ = try rpmsg.device.createEndpoint(name: "rpmsg-echo") { message in
+            try? rpmsg.reply(to: message, with: message.payload)
+        }
+        while !release.done.load(ordering: .acquiring) {
+            _ = release.signal.wait(timeout: .milliseconds(2))
+            try core.checkStop()
+        }
+        try rpmsg.serve()
+    }
+}
+
 /// Native firmware that keeps its watchdog (100 ms) kicked every 5 ms and does nothing else.
 struct WatchdogKeeper: FirmwareProgram {
     func run(on core: RemoteCore) throws {
@@ -202,6 +227,61 @@ struct SuspendResumeTests {
         echo.processor.autosuspendDelay = nil
         let statistics = echo.processor.powerStatistics
         #expect(statistics.autosuspensions >= 3 && statistics.resumes >= 3)
+    }
+
+    @Test("autosuspend leaves a remote with messages it has not taken yet running (a core slow to get to them), and suspends it once it has answered",
+          .timeLimit(.minutes(1)))
+    func autosuspendWaitsForOutstandingMessages() throws {
+        let release = LateEcho.Release()
+        let (board, processor) = try startedBoard(LateEcho(release: release))
+        let echo = try EchoClient(board: board, processor: processor)
+        defer { echo.close() }
+        echo.processor.autosuspendDelay = .milliseconds(2)
+        try echo.sendOnly(Array("late".utf8))
+        // The firmware does not look at its vrings yet (it stops at a board access every 2 ms,
+        // where a gated clock would park it): idle by the kicks, but a message is outstanding.
+        let since = ContinuousClock.now
+        while ContinuousClock.now - since < .milliseconds(150) {
+            guard echo.processor.state == .running else {
+                Issue.record("autosuspended with a message the remote had not taken")
+                break
+            }
+            usleep(5_000)
+        }
+        #expect(echo.processor.powerStatistics.suspensions == 0)
+        release.open()
+        #expect(echo.waitForReplies(1, timeout: .seconds(10)))
+        #expect(echo.replies.withLock { $0 } == [Array("late".utf8)])
+        // Answered and idle: now it is suspended.
+        #expect(echo.board.waitWhileLive(upTo: .seconds(10)) { echo.processor.powerStatistics.autosuspensions >= 1 } == .met)
+        echo.processor.autosuspendDelay = nil
+    }
+
+    @Test("autosuspend turned off and on again, fast: off means no suspension starts after the setter returns; on always has a monitor that suspends",
+          .timeLimit(.minutes(2)))
+    func autosuspendToggled() throws {
+        // A firmware slow to answer (1 ms): turning autosuspend off often lands inside a suspension.
+        let echo = try EchoClient(EchoFirmware(answersSuspend: { _ in usleep(1_000); return .ack }))
+        defer { echo.close() }
+        for round in 0..<100 {
+            echo.processor.autosuspendDelay = .microseconds(300)
+            usleep(useconds_t(round % 6 * 300))
+            echo.processor.autosuspendDelay = nil
+            // Settled: the state and the count of suspensions no longer change.
+            let (state, suspensions) = (echo.processor.state, echo.processor.powerStatistics.suspensions)
+            usleep(3_000)
+            #expect(echo.processor.state == state && echo.processor.powerStatistics.suspensions == suspensions,
+                    "round \(round): a suspension started after autosuspend was turned off")
+            if state == .suspended { try echo.processor.resume() }
+            // On again at once (the old monitor may not have seen the off yet): it must still suspend.
+            let before = echo.processor.powerStatistics.autosuspensions
+            echo.processor.autosuspendDelay = .milliseconds(1)
+            #expect(echo.board.waitWhileLive(upTo: .seconds(10)) { echo.processor.powerStatistics.autosuspensions > before } == .met,
+                    "round \(round): autosuspend on, but no suspension")
+            echo.processor.autosuspendDelay = nil
+            if echo.processor.state == .suspended { try echo.processor.resume() }
+        }
+        #expect(try echo.ask(Array("still there".utf8)) == Array("still there".utf8))
     }
 
     @Test("a suspension in the middle of 100,000 echoed messages loses none and duplicates none", .timeLimit(.minutes(3)))

@@ -82,6 +82,24 @@ struct VirtqueueTests {
         #expect(f.driver.freeCount == 16)
     }
 
+    @Test("Unreturned chains: published and not yet used by the device, whether the driver has taken the used ones or not; a corrupt used index counts as none")
+    func unreturned() throws {
+        let f = try VirtioFixture()
+        #expect(f.driver.unreturnedCount == 0)
+        for token in 1...5 { try f.driver.add(readable: [f.buffer(token, length: 8)], writable: [], token: token) }
+        #expect(f.driver.unreturnedCount == 5)
+        var chains: [AvailableChain] = []
+        while let chain = f.device.takeAvailable() { chains.append(chain) }
+        #expect(f.driver.unreturnedCount == 5, "taken by the device but not used yet is still outstanding")
+        for chain in chains.prefix(3) { try f.device.returnUsed(chain.head, length: 0) }
+        #expect(f.driver.unreturnedCount == 2, "used but not yet taken back by the driver is no longer outstanding")
+        #expect(f.driver.takeUsed() != nil)
+        #expect(f.driver.unreturnedCount == 2)
+        // The device writes a used index beyond what was published: not work.
+        try f.write16(try f.usedIndex() &+ 40, at: f.layout.usedIndex)
+        #expect(f.driver.unreturnedCount == 0)
+    }
+
     @Test("A chain needs at least one buffer")
     func emptyChain() throws {
         let f = try VirtioFixture()
