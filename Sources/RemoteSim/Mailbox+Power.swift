@@ -310,7 +310,8 @@ extension Mailbox {
             if gate == .closed { return }
             let now = clock.now
             if ended || stop || now >= deadline {
-                reopenGate(cooperative: false)
+                // Firmware that acknowledged learns the suspension is over (RESUMED), as after a resume.
+                reopenGate(cooperative: true)
                 throw BoardError("suspend", ended || stop ? .coreHalted : .didNotPark(within: parkLimit))
             }
             if !listenerCalled && now - start >= Self.selfParkGrace {

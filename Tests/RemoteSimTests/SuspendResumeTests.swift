@@ -103,6 +103,19 @@ struct LateEcho: FirmwareProgram {
     }
 }
 
+/// Native firmware that acknowledges the first suspend request and then runs on without a board
+/// access (where a gated clock would park it) until released; then says whether it found RESUMED.
+struct AckThenStuck: FirmwareProgram {
+    let release: LateEcho.Release
+    func run(on core: RemoteCore) throws {
+        core.answerSuspendRequests { _ in .ack }
+        try core.waitForInterrupt()
+        while !release.done.load(ordering: .acquiring) { _ = release.signal.wait(timeout: .milliseconds(50)) }
+        core.print("resumed: \(core.mailbox.takeResumed())")
+        while true { try core.waitForInterrupt() }
+    }
+}
+
 /// Native firmware that keeps its watchdog (100 ms) kicked every 5 ms and does nothing else.
 struct WatchdogKeeper: FirmwareProgram {
     func run(on core: RemoteCore) throws {
@@ -227,6 +240,20 @@ struct SuspendResumeTests {
         echo.processor.autosuspendDelay = nil
         let statistics = echo.processor.powerStatistics
         #expect(statistics.autosuspensions >= 3 && statistics.resumes >= 3)
+    }
+
+    @Test("firmware that ACKs and then never reaches a board access: the suspend fails (did not park), the state stays Running, and the firmware finds RESUMED — the suspension it agreed to is over",
+          .timeLimit(.minutes(1)))
+    func ackedButNeverParked() throws {
+        let release = LateEcho.Release()
+        let (board, processor) = try startedBoard(AckThenStuck(release: release))
+        defer { try? processor.shutdown() }
+        #expect(waitUntil(.seconds(10)) { board.mailbox.isCoreWaiting })
+        let error = try #require(remoteprocErrorOf { try processor.suspend(.auto, timeout: .seconds(5)) })
+        #expect("\(error)".contains("did not reach an instruction boundary"), "\(error)")
+        #expect(processor.state == .running)
+        release.open()
+        #expect(waitUntil(.seconds(10)) { board.trace.consoleLines.contains("resumed: true") }, "\(board.trace.consoleLines)")
     }
 
     @Test("autosuspend leaves a remote with messages it has not taken yet running (a core slow to get to them), and suspends it once it has answered",
