@@ -81,13 +81,14 @@ public final class Trace: Sendable {
 
     public func record(_ kind: TraceEvent.Kind) {
         defer { waiters.changed() }
-        let event = TraceEvent(time: clock.now - started, kind: kind)
         storage.withLock { s in
             if s.events.count >= capacity {
                 s.events.removeFirst(capacity / 10 + 1)
                 s.dropped += capacity / 10 + 1
             }
-            s.events.append(event)
+            // The time is read under the lock: events are kept in the order of their times (two
+            // threads recording at once could otherwise append an earlier time after a later one).
+            s.events.append(TraceEvent(time: clock.now - started, kind: kind))
         }
     }
 
