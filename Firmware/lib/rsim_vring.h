@@ -146,8 +146,11 @@ static inline void rsim_vring_put_used(struct rsim_vring *vr, uint16_t head, uin
  * and skipped.
  * Returns 1 and fills `buf` when a good buffer is waiting, 0 when the ring is
  * empty, RSIM_VRING_ERR_INDEX when the host's avail idx is corrupt.
+ * Always inlined: as a call it saved nine registers and wrote `buf` through
+ * memory on every message — stores, which Unicorn 2.0.1 makes slow
+ * (docs/performance.md).
  */
-static inline int rsim_vring_peek(struct rsim_vring *vr, int device_writes, uint32_t min_len,
+__attribute__((always_inline)) static inline int rsim_vring_peek(struct rsim_vring *vr, int device_writes, uint32_t min_len,
                                   struct rsim_vring_buf *buf)
 {
     uint32_t mask = (uint32_t)vr->num - 1u;
