@@ -50,7 +50,6 @@ int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32
     vr->notifyid = notifyid;
     vr->num = (uint16_t)num; /* 32768 fits; the mask below is num - 1 */
     vr->dropped = 0;
-    vr->unnotified = 0;
     vr->event_idx = 0;
     vr->quiet = 0;
     /* Everything before the used idx was handled by an earlier device (none
@@ -58,6 +57,7 @@ int rsim_vring_attach(struct rsim_vring *vr, uint32_t da, uint32_t align, uint32
     rsim_mb();
     vr->used_idx = rsim_vring_rd16(vr->used + 2u);
     vr->last_avail = vr->used_idx;
+    vr->notified_idx = vr->used_idx;
     return 0;
 }
 

@@ -57,7 +57,8 @@ struct rsim_vring {
     uint16_t num;        /* descriptors, a power of two */
     uint16_t last_avail; /* free-running index of the next avail entry to take */
     uint16_t used_idx;   /* free-running copy of used.idx */
-    uint16_t unnotified; /* used entries published since the last notification */
+    uint16_t notified_idx; /* used_idx at the last notification: the entries after it are unnotified
+                            (kept as an index, so publishing an entry stores nothing more) */
     uint32_t dropped;    /* bad buffers returned with length 0 */
     uint8_t event_idx;   /* VIRTIO_RING_F_EVENT_IDX negotiated: used_event/avail_event, not flags */
     uint8_t quiet;       /* we asked the host not to kick for new buffers (rsim_vring_set_kicks) */
@@ -135,7 +136,6 @@ static inline void rsim_vring_put_used(struct rsim_vring *vr, uint16_t head, uin
     rsim_mb(); /* release: element (and buffer contents) before the index */
     vr->used_idx++;
     rsim_vring_wr16(vr->used + 2u, vr->used_idx);
-    vr->unnotified++;
 }
 
 /*
@@ -210,10 +210,10 @@ static inline void rsim_vring_take(struct rsim_vring *vr)
  * did not set VRING_AVAIL_F_NO_INTERRUPT. Returns 1 if it kicked. */
 static inline int rsim_vring_notify(struct rsim_vring *vr)
 {
-    if (vr->unnotified == 0)
+    if (vr->notified_idx == vr->used_idx)
         return 0;
-    uint16_t old = (uint16_t)(vr->used_idx - vr->unnotified);
-    vr->unnotified = 0;
+    uint16_t old = vr->notified_idx;
+    vr->notified_idx = vr->used_idx;
     rsim_mb(); /* our used.idx store before reading the host's flags / used_event */
     if (vr->event_idx) {
         /* Kick only when used.idx moved past the host's used_event:
