@@ -580,12 +580,14 @@ public final class RPMsgDevice: Sendable {
                 Result { () throws(VirtioError) in
                     switch rings {
                     case let .driver(queue, _):
-                        // Kicked for or not (the remote may have asked for no kicks while it
-                        // polls), a message is a request: a remote suspended for idleness wakes first.
-                        transport.noteDriverActivity()
                         if try queue.addPreparingKick(readable: [VirtqueueBuffer(address: window.address(of: buffer.bufferOffset), length: total)],
                                                       writable: [], token: buffer.token) {
-                            try queue.notify()
+                            try queue.notify()      // the kick is traffic, and resumes a remote suspended for idleness
+                        } else {
+                            // Not kicked for (the remote asked for no kicks while it polls): still a
+                            // request. Noted after it is published, so an autosuspend deciding
+                            // meanwhile either sees it outstanding or is seen here and undone.
+                            transport.noteDriverActivity()
                         }
                     case let .device(queue, _):
                         try queue.returnUsed(buffer.token, length: total)

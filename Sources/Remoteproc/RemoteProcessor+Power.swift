@@ -78,7 +78,8 @@ extension RemoteProcessor {
     /// first, transparently to the sender. A refusal is retried after another delay. `nil` (the
     /// default) turns it off: once the setter returns, no automatic suspension is under way or
     /// starts (one the monitor had begun has finished by then — a remote it suspended stays
-    /// suspended until resumed).
+    /// suspended until resumed). Set from the remote's own thread (an inline handler), the
+    /// setter does not wait for a suspension already under way.
     public var autosuspendDelay: Duration? {
         get { power.withLock { $0.autosuspendDelay } }
         set {
@@ -98,9 +99,12 @@ extension RemoteProcessor {
 
     /// Returns once no life-cycle call is running (an automatic suspension checks the delay
     /// inside its call, so after this none can start with the old setting). From inside a
-    /// life-cycle call (an op that changes the setting) there is nothing to wait for.
+    /// life-cycle call (an op that changes the setting) there is nothing to wait for; on the
+    /// remote's own thread (a handler run inline, in the core's interrupt context) it must not
+    /// wait — a call in progress may be waiting for that core — and returns at once: no new
+    /// automatic suspension starts either way, one already past its check may still finish.
     private func waitForLifecycleCalls() {
-        guard lockOwner.load(ordering: .relaxed) != Self.currentThreadID else { return }
+        guard lockOwner.load(ordering: .relaxed) != Self.currentThreadID, !ops.isRemoteHeldByCurrentThread else { return }
         lifecycle.withLock { _ in }
     }
 
@@ -185,8 +189,8 @@ extension RemoteProcessor {
         }
     }
 
-    /// Whether a host driver has requests the remote has not completed (messages it has not
-    /// taken): such a remote is not idle, and autosuspend leaves it running.
+    /// Whether a host driver has requests the remote has not given back (messages whose buffers
+    /// are not yet in the used ring): such a remote is not idle, and autosuspend leaves it running.
     var hasOutstandingHostWork: Bool { virtioDevices.withLock { $0 }.contains { $0.hasOutstandingWork } }
 
     /// The remote kicked the host: traffic for autosuspend.
@@ -227,8 +231,10 @@ extension RemoteProcessor {
                         // Messages the remote has not taken yet: not idle, whatever the kicks
                         // say (a core slow to get to them sent none). Look again after a delay.
                         guard !processor.hasOutstandingHostWork else {
+                            // At least 1 ms apart: a remote that keeps a buffer a long while (or a
+                            // delay of 0) must not turn this into a spin.
                             idleSince = clock.now
-                            return (idleSince + delay, false)
+                            return (idleSince + max(delay, .milliseconds(1)), false)
                         }
                         do throws(RemoteprocError) {
                             try processor.suspend(.auto, timeout: RemoteProcessor.defaultSuspendTimeout, automatic: true)

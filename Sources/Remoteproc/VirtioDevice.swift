@@ -73,11 +73,8 @@ public final class VirtioDevice: Sendable {
         handler?()
     }
 
-    /// Sets what runs when the device goes away (``Virtio/VirtioTransport/setRemovalHandler(_:)``):
-    /// after the remoteproc call that stopped, crashed or removed it released the life-cycle lock,
-    /// on that call's thread; at once when the removal was already announced.
-    /// The host driver is about to publish a request (``Virtio/VirtioTransport/noteDriverActivity()``):
-    /// traffic for autosuspend, and a remote suspended for idleness is resumed first.
+    /// The host driver published a request without a kick (``Virtio/VirtioTransport/noteDriverActivity()``):
+    /// traffic for autosuspend, and a remote suspended for idleness is resumed.
     public func noteDriverActivity() { beforeKick?() }
 
     /// Sets how the host driver tells whether the remote has requests to complete
@@ -87,6 +84,9 @@ public final class VirtioDevice: Sendable {
     /// Whether the host driver has requests the remote has not completed: the remote is not idle.
     public var hasOutstandingWork: Bool { outstandingWork.withLock { $0.check }?() ?? false }
 
+    /// Sets what runs when the device goes away (``Virtio/VirtioTransport/setRemovalHandler(_:)``):
+    /// after the remoteproc call that stopped, crashed or removed it released the life-cycle lock,
+    /// on that call's thread; at once when the removal was already announced.
     public func setRemovalHandler(_ handler: (@Sendable () -> Void)?) {
         let runNow = removal.withLock { r -> Bool in
             r.handler = r.announced ? nil : handler

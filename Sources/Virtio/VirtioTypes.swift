@@ -123,13 +123,13 @@ public protocol VirtioTransport: AnyObject, Sendable {
     /// removed the device, after that call released its locks; set on a device already gone, it
     /// runs at once.
     func setRemovalHandler(_ handler: (@Sendable () -> Void)?)
-    /// Driver role, runtime power management: the driver is about to make a request of the
-    /// device (publish buffers for it), kicked for or not — Linux's `pm_runtime_get` around I/O.
-    /// A remote suspended for idleness is resumed first, and the request counts as traffic.
+    /// Driver role, runtime power management: the driver published a request (buffers for the
+    /// device) without kicking — a kick already counts. The request counts as traffic, and a
+    /// remote suspended for idleness is resumed (Linux's `pm_runtime_get` around I/O).
     func noteDriverActivity()
-    /// Driver role: how the driver tells whether it has requests the device has not completed
-    /// (buffers it published that are not yet used) — a device with work outstanding is not
-    /// idle, and autosuspend leaves it running. `nil` removes it.
+    /// Driver role: how the driver tells whether it has requests the device has not given back
+    /// (buffers it published that are not yet in the used ring) — a device with work outstanding
+    /// is not idle, and autosuspend leaves it running. `nil` removes it.
     func setOutstandingWork(_ check: (@Sendable () -> Bool)?)
     /// Whether the calling thread runs the peer's notification inline, on the peer's own thread
     /// (``InterruptDelivery/inline``): the peer cannot move until it returns, so waiting for it

@@ -327,8 +327,15 @@ final class SoakBoard: @unchecked Sendable {
                 }
             }
         }
+        // A suspension or resume that fails is an operation error, thrown after what was sent is counted.
+        var failure: (any Error)?
         for payload in payloads {
-            if sent == interruption?.after { try interrupt() }
+            if sent == interruption?.after {
+                do { try interrupt() } catch {
+                    failure = error
+                    break
+                }
+            }
             do { try endpoint.send(payload, timeout: .seconds(5)) } catch {
                 // The device closes when its remote crashes or stops, and says so.
                 let reported = !processor.state.isLive || error.kind == .deviceClosed
@@ -346,9 +353,11 @@ final class SoakBoard: @unchecked Sendable {
             }
             sent += 1
         }
-        if let after = interruption?.after, after >= sent { try interrupt() }
+        if failure == nil, let after = interruption?.after, after >= sent {
+            do { try interrupt() } catch { failure = error }
+        }
         if let thread = resumer.take() { thread.join() }
-        if let error = resumeError.withLock({ $0 }) { throw SoakFailure("resume after a suspension in traffic failed: \(error)") }
+        if let error = resumeError.withLock({ $0 }) { failure = failure ?? SoakFailure("resume after a suspension in traffic failed: \(error)") }
         _ = board.waitWhileLive(upTo: options.replyTimeout) { replies.withLock { $0.count } >= sent }
         let got = replies.withLock { $0 }
         let live = processor.state.isLive
@@ -370,6 +379,7 @@ final class SoakBoard: @unchecked Sendable {
                     + board.trace.last(40).map(\.description)
             }
         }
+        if let failure { throw failure }
     }
 
     /// Shuts down (from whatever state allows it) and boots the image again, with RPMsg.

@@ -175,10 +175,10 @@ struct RPMsgCorruptionTests {
             _ = try? f.toRemote.trySend([1])
             _ = try? f.toHost.trySend([1])
             f.pair.pump()
-            // Garbage may replay buffers still in the window: a corrupt avail index makes the
-            // device take up to a ring's worth of stale entries (never more: an index that moved
-            // further is refused), a corrupt used index is refused on the driver's side. So each
-            // inbox holds at most the two real messages and one ring of replays.
+            // Garbage may replay buffers still in the window: a corrupt avail (or used) index
+            // makes the device (or the driver) take up to a ring's worth of stale entries — never
+            // more: an index that moved further is refused. So each inbox holds at most the two
+            // real messages and one ring of replays.
             #expect(f.remoteInbox.count <= 16 + 2 && f.hostInbox.count <= 16 + 2,
                     "seed \(seed): \(f.remoteInbox.count) and \(f.hostInbox.count) messages")
         }

@@ -263,8 +263,9 @@ struct SuspendResumeTests {
         let (board, processor) = try startedBoard(LateEcho(release: release))
         let echo = try EchoClient(board: board, processor: processor)
         defer { echo.close() }
-        echo.processor.autosuspendDelay = .milliseconds(2)
+        // The message first: an idle remote would rightly be suspended before it.
         try echo.sendOnly(Array("late".utf8))
+        echo.processor.autosuspendDelay = .milliseconds(2)
         // The firmware does not look at its vrings yet (it stops at a board access every 2 ms,
         // where a gated clock would park it): idle by the kicks, but a message is outstanding.
         let since = ContinuousClock.now
