@@ -21,6 +21,11 @@ public protocol ImageStore: AnyObject {
 public final class FileImageStore: ImageStore {
     private var file: RegularFile?
     private var path = ""
+    /// The last aligned block a small read fetched: libelf and the table parser ask for a few
+    /// dozen bytes at a time, several at the same places (the file header three times, the
+    /// resource table twice), and one `pread` of the block serves them all.
+    private var block: (offset: Int, bytes: [UInt8])?
+    private static let blockSize = 4096
 
     public init() {}
 
@@ -33,7 +38,10 @@ public final class FileImageStore: ImageStore {
         return opened.size
     }
 
-    public func close() { file = nil }
+    public func close() {
+        file = nil
+        block = nil
+    }
 
     private func openFile(_ offset: Int, _ count: Int) throws(ImageError) -> RegularFile {
         guard let file else { throw ImageError(.store(operation: "load", message: "no image is open"), path: path) }
@@ -45,6 +53,16 @@ public final class FileImageStore: ImageStore {
 
     public func bytes(at offset: Int, count: Int) throws(ImageError) -> [UInt8] {
         let file = try openFile(offset, count)
+        let start = offset & ~(Self.blockSize - 1)
+        // A small read that lies inside one aligned block is served from that block (read once, up to the file's end).
+        if count <= Self.blockSize, offset + count <= start + Self.blockSize {
+            if block?.offset != start {
+                do { block = (start, try file.bytes(at: start, count: min(Self.blockSize, file.size - start))) } catch {
+                    throw ImageError(.file(error), path: path)
+                }
+            }
+            if let block { return Array(block.bytes[(offset - start)..<(offset - start + count)]) }
+        }
         do { return try file.bytes(at: offset, count: count) } catch { throw ImageError(.file(error), path: path) }
     }
 

@@ -97,6 +97,30 @@ struct ELFLoadingTests {
         #expect(installed.traceBuffers.first?.deviceAddress == trace.deviceAddress.device)
     }
 
+    @Test("the file store's small reads (served from a 4 KiB block) return the file's bytes: inside a block, across blocks, at the end, after a reopen")
+    func fileStoreReads() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("rsim-store-\(UUID().uuidString).bin")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let store = FileImageStore()
+        for (round, size) in [10_000, 4096, 5].enumerated() {
+            let content = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ round) }
+            try Data(content).write(to: url)
+            #expect(try store.open(url.path) == size)
+            var random = SplitMix64(seed: UInt64(size))
+            var cases = [(0, 0), (0, min(16, size)), (0, min(52, size)), (size - 1, 1), (size, 0), (0, size)]
+            if size > 4200 { cases += [(4090, 12), (4096, 100), (8000, 2000), (size - 100, 100), (100, 5000)] }
+            for _ in 0..<200 {
+                let offset = Int(random.next() % UInt64(size + 1))
+                cases.append((offset, Int(random.next() % UInt64(size - offset + 1))))
+            }
+            for (offset, count) in cases {
+                #expect(try store.bytes(at: offset, count: count) == Array(content[offset..<offset + count]), "size \(size): [\(offset), +\(count))")
+            }
+            #expect(throws: ImageError.self) { try store.bytes(at: size - 1, count: 2) }
+            store.close()
+        }
+    }
+
     @Test("symbols: the entry point lies in the start-up function", arguments: FirmwareArchitecture.allCases)
     func symbols(architecture: FirmwareArchitecture) throws {
         let elf = try Fixtures.program("minimal", architecture)
