@@ -79,7 +79,7 @@ public struct ELFImage: Hashable, Sendable {
         // between, a whole image's segments, are neither read nor allocated. (An unused e_phoff,
         // with e_phnum = 0, may say anything and is not checked above: it is not copied.)
         func aligned(_ n: Int) -> Int { (n + 7) & ~7 }
-        var headerCopy = try store.bytes(at: 0, count: headerSize)
+        var headerCopy = ehdr.bytes      // the header read above, not read again
         var pieces: [(offset: Int, bytes: [UInt8])] = []
         var next = aligned(headerSize)
         func place(_ offset: UInt64, _ end: UInt64, field: Int) throws(ImageError) {

@@ -95,10 +95,13 @@ public final class SimulatedRemote: @unchecked Sendable {
         let image: (path: String, store: ImageStore)
         let runner: any FirmwareProgram
         func cpu(_ architecture: CPUArchitecture, elf: String) throws -> (EmulatedCPU, GDBServer?) {
-            guard let debug else { return (EmulatedCPU(architecture, exactPCs: exactPCs), nil) }
-            let server = try GDBServer(architecture: architecture, options: debug)
-            FileHandle.standardError.write(Data(("rproc-sim: GDB on 127.0.0.1:\(server.port)" + (debug.waitForDebugger ? ", the core waits halted at reset" : "")
-                                                 + ": gdb-multiarch -q \(elf) -ex 'target remote :\(server.port)'\n").utf8))
+            var server: GDBServer?
+            if let debug {
+                let gdb = try GDBServer(architecture: architecture, options: debug)
+                FileHandle.standardError.write(Data(("rproc-sim: GDB on 127.0.0.1:\(gdb.port)" + (debug.waitForDebugger ? ", the core waits halted at reset" : "")
+                                                     + ": gdb-multiarch -q \(elf) -ex 'target remote :\(gdb.port)'\n").utf8))
+                server = gdb
+            }
             return (EmulatedCPU(architecture, exactPCs: exactPCs, debugger: server), server)
         }
         var server: GDBServer?

@@ -26,8 +26,7 @@ enum ScenarioFirmware {
         -> (firmware: any FirmwareProgram, path: String, bytes: [UInt8]?, gdb: GDBServer?) {
         func cpu(_ arch: String) throws -> (EmulatedCPU, GDBServer?) {
             let architecture: CPUArchitecture = arch == "rv32" ? .rv32 : .cortexM4
-            guard let debug else { return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults, exactPCs: exactPCs), nil) }
-            let server = try GDBServer(architecture: architecture, options: debug)
+            let server = try debug.map { options in try GDBServer(architecture: architecture, options: options) }
             return (EmulatedCPU(architecture, coreClock: coreClock, faults: faults, exactPCs: exactPCs, debugger: server), server)
         }
         switch choice {

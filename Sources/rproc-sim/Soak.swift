@@ -309,7 +309,6 @@ final class SoakBoard: @unchecked Sendable {
         var resumer: PlatformThread?, interrupted = false
         let resumeError = MetalMutex<RemoteprocError?>(nil)
         func interrupt() throws {
-            guard !interrupted else { return }
             interrupted = true
             switch interruption {
             case nil: break
@@ -353,7 +352,8 @@ final class SoakBoard: @unchecked Sendable {
             }
             sent += 1
         }
-        if failure == nil, let after = interruption?.after, after >= sent {
+        // Not reached in the loop (more sends asked for than were made, or a send failed first): now.
+        if interruption != nil, !interrupted, failure == nil {
             do { try interrupt() } catch { failure = error }
         }
         if let thread = resumer.take() { thread.join() }

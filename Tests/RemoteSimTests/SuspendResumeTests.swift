@@ -78,18 +78,20 @@ final class EchoClient: Sendable {
     func close() { try? processor.shutdown() }
 }
 
+/// Lets a test firmware go on: the test calls `open()` once; the firmware looks at `done` and waits on `signal`.
+final class ReleaseSignal: Sendable {
+    let signal = WakeSignal()
+    let done = Atomic<Bool>(false)
+    func open() {
+        done.store(true, ordering: .releasing)
+        signal.signal()
+    }
+}
+
 /// Native echo firmware that does not look at its vrings until released (a core slow to get to
 /// its messages); meanwhile it passes a board access every 2 ms, where a gated clock parks it.
 struct LateEcho: FirmwareProgram {
-    final class Release: Sendable {
-        let signal = WakeSignal()
-        let done = Atomic<Bool>(false)
-        func open() {
-            done.store(true, ordering: .releasing)
-            signal.signal()
-        }
-    }
-    let release: Release
+    let release: ReleaseSignal
     func run(on core: RemoteCore) throws {
         let rpmsg = try core.rpmsg()
         _ = try rpmsg.device.createEndpoint(name: "rpmsg-echo") { message in
@@ -106,7 +108,7 @@ struct LateEcho: FirmwareProgram {
 /// Native firmware that acknowledges the first suspend request and then runs on without a board
 /// access (where a gated clock would park it) until released; then says whether it found RESUMED.
 struct AckThenStuck: FirmwareProgram {
-    let release: LateEcho.Release
+    let release: ReleaseSignal
     func run(on core: RemoteCore) throws {
         core.answerSuspendRequests { _ in .ack }
         try core.waitForInterrupt()
@@ -245,7 +247,7 @@ struct SuspendResumeTests {
     @Test("firmware that ACKs and then never reaches a board access: the suspend fails (did not park), the state stays Running, and the firmware finds RESUMED — the suspension it agreed to is over",
           .timeLimit(.minutes(1)))
     func ackedButNeverParked() throws {
-        let release = LateEcho.Release()
+        let release = ReleaseSignal()
         let (board, processor) = try startedBoard(AckThenStuck(release: release))
         defer { try? processor.shutdown() }
         #expect(waitUntil(.seconds(10)) { board.mailbox.isCoreWaiting })
@@ -259,7 +261,7 @@ struct SuspendResumeTests {
     @Test("autosuspend leaves a remote with messages it has not taken yet running (a core slow to get to them), and suspends it once it has answered",
           .timeLimit(.minutes(1)))
     func autosuspendWaitsForOutstandingMessages() throws {
-        let release = LateEcho.Release()
+        let release = ReleaseSignal()
         let (board, processor) = try startedBoard(LateEcho(release: release))
         let echo = try EchoClient(board: board, processor: processor)
         defer { echo.close() }
