@@ -36,14 +36,20 @@ public enum ELFWriter {
 
     /// The bytes of an image with `segments` (and the resource table as a last segment and a
     /// `.resource_table` section), entry point `entry`, for `machine` (40 = ARM).
+    ///
+    /// With a `pageSize` (a power of two), each segment's file offset is congruent to its
+    /// address modulo the page size and p_align says so, as a linker lays out an executable
+    /// (the gABI asks it of loadable segments); without one, segments are packed 4-byte aligned.
     public static func image(segments: [Segment], entry: UInt64, resourceTable: (address: UInt64, bytes: [UInt8])? = nil,
-                      is64: Bool = false, machine: UInt16 = 40) -> [UInt8] {
-        build(segments: segments, entry: entry, resourceTable: resourceTable, is64: is64, machine: machine).bytes
+                      is64: Bool = false, machine: UInt16 = 40, pageSize: Int? = nil) -> [UInt8] {
+        build(segments: segments, entry: entry, resourceTable: resourceTable, is64: is64, machine: machine, pageSize: pageSize).bytes
     }
 
-    /// Like ``image(segments:entry:resourceTable:is64:machine:)``, also returning the layout.
+    /// Like ``image(segments:entry:resourceTable:is64:machine:pageSize:)``, also returning the layout.
     public static func build(segments: [Segment], entry: UInt64, resourceTable: (address: UInt64, bytes: [UInt8])? = nil,
-                      is64: Bool = false, machine: UInt16 = 40) -> (bytes: [UInt8], layout: Layout) {
+                      is64: Bool = false, machine: UInt16 = 40, pageSize: Int? = nil) -> (bytes: [UInt8], layout: Layout) {
+        precondition(pageSize.map { $0 > 0 && $0 & ($0 - 1) == 0 } ?? true, "pageSize must be a power of two")
+        let alignment = pageSize ?? 4
         var all = segments
         if let table = resourceTable { all.append(Segment(address: table.address, bytes: table.bytes, flags: 6)) }
         let ehsize = is64 ? 64 : 52, phsize = is64 ? 56 : 32, shsize = is64 ? 64 : 40
@@ -51,7 +57,13 @@ public enum ELFWriter {
         var cursor = phoff + phsize * all.count
         var dataOffsets: [Int] = []
         for segment in all {
-            cursor = (cursor + 3) & ~3
+            if let pageSize {
+                // The next offset at or after the cursor that is congruent to the address.
+                let want = Int(truncatingIfNeeded: segment.address) & (pageSize - 1)
+                cursor += (want - (cursor & (pageSize - 1)) + pageSize) & (pageSize - 1)
+            } else {
+                cursor = (cursor + 3) & ~3
+            }
             dataOffsets.append(cursor)
             cursor += segment.bytes.count
         }
@@ -96,7 +108,7 @@ public enum ELFWriter {
                 put(segment.address, p + 24)
                 put(UInt64(segment.bytes.count), p + 32)
                 put(UInt64(segment.memorySize), p + 40)
-                put(UInt64(4), p + 48)
+                put(UInt64(alignment), p + 48)
             } else {
                 put(UInt32(dataOffsets[i]), p + 4)
                 put(UInt32(truncatingIfNeeded: segment.virtualAddress ?? segment.address), p + 8)
@@ -104,7 +116,7 @@ public enum ELFWriter {
                 put(UInt32(segment.bytes.count), p + 16)
                 put(UInt32(segment.memorySize), p + 20)
                 put(segment.flags, p + 24)
-                put(UInt32(4), p + 28)
+                put(UInt32(alignment), p + 28)
             }
             out.replaceSubrange(dataOffsets[i]..<(dataOffsets[i] + segment.bytes.count), with: segment.bytes)
         }

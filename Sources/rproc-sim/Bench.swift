@@ -201,7 +201,10 @@ struct Bench: ParsableCommand {
             .vdev(VirtioDeviceResource(deviceFeatures: [.rpmsgNameService], vrings: [VringResource(count: 256), VringResource(count: 256)])),
             .trace(TraceResource(deviceAddress: ResourceAddress(0x2000_1000), length: 2048, name: "trace")),
         ])
-        let image = ELFWriter.image(segments: [.init(address: 0, bytes: payload)], entry: 1, resourceTable: (0x2000_0000, table.bytes))
+        // Laid out as a linker does (segment offsets congruent to addresses modulo the page), so
+        // the copy is between page-aligned source and target, as for a real firmware image.
+        let image = ELFWriter.image(segments: [.init(address: 0, bytes: payload)], entry: 1, resourceTable: (0x2000_0000, table.bytes),
+                                    pageSize: 4096)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-bench-\(getpid()).elf")
         try Data(image).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }

@@ -177,6 +177,29 @@ struct ELFLoadingTests {
         #expect(log == nil)
     }
 
+    @Test("an image laid out as a linker does (offsets congruent to addresses modulo the page) loads byte for byte from a file")
+    func pageCongruentLayout() throws {
+        let first = (0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let second = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 1) }
+        let built = ELFWriter.build(segments: [.init(address: 0x1234, bytes: first), .init(address: 0x2000_0010, bytes: second)],
+                                    entry: 0x1234, pageSize: 4096)
+        #expect(built.layout.segmentData.map { $0 % 4096 } == [0x234, 0x10])
+        let alignments = (0..<2).map { i in (0..<4).reduce(0) { $0 | Int(built.bytes[built.layout.programHeader(i) + 28 + $1]) << (8 * $1) } }
+        #expect(alignments == [4096, 4096])   // p_align
+
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("rsim-page-\(UUID().uuidString).elf")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(built.bytes).write(to: file)
+        let platform = try TestPlatform()
+        try platform.fillAll(0xEE)
+        let processor = try platform.processor()
+        try processor.configure()
+        try processor.load(file.path, from: FileImageStore())
+        #expect(try platform.bytes(atDevice: 0x1234, count: first.count) == first)
+        #expect(try platform.bytes(atDevice: 0x2000_0010, count: second.count) == second)
+        #expect(try platform.bytes(atDevice: 0x1234 + UInt64(first.count), count: 1) == [0xEE])
+    }
+
     @Test("a segment that exactly fills a memory loads; one byte more is refused")
     func regionEdge() throws {
         let platform = try TestPlatform(codeSize: 4096)
