@@ -41,6 +41,9 @@ public struct PlatformThread: ~Copyable {
         discard self
     }
 
+    /// Whether this is the calling thread.
+    public var isCurrent: Bool { pthread_equal(handle, pthread_self()) != 0 }
+
     /// Lets the thread run to its end on its own.
     public consuming func detach() {
         pthread_detach(handle)

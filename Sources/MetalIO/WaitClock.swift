@@ -27,9 +27,26 @@ public protocol WaitClock: AnyObject, Sendable {
     /// Blocks until `signal` is signalled (taking that signal) or `deadline` has come; `nil`
     /// waits without a limit. Returns `false` when the deadline came first.
     func wait(for signal: WakeSignal, until deadline: ClockInstant?) -> Bool
+    /// Starts a thread whose waits are this clock's: under a ``VirtualClock`` it takes part in
+    /// the schedule from this point on; its owner waits for its end with ``ClockThread/join()``.
+    func startThread(name: String, _ body: @escaping @Sendable () -> Void) throws(ThreadError) -> ClockThread
+    /// A scheduling point: under a ``VirtualClock``, the others whose turn it is run first;
+    /// nothing in real time.
+    func yield()
 }
 
 extension WaitClock {
+    public func startThread(name: String, _ body: @escaping @Sendable () -> Void) throws(ThreadError) -> ClockThread {
+        let ended = WakeSignal()
+        let thread = try PlatformThread(name: name) {
+            body()
+            ended.signal()
+        }
+        return ClockThread(thread: thread, ended: ended, clock: self)
+    }
+
+    public func yield() {}
+
     /// The instant `duration` from now.
     public func deadline(after duration: Duration) -> ClockInstant { now + duration }
 

@@ -48,7 +48,11 @@ public final class WakeSignal: @unchecked Sendable {
 
     /// Lets one wait return (now or, if nobody waits, the next one). A signal nobody sleeps on
     /// (its waiter spins, or none waits) is an atomic increment, without a system call.
-    public func signal() { sem_post(semaphore) }
+    /// A stalled ``VirtualClock`` is told, so that a participant waiting for this signal runs.
+    public func signal() {
+        sem_post(semaphore)
+        VirtualClock.signalGiven()
+    }
 
     /// Waits for a signal up to `timeout` on `clock` (`nil`: no limit); `false` when the time ran out first.
     @discardableResult
