@@ -50,6 +50,22 @@ public final class MetalMutex<Value>: @unchecked Sendable {
         return try body(&value)
     }
 
+    /// ``withLock(_:)`` for a lock that may be held across a wait on `clock`: a thread that runs
+    /// only in its turn of a ``VirtualClock`` does not block on it (the holder may be waiting for
+    /// its own turn) but lets virtual time pass, 1 µs doubling to 1 ms, until it is free.
+    public func withLock<Result, E: Error>(through clock: any WaitClock, _ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
+        guard clock.schedulesCurrentThread else { return try withLock(body) }
+        var pause: Duration = .microseconds(1)
+        while true {
+            if pthread_mutex_trylock(mutex) == 0 {
+                defer { pthread_mutex_unlock(mutex) }
+                return try body(&value)
+            }
+            clock.sleep(for: pause)
+            pause = min(pause * 2, .milliseconds(1))
+        }
+    }
+
     /// Like ``withLock(_:)``, but returns nil at once instead of waiting when the lock is held.
     public func withLockIfAvailable<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result? {
         guard pthread_mutex_trylock(mutex) == 0 else { return nil }

@@ -126,6 +126,8 @@ public final class VirtualClock: WaitClock, @unchecked Sendable {
 
     /// Whether the calling thread takes part in this clock's schedule.
     public var isParticipant: Bool { schedule.withLock { index(ofCurrentThreadIn: $0) != nil } }
+    public var schedulesCurrentThread: Bool { isParticipant }
+    public var isVirtual: Bool { true }
 
     /// How many threads take part.
     public var participantCount: Int { schedule.withLock { $0.participants.count } }

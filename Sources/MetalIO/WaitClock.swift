@@ -33,6 +33,11 @@ public protocol WaitClock: AnyObject, Sendable {
     /// A scheduling point: under a ``VirtualClock``, the others whose turn it is run first;
     /// nothing in real time.
     func yield()
+    /// Whether time is virtual (``VirtualClock``): it moves only by deadlines and busy time.
+    var isVirtual: Bool { get }
+    /// Whether the calling thread runs only in its turn (a ``VirtualClock`` participant): it must
+    /// not block outside the clock on what another participant holds.
+    var schedulesCurrentThread: Bool { get }
 }
 
 extension WaitClock {
@@ -46,6 +51,8 @@ extension WaitClock {
     }
 
     public func yield() {}
+    public var isVirtual: Bool { false }
+    public var schedulesCurrentThread: Bool { false }
 
     /// The instant `duration` from now.
     public func deadline(after duration: Duration) -> ClockInstant { now + duration }

@@ -99,6 +99,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     ///   - clock: the time the board keeps (TICKS, SLEEP, the watchdog, its waits and fault delays).
     public init(firmware: any FirmwareProgram, layout: BoardLayout = BoardLayout(), pollMode: Bool = false,
                 hostInterrupts: InterruptDelivery = .inline, clock: any WaitClock = RealTimeClock.shared) throws {
+        // A host interrupt thread would run beside the lockstep schedule (its handlers are the host's).
+        if clock.isVirtual && hostInterrupts == .thread && !pollMode {
+            throw BoardError("make the board", .realTimeOnly("a host interrupt thread (host-interrupts: thread)"))
+        }
         self.layout = layout
         self.firmware = firmware
         self.clock = clock
@@ -223,7 +227,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             context.ended = ended
             context.generation = c.generation
             // Never joined: a stop waits for `ended`, not for a crash report that needs the processor's lock.
-            do throws(ThreadError) { try PlatformThread(name: "rproc-core") { context.run() }.detach() } catch {
+            do throws(ThreadError) { try clock.startThread(name: "rproc-core") { context.run() }.detach() } catch {
                 throw BoardError("start", .thread(error))
             }
             c.running = true
@@ -240,7 +244,7 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     private func startWatchdogMonitor() throws {
         let mailbox = self.mailbox, generation = mailbox.generation
         do {
-            try PlatformThread(name: "rproc-watchdog") { [weak self] in
+            try clock.startThread(name: "rproc-watchdog") { [weak self] in
                 guard mailbox.waitForWatchdogExpiry(generation: generation) else { return }
                 self?.core.withLock { $0.watchdogFired = true }
                 mailbox.requestStop()
@@ -290,9 +294,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         guard running, let finished else { return }
         guard !isRemoteHeldByCurrentThread else { throw BoardError("stop", .insideCoreInterrupt) }
         mailbox.requestStop()
-        guard finished.wait(timeout: Self.stopLimit) else { throw BoardError("stop", .didNotStop(within: Self.stopLimit)) }
+        guard clock.wait(for: finished, timeout: Self.stopLimit) else { throw BoardError("stop", .didNotStop(within: Self.stopLimit)) }
         // What the thread does after the firmware has stopped takes microseconds (no lock it waits on).
-        guard ended?.wait(timeout: Self.stopLimit) ?? true else { throw BoardError("stop", .threadDidNotFinish(within: Self.stopLimit)) }
+        guard ended.map({ clock.wait(for: $0, timeout: Self.stopLimit) }) ?? true else { throw BoardError("stop", .threadDidNotFinish(within: Self.stopLimit)) }
         collectTraceBuffer()
         core.withLock { c in
             c.running = false

@@ -37,6 +37,8 @@ public struct BoardError: Error, Sendable, CustomStringConvertible {
         /// Called from a host interrupt handler running inline on the core's own thread
         /// (``Virtio/InterruptDelivery/inline``): waiting for the core would wait for itself.
         case insideCoreInterrupt
+        /// A feature that needs real time was asked of a board in virtual time.
+        case realTimeOnly(String)
     }
 
     /// What was being done: "start", "stop", "corrupt vring 1 avail-idx", …
@@ -61,6 +63,7 @@ public struct BoardError: Error, Sendable, CustomStringConvertible {
         case let .didNotPark(within): "the core did not reach an instruction boundary within \(within) (native firmware parks at its next board access)"
         case .suspended: "the core is suspended (its clock is gated); resume it first"
         case .insideCoreInterrupt: "called from a host interrupt handler running inline on the core's own thread, which cannot wait for itself (call it from another thread, or make the board with hostInterrupts: .thread)"
+        case let .realTimeOnly(feature): "\(feature) needs real time; a board in virtual time (clock: virtual) cannot have it"
         case let .noSuchVring(index, available): "no vring \(index) (the vdev has \(available))"
         case .noResourceTable: "no resource table is installed (load first)"
         case let .outsideResourceTable(offset, size): "offset \(offset) is not inside the \(size)-byte resource table"

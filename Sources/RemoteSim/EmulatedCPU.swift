@@ -54,7 +54,7 @@ public struct EmulatedCPU: FirmwareProgram {
         } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot set up the emulated CPU: \(error)"))
         }
-        let mailbox = core.mailbox
+        let mailbox = core.mailbox, clock = core.mailbox.clock
         let session = debugger?.session
         let callbackStopper = engine.stopper
         let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
@@ -116,7 +116,7 @@ public struct EmulatedCPU: FirmwareProgram {
             if running.isEmulationThread {
                 stopper.stopOnce()          // from an MMIO callback (PANIC): reliable, and must not wait for itself
             } else {
-                stopper.stop(while: running)
+                stopper.stop(while: running, clock: clock)
             }
             session?.wakeCore()
         }
@@ -140,7 +140,7 @@ public struct EmulatedCPU: FirmwareProgram {
         defer { mailbox.setParkCapture(nil) }
         guard let session, let debugger else {
             do {
-                try withDeadlines(of: interrupts) {
+                try withDeadlines(of: interrupts, clock: clock) {
                     try runFreely(engine: engine, core: core, interrupts: interrupts, running: running, parked: parked, pc: &pc)
                 }
             } catch let halt as FirmwareHalt {
@@ -151,13 +151,13 @@ public struct EmulatedCPU: FirmwareProgram {
         // an idle one by breaking it out of its wait.
         debugger.onHaltRequest = { [weak mailbox, running] in
             mailbox?.breakWait()
-            stopper.stop(while: running)
+            stopper.stop(while: running, clock: clock)
         }
         debugger.onMonitor = { command in core.monitor(command) }
         if session.beginRun() { session.reportStop(.trap) }
         var pendingFault: CPUFault?
         do {
-            try withDeadlines(of: interrupts) {
+            try withDeadlines(of: interrupts, clock: clock) {
                 try runDebugged(engine: engine, core: core, interrupts: interrupts, session: session, running: running, parked: parked, pc: &pc,
                                 pendingFault: &pendingFault)
             }
@@ -175,9 +175,9 @@ public struct EmulatedCPU: FirmwareProgram {
 
     /// Runs `body` with the thread that raises the timer interrupt at its deadline; ends and
     /// joins it afterwards.
-    private func withDeadlines(of interrupts: any CoreInterruptController, _ body: () throws -> Never) throws -> Never {
-        let thread: PlatformThread
-        do { thread = try PlatformThread(name: "rproc-core-timer") { interrupts.runDeadlines() } } catch {
+    private func withDeadlines(of interrupts: any CoreInterruptController, clock: any WaitClock, _ body: () throws -> Never) throws -> Never {
+        let thread: ClockThread
+        do { thread = try clock.startThread(name: "rproc-core-timer") { interrupts.runDeadlines() } } catch {
             throw FirmwareHalt(.fault(address: 0, message: "cannot start the core's timer: \(error)"))
         }
         let outcome = Result { try body() }

@@ -108,9 +108,12 @@ public final class RemoteCore: Sendable {
         return pending
     }
 
+    /// KICK: notifies the host. A scheduling point under a virtual clock: the host runs what
+    /// the kick woke before the firmware goes on.
     public func kick(_ id: NotifyID) {
         mailbox.parkIfGated()
         mailbox.kick(id)
+        mailbox.clock.yield()
     }
 
     /// Takes part in the suspend handshake (``PowerRegisters``): each request the host makes is
@@ -300,6 +303,7 @@ final class RemoteSideOps: RemoteprocOps {
     func notify(_ id: NotifyID) throws {
         mailbox.parkIfGated()
         mailbox.kick(id)
+        mailbox.clock.yield()
     }
     var clock: any WaitClock { mailbox.clock }
     var hostWrites: ConditionWaiters? { mailbox.hostWrites }

@@ -709,8 +709,7 @@ struct EmulationStopper: Sendable {
     /// Withdraws requests made before a run's reasons are checked (the emulation thread only).
     func clear() { gate.clear() }
 
-    func stop(while run: RunFlag, limit: Duration = .seconds(5)) {
-        let clock = RealTimeClock.shared
+    func stop(while run: RunFlag, clock: any WaitClock, limit: Duration = .seconds(5)) {
         let deadline = clock.now + limit
         run.stoppers.add(1, ordering: .sequentiallyConsistent)
         defer { run.stoppers.subtract(1, ordering: .sequentiallyConsistent) }

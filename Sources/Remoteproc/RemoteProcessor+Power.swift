@@ -209,7 +209,7 @@ extension RemoteProcessor {
     private func startAutosuspendMonitor() {
         let wake = autosuspendWake, clock = ops.clock
         do {
-            try PlatformThread(name: "rproc-autosuspend") { [weak self] in
+            try clock.startThread(name: "rproc-autosuspend") { [weak self] in
                 var idleSince = clock.now
                 while !wake.processorGone.load(ordering: .acquiring) {
                     // What to wait for is decided with the processor held; the wait itself holds

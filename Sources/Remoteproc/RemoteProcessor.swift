@@ -197,7 +197,9 @@ public final class RemoteProcessor: Sendable {
                            _ body: (inout Lifecycle) throws(RemoteprocError) -> R) throws(RemoteprocError) -> R {
         let me = Self.currentThreadID
         guard lockOwner.load(ordering: .relaxed) != me else { throw RemoteprocError(.reentrantCall, call: call) }
-        let (result, events): (Result<R, RemoteprocError>, [RemoteprocEvent]) = lifecycle.withLock { life in
+        // Held across the platform's waits (a stop waits for the core's thread): under a virtual
+        // clock the core may need this lock while the holder waits for its turn.
+        let (result, events): (Result<R, RemoteprocError>, [RemoteprocEvent]) = lifecycle.withLock(through: ops.clock) { life in
             lockOwner.store(me, ordering: .relaxed)
             defer { lockOwner.store(0, ordering: .relaxed) }
             let outcome: Result<R, RemoteprocError>
@@ -329,7 +331,7 @@ public final class RemoteProcessor: Sendable {
     /// the stop op waits for). A failure is reported to observers as a warning.
     func recoverInBackground() {
         do {
-            try PlatformThread(name: "rproc-recover") {
+            try ops.clock.startThread(name: "rproc-recover") {
                 do throws(RemoteprocError) { try self.recover() } catch {
                     self.deliver([.warning("automatic recovery failed: \(error)")])
                 }

@@ -16,7 +16,7 @@ struct EmulationStopperTests {
         // A stop listener copied out just before the run ended still sees the run flag set.
         let run = RunFlag()
         run.value.store(true, ordering: .sequentiallyConsistent)
-        stopper.stop(while: run, limit: .milliseconds(5))
+        stopper.stop(while: run, clock: RealTimeClock.shared, limit: .milliseconds(5))
         #expect(run.stoppers.load(ordering: .sequentiallyConsistent) == 0)
     }
 }
