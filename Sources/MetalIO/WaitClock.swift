@@ -33,6 +33,15 @@ public protocol WaitClock: AnyObject, Sendable {
     /// A scheduling point: under a ``VirtualClock``, the others whose turn it is run first;
     /// nothing in real time.
     func yield()
+    /// Charges `duration` of busy time to the calling thread: under a ``VirtualClock`` its time
+    /// passes (an emulated core's executed instructions, a host send); nothing in real time,
+    /// where the work took its own time.
+    func advance(by duration: Duration)
+    /// The calling thread takes part in the clock's schedule (a ``VirtualClock`` runs it in
+    /// lockstep with the others from now on); nothing in real time.
+    func join()
+    /// The calling thread stops taking part; nothing in real time.
+    func leave()
     /// Whether time is virtual (``VirtualClock``): it moves only by deadlines and busy time.
     var isVirtual: Bool { get }
     /// Whether the calling thread runs only in its turn (a ``VirtualClock`` participant): it must
@@ -51,6 +60,9 @@ extension WaitClock {
     }
 
     public func yield() {}
+    public func join() {}
+    public func leave() {}
+    public func advance(by duration: Duration) {}
     public var isVirtual: Bool { false }
     public var schedulesCurrentThread: Bool { false }
 

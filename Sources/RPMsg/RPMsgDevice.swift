@@ -488,7 +488,7 @@ public final class RPMsgDevice: Sendable {
         if let buffer = try takeTransmitBuffer() { return buffer }
         guard timeout > .zero else { throw RPMsgError(.noBuffer(waited: .zero)) }
         guard !transport.isPeerHeldByCurrentThread else { throw RPMsgError(.noBufferInInterruptHandler) }
-        let clock = RealTimeClock.shared
+        let clock = transport.clock
         let deadline = clock.now + timeout
         if transmitWaiters.add(1, ordering: .acquiringAndReleasing).newValue == 1 { requestTransmitNotifications(true) }
         defer {

@@ -13,6 +13,9 @@ public enum LiveWaitOutcome: Equatable, Sendable {
 /// Waits on a board that do not count the time its core spends halted in a debugger: stepping
 /// through firmware must not fail a scenario or a test that waits for it.
 extension Board {
+    /// What one host send costs in virtual time (``send(_:through:timeout:)``).
+    public static let virtualSendTime: Duration = .microseconds(10)
+
     /// ``wait(upTo:until:)`` for a condition only a live remote can make true (an announcement, a
     /// reply, a console line): it ends at once when the processor leaves Running or Suspended
     /// instead of waiting out `timeout` for what can no longer come.
@@ -57,8 +60,12 @@ extension Board {
     /// Sends `bytes` through `endpoint`, waiting up to `timeout` for a transmit buffer — time the
     /// core spends halted in a debugger does not count (a halted remote frees no buffers, and a
     /// breakpoint must not fail the send).
+    ///
+    /// In virtual time a send takes ``virtualSendTime`` of the host's time first (host work is
+    /// otherwise instantaneous there, and a loop that sends for a duration must see time pass).
     /// - Throws: ``RPMsg/RPMsgError`` as ``RPMsg/RPMsgEndpoint/send(_:to:timeout:)`` does.
     public func send(_ bytes: [UInt8], through endpoint: RPMsgEndpoint, timeout: Duration) throws(RPMsgError) {
+        clock.advance(by: Self.virtualSendTime)
         var waited: Duration = .zero
         while true {
             // Slices of at most 100 ms, so time halted in the debugger is found and left out.

@@ -252,6 +252,9 @@ public final class VirtioDevice: Sendable {
 
     /// The device role's wait for DRIVER_OK (acknowledging NEEDS_RESET), woken by the host's vdev
     /// writes where the platform tells them (``RemoteprocOps/hostWrites``). False when `timeout` passed first.
+    /// The platform's clock (``RemoteprocOps/clock``).
+    public var clock: any WaitClock { ops.clock }
+
     public func waitForDriverOK(timeout: Duration) throws(RemoteprocError) -> Bool {
         let clock = ops.clock
         return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: ops.hostWrites,

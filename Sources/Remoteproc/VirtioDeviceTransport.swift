@@ -1,3 +1,4 @@
+import MetalIO
 import Virtio
 
 /// A ``VirtioDevice`` as `Virtio`'s users (RPMsg) see a device: the same calls, with the core's
@@ -27,6 +28,7 @@ public final class VirtioDeviceTransport: VirtioTransport {
         try call("write the status") { () throws(RemoteprocError) in try device.setStatus(status) }
     }
     public func acknowledgeReset() throws(VirtioError) { try call("acknowledge a reset") { () throws(RemoteprocError) in try device.acknowledgeReset() } }
+    public var clock: any WaitClock { device.clock }
     public func waitForDriverOK(timeout: Duration) throws(VirtioError) -> Bool {
         try call("wait for DRIVER_OK") { () throws(RemoteprocError) in try device.waitForDriverOK(timeout: timeout) }
     }

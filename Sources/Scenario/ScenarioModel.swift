@@ -175,6 +175,9 @@ public struct ScenarioFile: Sendable {
     /// `board: { host-interrupts: thread }`: where the remote's kicks are handled (default inline,
     /// on the core's thread; `poll: true` overrides it).
     public var hostInterrupts: InterruptDelivery = .inline
+    /// `board: { clock: virtual }`: the board keeps virtual time, in lockstep with the runner
+    /// (default `real-time`; docs/virtual-time.md).
+    public var clock: BoardClock = .realTime
     /// Memory sizes in bytes (nil: the design's default).
     public var codeSize: Int?
     public var sramSize: Int?

@@ -164,10 +164,11 @@ public enum ScenarioParser {
         var faults: FaultHandling?
         var exactPCs = false
         var hostInterrupts = InterruptDelivery.inline
+        var clock = BoardClock.realTime
         var sizes: [String: Int] = [:]
         if let board = top["board"] {
             guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "exact-pcs", "host-interrupts"], context: "board")
+            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "exact-pcs", "host-interrupts", "clock"], context: "board")
             if let node = map["exact-pcs"] {
                 exactPCs = try p.bool(node, "board.exact-pcs")
                 guard !exactPCs || arch != "native" else { throw p.error(node, "board.exact-pcs is for an emulated CPU: set arch to cortex-m4 or rv32") }
@@ -201,6 +202,15 @@ public enum ScenarioParser {
                     throw p.error(node, "board.host-interrupts must be inline (the remote's kicks are handled on the core's thread) or thread (on a host interrupt thread)")
                 }
                 hostInterrupts = delivery
+            }
+            if let node = map["clock"] {
+                guard let text = node.scalar?.string, let chosen = BoardClock(rawValue: text) else {
+                    throw p.error(node, "board.clock must be real-time (the host's clock) or virtual (lockstep, repeatable time)")
+                }
+                if chosen == .virtual, hostInterrupts == .thread, let threaded = map["host-interrupts"] {
+                    throw p.error(threaded, "board.host-interrupts: thread needs real time: a host interrupt thread would run beside the virtual-time schedule (use inline, or clock: real-time)")
+                }
+                clock = chosen
             }
             for name in ["code", "sram", "shared"] {
                 guard let node = map[name] else { continue }
@@ -252,6 +262,7 @@ public enum ScenarioParser {
         file.faults = faults
         file.exactPCs = exactPCs
         file.hostInterrupts = hostInterrupts
+        file.clock = clock
         return file
     }
 

@@ -165,6 +165,6 @@ public enum ScenarioReports {
                                "dur": max(last.time.inMicroseconds - start.time, 1), "args": ["ended by": "the end of the scenario"]])
             }
         }
-        return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [])
+        return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [.sortedKeys])
     }
 }

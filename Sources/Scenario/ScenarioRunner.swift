@@ -105,7 +105,8 @@ public final class ScenarioRunner {
         if let size = file.codeSize { layout.code.size = size }
         if let size = file.sramSize { layout.sram.size = size }
         if let size = file.sharedSize { layout.shared.size = size }
-        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode, hostInterrupts: file.hostInterrupts)
+        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode, hostInterrupts: file.hostInterrupts,
+                          clock: file.clock.make())
         processor = try board.makeProcessor(host: file.host)
         processor.autosuspendDelay = file.autosuspend
         imagePath = path
@@ -116,6 +117,10 @@ public final class ScenarioRunner {
     /// Runs every step, reporting each as it ends.
     public func run(progress: (StepResult) -> Void = { _ in }) -> ScenarioResult {
         let clock = board.clock
+        // In virtual time the runner's thread takes part in the board's schedule: it and the
+        // board's threads run in lockstep (one at a time, in a fixed order) until the run ends.
+        clock.join()
+        defer { clock.leave() }
         let started = clock.now
         var results: [StepResult] = []
         var kept: PostMortem?

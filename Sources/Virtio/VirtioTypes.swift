@@ -91,6 +91,8 @@ public protocol VirtioTransport: AnyObject, Sendable {
     var vringLocations: [VringLocation] { get }
     /// Which host stack the driver side behaves as (status writes, kicks, buffers, addresses).
     var host: HostPersonality { get }
+    /// The time its users' waits go through (a blocking send's): the platform's clock.
+    var clock: any WaitClock { get }
     func status() throws(VirtioError) -> VirtioStatus
     /// Writes the status byte (driver role); whether the peer is notified is the host's behaviour
     /// (``HostPersonality/notifiesOnVdevWrites``).
@@ -138,6 +140,7 @@ public protocol VirtioTransport: AnyObject, Sendable {
 }
 
 extension VirtioTransport {
+    public var clock: any WaitClock { RealTimeClock.shared }
     public var isAvailable: Bool { true }
     public var isPeerHeldByCurrentThread: Bool { false }
     /// A transport that is never removed (``isAvailable`` stays true) has no removal to report.

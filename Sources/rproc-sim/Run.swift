@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MetalIO
+import RemoteSim
 import Scenario
 import Synchronization
 
@@ -58,6 +59,9 @@ struct Run: ParsableCommand {
 
     @Flag(help: "With --artifacts: keep the folder of passing runs too.")
     var artifactsAlways = false
+
+    @Option(help: "Run every scenario with this board clock, whatever its file says: real-time or virtual (lockstep, repeatable; docs/virtual-time.md).")
+    var clock: BoardClock?
 
     func validate() throws {
         guard (1...64).contains(jobs) else { throw ValidationError("--jobs must be from 1 to 64") }
@@ -168,6 +172,14 @@ struct Run: ParsableCommand {
         var problems: [String] = []
         for file in files {
             do { scenarios.append(try ScenarioParser.parse(file: file)) } catch { problems.append("\(error)") }
+        }
+        if let clock {
+            for i in scenarios.indices {
+                if clock == .virtual && scenarios[i].hostInterrupts == .thread {
+                    problems.append("\(scenarios[i].path): --clock virtual: board.host-interrupts: thread needs real time")
+                }
+                scenarios[i].clock = clock
+            }
         }
         guard problems.isEmpty else { throw RunError(problems.joined(separator: "\nerror: ")) }
         if let filter, let expression = try? ScenarioRegex(filter) {
@@ -372,3 +384,5 @@ struct RunSummary: Encodable {
         return try encoder.encode(self)
     }
 }
+
+extension BoardClock: ExpressibleByArgument {}
