@@ -35,7 +35,50 @@ struct swuc_attention {
     unsigned char returned;   // a return was seen (the core thread takes it)
     unsigned char pad2[3];
     uint64_t returned_to;
+    // Virtual time (only the core thread touches these, between runs and in its own callbacks):
+    // while `counting`, the hook counts the instructions of every block it lets run into
+    // `executed`, and ends the run before a block that would take `executed` past `budget`
+    // (a block is let run when nothing ran yet, so a run always makes progress).
+    unsigned char counting;
+    unsigned char pad3[7];
+    uint64_t executed;
+    uint64_t budget;
+    // Instructions per block, by block start (direct-mapped; a block is decoded once).
+    struct { uint64_t address; uint32_t size; uint32_t count; } blocks[1024];
 };
+
+// The instructions in the `size`-byte block at `address`: decoded from memory once, then cached.
+// Lengths: Thumb-2 halfwords 0b11101…, 0b11110…, 0b11111… start a 32-bit instruction; RISC-V
+// parcels whose two low bits are 11 start a 32-bit one (the rest are 16-bit compressed ones).
+static inline uint32_t swuc_block_instructions(uc_engine *uc, struct swuc_attention *a, uint64_t address, uint32_t size, int armv7m) {
+    uint32_t slot = (uint32_t)((address >> 1) & 1023);
+    if (a->blocks[slot].address == address && a->blocks[slot].size == size && a->blocks[slot].count) return a->blocks[slot].count;
+    uint8_t code[4096];
+    uint32_t length = size < sizeof code ? size : (uint32_t)sizeof code;
+    uint32_t count = 0;
+    if (length >= 2 && uc_mem_read(uc, address, code, length) == UC_ERR_OK) {
+        for (uint32_t at = 0; at + 1 < length; ) {
+            uint16_t half = (uint16_t)(code[at] | (code[at + 1] << 8));
+            int wide = armv7m ? (half >> 11) >= 0x1D : (half & 3) == 3;
+            at += wide ? 4 : 2;
+            count++;
+        }
+    }
+    if (count == 0) count = 1;   // unreadable or tiny: one instruction
+    a->blocks[slot].address = address;
+    a->blocks[slot].size = size;
+    a->blocks[slot].count = count;
+    return count;
+}
+
+// Counts the block about to run; 0 when the run must end before it (its budget is spent).
+static inline int swuc_count_block(uc_engine *uc, struct swuc_attention *a, uint64_t address, uint32_t size, int armv7m) {
+    if (!a->counting) return 1;
+    uint32_t n = swuc_block_instructions(uc, a, address, size, armv7m);
+    if (a->executed != 0 && a->executed + n > a->budget) return 0;
+    a->executed += n;
+    return 1;
+}
 
 // Whether RV32's mask registers (mstatus.MIE, mie) let a raised interrupt in.
 static inline int swuc_rv32_unmasked(uc_engine *uc, uint32_t pending) {
@@ -81,11 +124,11 @@ static inline void swuc_safepoint_block_rv32(uc_engine *uc, uint64_t address, ui
         }
     }
     uint32_t pending = __atomic_load_n(&a->pending, __ATOMIC_RELAXED);
-    if (pending && swuc_rv32_unmasked(uc, pending)) swuc_attention_stop_run(uc, a);
+    if (pending && swuc_rv32_unmasked(uc, pending)) { swuc_attention_stop_run(uc, a); return; }
+    if (!swuc_count_block(uc, a, address, size, 0)) swuc_attention_stop_run(uc, a);
 }
 
 static inline void swuc_safepoint_block_armv7m(uc_engine *uc, uint64_t address, uint32_t size, void *data) {
-    (void)address; (void)size;
     struct swuc_attention *a = (struct swuc_attention *)data;
     if (__atomic_load_n(&a->stop, __ATOMIC_RELAXED)) { swuc_attention_stop_run(uc, a); return; }
     int32_t priority = __atomic_load_n(&a->pending_priority, __ATOMIC_RELAXED);
@@ -93,8 +136,9 @@ static inline void swuc_safepoint_block_armv7m(uc_engine *uc, uint64_t address, 
         int32_t line = __atomic_load_n(&a->line_priority, __ATOMIC_RELAXED);
         if (line < priority) priority = line;
     }
-    if (priority >= __atomic_load_n(&a->active_priority, __ATOMIC_RELAXED)) return;
-    if (swuc_armv7m_unmasked(uc, priority, __atomic_load_n(&a->group_mask, __ATOMIC_RELAXED))) swuc_attention_stop_run(uc, a);
+    if (priority < __atomic_load_n(&a->active_priority, __ATOMIC_RELAXED)
+        && swuc_armv7m_unmasked(uc, priority, __atomic_load_n(&a->group_mask, __ATOMIC_RELAXED))) { swuc_attention_stop_run(uc, a); return; }
+    if (!swuc_count_block(uc, a, address, size, 1)) swuc_attention_stop_run(uc, a);
 }
 
 static inline void *swuc_safepoint_block_callback(int armv7m) {
@@ -113,6 +157,18 @@ static inline void swuc_attention_init(void *data) {
     a->stop = 0; a->stopped = 0; a->pad[0] = 0; a->pad[1] = 0; a->pending = 0;
     a->pending_priority = INT32_MAX; a->line_priority = INT32_MAX; a->active_priority = 256; a->group_mask = 0xFF;
     a->trap_depth = 0; a->returned = 0; a->returned_to = 0;
+    a->counting = 0; a->executed = 0; a->budget = 0;
+    for (int i = 0; i < 1024; i++) { a->blocks[i].address = 0; a->blocks[i].size = 0; a->blocks[i].count = 0; }
+}
+// Virtual time: count instructions from now on (the core thread, before its first run).
+static inline void swuc_attention_count(void *data, int on) { ((struct swuc_attention *)data)->counting = (unsigned char)(on != 0); }
+// The instructions counted since the last call (cleared), and the budget for what follows.
+static inline uint64_t swuc_attention_take_executed(void *data, uint64_t budget) {
+    struct swuc_attention *a = (struct swuc_attention *)data;
+    uint64_t executed = a->executed;
+    a->executed = 0;
+    a->budget = budget;
+    return executed;
 }
 // RV32: a trap was entered (the core thread, between runs); deep nesting is not followed.
 static inline void swuc_attention_trap_entered(void *data) {

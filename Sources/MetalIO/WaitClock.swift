@@ -44,6 +44,9 @@ public protocol WaitClock: AnyObject, Sendable {
     func leave()
     /// Whether time is virtual (``VirtualClock``): it moves only by deadlines and busy time.
     var isVirtual: Bool { get }
+    /// The earliest deadline another thread of the schedule waits for: how far a busy thread may
+    /// ``advance(by:)`` before someone else's wait must end (`nil`: none, or real time).
+    var earliestDeadlineOfOthers: ClockInstant? { get }
     /// Whether the calling thread runs only in its turn (a ``VirtualClock`` participant): it must
     /// not block outside the clock on what another participant holds.
     var schedulesCurrentThread: Bool { get }
@@ -64,6 +67,7 @@ extension WaitClock {
     public func leave() {}
     public func advance(by duration: Duration) {}
     public var isVirtual: Bool { false }
+    public var earliestDeadlineOfOthers: ClockInstant? { nil }
     public var schedulesCurrentThread: Bool { false }
 
     /// The instant `duration` from now.

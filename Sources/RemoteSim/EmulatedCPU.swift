@@ -57,7 +57,10 @@ public struct EmulatedCPU: FirmwareProgram {
         let mailbox = core.mailbox, clock = core.mailbox.clock
         let session = debugger?.session
         let callbackStopper = engine.stopper
+        // Virtual time: the core's instructions are its time (charged before every device access).
+        let time = clock.isVirtual ? VirtualCoreTime(gate: engine.stopper.gate, clock: clock, rate: coreClock) : nil
         let mmio = UnicornEngine.MMIO(read: { [weak mailbox] offset, _ in
+            time?.charge()
             guard let mailbox else { return 0 }
             let value = UInt64(mailbox.read(Int(offset)))
             // A stop, or a debugger's halt, while the core waited in WAIT: end the run here. (The
@@ -65,6 +68,7 @@ public struct EmulatedCPU: FirmwareProgram {
             if mailbox.isStopRequested || session?.haltRequested.load(ordering: .acquiring) == true { callbackStopper.stopOnce() }
             return value
         }, write: { [weak mailbox] offset, _, value in
+            time?.charge()
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
         })
         do { try engine.mapMMIO(at: core.layout.mailboxAddress.rawValue, size: 4096, mmio) } catch {
@@ -77,8 +81,13 @@ public struct EmulatedCPU: FirmwareProgram {
                                vectorTable: UInt32(truncatingIfNeeded: core.layout.code.deviceAddress.rawValue), faults: faults)
         }
         let window = interrupts.window
-        let registers = UnicornEngine.MMIO(read: { offset, size in interrupts.read(Int(offset), size: size) },
-                                           write: { offset, size, value in interrupts.write(Int(offset), size: size, value) })
+        let registers = UnicornEngine.MMIO(read: { offset, size in
+            time?.charge()
+            return interrupts.read(Int(offset), size: size)
+        }, write: { offset, size, value in
+            time?.charge()
+            interrupts.write(Int(offset), size: size, value)
+        })
         do { try engine.mapMMIO(at: window.base, size: window.size, registers) } catch {
             throw FirmwareHalt(.fault(address: window.base, message: "cannot map \(window.name): \(error)"))
         }
@@ -141,7 +150,7 @@ public struct EmulatedCPU: FirmwareProgram {
         guard let session, let debugger else {
             do {
                 try withDeadlines(of: interrupts, clock: clock) {
-                    try runFreely(engine: engine, core: core, interrupts: interrupts, running: running, parked: parked, pc: &pc)
+                    try runFreely(engine: engine, core: core, interrupts: interrupts, running: running, parked: parked, time: time, pc: &pc)
                 }
             } catch let halt as FirmwareHalt {
                 throw withRegisters(halt)
@@ -158,7 +167,7 @@ public struct EmulatedCPU: FirmwareProgram {
         var pendingFault: CPUFault?
         do {
             try withDeadlines(of: interrupts, clock: clock) {
-                try runDebugged(engine: engine, core: core, interrupts: interrupts, session: session, running: running, parked: parked, pc: &pc,
+                try runDebugged(engine: engine, core: core, interrupts: interrupts, session: session, running: running, parked: parked, time: time, pc: &pc,
                                 pendingFault: &pendingFault)
             }
         } catch let halt as FirmwareHalt {
@@ -203,7 +212,7 @@ public struct EmulatedCPU: FirmwareProgram {
 
     /// The run loop without a debugger.
     private func runFreely(engine: UnicornEngine, core: RemoteCore, interrupts: any CoreInterruptController, running: RunFlag,
-                           parked: ParkedCore, pc: inout UInt64) throws -> Never {
+                           parked: ParkedCore, time: VirtualCoreTime?, pc: inout UInt64) throws -> Never {
         let mailbox = core.mailbox
         while true {
             parked.park(at: pc) { mailbox.parkIfGated() }
@@ -214,6 +223,7 @@ public struct EmulatedCPU: FirmwareProgram {
                 throw error
             }
             let outcome = engine.run(from: pc)
+            time?.charge()
             running.leave()
             switch outcome {
             case let .fault(fault):
@@ -238,7 +248,7 @@ public struct EmulatedCPU: FirmwareProgram {
     /// The run loop with a GDB server: while a debugger is attached, breakpoints, steps,
     /// watchpoints, faults and a PANIC halt the core and are reported; commands run while halted.
     private func runDebugged(engine: UnicornEngine, core: RemoteCore, interrupts: any CoreInterruptController, session: DebugSession,
-                             running: RunFlag, parked: ParkedCore, pc: inout UInt64, pendingFault: inout CPUFault?) throws -> Never {
+                             running: RunFlag, parked: ParkedCore, time: VirtualCoreTime?, pc: inout UInt64, pendingFault: inout CPUFault?) throws -> Never {
         let mailbox = core.mailbox
         let hooks = session.hooks
         var panicShown = false
@@ -298,6 +308,7 @@ public struct EmulatedCPU: FirmwareProgram {
                 throw error
             }
             let outcome = engine.run(from: pc)
+            time?.charge()
             running.leave()
             if let address = engine.takeTrapReturn() { interrupts.returned(to: address, engine: engine) }
             if case let .fault(fault) = outcome, !mailbox.isStopRequested, let handler = try interrupts.handle(fault, engine: engine) {

@@ -688,6 +688,14 @@ final class EngineStopGate: @unchecked Sendable {
     /// What the block hook is given.
     var hookData: UnsafeMutableRawPointer { flags }
 
+    /// Virtual time: from now on the block hook counts the instructions of the blocks it lets
+    /// run, and ends a run before a block past the budget (the core thread, before its first run).
+    func countInstructions() { swuc_attention_count(flags, 1) }
+
+    /// The instructions counted since the last call; runs go on with `budget` more (at least
+    /// one block each). The core thread only: between runs or in its own callbacks.
+    func takeExecuted(budget: UInt64) -> UInt64 { swuc_attention_take_executed(flags, budget) }
+
     /// From now on ``stop()`` does nothing.
     func close() { open.store(false, ordering: .releasing) }
 
