@@ -115,12 +115,35 @@ public final class VirtualClock: WaitClock, @unchecked Sendable {
     public func leave() {
         schedule.withLock { s in
             guard let i = index(ofCurrentThreadIn: s) else { return }
-            let id = s.participants[i].id
-            s.participants.remove(at: i)
-            if s.holder == id {
-                s.holder = nil
-                pickNext(&s, startingAt: i)
-            }
+            remove(&s, at: i)
+        }
+    }
+
+    /// The participant that `ticket` admitted stops taking part, whichever thread calls this (an
+    /// owner closing what a thread of its own joined).
+    public func leave(_ ticket: Ticket) {
+        schedule.withLock { s in
+            guard let i = s.participants.firstIndex(where: { $0.id == ticket.id }) else { return }
+            remove(&s, at: i)
+        }
+    }
+
+    /// The calling thread takes part from now on (returns when it has the turn); the ticket
+    /// lets anyone end its part (``leave(_:)``).
+    @discardableResult
+    public func joinForTicket() -> Ticket {
+        let ticket = admit()
+        enter(ticket)
+        return ticket
+    }
+
+    /// Removes participant `i`; the turn, if it had it, goes on.
+    private func remove(_ s: inout Schedule, at i: Int) {
+        let id = s.participants[i].id
+        s.participants.remove(at: i)
+        if s.holder == id {
+            s.holder = nil
+            pickNext(&s, startingAt: i)
         }
     }
 
@@ -144,20 +167,8 @@ public final class VirtualClock: WaitClock, @unchecked Sendable {
             }
             return ClockThread(thread: thread, ended: ended, clock: self)
         } catch {
-            cancel(ticket)
+            leave(ticket)   // its thread never started
             throw error
-        }
-    }
-
-    /// Withdraws a ticket whose thread never started.
-    private func cancel(_ ticket: Ticket) {
-        schedule.withLock { s in
-            guard let i = s.participants.firstIndex(where: { $0.id == ticket.id }) else { return }
-            s.participants.remove(at: i)
-            if s.holder == ticket.id {
-                s.holder = nil
-                pickNext(&s, startingAt: i)
-            }
         }
     }
 
@@ -184,11 +195,7 @@ public final class VirtualClock: WaitClock, @unchecked Sendable {
         return schedule.withLock { s in
             guard let i = index(ofCurrentThreadIn: s) else { return false }
             let signalled = s.participants[i].signalled
-            if temporary {
-                s.participants.remove(at: i)
-                s.holder = nil
-                pickNext(&s, startingAt: i)
-            }
+            if temporary { remove(&s, at: i) }
             return signalled
         }
     }

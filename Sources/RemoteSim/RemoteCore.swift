@@ -110,6 +110,16 @@ public final class RemoteCore: Sendable {
 
     /// KICK: notifies the host. A scheduling point under a virtual clock: the host runs what
     /// the kick woke before the firmware goes on.
+    /// SLEEP then ACK: sleeps up to `duration` of the board's time, or until the host kicks;
+    /// acknowledges and returns what woke it (0: the time passed). Throws on a stop.
+    @discardableResult
+    public func sleep(for duration: Duration) throws(FirmwareHalt) -> UInt32 {
+        let pending = mailbox.waitForInterrupt(timeout: duration)
+        try checkStop()
+        if pending != 0 { mailbox.acknowledge(pending) }
+        return pending
+    }
+
     public func kick(_ id: NotifyID) {
         mailbox.parkIfGated()
         mailbox.kick(id)

@@ -70,6 +70,8 @@ public final class SimulatedRemote: @unchecked Sendable {
     public let processor: RemoteProcessor
     public private(set) var rpmsg: RPMsgDevice?
     private var closed = false
+    /// The test thread's place in a virtual clock's schedule.
+    private var participation: (VirtualClock, VirtualClock.Ticket)?
     /// The default for every wait. Time the core spends halted in a debugger does not count.
     public var timeout: Duration
     /// The GDB server of an emulated core, when one was asked for.
@@ -88,9 +90,12 @@ public final class SimulatedRemote: @unchecked Sendable {
     ///   - exactPCs: an emulated core keeps its PC exact (``EmulatedCPU/exactPCs``), so the core
     ///     dump of a failure names the faulting instruction; slower on tight loops. Default: on when
     ///     `RPROC_SIM_ARTIFACTS` is set (failures are then kept for later).
+    ///   - clock: `.virtual` runs the board in virtual time (docs/virtual-time.md): the calling
+    ///     thread takes part in the board's lockstep schedule until ``close()`` — use the remote
+    ///     from that thread only; waits and timeouts are then virtual, and runs repeat exactly.
     public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
                 debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
-                exactPCs: Bool = SimulationFailure.artifactsFromEnvironment != nil) throws {
+                exactPCs: Bool = SimulationFailure.artifactsFromEnvironment != nil, clock: BoardClock = .realTime) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
         let runner: any FirmwareProgram
@@ -123,7 +128,11 @@ public final class SimulatedRemote: @unchecked Sendable {
             runner = native
         }
         debugger = server
-        board = try Board(firmware: runner, pollMode: pollMode)
+        let virtual = clock == .virtual ? VirtualClock() : nil
+        board = try Board(firmware: runner, pollMode: pollMode, clock: virtual ?? RealTimeClock.shared)
+        // The test's thread takes part in a virtual clock's schedule (before the board's threads
+        // start, so the order of turns is the same on every run).
+        participation = virtual.map { ($0, $0.joinForTicket()) }
         processor = try board.makeProcessor(host: host)
         do {
             try processor.configure()
@@ -147,6 +156,7 @@ public final class SimulatedRemote: @unchecked Sendable {
         try? processor.remove()
         board.mailbox.hostInterrupts.shutdown()
         debugger?.shutdown()
+        if let (clock, ticket) = participation { clock.leave(ticket) }
     }
 
     /// Puts the host's RPMsg on the first vdev again (after ``recover()``). A remote that crashes
@@ -414,10 +424,12 @@ public final class TestEndpoint: Sendable {
 }
 
 /// Runs `body` with a booted remote and tears it down afterwards, even when `body` throws.
+/// `clock: .virtual` runs it in virtual time, with this thread in the board's schedule (there is no
+/// `async` form of that: a task may resume on another thread).
 public func withSimulatedRemote<R>(_ firmware: TestFirmware, pollMode: Bool = false, host: HostPersonality = .default,
                                    debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
-                                   _ body: (SimulatedRemote) throws -> R) throws -> R {
-    let remote = try SimulatedRemote(firmware, pollMode: pollMode, host: host, debug: debug)
+                                   clock: BoardClock = .realTime, _ body: (SimulatedRemote) throws -> R) throws -> R {
+    let remote = try SimulatedRemote(firmware, pollMode: pollMode, host: host, debug: debug, clock: clock)
     defer { remote.close() }
     return try body(remote)
 }

@@ -16,6 +16,7 @@ enum ScenarioFirmware {
         case "crash": CrashFirmware()
         case "panic": PanicFirmware()
         case "hang": HangFirmware()
+        case "beacon": BeaconFirmware()
         default: nil
         }
     }

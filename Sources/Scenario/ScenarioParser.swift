@@ -9,7 +9,7 @@ import Yams
 /// wait has a timeout; the first problem is reported with file, line and column.
 public enum ScenarioParser {
     public static let architectures = ["cortex-m4", "rv32", "native"]
-    public static let nativeModels = ["echo", "ping", "sink", "multi-service", "crash", "panic", "hang"]
+    public static let nativeModels = ["echo", "ping", "sink", "multi-service", "crash", "panic", "hang", "beacon"]
     public static let states = ["offline", "configured", "ready", "running", "stopped", "crashed", "suspended"]
     public static let crashKinds = ["fault", "panic", "watchdog", "other"]
     static let defaultWithin: Duration = .seconds(5)

@@ -162,7 +162,7 @@ struct VirtualClockTests {
         let clock = VirtualClock()
         let log = Log()
         let done = WakeSignal()
-        try clock.startThread(name: "owner") {
+        let owner = try clock.startThread(name: "owner") {
             let child = try? clock.startThread(name: "child") {
                 clock.sleep(for: .seconds(3))
                 log.add("child ends at \(clock.now)")
@@ -170,8 +170,9 @@ struct VirtualClockTests {
             child?.join()
             log.add("joined at \(clock.now)")
             done.signal()
-        }.detach()
+        }
         #expect(done.wait(timeout: .seconds(10)))
+        owner.join()   // from outside the schedule: the owner has left once its thread ended
         #expect(log.all == ["child ends at 3.0 seconds", "joined at 3.0 seconds"])
         #expect(clock.participantCount == 0)
     }

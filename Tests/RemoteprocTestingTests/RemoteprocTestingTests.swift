@@ -46,6 +46,26 @@ struct RemoteprocTestingDebuggerTests {
 
 @Suite("RemoteprocTesting")
 struct RemoteprocTestingTests {
+    @Test("in virtual time the fixture's waits are virtual: 30 s of beacons pass at once, and two runs trace the same, timestamps included",
+          .timeLimit(.minutes(1)))
+    func virtualTime() throws {
+        func run(_ firmware: TestFirmware) throws -> [String] {
+            try withSimulatedRemote(firmware, clock: .virtual) { remote in
+                let beacon = try remote.connect(to: "rpmsg-beacon")
+                try beacon.send("start")
+                let messages = try beacon.waitForMessages(3, timeout: .seconds(40))
+                #expect(messages.map { String(decoding: $0, as: UTF8.self) } == ["beacon 1", "beacon 2", "beacon 3"])
+                // Three 10 s intervals of board time have passed (the host's send costs 10 µs).
+                #expect(remote.board.clock.now.sinceOrigin >= .seconds(30))
+                #expect(remote.board.clock.now.sinceOrigin < .seconds(31))
+                return remote.board.trace.events.map { "\($0.time) \($0)" }
+            }
+        }
+        let first = try run(.native(BeaconFirmware()))
+        #expect(first.count > 10)
+        #expect(try run(.native(BeaconFirmware())) == first)
+    }
+
     @Test("the fixture boots, connects and answers in a few lines")
     func basic() throws {
         try withSimulatedRemote(.native(EchoFirmware())) { remote in

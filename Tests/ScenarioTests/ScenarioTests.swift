@@ -591,6 +591,108 @@ struct ScenarioRunnerTests {
     }
 }
 
+/// Two threads that spin until stopped: a loaded machine, for tests that must not care.
+private final class CPUHogs: Sendable {
+    private let running = Atomic<Bool>(true)
+    private let done = WakeSignal()
+    private let count: Int
+    init(_ count: Int = 2) throws {
+        self.count = count
+        for _ in 0..<count {
+            try PlatformThread(name: "hog") { [self] in spin() }.detach()
+        }
+    }
+    private func spin() {
+        var x: UInt64 = 1
+        while running.load(ordering: .relaxed) { x = x &* 6364136223846793005 &+ 1 }
+        if x == 42 { print(x) }
+        done.signal()
+    }
+    func stop() {
+        running.store(false, ordering: .relaxed)
+        for _ in 0..<count { _ = done.wait(timeout: .seconds(10)) }
+    }
+}
+
+@Suite("Virtual time: scenarios repeat exactly")
+struct VirtualTimeScenarioTests {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Scenarios")
+
+    /// Everything a run reports, as bytes: the Perfetto timeline, the JUnit report, and each
+    /// step's title, outcome, detail and (virtual) duration.
+    static func outputs(_ result: ScenarioResult) throws -> (timeline: Data, junit: String, steps: [String]) {
+        (try ScenarioReports.chromeTrace([result]), ScenarioReports.junit([result]),
+         result.steps.map { "\($0.title) \($0.passed) \($0.duration) \($0.detail) \($0.failure ?? "")" })
+    }
+
+    /// Runs `file` in virtual time twice — the second time with two CPU hogs beside it — and
+    /// expects the same bytes from both.
+    static func expectRepeats(_ file: ScenarioFile, _ name: String) throws {
+        var file = file
+        file.clock = .virtual
+        let quiet = try ScenarioRunner(file).run()
+        #expect(quiet.passed, "\(name): \(quiet.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
+        let hogs = try CPUHogs(2)
+        let loaded = try ScenarioRunner(file).run()
+        hogs.stop()
+        let (a, b) = (try outputs(quiet), try outputs(loaded))
+        #expect(a.steps == b.steps, "\(name): the steps differ")
+        #expect(a.junit == b.junit, "\(name): the JUnit reports differ")
+        #expect(a.timeline == b.timeline, "\(name): the timelines differ (\(a.timeline.count) and \(b.timeline.count) bytes)")
+        #expect(quiet.trace.map { "\($0.time) \($0)" } == loaded.trace.map { "\($0.time) \($0)" }, "\(name): the traces differ")
+    }
+
+    @Test("every scenario in Scenarios/, in virtual time, twice (once beside two CPU hogs): byte-identical timelines, reports and traces",
+          .timeLimit(.minutes(5)))
+    func shippedScenariosRepeat() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.folder.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(files.count >= 10)
+        for name in files {
+            try Self.expectRepeats(try ScenarioParser.parse(file: Self.folder.appendingPathComponent(name).path), name)
+        }
+    }
+
+    @Test("a seeded fault-injection scenario (random payloads, lost and delayed kicks, a corrupt vring, a crash and recovery) repeats exactly in virtual time",
+          .timeLimit(.minutes(2)))
+    func seededFaultsRepeat() throws {
+        let file = try ScenarioParser.parse("""
+            name: seeded faults
+            firmware: echo
+            arch: rv32
+            vars: { seed: 2026 }
+            steps:
+              - boot
+              - expect: { announce: rpmsg-echo, within: 1s }
+              - repeat:
+                  for: size
+                  in: [16, 200, 496]
+                  steps:
+                    - send: { to: rpmsg-echo, random: { size: "${size}", seed: "${seed}" } }
+                    - expect: { random: { size: "${size}", seed: "${seed}" }, within: 1s }
+              - delay-kicks: { to: host, by: 3ms }
+              - send: { to: rpmsg-echo, text: slow, count: 20 }
+              - expect: { received: slow, count: 20, within: 2s }
+              - delay-kicks: { to: host, by: 0ms }
+              - drop-kicks: { to: remote, count: 1 }
+              - send: { to: rpmsg-echo, text: lost }
+              - send: { to: rpmsg-echo, text: found }
+              - expect: { received: found, within: 1s }
+              - corrupt: { vring: 0, field: desc-len, value: 8 }
+              - send: { to: rpmsg-echo, text: into-garbage }
+              - expect: { malformed: 1, within: 1s }
+              - inject: { crash: panic, code: 0xBAD }
+              - expect: { crash: panic, within: 1s }
+              - recover
+              - expect: { announce: rpmsg-echo, within: 1s }
+              - send: { to: rpmsg-echo, text: back }
+              - expect: { received: back, within: 1s }
+              - shutdown
+            """, path: "seeded-faults.yaml")
+        try Self.expectRepeats(file, "seeded faults")
+    }
+}
+
 @Suite("Scenario with a debugger", .serialized)
 struct ScenarioDebuggerTests {
     @Test("a scenario's debug option serves GDB on its port; with wait: false the steps run without a debugger", .timeLimit(.minutes(1)))
