@@ -410,10 +410,7 @@ public final class Mailbox: Sendable {
     ///   ends the park too (WAIT then returns 0 and the core halts between runs, still gated).
     public func waitForInterrupt(timeout: Duration? = nil, releasingForDebugger: Bool = false) -> UInt32 {
         var deadline = timeout.map { clock.now + $0 }
-        // The board's waiters look when the core is about to block, not on a WAIT that returns
-        // at once (PENDING already set): a core spinning on one must not wake them every time.
-        var announced = false
-        return whileIdle(announcing: false) {
+        return whileIdle {
             while true {
                 let (pending, stop, breakWait, gated, powerEvent) = state.withLock { s in
                     defer { s.breakWait = false }
@@ -427,10 +424,6 @@ public final class Mailbox: Sendable {
                 }
                 if pending != 0 || powerEvent { return pending }
                 if let deadline, clock.now >= deadline { return 0 }
-                if !announced {
-                    announced = true
-                    idleWaiters?.changed()
-                }
                 _ = clock.wait(for: wake, until: deadline)
             }
         }
@@ -438,11 +431,9 @@ public final class Mailbox: Sendable {
 
     /// Runs `body` (a wait of native firmware's own) as time the core spends idle: the watchdog
     /// does not count it, and the board's waiters look at memory as when the core WAITs.
-    /// - Parameter announcing: wake the board's waiters now (``waitForInterrupt(timeout:releasingForDebugger:)``
-    ///   does it itself, once it is about to block).
-    public func whileIdle<T>(announcing: Bool = true, _ body: () throws -> T) rethrows -> T {
+    public func whileIdle<T>(_ body: () throws -> T) rethrows -> T {
         state.withLock { $0.blockedSince = clock.now }
-        if announcing { idleWaiters?.changed() }
+        idleWaiters?.changed()
         defer {
             state.withLock { s in
                 if let since = s.blockedSince { s.blocked += clock.now - since }
