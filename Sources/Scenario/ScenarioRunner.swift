@@ -12,7 +12,10 @@ public struct StepResult: Sendable {
     public var title: String
     public var location: SourceLocation
     public var passed: Bool
+    /// How long the step took on the board's clock (virtual time on a virtual-time board).
     public var duration: Duration
+    /// How long it took on the host's clock (the same as ``duration`` in real time).
+    public var wallDuration: Duration = .zero
     /// What happened (state change, rates, …).
     public var detail: String
     /// Why it failed: expected, what came instead.
@@ -29,6 +32,9 @@ public struct ScenarioResult: Sendable {
     public var firmware: String
     public var steps: [StepResult]
     public var duration: Duration
+    /// The run's length on the host's clock, and the board's kind of time.
+    public var wallDuration: Duration = .zero
+    public var clock: BoardClock = .realTime
     /// The board's trace (for `--trace` and failure reports).
     public var trace: [TraceEvent]
     /// Steps after a failure, which were not run (listed as skipped in reports).
@@ -121,7 +127,8 @@ public final class ScenarioRunner {
         // board's threads run in lockstep (one at a time, in a fixed order) until the run ends.
         clock.join()
         defer { clock.leave() }
-        let started = clock.now
+        let wall = RealTimeClock.shared
+        let started = clock.now, wallStarted = wall.now
         var results: [StepResult] = []
         var kept: PostMortem?
         func keep() {
@@ -132,7 +139,7 @@ public final class ScenarioRunner {
         }
         for (step, location) in file.steps {
             let before = processor.state
-            let stepStart = clock.now
+            let stepStart = clock.now, wallStart = wall.now
             var result: StepResult
             do {
                 let detail = try perform(step)
@@ -144,6 +151,7 @@ public final class ScenarioRunner {
                 result = StepResult(title: step.title, location: location, passed: false, duration: clock.now - stepStart, detail: "",
                                     failure: "\(error)", dump: board.inspector.dump())
             }
+            result.wallDuration = wall.now - wallStart
             if !result.passed { keep() }
             results.append(result)
             progress(result)
@@ -163,9 +171,12 @@ public final class ScenarioRunner {
         if postMortem == .always { keep() }
         teardown()
         let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { (title: $0.step.title, location: $0.location) }
-        return ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
-                              duration: clock.now - started, trace: board.trace.events, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
-                              postMortem: kept)
+        var outcome = ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
+                                     duration: clock.now - started, trace: board.trace.events, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
+                                     postMortem: kept)
+        outcome.wallDuration = wall.now - wallStarted
+        outcome.clock = file.clock
+        return outcome
     }
 
     struct Failure: Error, CustomStringConvertible {

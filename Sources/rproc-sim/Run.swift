@@ -300,7 +300,9 @@ struct ScenarioPrinter: Sendable {
         let result = runner.run { step in
             if progress { print("\r\u{1B}[2K", terminator: "") }
             let mark = step.passed ? paint("✓", "32") : paint("✗", "31")
-            emitPainted("  \(mark) " + Terminal.shown(pad(step.title, 36) + pad(format(step.duration), 10) + step.detail))
+            // In virtual time the step's wall-clock time follows its board time.
+            let time = scenario.clock == .virtual ? pad(format(step.duration), 10) + pad("wall " + format(step.wallDuration), 15) : pad(format(step.duration), 10)
+            emitPainted("  \(mark) " + Terminal.shown(pad(step.title, 36) + time + step.detail))
             if let failure = step.failure { emitPainted(paint(Terminal.shown("      " + failure), "31")) }
             if dumps, let dump = step.dump {
                 emit("      board when the step failed:")
@@ -315,7 +317,8 @@ struct ScenarioPrinter: Sendable {
             emitPainted(paint(Terminal.shown("✗ \(result.steps.filter { !$0.passed }.count) of \(scenario.steps.count) steps failed (\(failing.location))"
                        + (result.notRun.isEmpty ? "" : ", \(result.notRun.count) not run")), "31"))
         } else {
-            emitPainted(paint("✓ \(result.steps.count) steps passed in \(format(result.duration))", "32"))
+            emitPainted(paint("✓ \(result.steps.count) steps passed in \(format(result.duration))"
+                              + (result.clock == .virtual ? " of virtual time (wall \(format(result.wallDuration)))" : ""), "32"))
         }
         if verbose { for event in result.trace { emit("    \(event)") } }
         return result
@@ -341,6 +344,8 @@ struct RunSummary: Encodable {
         /// passed, failed or skipped.
         var status: String
         var seconds: Double
+        /// The host's clock: differs from `seconds` only in virtual time (and from run to run).
+        var wallSeconds: Double
         var detail: String
         var failure: String?
     }
@@ -353,7 +358,10 @@ struct RunSummary: Encodable {
         /// passed, failed or flaky (failed, then passed on a retry).
         var status: String
         var attempts: Int
+        /// real-time or virtual.
+        var clock: String
         var seconds: Double
+        var wallSeconds: Double
         var steps: [Step]
     }
     var schema = 1
@@ -366,15 +374,15 @@ struct RunSummary: Encodable {
             let r = outcome.result
             let ran = r.steps.map { s in
                 Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: s.passed ? "passed" : "failed",
-                     seconds: s.duration.inSeconds, detail: s.detail, failure: s.failure)
+                     seconds: s.duration.inSeconds, wallSeconds: s.wallDuration.inSeconds, detail: s.detail, failure: s.failure)
             }
             let skipped = r.notRun.map { s in
                 Step(title: s.title, file: s.location.file, line: s.location.line, column: s.location.column, status: "skipped",
-                     seconds: 0, detail: "", failure: nil)
+                     seconds: 0, wallSeconds: 0, detail: "", failure: nil)
             }
             return Scenario(name: r.name, path: r.path, firmware: r.firmware, host: outcome.file.host.rawValue, tags: outcome.file.tags,
                             status: outcome.flaky ? "flaky" : outcome.passed ? "passed" : "failed", attempts: outcome.attempts.count,
-                            seconds: r.duration.inSeconds, steps: ran + skipped)
+                            clock: r.clock.rawValue, seconds: r.duration.inSeconds, wallSeconds: r.wallDuration.inSeconds, steps: ran + skipped)
         }
     }
 

@@ -222,6 +222,9 @@ struct ScenarioParserTests {
         ("name: x\nfirmware: echo\narch: rv32\ndebug: { wait: false }\nsteps: [boot]\n", 4, 8, "debug needs a 'port'"),
         ("name: x\nfirmware: echo\narch: rv32\ndebug: { port: 3333, halt: yes }\nsteps: [boot]\n", 4, 22, "unknown field 'halt'"),
         ("name: x\nfirmware: echo\narch: rv32\ndebug: { port: 3333, wait: maybe }\nsteps: [boot]\n", 4, 28, "debug.wait"),
+        ("name: x\nfirmware: echo\narch: native\nboard: { clock: fast }\nsteps: [boot]\n", 4, 17, "board.clock must be real-time"),
+        ("name: x\nfirmware: echo\narch: native\nboard: { host-interrupts: thread, clock: virtual }\nsteps: [boot]\n", 4, 27,
+         "host-interrupts: thread needs real time"),
     ])
     func errors(yaml: String, line: Int, column: Int, message: String) throws {
         let error = try #require(parseError(yaml), "accepted:\n\(yaml)")

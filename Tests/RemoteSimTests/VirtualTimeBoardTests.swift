@@ -1,0 +1,82 @@
+import FirmwareKit
+import MetalIO
+import Remoteproc
+@testable import RemoteSim
+import Testing
+import Virtio
+
+/// A board in virtual time, with the test's thread in its schedule (call `clock.leave()` at the end).
+private func virtualBoard(_ program: String, _ architecture: FirmwareArchitecture) throws -> (Board, RemoteProcessor, VirtualClock) {
+    let elf = try FirmwareBuilder.forThisPackage().build(program: program, architecture: architecture)
+    let clock = VirtualClock()
+    clock.join()
+    let board = try Board(firmware: EmulatedCPU(architecture.cpu), clock: clock)
+    let processor = try board.makeProcessor()
+    try processor.configure()
+    try processor.load(elf.path, from: FileImageStore())
+    try processor.start()
+    return (board, processor, clock)
+}
+
+@Suite("A board in virtual time")
+struct VirtualTimeBoardTests {
+    @Test("a host interrupt thread is refused with virtual time, with a clear error")
+    func threadedInterruptsRefused() throws {
+        #expect {
+            _ = try Board(firmware: EchoFirmware(), hostInterrupts: .thread, clock: VirtualClock())
+        } throws: { error in
+            guard let error = error as? BoardError, case .realTimeOnly = error.kind else { return false }
+            return "\(error)".contains("needs real time")
+        }
+        // Poll mode (no thread) and inline delivery are fine.
+        _ = try Board(firmware: EchoFirmware(), pollMode: true, clock: VirtualClock())
+        _ = try Board(firmware: EchoFirmware(), clock: VirtualClock())
+    }
+
+    @Test("a busy core's instructions are its time: the watchdog fires 20 ms of core time after the last kick, not after a host-side wait",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func busyLoopWatchdog(architecture: FirmwareArchitecture) throws {
+        let (board, processor, clock) = try virtualBoard("hang", architecture)
+        defer { clock.leave() }
+        // The host waits for the crash, with a deadline far beyond it: the busy core cannot hold
+        // time back (its runs end at the watchdog's deadline), and nothing waits in wall time.
+        #expect(board.wait(upTo: .seconds(60)) { processor.state == .crashed })
+        #expect(processor.crashReport?.kind == .watchdog)
+        let events = board.trace.events
+        let armed = try #require(events.last { if case .watchdog = $0.kind { true } else { false } })
+        let crashed = try #require(events.first { if case .crash = $0.kind { true } else { false } })
+        let after = crashed.time - armed.time
+        #expect(after >= .milliseconds(20) && after < .milliseconds(21), "\(after)")
+        #expect(clock.now.sinceOrigin < .seconds(1))
+        try processor.shutdown()
+    }
+
+    @Test("emulated instructions advance the clock: an echo round trip costs the host's send plus the firmware's instructions, the same on every run",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func echoTime(architecture: FirmwareArchitecture) throws {
+        func run() throws -> (perTrip: Duration, trace: [String]) {
+            let (board, processor, clock) = try virtualBoard("echo", architecture)
+            defer { clock.leave() }
+            guard let rpmsg = try processor.attachHostRPMsg().device else { throw BoardError("test", .noProcessor) }
+            #expect(board.wait(upTo: .seconds(1)) { !rpmsg.announcedServices.isEmpty })
+            let service = try #require(rpmsg.announcedServices.first)
+            let replies = MetalMutex(0)
+            let endpoint = try rpmsg.createEndpoint(destination: service.address) { _ in replies.withLock { $0 += 1 } }
+            let start = clock.now
+            for i in 1...100 {
+                try board.send(Array("ping \(i)".utf8), through: endpoint, timeout: .seconds(1))
+                #expect(board.wait(upTo: .seconds(1)) { replies.withLock { $0 } == i })
+            }
+            let perTrip = (clock.now - start) / 100
+            let trace = board.trace.events.map { "\($0.time) \($0)" }
+            try processor.shutdown()
+            return (perTrip, trace)
+        }
+        let first = try run()
+        // 10 µs of host send, then a few hundred instructions at 100 MHz (10 ns each).
+        #expect(first.perTrip > .microseconds(11) && first.perTrip < .microseconds(30), "\(first.perTrip)")
+        let second = try run()
+        #expect(second.perTrip == first.perTrip)
+        #expect(second.trace == first.trace)
+    }
+}
