@@ -10,7 +10,7 @@ struct Bench: ParsableCommand {
         discussion: "Build with -c release for meaningful figures: swift run -c release rproc-sim bench"
     )
 
-    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated, debug, power }
+    enum Suite: String, CaseIterable, ExpressibleByArgument { case load, rpmsg, board, emulated, debug, power, virtual }
 
     @Option(name: .customLong("suite"), help: "Which benchmarks to run: \(Suite.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable; default: all).")
     var suites: [Suite] = []
@@ -49,6 +49,7 @@ struct Bench: ParsableCommand {
         var emulated: EmulatedBench.Report?
         var debug: [DebugBench.Result]?
         var power: PowerBench.Report?
+        var virtualTime: VirtualTimeBench.Report?
     }
 
     struct Result: Codable {
@@ -94,6 +95,9 @@ struct Bench: ParsableCommand {
         }
         if chosen.contains(.power) {
             report.power = try PowerBench.run(cycles: max(iterations * 10, 100), idleSeconds: idleSeconds)
+        }
+        if chosen.contains(.virtual) {
+            report.virtualTime = try VirtualTimeBench.run(roundTrips: min(roundTrips, 5_000))
         }
         if json {
             let encoder = JSONEncoder()
@@ -181,6 +185,7 @@ struct Bench: ParsableCommand {
                       + String(format: "running idle %5.2f %%   suspended %5.2f %%   (%.0f s each)", c.runningIdlePercent, c.suspendedPercent, c.seconds))
             }
         }
+        if let virtual = report.virtualTime { VirtualTimeBench.print(virtual) }
         for (name, pingPong) in [("futex", report.futexPingPong), ("spin ", report.spinPingPong)] {
             guard let pingPong else { continue }
             print(String(format: "Reference: %@ ping-pong between two threads   %10.0f rt/s   per round trip: %5.2f µs CPU, %4.2f voluntary context switches",

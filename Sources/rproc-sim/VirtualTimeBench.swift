@@ -1,0 +1,175 @@
+import FirmwareKit
+import Foundation
+import MetalIO
+import Remoteproc
+import RemoteSim
+import RPMsg
+import Scenario
+
+/// Virtual time against real time, in one run: the same echo through the board (native and
+/// emulated firmware), the same emulated compute loop and the shipped scenario folder, each in
+/// both modes — wall-clock rates side by side, and how much board time a second of wall time
+/// covers in virtual time.
+enum VirtualTimeBench {
+    struct Echo: Codable {
+        var firmware: String
+        var realTimeRoundTripsPerSecond: Double
+        /// Round trips per second of wall time in virtual time.
+        var virtualRoundTripsPerSecond: Double
+        /// Board seconds per wall second, virtual time.
+        var virtualSecondsPerWallSecond: Double
+    }
+    struct Compute: Codable {
+        var architecture: String
+        var realTimeInstructionsPerSecond: Double
+        var virtualInstructionsPerSecond: Double
+        var virtualSecondsPerWallSecond: Double
+    }
+    struct ScenarioRun: Codable {
+        var file: String
+        var realTimeWallSeconds: Double
+        var virtualWallSeconds: Double
+        /// Board time the run covered in virtual time.
+        var virtualBoardSeconds: Double
+    }
+    struct Report: Codable {
+        var echo: [Echo]
+        var compute: [Compute]
+        var scenarios: [ScenarioRun]
+    }
+
+    /// A board on a fresh clock of `kind`, with this thread in its schedule while `body` runs.
+    private static func withBoard<R>(_ firmware: any FirmwareProgram, _ kind: BoardClock, load: (RemoteProcessor) throws -> Void,
+                                     _ body: (Board, RemoteProcessor, any WaitClock) throws -> R) throws -> R {
+        let clock = kind.make()
+        clock.join()
+        defer { clock.leave() }
+        let board = try Board(firmware: firmware, clock: clock)
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try load(processor)
+        try processor.start()
+        defer { try? processor.shutdown() }
+        return try body(board, processor, clock)
+    }
+
+    /// `count` 16-byte echoes through the board: (round trips per wall second, board seconds they took).
+    private static func echo(_ firmware: any FirmwareProgram, _ kind: BoardClock, count: Int, load: (RemoteProcessor) throws -> Void) throws
+        -> (perSecond: Double, boardSeconds: Double) {
+        try withBoard(firmware, kind, load: load) { board, processor, clock in
+            guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
+            board.trace.wakeWaiters(onActivityOf: rpmsg)
+            guard board.wait(upTo: .seconds(30), until: { rpmsg.announcedServices.contains { $0.name == "rpmsg-echo" } }) else {
+                throw BenchError("no announcement of rpmsg-echo")
+            }
+            let reply = WakeSignal()
+            let endpoint = try rpmsg.createEndpoint(destination: rpmsg.announcedServices.first { $0.name == "rpmsg-echo" }!.address) { _ in
+                reply.signal()
+            }
+            let payload = [UInt8](repeating: 0x42, count: 16)
+            let boardStart = clock.now
+            let perSecond = try BenchHarness.rate(count) {
+                for _ in 0..<count {
+                    try board.send(payload, through: endpoint, timeout: .seconds(10))
+                    guard clock.wait(for: reply, timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
+                }
+            }
+            return (perSecond, (clock.now - boardStart).inSeconds)
+        }
+    }
+
+    /// The compute program's 200 M instructions: (instructions per wall second, board seconds).
+    private static func compute(elf: URL, cpu: CPUArchitecture, _ kind: BoardClock) throws -> (perSecond: Double, boardSeconds: Double) {
+        let clock = kind.make()
+        clock.join()
+        defer { clock.leave() }
+        let board = try Board(firmware: EmulatedCPU(cpu), clock: clock)
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        let boardStart = clock.now
+        let rate = try BenchHarness.rate(4 * 50_000_000) {
+            try processor.start()
+            guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix("compute: done") } }) else {
+                throw BenchError("compute: done did not come")
+            }
+        }
+        let boardSeconds = (clock.now - boardStart).inSeconds
+        try processor.shutdown()
+        return (rate, boardSeconds)
+    }
+
+    static func run(roundTrips: Int) throws -> Report {
+        let source = try FirmwareBuilder.locateSourceRoot()
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-vt-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let builder = try FirmwareBuilder(sourceRoot: source, outputDirectory: scratch)
+
+        var echoes: [Echo] = []
+        let native = BoardBench.image
+        let nativeImage = try native()
+        let loadNative: (RemoteProcessor) throws -> Void = { try $0.load("fw", from: MemoryImageStore(["fw": nativeImage])) }
+        let nativeReal = try echo(EchoFirmware(), .realTime, count: roundTrips, load: loadNative)
+        let nativeVirtual = try echo(EchoFirmware(), .virtual, count: roundTrips, load: loadNative)
+        echoes.append(Echo(firmware: "echo, native", realTimeRoundTripsPerSecond: nativeReal.perSecond,
+                           virtualRoundTripsPerSecond: nativeVirtual.perSecond,
+                           virtualSecondsPerWallSecond: nativeVirtual.boardSeconds * nativeVirtual.perSecond / Double(roundTrips)))
+        var computes: [Compute] = []
+        for architecture in FirmwareArchitecture.allCases {
+            let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
+            let echoELF = try builder.build(program: "echo", architecture: architecture)
+            let loadELF: (RemoteProcessor) throws -> Void = { try $0.load(echoELF.path, from: FileImageStore()) }
+            let real = try echo(EmulatedCPU(cpu), .realTime, count: roundTrips, load: loadELF)
+            let virtual = try echo(EmulatedCPU(cpu), .virtual, count: roundTrips, load: loadELF)
+            echoes.append(Echo(firmware: "echo, \(architecture.rawValue)", realTimeRoundTripsPerSecond: real.perSecond,
+                               virtualRoundTripsPerSecond: virtual.perSecond,
+                               virtualSecondsPerWallSecond: virtual.boardSeconds * virtual.perSecond / Double(roundTrips)))
+            let computeELF = try builder.build(program: "compute", architecture: architecture)
+            let realCompute = try compute(elf: computeELF, cpu: cpu, .realTime)
+            let virtualCompute = try compute(elf: computeELF, cpu: cpu, .virtual)
+            computes.append(Compute(architecture: architecture.rawValue, realTimeInstructionsPerSecond: realCompute.perSecond,
+                                    virtualInstructionsPerSecond: virtualCompute.perSecond,
+                                    virtualSecondsPerWallSecond: virtualCompute.boardSeconds * virtualCompute.perSecond / 200_000_000))
+        }
+
+        // The shipped scenarios, each in both modes.
+        let folder = source.deletingLastPathComponent().appendingPathComponent("Scenarios")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        var scenarios: [ScenarioRun] = []
+        for name in files {
+            var file = try ScenarioParser.parse(file: folder.appendingPathComponent(name).path)
+            guard file.hostInterrupts != .thread else { continue }
+            file.clock = .realTime
+            let real = try ScenarioRunner(file).run()
+            file.clock = .virtual
+            let virtual = try ScenarioRunner(file).run()
+            guard real.passed, virtual.passed else { throw BenchError("\(name) failed: \(real.failure?.failure ?? virtual.failure?.failure ?? "")") }
+            scenarios.append(ScenarioRun(file: name, realTimeWallSeconds: real.wallDuration.inSeconds, virtualWallSeconds: virtual.wallDuration.inSeconds,
+                                         virtualBoardSeconds: virtual.duration.inSeconds))
+        }
+        return Report(echo: echoes, compute: computes, scenarios: scenarios)
+    }
+
+    static func print(_ report: Report) {
+        Swift.print("Virtual time against real time (wall-clock rates in this run; board time per wall second in virtual time)")
+        for e in report.echo {
+            Swift.print(String(format: "  %-18@ echo          real time %8.0f rt/s   virtual %8.0f rt/s (%.2f×)   %.3f board s per wall s",
+                               e.firmware, e.realTimeRoundTripsPerSecond, e.virtualRoundTripsPerSecond,
+                               e.virtualRoundTripsPerSecond / e.realTimeRoundTripsPerSecond, e.virtualSecondsPerWallSecond))
+        }
+        for c in report.compute {
+            Swift.print(String(format: "  %-18@ compute loop  real time %8.0f M insn/s virtual %8.0f M insn/s (%.2f×)   %.2f board s per wall s",
+                               c.architecture, c.realTimeInstructionsPerSecond / 1e6, c.virtualInstructionsPerSecond / 1e6,
+                               c.virtualInstructionsPerSecond / c.realTimeInstructionsPerSecond, c.virtualSecondsPerWallSecond))
+        }
+        var real = 0.0, virtual = 0.0
+        for s in report.scenarios {
+            real += s.realTimeWallSeconds
+            virtual += s.virtualWallSeconds
+            Swift.print(String(format: "  %-30@ real time %7.3f s wall   virtual %7.3f s wall for %8.3f s of board time (%.2f× real time)",
+                               s.file, s.realTimeWallSeconds, s.virtualWallSeconds, s.virtualBoardSeconds,
+                               s.virtualBoardSeconds / max(s.virtualWallSeconds, 1e-9)))
+        }
+        Swift.print(String(format: "  Scenarios/ (%d files): real time %.2f s wall, virtual time %.2f s wall", report.scenarios.count, real, virtual))
+    }
+}
