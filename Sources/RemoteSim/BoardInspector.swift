@@ -61,6 +61,21 @@ public struct BoardInspector: Sendable {
     }
 
     /// The answer to a debugger's `monitor` command.
+    /// `monitor time`: the board's kind of time, where its clock stands and the core's own time
+    /// (what TICKS reads: time suspended does not count). In virtual time, time stands still
+    /// while the debugger holds the core.
+    public func time() -> String {
+        let clock = mailbox.clock
+        guard clock.isVirtual else { return "clock: real time (the host's monotonic clock)\ncore time (TICKS): \(mailbox.ticks) µs\n" }
+        return "clock: virtual time (it stands still while the debugger holds the core)\nboard time: \(Self.seconds(clock.now.sinceOrigin))\n"
+            + "core time (TICKS): \(mailbox.ticks) µs\n"
+    }
+
+    private static func seconds(_ d: Duration) -> String {
+        let nanoseconds = d.totalNanoseconds
+        return "\(nanoseconds / 1_000_000_000).\(String(format: "%09lld", nanoseconds % 1_000_000_000)) s"
+    }
+
     public func answer(monitor command: String) -> String {
         let words = command.split(separator: " ")
         if words.first == "dump" {
@@ -86,6 +101,7 @@ public struct BoardInspector: Sendable {
         case "trace": return traceTail(count ?? Self.defaultCount)
         case "console": return consoleTail(count ?? Self.defaultCount)
         case "irq": return mailbox.interruptReport ?? "this core has no interrupt controller (native firmware, or not running)\n"
+        case "time": return time()
         default:
             return """
                 monitor commands:
@@ -94,6 +110,7 @@ public struct BoardInspector: Sendable {
                   trace [N]    the last N board trace events (default \(Self.defaultCount))
                   console [N]  the last N console lines (default \(Self.defaultCount))
                   irq          interrupts: enabled, pending, active, priorities, timers
+                  time         the board's clock (real or virtual time) and the core's own time (TICKS)
                   dump FILE    write a core dump of the remote as it is now (rproc-sim debug --core FILE opens it)
 
                 """

@@ -80,3 +80,32 @@ struct VirtualTimeBoardTests {
         #expect(second.trace == first.trace)
     }
 }
+
+@Suite("A board in virtual time, debugged", .serialized)
+struct VirtualTimeDebuggerTests {
+    @Test("halting in the debugger stops virtual time for everything: monitor time reads the same before and after a wall-clock pause, and the busy core's watchdog fires only after gdb lets go",
+          .timeLimit(.minutes(2)), arguments: FirmwareArchitecture.allCases)
+    func haltStopsTime(architecture: FirmwareArchitecture) throws {
+        let elf = try FirmwareBuilder.forThisPackage().build(program: "hang", architecture: architecture)
+        let server = try GDBServer(architecture: architecture.cpu, startHalted: true)
+        defer { server.shutdown() }
+        let board = try Board(firmware: EmulatedCPU(architecture.cpu, debugger: server), clock: VirtualClock())
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load(elf.path, from: FileImageStore())
+        try processor.start()
+        defer { try? processor.shutdown() }
+        // gdb (outside the schedule) stops the spinning core in main's loop, reads the time, waits
+        // half a second of wall time, reads it again.
+        let output = try runGDB(elf: elf.path, port: server.port, commands: [
+            "break main", "continue", "monitor time", "shell sleep 0.5", "monitor time", "delete", "detach",
+        ])
+        let times = output.split(separator: "\n").filter { $0.hasPrefix("board time:") }
+        #expect(times.count == 2, "\(output)")
+        #expect(Set(times).count == 1, "time moved while the core was halted: \(times)")
+        #expect(output.contains("clock: virtual time"), "\(output)")
+        // Released, the core spins without kicking its watchdog: 20 ms of its time later it is a crash.
+        #expect(board.wait(upTo: .seconds(10)) { processor.state == .crashed })
+        #expect(processor.crashReport?.kind == .watchdog)
+    }
+}
