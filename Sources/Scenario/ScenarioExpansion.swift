@@ -14,7 +14,7 @@ extension ScenarioParser {
     /// column of the node it came from (in the included file for included steps).
     struct Expander {
         let reader: Reader
-        var steps: [(step: ScenarioStep, location: SourceLocation)] = []
+        var steps: [(step: ScenarioStep, location: SourceLocation, on: String?)] = []
         /// Loop iterations unrolled so far: loops over empty or nested bodies are bounded too,
         /// not just the steps they make.
         var iterations = 0
@@ -33,8 +33,8 @@ extension ScenarioParser {
                         continue
                     }
                 }
-                let resolved = try substitute(node, vars)
-                steps.append((try reader.step(resolved), reader.location(node)))
+                let (resolved, on) = try reader.target(try substitute(node, vars))
+                steps.append((try reader.step(resolved), reader.location(node), on))
                 guard steps.count <= ScenarioParser.maximumExpandedSteps else {
                     throw reader.error(node, "the scenario expands to more than \(ScenarioParser.maximumExpandedSteps) steps")
                 }

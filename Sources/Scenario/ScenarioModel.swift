@@ -107,6 +107,9 @@ public enum ScenarioStep: Hashable, Sendable {
     /// `path` (relative paths are from the scenario file's folder).
     case dump(path: String)
 
+    /// A step about no processor in particular (`wait`): a file with several needs no `on:` for it.
+    public var isSystemWide: Bool { if case .wait = self { true } else { false } }
+
     public var title: String {
         switch self {
         case .configure: "configure"
@@ -191,6 +194,60 @@ public struct ScenarioFile: Sendable {
     public var failOnLeftovers = false
     /// `tags: [smoke, m4]`: what `rproc-sim run --filter` can select the scenario by.
     public var tags: [String] = []
-    public var steps: [(step: ScenarioStep, location: SourceLocation)]
+    /// Each step, where it is written, and the processor it addresses (`on:`; `nil` in a file
+    /// with one processor, and for `wait`).
+    public var steps: [(step: ScenarioStep, location: SourceLocation, on: String?)]
+    /// `processors:`: the named processors of a system — each its own board and firmware, one
+    /// host, one clock (``clock``) — in the file's order; empty for a file with one processor
+    /// (the fields above describe it). The fields above then describe the first.
+    public var processors: [(name: String, config: Processor)] = []
+
+    /// One processor: its firmware and core, and its board.
+    public struct Processor: Sendable {
+        public var firmware: FirmwareChoice
+        /// `native`, `cortex-m4` or `rv32`.
+        public var architecture = "native"
+        public var pollMode = false
+        public var autosuspend: Duration?
+        public var coreClock: CoreClockRate?
+        public var faults: FaultHandling?
+        public var exactPCs = false
+        public var hostInterrupts: InterruptDelivery = .inline
+        public var clock: BoardClock = .realTime
+        public var codeSize: Int?
+        public var sramSize: Int?
+        public var sharedSize: Int?
+        /// Its own `host:` (else the file's).
+        public var host: HostPersonality?
+        public init(firmware: FirmwareChoice) { self.firmware = firmware }
+    }
+
+    /// Describes `processor` in the fields of a file with one processor.
+    mutating func apply(_ processor: Processor) {
+        firmware = processor.firmware
+        pollMode = processor.pollMode
+        autosuspend = processor.autosuspend
+        coreClock = processor.coreClock
+        faults = processor.faults
+        exactPCs = processor.exactPCs
+        hostInterrupts = processor.hostInterrupts
+        clock = processor.clock
+        codeSize = processor.codeSize
+        sramSize = processor.sramSize
+        sharedSize = processor.sharedSize
+        if let host = processor.host { self.host = host }
+    }
+
+    /// The file as processor `name` of a system sees it: its firmware and board, this file's
+    /// clock, host and settings, no steps.
+    func alone(_ name: String) -> ScenarioFile? {
+        guard let config = processors.first(where: { $0.name == name })?.config else { return nil }
+        var file = self
+        file.apply(config)
+        file.clock = clock
+        file.processors = []
+        file.steps = []
+        return file
+    }
 }
 

@@ -114,7 +114,8 @@ public enum ScenarioParser {
         let root = try compose(text, path: path)
         let p = Reader(path: path)
         guard let root, let top = root.mapping else { throw p.error(root, "expected a mapping with name, firmware and steps") }
-        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "tags", "vars", "steps"], context: "scenario")
+        try p.allowOnly(top, ["name", "firmware", "arch", "elf", "board", "host", "debug", "leftovers", "tags", "vars", "steps", "processors", "clock"],
+                        context: "scenario")
         var tags: [String] = []
         if let node = top["tags"] {
             guard let list = node.sequence else { throw p.error(node, "tags must be a list of words, e.g. [smoke, m4]") }
@@ -127,99 +128,161 @@ public enum ScenarioParser {
             }
         }
         let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        let givenArch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") }
-        if let givenArch, !architectures.contains(givenArch) {
-            throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(givenArch)'")
-        }
-        var arch = givenArch ?? "native"
-        let firmware: FirmwareChoice
-        if let elf = top["elf"] {
-            let file = try p.string(elf, "elf")
-            let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file).path
-            // The ELF decides: its e_machine and class name the core it was built for.
-            let built = try elfArchitecture(resolved, shown: file, node: elf, reader: p)
-            if let givenArch, givenArch != built {
-                throw p.error(top["arch"], "arch is \(givenArch) but '\(file)' is built for \(built) (its ELF header says so); drop arch or fix it")
+        /// What one processor is (the file's top level, or an entry of `processors:`): its
+        /// firmware and core, and its board.
+        func processor(_ top: Node.Mapping, root: Node) throws(ScenarioError) -> ScenarioFile.Processor {
+            let givenArch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") }
+            if let givenArch, !architectures.contains(givenArch) {
+                throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(givenArch)'")
             }
-            arch = built
-            firmware = .elf(path: resolved, architecture: arch)
-        } else {
-            guard let node = top["firmware"] else { throw p.error(root, "missing 'firmware' (a Firmware/ program or native model name) or 'elf'") }
-            let program = try p.string(node, "firmware")
-            if arch == "native" {
-                guard nativeModels.contains(program) else {
-                    throw p.error(node, "no native firmware '\(program)' (available: \(nativeModels.joined(separator: ", ")))")
+            var arch = givenArch ?? "native"
+            let firmware: FirmwareChoice
+            if let elf = top["elf"] {
+                let file = try p.string(elf, "elf")
+                let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file).path
+                // The ELF decides: its e_machine and class name the core it was built for.
+                let built = try elfArchitecture(resolved, shown: file, node: elf, reader: p)
+                if let givenArch, givenArch != built {
+                    throw p.error(top["arch"], "arch is \(givenArch) but '\(file)' is built for \(built) (its ELF header says so); drop arch or fix it")
                 }
-                firmware = .native(name: program)
+                arch = built
+                firmware = .elf(path: resolved, architecture: arch)
             } else {
-                guard ScenarioFirmware.programExists(program) else {
-                    throw p.error(node, "no Firmware/ program '\(program)' (available: \(ScenarioFirmware.programs().joined(separator: ", ")))")
+                guard let node = top["firmware"] else { throw p.error(root, "missing 'firmware' (a Firmware/ program or native model name) or 'elf'") }
+                let program = try p.string(node, "firmware")
+                if arch == "native" {
+                    guard nativeModels.contains(program) else {
+                        throw p.error(node, "no native firmware '\(program)' (available: \(nativeModels.joined(separator: ", ")))")
+                    }
+                    firmware = .native(name: program)
+                } else {
+                    guard ScenarioFirmware.programExists(program) else {
+                        throw p.error(node, "no Firmware/ program '\(program)' (available: \(ScenarioFirmware.programs().joined(separator: ", ")))")
+                    }
+                    firmware = .program(name: program, architecture: arch)
                 }
-                firmware = .program(name: program, architecture: arch)
             }
+            var pollMode = false
+            var autosuspend: Duration?
+            var coreClock: CoreClockRate?
+            var faults: FaultHandling?
+            var exactPCs = false
+            var hostInterrupts = InterruptDelivery.inline
+            var clock = BoardClock.realTime
+            var sizes: [String: Int] = [:]
+            if let board = top["board"] {
+                guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
+                try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "exact-pcs", "host-interrupts", "clock"], context: "board")
+                if let node = map["exact-pcs"] {
+                    exactPCs = try p.bool(node, "board.exact-pcs")
+                    guard !exactPCs || arch != "native" else { throw p.error(node, "board.exact-pcs is for an emulated CPU: set arch to cortex-m4 or rv32") }
+                }
+                if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
+                if let node = map["autosuspend"] {
+                    let delay = try p.duration(node, "board.autosuspend")
+                    guard delay >= .milliseconds(1) else { throw p.error(node, "board.autosuspend must be at least 1ms (the idle time before the remote is suspended)") }
+                    autosuspend = delay
+                }
+                if let node = map["core-clock"] {
+                    guard let text = node.scalar?.string, let rate = ScenarioParser.frequency(text) else {
+                        throw p.error(node, "board.core-clock must be a frequency such as 100MHz, 48MHz or 32768Hz, from 1kHz to 1GHz")
+                    }
+                    coreClock = rate
+                }
+                if let node = map["faults"] {
+                    guard let text = node.scalar?.string, let handling = FaultHandling(rawValue: text) else {
+                        throw p.error(node, "board.faults must be crash (a fault crashes the core) or vectored (it enters the firmware's fault handler)")
+                    }
+                    guard handling == .crash || arch != "native" else {
+                        throw p.error(node, "board.faults: vectored enters the fault handler of an emulated CPU: set arch to cortex-m4 or rv32")
+                    }
+                    faults = handling
+                }
+                if let node = map["host-interrupts"] {
+                    guard !pollMode else {
+                        throw p.error(node, "board.host-interrupts cannot be set with poll: true (kicks then reach the host only when the runner polls)")
+                    }
+                    guard let text = node.scalar?.string, let delivery = InterruptDelivery(rawValue: text), delivery != .poll else {
+                        throw p.error(node, "board.host-interrupts must be inline (the remote's kicks are handled on the core's thread) or thread (on a host interrupt thread)")
+                    }
+                    hostInterrupts = delivery
+                }
+                if let node = map["clock"] {
+                    guard let text = node.scalar?.string, let chosen = BoardClock(rawValue: text) else {
+                        throw p.error(node, "board.clock must be real-time (the host's clock) or virtual (lockstep, repeatable time)")
+                    }
+                    if chosen == .virtual, hostInterrupts == .thread, let threaded = map["host-interrupts"] {
+                        throw p.error(threaded, "board.host-interrupts: thread needs real time: a host interrupt thread would run beside the virtual-time schedule (use inline, or clock: real-time)")
+                    }
+                    clock = chosen
+                }
+                for name in ["code", "sram", "shared"] {
+                    guard let node = map[name] else { continue }
+                    guard let text = node.scalar?.string, let bytes = ScenarioParser.size(text), bytes >= 4096, bytes <= 256 << 20, bytes % 4096 == 0 else {
+                        throw p.error(node, "board.\(name) must be a size such as 256K or 1M: a multiple of 4K up to 256M")
+                    }
+                    sizes[name] = bytes
+                }
+            }
+            var config = ScenarioFile.Processor(firmware: firmware)
+            config.pollMode = pollMode
+            config.autosuspend = autosuspend
+            config.coreClock = coreClock
+            config.faults = faults
+            config.exactPCs = exactPCs
+            config.hostInterrupts = hostInterrupts
+            config.clock = clock
+            config.codeSize = sizes["code"]
+            config.sramSize = sizes["sram"]
+            config.sharedSize = sizes["shared"]
+            config.architecture = arch
+            return config
         }
-        var pollMode = false
-        var autosuspend: Duration?
-        var coreClock: CoreClockRate?
-        var faults: FaultHandling?
-        var exactPCs = false
-        var hostInterrupts = InterruptDelivery.inline
-        var clock = BoardClock.realTime
-        var sizes: [String: Int] = [:]
-        if let board = top["board"] {
-            guard let map = board.mapping else { throw p.error(board, "board must be a mapping") }
-            try p.allowOnly(map, ["poll", "code", "sram", "shared", "autosuspend", "core-clock", "faults", "exact-pcs", "host-interrupts", "clock"], context: "board")
-            if let node = map["exact-pcs"] {
-                exactPCs = try p.bool(node, "board.exact-pcs")
-                guard !exactPCs || arch != "native" else { throw p.error(node, "board.exact-pcs is for an emulated CPU: set arch to cortex-m4 or rv32") }
+        var processors: [(name: String, node: Node, config: ScenarioFile.Processor)] = []
+        let single: ScenarioFile.Processor
+        if let list = top["processors"] {
+            for key in ["firmware", "arch", "elf", "board", "debug"] where top[key] != nil {
+                throw p.error(top[key], "\(key) belongs inside each entry of processors: (a file has one processor at the top, or several under processors:)")
             }
-            if let poll = map["poll"] { pollMode = try p.bool(poll, "board.poll") }
-            if let node = map["autosuspend"] {
-                let delay = try p.duration(node, "board.autosuspend")
-                guard delay >= .milliseconds(1) else { throw p.error(node, "board.autosuspend must be at least 1ms (the idle time before the remote is suspended)") }
-                autosuspend = delay
+            guard let map = list.mapping, !map.isEmpty, map.count <= ScenarioParser.maximumProcessors else {
+                throw p.error(list, "processors must be a mapping of 1 to \(ScenarioParser.maximumProcessors) names to processors: { m4: { firmware: echo, arch: cortex-m4 }, … }")
             }
-            if let node = map["core-clock"] {
-                guard let text = node.scalar?.string, let rate = ScenarioParser.frequency(text) else {
-                    throw p.error(node, "board.core-clock must be a frequency such as 100MHz, 48MHz or 32768Hz, from 1kHz to 1GHz")
+            for (key, value) in map {
+                guard let name = key.scalar?.string, !name.isEmpty, name.count <= 32,
+                      name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+                    throw p.error(key, "a processor's name is a word of letters, digits, '-' or '_' (at most 32)")
                 }
-                coreClock = rate
+                guard let entry = value.mapping else { throw p.error(value, "processor \(name) must be a mapping: { firmware: …, arch: … }") }
+                try p.allowOnly(entry, ["firmware", "arch", "elf", "board", "host"], context: "processor \(name)")
+                if let board = entry["board"]?.mapping, let node = board["clock"] {
+                    throw p.error(node, "the clock is the system's: set clock: at the top of a file with processors:")
+                }
+                var config = try processor(entry, root: value)
+                if let node = entry["host"] {
+                    let hostName = try p.string(node, "host")
+                    guard let chosen = HostPersonality(rawValue: hostName) else {
+                        throw p.error(node, "host must be one of \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")), not '\(hostName)'")
+                    }
+                    config.host = chosen
+                }
+                processors.append((name, value, config))
             }
-            if let node = map["faults"] {
-                guard let text = node.scalar?.string, let handling = FaultHandling(rawValue: text) else {
-                    throw p.error(node, "board.faults must be crash (a fault crashes the core) or vectored (it enters the firmware's fault handler)")
-                }
-                guard handling == .crash || arch != "native" else {
-                    throw p.error(node, "board.faults: vectored enters the fault handler of an emulated CPU: set arch to cortex-m4 or rv32")
-                }
-                faults = handling
-            }
-            if let node = map["host-interrupts"] {
-                guard !pollMode else {
-                    throw p.error(node, "board.host-interrupts cannot be set with poll: true (kicks then reach the host only when the runner polls)")
-                }
-                guard let text = node.scalar?.string, let delivery = InterruptDelivery(rawValue: text), delivery != .poll else {
-                    throw p.error(node, "board.host-interrupts must be inline (the remote's kicks are handled on the core's thread) or thread (on a host interrupt thread)")
-                }
-                hostInterrupts = delivery
-            }
-            if let node = map["clock"] {
-                guard let text = node.scalar?.string, let chosen = BoardClock(rawValue: text) else {
-                    throw p.error(node, "board.clock must be real-time (the host's clock) or virtual (lockstep, repeatable time)")
-                }
-                if chosen == .virtual, hostInterrupts == .thread, let threaded = map["host-interrupts"] {
-                    throw p.error(threaded, "board.host-interrupts: thread needs real time: a host interrupt thread would run beside the virtual-time schedule (use inline, or clock: real-time)")
-                }
-                clock = chosen
-            }
-            for name in ["code", "sram", "shared"] {
-                guard let node = map[name] else { continue }
-                guard let text = node.scalar?.string, let bytes = ScenarioParser.size(text), bytes >= 4096, bytes <= 256 << 20, bytes % 4096 == 0 else {
-                    throw p.error(node, "board.\(name) must be a size such as 256K or 1M: a multiple of 4K up to 256M")
-                }
-                sizes[name] = bytes
-            }
+            single = processors[0].config
+        } else {
+            if let node = top["clock"] { throw p.error(node, "clock: at the top is for a file with processors: (one processor sets board: { clock: … })") }
+            single = try processor(top, root: root)
         }
+        var systemClock = BoardClock.realTime
+        if let node = top["clock"] {
+            guard let text = node.scalar?.string, let chosen = BoardClock(rawValue: text) else {
+                throw p.error(node, "clock must be real-time (the host's clock) or virtual (lockstep, repeatable time)")
+            }
+            if chosen == .virtual, let threaded = processors.first(where: { $0.config.hostInterrupts == .thread }) {
+                throw p.error(threaded.node, "processor \(threaded.name): host-interrupts: thread needs real time, and this file's clock is virtual")
+            }
+            systemClock = chosen
+        }
+        let firmware = single.firmware, arch = single.architecture
         var debug: DebuggerOptions?
         if let node = top["debug"] {
             guard arch != "native" else { throw p.error(node, "debug serves GDB for an emulated CPU: set arch to cortex-m4 or rv32") }
@@ -255,15 +318,38 @@ public enum ScenarioParser {
         if arch == "native", let debugStep = parsed.first(where: { if case .debug = $0.step { true } else { false } }) {
             throw ScenarioError(location: debugStep.location, message: "debug halts an emulated CPU for gdb: set arch to cortex-m4 or rv32")
         }
-        var file = ScenarioFile(path: path, name: name, firmware: firmware, pollMode: pollMode, codeSize: sizes["code"], sramSize: sizes["sram"],
-                            sharedSize: sizes["shared"], debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
-        file.autosuspend = autosuspend
-        file.coreClock = coreClock
-        file.faults = faults
-        file.exactPCs = exactPCs
-        file.hostInterrupts = hostInterrupts
-        file.clock = clock
+        var file = ScenarioFile(path: path, name: name, firmware: firmware, pollMode: single.pollMode, codeSize: single.codeSize, sramSize: single.sramSize,
+                                sharedSize: single.sharedSize, debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
+        file.apply(single)
+        if !processors.isEmpty {
+            file.processors = processors.map { (name: $0.name, config: $0.config) }
+            file.clock = systemClock
+        }
+        try ScenarioParser.checkTargets(file, reader: p)
         return file
+    }
+
+    /// The most processors a file may hold.
+    public static let maximumProcessors = 8
+
+    /// Every step's `on:` names a processor of the file; with several, every step but `wait` has one.
+    static func checkTargets(_ file: ScenarioFile, reader p: Reader) throws(ScenarioError) {
+        let names = file.processors.map(\.name)
+        for (step, location, on) in file.steps {
+            if let on {
+                guard !names.isEmpty else {
+                    throw ScenarioError(location: location, message: "on: \(on) names a processor, and this file has one (list them under processors: to have several)")
+                }
+                guard names.contains(on) else {
+                    throw ScenarioError(location: location, message: "on: no processor '\(on)' (processors: \(names.joined(separator: ", ")))")
+                }
+            } else if names.count > 1, !step.isSystemWide {
+                throw ScenarioError(location: location, message: "\(step.title): which processor? add on: (one of \(names.joined(separator: ", ")))")
+            }
+            if !names.isEmpty, case .debug = step {
+                throw ScenarioError(location: location, message: "debug is for a file with one processor (its core waits for gdb)")
+            }
+        }
     }
 
     /// "100MHz", "48 MHz", "32768Hz", "1GHz", "12.5MHz": a core clock the board accepts.
@@ -407,6 +493,20 @@ public enum ScenarioParser {
                 do { _ = try ScenarioRegex(pattern) } catch { throw self.error(value, "\(error)") }
                 return .regex(pattern)
             }
+        }
+
+        /// A step's `on: NAME` (the processor it addresses), taken out of its arguments: `send:
+        /// { on: m4, to: …, text: … }`; a word step takes it as `boot: { on: m4 }`.
+        func target(_ node: Node) throws(ScenarioError) -> (step: Node, on: String?) {
+            guard let map = node.mapping, map.count == 1, let (key, value) = map.first, let args = value.mapping,
+                  let onNode = args["on"] else { return (node, nil) }
+            let name = try string(onNode, "on")
+            let rest = args.filter { $0.key.scalar?.string != "on" }
+            if rest.isEmpty, let word = key.scalar?.string {
+                return (Node.scalar(Node.Scalar(word, .implicit, .any, key.mark)), name)
+            }
+            let trimmed = Node.Mapping(rest.map { ($0.key, $0.value) }, args.tag, args.style, args.mark)
+            return (Node.mapping(Node.Mapping([(key, Node.mapping(trimmed))], map.tag, map.style, map.mark)), name)
         }
 
         func step(_ node: Node) throws(ScenarioError) -> ScenarioStep {

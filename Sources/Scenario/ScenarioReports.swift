@@ -105,14 +105,13 @@ public enum ScenarioReports {
     }
 
     /// A Chrome/Perfetto trace-event timeline: a slice per step on the host track, instants for
-    /// the board's events on tracks for the remote core, the mailbox and RPMsg.
+    /// the board's events on tracks for the remote core, the mailbox and RPMsg — a set of tracks
+    /// per processor, named after it, when the scenario has several.
     public static func chromeTrace(_ results: [ScenarioResult]) throws -> Data {
         var events: [[String: Any]] = []
         for (pid, result) in results.enumerated() {
             events.append(["name": "process_name", "ph": "M", "pid": pid, "args": ["name": result.name]])
-            for (tid, name) in [(1, "host steps"), (2, "remote core"), (3, "mailbox"), (4, "rpmsg"), (5, "power"), (6, "interrupts")] {
-                events.append(["name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": ["name": name]])
-            }
+            events.append(["name": "thread_name", "ph": "M", "pid": pid, "tid": 1, "args": ["name": "host steps"]])
             var at = 0.0
             for step in result.steps {
                 let micros = step.duration.inMicroseconds
@@ -120,51 +119,67 @@ public enum ScenarioReports {
                                "args": ["passed": step.passed, "detail": step.detail, "failure": step.failure ?? ""]])
                 at += micros
             }
-            // Interrupt and trap handlers as slices, nested as they nest, on their own track. The
-            // trace keeps only its latest events, so a return whose entry was dropped is left out,
-            // and handlers still open at the end are closed there.
-            var openHandlers = 0
-            for event in result.trace {
-                let ts = event.time.inMicroseconds
-                let (tid, name): (Int, String)
-                switch event.kind {
-                case let .trap(entry):
-                    events.append(["name": entry.name, "ph": "B", "pid": pid, "tid": 6, "ts": ts,
-                                   "args": ["from": "\(entry.programCounter)", "handler": "\(entry.handler)"]])
-                    openHandlers += 1
-                    continue
-                case let .trapReturn(exit):
-                    guard openHandlers > 0 else { continue }
-                    events.append(["ph": "E", "pid": pid, "tid": 6, "ts": ts, "args": ["to": "\(exit.returnAddress)"]])
-                    openHandlers -= 1
-                    continue
-                case .stateChanged, .crash, .warning, .console: (tid, name) = (2, "\(event)")
-                case .power: (tid, name) = (5, "\(event)")
-                case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (3, "\(event)")
-                case .message: (tid, name) = (4, "\(event)")
-                }
-                events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])
-            }
-            if let last = result.trace.last?.time.inMicroseconds {
-                for _ in 0..<openHandlers { events.append(["ph": "E", "pid": pid, "tid": 6, "ts": last]) }
-            }
-            // Each suspension as a slice on the power track, from Running → Suspended until it left Suspended.
-            var suspendedAt: (time: Double, call: String)?
-            for event in result.trace {
-                guard case let .stateChanged(from, to, call) = event.kind else { continue }
-                let ts = event.time.inMicroseconds
-                if to == .suspended { suspendedAt = (ts, "\(call)") }
-                if from == .suspended, let start = suspendedAt {
-                    events.append(["name": "suspended", "ph": "X", "pid": pid, "tid": 5, "ts": start.time, "dur": max(ts - start.time, 1),
-                                   "args": ["ended by": "\(call)"]])
-                    suspendedAt = nil
-                }
-            }
-            if let start = suspendedAt, let last = result.trace.last {
-                events.append(["name": "suspended", "ph": "X", "pid": pid, "tid": 5, "ts": start.time,
-                               "dur": max(last.time.inMicroseconds - start.time, 1), "args": ["ended by": "the end of the scenario"]])
+            let boards = result.processorTraces.isEmpty ? [(name: "", trace: result.trace)] : result.processorTraces
+            for (index, board) in boards.enumerated() {
+                events += boardEvents(board.trace, named: board.name, pid: pid, tracks: 10 * index)
             }
         }
         return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [.sortedKeys])
+    }
+
+    /// One board's tracks (thread ids `tracks` + 2…7): its core, mailbox, RPMsg, power and
+    /// interrupt handlers, named after the processor when it has a name.
+    private static func boardEvents(_ trace: [TraceEvent], named processor: String, pid: Int, tracks: Int) -> [[String: Any]] {
+        var events: [[String: Any]] = []
+        let prefix = processor.isEmpty ? "" : processor + " · "
+        let (core, mailbox, rpmsg, power, interrupts) = (tracks + 2, tracks + 3, tracks + 4, tracks + 5, tracks + 6)
+        for (tid, name) in [(core, "remote core"), (mailbox, "mailbox"), (rpmsg, "rpmsg"), (power, "power"), (interrupts, "interrupts")] {
+            events.append(["name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": ["name": prefix + name]])
+        }
+        // Interrupt and trap handlers as slices, nested as they nest, on their own track. The
+        // trace keeps only its latest events, so a return whose entry was dropped is left out,
+        // and handlers still open at the end are closed there.
+        var openHandlers = 0
+        for event in trace {
+            let ts = event.time.inMicroseconds
+            let (tid, name): (Int, String)
+            switch event.kind {
+            case let .trap(entry):
+                events.append(["name": entry.name, "ph": "B", "pid": pid, "tid": interrupts, "ts": ts,
+                               "args": ["from": "\(entry.programCounter)", "handler": "\(entry.handler)"]])
+                openHandlers += 1
+                continue
+            case let .trapReturn(exit):
+                guard openHandlers > 0 else { continue }
+                events.append(["ph": "E", "pid": pid, "tid": interrupts, "ts": ts, "args": ["to": "\(exit.returnAddress)"]])
+                openHandlers -= 1
+                continue
+            case .stateChanged, .crash, .warning, .console: (tid, name) = (core, "\(event)")
+            case .power: (tid, name) = (power, "\(event)")
+            case .kickToHost, .kickToRemote, .invalidKick, .watchdog, .vdevWrite: (tid, name) = (mailbox, "\(event)")
+            case .message: (tid, name) = (rpmsg, "\(event)")
+            }
+            events.append(["name": String(name.drop { $0 != "]" }.dropFirst(2)), "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts])
+        }
+        if let last = trace.last?.time.inMicroseconds {
+            for _ in 0..<openHandlers { events.append(["ph": "E", "pid": pid, "tid": interrupts, "ts": last]) }
+        }
+        // Each suspension as a slice on the power track, from Running → Suspended until it left Suspended.
+        var suspendedAt: (time: Double, call: String)?
+        for event in trace {
+            guard case let .stateChanged(from, to, call) = event.kind else { continue }
+            let ts = event.time.inMicroseconds
+            if to == .suspended { suspendedAt = (ts, "\(call)") }
+            if from == .suspended, let start = suspendedAt {
+                events.append(["name": "suspended", "ph": "X", "pid": pid, "tid": power, "ts": start.time, "dur": max(ts - start.time, 1),
+                               "args": ["ended by": "\(call)"]])
+                suspendedAt = nil
+            }
+        }
+        if let start = suspendedAt, let last = trace.last {
+            events.append(["name": "suspended", "ph": "X", "pid": pid, "tid": power, "ts": start.time,
+                           "dur": max(last.time.inMicroseconds - start.time, 1), "args": ["ended by": "the end of the scenario"]])
+        }
+        return events
     }
 }

@@ -32,6 +32,8 @@ public struct ScenarioResult: Sendable {
     public var firmware: String
     public var steps: [StepResult]
     public var duration: Duration
+    /// Each processor's own trace, by name, for a scenario with several (``trace`` merges them).
+    public var processorTraces: [(name: String, trace: [TraceEvent])] = []
     /// The run's length on the host's clock, and the board's kind of time.
     public var wallDuration: Duration = .zero
     public var clock: BoardClock = .realTime
@@ -85,6 +87,17 @@ public final class ScenarioRunner {
     /// The GDB server of an emulated core, when one was asked for.
     public let gdb: GDBServer?
 
+    /// The runners of a system's other processors (`processors:` after the first), by name.
+    private var others: [(name: String, runner: ScenarioRunner)] = []
+
+    /// The runner of the processor a step names (`on:`): this one for the first, or when none is named.
+    private func remote(_ on: String?) -> ScenarioRunner {
+        on.flatMap { name in others.first { $0.name == name }?.runner } ?? self
+    }
+
+    /// Every processor's runner, in the file's order.
+    private var remotes: [ScenarioRunner] { [self] + others.map(\.runner) }
+
     /// When to keep a ``PostMortem`` in the result.
     public enum PostMortemPolicy: Sendable { case never, onFailure, always }
     public let postMortem: PostMortemPolicy
@@ -94,7 +107,21 @@ public final class ScenarioRunner {
     ///   the core waits halted at reset for the debugger.
     /// - Parameter postMortem: when to keep a ``PostMortem``. A run that may write a core dump (this,
     ///   or a `dump` step) keeps an emulated core's PC exact, so the dump names the instruction.
-    public init(_ file: ScenarioFile, gdbPort: UInt16? = nil, postMortem: PostMortemPolicy = .never) throws {
+    ///
+    /// A file with `processors:` gets a board per processor, all on one clock; each step runs on
+    /// the processor its `on:` names.
+    public convenience init(_ file: ScenarioFile, gdbPort: UInt16? = nil, postMortem: PostMortemPolicy = .never) throws {
+        let clock = file.clock.make()
+        try self.init(file, gdbPort: file.processors.isEmpty ? gdbPort : nil, postMortem: postMortem, clock: clock)
+        // The first processor is this runner's own board (the file's top-level fields describe it).
+        for (name, _) in file.processors.dropFirst() {
+            guard let alone = file.alone(name) else { continue }
+            others.append((name, try ScenarioRunner(alone, gdbPort: nil, postMortem: postMortem, clock: clock)))
+        }
+    }
+
+    /// A runner for `file`'s (first) processor, its board keeping time on `clock`.
+    private init(_ file: ScenarioFile, gdbPort: UInt16?, postMortem: PostMortemPolicy, clock: any WaitClock) throws {
         self.file = file
         self.postMortem = postMortem
         // (Native models have no CPU to debug: a command-line port is ignored for them.) A `debug`
@@ -111,8 +138,7 @@ public final class ScenarioRunner {
         if let size = file.codeSize { layout.code.size = size }
         if let size = file.sramSize { layout.sram.size = size }
         if let size = file.sharedSize { layout.shared.size = size }
-        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode, hostInterrupts: file.hostInterrupts,
-                          clock: file.clock.make())
+        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode, hostInterrupts: file.hostInterrupts, clock: clock)
         processor = try board.makeProcessor(host: file.host)
         processor.autosuspendDelay = file.autosuspend
         imagePath = path
@@ -131,52 +157,66 @@ public final class ScenarioRunner {
         let started = clock.now, wallStarted = wall.now
         var results: [StepResult] = []
         var kept: PostMortem?
-        func keep() {
+        func keep(_ remote: ScenarioRunner) {
             guard kept == nil, postMortem != .never else { return }
-            let dump = Result { try board.coreDump() }
+            let dump = Result { try remote.board.coreDump() }
             kept = PostMortem(coreDump: try? dump.get(), coreDumpError: { if case let .failure(error) = dump { "\(error)" } else { nil } }(),
-                              vrings: board.inspector.vrings(), imagePath: imagePath, imageBytes: imageBytes)
+                              vrings: remote.board.inspector.vrings(), imagePath: remote.imagePath, imageBytes: remote.imageBytes)
         }
-        for (step, location) in file.steps {
-            let before = processor.state
+        for (step, location, on) in file.steps {
+            let remote = remote(on)
+            let title = on.map { "\($0): " + step.title } ?? step.title
+            let before = remote.processor.state
             let stepStart = clock.now, wallStart = wall.now
             var result: StepResult
             do {
-                let detail = try perform(step)
-                let after = processor.state
+                let detail = try remote.perform(step)
+                let after = remote.processor.state
                 let transition = before == after ? "" : "\(before) → \(after)"
-                result = StepResult(title: step.title, location: location, passed: true, duration: clock.now - stepStart,
+                result = StepResult(title: title, location: location, passed: true, duration: clock.now - stepStart,
                                     detail: [transition, detail].filter { !$0.isEmpty }.joined(separator: " · "), failure: nil)
             } catch {
-                result = StepResult(title: step.title, location: location, passed: false, duration: clock.now - stepStart, detail: "",
-                                    failure: "\(error)", dump: board.inspector.dump())
+                result = StepResult(title: title, location: location, passed: false, duration: clock.now - stepStart, detail: "",
+                                    failure: "\(error)", dump: remote.board.inspector.dump())
             }
             result.wallDuration = wall.now - wallStart
-            if !result.passed { keep() }
+            if !result.passed { keep(remote) }
             results.append(result)
             progress(result)
             if !result.passed { break }
         }
-        if file.failOnLeftovers, results.allSatisfy(\.passed), inbox.count > 0 || inbox.dropped > 0 {
+        if file.failOnLeftovers, results.allSatisfy(\.passed), let remote = remotes.first(where: { $0.inbox.count > 0 || $0.inbox.dropped > 0 }) {
+            let inbox = remote.inbox
             let left = inbox.pending()
             let result = StepResult(title: "nothing left over", location: file.steps.last?.location ?? SourceLocation(file: file.path, line: 1, column: 1),
                                     passed: false, duration: .zero, detail: "",
                                     failure: "expected: every received message taken by an expectation (leftovers: fail)\n      saw:      \(left.count) left: "
                                         + left.prefix(5).map { readablePayload($0.payload, limit: 32) }.joined(separator: ", ") + (left.count > 5 ? ", …" : "")
                                         + (inbox.dropped > 0 ? " (and \(inbox.dropped) dropped unread: the queue was full)" : ""))
-            keep()
+            keep(remote)
             results.append(result)
             progress(result)
         }
-        if postMortem == .always { keep() }
-        teardown()
+        if postMortem == .always { keep(self) }
+        for remote in remotes.reversed() { remote.teardown() }
         let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { (title: $0.step.title, location: $0.location) }
-        var outcome = ScenarioResult(name: file.name, path: file.path, firmware: file.firmware.summary, steps: results,
-                                     duration: clock.now - started, trace: board.trace.events, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
+        // One trace: every board's events in time order (a system's boards share the clock).
+        let traces = file.processors.isEmpty ? [] : zip(file.processors, remotes).map { (name: $0.0.name, trace: $0.1.board.trace.events) }
+        let merged = traces.isEmpty ? board.trace.events
+            : traces.enumerated().flatMap { board, t in t.trace.enumerated().map { (board, $0.offset, $0.element) } }
+                .sorted { ($0.2.time, $0.0, $0.1) < ($1.2.time, $1.0, $1.1) }.map(\.2)
+        var outcome = ScenarioResult(name: file.name, path: file.path, firmware: summary, steps: results,
+                                     duration: clock.now - started, trace: merged, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
                                      postMortem: kept)
+        outcome.processorTraces = traces
         outcome.wallDuration = wall.now - wallStarted
         outcome.clock = file.clock
         return outcome
+    }
+
+    /// What runs: the firmware, or each processor's by name.
+    private var summary: String {
+        file.processors.isEmpty ? file.firmware.summary : file.processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
     }
 
     struct Failure: Error, CustomStringConvertible {

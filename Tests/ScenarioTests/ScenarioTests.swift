@@ -225,6 +225,12 @@ struct ScenarioParserTests {
         ("name: x\nfirmware: echo\narch: native\nboard: { clock: fast }\nsteps: [boot]\n", 4, 17, "board.clock must be real-time"),
         ("name: x\nfirmware: echo\narch: native\nboard: { host-interrupts: thread, clock: virtual }\nsteps: [boot]\n", 4, 27,
          "host-interrupts: thread needs real time"),
+        ("name: x\nclock: virtual\nprocessors:\n  a: { firmware: echo }\n  b: { firmware: echo }\nsteps:\n  - boot\n", 7, 5, "boot: which processor? add on:"),
+        ("name: x\nprocessors:\n  a: { firmware: echo }\nsteps:\n  - boot: { on: zz }\n", 5, 5, "on: no processor 'zz' (processors: a)"),
+        ("name: x\nfirmware: echo\narch: native\nsteps:\n  - boot: { on: a }\n", 5, 5, "names a processor, and this file has one"),
+        ("name: x\nfirmware: echo\nprocessors:\n  a: { firmware: echo }\nsteps: [boot]\n", 2, 11, "firmware belongs inside each entry of processors:"),
+        ("name: x\nprocessors:\n  a: { firmware: echo, board: { clock: virtual } }\nsteps: [boot]\n", 3, 40, "the clock is the system's"),
+        ("name: x\nfirmware: echo\nclock: virtual\nsteps: [boot]\n", 3, 8, "clock: at the top is for a file with processors:"),
     ])
     func errors(yaml: String, line: Int, column: Int, message: String) throws {
         let error = try #require(parseError(yaml), "accepted:\n\(yaml)")
@@ -614,6 +620,52 @@ private final class CPUHogs: Sendable {
     func stop() {
         running.store(false, ordering: .relaxed)
         for _ in 0..<count { _ = done.wait(timeout: .seconds(10)) }
+    }
+}
+
+@Suite("Scenarios with several processors")
+struct MultiProcessorScenarioTests {
+    @Test("processors: each its own firmware, core and board; on: addresses one, word steps take it as boot: { on: … }; wait needs none")
+    func parse() throws {
+        let file = try ScenarioParser.parse("""
+            name: two
+            clock: virtual
+            host: openamp
+            processors:
+              m4: { firmware: echo, arch: cortex-m4, board: { core-clock: 48MHz } }
+              nat: { firmware: sink, host: linux }
+            steps:
+              - boot: { on: m4 }
+              - send: { on: nat, to: rpmsg-sink, text: hi, count: 2 }
+              - wait: 1ms
+            """, path: "two.yaml")
+        #expect(file.processors.map(\.name) == ["m4", "nat"])
+        #expect(file.processors[0].config.architecture == "cortex-m4")
+        #expect(file.processors[0].config.coreClock == CoreClockRate(hertz: 48_000_000))
+        #expect(file.processors[1].config.host == .linux)
+        #expect(file.clock == .virtual)
+        #expect(file.steps.map(\.on) == ["m4", "nat", nil])
+        #expect(file.steps.map(\.step) == [.boot, .send(to: "rpmsg-sink", payload: Array("hi".utf8), count: 2), .wait(.milliseconds(1))])
+        #expect(file.steps[1].location.line == 9)
+    }
+
+    @Test("two processors under one virtual clock: each step on its own board, one merged trace in time order, a Perfetto track set per processor",
+          .timeLimit(.minutes(1)))
+    func run() throws {
+        let file = try ScenarioParser.parse(file: VirtualTimeScenarioTests.folder.appendingPathComponent("two-remotes-virtual.yaml").path)
+        let result = try ScenarioRunner(file).run()
+        #expect(result.passed, "\(result.failure.map { "\($0.title): \($0.failure ?? "")" } ?? "")")
+        #expect(result.processorTraces.map(\.name) == ["m4", "rv"])
+        #expect(result.processorTraces.allSatisfy { !$0.trace.isEmpty })
+        #expect(result.trace.count == result.processorTraces.reduce(0) { $0 + $1.trace.count })
+        #expect(zip(result.trace, result.trace.dropFirst()).allSatisfy { $0.time <= $1.time }, "merged in time order")
+        // The RV32 was suspended while the M4 echoed: its trace has the suspension, the M4's has none.
+        let suspended = result.processorTraces.map { t in t.trace.contains { if case .power = $0.kind { true } else { false } } }
+        #expect(suspended == [false, true])
+        let timeline = try JSONSerialization.jsonObject(with: try ScenarioReports.chromeTrace([result])) as? [String: Any]
+        let names = (timeline?["traceEvents"] as? [[String: Any]] ?? []).compactMap { ($0["args"] as? [String: Any])?["name"] as? String }
+        #expect(names.contains("m4 · remote core") && names.contains("rv · remote core"), "\(names)")
+        #expect(result.steps.first?.title == "m4: boot")
     }
 }
 
