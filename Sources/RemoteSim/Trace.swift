@@ -132,3 +132,13 @@ public final class Trace: Sendable {
         events.compactMap { if case let .console(line, _) = $0.kind { line } else { nil } }
     }
 }
+
+extension Trace {
+    /// Several boards' events (on one clock) as one trace in time order; events at the same
+    /// instant keep the boards' order, then each board's own. Each comes with its board's index.
+    public static func merged(_ traces: [[TraceEvent]]) -> [(board: Int, event: TraceEvent)] {
+        traces.enumerated().flatMap { board, events in events.enumerated().map { (board, $0.offset, $0.element) } }
+            .sorted { ($0.2.time, $0.0, $0.1) < ($1.2.time, $1.0, $1.1) }
+            .map { (board: $0.0, event: $0.2) }
+    }
+}

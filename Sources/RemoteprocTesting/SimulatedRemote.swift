@@ -93,9 +93,27 @@ public final class SimulatedRemote: @unchecked Sendable {
     ///   - clock: `.virtual` runs the board in virtual time (docs/virtual-time.md): the calling
     ///     thread takes part in the board's lockstep schedule until ``close()`` — use the remote
     ///     from that thread only; waits and timeouts are then virtual, and runs repeat exactly.
-    public init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
+    public convenience init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
                 debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
                 exactPCs: Bool = SimulationFailure.artifactsFromEnvironment != nil, clock: BoardClock = .realTime) throws {
+        let virtual = clock == .virtual ? VirtualClock() : nil
+        // The test's thread takes part in a virtual clock's schedule (before the board's threads
+        // start, so the order of turns is the same on every run).
+        let participation = virtual.map { ($0, $0.joinForTicket()) }
+        do {
+            try self.init(firmware, timeout: timeout, pollMode: pollMode, host: host, debug: debug, exactPCs: exactPCs,
+                          on: virtual ?? RealTimeClock.shared)
+        } catch {
+            if let (clock, ticket) = participation { clock.leave(ticket) }
+            throw error
+        }
+        self.participation = participation
+    }
+
+    /// A remote whose board keeps time on `clock` (one of a ``SimulatedSystem``'s, or the real
+    /// one); whoever made `clock` has the test's thread take part in it.
+    init(_ firmware: TestFirmware, timeout: Duration, pollMode: Bool, host: HostPersonality, debug: DebuggerOptions?, exactPCs: Bool,
+         on clock: any WaitClock) throws {
         self.timeout = timeout
         let image: (path: String, store: ImageStore)
         let runner: any FirmwareProgram
@@ -128,11 +146,7 @@ public final class SimulatedRemote: @unchecked Sendable {
             runner = native
         }
         debugger = server
-        let virtual = clock == .virtual ? VirtualClock() : nil
-        board = try Board(firmware: runner, pollMode: pollMode, clock: virtual ?? RealTimeClock.shared)
-        // The test's thread takes part in a virtual clock's schedule (before the board's threads
-        // start, so the order of turns is the same on every run).
-        participation = virtual.map { ($0, $0.joinForTicket()) }
+        board = try Board(firmware: runner, pollMode: pollMode, clock: clock)
         processor = try board.makeProcessor(host: host)
         do {
             try processor.configure()

@@ -202,9 +202,7 @@ public final class ScenarioRunner {
         let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { (title: $0.step.title, location: $0.location) }
         // One trace: every board's events in time order (a system's boards share the clock).
         let traces = file.processors.isEmpty ? [] : zip(file.processors, remotes).map { (name: $0.0.name, trace: $0.1.board.trace.events) }
-        let merged = traces.isEmpty ? board.trace.events
-            : traces.enumerated().flatMap { board, t in t.trace.enumerated().map { (board, $0.offset, $0.element) } }
-                .sorted { ($0.2.time, $0.0, $0.1) < ($1.2.time, $1.0, $1.1) }.map(\.2)
+        let merged = traces.isEmpty ? board.trace.events : Trace.merged(traces.map(\.trace)).map(\.event)
         var outcome = ScenarioResult(name: file.name, path: file.path, firmware: summary, steps: results,
                                      duration: clock.now - started, trace: merged, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
                                      postMortem: kept)

@@ -66,6 +66,32 @@ struct RemoteprocTestingTests {
         #expect(try run(.native(BeaconFirmware())) == first)
     }
 
+    @Test("a system of two remotes (Cortex-M4 and RV32) and one host under one virtual clock: each answers by name, one merged trace, the same on every run",
+          .timeLimit(.minutes(1)))
+    func system() throws {
+        func run() throws -> [String] {
+            let system = try SimulatedSystem(["m4": .program("echo", architecture: .cortexM4), "rv": .program("echo", architecture: .rv32),
+                                              "beacon": .native(BeaconFirmware(interval: .seconds(2), count: 2))])
+            defer { system.close() }
+            let m4 = try system["m4"].connect(to: "rpmsg-echo"), rv = try system["rv"].connect(to: "rpmsg-echo")
+            let beacon = try system["beacon"].connect(to: "rpmsg-beacon")
+            try beacon.send("start")
+            for i in 0..<5 {
+                #expect(try m4.request("m4 \(i)") == "m4 \(i)")
+                #expect(try rv.request("rv \(i)") == "rv \(i)")
+            }
+            // The beacon's 4 s pass in virtual time while the echoes wait for nothing.
+            #expect(try beacon.waitForMessages(2, timeout: .seconds(5)).map { String(decoding: $0, as: UTF8.self) } == ["beacon 1", "beacon 2"])
+            #expect(system.clock.now.sinceOrigin >= .seconds(4))
+            let trace = system.trace
+            #expect(Set(trace.map(\.processor)) == ["m4", "rv", "beacon"])
+            #expect(zip(trace, trace.dropFirst()).allSatisfy { $0.event.time <= $1.event.time })
+            return trace.map { "\($0.processor) \($0.event.time) \($0.event)" }
+        }
+        let first = try run()
+        #expect(try run() == first)
+    }
+
     @Test("the fixture boots, connects and answers in a few lines")
     func basic() throws {
         try withSimulatedRemote(.native(EchoFirmware())) { remote in
