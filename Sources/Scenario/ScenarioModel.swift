@@ -165,26 +165,11 @@ public enum SuspendOutcome: String, Sendable, Hashable, CaseIterable, CustomStri
 public struct ScenarioFile: Sendable {
     public var path: String
     public var name: String
-    public var firmware: FirmwareChoice
-    public var pollMode: Bool
-    /// `board: { autosuspend: 50ms }`: runtime PM suspends the idle remote after this long.
-    public var autosuspend: Duration?
-    /// `board: { core-clock: 48MHz }`: what an emulated core's timers count at (default 100 MHz).
-    public var coreClock: CoreClockRate?
-    /// `board: { faults: vectored }`: faults enter the firmware's handler (default: crash).
-    public var faults: FaultHandling?
-    /// `board: { exact-pcs: true }`: an emulated core keeps its PC exact (``EmulatedCPU/exactPCs``).
-    public var exactPCs = false
-    /// `board: { host-interrupts: thread }`: where the remote's kicks are handled (default inline,
-    /// on the core's thread; `poll: true` overrides it).
-    public var hostInterrupts: InterruptDelivery = .inline
-    /// `board: { clock: virtual }`: the board keeps virtual time, in lockstep with the runner
-    /// (default `real-time`; docs/virtual-time.md).
+    /// The processor: its firmware, core and board (the first, in a file with several).
+    public var processor: Processor
+    /// `board: { clock: virtual }` (`clock:` at the top of a file with several processors): the
+    /// boards keep virtual time, in lockstep with the runner (default `real-time`; docs/virtual-time.md).
     public var clock: BoardClock = .realTime
-    /// Memory sizes in bytes (nil: the design's default).
-    public var codeSize: Int?
-    public var sramSize: Int?
-    public var sharedSize: Int?
     /// Serve GDB for the emulated core (the file's `debug:`; `rproc-sim run --gdb` overrides it).
     public var debug: DebuggerOptions?
     /// The host stack the processor behaves as (the file's `host:`; default Linux).
@@ -199,21 +184,28 @@ public struct ScenarioFile: Sendable {
     public var steps: [(step: ScenarioStep, location: SourceLocation, on: String?)]
     /// `processors:`: the named processors of a system — each its own board and firmware, one
     /// host, one clock (``clock``) — in the file's order; empty for a file with one processor
-    /// (the fields above describe it). The fields above then describe the first.
+    /// (``processor`` describes it; with several, ``processor`` is the first).
     public var processors: [(name: String, config: Processor)] = []
 
-    /// One processor: its firmware and core, and its board.
+    /// One processor: its firmware and core, and its board (`board:`).
     public struct Processor: Sendable {
         public var firmware: FirmwareChoice
         /// `native`, `cortex-m4` or `rv32`.
         public var architecture = "native"
+        /// `board: { poll: true }`: kicks reach the host only when the runner polls.
         public var pollMode = false
+        /// `board: { autosuspend: 50ms }`: runtime PM suspends the idle remote after this long.
         public var autosuspend: Duration?
+        /// `board: { core-clock: 48MHz }`: what an emulated core's timers count at (default 100 MHz).
         public var coreClock: CoreClockRate?
+        /// `board: { faults: vectored }`: faults enter the firmware's handler (default: crash).
         public var faults: FaultHandling?
+        /// `board: { exact-pcs: true }`: an emulated core keeps its PC exact (``EmulatedCPU/exactPCs``).
         public var exactPCs = false
+        /// `board: { host-interrupts: thread }`: where the remote's kicks are handled (default inline,
+        /// on the core's thread; `poll: true` overrides it).
         public var hostInterrupts: InterruptDelivery = .inline
-        public var clock: BoardClock = .realTime
+        /// `board: { code: 1M, sram: …, shared: … }`: memory sizes in bytes (nil: the design's default).
         public var codeSize: Int?
         public var sramSize: Int?
         public var sharedSize: Int?
@@ -222,29 +214,13 @@ public struct ScenarioFile: Sendable {
         public init(firmware: FirmwareChoice) { self.firmware = firmware }
     }
 
-    /// Describes `processor` in the fields of a file with one processor.
-    mutating func apply(_ processor: Processor) {
-        firmware = processor.firmware
-        pollMode = processor.pollMode
-        autosuspend = processor.autosuspend
-        coreClock = processor.coreClock
-        faults = processor.faults
-        exactPCs = processor.exactPCs
-        hostInterrupts = processor.hostInterrupts
-        clock = processor.clock
-        codeSize = processor.codeSize
-        sramSize = processor.sramSize
-        sharedSize = processor.sharedSize
-        if let host = processor.host { self.host = host }
-    }
-
     /// The file as processor `name` of a system sees it: its firmware and board, this file's
     /// clock, host and settings, no steps.
     func alone(_ name: String) -> ScenarioFile? {
         guard let config = processors.first(where: { $0.name == name })?.config else { return nil }
         var file = self
-        file.apply(config)
-        file.clock = clock
+        file.processor = config
+        if let host = config.host { file.host = host }
         file.processors = []
         file.steps = []
         return file

@@ -130,7 +130,7 @@ public enum ScenarioParser {
         let name = try top["name"].map { (n) throws(ScenarioError) in try p.string(n, "name") } ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         /// What one processor is (the file's top level, or an entry of `processors:`): its
         /// firmware and core, and its board.
-        func processor(_ top: Node.Mapping, root: Node) throws(ScenarioError) -> ScenarioFile.Processor {
+        func processor(_ top: Node.Mapping, root: Node) throws(ScenarioError) -> (ScenarioFile.Processor, BoardClock) {
             let givenArch = try top["arch"].map { (n) throws(ScenarioError) in try p.string(n, "arch") }
             if let givenArch, !architectures.contains(givenArch) {
                 throw p.error(top["arch"], "arch must be one of \(architectures.joined(separator: ", ")), not '\(givenArch)'")
@@ -231,15 +231,15 @@ public enum ScenarioParser {
             config.faults = faults
             config.exactPCs = exactPCs
             config.hostInterrupts = hostInterrupts
-            config.clock = clock
             config.codeSize = sizes["code"]
             config.sramSize = sizes["sram"]
             config.sharedSize = sizes["shared"]
             config.architecture = arch
-            return config
+            return (config, clock)
         }
         var processors: [(name: String, node: Node, config: ScenarioFile.Processor)] = []
         let single: ScenarioFile.Processor
+        var boardClock = BoardClock.realTime
         if let list = top["processors"] {
             for key in ["firmware", "arch", "elf", "board", "debug"] where top[key] != nil {
                 throw p.error(top[key], "\(key) belongs inside each entry of processors: (a file has one processor at the top, or several under processors:)")
@@ -257,7 +257,7 @@ public enum ScenarioParser {
                 if let board = entry["board"]?.mapping, let node = board["clock"] {
                     throw p.error(node, "the clock is the system's: set clock: at the top of a file with processors:")
                 }
-                var config = try processor(entry, root: value)
+                var (config, _) = try processor(entry, root: value)
                 if let node = entry["host"] {
                     let hostName = try p.string(node, "host")
                     guard let chosen = HostPersonality(rawValue: hostName) else {
@@ -270,9 +270,8 @@ public enum ScenarioParser {
             single = processors[0].config
         } else {
             if let node = top["clock"] { throw p.error(node, "clock: at the top is for a file with processors: (one processor sets board: { clock: … })") }
-            single = try processor(top, root: root)
+            (single, boardClock) = try processor(top, root: root)
         }
-        var systemClock = BoardClock.realTime
         if let node = top["clock"] {
             guard let text = node.scalar?.string, let chosen = BoardClock(rawValue: text) else {
                 throw p.error(node, "clock must be real-time (the host's clock) or virtual (lockstep, repeatable time)")
@@ -280,7 +279,7 @@ public enum ScenarioParser {
             if chosen == .virtual, let threaded = processors.first(where: { $0.config.hostInterrupts == .thread }) {
                 throw p.error(threaded.node, "processor \(threaded.name): host-interrupts: thread needs real time, and this file's clock is virtual")
             }
-            systemClock = chosen
+            boardClock = chosen
         }
         let firmware = single.firmware, arch = single.architecture
         var debug: DebuggerOptions?
@@ -318,13 +317,10 @@ public enum ScenarioParser {
         if arch == "native", let debugStep = parsed.first(where: { if case .debug = $0.step { true } else { false } }) {
             throw ScenarioError(location: debugStep.location, message: "debug halts an emulated CPU for gdb: set arch to cortex-m4 or rv32")
         }
-        var file = ScenarioFile(path: path, name: name, firmware: firmware, pollMode: single.pollMode, codeSize: single.codeSize, sramSize: single.sramSize,
-                                sharedSize: single.sharedSize, debug: debug, host: host, failOnLeftovers: failOnLeftovers, tags: tags, steps: parsed)
-        file.apply(single)
-        if !processors.isEmpty {
-            file.processors = processors.map { (name: $0.name, config: $0.config) }
-            file.clock = systemClock
-        }
+        var file = ScenarioFile(path: path, name: name, processor: single, clock: boardClock, debug: debug, host: host, failOnLeftovers: failOnLeftovers,
+                                tags: tags, steps: parsed)
+        if let own = single.host { file.host = own }
+        file.processors = processors.map { (name: $0.name, config: $0.config) }
         try ScenarioParser.checkTargets(file, reader: p)
         return file
     }

@@ -130,17 +130,17 @@ public final class ScenarioRunner {
         let hasDumpStep = file.steps.contains { if case .dump = $0.step { true } else { false } }
         let debug = gdbPort.map { DebuggerOptions(port: $0, waitForDebugger: true) } ?? file.debug
             ?? (hasDebugStep ? DebuggerOptions(port: 3333, waitForDebugger: false) : nil)
-        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.firmware, debug: debug, coreClock: file.coreClock ?? .default,
-                                                                            faults: file.faults ?? .crash,
-                                                                            exactPCs: file.exactPCs || hasDumpStep || postMortem != .never)
+        let (firmware, path, bytes, gdb) = try ScenarioFirmware.resolve(file.processor.firmware, debug: debug, coreClock: file.processor.coreClock ?? .default,
+                                                                            faults: file.processor.faults ?? .crash,
+                                                                            exactPCs: file.processor.exactPCs || hasDumpStep || postMortem != .never)
         self.gdb = gdb
         var layout = BoardLayout()
-        if let size = file.codeSize { layout.code.size = size }
-        if let size = file.sramSize { layout.sram.size = size }
-        if let size = file.sharedSize { layout.shared.size = size }
-        board = try Board(firmware: firmware, layout: layout, pollMode: file.pollMode, hostInterrupts: file.hostInterrupts, clock: clock)
+        if let size = file.processor.codeSize { layout.code.size = size }
+        if let size = file.processor.sramSize { layout.sram.size = size }
+        if let size = file.processor.sharedSize { layout.shared.size = size }
+        board = try Board(firmware: firmware, layout: layout, pollMode: file.processor.pollMode, hostInterrupts: file.processor.hostInterrupts, clock: clock)
         processor = try board.makeProcessor(host: file.host)
-        processor.autosuspendDelay = file.autosuspend
+        processor.autosuspendDelay = file.processor.autosuspend
         imagePath = path
         imageBytes = bytes
         if let bytes { store = MemoryImageStore([path: bytes]) } else { store = FileImageStore() }
@@ -214,7 +214,7 @@ public final class ScenarioRunner {
 
     /// What runs: the firmware, or each processor's by name.
     private var summary: String {
-        file.processors.isEmpty ? file.firmware.summary : file.processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
+        file.processors.isEmpty ? file.processor.firmware.summary : file.processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -229,7 +229,7 @@ public final class ScenarioRunner {
         gdb?.shutdown()
     }
 
-    private func pump() { if file.pollMode { board.poll() } }
+    private func pump() { if file.processor.pollMode { board.poll() } }
 
     /// Polls `condition` until it holds or `within` passes (time halted in a debugger not counted).
     private func waitFor(_ within: Duration, _ condition: () -> Bool) -> Bool {
@@ -278,7 +278,7 @@ public final class ScenarioRunner {
             if processor.state == .offline { try processor.configure() }
             try processor.load(imagePath, from: store)
             try processor.start()
-            return [file.firmware.summary, try attachRPMsg()].filter { !$0.isEmpty }.joined(separator: " · ")
+            return [file.processor.firmware.summary, try attachRPMsg()].filter { !$0.isEmpty }.joined(separator: " · ")
         case .stop: rpmsg?.close(); try processor.stop(); return ""
         case .shutdown: rpmsg?.close(); try processor.shutdown(); return ""
         case .recover: try processor.recover(); return try attachRPMsg()
@@ -462,7 +462,7 @@ public final class ScenarioRunner {
             }
             return "\(size) bytes to \(path)"
         case let .debug(attachWithin, within):
-            guard let gdb else { throw Failure("expected: an emulated core to debug\n      saw:      \(file.firmware.summary)") }
+            guard let gdb else { throw Failure("expected: an emulated core to debug\n      saw:      \(file.processor.firmware.summary)") }
             gdb.halt()
             guard waitFor(.seconds(5), { gdb.isHalted }) else {
                 throw Failure("expected: the core to halt for the debugger\n      saw:      state \(processor.state)" + crashNote())

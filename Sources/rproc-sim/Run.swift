@@ -175,7 +175,7 @@ struct Run: ParsableCommand {
         }
         if let clock {
             for i in scenarios.indices {
-                if clock == .virtual && scenarios[i].hostInterrupts == .thread {
+                if clock == .virtual && scenarios[i].processor.hostInterrupts == .thread {
                     problems.append("\(scenarios[i].path): --clock virtual: board.host-interrupts: thread needs real time")
                 }
                 scenarios[i].clock = clock
@@ -281,7 +281,7 @@ struct ScenarioPrinter: Sendable {
     func run(_ scenario: ScenarioFile, runner: ScenarioRunner, emit emitPainted: (String) -> Void) -> ScenarioResult {
         // Lines are made safe to show (Terminal.shown) before colour is added.
         func emit(_ text: String) { emitPainted(Terminal.shown(text)) }
-        let what = scenario.processors.isEmpty ? scenario.firmware.summary
+        let what = scenario.processors.isEmpty ? scenario.processor.firmware.summary
             : scenario.processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
         emit("▶ \(scenario.name)  (\(what) · host \(scenario.host)\(scenario.clock == .virtual ? " · virtual time" : ""))")
         if let server = runner.gdb {

@@ -42,8 +42,8 @@ struct ScenarioParserTests {
         let rv32 = try FirmwareBuilder.forThisPackage().build(program: "echo", architecture: .rv32).path
         let m4 = try FirmwareBuilder.forThisPackage().build(program: "echo", architecture: .cortexM4).path
         let derived = try ScenarioParser.parse("elf: \(rv32)\nsteps: [boot]", path: "/tmp/a.yaml")
-        #expect(derived.firmware == .elf(path: rv32, architecture: "rv32"))
-        #expect(try ScenarioParser.parse("elf: \(m4)\nsteps: [boot]", path: "/tmp/a.yaml").firmware == .elf(path: m4, architecture: "cortex-m4"))
+        #expect(derived.processor.firmware == .elf(path: rv32, architecture: "rv32"))
+        #expect(try ScenarioParser.parse("elf: \(m4)\nsteps: [boot]", path: "/tmp/a.yaml").processor.firmware == .elf(path: m4, architecture: "cortex-m4"))
         let wrong = try #require(parseError("elf: \(rv32)\narch: cortex-m4\nsteps: [boot]"))
         #expect(wrong.message.contains("arch is cortex-m4 but") && wrong.message.contains("built for rv32"), "\(wrong.message)")
         #expect(wrong.location.line == 2)
@@ -59,7 +59,7 @@ struct ScenarioParserTests {
         let file = try ScenarioParser.parse("firmware: echo\narch: native\nboard: { autosuspend: 50ms }\nsteps:\n  - boot\n  - suspend\n  - resume\n"
                                             + "  - suspend: auto\n  - suspend: { kind: system, timeout: 200ms, expect: refused }\n"
                                             + "  - power-replies: ignore\n  - power-replies: normal\n  - expect: { state: suspended }\n", path: "p.yaml")
-        #expect(file.autosuspend == .milliseconds(50))
+        #expect(file.processor.autosuspend == .milliseconds(50))
         #expect(file.steps.map(\.step.title) == ["boot", "suspend forced", "resume", "suspend auto", "suspend system (expect refused)",
                                                   "power replies ignore", "power replies normal", "expect state suspended"])
         for (yaml, message) in [
@@ -83,19 +83,19 @@ struct ScenarioParserTests {
     func coreClock() throws {
         for (text, hertz) in [("100MHz", 100_000_000), ("48 MHz", 48_000_000), ("32768Hz", 32_768), ("12.5MHz", 12_500_000), ("1GHz", 1_000_000_000), ("1kHz", 1_000)] {
             let file = try ScenarioParser.parse("firmware: echo\narch: rv32\nboard: { core-clock: \(text) }\nsteps: [boot]\n", path: "c.yaml")
-            #expect(file.coreClock?.hertz == UInt64(hertz), "\(text)")
+            #expect(file.processor.coreClock?.hertz == UInt64(hertz), "\(text)")
         }
         for bad in ["fast", "100", "0MHz", "2GHz", "999Hz", "-5MHz", "1.5Hz", "nanMHz"] {
             let error = parseError("firmware: echo\narch: rv32\nboard: { core-clock: \(bad) }\nsteps: [boot]\n")
             #expect(error?.location.line == 3 && error?.message.contains("board.core-clock must be a frequency") == true, "\(bad): \(String(describing: error))")
         }
-        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nsteps: [boot]\n", path: "c.yaml").coreClock == nil)
+        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nsteps: [boot]\n", path: "c.yaml").processor.coreClock == nil)
     }
 
     @Test("board.exact-pcs: a boolean for an emulated CPU; refused for native firmware at its line; a dump step turns it on")
     func exactPCs() throws {
-        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nboard: { exact-pcs: true }\nsteps: [boot]\n", path: "x.yaml").exactPCs)
-        #expect(try !ScenarioParser.parse("firmware: echo\narch: cortex-m4\nsteps: [boot]\n", path: "x.yaml").exactPCs)
+        #expect(try ScenarioParser.parse("firmware: echo\narch: rv32\nboard: { exact-pcs: true }\nsteps: [boot]\n", path: "x.yaml").processor.exactPCs)
+        #expect(try !ScenarioParser.parse("firmware: echo\narch: cortex-m4\nsteps: [boot]\n", path: "x.yaml").processor.exactPCs)
         let native = parseError("firmware: echo\narch: native\nboard: { exact-pcs: true }\nsteps: [boot]\n")
         #expect(native?.location.line == 3 && native?.message.contains("emulated CPU") == true, "\(String(describing: native))")
         #expect(parseError("firmware: echo\narch: rv32\nboard: { exact-pcs: maybe }\nsteps: [boot]\n")?.location.line == 3)
@@ -140,10 +140,10 @@ struct ScenarioParserTests {
     func hostInterrupts() throws {
         let base = "firmware: echo\narch: native\n"
         let steps = "steps:\n  - boot\n  - send: { to: rpmsg-echo, text: hello, count: 200 }\n  - expect: { received: hello, from: rpmsg-echo, count: 200, within: 5s }\n"
-        #expect(try ScenarioParser.parse(base + steps, path: "i.yaml").hostInterrupts == .inline)
+        #expect(try ScenarioParser.parse(base + steps, path: "i.yaml").processor.hostInterrupts == .inline)
         for delivery in [InterruptDelivery.inline, .thread] {
             let file = try ScenarioParser.parse(base + "board: { host-interrupts: \(delivery.rawValue) }\n" + steps, path: "i.yaml")
-            #expect(file.hostInterrupts == delivery)
+            #expect(file.processor.hostInterrupts == delivery)
             let result = try ScenarioRunner(file).run()
             #expect(result.passed, "\(delivery): \(result.steps.compactMap(\.failure))")
         }
@@ -190,9 +190,9 @@ struct ScenarioParserTests {
               - shutdown
             """, path: "demo.yaml")
         #expect(file.name == "demo")
-        #expect(file.firmware == .native(name: "echo"))
-        #expect(file.pollMode)
-        #expect(file.sharedSize == 2 << 20 && file.sramSize == 128 << 10 && file.codeSize == nil)
+        #expect(file.processor.firmware == .native(name: "echo"))
+        #expect(file.processor.pollMode)
+        #expect(file.processor.sharedSize == 2 << 20 && file.processor.sramSize == 128 << 10 && file.processor.codeSize == nil)
         #expect(parseError("firmware: echo\nboard: { code: 3K }\nsteps: [boot]\n")?.message.contains("multiple of 4K") == true)
         #expect(file.steps.count == 10)
         #expect(file.steps[1].step == .expectAnnounce("rpmsg-echo", within: .milliseconds(200)))
@@ -810,7 +810,7 @@ struct ScenarioDebuggerTests {
             """, path: "debug.yaml")
         let runner = try ScenarioRunner(file, gdbPort: 0)
         let port = try #require(runner.gdb?.port)
-        let elf = try ScenarioFirmware.resolve(file.firmware).path
+        let elf = try ScenarioFirmware.resolve(file.processor.firmware).path
         // The core stays halted 2 s — twice the wait — before a debugger attaches and detaches.
         let debugger = Thread {
             usleep(2_000_000)
