@@ -31,6 +31,8 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
         /// Signalled when the core's thread has done everything but report a crash (which may wait
         /// for the processor's lock; a host stopping the core under that lock waits for this instead).
         var ended: WakeSignal?
+        /// Signalled when the last started core's thread has returned, crash report and all.
+        var exited: WakeSignal?
         /// Which start the running core belongs to: a crash report of an earlier run is dropped.
         var generation = 0
         /// Weak: the processor owns the board (its ops); a strong reference back would leak both.
@@ -220,8 +222,10 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
             let table = processor?.installedResourceTable.map { (address: $0.location.device, size: $0.table.bytes.count) }
             let context = CoreThreadContext(board: self, core: RemoteCore(layout: layout, mailbox: mailbox, memories: memories,
                                                                           resourceTable: table, bootAddress: bootAddress, inspector: inspector))
-            let finished = WakeSignal(), ended = WakeSignal()
+            let finished = WakeSignal(), ended = WakeSignal(), exited = WakeSignal()
             c.generation += 1
+            c.exited = exited
+            context.exited = exited
             c.halted = false
             context.finished = finished
             context.ended = ended
@@ -308,6 +312,18 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     /// How long a stop waits for the core's thread.
     static let stopLimit: Duration = .seconds(5)
 
+    /// Waits until the thread of the core's last run has returned — after ``stop()``, which does
+    /// not wait for the crash report the thread may still be delivering (it needs the processor's
+    /// lock, which a stop may hold). For an owner about to let the board go, or the process end.
+    /// `false` when `timeout` passed first; `true` at once when the core never ran.
+    @discardableResult
+    public func waitForCoreThread(timeout: Duration = .seconds(5)) -> Bool {
+        guard let exited = core.withLock({ $0.exited }) else { return true }
+        guard clock.wait(for: exited, timeout: timeout) else { return false }
+        exited.signal()   // for the next caller
+        return true
+    }
+
     public func shutdown() throws {
         try stop()
         core.withLock { $0.powered = false }
@@ -348,6 +364,7 @@ final class CoreThreadContext: @unchecked Sendable {
     let core: RemoteCore
     var finished: WakeSignal?
     var ended: WakeSignal?
+    var exited: WakeSignal?
     var generation = 0
     init(board: Board, core: RemoteCore) {
         self.board = board
@@ -371,6 +388,7 @@ final class CoreThreadContext: @unchecked Sendable {
         core.mailbox.coreEnded()
         finished?.signal()
         if let halt { board.firmwareEnded(halt, generation: generation, ended: ended) } else { ended?.signal() }
+        exited?.signal()
     }
 }
 

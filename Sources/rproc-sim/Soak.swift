@@ -180,6 +180,9 @@ final class SoakBoard: @unchecked Sendable {
         rpmsg?.close()
         if processor.state != .offline { try? processor.shutdown() }
         board.mailbox.hostInterrupts.shutdown()
+        // The core's thread may still be handing a crash report over: let it finish before the
+        // process ends with the board still referenced from that thread.
+        board.waitForCoreThread()
     }
 
     /// Runs random operations until `deadline`.
