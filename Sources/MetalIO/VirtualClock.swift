@@ -15,8 +15,9 @@ import Synchronization
 /// nobody has a deadline either, the clock is *stalled* until a signal comes from a thread
 /// outside the schedule (a debugger, a test's own thread): nothing else could ever happen.
 ///
-/// Time passes only two ways: by jumping to a deadline, and by ``advance(by:)`` — an emulated
-/// core charges the instructions it executed. The host side's work takes no virtual time. Since
+/// Time passes only two ways: by jumping to a deadline, and by ``advance(by:)`` — busy time: an
+/// emulated core charges the instructions it executed, a host send and a native firmware's poll
+/// a fixed cost (docs/virtual-time.md); other work takes no virtual time. Since
 /// the order of turns depends only on what the participants do, never on the host machine's
 /// speed or load, the same participants doing the same things give the same interleaving and
 /// the same timestamps on every run.
@@ -98,6 +99,7 @@ public final class VirtualClock: WaitClock, @unchecked Sendable {
     /// The admitted thread binds itself to `ticket` and waits for its first turn.
     public func enter(_ ticket: Ticket) {
         let turn: WakeSignal? = schedule.withLock { s in
+            precondition(index(ofCurrentThreadIn: s) == nil, "a thread takes part in a virtual clock once")
             guard let i = s.participants.firstIndex(where: { $0.id == ticket.id }) else { return nil }
             s.participants[i].thread = pthread_self()
             return s.participants[i].turn
@@ -105,7 +107,8 @@ public final class VirtualClock: WaitClock, @unchecked Sendable {
         turn?.waitWithoutLimit()
     }
 
-    /// The calling thread takes part from now on; returns when it has the turn.
+    /// The calling thread takes part from now on; returns when it has the turn. A thread takes
+    /// part once: joining again is a programmer error.
     public func join() {
         let ticket = admit()
         enter(ticket)

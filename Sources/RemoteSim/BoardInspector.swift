@@ -60,7 +60,6 @@ public struct BoardInspector: Sendable {
         "── state\n" + state() + "── vrings\n" + vrings() + "── last \(traceEvents) trace events\n" + traceTail(traceEvents)
     }
 
-    /// The answer to a debugger's `monitor` command.
     /// `monitor time`: the board's kind of time, where its clock stands and the core's own time
     /// (what TICKS reads: time suspended does not count). In virtual time, time stands still
     /// while the debugger holds the core.
@@ -76,6 +75,7 @@ public struct BoardInspector: Sendable {
         return "\(nanoseconds / 1_000_000_000).\(String(format: "%09lld", nanoseconds % 1_000_000_000)) s"
     }
 
+    /// The answer to a debugger's `monitor` command.
     public func answer(monitor command: String) -> String {
         let words = command.split(separator: " ")
         if words.first == "dump" {

@@ -70,6 +70,7 @@ public struct EmulatedCPU: FirmwareProgram {
         }, write: { [weak mailbox] offset, _, value in
             time?.charge()
             mailbox?.write(Int(offset), UInt32(truncatingIfNeeded: value))
+            time?.settle()
         })
         do { try engine.mapMMIO(at: core.layout.mailboxAddress.rawValue, size: 4096, mmio) } catch {
             throw FirmwareHalt(.fault(address: core.layout.mailboxAddress.rawValue, message: "cannot map the mailbox: \(error)"))
@@ -87,6 +88,7 @@ public struct EmulatedCPU: FirmwareProgram {
         }, write: { offset, size, value in
             time?.charge()
             interrupts.write(Int(offset), size: size, value)
+            time?.settle()
         })
         do { try engine.mapMMIO(at: window.base, size: window.size, registers) } catch {
             throw FirmwareHalt(.fault(address: window.base, message: "cannot map \(window.name): \(error)"))
@@ -423,7 +425,7 @@ final class RunFlag: Sendable {
     let value = Atomic<Bool>(false)
     /// Signalled when a run returns while a stopper waits for it.
     let returned = WakeSignal()
-    /// How many threads wait in ``EmulationStopper/stop(while:limit:)``.
+    /// How many threads wait in ``EmulationStopper/stop(while:clock:limit:)``.
     let stoppers = Atomic<Int>(0)
 
     /// Marks the run as returned and wakes a stopper waiting for that.

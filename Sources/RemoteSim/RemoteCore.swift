@@ -77,9 +77,22 @@ public final class RemoteCore: Sendable {
     }
 
     /// Throws ``FirmwareHalt`` when the host asked the core to stop (or it panicked): native
-    /// firmware calls it (``waitForInterrupt()`` does) so a stop halts it promptly. It is also
-    /// where native firmware parks while the host has its clock gated (suspended).
+    /// firmware calls it in its loops (``waitForInterrupt()`` does too) so a stop halts it
+    /// promptly. It is also where native firmware parks while the host has its clock gated
+    /// (suspended). In virtual time each call is a scheduling point that takes
+    /// ``virtualPollTime`` of the core's time: a native firmware that polls instead of waiting
+    /// lets time pass (its watchdog fires, the host's timeouts end) as an emulated core's
+    /// instructions do.
     public func checkStop() throws(FirmwareHalt) {
+        mailbox.clock.advance(by: Self.virtualPollTime)
+        try parkAndCheckStop()
+    }
+
+    /// What one ``checkStop()`` of native firmware costs in virtual time.
+    public static let virtualPollTime: Duration = .microseconds(1)
+
+    /// ``checkStop()`` after a wait (no time of its own).
+    private func parkAndCheckStop() throws(FirmwareHalt) {
         mailbox.parkIfGated()
         try throwIfStopped()
     }
@@ -102,24 +115,24 @@ public final class RemoteCore: Sendable {
 
     func waitForInterrupt(answering: Bool) throws(FirmwareHalt) -> UInt32 {
         let pending = mailbox.waitForInterrupt()
-        try checkStop()
+        try parkAndCheckStop()
         mailbox.acknowledge(pending)
         if answering { answerSuspendRequest() }
         return pending
     }
 
-    /// KICK: notifies the host. A scheduling point under a virtual clock: the host runs what
-    /// the kick woke before the firmware goes on.
     /// SLEEP then ACK: sleeps up to `duration` of the board's time, or until the host kicks;
     /// acknowledges and returns what woke it (0: the time passed). Throws on a stop.
     @discardableResult
     public func sleep(for duration: Duration) throws(FirmwareHalt) -> UInt32 {
         let pending = mailbox.waitForInterrupt(timeout: duration)
-        try checkStop()
+        try parkAndCheckStop()
         if pending != 0 { mailbox.acknowledge(pending) }
         return pending
     }
 
+    /// KICK: notifies the host. A scheduling point under a virtual clock: the host runs what
+    /// the kick woke before the firmware goes on.
     public func kick(_ id: NotifyID) {
         mailbox.parkIfGated()
         mailbox.kick(id)
@@ -271,7 +284,7 @@ extension RemoteCore {
             try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: mailbox.hostWrites,
                                        status: { VirtioStatus(rawValue: (try? region.read(UInt8.self, at: statusOffset)) ?? 0) },
                                        clearReset: { try? region.write(UInt8(0), at: statusOffset) },
-                                       checkStop: { try checkStop() })
+                                       checkStop: { try parkAndCheckStop() })
         }
         guard ready else { throw FirmwareHalt(.fault(address: 0, message: "the host did not set DRIVER_OK within \(timeout)")) }
     }

@@ -5,7 +5,9 @@ import MetalIO
 /// the instructions of each translated block as the block starts (``EngineStopGate/countInstructions()``);
 /// the core thread charges them to the clock after every run and before every access to a
 /// device (the mailbox, the interrupt controller), so what the device sees — TICKS, SysTick,
-/// `mtime`, the trace's timestamps — includes every instruction before it.
+/// `mtime`, the trace's timestamps — includes the instructions of every block started before
+/// it (a block is charged whole as it starts, so the rest of the accessing block is counted
+/// too). After a device write the core yields, so a deadline the write set is in the next budget.
 ///
 /// Each run's budget ends it at the earliest deadline another thread waits for (the host's
 /// timeout, a timer, the watchdog), or after ``quantum`` instructions: a core that never waits
@@ -39,6 +41,13 @@ final class VirtualCoreTime {
             clock.advance(by: total - charged)
             charged = total
         }
+        _ = gate.takeExecuted(budget: budget())
+    }
+
+    /// After a device write: what it set off (a timer armed, a kick the host takes) runs now, so
+    /// the next run's budget ends at a deadline that write made.
+    func settle() {
+        clock.yield()
         _ = gate.takeExecuted(budget: budget())
     }
 

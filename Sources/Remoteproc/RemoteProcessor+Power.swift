@@ -105,7 +105,7 @@ extension RemoteProcessor {
     /// automatic suspension starts either way, one already past its check may still finish.
     private func waitForLifecycleCalls() {
         guard lockOwner.load(ordering: .relaxed) != Self.currentThreadID, !ops.isRemoteHeldByCurrentThread else { return }
-        lifecycle.withLock { _ in }
+        lifecycle.withLock(through: ops.clock) { _ in }
     }
 
     func suspend(_ kind: SuspendKind, timeout: Duration, automatic: Bool) throws(RemoteprocError) {

@@ -250,11 +250,11 @@ public final class VirtioDevice: Sendable {
         try wrote(.config(offset: offset, count: bytes.count), notify: true)
     }
 
-    /// The device role's wait for DRIVER_OK (acknowledging NEEDS_RESET), woken by the host's vdev
-    /// writes where the platform tells them (``RemoteprocOps/hostWrites``). False when `timeout` passed first.
     /// The platform's clock (``RemoteprocOps/clock``).
     public var clock: any WaitClock { ops.clock }
 
+    /// The device role's wait for DRIVER_OK (acknowledging NEEDS_RESET), woken by the host's vdev
+    /// writes where the platform tells them (``RemoteprocOps/hostWrites``). False when `timeout` passed first.
     public func waitForDriverOK(timeout: Duration) throws(RemoteprocError) -> Bool {
         let clock = ops.clock
         return try Virtio.waitForDriverOK(clock: clock, until: clock.now + timeout, changes: ops.hostWrites,

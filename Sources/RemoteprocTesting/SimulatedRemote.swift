@@ -55,7 +55,7 @@ public struct SimulationFailure: Error, CustomStringConvertible, Sendable {
 
 /// A simulated board with a chosen firmware, booted through the real remoteproc core, with the
 /// host's RPMsg on its first vdev — the fixture of an integration test. Tear it down with
-/// ``close()`` (or use ``withSimulatedRemote(_:pollMode:host:debug:_:)``); `deinit` closes it too, so no
+/// ``close()`` (or use ``withSimulatedRemote(_:pollMode:host:debug:clock:_:)``); `deinit` closes it too, so no
 /// thread, mapping or endpoint outlives the test.
 ///
 /// Every wait is bounded. A wait that times out records one failure at the caller's file and line

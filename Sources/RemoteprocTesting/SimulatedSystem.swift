@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import MetalIO
 import RemoteSim
 import Remoteproc
@@ -13,14 +14,13 @@ import Remoteproc
 /// defer { system.close() }
 /// #expect(try system["m4"].connect(to: "rpmsg-echo").request("hi") == "hi")
 /// ```
-public final class SimulatedSystem: @unchecked Sendable {
-    // The remotes are made in init and only closed after; the test's thread uses the system.
+public final class SimulatedSystem: Sendable {
     /// The remotes, in the order given.
     public let remotes: [(name: String, remote: SimulatedRemote)]
     /// The system's clock, shared by every board.
     public let clock: any WaitClock
     private let participation: (VirtualClock, VirtualClock.Ticket)?
-    private var closed = false
+    private let closed = Atomic<Bool>(false)
 
     /// Boots every remote, in order (configure, load, start, RPMsg on the first vdev), on one
     /// clock of `clock`'s kind. In virtual time the calling thread takes part in the schedule
@@ -64,8 +64,7 @@ public final class SimulatedSystem: @unchecked Sendable {
 
     /// Shuts every remote down and leaves the clock. Safe to call twice.
     public func close() {
-        guard !closed else { return }
-        closed = true
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for (_, remote) in remotes.reversed() { remote.close() }
         if let (clock, ticket) = participation { clock.leave(ticket) }
     }

@@ -214,13 +214,28 @@ public struct ScenarioFile: Sendable {
         public init(firmware: FirmwareChoice) { self.firmware = firmware }
     }
 
+    /// What in this file needs real time, were it run in virtual time (`nil`: nothing): a host
+    /// interrupt thread would run beside the schedule; a `debug` step's wait for gdb to attach
+    /// is a wall-clock wait, while a halted core stops virtual time.
+    public func virtualTimeConflict() -> (message: String, location: SourceLocation?)? {
+        let boards = processors.isEmpty ? [(name: "", config: processor)] : processors
+        if let threaded = boards.first(where: { $0.config.hostInterrupts == .thread }) {
+            return ((threaded.name.isEmpty ? "" : "processor \(threaded.name): ") + "host-interrupts: thread needs real time", nil)
+        }
+        if let step = steps.first(where: { if case .debug = $0.step { true } else { false } }) {
+            return ("a debug step waits for gdb in real time (a halted core stops virtual time): use real time, or --gdb", step.location)
+        }
+        return nil
+    }
+
     /// The file as processor `name` of a system sees it: its firmware and board, this file's
     /// clock, host and settings, no steps.
     func alone(_ name: String) -> ScenarioFile? {
         guard let config = processors.first(where: { $0.name == name })?.config else { return nil }
         var file = self
         file.processor = config
-        if let host = config.host { file.host = host }
+        // A core dump step on this processor wants its PC exact, as in a file of its own.
+        if steps.contains(where: { if $0.on == name, case .dump = $0.step { true } else { false } }) { file.processor.exactPCs = true }
         file.processors = []
         file.steps = []
         return file

@@ -241,9 +241,10 @@ public enum ScenarioParser {
         let single: ScenarioFile.Processor
         var boardClock = BoardClock.realTime
         if let list = top["processors"] {
-            for key in ["firmware", "arch", "elf", "board", "debug"] where top[key] != nil {
+            for key in ["firmware", "arch", "elf", "board"] where top[key] != nil {
                 throw p.error(top[key], "\(key) belongs inside each entry of processors: (a file has one processor at the top, or several under processors:)")
             }
+            if let node = top["debug"] { throw p.error(node, "debug serves the core of a file with one processor (run that processor alone to debug it)") }
             guard let map = list.mapping, !map.isEmpty, map.count <= ScenarioParser.maximumProcessors else {
                 throw p.error(list, "processors must be a mapping of 1 to \(ScenarioParser.maximumProcessors) names to processors: { m4: { firmware: echo, arch: cortex-m4 }, … }")
             }
@@ -319,9 +320,11 @@ public enum ScenarioParser {
         }
         var file = ScenarioFile(path: path, name: name, processor: single, clock: boardClock, debug: debug, host: host, failOnLeftovers: failOnLeftovers,
                                 tags: tags, steps: parsed)
-        if let own = single.host { file.host = own }
         file.processors = processors.map { (name: $0.name, config: $0.config) }
         try ScenarioParser.checkTargets(file, reader: p)
+        if file.clock == .virtual, let conflict = file.virtualTimeConflict(), let location = conflict.location {
+            throw ScenarioError(location: location, message: conflict.message)
+        }
         return file
     }
 

@@ -127,7 +127,7 @@ public enum ScenarioReports {
         return try JSONSerialization.data(withJSONObject: ["traceEvents": events, "displayTimeUnit": "ms"], options: [.sortedKeys])
     }
 
-    /// One board's tracks (thread ids `tracks` + 2…7): its core, mailbox, RPMsg, power and
+    /// One board's tracks (thread ids `tracks` + 2…6): its core, mailbox, RPMsg, power and
     /// interrupt handlers, named after the processor when it has a name.
     private static func boardEvents(_ trace: [TraceEvent], named processor: String, pid: Int, tracks: Int) -> [[String: Any]] {
         var events: [[String: Any]] = []

@@ -139,7 +139,7 @@ public final class ScenarioRunner {
         if let size = file.processor.sramSize { layout.sram.size = size }
         if let size = file.processor.sharedSize { layout.shared.size = size }
         board = try Board(firmware: firmware, layout: layout, pollMode: file.processor.pollMode, hostInterrupts: file.processor.hostInterrupts, clock: clock)
-        processor = try board.makeProcessor(host: file.host)
+        processor = try board.makeProcessor(host: file.processor.host ?? file.host)
         processor.autosuspendDelay = file.processor.autosuspend
         imagePath = path
         imageBytes = bytes
@@ -165,7 +165,7 @@ public final class ScenarioRunner {
         }
         for (step, location, on) in file.steps {
             let remote = remote(on)
-            let title = on.map { "\($0): " + step.title } ?? step.title
+            let title = on.map { "\($0): " + step.title } ?? step.title   // as notRun below
             let before = remote.processor.state
             let stepStart = clock.now, wallStart = wall.now
             var result: StepResult
@@ -199,7 +199,9 @@ public final class ScenarioRunner {
         }
         if postMortem == .always { keep(self) }
         for remote in remotes.reversed() { remote.teardown() }
-        let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { (title: $0.step.title, location: $0.location) }
+        let notRun = file.steps.dropFirst(min(results.count, file.steps.count)).map { step in
+            (title: step.on.map { "\($0): " + step.step.title } ?? step.step.title, location: step.location)
+        }
         // One trace: every board's events in time order (a system's boards share the clock).
         let traces = file.processors.isEmpty ? [] : zip(file.processors, remotes).map { (name: $0.0.name, trace: $0.1.board.trace.events) }
         let merged = traces.isEmpty ? board.trace.events : Trace.merged(traces.map(\.trace)).map(\.event)

@@ -175,8 +175,9 @@ struct Run: ParsableCommand {
         }
         if let clock {
             for i in scenarios.indices {
-                if clock == .virtual && scenarios[i].processor.hostInterrupts == .thread {
-                    problems.append("\(scenarios[i].path): --clock virtual: board.host-interrupts: thread needs real time")
+                if clock == .virtual, let conflict = scenarios[i].virtualTimeConflict() {
+                    let at = conflict.location.map { "\($0)" } ?? scenarios[i].path
+                    problems.append("\(at): --clock virtual: \(conflict.message)")
                 }
                 scenarios[i].clock = clock
             }

@@ -138,7 +138,7 @@ enum VirtualTimeBench {
         var scenarios: [ScenarioRun] = []
         for name in files {
             var file = try ScenarioParser.parse(file: folder.appendingPathComponent(name).path)
-            guard file.processor.hostInterrupts != .thread else { continue }
+            guard file.virtualTimeConflict() == nil else { continue }
             file.clock = .realTime
             let real = try ScenarioRunner(file).run()
             file.clock = .virtual

@@ -51,6 +51,25 @@ struct VirtualTimeBoardTests {
         try processor.shutdown()
     }
 
+    @Test("a native firmware that spins on checkStop lets virtual time pass: its watchdog fires 20 ms after its last kick", .timeLimit(.minutes(1)))
+    func nativeBusyLoopWatchdog() throws {
+        let clock = VirtualClock()
+        clock.join()
+        defer { clock.leave() }
+        let board = try Board(firmware: HangFirmware(), clock: clock)
+        let processor = try board.makeProcessor()
+        try processor.configure()
+        try processor.load("fw", from: MemoryImageStore(["fw": try NativeImage.make()]))
+        try processor.start()
+        #expect(board.wait(upTo: .seconds(60)) { processor.state == .crashed })
+        #expect(processor.crashReport?.kind == .watchdog)
+        let events = board.trace.events
+        let armed = try #require(events.last { if case .watchdog = $0.kind { true } else { false } })
+        let crashed = try #require(events.first { if case .crash = $0.kind { true } else { false } })
+        #expect(crashed.time - armed.time >= .milliseconds(20) && crashed.time - armed.time < .milliseconds(21), "\(crashed.time - armed.time)")
+        try processor.shutdown()
+    }
+
     @Test("emulated instructions advance the clock: an echo round trip costs the host's send plus the firmware's instructions, the same on every run",
           .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
     func echoTime(architecture: FirmwareArchitecture) throws {

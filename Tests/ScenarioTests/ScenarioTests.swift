@@ -231,6 +231,8 @@ struct ScenarioParserTests {
         ("name: x\nfirmware: echo\nprocessors:\n  a: { firmware: echo }\nsteps: [boot]\n", 2, 11, "firmware belongs inside each entry of processors:"),
         ("name: x\nprocessors:\n  a: { firmware: echo, board: { clock: virtual } }\nsteps: [boot]\n", 3, 40, "the clock is the system's"),
         ("name: x\nfirmware: echo\nclock: virtual\nsteps: [boot]\n", 3, 8, "clock: at the top is for a file with processors:"),
+        ("name: x\nfirmware: echo\narch: rv32\nboard: { clock: virtual }\nsteps:\n  - boot\n  - debug\n", 7, 5, "a debug step waits for gdb in real time"),
+        ("name: x\nprocessors:\n  a: { firmware: echo }\ndebug: 3333\nsteps: [boot]\n", 4, 8, "debug serves the core of a file with one processor"),
     ])
     func errors(yaml: String, line: Int, column: Int, message: String) throws {
         let error = try #require(parseError(yaml), "accepted:\n\(yaml)")
@@ -647,6 +649,10 @@ struct MultiProcessorScenarioTests {
         #expect(file.steps.map(\.on) == ["m4", "nat", nil])
         #expect(file.steps.map(\.step) == [.boot, .send(to: "rpmsg-sink", payload: Array("hi".utf8), count: 2), .wait(.milliseconds(1))])
         #expect(file.steps[1].location.line == 9)
+        // A processor's own host is its alone; the others keep the file's.
+        #expect(file.host == .openamp)
+        #expect(file.alone("nat")?.processor.host == .linux)
+        #expect(file.alone("m4")?.processor.host == nil)
     }
 
     @Test("two processors under one virtual clock: each step on its own board, one merged trace in time order, a Perfetto track set per processor",
