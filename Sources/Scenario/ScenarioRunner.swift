@@ -188,7 +188,8 @@ public final class ScenarioRunner {
         if file.failOnLeftovers, results.allSatisfy(\.passed), let remote = remotes.first(where: { $0.inbox.count > 0 || $0.inbox.dropped > 0 }) {
             let inbox = remote.inbox
             let left = inbox.pending()
-            let result = StepResult(title: "nothing left over", location: file.steps.last?.location ?? SourceLocation(file: file.path, line: 1, column: 1),
+            let on = file.processors.isEmpty ? "" : zip(file.processors, remotes).first { $0.1 === remote }.map { "\($0.0.name): " } ?? ""
+            let result = StepResult(title: on + "nothing left over", location: file.steps.last?.location ?? SourceLocation(file: file.path, line: 1, column: 1),
                                     passed: false, duration: .zero, detail: "",
                                     failure: "expected: every received message taken by an expectation (leftovers: fail)\n      saw:      \(left.count) left: "
                                         + left.prefix(5).map { readablePayload($0.payload, limit: 32) }.joined(separator: ", ") + (left.count > 5 ? ", …" : "")

@@ -182,6 +182,11 @@ struct Run: ParsableCommand {
                 scenarios[i].clock = clock
             }
         }
+        if gdb != nil {
+            for scenario in scenarios where !scenario.processors.isEmpty {
+                problems.append("\(scenario.path): --gdb serves the core of a file with one processor; this one has \(scenario.processors.count)")
+            }
+        }
         guard problems.isEmpty else { throw RunError(problems.joined(separator: "\nerror: ")) }
         if let filter, let expression = try? ScenarioRegex(filter) {
             scenarios = scenarios.filter { expression.matches($0.name) || expression.matches($0.path) || $0.tags.contains(filter) }

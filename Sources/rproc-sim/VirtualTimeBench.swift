@@ -11,18 +11,12 @@ import Scenario
 /// both modes — wall-clock rates side by side, and how much board time a second of wall time
 /// covers in virtual time.
 enum VirtualTimeBench {
-    struct Echo: Codable {
-        var firmware: String
-        var realTimeRoundTripsPerSecond: Double
-        /// Round trips per second of wall time in virtual time.
-        var virtualRoundTripsPerSecond: Double
+    /// One workload's wall-clock rate in each mode (round trips or instructions per second).
+    struct Rate: Codable {
+        var workload: String
+        var realTimePerSecond: Double
+        var virtualPerSecond: Double
         /// Board seconds per wall second, virtual time.
-        var virtualSecondsPerWallSecond: Double
-    }
-    struct Compute: Codable {
-        var architecture: String
-        var realTimeInstructionsPerSecond: Double
-        var virtualInstructionsPerSecond: Double
         var virtualSecondsPerWallSecond: Double
     }
     struct ScenarioRun: Codable {
@@ -33,8 +27,8 @@ enum VirtualTimeBench {
         var virtualBoardSeconds: Double
     }
     struct Report: Codable {
-        var echo: [Echo]
-        var compute: [Compute]
+        var echo: [Rate]
+        var compute: [Rate]
         var scenarios: [ScenarioRun]
     }
 
@@ -105,30 +99,28 @@ enum VirtualTimeBench {
         defer { try? FileManager.default.removeItem(at: scratch) }
         let builder = try FirmwareBuilder(sourceRoot: source, outputDirectory: scratch)
 
-        var echoes: [Echo] = []
+        var echoes: [Rate] = []
         let native = BoardBench.image
         let nativeImage = try native()
         let loadNative: (RemoteProcessor) throws -> Void = { try $0.load("fw", from: MemoryImageStore(["fw": nativeImage])) }
         let nativeReal = try echo(EchoFirmware(), .realTime, count: roundTrips, load: loadNative)
         let nativeVirtual = try echo(EchoFirmware(), .virtual, count: roundTrips, load: loadNative)
-        echoes.append(Echo(firmware: "echo, native", realTimeRoundTripsPerSecond: nativeReal.perSecond,
-                           virtualRoundTripsPerSecond: nativeVirtual.perSecond,
+        echoes.append(Rate(workload: "echo, native", realTimePerSecond: nativeReal.perSecond, virtualPerSecond: nativeVirtual.perSecond,
                            virtualSecondsPerWallSecond: nativeVirtual.boardSeconds * nativeVirtual.perSecond / Double(roundTrips)))
-        var computes: [Compute] = []
+        var computes: [Rate] = []
         for architecture in FirmwareArchitecture.allCases {
             let cpu: CPUArchitecture = architecture == .cortexM4 ? .cortexM4 : .rv32
             let echoELF = try builder.build(program: "echo", architecture: architecture)
             let loadELF: (RemoteProcessor) throws -> Void = { try $0.load(echoELF.path, from: FileImageStore()) }
             let real = try echo(EmulatedCPU(cpu), .realTime, count: roundTrips, load: loadELF)
             let virtual = try echo(EmulatedCPU(cpu), .virtual, count: roundTrips, load: loadELF)
-            echoes.append(Echo(firmware: "echo, \(architecture.rawValue)", realTimeRoundTripsPerSecond: real.perSecond,
-                               virtualRoundTripsPerSecond: virtual.perSecond,
+            echoes.append(Rate(workload: "echo, \(architecture.rawValue)", realTimePerSecond: real.perSecond, virtualPerSecond: virtual.perSecond,
                                virtualSecondsPerWallSecond: virtual.boardSeconds * virtual.perSecond / Double(roundTrips)))
             let computeELF = try builder.build(program: "compute", architecture: architecture)
             let realCompute = try compute(elf: computeELF, cpu: cpu, .realTime)
             let virtualCompute = try compute(elf: computeELF, cpu: cpu, .virtual)
-            computes.append(Compute(architecture: architecture.rawValue, realTimeInstructionsPerSecond: realCompute.perSecond,
-                                    virtualInstructionsPerSecond: virtualCompute.perSecond,
+            computes.append(Rate(workload: "compute loop, \(architecture.rawValue)", realTimePerSecond: realCompute.perSecond,
+                                 virtualPerSecond: virtualCompute.perSecond,
                                     virtualSecondsPerWallSecond: virtualCompute.boardSeconds * virtualCompute.perSecond / 200_000_000))
         }
 
@@ -153,14 +145,13 @@ enum VirtualTimeBench {
     static func print(_ report: Report) {
         Swift.print("Virtual time against real time (wall-clock rates in this run; board time per wall second in virtual time)")
         for e in report.echo {
-            Swift.print(String(format: "  %-18@ echo          real time %8.0f rt/s   virtual %8.0f rt/s (%.2f×)   %.3f board s per wall s",
-                               e.firmware, e.realTimeRoundTripsPerSecond, e.virtualRoundTripsPerSecond,
-                               e.virtualRoundTripsPerSecond / e.realTimeRoundTripsPerSecond, e.virtualSecondsPerWallSecond))
+            Swift.print(String(format: "  %-22@ real time %8.0f rt/s     virtual %8.0f rt/s     (%.2f×)   %.3f board s per wall s",
+                               e.workload, e.realTimePerSecond, e.virtualPerSecond, e.virtualPerSecond / e.realTimePerSecond, e.virtualSecondsPerWallSecond))
         }
         for c in report.compute {
-            Swift.print(String(format: "  %-18@ compute loop  real time %8.0f M insn/s virtual %8.0f M insn/s (%.2f×)   %.2f board s per wall s",
-                               c.architecture, c.realTimeInstructionsPerSecond / 1e6, c.virtualInstructionsPerSecond / 1e6,
-                               c.virtualInstructionsPerSecond / c.realTimeInstructionsPerSecond, c.virtualSecondsPerWallSecond))
+            Swift.print(String(format: "  %-22@ real time %8.0f M insn/s virtual %8.0f M insn/s (%.2f×)   %.2f board s per wall s",
+                               c.workload, c.realTimePerSecond / 1e6, c.virtualPerSecond / 1e6, c.virtualPerSecond / c.realTimePerSecond,
+                               c.virtualSecondsPerWallSecond))
         }
         var real = 0.0, virtual = 0.0
         for s in report.scenarios {
