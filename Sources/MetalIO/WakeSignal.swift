@@ -33,10 +33,18 @@ public final class WakeSignal: @unchecked Sendable {
 
     /// Whether waits spin before they park.
     public let spins: Bool
+    /// A spin bound that does not learn (nanoseconds), for signals whose wakes are known to come
+    /// quickly even when a parked waiter's wake-up is slow (the turns of a ``VirtualClock``).
+    private let fixedSpin: Int64?
 
-    /// - Parameter spins: `false`: every wait parks at once (the futex reference of the bench).
-    public init(spins: Bool = true) {
+    /// - Parameters:
+    ///   - spins: `false`: every wait parks at once (the futex reference of the bench).
+    ///   - fixedSpin: spin this long before parking, every time, instead of learning the bound
+    ///     from past wakes (which a slow futex wake-up — tens of µs on a busy VM — keeps at its
+    ///     minimum once a waiter has parked).
+    public init(spins: Bool = true, fixedSpin: Duration? = nil) {
         self.spins = spins
+        self.fixedSpin = fixedSpin?.totalNanoseconds
         semaphore = .allocate(capacity: 1)
         sem_init(semaphore, 0, 0)
     }
@@ -91,7 +99,7 @@ public final class WakeSignal: @unchecked Sendable {
     /// Looks for a signal until the spin bound (or `limit`) has passed since `start`.
     private func spin(from start: Int64, limit: Int64 = .max) -> Bool {
         guard spins else { return false }
-        let bound = min(spinBound.load(ordering: .relaxed), limit)
+        let bound = min(fixedSpin ?? spinBound.load(ordering: .relaxed), limit)
         var looks = 0
         while true {
             if sem_trywait(semaphore) == 0 {
@@ -110,7 +118,7 @@ public final class WakeSignal: @unchecked Sendable {
     /// After a park: a wake that a longer spin would have caught raises the bound to twice its
     /// time; a later one halves it.
     private func learn(wokeAfter nanoseconds: Int64) {
-        guard spins else { return }
+        guard spins, fixedSpin == nil else { return }
         let next = nanoseconds <= Self.maximumSpinNanoseconds
             ? Self.bound(forWakeAfter: nanoseconds)
             : max(Self.minimumSpinNanoseconds, spinBound.load(ordering: .relaxed) / 2)

@@ -27,6 +27,9 @@ enum VirtualTimeBench {
         var virtualBoardSeconds: Double
     }
     struct Report: Codable {
+        /// The floor of lockstep: two participants of one virtual clock signalling each other,
+        /// round trips per second (each is two turn hand-offs).
+        var handOffRoundTripsPerSecond: Double
         var echo: [Rate]
         var compute: [Rate]
         var scenarios: [ScenarioRun]
@@ -93,7 +96,32 @@ enum VirtualTimeBench {
         return (rate, boardSeconds)
     }
 
+    /// Two participants of a virtual clock passing a signal back and forth, `count` round trips.
+    static func handOffRate(count: Int) throws -> Double {
+        let clock = VirtualClock()
+        let ping = WakeSignal(), pong = WakeSignal()
+        clock.join()
+        let partner = try clock.startThread(name: "hand-off") {
+            for _ in 0..<count {
+                _ = clock.wait(for: ping, until: nil)
+                pong.signal()
+            }
+        }
+        let rate = Result {
+            try BenchHarness.rate(count) {
+                for _ in 0..<count {
+                    ping.signal()
+                    guard clock.wait(for: pong, timeout: .seconds(10)) else { throw BenchError("hand-off ping-pong stalled") }
+                }
+            }
+        }
+        partner.join()
+        clock.leave()
+        return try rate.get()
+    }
+
     static func run(roundTrips: Int) throws -> Report {
+        let handOff = try handOffRate(count: roundTrips * 4)
         let source = try FirmwareBuilder.locateSourceRoot()
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-vt-\(getpid())")
         defer { try? FileManager.default.removeItem(at: scratch) }
@@ -139,11 +167,12 @@ enum VirtualTimeBench {
             scenarios.append(ScenarioRun(file: name, realTimeWallSeconds: real.wallDuration.inSeconds, virtualWallSeconds: virtual.wallDuration.inSeconds,
                                          virtualBoardSeconds: virtual.duration.inSeconds))
         }
-        return Report(echo: echoes, compute: computes, scenarios: scenarios)
+        return Report(handOffRoundTripsPerSecond: handOff, echo: echoes, compute: computes, scenarios: scenarios)
     }
 
     static func print(_ report: Report) {
         Swift.print("Virtual time against real time (wall-clock rates in this run; board time per wall second in virtual time)")
+        Swift.print(String(format: "  lockstep hand-off ping-pong (two participants, one clock): %8.0f rt/s", report.handOffRoundTripsPerSecond))
         for e in report.echo {
             Swift.print(String(format: "  %-22@ real time %8.0f rt/s     virtual %8.0f rt/s     (%.2f×)   %.3f board s per wall s",
                                e.workload, e.realTimePerSecond, e.virtualPerSecond, e.virtualPerSecond / e.realTimePerSecond, e.virtualSecondsPerWallSecond))
