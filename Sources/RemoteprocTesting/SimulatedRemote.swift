@@ -71,7 +71,7 @@ public final class SimulatedRemote: @unchecked Sendable {
     public private(set) var rpmsg: RPMsgDevice?
     private var closed = false
     /// The test thread's place in a virtual clock's schedule.
-    private var participation: (VirtualClock, VirtualClock.Ticket)?
+    private var testClock: TestClock?
     /// The default for every wait. Time the core spends halted in a debugger does not count.
     public var timeout: Duration
     /// The GDB server of an emulated core, when one was asked for.
@@ -96,18 +96,14 @@ public final class SimulatedRemote: @unchecked Sendable {
     public convenience init(_ firmware: TestFirmware, timeout: Duration = .seconds(10), pollMode: Bool = false, host: HostPersonality = .default,
                 debug: DebuggerOptions? = DebuggerOptions.fromEnvironment(ProcessInfo.processInfo.environment),
                 exactPCs: Bool = SimulationFailure.artifactsFromEnvironment != nil, clock: BoardClock = .realTime) throws {
-        let virtual = clock == .virtual ? VirtualClock() : nil
-        // The test's thread takes part in a virtual clock's schedule (before the board's threads
-        // start, so the order of turns is the same on every run).
-        let participation = virtual.map { ($0, $0.joinForTicket()) }
+        let time = TestClock(clock)
         do {
-            try self.init(firmware, timeout: timeout, pollMode: pollMode, host: host, debug: debug, exactPCs: exactPCs,
-                          on: virtual ?? RealTimeClock.shared)
+            try self.init(firmware, timeout: timeout, pollMode: pollMode, host: host, debug: debug, exactPCs: exactPCs, on: time.clock)
         } catch {
-            if let (clock, ticket) = participation { clock.leave(ticket) }
+            time.end()
             throw error
         }
-        self.participation = participation
+        testClock = time
     }
 
     /// A remote whose board keeps time on `clock` (one of a ``SimulatedSystem``'s, or the real
@@ -170,7 +166,8 @@ public final class SimulatedRemote: @unchecked Sendable {
         try? processor.remove()
         board.mailbox.hostInterrupts.shutdown()
         debugger?.shutdown()
-        if let (clock, ticket) = participation { clock.leave(ticket) }
+        board.waitForCoreThread()   // a crash report still being handed over ends before the board is let go
+        testClock?.end()
     }
 
     /// Puts the host's RPMsg on the first vdev again (after ``recover()``). A remote that crashes

@@ -18,8 +18,8 @@ public final class SimulatedSystem: Sendable {
     /// The remotes, in the order given.
     public let remotes: [(name: String, remote: SimulatedRemote)]
     /// The system's clock, shared by every board.
-    public let clock: any WaitClock
-    private let participation: (VirtualClock, VirtualClock.Ticket)?
+    public var clock: any WaitClock { testClock.clock }
+    private let testClock: TestClock
     private let closed = Atomic<Bool>(false)
 
     /// Boots every remote, in order (configure, load, start, RPMsg on the first vdev), on one
@@ -29,22 +29,19 @@ public final class SimulatedSystem: Sendable {
                 host: HostPersonality = .default) throws {
         precondition(!processors.isEmpty, "a system has at least one processor")
         precondition(Set(processors.map(\.key)).count == processors.count, "each processor has its own name")
-        let virtual = clock == .virtual ? VirtualClock() : nil
-        let time: any WaitClock = virtual ?? RealTimeClock.shared
-        let participation = virtual.map { ($0, $0.joinForTicket()) }
+        let time = TestClock(clock)
         var made: [(name: String, remote: SimulatedRemote)] = []
         do {
             for (name, firmware) in processors {
-                made.append((name, try SimulatedRemote(firmware, timeout: timeout, pollMode: false, host: host, debug: nil, exactPCs: false, on: time)))
+                made.append((name, try SimulatedRemote(firmware, timeout: timeout, pollMode: false, host: host, debug: nil, exactPCs: false, on: time.clock)))
             }
         } catch {
             for (_, remote) in made.reversed() { remote.close() }
-            if let (clock, ticket) = participation { clock.leave(ticket) }
+            time.end()
             throw error
         }
         remotes = made
-        self.clock = time
-        self.participation = participation
+        testClock = time
     }
 
     deinit { close() }
@@ -66,6 +63,6 @@ public final class SimulatedSystem: Sendable {
     public func close() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for (_, remote) in remotes.reversed() { remote.close() }
-        if let (clock, ticket) = participation { clock.leave(ticket) }
+        testClock.end()
     }
 }

@@ -214,6 +214,11 @@ public struct ScenarioFile: Sendable {
         public init(firmware: FirmwareChoice) { self.firmware = firmware }
     }
 
+    /// What runs: the firmware, or each processor's by name (reports' headers).
+    public var firmwareSummary: String {
+        processors.isEmpty ? processor.firmware.summary : processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
+    }
+
     /// What in this file needs real time, were it run in virtual time (`nil`: nothing): a host
     /// interrupt thread would run beside the schedule; a `debug` step's wait for gdb to attach
     /// is a wall-clock wait, while a halted core stops virtual time.

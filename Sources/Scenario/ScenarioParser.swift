@@ -259,13 +259,7 @@ public enum ScenarioParser {
                     throw p.error(node, "the clock is the system's: set clock: at the top of a file with processors:")
                 }
                 var (config, _) = try processor(entry, root: value)
-                if let node = entry["host"] {
-                    let hostName = try p.string(node, "host")
-                    guard let chosen = HostPersonality(rawValue: hostName) else {
-                        throw p.error(node, "host must be one of \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")), not '\(hostName)'")
-                    }
-                    config.host = chosen
-                }
+                config.host = try entry["host"].map { (node) throws(ScenarioError) in try p.host(node) }
                 processors.append((name, value, config))
             }
             single = processors[0].config
@@ -282,7 +276,7 @@ public enum ScenarioParser {
             }
             boardClock = chosen
         }
-        let firmware = single.firmware, arch = single.architecture
+        let arch = single.architecture
         var debug: DebuggerOptions?
         if let node = top["debug"] {
             guard arch != "native" else { throw p.error(node, "debug serves GDB for an emulated CPU: set arch to cortex-m4 or rv32") }
@@ -303,14 +297,7 @@ public enum ScenarioParser {
             guard value == "fail" || value == "ignore" else { throw p.error(node, "leftovers must be fail or ignore, not '\(value)'") }
             failOnLeftovers = value == "fail"
         }
-        var host = HostPersonality.default
-        if let node = top["host"] {
-            let name = try p.string(node, "host")
-            guard let chosen = HostPersonality(rawValue: name) else {
-                throw p.error(node, "host must be one of \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
-            }
-            host = chosen
-        }
+        let host = try top["host"].map { (node) throws(ScenarioError) in try p.host(node) } ?? .default
         guard let stepsNode = top["steps"], let steps = stepsNode.sequence else { throw p.error(top["steps"] ?? root, "missing 'steps' (a list)") }
         var expander = Expander(reader: p)
         try expander.expand(Array(steps), vars: try variables(top["vars"], reader: p))
@@ -399,6 +386,15 @@ public enum ScenarioParser {
             SourceLocation(file: path, line: node?.mark?.line ?? 1, column: node?.mark?.column ?? 1)
         }
         func error(_ node: Node?, _ message: String) -> ScenarioError { ScenarioError(location: location(node), message: message) }
+
+        /// A `host:` value: one of the host personalities.
+        func host(_ node: Node) throws(ScenarioError) -> HostPersonality {
+            let name = try string(node, "host")
+            guard let chosen = HostPersonality(rawValue: name) else {
+                throw error(node, "host must be one of \(HostPersonality.allCases.map(\.rawValue).joined(separator: ", ")), not '\(name)'")
+            }
+            return chosen
+        }
 
         func allowOnly(_ map: Node.Mapping, _ keys: [String], context: String) throws(ScenarioError) {
             for (key, _) in map {

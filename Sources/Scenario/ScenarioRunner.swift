@@ -91,8 +91,10 @@ public final class ScenarioRunner {
     private var others: [(name: String, runner: ScenarioRunner)] = []
 
     /// The runner of the processor a step names (`on:`): this one for the first, or when none is named.
-    private func remote(_ on: String?) -> ScenarioRunner {
-        on.flatMap { name in others.first { $0.name == name }?.runner } ?? self
+    /// `nil` for a name no processor has (the parser refuses it; a file built in code may not).
+    private func remote(_ on: String?) -> ScenarioRunner? {
+        guard let on, on != file.processors.first?.name else { return self }
+        return others.first { $0.name == on }?.runner
     }
 
     /// Every processor's runner, in the file's order.
@@ -164,8 +166,14 @@ public final class ScenarioRunner {
                               vrings: remote.board.inspector.vrings(), imagePath: remote.imagePath, imageBytes: remote.imageBytes)
         }
         for (step, location, on) in file.steps {
-            let remote = remote(on)
             let title = on.map { "\($0): " + step.title } ?? step.title   // as notRun below
+            guard let remote = remote(on) else {
+                let result = StepResult(title: title, location: location, passed: false, duration: .zero, detail: "",
+                                        failure: "no processor '\(on ?? "")' (processors: \(file.processors.map(\.name).joined(separator: ", ")))")
+                results.append(result)
+                progress(result)
+                break
+            }
             let before = remote.processor.state
             let stepStart = clock.now, wallStart = wall.now
             var result: StepResult
@@ -206,18 +214,13 @@ public final class ScenarioRunner {
         // One trace: every board's events in time order (a system's boards share the clock).
         let traces = file.processors.isEmpty ? [] : zip(file.processors, remotes).map { (name: $0.0.name, trace: $0.1.board.trace.events) }
         let merged = traces.isEmpty ? board.trace.events : Trace.merged(traces.map(\.trace)).map(\.event)
-        var outcome = ScenarioResult(name: file.name, path: file.path, firmware: summary, steps: results,
+        var outcome = ScenarioResult(name: file.name, path: file.path, firmware: file.firmwareSummary, steps: results,
                                      duration: clock.now - started, trace: merged, notRun: results.allSatisfy(\.passed) ? [] : Array(notRun),
                                      postMortem: kept)
         outcome.processorTraces = traces
         outcome.wallDuration = wall.now - wallStarted
         outcome.clock = file.clock
         return outcome
-    }
-
-    /// What runs: the firmware, or each processor's by name.
-    private var summary: String {
-        file.processors.isEmpty ? file.processor.firmware.summary : file.processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -230,6 +233,7 @@ public final class ScenarioRunner {
         if processor.state != .offline { try? processor.shutdown() }
         board.mailbox.hostInterrupts.shutdown()
         gdb?.shutdown()
+        board.waitForCoreThread()   // a crash report still being handed over ends before the board is let go
     }
 
     private func pump() { if file.processor.pollMode { board.poll() } }

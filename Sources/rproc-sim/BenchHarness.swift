@@ -51,12 +51,14 @@ enum BenchHarness {
         var latency: Samples
     }
 
-    static func roundTrips(_ count: Int, reply: WakeSignal, _ send: () throws -> Void) throws -> RoundTrips {
+    /// - Parameter clock: the board's (a virtual clock's participant waits for the reply through it).
+    static func roundTrips(_ count: Int, reply: WakeSignal, clock: any WaitClock = RealTimeClock.shared,
+                           _ send: () throws -> Void) throws -> RoundTrips {
         var latency = Samples([])
         let perSecond = try rate(count) {
             latency = try time(count) {
                 try send()
-                guard reply.wait(timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
+                guard clock.wait(for: reply, timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
             }
         }
         return RoundTrips(perSecond: perSecond, latency: latency)

@@ -61,13 +61,22 @@ enum EmulatedBench {
         var nativeEchoRoundTripsPerSecond: Double
     }
 
-    /// Boots `firmware` with `image` and returns the endpoint bound to the announced service.
+    /// Boots `firmware` with the ELF at `elf` and returns the endpoint bound to the announced service.
     static func boot(_ firmware: any FirmwareProgram, elf: URL, service: String = "rpmsg-echo",
                      onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws -> (Board, RemoteProcessor, RPMsgEndpoint) {
-        let board = try Board(firmware: firmware)
+        try boot(firmware, service: service, load: { try $0.load(elf.path, from: FileImageStore()) }, onReceive: onReceive)
+    }
+
+    /// Boots `firmware` with the image `load` puts in place, on a board keeping time on `clock`
+    /// (a virtual clock's: the caller takes part in it), and returns the endpoint bound to the
+    /// announced service.
+    static func boot(_ firmware: any FirmwareProgram, clock: any WaitClock = RealTimeClock.shared, service: String = "rpmsg-echo",
+                     load: (RemoteProcessor) throws -> Void,
+                     onReceive: @escaping @Sendable (RPMsgMessage) -> Void) throws -> (Board, RemoteProcessor, RPMsgEndpoint) {
+        let board = try Board(firmware: firmware, clock: clock)
         let processor = try board.makeProcessor()
         try processor.configure()
-        try processor.load(elf.path, from: FileImageStore())
+        try load(processor)
         try processor.start()
         guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
         board.trace.wakeWaiters(onActivityOf: rpmsg)
@@ -106,18 +115,27 @@ enum EmulatedBench {
     /// Instructions per second of a compute program: 4 instructions × 50 M iterations between
     /// start and its console line `done`.
     static func computeRate(elf: URL, cpu: CPUArchitecture, done: String) throws -> Double {
-        let board = try Board(firmware: EmulatedCPU(cpu))
+        try compute(elf: elf, cpu: cpu, done: done).perSecond
+    }
+
+    /// The same on a board keeping time on `clock` (a virtual clock's: the caller takes part in
+    /// it), with the board time the run took.
+    static func compute(elf: URL, cpu: CPUArchitecture, done: String, clock: any WaitClock = RealTimeClock.shared) throws
+        -> (perSecond: Double, boardSeconds: Double) {
+        let board = try Board(firmware: EmulatedCPU(cpu), clock: clock)
         let compute = try board.makeProcessor()
         try compute.configure()
         try compute.load(elf.path, from: FileImageStore())
+        let boardStart = clock.now
         let rate = try BenchHarness.rate(4 * 50_000_000) {
             try compute.start()
             guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix(done) } }) else {
                 throw BenchError("\(done) did not come")
             }
         }
+        let boardSeconds = (clock.now - boardStart).inSeconds
         try compute.shutdown()
-        return rate
+        return (rate, boardSeconds)
     }
 
     /// For each host kick in `events`, the time until the mailbox interrupt's handler was entered

@@ -287,9 +287,7 @@ struct ScenarioPrinter: Sendable {
     func run(_ scenario: ScenarioFile, runner: ScenarioRunner, emit emitPainted: (String) -> Void) -> ScenarioResult {
         // Lines are made safe to show (Terminal.shown) before colour is added.
         func emit(_ text: String) { emitPainted(Terminal.shown(text)) }
-        let what = scenario.processors.isEmpty ? scenario.processor.firmware.summary
-            : scenario.processors.map { "\($0.name): \($0.config.firmware.summary)" }.joined(separator: ", ")
-        emit("▶ \(scenario.name)  (\(what) · host \(scenario.host)\(scenario.clock == .virtual ? " · virtual time" : ""))")
+        emit("▶ \(scenario.name)  (\(scenario.firmwareSummary) · host \(scenario.host)\(scenario.clock == .virtual ? " · virtual time" : ""))")
         if let server = runner.gdb {
             emit("  gdb: listening on 127.0.0.1:\(server.port)\(server.waitsForDebugger ? "; the core waits halted at reset" : "")")
             emit("       gdb-multiarch -q \(runner.imagePath) -ex 'target remote :\(server.port)'")

@@ -35,65 +35,29 @@ enum VirtualTimeBench {
         var scenarios: [ScenarioRun]
     }
 
-    /// A board on a fresh clock of `kind`, with this thread in its schedule while `body` runs.
-    private static func withBoard<R>(_ firmware: any FirmwareProgram, _ kind: BoardClock, load: (RemoteProcessor) throws -> Void,
-                                     _ body: (Board, RemoteProcessor, any WaitClock) throws -> R) throws -> R {
+    /// Runs `body` with a fresh clock of `kind`, this thread in its schedule meanwhile.
+    private static func onClock<R>(_ kind: BoardClock, _ body: (any WaitClock) throws -> R) rethrows -> R {
         let clock = kind.make()
         clock.join()
         defer { clock.leave() }
-        let board = try Board(firmware: firmware, clock: clock)
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try load(processor)
-        try processor.start()
-        defer { try? processor.shutdown() }
-        return try body(board, processor, clock)
+        return try body(clock)
     }
 
-    /// `count` 16-byte echoes through the board: (round trips per wall second, board seconds they took).
+    /// `count` 16-byte echoes through the board (sent as a host does, `Board.send`: 10 µs each in
+    /// virtual time): (round trips per wall second, board seconds they took).
     private static func echo(_ firmware: any FirmwareProgram, _ kind: BoardClock, count: Int, load: (RemoteProcessor) throws -> Void) throws
         -> (perSecond: Double, boardSeconds: Double) {
-        try withBoard(firmware, kind, load: load) { board, processor, clock in
-            guard let rpmsg = try processor.makeHostRPMsg() else { throw BenchError("the image has no vdev") }
-            board.trace.wakeWaiters(onActivityOf: rpmsg)
-            guard board.wait(upTo: .seconds(30), until: { rpmsg.announcedServices.contains { $0.name == "rpmsg-echo" } }) else {
-                throw BenchError("no announcement of rpmsg-echo")
-            }
+        try onClock(kind) { clock in
             let reply = WakeSignal()
-            let endpoint = try rpmsg.createEndpoint(destination: rpmsg.announcedServices.first { $0.name == "rpmsg-echo" }!.address) { _ in
-                reply.signal()
-            }
+            let (board, processor, endpoint) = try EmulatedBench.boot(firmware, clock: clock, load: load) { _ in reply.signal() }
+            defer { try? processor.shutdown() }
             let payload = [UInt8](repeating: 0x42, count: 16)
             let boardStart = clock.now
-            let perSecond = try BenchHarness.rate(count) {
-                for _ in 0..<count {
-                    try board.send(payload, through: endpoint, timeout: .seconds(10))
-                    guard clock.wait(for: reply, timeout: .seconds(10)) else { throw BenchError("echo: no reply within 10 s") }
-                }
+            let trips = try BenchHarness.roundTrips(count, reply: reply, clock: clock) {
+                try board.send(payload, through: endpoint, timeout: .seconds(10))
             }
-            return (perSecond, (clock.now - boardStart).inSeconds)
+            return (trips.perSecond, (clock.now - boardStart).inSeconds)
         }
-    }
-
-    /// The compute program's 200 M instructions: (instructions per wall second, board seconds).
-    private static func compute(elf: URL, cpu: CPUArchitecture, _ kind: BoardClock) throws -> (perSecond: Double, boardSeconds: Double) {
-        let clock = kind.make()
-        clock.join()
-        defer { clock.leave() }
-        let board = try Board(firmware: EmulatedCPU(cpu), clock: clock)
-        let processor = try board.makeProcessor()
-        try processor.configure()
-        try processor.load(elf.path, from: FileImageStore())
-        let boardStart = clock.now
-        let rate = try BenchHarness.rate(4 * 50_000_000) {
-            try processor.start()
-            guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix("compute: done") } }) else {
-                throw BenchError("compute: done did not come")
-            }
-        }
-        let boardSeconds = (clock.now - boardStart).inSeconds
-        try processor.shutdown()
-        return (rate, boardSeconds)
     }
 
     /// Two participants of a virtual clock passing a signal back and forth, `count` round trips.
@@ -128,8 +92,7 @@ enum VirtualTimeBench {
         let builder = try FirmwareBuilder(sourceRoot: source, outputDirectory: scratch)
 
         var echoes: [Rate] = []
-        let native = BoardBench.image
-        let nativeImage = try native()
+        let nativeImage = try BoardBench.image()
         let loadNative: (RemoteProcessor) throws -> Void = { try $0.load("fw", from: MemoryImageStore(["fw": nativeImage])) }
         let nativeReal = try echo(EchoFirmware(), .realTime, count: roundTrips, load: loadNative)
         let nativeVirtual = try echo(EchoFirmware(), .virtual, count: roundTrips, load: loadNative)
@@ -145,8 +108,8 @@ enum VirtualTimeBench {
             echoes.append(Rate(workload: "echo, \(architecture.rawValue)", realTimePerSecond: real.perSecond, virtualPerSecond: virtual.perSecond,
                                virtualSecondsPerWallSecond: virtual.boardSeconds * virtual.perSecond / Double(roundTrips)))
             let computeELF = try builder.build(program: "compute", architecture: architecture)
-            let realCompute = try compute(elf: computeELF, cpu: cpu, .realTime)
-            let virtualCompute = try compute(elf: computeELF, cpu: cpu, .virtual)
+            let realCompute = try EmulatedBench.compute(elf: computeELF, cpu: cpu, done: "compute: done")
+            let virtualCompute = try onClock(.virtual) { try EmulatedBench.compute(elf: computeELF, cpu: cpu, done: "compute: done", clock: $0) }
             computes.append(Rate(workload: "compute loop, \(architecture.rawValue)", realTimePerSecond: realCompute.perSecond,
                                  virtualPerSecond: virtualCompute.perSecond,
                                     virtualSecondsPerWallSecond: virtualCompute.boardSeconds * virtualCompute.perSecond / 200_000_000))

@@ -655,6 +655,24 @@ struct MultiProcessorScenarioTests {
         #expect(file.alone("m4")?.processor.host == nil)
     }
 
+    @Test("a step built in code for a processor the file does not have fails saying so; it does not run on another")
+    func unknownProcessorInCode() throws {
+        var file = try ScenarioParser.parse("""
+            name: one of two
+            clock: virtual
+            processors:
+              a: { firmware: echo }
+              b: { firmware: echo }
+            steps:
+              - boot: { on: a }
+              - boot: { on: b }
+            """, path: "code.yaml")
+        file.steps[1].on = "zz"
+        let result = try ScenarioRunner(file).run()
+        #expect(result.steps.map(\.passed) == [true, false])
+        #expect(result.steps[1].failure == "no processor 'zz' (processors: a, b)")
+    }
+
     @Test("two processors under one virtual clock: each step on its own board, one merged trace in time order, a Perfetto track set per processor",
           .timeLimit(.minutes(1)))
     func run() throws {
