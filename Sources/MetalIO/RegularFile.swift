@@ -71,8 +71,8 @@ public final class RegularFile {
             throw FileError(.notRegular(Self.describe(mode: info.st_mode)), path: path)
         }
         // A regular file ignores O_NONBLOCK; it is cleared so reads are plain reads everywhere.
-        let flags = fcntl(fd, F_GETFL)
-        if flags >= 0 { _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+        // (F_SETFL sets only the status flags: none other than O_NONBLOCK was asked for.)
+        _ = fcntl(fd, F_SETFL, 0)
         descriptor = fd
         size = Int(info.st_size)
     }

@@ -69,6 +69,17 @@ public final class FileImageStore: ImageStore {
     public func copy(from offset: Int, count: Int, into region: IORegion, at regionOffset: Int) throws(ImageError) {
         let file = try openFile(offset, count)
         guard count > 0 else { return }
+        // A small segment inside the block read last (a resource table segment, placed after the
+        // code like the section headers that block was read for) is copied from it, not read again.
+        if let block, offset >= block.offset, offset - block.offset <= block.bytes.count - count {
+            let outcome = block.bytes.withUnsafeBytes { all in
+                Result { () throws(MetalIOError) in
+                    try region.write(bytes: UnsafeRawBufferPointer(rebasing: all[(offset - block.offset)..<(offset - block.offset + count)]), at: regionOffset)
+                }
+            }
+            if case let .failure(error) = outcome { throw ImageError(.target(error), path: path) }
+            return
+        }
         do {
             try region.withUnsafeMutableBytes(at: regionOffset, count: count) { target in
                 try file.read(into: target, at: offset)

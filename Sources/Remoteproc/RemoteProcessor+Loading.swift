@@ -170,7 +170,7 @@ extension RemoteProcessor {
         let handler = ResourceTableHandler(
             host: host, notifyIDCapacity: notifyIDCapacity, pools: memories.withLock { $0.filter(\.isAllocationPool) },
             map: { (physical, device, size, attributes, what) throws(RemoteprocError) in
-                try self.mapping(physical: physical, device: device, size: size, attributes: attributes, call: call, what: what)
+                try self.mapping(physical: physical, device: device, size: size, attributes: attributes, call: call, what: what())
             },
             isMapped: { device, size in self.memory(containingDevice: device, size: max(size, 1)) != nil },
             vendor: { resource, index in try self.ops.handleVendorResource(resource, entryIndex: index) },

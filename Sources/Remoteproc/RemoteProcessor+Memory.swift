@@ -66,7 +66,7 @@ extension RemoteProcessor {
     }
 
     func mapping(physical: PhysicalAddress?, device: DeviceAddress?, size: Int, attributes: UInt32,
-                         call: RemoteprocCall, what: String = "the range") throws(RemoteprocError) -> MemoryMapping {
+                         call: RemoteprocCall, what: @autoclosure () -> String = "the range") throws(RemoteprocError) -> MemoryMapping {
         guard size > 0, physical != nil || device != nil else {
             throw RemoteprocError(.invalidArgument("a mapping needs a positive size and an address"), call: call)
         }
@@ -82,7 +82,7 @@ extension RemoteProcessor {
             addMemory(provided)
             return result
         }
-        throw RemoteprocError(.noMapping(what: what, device: device, physical: physical, size: size), call: call)
+        throw RemoteprocError(.noMapping(what: what(), device: device, physical: physical, size: size), call: call)
     }
 
     /// Allocates `size` bytes of device memory in the memories marked as allocation pools,

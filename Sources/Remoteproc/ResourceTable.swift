@@ -99,13 +99,16 @@ public struct ResourceTable: Hashable, Sendable {
             throw ResourceTableError(.unrepresentable("entry \(index) cannot change its type or size in place"), entry: index)
         }
         let offset = entryOffsets[index]
-        var updated = bytes
-        updated.replaceSubrange(offset..<(offset + encoded.count), with: encoded)
-        var candidate = self
-        candidate.bytes = updated
-        candidate.entries[index] = try Self.decodeEntry(ByteReader(bytes: updated), at: offset, index: index,
-                                                        end: Self.extent(of: offset, offsets: entryOffsets, size: updated.count))
-        self = candidate
+        // Rewritten in place (no copy of the table), decoded back, and put back as it was when
+        // the new bytes do not decode.
+        bytes.replaceSubrange(offset..<(offset + encoded.count), with: encoded)
+        do {
+            entries[index] = try Self.decodeEntry(ByteReader(bytes: bytes), at: offset, index: index,
+                                                  end: Self.extent(of: offset, offsets: entryOffsets, size: bytes.count))
+        } catch {
+            bytes.replaceSubrange(offset..<(offset + old.count), with: old)
+            throw error
+        }
     }
 
     /// The entries of one kind with their indices, e.g. every vdev.
@@ -210,6 +213,7 @@ public struct ResourceTable: Hashable, Sendable {
         default: break
         }
         var out: [UInt8] = []
+        out.reserveCapacity(64)
         out.appendLittleEndian(entry.type)
         switch entry {
         case let .carveout(m), let .devmem(m):

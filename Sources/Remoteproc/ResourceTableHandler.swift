@@ -10,7 +10,8 @@ struct ResourceTableHandler {
     /// The memories ANY ranges are allocated from.
     let pools: [RemoteprocMemory]
     /// Resolves a range (`remoteproc_mmap`): physical first if given, else device.
-    let map: (_ physical: PhysicalAddress?, _ device: DeviceAddress?, _ size: Int, _ attributes: UInt32, _ what: String) throws(RemoteprocError) -> MemoryMapping
+    /// `what` names the range in an error only, so it is built only then.
+    let map: (_ physical: PhysicalAddress?, _ device: DeviceAddress?, _ size: Int, _ attributes: UInt32, _ what: @autoclosure () -> String) throws(RemoteprocError) -> MemoryMapping
     /// Whether a registered memory already holds the range (no op is asked).
     let isMapped: (_ device: DeviceAddress, _ size: Int) -> Bool
     /// The platform's vendor-resource op.
@@ -60,13 +61,14 @@ struct ResourceTableHandler {
         for (index, entry) in table.entries.enumerated() {
             switch entry {
             case var .carveout(m):
-                let what = "carveout '\(m.name)'"
-                let mapping = try mapCarveout(m, what: what, ranges: &ranges)
+                let name = m.name
+                func what() -> String { "carveout '\(name)'" }
+                let mapping = try mapCarveout(m, what: what(), ranges: &ranges)
                 carveouts.append((m.name, mapping))
                 // Linux writes pa, da and len back (rproc_alloc_registered_carveouts); OpenAMP nothing.
                 if host == .linux {
-                    m.deviceAddress = try fits32(mapping.device.rawValue, "\(what) device address")
-                    m.physicalAddress = try fits32(mapping.physical.rawValue, "\(what) physical address")
+                    m.deviceAddress = try fits32(mapping.device.rawValue, "\(what()) device address")
+                    m.physicalAddress = try fits32(mapping.physical.rawValue, "\(what()) physical address")
                     try update(index, .carveout(m))
                 }
             case let .devmem(m):
@@ -88,18 +90,18 @@ struct ResourceTableHandler {
                 var inMemory = v
                 for k in v.vrings.indices {
                     let size = v.vrings[k].byteSize ?? 0
-                    let what = "vdev \(index) vring \(k)"
+                    func what() -> String { "vdev \(index) vring \(k)" }
                     let da: DeviceAddress
                     if let fixed = v.vrings[k].deviceAddress.device {
                         da = fixed
                     } else {
                         guard let allocated = ranges.allocate(size: size, alignment: RemoteProcessor.allocationAlignment, in: pools) else {
-                            throw RemoteprocError(.allocationFailed(what: what, size: size), call: call)
+                            throw RemoteprocError(.allocationFailed(what: what(), size: size), call: call)
                         }
                         da = allocated
                     }
-                    let mapping = try map(nil, da, size, 0, what)
-                    v.vrings[k].deviceAddress = try fits32(mapping.device.rawValue, "\(what) address")
+                    let mapping = try map(nil, da, size, 0, what())
+                    v.vrings[k].deviceAddress = try fits32(mapping.device.rawValue, "\(what()) address")
                     // A Linux host publishes the address when its driver sets the queue up (rp_find_vq).
                     if host != .linux { inMemory.vrings[k].deviceAddress = v.vrings[k].deviceAddress }
                 }
@@ -153,21 +155,21 @@ struct ResourceTableHandler {
 
     /// Maps a carveout. Linux ignores the table's pa and allocates where da is ANY; OpenAMP asks
     /// `remoteproc_mmap` by pa when given, else by da (an ANY da is refused by its rules).
-    private func mapCarveout(_ m: MemoryResource, what: String, ranges: inout DeviceRangeAllocator) throws(RemoteprocError) -> MemoryMapping {
+    private func mapCarveout(_ m: MemoryResource, what: @autoclosure () -> String, ranges: inout DeviceRangeAllocator) throws(RemoteprocError) -> MemoryMapping {
         let size = Int(m.length)
         if host == .openamp, let pa = m.physicalAddress.physical {
-            return try map(pa, nil, size, m.flags, what)
+            return try map(pa, nil, size, m.flags, what())
         }
-        if let da = m.deviceAddress.device { return try map(nil, da, size, m.flags, what) }
+        if let da = m.deviceAddress.device { return try map(nil, da, size, m.flags, what()) }
         guard let da = ranges.allocate(size: size, alignment: RemoteProcessor.allocationAlignment, in: pools) else {
-            throw RemoteprocError(.allocationFailed(what: what, size: size), call: call)
+            throw RemoteprocError(.allocationFailed(what: what(), size: size), call: call)
         }
-        return try map(nil, da, size, m.flags, what)
+        return try map(nil, da, size, m.flags, what())
     }
 
-    private func fits32(_ value: UInt64, _ what: String) throws(RemoteprocError) -> ResourceAddress {
+    private func fits32(_ value: UInt64, _ what: @autoclosure () -> String) throws(RemoteprocError) -> ResourceAddress {
         guard value < 0xFFFF_FFFF else {
-            throw RemoteprocError(.invalidArgument("\(what) at \(hex(value)) does not fit the table's 32-bit field"), call: call)
+            throw RemoteprocError(.invalidArgument("\(what()) at \(hex(value)) does not fit the table's 32-bit field"), call: call)
         }
         return ResourceAddress(UInt32(value))
     }

@@ -97,11 +97,12 @@ struct ELFLoadingTests {
         #expect(installed.traceBuffers.first?.deviceAddress == trace.deviceAddress.device)
     }
 
-    @Test("the file store's small reads (served from a 4 KiB block) return the file's bytes: inside a block, across blocks, at the end, after a reopen")
+    @Test("the file store's small reads and copies (served from a 4 KiB block when they lie in it) return the file's bytes: inside a block, across blocks, at the end, after a reopen")
     func fileStoreReads() throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("rsim-store-\(UUID().uuidString).bin")
         defer { try? FileManager.default.removeItem(at: url) }
         let store = FileImageStore()
+        let target = try IORegion(name: "target", memory: try SharedMemory(size: 16 << 10), physicalBase: PhysicalAddress(0))
         for (round, size) in [10_000, 4096, 5].enumerated() {
             let content = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ round) }
             try Data(content).write(to: url)
@@ -115,8 +116,18 @@ struct ELFLoadingTests {
             }
             for (offset, count) in cases {
                 #expect(try store.bytes(at: offset, count: count) == Array(content[offset..<offset + count]), "size \(size): [\(offset), +\(count))")
+                // A copy right after a read: from the block just read when it lies inside it, else from the file.
+                try target.fill(0xEE, at: 0, count: target.size)
+                try store.copy(from: offset, count: count, into: target, at: 7)
+                #expect(try target.readBytes(at: 7, count: count) == Array(content[offset..<offset + count]), "copy, size \(size): [\(offset), +\(count))")
+                #expect(try target.readBytes(at: 0, count: 7) == [UInt8](repeating: 0xEE, count: 7))
+                #expect(try target.readBytes(at: 7 + count, count: 16) == [UInt8](repeating: 0xEE, count: 16))
             }
             #expect(throws: ImageError.self) { try store.bytes(at: size - 1, count: 2) }
+            #expect(throws: ImageError.self) { try store.copy(from: size - 1, count: 2, into: target, at: 0) }
+            // A copy that does not fit the target is refused, from the block as from the file.
+            _ = try store.bytes(at: 0, count: 1)
+            #expect(throws: ImageError.self) { try store.copy(from: 0, count: 2, into: target, at: target.size - 1) }
             store.close()
         }
     }
