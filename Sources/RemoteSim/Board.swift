@@ -210,6 +210,9 @@ public final class Board: RemoteprocOps, @unchecked Sendable {
     public func configure(data: (any Sendable)?) throws {
         mailbox.reset()
         core.withLock { $0.powered = true }
+        // Powering the board is when the core's machinery is set up (an emulated CPU's engine),
+        // not its start.
+        firmware.prepare(memories: memories)
     }
 
     public func start(bootAddress: DeviceAddress) throws {

@@ -29,6 +29,9 @@ public struct EmulatedCPU: FirmwareProgram {
     /// instruction rather than the start of its translated block. Always on with vectored faults
     /// and with a debugger.
     public let exactPCs: Bool
+    /// The engine opened when the board was powered (``prepare(memories:)``), for the next run.
+    let reserve = EngineReserve()
+
     public init(_ architecture: CPUArchitecture, coreClock: CoreClockRate = .default, faults: FaultHandling = .crash,
                 exactPCs: Bool = false, countingInto counter: InstructionCounter? = nil, debugger: GDBServer? = nil) {
         self.architecture = architecture
@@ -39,13 +42,15 @@ public struct EmulatedCPU: FirmwareProgram {
         self.debugger = debugger
     }
 
+    /// Opens the engine for the next run and maps `memories`, so a start does not wait for it.
+    public func prepare(memories: [RemoteprocMemory]) {
+        reserve.prepare(architecture, memories: memories)
+    }
+
     public func run(on core: RemoteCore) throws {
         let engine: UnicornEngine
         do {
-            engine = try UnicornEngine(architecture: architecture)
-            for memory in core.memories {
-                try engine.map(memory.region.memory, offset: memory.region.memoryOffset, size: memory.size, at: memory.deviceAddress.rawValue)
-            }
+            engine = try reserve.take(architecture, memories: core.memories) ?? EngineReserve.open(architecture, memories: core.memories)
             if let instructionCounter { try engine.countInstructions(into: instructionCounter) }
             // A vectored fault's handler must see where the fault was, and return past it; a
             // debugger must stop at the faulting instruction, not at the start of its block.

@@ -78,7 +78,8 @@ struct DebugRegister: Sendable, Hashable {
     let id: Int32
 }
 
-/// One Unicorn engine (`uc_engine`), owned by the thread that emulates with it. The only code in
+/// One Unicorn engine (`uc_engine`), owned by the thread that emulates with it (it may be opened
+/// on another thread and handed over, see ``EngineReserve``). The only code in
 /// the project that calls Unicorn. Memory is mapped over the board's own host memory
 /// (`uc_mem_map_ptr`), so the emulated core and the host side share the same bytes.
 final class UnicornEngine {

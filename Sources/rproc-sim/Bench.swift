@@ -200,8 +200,9 @@ struct Bench: ParsableCommand {
     }
 
     private static func describe(_ boot: BoardBench.BootToAnnouncement) -> String {
-        String(format: "start → announcement (%@, %d boots): p50 %.0f µs, p99 %.0f µs, max %.0f µs",
-               boot.firmware, boot.boots, boot.p50Microseconds, boot.p99Microseconds, boot.maxMicroseconds)
+        String(format: "start → announcement (%@, %d boots): p50 %.0f µs, p99 %.0f µs, max %.0f µs; configure + load + start → announcement: p50 %.0f µs, p99 %.0f µs",
+               boot.firmware, boot.boots, boot.p50Microseconds, boot.p99Microseconds, boot.maxMicroseconds,
+               boot.fromConfigureP50Microseconds, boot.fromConfigureP99Microseconds)
     }
 
     private func loadBenchmarks() throws -> [Result] {
