@@ -32,10 +32,14 @@ struct PowerManagement: Sendable {
     var monitorRunning = false
 }
 
-/// Wakes the autosuspend monitor; held strongly by its thread, which holds the processor weakly.
+/// Wakes the autosuspend monitor; held strongly by its thread, which holds the processor weakly,
+/// and by a host driver's kick path, which looks at `armed` before reaching the processor (a weak
+/// load of it on every message cost more than the rest of the check).
 final class AutosuspendWake: Sendable {
     let signal = WakeSignal()
     let processorGone = Atomic<Bool>(false)
+    /// Autosuspend has been set once (it stays armed): kicks count as traffic from then on.
+    let armed = Atomic<Bool>(false)
 }
 
 extension RemoteProcessor {
@@ -83,7 +87,7 @@ extension RemoteProcessor {
     public var autosuspendDelay: Duration? {
         get { power.withLock { $0.autosuspendDelay } }
         set {
-            if newValue != nil { autosuspendArmed.store(true, ordering: .sequentiallyConsistent) }
+            if newValue != nil { autosuspendWake.armed.store(true, ordering: .sequentiallyConsistent) }
             noteTrafficTime()       // the delay counts from now
             let start = power.withLock { p -> Bool in
                 p.autosuspendDelay = newValue.map { max($0, .zero) }
@@ -178,7 +182,7 @@ extension RemoteProcessor {
     /// monitor suspended is resumed first so the kick reaches a running core. (From inside a
     /// life-cycle call the resume cannot run; the kick is then latched by the platform.)
     func hostWillKick() {
-        guard autosuspendArmed.load(ordering: .sequentiallyConsistent) else { return }
+        guard autosuspendWake.armed.load(ordering: .sequentiallyConsistent) else { return }
         trafficCount.add(1, ordering: .sequentiallyConsistent)
         noteTrafficTime()
         guard published.withLock({ $0.state == .suspended }), power.withLock({ $0.autosuspended }) else { return }
@@ -195,7 +199,7 @@ extension RemoteProcessor {
 
     /// The remote kicked the host: traffic for autosuspend.
     func remoteKicked() {
-        guard autosuspendArmed.load(ordering: .relaxed) else { return }
+        guard autosuspendWake.armed.load(ordering: .relaxed) else { return }
         trafficCount.add(1, ordering: .relaxed)
         noteTrafficTime()
     }

@@ -52,7 +52,13 @@ extension RemoteProcessor {
         entry.physical = PhysicalAddress(entry.physical.rawValue + UInt64(installed.table.entryOffsets[entryIndex]))
         entry.size = VirtioDeviceResource.configOffset(vringCount: resource.vrings.count) + resource.config.count
         var beforeKick: (@Sendable () -> Void)?
-        if role == .driver { beforeKick = { @Sendable [weak self] in self?.hostWillKick() } }
+        if role == .driver {
+            let autosuspend = autosuspendWake
+            beforeKick = { @Sendable [weak self] in
+                guard autosuspend.armed.load(ordering: .sequentiallyConsistent) else { return }
+                self?.hostWillKick()
+            }
+        }
         let device = VirtioDevice(index: index, entryIndex: entryIndex, role: role, resource: resource, vrings: vrings, entry: entry,
                                   host: host, ops: ops, report: { [weak self] event in self?.deliver([event]) },
                                   beforeKick: beforeKick)

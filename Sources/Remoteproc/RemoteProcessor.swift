@@ -109,7 +109,6 @@ public final class RemoteProcessor: Sendable {
     let trafficCount = Atomic<UInt64>(0)
     /// The platform clock's time of the last kick either way (nanoseconds since its origin), while armed.
     let lastTrafficAt = Atomic<Int64>(0)
-    let autosuspendArmed = Atomic<Bool>(false)
 
     /// When set, a reported crash is followed by ``recover()`` on a thread of its own, as Linux
     /// remoteproc does unless recovery is disabled. Off by default.
@@ -215,7 +214,7 @@ public final class RemoteProcessor: Sendable {
             let snapshot = life
             published.withLock { $0 = snapshot }
             // The autosuspend monitor looks at the published state: wake it once that has changed.
-            if autosuspendArmed.load(ordering: .relaxed), events.contains(where: { if case .stateChanged = $0 { true } else { false } }) {
+            if autosuspendWake.armed.load(ordering: .relaxed), events.contains(where: { if case .stateChanged = $0 { true } else { false } }) {
                 autosuspendWake.signal.signal()
             }
             return (outcome, events)
