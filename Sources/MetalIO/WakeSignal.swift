@@ -11,17 +11,21 @@ import Synchronization
 /// **Spin, then park.** A wait first looks for the signal in a bounded spin and only then sleeps
 /// in the kernel: a signal that comes a few microseconds later (the other side of a round trip)
 /// is taken without the futex sleep and wake-up, which cost more than the wait itself. The spin
-/// bound is measured per signal: after each wait the signal knows how long the wake took; a wake
-/// that came within ``maximumSpin`` sets the bound to twice that time, one that came later (or
-/// never) halves it, down to ``minimumSpin``. A signal that is mostly waited on for long (an idle
-/// core, a watchdog) therefore spins for about a microsecond before it parks, and the idle host
-/// stays at ≈ 0 % CPU; see docs/performance.md.
+/// bound is measured per signal: after each wait the signal knows how long after the wait began
+/// the signal was given (``signal()`` notes the time); one given within ``maximumSpin`` sets the
+/// bound to twice that time, a later one (or none) halves it, down to ``minimumSpin``. It is the
+/// signal's time, not the waiter's wake-up: on a busy machine a parked thread's wake-up takes
+/// tens of microseconds, which would keep the bound at its minimum however soon the signals
+/// come. A signal that is mostly waited on for long (an idle core, a watchdog) spins for about a
+/// microsecond before it parks, and the idle host stays at ≈ 0 % CPU; see docs/performance.md.
 public final class WakeSignal: @unchecked Sendable {
     // @unchecked: the sem_t is allocated once, never moves, and the sem_* calls are thread-safe;
     // the spin bound is an atomic.
     private let semaphore: UnsafeMutablePointer<sem_t>
     /// The current spin bound in nanoseconds.
     private let spinBound = Atomic<Int64>(WakeSignal.maximumSpinNanoseconds)
+    /// When the last signal was given (monotonic nanoseconds), for a parked waiter to learn from.
+    private let signalledAt = Atomic<Int64>(0)
 
     /// The longest a wait spins before it parks.
     public static let maximumSpin: Duration = .microseconds(20)
@@ -58,6 +62,7 @@ public final class WakeSignal: @unchecked Sendable {
     /// (its waiter spins, or none waits) is an atomic increment, without a system call.
     /// A stalled ``VirtualClock`` is told, so that a participant waiting for this signal runs.
     public func signal() {
+        if spins, fixedSpin == nil { signalledAt.store(Self.monotonicNanoseconds(), ordering: .relaxed) }
         sem_post(semaphore)
         VirtualClock.signalGiven()
     }
@@ -78,7 +83,7 @@ public final class WakeSignal: @unchecked Sendable {
         let start = Self.monotonicNanoseconds()
         if spin(from: start) { return }
         while sem_wait(semaphore) != 0 && errno == EINTR {}
-        learn(wokeAfter: Self.monotonicNanoseconds() - start)
+        learnAfterPark(since: start)
     }
 
     /// Blocks until a signal comes or the wall clock (`CLOCK_REALTIME`) reaches `deadline`
@@ -89,10 +94,10 @@ public final class WakeSignal: @unchecked Sendable {
         var deadline = deadline
         while sem_timedwait(semaphore, &deadline) != 0 {
             if errno == EINTR { continue }
-            learn(wokeAfter: .max)
+            learn(signalAfter: .max)
             return false
         }
-        learn(wokeAfter: Self.monotonicNanoseconds() - start)
+        learnAfterPark(since: start)
         return true
     }
 
@@ -115,9 +120,17 @@ public final class WakeSignal: @unchecked Sendable {
         }
     }
 
-    /// After a park: a wake that a longer spin would have caught raises the bound to twice its
+    /// After a park ended by a signal: when it was given, counted from the wait's start (the time
+    /// noted by ``signal()``; a signal noted before the start — another waiter's, or one that
+    /// raced the spin's last look — counts as given at once).
+    func learnAfterPark(since start: Int64) {
+        guard spins, fixedSpin == nil else { return }
+        learn(signalAfter: max(0, signalledAt.load(ordering: .relaxed) - start))
+    }
+
+    /// After a park: a signal that a longer spin would have caught raises the bound to twice its
     /// time; a later one halves it.
-    private func learn(wokeAfter nanoseconds: Int64) {
+    private func learn(signalAfter nanoseconds: Int64) {
         guard spins, fixedSpin == nil else { return }
         let next = nanoseconds <= Self.maximumSpinNanoseconds
             ? Self.bound(forWakeAfter: nanoseconds)
@@ -130,7 +143,11 @@ public final class WakeSignal: @unchecked Sendable {
         min(maximumSpinNanoseconds, max(minimumSpinNanoseconds, 2 * nanoseconds))
     }
 
-    private static func monotonicNanoseconds() -> Int64 {
+    /// The spin bound now (nanoseconds), and when the last signal was given: for tests.
+    var spinBoundNanoseconds: Int64 { spinBound.load(ordering: .relaxed) }
+    var lastSignalNanoseconds: Int64 { signalledAt.load(ordering: .relaxed) }
+
+    static func monotonicNanoseconds() -> Int64 {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return time.totalNanoseconds
