@@ -32,13 +32,9 @@ extension Array where Element == UInt8 {
         }
     }
 
-    /// Appends `value` little-endian.
+    /// Appends `value` little-endian (one append of its bytes).
     public mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
-        var v = value
-        for _ in 0..<MemoryLayout<T>.size {
-            append(UInt8(truncatingIfNeeded: v))
-            v >>= 8
-        }
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
     }
 
     /// Appends `text` as a NUL-padded field of `length` bytes (truncated to `length`).

@@ -24,9 +24,11 @@ extension RemoteProcessor {
     /// The memory holding physical address `address` (`remoteproc_get_io_with_pa`), and the
     /// address's offset in its region. Asks the `memory` op when no record matches.
     public func memory(containingPhysical address: PhysicalAddress, size: Int = 1) -> (memory: RemoteprocMemory, offset: Int)? {
-        if let hit = memories.withLock({ list in list.lazy.compactMap { m in m.offset(ofPhysical: address, size: size).map { (m, $0) } }.first }) {
-            return hit
+        let hit = memories.withLock { list -> (memory: RemoteprocMemory, offset: Int)? in
+            for m in list { if let offset = m.offset(ofPhysical: address, size: size) { return (m, offset) } }
+            return nil
         }
+        if let hit { return hit }
         guard let extra = ops.memory(physical: address, device: nil, size: size), let offset = extra.offset(ofPhysical: address, size: size) else { return nil }
         return (extra, offset)
     }
@@ -34,9 +36,11 @@ extension RemoteProcessor {
     /// The memory holding device address `address` (`remoteproc_get_io_with_da`), and the
     /// address's offset in its region. Asks the `memory` op when no record matches.
     public func memory(containingDevice address: DeviceAddress, size: Int = 1) -> (memory: RemoteprocMemory, offset: Int)? {
-        if let hit = memories.withLock({ list in list.lazy.compactMap { m in m.offset(ofDevice: address, size: size).map { (m, $0) } }.first }) {
-            return hit
+        let hit = memories.withLock { list -> (memory: RemoteprocMemory, offset: Int)? in
+            for m in list { if let offset = m.offset(ofDevice: address, size: size) { return (m, offset) } }
+            return nil
         }
+        if let hit { return hit }
         guard let extra = ops.memory(physical: nil, device: address, size: size), let offset = extra.offset(ofDevice: address, size: size) else { return nil }
         return (extra, offset)
     }

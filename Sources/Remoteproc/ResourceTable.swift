@@ -130,8 +130,9 @@ public struct ResourceTable: Hashable, Sendable {
             guard n <= available else { throw ResourceTableError(.entryTruncated(needed: n, available: available), entry: index, offset: offset) }
         }
         func u32(_ field: Int) -> UInt32 { r.integer(at: offset + field, as: UInt32.self)! }
-        func reservedZero(_ name: String, _ value: UInt64, _ field: Int) throws(ResourceTableError) {
-            guard value == 0 else { throw ResourceTableError(.reservedNotZero(field: name, value: value), entry: index, offset: offset + field) }
+        // Field names are built only for an error.
+        func reservedZero(_ name: @autoclosure () -> String, _ value: UInt64, _ field: Int) throws(ResourceTableError) {
+            guard value == 0 else { throw ResourceTableError(.reservedNotZero(field: name(), value: value), entry: index, offset: offset + field) }
         }
         func invalid(_ field: String, _ value: UInt64, _ why: String, _ at: Int) -> ResourceTableError {
             ResourceTableError(.invalidField(field: field, value: value, reason: why), entry: index, offset: offset + at)
@@ -170,6 +171,7 @@ public struct ResourceTable: Hashable, Sendable {
                 throw ResourceTableError(.entryTruncated(needed: Int(clamping: total), available: available), entry: index, offset: offset)
             }
             var vrings: [VringResource] = []
+            vrings.reserveCapacity(vringCount)
             for k in 0..<vringCount {
                 let base = VirtioDeviceResource.vringOffset(k)
                 let vring = VringResource(deviceAddress: ResourceAddress(u32(base)), alignment: u32(base + 4),
@@ -213,7 +215,8 @@ public struct ResourceTable: Hashable, Sendable {
         default: break
         }
         var out: [UInt8] = []
-        out.reserveCapacity(64)
+        let capacity = if case let .vdev(v) = entry { 28 + 20 * v.vrings.count + v.config.count } else { 64 }
+        out.reserveCapacity(capacity)
         out.appendLittleEndian(entry.type)
         switch entry {
         case let .carveout(m), let .devmem(m):

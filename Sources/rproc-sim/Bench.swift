@@ -106,7 +106,7 @@ struct Bench: ParsableCommand {
             return
         }
         if let load = report.load {
-            print("ELF load: \(iterations) runs each, \(sizeMiB) MiB image (one segment + resource table)")
+            print("ELF load: \(iterations) runs each, \(sizeMiB) MiB image (one segment + resource table); the fixed cost: a 4 KiB one")
             for r in load {
                 print("  " + RprocSimReport.pad(r.name, 28) + String(format: "median %9.1f µs   p99 %9.1f µs   %8.0f MB/s", r.medianMicroseconds, r.p99Microseconds, r.megabytesPerSecond))
             }
@@ -242,6 +242,16 @@ struct Bench: ParsableCommand {
         results.append(try measure("memcpy of the same bytes", bytes: image.count) {
             try payload.withUnsafeBytes { try target.write(bytes: $0, at: 0) }
         })
+        // The fixed cost of a load (headers, the table, its handling, the store's open and
+        // reads): the same image with a 4 KiB segment.
+        let small = ELFWriter.image(segments: [.init(address: 0, bytes: Array(payload.prefix(4096)))], entry: 1,
+                                    resourceTable: (0x2000_0000, table.bytes), pageSize: 4096)
+        let smallFile = FileManager.default.temporaryDirectory.appendingPathComponent("rproc-sim-bench-small-\(getpid()).elf")
+        try Data(small).write(to: smallFile)
+        defer { try? FileManager.default.removeItem(at: smallFile) }
+        memoryStore.add(small, as: "small")
+        results.append(try measure("fixed cost, memory store", bytes: small.count) { try processor.load("small", from: memoryStore) })
+        results.append(try measure("fixed cost, file store", bytes: small.count) { try processor.load(smallFile.path, from: fileStore) })
         try processor.shutdown()
         return results
     }
