@@ -120,6 +120,16 @@ public final class RPMsgDevice: Sendable {
     /// asked for only while someone waits (Linux's `rpmsg_upref_sleepers`).
     private let transmitWaiters = Atomic<Int>(0)
     private let transmitReturned = WakeSignal()
+    /// Cleared when the device goes away: the transport's outstanding-work check holds the
+    /// transmit queue strongly and asks this first (a weak reference to the queue would give it
+    /// a side table, and every retain of it on the send path the slow reference count).
+    private let lifetime = DeviceLifetime()
+
+    private final class DeviceLifetime: Sendable {
+        let alive = Atomic<Bool>(true)
+    }
+
+    deinit { lifetime.alive.store(false, ordering: .releasing) }
 
     /// Runs `body` on the rings, or returns `nil` when the device is closed or its transport gone.
     private func withRings<T: Sendable>(_ body: () -> T) -> T? {
@@ -287,7 +297,8 @@ public final class RPMsgDevice: Sendable {
         transport.setRemovalHandler { [weak self] in self?.close() }
         // Messages sent and not yet taken by the remote keep it from counting as idle.
         if case let .driver(transmit, _) = rings {
-            transport.setOutstandingWork { [weak transmit] in (transmit?.unreturnedCount ?? 0) > 0 }
+            let lifetime = self.lifetime
+            transport.setOutstandingWork { lifetime.alive.load(ordering: .acquiring) && transmit.unreturnedCount > 0 }
         }
     }
 

@@ -287,6 +287,33 @@ struct SuspendResumeTests {
         echo.processor.autosuspendDelay = nil
     }
 
+    @Test("a host RPMsg device let go of without close() no longer keeps the remote awake: its untaken messages stop counting",
+          .timeLimit(.minutes(1)))
+    func droppedDeviceStopsCounting() throws {
+        let release = ReleaseSignal()
+        let (board, processor) = try startedBoard(LateEcho(release: release))
+        defer {
+            release.open()
+            try? processor.shutdown()
+        }
+        var rpmsg: RPMsgDevice? = try #require(try processor.makeHostRPMsg())
+        weak let dropped = rpmsg
+        // Once the remote's device is up (it takes what was queued before), a message it leaves.
+        let announced = WakeSignal()
+        rpmsg?.onNameServiceAnnouncement { _, _ in announced.signal() }
+        #expect(announced.wait(timeout: .seconds(10)))
+        try rpmsg?.send(Array("never taken".utf8), from: RPMsgAddress(1024), to: RPMsgAddress(1024), timeout: .seconds(1))
+        processor.autosuspendDelay = .milliseconds(2)
+        usleep(50_000)
+        #expect(processor.powerStatistics.autosuspensions == 0, "suspended with a message outstanding")
+        // Let go of (no endpoint holds it): its message no longer counts.
+        rpmsg = nil
+        #expect(dropped == nil, "the device is gone")
+        #expect(board.waitWhileLive(upTo: .seconds(10)) { processor.powerStatistics.autosuspensions >= 1 } == .met,
+                "the gone device's untaken message still held the remote awake")
+        processor.autosuspendDelay = nil
+    }
+
     @Test("autosuspend turned off and on again, fast: off means no suspension starts after the setter returns; on always has a monitor that suspends",
           .timeLimit(.minutes(2)))
     func autosuspendToggled() throws {
