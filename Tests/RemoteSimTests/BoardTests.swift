@@ -503,6 +503,13 @@ struct BoardTransitionTests {
 struct BoardAutomaticRecoveryTests {
     @Test("with automatic recovery a watchdog crash is followed by reload and restart", .timeLimit(.minutes(1)))
     func automatic() throws {
+        // The recovery runs on a thread of its own, which must not outlive the test
+        // (docs/reliability.md: nothing of the package's is alive when the process exits).
+        weak let released = try recoverAutomatically()
+        #expect(waitUntil(.seconds(10)) { released == nil }, "the board is still alive")
+    }
+
+    private func recoverAutomatically() throws -> Board {
         let board = try Board(firmware: HangFirmware(watchdogMilliseconds: 20))
         let processor = try board.makeProcessor()
         processor.automaticRecovery = true
@@ -522,6 +529,7 @@ struct BoardAutomaticRecoveryTests {
         while ![.crashed, .running].contains(processor.state) && ContinuousClock.now < settle { usleep(1000) }
         try processor.shutdown()
         #expect(processor.state == .offline)
+        return board
     }
 }
 
