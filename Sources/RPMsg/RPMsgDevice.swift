@@ -120,16 +120,25 @@ public final class RPMsgDevice: Sendable {
     /// asked for only while someone waits (Linux's `rpmsg_upref_sleepers`).
     private let transmitWaiters = Atomic<Int>(0)
     private let transmitReturned = WakeSignal()
-    /// Cleared when the device goes away: the transport's outstanding-work check holds the
-    /// transmit queue strongly and asks this first (a weak reference to the queue would give it
-    /// a side table, and every retain of it on the send path the slow reference count).
+    /// What the transport's outstanding-work check reaches the host's transmit queue through,
+    /// while the device lives. Not a weak reference to the queue (that would give the queue a
+    /// side table, and every retain of it on the send path the slow reference count), and not
+    /// the queue itself: its kick leads back to the transport, a cycle that a device let go of
+    /// without `close()` would never break.
     private let lifetime = DeviceLifetime()
 
     private final class DeviceLifetime: Sendable {
-        let alive = Atomic<Bool>(true)
+        let transmit = MetalMutex<DriverQueue?>(nil)
     }
 
-    deinit { lifetime.alive.store(false, ordering: .releasing) }
+    deinit {
+        // Released after the lock: the queue's release may release the transport's device.
+        let transmit = lifetime.transmit.withLock { queue in
+            defer { queue = nil }
+            return queue
+        }
+        withExtendedLifetime(transmit) {}
+    }
 
     /// Runs `body` on the rings, or returns `nil` when the device is closed or its transport gone.
     private func withRings<T: Sendable>(_ body: () -> T) -> T? {
@@ -298,7 +307,8 @@ public final class RPMsgDevice: Sendable {
         // Messages sent and not yet taken by the remote keep it from counting as idle.
         if case let .driver(transmit, _) = rings {
             let lifetime = self.lifetime
-            transport.setOutstandingWork { lifetime.alive.load(ordering: .acquiring) && transmit.unreturnedCount > 0 }
+            lifetime.transmit.withLock { $0 = transmit }
+            transport.setOutstandingWork { (lifetime.transmit.withLock { $0 }?.unreturnedCount ?? 0) > 0 }
         }
     }
 
