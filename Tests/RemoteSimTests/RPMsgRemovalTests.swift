@@ -54,6 +54,27 @@ struct RPMsgRemovalTests {
         try board.shutdown()
     }
 
+    @Test("a host RPMsg let go of without close() (before, or after, the processor's shutdown) leaves nothing alive: processor and board are released",
+          .timeLimit(.minutes(1)), arguments: [false, true])
+    func droppedWithoutClose(afterShutdown: Bool) throws {
+        weak var weakBoard: Board?
+        weak var weakProcessor: RemoteProcessor?
+        do {
+            var (board, processor, device): (Board, RemoteProcessor, RPMsgDevice?) = try bootBoard(EchoFirmware())
+            weakBoard = board
+            weakProcessor = processor
+            try device?.send(Array("to nobody".utf8), from: RPMsgAddress(1024), to: RPMsgAddress(1024), timeout: .seconds(1))
+            if afterShutdown { try processor.shutdown() }
+            device = nil
+            if !afterShutdown { try processor.shutdown() }
+            _ = board
+        }
+        // A core thread ending holds its board a moment longer: wait for it, bounded.
+        _ = waitUntil(.seconds(10)) { weakBoard == nil && weakProcessor == nil }
+        #expect(weakProcessor == nil, "the processor is still alive")
+        #expect(weakBoard == nil, "the board is still alive")
+    }
+
     @Test("RPMsg put on a device that is already gone is closed at once", .timeLimit(.minutes(1)))
     func alreadyGone() throws {
         let (board, processor) = try startedBoard(EchoFirmware())
