@@ -215,7 +215,7 @@ public struct ResourceTable: Hashable, Sendable {
         default: break
         }
         var out: [UInt8] = []
-        let capacity = if case let .vdev(v) = entry { 28 + 20 * v.vrings.count + v.config.count } else { 64 }
+        let capacity = if case let .vdev(v) = entry { VirtioDeviceResource.configOffset(vringCount: v.vrings.count) + v.config.count } else { 64 }
         out.reserveCapacity(capacity)
         out.appendLittleEndian(entry.type)
         switch entry {
