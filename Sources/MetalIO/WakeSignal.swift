@@ -37,15 +37,14 @@ public final class WakeSignal: @unchecked Sendable {
 
     /// Whether waits spin before they park.
     public let spins: Bool
-    /// A spin bound that does not learn (nanoseconds), for signals whose wakes are known to come
-    /// quickly even when a parked waiter's wake-up is slow (the turns of a ``VirtualClock``).
+    /// A spin bound that does not learn (nanoseconds), for signals known to come back within a
+    /// bound longer than ``maximumSpin`` (the turns of a ``VirtualClock``).
     private let fixedSpin: Int64?
 
     /// - Parameters:
     ///   - spins: `false`: every wait parks at once (the futex reference of the bench).
     ///   - fixedSpin: spin this long before parking, every time, instead of learning the bound
-    ///     from past wakes (which a slow futex wake-up — tens of µs on a busy VM — keeps at its
-    ///     minimum once a waiter has parked).
+    ///     (at most ``maximumSpin``) from past signals.
     public init(spins: Bool = true, fixedSpin: Duration? = nil) {
         self.spins = spins
         self.fixedSpin = fixedSpin?.totalNanoseconds

@@ -30,6 +30,10 @@ final class EngineReserve: Sendable {
         let engine: UnicornEngine
         let architecture: CPUArchitecture
         let mapped: [MappedMemory]
+
+        func isFor(_ architecture: CPUArchitecture, _ mapped: [MappedMemory]) -> Bool {
+            self.architecture == architecture && self.mapped == mapped
+        }
     }
 
     private let slot = MetalMutex<Prepared?>(nil)
@@ -39,8 +43,8 @@ final class EngineReserve: Sendable {
     /// Opens an engine for `architecture` with `memories` mapped, unless one is held for them.
     /// A failure is not reported here: the run opens its own engine and reports it there.
     func prepare(_ architecture: CPUArchitecture, memories: [RemoteprocMemory]) {
-        if holds(architecture, memories: memories) { return }
         let mapped = memories.map(MappedMemory.init)
+        if slot.withLock({ $0?.isFor(architecture, mapped) == true }) { return }
         guard let engine = try? Self.open(architecture, memories: memories) else { return }
         let replaced = slot.withLock { held in
             defer { held = Prepared(engine: engine, architecture: architecture, mapped: mapped) }
@@ -52,7 +56,7 @@ final class EngineReserve: Sendable {
     /// Whether an engine is held for `architecture` and exactly `memories`.
     func holds(_ architecture: CPUArchitecture, memories: [RemoteprocMemory]) -> Bool {
         let mapped = memories.map(MappedMemory.init)
-        return slot.withLock { $0?.architecture == architecture && $0?.mapped == mapped }
+        return slot.withLock { $0?.isFor(architecture, mapped) == true }
     }
 
     /// The engine held for `architecture` and exactly `memories`, taken out of the reserve; nil
@@ -60,7 +64,7 @@ final class EngineReserve: Sendable {
     func take(_ architecture: CPUArchitecture, memories: [RemoteprocMemory]) -> UnicornEngine? {
         let mapped = memories.map(MappedMemory.init)
         return slot.withLock { held in
-            guard let prepared = held, prepared.architecture == architecture, prepared.mapped == mapped else { return nil }
+            guard let prepared = held, prepared.isFor(architecture, mapped) else { return nil }
             held = nil
             return prepared.engine
         }

@@ -32,7 +32,7 @@ enum DebugBench {
             let step = try BenchHarness.time(requests) { let reply = try client.request("s"); guard reply.hasPrefix("T05") else { throw BenchError("step answered \(reply)") } }
             let registers = try BenchHarness.time(requests) { _ = try client.request("g") }
             let memory = try BenchHarness.time(requests) { _ = try client.request("m20000000,100") }
-            let attachedRate = try BenchHarness.rate(4 * 50_000_000) {
+            let attachedRate = try BenchHarness.rate(EmulatedBench.computeInstructions) {
                 client.post("c")
                 try waitForConsole(board, "compute: done")
             }

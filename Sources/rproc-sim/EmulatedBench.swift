@@ -112,8 +112,12 @@ enum EmulatedBench {
         return Stream(payload: payload, messagesPerSecond: rate, megabytesPerSecond: rate * Double(payload) / 1e6)
     }
 
-    /// Instructions per second of a compute program: 4 instructions × 50 M iterations between
-    /// start and its console line `done`.
+    /// The compute programs' work (`Firmware/lib/rsim_compute.h`): 50 M passes of a 4-instruction loop.
+    static let computeIterations = 50_000_000
+    static let computeInstructions = 4 * computeIterations
+
+    /// Instructions per second of a compute program: ``computeInstructions`` between start and
+    /// its console line `done`.
     static func computeRate(elf: URL, cpu: CPUArchitecture, done: String) throws -> Double {
         try compute(elf: elf, cpu: cpu, done: done).perSecond
     }
@@ -127,7 +131,7 @@ enum EmulatedBench {
         try compute.configure()
         try compute.load(elf.path, from: FileImageStore())
         let boardStart = clock.now
-        let rate = try BenchHarness.rate(4 * 50_000_000) {
+        let rate = try BenchHarness.rate(computeInstructions) {
             try compute.start()
             guard board.wait(upTo: .seconds(120), until: { board.trace.consoleLines.contains { $0.hasPrefix(done) } }) else {
                 throw BenchError("\(done) did not come")
@@ -203,7 +207,7 @@ enum EmulatedBench {
             try countedProcessor.shutdown()
 
             let computeRate = try Self.computeRate(elf: computeELF, cpu: cpu, done: "compute: done")
-            let rawRate = try RawUnicornReference.computeLoopRate(cpu, iterations: 50_000_000)
+            let rawRate = try RawUnicornReference.computeLoopRate(cpu, iterations: UInt32(computeIterations))
             let boots = try BoardBench.bootToAnnouncement(firmware: "echo, \(architecture.rawValue)", count: 50,
                                                           image: { try $0.load(echoELF.path, from: FileImageStore()) }) {
                 try Board(firmware: EmulatedCPU(cpu))

@@ -112,7 +112,7 @@ enum VirtualTimeBench {
             let virtualCompute = try onClock(.virtual) { try EmulatedBench.compute(elf: computeELF, cpu: cpu, done: "compute: done", clock: $0) }
             computes.append(Rate(workload: "compute loop, \(architecture.rawValue)", realTimePerSecond: realCompute.perSecond,
                                  virtualPerSecond: virtualCompute.perSecond,
-                                    virtualSecondsPerWallSecond: virtualCompute.boardSeconds * virtualCompute.perSecond / 200_000_000))
+                                    virtualSecondsPerWallSecond: virtualCompute.boardSeconds * virtualCompute.perSecond / Double(EmulatedBench.computeInstructions)))
         }
 
         // The shipped scenarios, each in both modes.
