@@ -23,9 +23,14 @@ public final class FileImageStore: ImageStore {
     private var path = ""
     /// The last aligned block a small read fetched: libelf and the table parser ask for a few
     /// dozen bytes at a time, several at the same places (the file header three times, the
-    /// resource table twice), and one `pread` of the block serves them all.
+    /// resource table twice), and one `pread` of the block serves them all. A file of at most
+    /// ``wholeFileLimit`` bytes is one block: read once, whole, it serves the headers, the table
+    /// and the segments' copies (three `pread`s become one for a small image).
     private var block: (offset: Int, bytes: [UInt8])?
     private static let blockSize = 4096
+    /// The largest file read whole as one block (larger ones are read by 4 KiB block, their
+    /// segments straight from the file into target memory).
+    static let wholeFileLimit = 64 << 10
 
     public init() {}
 
@@ -53,6 +58,12 @@ public final class FileImageStore: ImageStore {
 
     public func bytes(at offset: Int, count: Int) throws(ImageError) -> [UInt8] {
         let file = try openFile(offset, count)
+        if file.size <= Self.wholeFileLimit {
+            if block == nil {
+                do { block = (0, try file.bytes(at: 0, count: file.size)) } catch { throw ImageError(.file(error), path: path) }
+            }
+            if let block { return Array(block.bytes[offset..<(offset + count)]) }
+        }
         let start = offset & ~(Self.blockSize - 1)
         // A small read that lies inside one aligned block is served from that block (read once, up to the file's end).
         if count <= Self.blockSize, offset + count <= start + Self.blockSize {
@@ -69,8 +80,9 @@ public final class FileImageStore: ImageStore {
     public func copy(from offset: Int, count: Int, into region: IORegion, at regionOffset: Int) throws(ImageError) {
         let file = try openFile(offset, count)
         guard count > 0 else { return }
-        // A small segment inside the block read last (a resource table segment, placed after the
-        // code like the section headers that block was read for) is copied from it, not read again.
+        // A segment inside the block read last (any segment of a small image read whole; a
+        // resource table segment placed after the code like the section headers that block was
+        // read for) is copied from it, not read again.
         if let block, offset >= block.offset, offset - block.offset <= block.bytes.count - count {
             let outcome = block.bytes.withUnsafeBytes { all in
                 Result { () throws(MetalIOError) in

@@ -46,8 +46,11 @@ struct DeviceRangeAllocator: Sendable {
             var candidate = (pool.deviceAddress.rawValue + align - 1) / align * align
             while candidate + UInt64(size) <= poolEnd {
                 let end = candidate + UInt64(size)
-                if let blocker = claimed.filter({ $0.start < end && candidate < $0.end }).max(by: { $0.end < $1.end }) {
-                    candidate = (blocker.end + align - 1) / align * align
+                // The claimed ranges the candidate overlaps: the next candidate starts after the last of them ends.
+                var blockedUntil: UInt64?
+                for range in claimed where range.start < end && candidate < range.end { blockedUntil = max(blockedUntil ?? 0, range.end) }
+                if let blockedUntil {
+                    candidate = (blockedUntil + align - 1) / align * align
                     continue
                 }
                 claimed.append(Range(start: candidate, end: end))

@@ -93,20 +93,23 @@ public struct ResourceTable: Hashable, Sendable {
         guard entries.indices.contains(index) else {
             throw ResourceTableError(.unrepresentable("no entry \(index) (the table has \(entries.count))"))
         }
-        let encoded = try Self.encode(entry, index: index)
-        let old = try Self.encode(entries[index], index: index)
-        guard entry.type == entries[index].type, encoded.count == old.count else {
+        let size = try Self.encodedSize(of: entry, index: index)
+        guard entry.type == entries[index].type, (try? Self.encodedSize(of: entries[index], index: index)) == size else {
             throw ResourceTableError(.unrepresentable("entry \(index) cannot change its type or size in place"), entry: index)
         }
         let offset = entryOffsets[index]
-        // Rewritten in place (no copy of the table), decoded back, and put back as it was when
-        // the new bytes do not decode.
-        bytes.replaceSubrange(offset..<(offset + encoded.count), with: encoded)
+        guard size <= bytes.count - offset else {
+            throw ResourceTableError(.entryTruncated(needed: size, available: bytes.count - offset), entry: index, offset: offset)
+        }
+        // Written over the old bytes (no copy of the table), decoded back, and put back as it
+        // was when the new bytes do not decode.
+        let old = Array(bytes[offset..<(offset + size)])
+        Self.write(entry, into: &bytes, at: offset)
         do {
             entries[index] = try Self.decodeEntry(ByteReader(bytes: bytes), at: offset, index: index,
                                                   end: Self.extent(of: offset, offsets: entryOffsets, size: bytes.count))
         } catch {
-            bytes.replaceSubrange(offset..<(offset + old.count), with: old)
+            bytes.replaceSubrange(offset..<(offset + size), with: old)
             throw error
         }
     }
@@ -120,7 +123,9 @@ public struct ResourceTable: Hashable, Sendable {
 
     /// Where the entry at `offset` can extend to at most: the next entry's start, or the table's end.
     private static func extent(of offset: Int, offsets: [Int], size: Int) -> Int {
-        offsets.filter { $0 > offset }.min() ?? size
+        var end = size
+        for other in offsets where other > offset && other < end { end = other }
+        return end
     }
 
     /// - Parameter end: where the entry can extend to at most (an unknown entry's payload ends there).
@@ -206,60 +211,98 @@ public struct ResourceTable: Hashable, Sendable {
 
     // MARK: Encoding
 
+    /// `entry`'s bytes on their own.
     private static func encode(_ entry: ResourceEntry, index: Int) throws(ResourceTableError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: try encodedSize(of: entry, index: index))
+        write(entry, into: &out, at: 0)
+        return out
+    }
+
+    /// How many bytes `entry` takes in a table.
+    /// - Throws: ``ResourceTableError`` when the entry cannot be represented (checked here, so
+    ///   ``write(_:into:at:)`` cannot fail halfway).
+    private static func encodedSize(of entry: ResourceEntry, index: Int) throws(ResourceTableError) -> Int {
         switch entry {
-        case let .vendor(v) where !(128...512).contains(v.type):
-            throw ResourceTableError(.unrepresentable("vendor type \(v.type) is outside 128…512"), entry: index)
-        case let .unknown(type, _) where type <= 3 || (128...512).contains(type):
-            throw ResourceTableError(.unrepresentable("type \(type) has a layout; build it as that entry, not .unknown"), entry: index)
-        default: break
-        }
-        var out: [UInt8] = []
-        let capacity = if case let .vdev(v) = entry { VirtioDeviceResource.configOffset(vringCount: v.vrings.count) + v.config.count } else { 64 }
-        out.reserveCapacity(capacity)
-        out.appendLittleEndian(entry.type)
-        switch entry {
-        case let .carveout(m), let .devmem(m):
-            out.appendLittleEndian(m.deviceAddress.rawValue)
-            out.appendLittleEndian(m.physicalAddress.rawValue)
-            out.appendLittleEndian(m.length)
-            out.appendLittleEndian(m.flags)
-            out.appendLittleEndian(m.reserved)
-            out.appendPadded(m.name, length: 32)
-        case let .trace(t):
-            out.appendLittleEndian(t.deviceAddress.rawValue)
-            out.appendLittleEndian(t.length)
-            out.appendLittleEndian(t.reserved)
-            out.appendPadded(t.name, length: 32)
+        case .carveout, .devmem: return 56
+        case .trace: return 48
         case let .vdev(v):
             guard v.vrings.count <= 255 else {
                 throw ResourceTableError(.unrepresentable("a vdev holds at most 255 vrings, not \(v.vrings.count)"), entry: index)
             }
-            out.appendLittleEndian(v.deviceID)
-            out.appendLittleEndian(v.notifyID.rawValue)
-            out.appendLittleEndian(v.deviceFeatures.rawValue)
-            out.appendLittleEndian(v.driverFeatures.rawValue)
-            out.appendLittleEndian(UInt32(v.config.count))
-            out.append(v.status.rawValue)
-            out.append(UInt8(v.vrings.count))
-            out.appendLittleEndian(v.reserved)
-            for vring in v.vrings {
-                out.appendLittleEndian(vring.deviceAddress.rawValue)
-                out.appendLittleEndian(vring.alignment)
-                out.appendLittleEndian(vring.count)
-                out.appendLittleEndian(vring.notifyID.rawValue)
-                out.appendLittleEndian(vring.reserved)
-            }
-            out.append(contentsOf: v.config)
+            return VirtioDeviceResource.configOffset(vringCount: v.vrings.count) + v.config.count
         case let .vendor(v):
+            guard (128...512).contains(v.type) else {
+                throw ResourceTableError(.unrepresentable("vendor type \(v.type) is outside 128…512"), entry: index)
+            }
             guard v.payload.count <= Int(UInt32.max) - 8 else {
                 throw ResourceTableError(.unrepresentable("vendor payload too large"), entry: index)
             }
-            out.appendLittleEndian(UInt32(8 + v.payload.count))
-            out.append(contentsOf: v.payload)
-        case let .unknown(_, payload):
-            out.append(contentsOf: payload)
+            return 8 + v.payload.count
+        case let .unknown(type, payload):
+            guard type > 3, !(128...512).contains(type) else {
+                throw ResourceTableError(.unrepresentable("type \(type) has a layout; build it as that entry, not .unknown"), entry: index)
+            }
+            return 4 + payload.count
         }
-        return out
+    }
+
+    /// Writes `entry` at `offset`, over exactly ``encodedSize(of:index:)`` bytes (the caller has
+    /// checked that they lie inside `bytes`). Every field is stored little-endian at its offset.
+    private static func write(_ entry: ResourceEntry, into bytes: inout [UInt8], at offset: Int) {
+        bytes.withUnsafeMutableBytes { out in
+            var at = offset
+            func put<T: FixedWidthInteger>(_ value: T) {
+                out.storeBytes(of: value.littleEndian, toByteOffset: at, as: T.self)
+                at += MemoryLayout<T>.size
+            }
+            func put(_ payload: [UInt8]) {
+                payload.withUnsafeBytes { out.baseAddress!.advanced(by: at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                at += payload.count
+            }
+            // A NUL-padded name field of 32 bytes, truncated to 32.
+            func put(name: String) {
+                let field = UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + 32)])
+                field.initializeMemory(as: UInt8.self, repeating: 0)
+                _ = field.initializeMemory(as: UInt8.self, from: name.utf8.prefix(32))
+                at += 32
+            }
+            put(entry.type)
+            switch entry {
+            case let .carveout(m), let .devmem(m):
+                put(m.deviceAddress.rawValue)
+                put(m.physicalAddress.rawValue)
+                put(m.length)
+                put(m.flags)
+                put(m.reserved)
+                put(name: m.name)
+            case let .trace(t):
+                put(t.deviceAddress.rawValue)
+                put(t.length)
+                put(t.reserved)
+                put(name: t.name)
+            case let .vdev(v):
+                put(v.deviceID)
+                put(v.notifyID.rawValue)
+                put(v.deviceFeatures.rawValue)
+                put(v.driverFeatures.rawValue)
+                put(UInt32(v.config.count))
+                put(v.status.rawValue)
+                put(UInt8(v.vrings.count))
+                put(v.reserved)
+                for vring in v.vrings {
+                    put(vring.deviceAddress.rawValue)
+                    put(vring.alignment)
+                    put(vring.count)
+                    put(vring.notifyID.rawValue)
+                    put(vring.reserved)
+                }
+                if !v.config.isEmpty { put(v.config) }
+            case let .vendor(v):
+                put(UInt32(8 + v.payload.count))
+                if !v.payload.isEmpty { put(v.payload) }
+            case let .unknown(_, payload):
+                if !payload.isEmpty { put(payload) }
+            }
+        }
     }
 }

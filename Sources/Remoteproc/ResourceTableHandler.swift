@@ -124,10 +124,10 @@ struct ResourceTableHandler {
     /// the lowest free id (`rproc_alloc_vring`: predefined ids are overwritten, the vdev's own id
     /// is never touched). OpenAMP: the vdev's id and then each vring's, in table order, fixed ids
     /// honoured and ANY ones the lowest free (`handle_vdev_rsc`).
-    /// Returns each vdev (by entry index) with its ids filled in.
+    /// Returns, for each entry, the vdev with its ids filled in (`nil` for other entries).
     private func allocateNotifyIDs(_ table: ResourceTable, notifyIDs: inout NotifyIDAllocator,
-                                   warn: (String) -> Void) throws(RemoteprocError) -> [Int: VirtioDeviceResource] {
-        var result: [Int: VirtioDeviceResource] = [:]
+                                   warn: (String) -> Void) throws(RemoteprocError) -> [VirtioDeviceResource?] {
+        var result = [VirtioDeviceResource?](repeating: nil, count: table.entries.count)
         for (index, entry) in table.entries.enumerated() {
             guard case var .vdev(v) = entry else { continue }
             switch host {

@@ -106,7 +106,7 @@ struct Bench: ParsableCommand {
             return
         }
         if let load = report.load {
-            print("ELF load: \(iterations) runs each, \(sizeMiB) MiB image (one segment + resource table); the fixed cost: a 4 KiB one")
+            print("ELF load: \(loadRounds) interleaved runs each, \(sizeMiB) MiB image (one segment + resource table); the fixed cost: a 4 KiB one")
             for r in load {
                 print("  " + RprocSimReport.pad(r.name, 28) + String(format: "median %9.1f µs   p99 %9.1f µs   %8.0f MB/s", r.medianMicroseconds, r.p99Microseconds, r.megabytesPerSecond))
             }
@@ -205,6 +205,9 @@ struct Bench: ParsableCommand {
                boot.fromConfigureP50Microseconds, boot.fromConfigureP99Microseconds)
     }
 
+    /// The load suite's runs of each measure (ten per `--iterations`: a run is tens of µs).
+    private var loadRounds: Int { iterations * 10 }
+
     private func loadBenchmarks() throws -> [Result] {
         let size = sizeMiB << 20
         var generator = SystemRandomNumberGenerator()
@@ -228,20 +231,10 @@ struct Bench: ParsableCommand {
         let memoryStore = MemoryImageStore(["bench": image])
         let fileStore = FileImageStore()
 
-        var results: [Result] = []
-        results.append(try measure("ELF load, memory store", bytes: image.count) { try processor.load("bench", from: memoryStore) })
-        results.append(try measure("ELF load, file store", bytes: image.count) { try processor.load(file.path, from: fileStore) })
         let target = platform.memories[0].region
         // The kernel's part of a file load alone: open the file, copy the segment's bytes out of
         // the page cache into the target (one pread), close — the floor of any load from a file.
         let segmentOffset = layout.segmentData[0]
-        results.append(try measure("pread of the same bytes", bytes: image.count) {
-            let opened = try RegularFile(opening: file.path)
-            try target.withUnsafeMutableBytes(at: 0, count: payload.count) { try opened.read(into: $0, at: segmentOffset) }
-        })
-        results.append(try measure("memcpy of the same bytes", bytes: image.count) {
-            try payload.withUnsafeBytes { try target.write(bytes: $0, at: 0) }
-        })
         // The fixed cost of a load (headers, the table, its handling, the store's open and
         // reads): the same image with a 4 KiB segment.
         let small = ELFWriter.image(segments: [.init(address: 0, bytes: Array(payload.prefix(4096)))], entry: 1,
@@ -250,16 +243,25 @@ struct Bench: ParsableCommand {
         try Data(small).write(to: smallFile)
         defer { try? FileManager.default.removeItem(at: smallFile) }
         memoryStore.add(small, as: "small")
-        results.append(try measure("fixed cost, memory store", bytes: small.count) { try processor.load("small", from: memoryStore) })
-        results.append(try measure("fixed cost, file store", bytes: small.count) { try processor.load(smallFile.path, from: fileStore) })
+        let measures: [(name: String, bytes: Int, body: () throws -> Void)] = [
+            ("ELF load, memory store", image.count, { try processor.load("bench", from: memoryStore) }),
+            ("ELF load, file store", image.count, { try processor.load(file.path, from: fileStore) }),
+            ("pread of the same bytes", image.count, {
+                let opened = try RegularFile(opening: file.path)
+                try target.withUnsafeMutableBytes(at: 0, count: payload.count) { try opened.read(into: $0, at: segmentOffset) }
+            }),
+            ("memcpy of the same bytes", image.count, { try payload.withUnsafeBytes { try target.write(bytes: $0, at: 0) } }),
+            ("fixed cost, memory store", small.count, { try processor.load("small", from: memoryStore) }),
+            ("fixed cost, file store", small.count, { try processor.load(smallFile.path, from: fileStore) }),
+        ]
+        // Interleaved, so each ratio compares figures taken side by side (the first runs warm
+        // caches and page tables).
+        let samples = try BenchHarness.timeInterleaved(loadRounds, warmUp: 2, measures.map(\.body))
+        let results = zip(measures, samples).map { measure, s in
+            Result(name: measure.name, bytes: measure.bytes, medianMicroseconds: s.median, p99Microseconds: s.p99,
+                   megabytesPerSecond: Double(measure.bytes) / s.median)
+        }
         try processor.shutdown()
         return results
-    }
-
-    private func measure(_ name: String, bytes: Int, _ body: () throws -> Void) throws -> Result {
-        // The first runs warm caches and page tables.
-        let samples = try BenchHarness.time(iterations, warmUp: 2, body)
-        return Result(name: name, bytes: bytes, medianMicroseconds: samples.median, p99Microseconds: samples.p99,
-                      megabytesPerSecond: Double(bytes) / samples.median)
     }
 }

@@ -32,6 +32,26 @@ enum BenchHarness {
         return Samples(samples)
     }
 
+    /// Each of `bodies` run `warmUp` times untimed, then `rounds` rounds in which every body runs
+    /// once, timed, in an order that rotates from round to round. Figures compared with each
+    /// other (a load against the `memcpy` of the same bytes) are then taken side by side in
+    /// time, so a machine that speeds up or slows down during the run moves them together.
+    static func timeInterleaved(_ rounds: Int, warmUp: Int = 0, _ bodies: [() throws -> Void]) throws -> [Samples] {
+        precondition(rounds >= 1 && !bodies.isEmpty, "an interleaved bench needs a round and a body")
+        for body in bodies { for _ in 0..<warmUp { try body() } }
+        var samples = [[Double]](repeating: [], count: bodies.count)
+        for i in samples.indices { samples[i].reserveCapacity(rounds) }
+        for round in 0..<rounds {
+            for k in bodies.indices {
+                let index = (k + round) % bodies.count
+                let start = clock.now
+                try bodies[index]()
+                samples[index].append((clock.now - start).inMicroseconds)
+            }
+        }
+        return samples.map(Samples.init)
+    }
+
     /// How long `body` took, in seconds.
     static func seconds(_ body: () throws -> Void) rethrows -> Double {
         let start = clock.now

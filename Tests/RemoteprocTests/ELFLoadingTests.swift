@@ -97,13 +97,14 @@ struct ELFLoadingTests {
         #expect(installed.traceBuffers.first?.deviceAddress == trace.deviceAddress.device)
     }
 
-    @Test("the file store's small reads and copies (served from a 4 KiB block when they lie in it) return the file's bytes: inside a block, across blocks, at the end, after a reopen")
+    @Test("the file store's reads and copies (a small file served from one whole-file block, a larger one from 4 KiB blocks when they lie in one) return the file's bytes: inside a block, across blocks, at the end, after a reopen")
     func fileStoreReads() throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("rsim-store-\(UUID().uuidString).bin")
         defer { try? FileManager.default.removeItem(at: url) }
         let store = FileImageStore()
-        let target = try IORegion(name: "target", memory: try SharedMemory(size: 16 << 10), physicalBase: PhysicalAddress(0))
-        for (round, size) in [10_000, 4096, 5].enumerated() {
+        let large = FileImageStore.wholeFileLimit + 10_000
+        let target = try IORegion(name: "target", memory: try SharedMemory(size: large + 4096), physicalBase: PhysicalAddress(0))
+        for (round, size) in [large, FileImageStore.wholeFileLimit, 10_000, 4096, 5].enumerated() {
             let content = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ round) }
             try Data(content).write(to: url)
             #expect(try store.open(url.path) == size)
