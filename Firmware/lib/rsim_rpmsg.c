@@ -514,13 +514,31 @@ int rsim_rpmsg_poll(void)
 
     dev.in_poll = 1;
     int n = 0;
+    /* With a backlog (more than one message waiting) the host need not kick
+     * for the messages it adds while we drain: the ring goes quiet until it is
+     * empty, as a virtio driver disables callbacks while it processes. One
+     * message (an echo) keeps the kicks on: two stores saved on the reply's path. */
+    int quiet = 0;
     for (;;) {
         struct rsim_vring_buf b;
         int r = rsim_vring_peek(&dev.rx, 0, RSIM_RPMSG_HDR_SIZE, &b);
         if (r <= 0) {
-            if (r < 0)
+            if (r < 0) {
                 dev.stats.ring_errors++;
+                break;
+            }
+            /* Kicks on again, then one more look: messages added while the
+             * ring was quiet were not kicked for. */
+            if (quiet) {
+                quiet = 0;
+                if (rsim_vring_set_kicks(&dev.rx, 1))
+                    continue;
+            }
             break;
+        }
+        if (!quiet && (uint16_t)(rsim_vring_rd16(dev.rx.avail + 2u) - dev.rx.last_avail) > 1u) {
+            rsim_vring_set_kicks(&dev.rx, 0);
+            quiet = 1;
         }
         rsim_vring_take(&dev.rx);
         uint32_t used_len = deliver(&b);
@@ -529,6 +547,10 @@ int rsim_rpmsg_poll(void)
         if (!link_ok())
             break; /* reset meanwhile: the next poll deals with it */
     }
+    /* Left early (a bad ring, a reset) while quiet: kicks on again, and the
+     * next wait does not sleep if messages came meanwhile. */
+    if (quiet && rsim_vring_set_kicks(&dev.rx, 1))
+        dev.kick_seen = 1;
     /* One kick for the whole batch (and for bad buffers peek returned). */
     rsim_vring_notify(&dev.rx);
     rsim_vring_notify(&dev.tx);

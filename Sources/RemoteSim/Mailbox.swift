@@ -207,12 +207,18 @@ public final class Mailbox: Sendable {
     /// Interrupts the remote with notify id `id` (0–31): sets its PENDING bit and wakes the core.
     public func notify(_ id: NotifyID) {
         guard id.rawValue < UInt32(Self.notifyIDCount) else { return }
-        state.withLock { s in
-            s.pending |= 1 << id.rawValue
-            s.pendingChanged()
+        let wasClear = state.withLock { s in
+            defer {
+                s.pending |= 1 << id.rawValue
+                s.pendingChanged()
+            }
+            return s.pending == 0
         }
         emit(.notify(id))
-        wake.signal()
+        // WAIT blocks only while PENDING is 0, so only the kick that sets it from 0 wakes the
+        // core. A kick onto bits still pending finds the core awake or already woken: signalled
+        // again, a core still waking up would cost the sender another futex wake-up per kick.
+        if wasClear { wake.signal() }
     }
 
     /// Handles the kicks raised so far on the calling thread (poll mode). Returns how many ids.

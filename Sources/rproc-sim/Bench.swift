@@ -157,7 +157,8 @@ struct Bench: ParsableCommand {
                 print("             " + Self.describe(r.bootToAnnouncement))
                 print(String(format: "             echo kicks per round trip: %.2f to the remote, %.2f to the host", r.echoKicks.toRemote, r.echoKicks.toHost))
                 for s in r.stream {
-                    print(String(format: "             stream %3d B into rpmsg-sink: %8.0f msg/s  %6.2f MB/s", s.payload, s.messagesPerSecond, s.megabytesPerSecond))
+                    print(String(format: "             stream %3d B into rpmsg-sink: %8.0f msg/s  %6.2f MB/s   %.3f kicks/msg to the remote, %.3f to the host",
+                                 s.payload, s.messagesPerSecond, s.megabytesPerSecond, s.kicks.toRemote, s.kicks.toHost))
                 }
                 if let irq = r.interruptEcho {
                     print(String(format: "             interrupt-driven echo (irq-echo): %7.0f rt/s (p50 %6.1f µs, p99 %6.1f µs) = %.2f× the WAIT echo",

@@ -52,6 +52,8 @@ enum EmulatedBench {
         var payload: Int
         var messagesPerSecond: Double
         var megabytesPerSecond: Double
+        /// Kicks each way per message (the end marker's round trip included).
+        var kicks: BoardBench.KicksPerOperation
     }
 
     struct Report: Codable {
@@ -104,12 +106,14 @@ enum EmulatedBench {
         }
         let sink = try rpmsg.createEndpoint(destination: rpmsg.announcedServices.first { $0.name == "rpmsg-sink" }!.address) { _ in }
         let bytes = [UInt8](repeating: 0x5A, count: payload)
-        let rate = try BenchHarness.rate(count) {
-            for _ in 0..<count { try sink.send(bytes, timeout: .seconds(10)) }
-            try echo.send([1], timeout: .seconds(10))
-            guard marker.wait(timeout: .seconds(60)) else { throw BenchError("stream: the end marker did not come back") }
+        let (rate, kicks) = try BoardBench.KicksPerOperation.measure(board: board, rpmsg: rpmsg, count: count) {
+            try BenchHarness.rate(count) {
+                for _ in 0..<count { try sink.send(bytes, timeout: .seconds(10)) }
+                try echo.send([1], timeout: .seconds(10))
+                guard marker.wait(timeout: .seconds(60)) else { throw BenchError("stream: the end marker did not come back") }
+            }
         }
-        return Stream(payload: payload, messagesPerSecond: rate, megabytesPerSecond: rate * Double(payload) / 1e6)
+        return Stream(payload: payload, messagesPerSecond: rate, megabytesPerSecond: rate * Double(payload) / 1e6, kicks: kicks)
     }
 
     /// The compute programs' work (`Firmware/lib/rsim_compute.h`): 50 M passes of a 4-instruction loop.

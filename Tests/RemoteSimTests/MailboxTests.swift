@@ -49,6 +49,22 @@ struct MailboxTests {
         #expect(mailbox.read(R.pending.rawValue) == 0)
     }
 
+    @Test("only the kick that sets PENDING from 0 wakes the core: kicks onto bits still pending are not signalled again, and WAIT still sees each")
+    func kicksOntoPendingBitsDoNotSignal() throws {
+        let mailbox = try Mailbox(hostInterrupts: .poll)
+        mailbox.notify(1)
+        mailbox.notify(1)
+        mailbox.notify(4)
+        #expect(mailbox.wake.tryTake(), "the first kick wakes the core")
+        #expect(!mailbox.wake.tryTake(), "kicks onto pending bits signalled again")
+        #expect(mailbox.read(R.wait.rawValue) == 0b1_0010)
+        // Acknowledged, PENDING is 0 again: the next kick wakes the core.
+        mailbox.write(R.ack.rawValue, 0b1_0010)
+        mailbox.notify(4)
+        #expect(mailbox.wake.tryTake())
+        #expect(mailbox.read(R.wait.rawValue) == 0b1_0000)
+    }
+
     @Test("WAIT returns PENDING at once when set, without clearing it")
     func waitReturnsPending() throws {
         let mailbox = try Mailbox(hostInterrupts: .poll)

@@ -70,6 +70,57 @@ struct VirtualTimeBoardTests {
         try processor.shutdown()
     }
 
+    @Test("the firmware library drains a backlog with its receive ring quiet: no kick for what the host adds meanwhile, kicks again once it is empty",
+          .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
+    func quietWhileDraining(architecture: FirmwareArchitecture) throws {
+        let (board, processor, clock) = try virtualBoard("multi-service", architecture)
+        defer { clock.leave() }
+        guard let rpmsg = try processor.attachHostRPMsg().device else { throw BoardError("test", .noProcessor) }
+        #expect(board.wait(upTo: .seconds(1)) { rpmsg.announcedServices.contains { $0.name == "rpmsg-sink" } })
+        let sink = try #require(rpmsg.announcedServices.first { $0.name == "rpmsg-sink" })
+        let endpoint = try rpmsg.createEndpoint(destination: sink.address) { _ in }
+        // The host → remote ring (vring 1) as the host placed it, read from the remote's memory.
+        let installed = try #require(processor.installedResourceTable)
+        let vdev = try #require(installed.table.virtioDevices.first?.device)
+        let ring = vdev.vrings[1]
+        let address = try #require(ring.deviceAddress.device)
+        let layout = try VringLayout(count: Int(ring.count), alignment: Int(ring.alignment))
+        func usedIndex() throws -> UInt16 {
+            try VringSnapshot(layout: layout, at: address.rawValue) { device, count in
+                guard let found = processor.memory(containingDevice: DeviceAddress(device), size: count) else { return nil }
+                return try? found.memory.region.readBytes(at: found.offset, count: count)
+            }.usedIndex
+        }
+        #expect(board.wait(upTo: .seconds(1)) { board.mailbox.isCoreWaiting })
+        let start = try usedIndex()
+        func kicks() -> Int { rpmsg.statistics.transmitQueueKicks }
+
+        // A backlog, queued while the core waits (no time passes in the host's sends).
+        let backlog = 16
+        for i in 0..<backlog { try endpoint.send(Array("message \(i)".utf8), timeout: .seconds(1)) }
+        // The core runs in steps of 200 ns of its time; once it has taken some of the backlog
+        // and not all, one more message is sent: the ring is quiet, so it is not kicked for.
+        var sentWhileDraining = false
+        for _ in 0..<100_000 where !sentWhileDraining {
+            clock.advance(by: .nanoseconds(200))
+            let taken = Int(try usedIndex() &- start)
+            guard taken > 0 && taken < backlog else { continue }
+            let before = kicks()
+            try endpoint.send(Array("while draining".utf8), timeout: .seconds(1))
+            #expect(kicks() == before, "kicked while the remote drained (\(taken) of \(backlog) taken)")
+            sentWhileDraining = true
+        }
+        #expect(sentWhileDraining, "never saw the remote part-way through its backlog")
+        // Drained (the extra message too, though it was not kicked for), the core waits again with
+        // kicks on: the next message is kicked for and taken.
+        #expect(board.wait(upTo: .seconds(1)) { (try? usedIndex()) == start &+ UInt16(backlog + 1) && board.mailbox.isCoreWaiting })
+        let before = kicks()
+        try endpoint.send(Array("after".utf8), timeout: .seconds(1))
+        #expect(kicks() == before + 1)
+        #expect(board.wait(upTo: .seconds(1)) { (try? usedIndex()) == start &+ UInt16(backlog + 2) })
+        try processor.shutdown()
+    }
+
     @Test("emulated instructions advance the clock: an echo round trip costs the host's send plus the firmware's instructions, the same on every run",
           .timeLimit(.minutes(1)), arguments: FirmwareArchitecture.allCases)
     func echoTime(architecture: FirmwareArchitecture) throws {
