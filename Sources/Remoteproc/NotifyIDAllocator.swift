@@ -40,17 +40,23 @@ struct DeviceRangeAllocator: Sendable {
 
     mutating func allocate(size: Int, alignment: Int, in pools: [RemoteprocMemory]) -> DeviceAddress? {
         guard size > 0, alignment > 0 else { return nil }
-        let align = UInt64(alignment)
+        let align = UInt64(alignment), length = UInt64(size)
+        // Rounded up to the alignment; `nil` past the top of the address space.
+        func alignedUp(_ value: UInt64) -> UInt64? {
+            let (bumped, overflow) = value.addingReportingOverflow(align - 1)
+            return overflow ? nil : bumped / align * align
+        }
         for pool in pools {
-            let poolEnd = pool.deviceAddress.rawValue + UInt64(pool.size)
-            var candidate = (pool.deviceAddress.rawValue + align - 1) / align * align
-            while candidate + UInt64(size) <= poolEnd {
-                let end = candidate + UInt64(size)
+            let (poolEnd, overflow) = pool.deviceAddress.rawValue.addingReportingOverflow(UInt64(pool.size))
+            guard !overflow, length <= poolEnd else { continue }
+            var next = alignedUp(pool.deviceAddress.rawValue)
+            while let candidate = next, candidate <= poolEnd - length {
+                let end = candidate + length
                 // The claimed ranges the candidate overlaps: the next candidate starts after the last of them ends.
                 var blockedUntil: UInt64?
                 for range in claimed where range.start < end && candidate < range.end { blockedUntil = max(blockedUntil ?? 0, range.end) }
                 if let blockedUntil {
-                    candidate = (blockedUntil + align - 1) / align * align
+                    next = alignedUp(blockedUntil)
                     continue
                 }
                 claimed.append(Range(start: candidate, end: end))

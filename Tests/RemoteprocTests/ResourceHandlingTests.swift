@@ -355,6 +355,41 @@ struct MemoryTests {
     }
 }
 
+@Suite("Device range allocation")
+struct DeviceRangeAllocatorTests {
+    private func pool(at device: UInt64, size: Int) throws -> RemoteprocMemory {
+        RemoteprocMemory(name: "pool", physicalAddress: PhysicalAddress(0), deviceAddress: DeviceAddress(device),
+                         region: try IORegion(memory: try SharedMemory(size: size), physicalBase: PhysicalAddress(0)), isAllocationPool: true)
+    }
+
+    @Test("first fit, aligned, around claimed ranges; nil when nothing fits")
+    func firstFit() throws {
+        let pools = [try pool(at: 0x3000_0000, size: 0x4000)]
+        var fresh = DeviceRangeAllocator()
+        fresh.claim(DeviceAddress(0x3000_0000), size: 0x100)
+        fresh.claim(DeviceAddress(0x3000_1000), size: 0x1800)
+        #expect(fresh.allocate(size: 0x800, alignment: 0x100, in: pools) == DeviceAddress(0x3000_0100))
+        #expect(fresh.allocate(size: 0x1000, alignment: 0x1000, in: pools) == DeviceAddress(0x3000_3000))
+        #expect(fresh.allocate(size: 0x1000, alignment: 0x1000, in: pools) == nil)
+        #expect(fresh.allocate(size: 0, alignment: 0x1000, in: pools) == nil)
+    }
+
+    @Test("a pool or a claimed range at the top of the address space: no overflow, just nothing found")
+    func topOfTheAddressSpace() throws {
+        var ranges = DeviceRangeAllocator()
+        // A range claimed up to the very end (its end saturates) blocks every candidate after it.
+        ranges.claim(DeviceAddress(UInt64.max - 0xFFF), size: 0x2000)
+        #expect(ranges.allocate(size: 0x100, alignment: 0x1000, in: [try pool(at: UInt64.max - 0x1FFF, size: 0x1000)]) == DeviceAddress(UInt64.max - 0x1FFF))
+        #expect(ranges.allocate(size: 0x100, alignment: 0x1000, in: [try pool(at: UInt64.max - 0x1FFF, size: 0x1000)]) == nil)
+        // A pool whose end does not fit in 64 bits is skipped.
+        var other = DeviceRangeAllocator()
+        #expect(other.allocate(size: 0x100, alignment: 0x10, in: [try pool(at: UInt64.max - 0xFF, size: 0x1000)]) == nil)
+        #expect(other.allocate(size: 0x100, alignment: 0x10, in: [try pool(at: UInt64.max - 0xFFF, size: 0x1000)]) == nil)
+        // Alignment that rounds past the top finds nothing instead of wrapping to 0.
+        #expect(other.allocate(size: 0x10, alignment: 0x1_0000, in: [try pool(at: UInt64.max - 0x1FFF, size: 0x1000)]) == nil)
+    }
+}
+
 @Suite("Virtio device entry point")
 struct VirtioEntryTests {
     func running(config: [UInt8] = [9, 8, 7, 6], host: HostPersonality = .openamp) throws -> (TestPlatform, RemoteProcessor) {
