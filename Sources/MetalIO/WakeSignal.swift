@@ -100,6 +100,25 @@ public final class WakeSignal: @unchecked Sendable {
         return true
     }
 
+    /// Spin before a wait whose condition can come true without a signal (a peer that returns
+    /// buffers as it goes and notifies only at the end of a batch): looks at `ready` until it
+    /// gives a value, a signal is given (left for the wait that follows), or ``maximumSpin`` has
+    /// passed. `nil` means: wait as usual. Nothing when waits do not spin. Only for real time: a
+    /// spin does not let a ``VirtualClock``'s time pass, so the peer would not run meanwhile.
+    public func spin<T, E: Error>(lookingFor ready: () throws(E) -> T?) throws(E) -> T? {
+        guard spins else { return nil }
+        let start = Self.monotonicNanoseconds()
+        var looks = 0
+        while true {
+            if let value = try ready() { return value }
+            var count: Int32 = 0
+            if sem_getvalue(semaphore, &count) == 0, count > 0 { return nil }
+            looks += 1
+            // The clock is read every 8 looks (each look above takes a lock or two).
+            if looks & 7 == 0, Self.monotonicNanoseconds() - start >= Self.maximumSpinNanoseconds { return nil }
+        }
+    }
+
     /// Looks for a signal until the spin bound (or `limit`) has passed since `start`.
     private func spin(from start: Int64, limit: Int64 = .max) -> Bool {
         guard spins else { return false }

@@ -516,9 +516,18 @@ public final class RPMsgDevice: Sendable {
             if transmitWaiters.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { requestTransmitNotifications(false) }
         }
         var pause: Duration = .microseconds(20)
+        // A peer draining a full ring returns buffers one by one but notifies once, at the end
+        // of its batch (as OpenAMP's and this project's firmware do): before the first park the
+        // ring is looked at in a bounded spin, so the sender refills as buffers come back and the
+        // peer never runs dry and parks. (Not in virtual time: spinning lets no time pass.)
+        var spin = !clock.isVirtual
         while true {
             // Looked at after asking for the notification: a return in between is not missed.
             if let buffer = try takeTransmitBuffer() { return buffer }
+            if spin {
+                spin = false
+                if let buffer = try transmitReturned.spin(lookingFor: { () throws(RPMsgError) in try takeTransmitBuffer() }) { return buffer }
+            }
             let left = deadline - clock.now
             guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
             _ = clock.wait(for: transmitReturned, timeout: min(pause, left))

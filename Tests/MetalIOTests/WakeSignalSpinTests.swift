@@ -64,4 +64,29 @@ struct WakeSignalSpinTests {
         #expect(signal.lastSignalNanoseconds == 0)
         #expect(signal.tryTake())
     }
+
+    @Test("a spin looking at a condition: returns what it finds, stops at a signal without taking it, gives up after the longest spin")
+    func spinLookingAtACondition() {
+        let signal = WakeSignal()
+        // The condition comes true on the fifth look.
+        var looks = 0
+        #expect(signal.spin { () -> Int? in looks += 1; return looks == 5 ? 42 : nil } == 42)
+        #expect(looks == 5)
+        // A signal already given ends the spin at the first look and stays for the wait.
+        signal.signal()
+        looks = 0
+        #expect(signal.spin { () -> Int? in looks += 1; return nil } == nil)
+        #expect(looks == 1)
+        #expect(signal.tryTake())
+        // Nothing comes: the spin ends by itself (after about maximumSpin), having looked more than once.
+        looks = 0
+        #expect(signal.spin { () -> Int? in looks += 1; return nil } == nil)
+        #expect(looks > 8)
+        #expect(!signal.tryTake())
+        // A signal whose waits do not spin does not spin here either.
+        let parking = WakeSignal(spins: false)
+        looks = 0
+        #expect(parking.spin { () -> Int? in looks += 1; return 1 } == nil)
+        #expect(looks == 0)
+    }
 }
