@@ -208,11 +208,10 @@ public final class Mailbox: Sendable {
     public func notify(_ id: NotifyID) {
         guard id.rawValue < UInt32(Self.notifyIDCount) else { return }
         let wasClear = state.withLock { s in
-            defer {
-                s.pending |= 1 << id.rawValue
-                s.pendingChanged()
-            }
-            return s.pending == 0
+            let wasClear = s.pending == 0
+            s.pending |= 1 << id.rawValue
+            s.pendingChanged()
+            return wasClear
         }
         emit(.notify(id))
         // WAIT blocks only while PENDING is 0, so only the kick that sets it from 0 wakes the
