@@ -102,11 +102,15 @@ public final class WakeSignal: @unchecked Sendable {
 
     /// Spin before a wait whose condition can come true without a signal (a peer that returns
     /// buffers as it goes and notifies only at the end of a batch): looks at `ready` until it
-    /// gives a value, a signal is given (left for the wait that follows), or ``maximumSpin`` has
-    /// passed. `nil` means: wait as usual. Nothing when waits do not spin. Only for real time: a
-    /// spin does not let a ``VirtualClock``'s time pass, so the peer would not run meanwhile.
-    public func spin<T, E: Error>(lookingFor ready: () throws(E) -> T?) throws(E) -> T? {
+    /// gives a value, a signal is given (left for the wait that follows), or `limit` (at most
+    /// ``maximumSpin``) has passed. `nil` means: wait as usual. Nothing when waits do not spin.
+    /// Signals left over from earlier waits are taken first (they would end the spin at once;
+    /// `ready` is looked at after them, so what they announced is not missed). Only for real
+    /// time: a spin does not let a ``VirtualClock``'s time pass, so the peer would not run meanwhile.
+    public func spin<T, E: Error>(for limit: Duration = maximumSpin, lookingFor ready: () throws(E) -> T?) throws(E) -> T? {
         guard spins else { return nil }
+        while tryTake() {}
+        let bound = min(limit.totalNanoseconds, Self.maximumSpinNanoseconds)
         let start = Self.monotonicNanoseconds()
         var looks = 0
         while true {
@@ -115,7 +119,7 @@ public final class WakeSignal: @unchecked Sendable {
             if sem_getvalue(semaphore, &count) == 0, count > 0 { return nil }
             looks += 1
             // The clock is read every 8 looks (each look above takes a lock or two).
-            if looks & 7 == 0, Self.monotonicNanoseconds() - start >= Self.maximumSpinNanoseconds { return nil }
+            if looks & 7 == 0, Self.monotonicNanoseconds() - start >= bound { return nil }
         }
     }
 

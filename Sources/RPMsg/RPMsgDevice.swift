@@ -524,12 +524,16 @@ public final class RPMsgDevice: Sendable {
         while true {
             // Looked at after asking for the notification: a return in between is not missed.
             if let buffer = try takeTransmitBuffer() { return buffer }
+            var left = deadline - clock.now
+            guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
             if spin {
                 spin = false
-                if let buffer = try transmitReturned.spin(lookingFor: { () throws(RPMsgError) in try takeTransmitBuffer() }) { return buffer }
+                if let buffer = try transmitReturned.spin(for: left, lookingFor: { () throws(RPMsgError) in try takeTransmitBuffer() }) {
+                    return buffer
+                }
+                left = deadline - clock.now
+                guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
             }
-            let left = deadline - clock.now
-            guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
             _ = clock.wait(for: transmitReturned, timeout: min(pause, left))
             pause = min(pause * 2, .milliseconds(1))
         }

@@ -104,7 +104,7 @@ public struct ResourceTable: Hashable, Sendable {
         // Written over the old bytes (no copy of the table), decoded back, and put back as it
         // was when the new bytes do not decode.
         let old = Array(bytes[offset..<(offset + size)])
-        Self.write(entry, into: &bytes, at: offset)
+        Self.write(entry, size: size, into: &bytes, at: offset)
         do {
             entries[index] = try Self.decodeEntry(ByteReader(bytes: bytes), at: offset, index: index,
                                                   end: Self.extent(of: offset, offsets: entryOffsets, size: bytes.count))
@@ -213,8 +213,9 @@ public struct ResourceTable: Hashable, Sendable {
 
     /// `entry`'s bytes on their own.
     private static func encode(_ entry: ResourceEntry, index: Int) throws(ResourceTableError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: try encodedSize(of: entry, index: index))
-        write(entry, into: &out, at: 0)
+        let size = try encodedSize(of: entry, index: index)
+        var out = [UInt8](repeating: 0, count: size)
+        write(entry, size: size, into: &out, at: 0)
         return out
     }
 
@@ -246,11 +247,14 @@ public struct ResourceTable: Hashable, Sendable {
         }
     }
 
-    /// Writes `entry` at `offset`, over exactly ``encodedSize(of:index:)`` bytes (the caller has
-    /// checked that they lie inside `bytes`). Every field is stored little-endian at its offset.
-    private static func write(_ entry: ResourceEntry, into bytes: inout [UInt8], at offset: Int) {
+    /// Writes `entry` at `offset`, over exactly `size` bytes — its ``encodedSize(of:index:)`` —
+    /// which the caller has checked lie inside `bytes`. Every field is stored little-endian at
+    /// its offset. The stores are unchecked, so the two functions' agreement is checked here.
+    private static func write(_ entry: ResourceEntry, size: Int, into bytes: inout [UInt8], at offset: Int) {
+        precondition(offset >= 0 && size <= bytes.count - offset, "a table entry written outside the table")
         bytes.withUnsafeMutableBytes { out in
             var at = offset
+            defer { precondition(at == offset + size, "a table entry's fields and its encoded size disagree") }
             func put<T: FixedWidthInteger>(_ value: T) {
                 out.storeBytes(of: value.littleEndian, toByteOffset: at, as: T.self)
                 at += MemoryLayout<T>.size

@@ -65,19 +65,30 @@ struct WakeSignalSpinTests {
         #expect(signal.tryTake())
     }
 
-    @Test("a spin looking at a condition: returns what it finds, stops at a signal without taking it, gives up after the longest spin")
+    @Test("a spin looking at a condition: returns what it finds, stops at a new signal without taking it, takes leftover ones first, gives up after its limit")
     func spinLookingAtACondition() {
         let signal = WakeSignal()
         // The condition comes true on the fifth look.
         var looks = 0
         #expect(signal.spin { () -> Int? in looks += 1; return looks == 5 ? 42 : nil } == 42)
         #expect(looks == 5)
-        // A signal already given ends the spin at the first look and stays for the wait.
+        // A signal given during the spin ends it and stays for the wait.
+        looks = 0
+        #expect(signal.spin { () -> Int? in looks += 1; if looks == 3 { signal.signal() }; return nil } == nil)
+        #expect(looks == 3)
+        #expect(signal.tryTake())
+        // Signals left over from before are taken first: they do not end the spin, and the
+        // condition they announced is looked at.
+        signal.signal()
         signal.signal()
         looks = 0
-        #expect(signal.spin { () -> Int? in looks += 1; return nil } == nil)
-        #expect(looks == 1)
-        #expect(signal.tryTake())
+        #expect(signal.spin { () -> Int? in looks += 1; return looks == 2 ? 7 : nil } == 7)
+        #expect(looks == 2)
+        #expect(!signal.tryTake())
+        // A limit shorter than the longest spin: it ends at the first look at the clock.
+        looks = 0
+        #expect(signal.spin(for: .zero) { () -> Int? in looks += 1; return nil } == nil)
+        #expect(looks == 8)
         // Nothing comes: the spin ends by itself (after about maximumSpin), having looked more than once.
         looks = 0
         #expect(signal.spin { () -> Int? in looks += 1; return nil } == nil)
