@@ -502,9 +502,11 @@ public final class RPMsgDevice: Sendable {
     /// Reserves a transmit buffer for zero-copy send (`rpmsg_get_tx_payload_buffer`), waiting up
     /// to `timeout` for one to be free.
     ///
-    /// While it waits it asks the peer for a notification when buffers come back and sleeps until
-    /// one arrives — or, since a peer may not notify (or nobody dispatches its notifications, as
-    /// on a remote's own thread), until the next look at the ring: 20 µs, doubling to 1 ms.
+    /// While it waits it asks the peer for a notification when buffers come back, looks at the
+    /// ring in one bounded spin (a peer draining a full ring returns buffers as it goes but
+    /// notifies once per batch), then sleeps until a notification arrives — or, since a peer may
+    /// not notify (or nobody dispatches its notifications, as on a remote's own thread), until
+    /// the next look at the ring: 20 µs, doubling to 1 ms.
     public func reserveBuffer(timeout: Duration = RPMsgDevice.defaultSendTimeout) throws(RPMsgError) -> RPMsgTxBuffer {
         if let buffer = try takeTransmitBuffer() { return buffer }
         guard timeout > .zero else { throw RPMsgError(.noBuffer(waited: .zero)) }
