@@ -536,7 +536,7 @@ int rsim_rpmsg_poll(void)
             }
             break;
         }
-        if (!quiet && (uint16_t)(rsim_vring_rd16(dev.rx.avail + 2u) - dev.rx.last_avail) > 1u) {
+        if (!quiet && rsim_vring_waiting(&dev.rx) > 1u) {
             rsim_vring_set_kicks(&dev.rx, 0);
             quiet = 1;
         }

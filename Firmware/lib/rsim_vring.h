@@ -106,6 +106,18 @@ static inline void rsim_vring_wr32(uint32_t addr, uint32_t v)
     *(volatile uint32_t *)(uintptr_t)addr = v;
 }
 
+/* The host's avail.idx, and how many entries it has added that we have not
+ * taken yet (more than num means a corrupt index; peek refuses it). */
+static inline uint16_t rsim_vring_avail_idx(const struct rsim_vring *vr)
+{
+    return rsim_vring_rd16(vr->avail + 2u);
+}
+
+static inline uint16_t rsim_vring_waiting(const struct rsim_vring *vr)
+{
+    return (uint16_t)(rsim_vring_avail_idx(vr) - vr->last_avail);
+}
+
 /* True when [addr, addr + len) lies inside the shared window (no overflow). */
 static inline int rsim_vring_in_shared_window(uint32_t addr, uint32_t len)
 {
@@ -156,7 +168,7 @@ __attribute__((always_inline)) static inline int rsim_vring_peek(struct rsim_vri
     uint32_t mask = (uint32_t)vr->num - 1u;
 
     for (;;) {
-        uint16_t avail_idx = rsim_vring_rd16(vr->avail + 2u);
+        uint16_t avail_idx = rsim_vring_avail_idx(vr);
         if (avail_idx == vr->last_avail) {
             if (!vr->event_idx || vr->quiet)
                 return 0;
@@ -165,7 +177,7 @@ __attribute__((always_inline)) static inline int rsim_vring_peek(struct rsim_vri
              * missed. */
             rsim_vring_wr16(vr->used + 4u + 8u * vr->num, vr->last_avail);
             rsim_mb();
-            if (rsim_vring_rd16(vr->avail + 2u) == vr->last_avail)
+            if (rsim_vring_waiting(vr) == 0)
                 return 0;
             continue;
         }
@@ -247,7 +259,7 @@ static inline int rsim_vring_set_kicks(struct rsim_vring *vr, int on)
     if (!on)
         return 0;
     rsim_mb(); /* the request before the look at avail.idx */
-    return rsim_vring_rd16(vr->avail + 2u) != vr->last_avail;
+    return rsim_vring_waiting(vr) != 0;
 }
 
 #endif /* RSIM_VRING_H */

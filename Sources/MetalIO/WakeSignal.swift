@@ -105,7 +105,9 @@ public final class WakeSignal: @unchecked Sendable {
     /// gives a value, a signal is given (left for the wait that follows), or `limit` (at most
     /// ``maximumSpin``) has passed. `nil` means: wait as usual. Nothing when waits do not spin.
     /// Signals left over from earlier waits are taken first (they would end the spin at once;
-    /// `ready` is looked at after them, so what they announced is not missed). Only for real
+    /// `ready` is looked at after them, so what they announced is not missed) — so with several
+    /// waiters on one signal, use it only where their waits are timed and look again, as a
+    /// blocking send's are: one whose signal was taken here ends at its timeout. Only for real
     /// time: a spin does not let a ``VirtualClock``'s time pass, so the peer would not run meanwhile.
     public func spin<T, E: Error>(for limit: Duration = maximumSpin, lookingFor ready: () throws(E) -> T?) throws(E) -> T? {
         guard spins else { return nil }

@@ -526,15 +526,14 @@ public final class RPMsgDevice: Sendable {
         while true {
             // Looked at after asking for the notification: a return in between is not missed.
             if let buffer = try takeTransmitBuffer() { return buffer }
-            var left = deadline - clock.now
+            let left = deadline - clock.now
             guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
             if spin {
                 spin = false
                 if let buffer = try transmitReturned.spin(for: left, lookingFor: { () throws(RPMsgError) in try takeTransmitBuffer() }) {
                     return buffer
                 }
-                left = deadline - clock.now
-                guard left > .zero else { throw RPMsgError(.noBuffer(waited: timeout)) }
+                continue    // the time left, and the ring once more, before the park
             }
             _ = clock.wait(for: transmitReturned, timeout: min(pause, left))
             pause = min(pause * 2, .milliseconds(1))

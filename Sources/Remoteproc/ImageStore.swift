@@ -58,19 +58,14 @@ public final class FileImageStore: ImageStore {
 
     public func bytes(at offset: Int, count: Int) throws(ImageError) -> [UInt8] {
         let file = try openFile(offset, count)
-        if file.size <= Self.wholeFileLimit {
-            if block == nil {
-                do { block = (0, try file.bytes(at: 0, count: file.size)) } catch { throw ImageError(.file(error), path: path) }
-            }
-            if let block { return Array(block.bytes[offset..<(offset + count)]) }
-        }
-        let start = offset & ~(Self.blockSize - 1)
-        // A small read that lies inside one aligned block is served from that block (read once, up to the file's end).
-        if count <= Self.blockSize, offset + count <= start + Self.blockSize {
+        // The block a read lies in: the whole file when it is small, else its aligned 4 KiB
+        // (up to the file's end). A read inside it is served from it, read once.
+        let (start, length) = file.size <= Self.wholeFileLimit
+            ? (0, file.size)
+            : (offset & ~(Self.blockSize - 1), min(Self.blockSize, file.size - (offset & ~(Self.blockSize - 1))))
+        if offset + count <= start + length {
             if block?.offset != start {
-                do { block = (start, try file.bytes(at: start, count: min(Self.blockSize, file.size - start))) } catch {
-                    throw ImageError(.file(error), path: path)
-                }
+                do { block = (start, try file.bytes(at: start, count: length)) } catch { throw ImageError(.file(error), path: path) }
             }
             if let block { return Array(block.bytes[(offset - start)..<(offset - start + count)]) }
         }
